@@ -1,0 +1,80 @@
+package auth
+
+import (
+	"encoding/base64"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+var secret = []byte("test-secret-0123456789abcdef")
+
+func sign(t *testing.T, method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(method, claims).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestUserID(t *testing.T) {
+	v, err := NewVerifier(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	good, err := Issue(secret, 42, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	noneHeader := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`))
+	nonePayload := base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"42","exp":` + itoa(exp) + `}`))
+
+	cases := []struct {
+		name  string
+		token string
+		want  int64
+	}{
+		{"issued", good, 42},
+		{"numeric sub", sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": 7, "exp": exp}), 7},
+		{"user_id claim", sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"user_id": 9, "exp": exp}), 9},
+		{"missing", "", 0},
+		{"garbage", "not.a.token", 0},
+		{"expired", sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "1", "exp": time.Now().Add(-time.Hour).Unix()}), 0},
+		{"no expiry", sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "1"}), 0},
+		{"forged", sign(t, jwt.SigningMethodHS256, []byte("another-secret-0123456789"), jwt.MapClaims{"sub": "1", "exp": exp}), 0},
+		{"alg none", noneHeader + "." + nonePayload + ".", 0},
+		{"HS512", sign(t, jwt.SigningMethodHS512, secret, jwt.MapClaims{"sub": "1", "exp": exp}), 0},
+		{"non-numeric sub", sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "alice", "exp": exp}), 0},
+		{"negative sub", sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": -3, "exp": exp}), 0},
+		{"fractional sub", sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": 1.5, "exp": exp}), 0},
+		{"no subject", sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"exp": exp}), 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := v.UserID(c.token)
+			if c.want == 0 {
+				if !errors.Is(err, ErrUnauthenticated) {
+					t.Fatalf("want ErrUnauthenticated, got id=%d err=%v", got, err)
+				}
+				return
+			}
+			if err != nil || got != c.want {
+				t.Fatalf("got %d, %v; want %d", got, err, c.want)
+			}
+		})
+	}
+}
+
+func TestShortSecretRefused(t *testing.T) {
+	if _, err := NewVerifier([]byte("short")); err == nil || !strings.Contains(err.Error(), "16 bytes") {
+		t.Fatalf("short secret accepted: %v", err)
+	}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -1,0 +1,446 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/parleychat/parley/api/auth"
+)
+
+// Prefix is where the chat's REST API lives, as the mobile app expects.
+const Prefix = "/api/v1/chat"
+
+// maxJSONBody bounds every JSON request body.
+const maxJSONBody = 64 << 10
+
+// REST serves the chat's HTTP API.
+type REST struct {
+	svc      *Service
+	verifier *auth.Verifier
+	logger   *slog.Logger
+	mux      *http.ServeMux
+}
+
+// NewREST builds the handler. Extra routes (uploads, the WebSocket
+// endpoint) are added with Handle before serving.
+func NewREST(svc *Service, verifier *auth.Verifier, logger *slog.Logger) *REST {
+	r := &REST{svc: svc, verifier: verifier, logger: logger, mux: http.NewServeMux()}
+	r.mux.HandleFunc("GET /health", r.health)
+	r.mux.HandleFunc("GET "+Prefix+"/conversations", r.authed(r.listConversations))
+	r.mux.HandleFunc("POST "+Prefix+"/conversations", r.authed(r.createConversation))
+	r.mux.HandleFunc("GET "+Prefix+"/conversations/{id}", r.authed(r.getConversation))
+	r.mux.HandleFunc("GET "+Prefix+"/conversations/{id}/messages", r.authed(r.listMessages))
+	r.mux.HandleFunc("PATCH "+Prefix+"/conversations/{id}/settings", r.authed(r.updateSettings))
+	r.mux.HandleFunc("DELETE "+Prefix+"/conversations/{id}", r.authed(r.deleteConversation))
+	r.mux.HandleFunc("POST "+Prefix+"/messages", r.authed(r.sendMessage))
+	r.mux.HandleFunc("POST "+Prefix+"/messages/read", r.authed(r.markRead))
+	r.mux.HandleFunc("DELETE "+Prefix+"/messages/{id}", r.authed(r.deleteMessage))
+	r.mux.HandleFunc(Prefix+"/", func(w http.ResponseWriter, req *http.Request) {
+		r.fail(w, req, Errorf(CodeNotFound, "no such endpoint: %s %s", req.Method, req.URL.Path))
+	})
+	return r
+}
+
+// Handle adds a route, e.g. uploads or the WebSocket endpoint.
+func (r *REST) Handle(pattern string, h http.Handler) { r.mux.Handle(pattern, h) }
+
+// AuthedFunc adapts a handler that needs the caller's user id.
+func (r *REST) AuthedFunc(h func(http.ResponseWriter, *http.Request, int64)) http.HandlerFunc {
+	return r.authed(h)
+}
+
+func (r *REST) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	defer func() {
+		if p := recover(); p != nil {
+			r.logger.Error("handler panic", "method", req.Method, "path", req.URL.Path, "panic", p)
+			if !sw.wrote {
+				r.fail(sw, req, internal(fmt.Errorf("panic: %v", p)))
+			}
+		}
+		r.logger.Debug("request", "method", req.Method, "path", req.URL.Path, "status", sw.status, "duration", time.Since(start))
+	}()
+	r.mux.ServeHTTP(sw, req)
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if !s.wrote {
+		s.status, s.wrote = code, true
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	s.wrote = true
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection (WebSocket upgrade).
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (r *REST) authed(h func(http.ResponseWriter, *http.Request, int64)) http.HandlerFunc {
+	return func(w http.ResponseWriter, req *http.Request) {
+		token, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+		if !ok {
+			r.fail(w, req, Errorf(CodeUnauthenticated, "missing bearer token in the Authorization header"))
+			return
+		}
+		user, err := r.verifier.UserID(strings.TrimSpace(token))
+		if err != nil {
+			r.fail(w, req, &Error{Code: CodeUnauthenticated, Message: "invalid or expired token", Err: err})
+			return
+		}
+		h(w, req, user)
+	}
+}
+
+func (r *REST) health(w http.ResponseWriter, req *http.Request) {
+	if err := r.svc.Ping(req.Context()); err != nil {
+		r.logger.Warn("health check: database unreachable", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unhealthy", "reason": "database unreachable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "healthy"})
+}
+
+type page[T any] struct {
+	Data     []T   `json:"data"`
+	Total    int64 `json:"total"`
+	Page     int   `json:"page"`
+	PageSize int   `json:"page_size"`
+}
+
+func (r *REST) listConversations(w http.ResponseWriter, req *http.Request, user int64) {
+	q := req.URL.Query()
+	if err := onlyParams(q, "page", "page_size", "archived"); err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	pg, size, err := pagination(q, 20)
+	if err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	var archived *bool
+	if v := q.Get("archived"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			r.fail(w, req, Errorf(CodeBadRequest, "archived must be true or false"))
+			return
+		}
+		archived = &b
+	}
+	rows, total, err := r.svc.ListConversations(req.Context(), user, ListParams{Page: pg, PageSize: size, Archived: archived})
+	if err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page[ConversationView]{Data: rows, Total: total, Page: pg, PageSize: size})
+}
+
+func (r *REST) createConversation(w http.ResponseWriter, req *http.Request, user int64) {
+	var body struct {
+		RecipientID int64 `json:"recipient_id"`
+	}
+	if err := decodeJSON(w, req, &body); err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	c, err := r.svc.CreateConversation(req.Context(), user, body.RecipientID)
+	if err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+func (r *REST) getConversation(w http.ResponseWriter, req *http.Request, user int64) {
+	id, err := pathUUID(req, "id")
+	if err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	c, err := r.svc.Conversation(req.Context(), user, id)
+	if err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+func (r *REST) listMessages(w http.ResponseWriter, req *http.Request, user int64) {
+	id, err := pathUUID(req, "id")
+	if err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	q := req.URL.Query()
+	if err := onlyParams(q, "page", "page_size", "after_seq", "before_seq", "limit"); err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	if q.Has("limit") && !q.Has("page_size") {
+		q.Set("page_size", q.Get("limit"))
+	}
+	pg, size, err := pagination(q, 50)
+	if err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	mq := MessageQuery{Page: pg, PageSize: size}
+	for name, dst := range map[string]**int64{"after_seq": &mq.AfterSeq, "before_seq": &mq.BeforeSeq} {
+		if !q.Has(name) {
+			continue
+		}
+		n, err := strconv.ParseInt(q.Get(name), 10, 64)
+		if err != nil || n < 0 {
+			r.fail(w, req, Errorf(CodeBadRequest, "%s must be a non-negative integer", name))
+			return
+		}
+		*dst = &n
+	}
+	if mq.AfterSeq != nil && mq.BeforeSeq != nil {
+		r.fail(w, req, Errorf(CodeBadRequest, "give after_seq or before_seq, not both"))
+		return
+	}
+	if (mq.AfterSeq != nil || mq.BeforeSeq != nil) && q.Has("page") {
+		r.fail(w, req, Errorf(CodeBadRequest, "page cannot be combined with after_seq or before_seq"))
+		return
+	}
+	msgs, total, err := r.svc.Messages(req.Context(), user, id, mq)
+	if err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	if total < 0 { // cursor mode
+		resp := map[string]any{"data": msgs, "page_size": size, "has_more": len(msgs) == size}
+		if n := len(msgs); n > 0 {
+			resp["next_after_seq"] = max(msgs[0].Seq, msgs[n-1].Seq)
+			resp["next_before_seq"] = min(msgs[0].Seq, msgs[n-1].Seq)
+		}
+		writeJSON(w, http.StatusOK, resp)
+		return
+	}
+	writeJSON(w, http.StatusOK, page[MessageView]{Data: msgs, Total: total, Page: pg, PageSize: size})
+}
+
+type sendBody struct {
+	RecipientID     int64  `json:"recipient_id"`
+	ConversationID  string `json:"conversation_id"`
+	ContentType     string `json:"content_type"`
+	TextContent     string `json:"text_content"`
+	MediaKey        string `json:"media_key"`
+	MediaURL        string `json:"media_url"`
+	AudioDuration   *int32 `json:"audio_duration"`
+	ReplyToID       string `json:"reply_to_id"`
+	ClientMessageID string `json:"client_message_id"`
+}
+
+func (r *REST) sendMessage(w http.ResponseWriter, req *http.Request, user int64) {
+	var b sendBody
+	if err := decodeJSON(w, req, &b); err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	m, err := r.svc.Send(req.Context(), user, SendInput(b))
+	if err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, m)
+}
+
+func (r *REST) markRead(w http.ResponseWriter, req *http.Request, user int64) {
+	var b struct {
+		MessageIDs     []string `json:"message_ids"`
+		ConversationID string   `json:"conversation_id"`
+	}
+	if err := decodeJSON(w, req, &b); err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	res, err := r.svc.MarkRead(req.Context(), user, b.ConversationID, b.MessageIDs)
+	if err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "read": res.Read, "ignored": res.Ignored})
+}
+
+func (r *REST) updateSettings(w http.ResponseWriter, req *http.Request, user int64) {
+	id, err := pathUUID(req, "id")
+	if err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	var st Settings
+	if err := decodeJSON(w, req, &st); err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	if err := r.svc.UpdateSettings(req.Context(), user, id, st); err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"status": "accepted", "conversation_id": id, "settings": st})
+}
+
+func (r *REST) deleteConversation(w http.ResponseWriter, req *http.Request, user int64) {
+	id, err := pathUUID(req, "id")
+	if err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	yes := true
+	if err := r.svc.UpdateSettings(req.Context(), user, id, Settings{Deleted: &yes}); err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"status": "accepted", "conversation_id": id})
+}
+
+func (r *REST) deleteMessage(w http.ResponseWriter, req *http.Request, user int64) {
+	id, err := pathUUID(req, "id")
+	if err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	if err := r.svc.DeleteMessage(req.Context(), user, id); err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"status": "accepted", "message_id": id})
+}
+
+// errorBody is the JSON shape of every error.
+type errorBody struct {
+	Error struct {
+		Code    Code   `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// Fail writes err as the JSON error shape; exported for routes added with Handle.
+func (r *REST) Fail(w http.ResponseWriter, req *http.Request, err error) { r.fail(w, req, err) }
+
+func (r *REST) fail(w http.ResponseWriter, req *http.Request, err error) {
+	e := AsError(err)
+	status := e.Code.HTTPStatus()
+	if status >= 500 {
+		r.logger.Error("request failed", "method", req.Method, "path", req.URL.Path, "code", e.Code, "err", e)
+		if e.Code == CodeUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
+	} else {
+		r.logger.Debug("request refused", "method", req.Method, "path", req.URL.Path, "code", e.Code, "err", e.Message)
+	}
+	var b errorBody
+	b.Error.Code, b.Error.Message = e.Code, e.Message
+	writeJSON(w, status, b)
+}
+
+// WriteJSON writes v with status; exported for routes added with Handle.
+func WriteJSON(w http.ResponseWriter, status int, v any) { writeJSON(w, status, v) }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// decodeJSON reads exactly one JSON object, refusing unknown fields and
+// bodies over maxJSONBody. The Content-Type is not checked: clients such as
+// curl -d send JSON labelled as a form.
+func decodeJSON(w http.ResponseWriter, req *http.Request, dst any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, maxJSONBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		var tooBig *http.MaxBytesError
+		var syntax *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &tooBig):
+			return Errorf(CodeTooLarge, "request body is larger than %d bytes", maxJSONBody)
+		case errors.Is(err, io.EOF):
+			return Errorf(CodeBadRequest, "request body is empty")
+		case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):
+			return Errorf(CodeBadRequest, "request body is not valid JSON")
+		case errors.As(err, &typ):
+			return Errorf(CodeBadRequest, "field %q must be %s", typ.Field, typ.Type)
+		case strings.HasPrefix(err.Error(), "json: unknown field"):
+			return Errorf(CodeBadRequest, "%s", strings.TrimPrefix(err.Error(), "json: "))
+		default:
+			return Errorf(CodeBadRequest, "invalid JSON body: %v", err)
+		}
+	}
+	if dec.More() {
+		return Errorf(CodeBadRequest, "request body must hold a single JSON object")
+	}
+	return nil
+}
+
+func pathUUID(req *http.Request, name string) (uuid.UUID, error) {
+	v := req.PathValue(name)
+	if len(v) != 36 {
+		return uuid.Nil, Errorf(CodeBadRequest, "%s %q is not a UUID", name, v)
+	}
+	id, err := uuid.Parse(v)
+	if err != nil {
+		return uuid.Nil, Errorf(CodeBadRequest, "%s %q is not a UUID", name, v)
+	}
+	return id, nil
+}
+
+func pagination(q map[string][]string, defaultSize int) (int, int, error) {
+	get := func(name string, def, lo, hi int) (int, error) {
+		vals, ok := q[name]
+		if !ok || len(vals) == 0 || vals[0] == "" {
+			return def, nil
+		}
+		n, err := strconv.Atoi(vals[0])
+		if err != nil || n < lo || n > hi {
+			return 0, Errorf(CodeBadRequest, "%s must be an integer from %d to %d", name, lo, hi)
+		}
+		return n, nil
+	}
+	pg, err := get("page", 1, 1, 1_000_000)
+	if err != nil {
+		return 0, 0, err
+	}
+	size, err := get("page_size", defaultSize, 1, 100)
+	if err != nil {
+		return 0, 0, err
+	}
+	return pg, size, nil
+}
+
+func onlyParams(q map[string][]string, allowed ...string) error {
+	for k := range q {
+		ok := false
+		for _, a := range allowed {
+			if k == a {
+				ok = true
+			}
+		}
+		if !ok {
+			return Errorf(CodeBadRequest, "unknown query parameter %q", k)
+		}
+	}
+	return nil
+}

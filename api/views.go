@@ -1,0 +1,144 @@
+package api
+
+import (
+	"context"
+	"time"
+
+	"github.com/parleychat/parley/db"
+	"github.com/parleychat/parley/events"
+)
+
+// MessageView is a message as REST returns it (snake_case, the seed's
+// fields). Media URLs are short-lived presigned GETs, issued only to
+// participants. Seq is absent until the persister has stored the message.
+type MessageView struct {
+	ID                string     `json:"id"`
+	ConversationID    string     `json:"conversation_id"`
+	Seq               int64      `json:"seq,omitempty"`
+	SenderID          int64      `json:"sender_id"`
+	RecipientID       int64      `json:"recipient_id"`
+	ContentType       string     `json:"content_type"`
+	TextContent       *string    `json:"text_content"`
+	MediaKey          *string    `json:"media_key,omitempty"`
+	MediaURL          *string    `json:"media_url"`
+	MediaThumbnailURL *string    `json:"media_thumbnail_url"`
+	AudioDuration     *int32     `json:"audio_duration"`
+	ReplyToID         *string    `json:"reply_to_id"`
+	ClientMessageID   *string    `json:"client_message_id,omitempty"`
+	CreatedAt         time.Time  `json:"created_at"`
+	SentAt            *time.Time `json:"sent_at"`
+	DeliveredAt       *time.Time `json:"delivered_at"`
+	ReadAt            *time.Time `json:"read_at"`
+	Status            string     `json:"status"`
+}
+
+// LastMessageView is the preview in a conversation list.
+type LastMessageView struct {
+	ID          string    `json:"id"`
+	Seq         int64     `json:"seq"`
+	SenderID    int64     `json:"sender_id"`
+	ContentType string    `json:"content_type"`
+	TextContent *string   `json:"text_content"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// ConversationView is a conversation as one participant sees it.
+type ConversationView struct {
+	ID             string           `json:"id"`
+	Participant1ID int64            `json:"participant1_id"`
+	Participant2ID int64            `json:"participant2_id"`
+	OtherUserID    int64            `json:"other_user_id"`
+	CreatedAt      time.Time        `json:"created_at"`
+	UpdatedAt      time.Time        `json:"updated_at"`
+	LastMessageAt  *time.Time       `json:"last_message_at"`
+	LastSeq        int64            `json:"last_seq"`
+	LastMessage    *LastMessageView `json:"last_message"`
+	UnreadCount    int64            `json:"unread_count"`
+	LastReadSeq    int64            `json:"last_read_seq"`
+	Pinned         bool             `json:"pinned"`
+	Muted          bool             `json:"muted"`
+	Archived       bool             `json:"archived"`
+	DeletedAt      *time.Time       `json:"deleted_at"`
+}
+
+func conversationView(r db.ParticipantConversation) ConversationView {
+	p1, p2 := r.UserID, r.OtherUserID
+	if p1 > p2 {
+		p1, p2 = p2, p1
+	}
+	v := ConversationView{
+		ID: r.ID.String(), Participant1ID: p1, Participant2ID: p2, OtherUserID: r.OtherUserID,
+		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, LastMessageAt: r.LastMessageAt, LastSeq: r.LastSeq,
+		UnreadCount: r.UnreadCount, LastReadSeq: r.LastReadSeq,
+		Pinned: r.Pinned, Muted: r.Muted, Archived: r.Archived, DeletedAt: r.DeletedAt,
+	}
+	if r.LastMessageID != nil && r.LastMessageSeq != nil {
+		v.LastMessage = &LastMessageView{
+			ID: r.LastMessageID.String(), Seq: *r.LastMessageSeq, SenderID: deref(r.LastMessageSenderID),
+			ContentType: deref(r.LastMessageContentType), TextContent: r.LastMessageText, CreatedAt: deref(r.LastMessageCreatedAt),
+		}
+	}
+	return v
+}
+
+func (s *Service) messageView(ctx context.Context, m db.Message) MessageView {
+	v := MessageView{
+		ID: m.ID.String(), ConversationID: m.ConversationID.String(), Seq: m.Seq,
+		SenderID: m.SenderID, RecipientID: m.RecipientID, ContentType: m.ContentType,
+		TextContent: m.TextContent, MediaKey: m.MediaKey, AudioDuration: m.AudioDuration,
+		ClientMessageID: m.ClientMessageID, CreatedAt: m.CreatedAt, SentAt: &m.SentAt,
+		DeliveredAt: m.DeliveredAt, ReadAt: m.ReadAt, Status: "sent",
+	}
+	if m.ReplyToID != nil {
+		r := m.ReplyToID.String()
+		v.ReplyToID = &r
+	}
+	switch {
+	case m.ReadAt != nil:
+		v.Status = "read"
+	case m.DeliveredAt != nil:
+		v.Status = "delivered"
+	}
+	v.MediaURL = s.signedURL(ctx, m.MediaKey)
+	v.MediaThumbnailURL = s.signedURL(ctx, m.MediaThumbnailKey)
+	return v
+}
+
+// sentView describes a message that is on the bus but may not be stored yet.
+func (s *Service) sentView(ctx context.Context, p events.MessageSentV1) MessageView {
+	v := MessageView{
+		ID: p.MessageID, ConversationID: p.ConversationID, SenderID: p.SenderID, RecipientID: p.RecipientID,
+		ContentType: p.ContentType, TextContent: optional(p.TextContent), MediaKey: optional(p.MediaKey),
+		AudioDuration: p.AudioDuration, ReplyToID: optional(p.ReplyToID), ClientMessageID: optional(p.ClientMessageID),
+		CreatedAt: p.CreatedAt, Status: "accepted",
+	}
+	v.MediaURL = s.signedURL(ctx, v.MediaKey)
+	return v
+}
+
+func (s *Service) signedURL(ctx context.Context, key *string) *string {
+	if key == nil || *key == "" || s.media == nil {
+		return nil
+	}
+	u, _, err := s.media.PresignGet(ctx, *key)
+	if err != nil {
+		s.logger.Warn("could not sign media URL", "key", *key, "err", err)
+		return nil
+	}
+	return &u
+}
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// devJWTSecret is used only by `chat dev`, which says so at start-up.
+const devJWTSecret = "parley-development-secret-do-not-use-in-production"
+
+// Config is every setting, read from the environment once at start-up.
+// Each field names its variable; README.md documents them.
+type Config struct {
+	Transport      string        // CHAT_TRANSPORT: postgres (default) or aws
+	HTTPAddr       string        // CHAT_HTTP_ADDR, default 127.0.0.1:8080
+	GatewayAdmin   string        // CHAT_GATEWAY_ADMIN_ADDR, default 127.0.0.1:8081
+	DatabaseURL    string        // DATABASE_URL
+	JWTSecret      string        // JWT_SECRET
+	DataDir        string        // CHAT_DATA_DIR, default ./.chat-data
+	LogLevel       slog.Level    // CHAT_LOG_LEVEL: debug, info (default), warn, error
+	LogFormat      string        // CHAT_LOG_FORMAT: text (default) or json
+	MaxTextRunes   int           // CHAT_MAX_TEXT_CHARS, default 4000
+	SendRate       float64       // CHAT_SEND_RATE per user per second, default 20 (0 disables)
+	SendBurst      int           // CHAT_SEND_BURST, default 40
+	WorkerAttempts int           // CHAT_WORKER_MAX_ATTEMPTS before dead-lettering, default 5
+	WorkerConc     int           // CHAT_WORKER_CONCURRENCY consumers per worker queue, default 2
+	FallbackPoll   time.Duration // CHAT_BUS_FALLBACK_POLL, default 1s
+	ShutdownGrace  time.Duration // CHAT_SHUTDOWN_TIMEOUT, default 15s
+	DevMode        bool          // set by `chat dev`
+	DevSecretInUse bool
+}
+
+// loadConfig reads the environment through getenv and validates it,
+// naming the variable in every error.
+func loadConfig(getenv func(string) string, dev bool) (Config, error) {
+	c := Config{DevMode: dev}
+	var errs []error
+	str := func(name, def string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		return def
+	}
+	num := func(name string, def int, lo int) int {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo {
+			errs = append(errs, fmt.Errorf("%s=%q: want an integer >= %d", name, v, lo))
+			return def
+		}
+		return n
+	}
+	dur := func(name string, def time.Duration) time.Duration {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("%s=%q: want a positive duration like 500ms or 2s", name, v))
+			return def
+		}
+		return d
+	}
+
+	c.Transport = str("CHAT_TRANSPORT", "postgres")
+	if c.Transport != "postgres" && c.Transport != "aws" {
+		errs = append(errs, fmt.Errorf("CHAT_TRANSPORT=%q: want postgres or aws", c.Transport))
+	}
+	c.HTTPAddr = str("CHAT_HTTP_ADDR", "127.0.0.1:8080")
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		errs = append(errs, fmt.Errorf("CHAT_HTTP_ADDR=%q: %v", c.HTTPAddr, err))
+	}
+	c.GatewayAdmin = str("CHAT_GATEWAY_ADMIN_ADDR", "127.0.0.1:8081")
+	if host, _, err := net.SplitHostPort(c.GatewayAdmin); err != nil {
+		errs = append(errs, fmt.Errorf("CHAT_GATEWAY_ADMIN_ADDR=%q: %v", c.GatewayAdmin, err))
+	} else if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		errs = append(errs, fmt.Errorf("CHAT_GATEWAY_ADMIN_ADDR=%q: the management API must listen on a loopback address", c.GatewayAdmin))
+	}
+	c.DatabaseURL = str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chat?sslmode=disable")
+	c.JWTSecret = getenv("JWT_SECRET")
+	if c.JWTSecret == "" && dev {
+		c.JWTSecret, c.DevSecretInUse = devJWTSecret, true
+	}
+	if c.JWTSecret == "" {
+		errs = append(errs, errors.New("JWT_SECRET is required (the HS256 secret shared with the auth service)"))
+	} else if len(c.JWTSecret) < 16 {
+		errs = append(errs, errors.New("JWT_SECRET must be at least 16 bytes"))
+	}
+	c.DataDir = str("CHAT_DATA_DIR", "./.chat-data")
+	switch lv := strings.ToLower(str("CHAT_LOG_LEVEL", "info")); lv {
+	case "debug":
+		c.LogLevel = slog.LevelDebug
+	case "info":
+		c.LogLevel = slog.LevelInfo
+	case "warn":
+		c.LogLevel = slog.LevelWarn
+	case "error":
+		c.LogLevel = slog.LevelError
+	default:
+		errs = append(errs, fmt.Errorf("CHAT_LOG_LEVEL=%q: want debug, info, warn or error", lv))
+	}
+	c.LogFormat = str("CHAT_LOG_FORMAT", "text")
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("CHAT_LOG_FORMAT=%q: want text or json", c.LogFormat))
+	}
+	c.MaxTextRunes = num("CHAT_MAX_TEXT_CHARS", 4000, 1)
+	if v := getenv("CHAT_SEND_RATE"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 {
+			errs = append(errs, fmt.Errorf("CHAT_SEND_RATE=%q: want a non-negative number (0 disables)", v))
+		}
+		c.SendRate = f
+		if f == 0 {
+			c.SendRate = -1 // explicit 0: no limit
+		}
+	}
+	c.SendBurst = num("CHAT_SEND_BURST", 40, 1)
+	c.WorkerAttempts = num("CHAT_WORKER_MAX_ATTEMPTS", 5, 1)
+	c.WorkerConc = num("CHAT_WORKER_CONCURRENCY", 2, 1)
+	c.FallbackPoll = dur("CHAT_BUS_FALLBACK_POLL", time.Second)
+	c.ShutdownGrace = dur("CHAT_SHUTDOWN_TIMEOUT", 15*time.Second)
+	return c, errors.Join(errs...)
+}

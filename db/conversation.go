@@ -1,0 +1,58 @@
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// TxBeginner is satisfied by *pgxpool.Pool, *pgx.Conn and pgx.Tx.
+type TxBeginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// DirectKey names the direct conversation between two users, whatever the
+// order they are given in.
+func DirectKey(a, b int64) string {
+	if a > b {
+		a, b = b, a
+	}
+	return fmt.Sprintf("%d:%d", a, b)
+}
+
+// GetOrCreateDirect returns the direct conversation between a and b,
+// creating it with id newID if there is none. Two concurrent first messages
+// between the same pair end with one conversation: the loser's insert does
+// nothing and its follow-up read, a new statement with a new snapshot, sees
+// the winner's committed row.
+func GetOrCreateDirect(ctx context.Context, conn TxBeginner, newID uuid.UUID, a, b int64) (id uuid.UUID, created bool, err error) {
+	if a <= 0 || b <= 0 || a == b {
+		return uuid.Nil, false, fmt.Errorf("direct conversation needs two distinct positive user ids, got %d and %d", a, b)
+	}
+	key := DirectKey(a, b)
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		q := New(tx)
+		got, err := q.InsertDirectConversation(ctx, InsertDirectConversationParams{ID: newID, DirectKey: &key})
+		if errors.Is(err, pgx.ErrNoRows) {
+			id, err = q.GetConversationByDirectKey(ctx, &key)
+			if err != nil {
+				return fmt.Errorf("read conversation %s: %w", key, err)
+			}
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("insert conversation %s: %w", key, err)
+		}
+		id, created = got, true
+		for _, u := range []int64{a, b} {
+			if err := q.AddParticipant(ctx, AddParticipantParams{ConversationID: id, UserID: u}); err != nil {
+				return fmt.Errorf("add participant %d: %w", u, err)
+			}
+		}
+		return nil
+	})
+	return id, created, err
+}

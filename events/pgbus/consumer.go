@@ -1,0 +1,200 @@
+package pgbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/parleychat/parley/db"
+	"github.com/parleychat/parley/events"
+)
+
+// ConsumerConfig tunes one worker's consumption.
+type ConsumerConfig struct {
+	// Concurrency is how many consumers share the worker's queue.
+	Concurrency int
+	// BatchSize is how many rows one consumer locks per query.
+	BatchSize int
+	// MaxAttempts is how often a failing event is tried before it is
+	// dead-lettered. Permanent errors are dead-lettered at once.
+	MaxAttempts int
+	// RetryBackoff is the first pause between attempts; it doubles.
+	RetryBackoff time.Duration
+	// HandlerTimeout bounds one event's handling, retries included.
+	HandlerTimeout time.Duration
+	// FallbackPoll is the poll interval used when no notification arrives.
+	FallbackPoll time.Duration
+}
+
+func (c ConsumerConfig) withDefaults() ConsumerConfig {
+	if c.Concurrency <= 0 {
+		c.Concurrency = 2
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 16
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 5
+	}
+	if c.RetryBackoff <= 0 {
+		c.RetryBackoff = 100 * time.Millisecond
+	}
+	if c.HandlerTimeout <= 0 {
+		c.HandlerTimeout = 30 * time.Second
+	}
+	if c.FallbackPoll <= 0 {
+		c.FallbackPoll = time.Second
+	}
+	return c
+}
+
+// Consume runs h over the worker's queue until ctx ends. An event is
+// acknowledged only after h succeeded or the event was stored as a dead
+// letter, in the same transaction that held it: a crash at any point
+// redelivers it.
+func Consume(ctx context.Context, pool *pgxpool.Pool, waker *Waker, worker string, h events.Handler, cfg ConsumerConfig, logger *slog.Logger) error {
+	if _, ok := events.RouteFor(worker); !ok {
+		return fmt.Errorf("unknown worker %q", worker)
+	}
+	cfg = cfg.withDefaults()
+	logger = logger.With("worker", worker)
+	wlog := watermill.NewSlogLogger(logger.With("component", "watermill"))
+
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.HandlerTimeout}, wlog)
+	if err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+	done := make(chan struct{})
+	defer close(done)
+
+	r := &runner{worker: worker, h: h, cfg: cfg, q: db.New(pool), logger: logger}
+	ackDeadline := cfg.HandlerTimeout + 5*time.Second
+	for i := range cfg.Concurrency {
+		var wake <-chan struct{}
+		if waker != nil {
+			wake = waker.subscribe(worker)
+		}
+		sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(pool), wsql.SubscriberConfig{
+			SchemaAdapter:  queueSchema(cfg.BatchSize),
+			OffsetsAdapter: ackUpToLastRow{wsql.PostgreSQLQueueOffsetsAdapter{DeleteOnAck: true}},
+			BackoffManager: wakeBackoff{wake: wake, done: done, fallback: cfg.FallbackPoll, retry: time.Second},
+			AckDeadline:    &ackDeadline,
+			ResendInterval: time.Second,
+		}, wlog)
+		if err != nil {
+			return fmt.Errorf("subscriber: %w", err)
+		}
+		router.AddConsumerHandler(fmt.Sprintf("%s-%d", worker, i), worker, sub, r.handle)
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- router.Run(ctx) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	// router.Run returns once ctx is done and handlers have finished.
+	return <-errc
+}
+
+type runner struct {
+	worker string
+	h      events.Handler
+	cfg    ConsumerConfig
+	q      *db.Queries
+	logger *slog.Logger
+}
+
+// handle returns nil (ack) after success or after dead-lettering; it returns
+// an error (nack, redelivered) only when even the dead letter could not be
+// stored or the consumer is stopping.
+func (r *runner) handle(msg *message.Message) error {
+	ctx, cancel := context.WithTimeout(msg.Context(), r.cfg.HandlerTimeout)
+	defer cancel()
+
+	env, err := events.Decode(msg.Payload)
+	attempts := 0
+	if err == nil {
+		err, attempts = r.attempt(ctx, env)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil && !events.IsPermanent(err) {
+			// Stopping or out of time: leave it queued for the next consumer.
+			return fmt.Errorf("handle %s %s: %w", env.Type, env.ID, err)
+		}
+	}
+	return r.deadLetter(msg, env, attempts, err)
+}
+
+func (r *runner) attempt(ctx context.Context, env events.Envelope) (error, int) {
+	backoff := r.cfg.RetryBackoff
+	var err error
+	for n := 1; ; n++ {
+		err = r.call(ctx, env)
+		if err == nil || events.IsPermanent(err) || n >= r.cfg.MaxAttempts {
+			return err, n
+		}
+		r.logger.Debug("event handling failed; retrying", "event_id", env.ID, "type", env.Type, "attempt", n, "err", err)
+		jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1))
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err()), n
+		case <-time.After(backoff + jitter):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// call runs the handler, turning a panic into an error so that one bad
+// event cannot take the worker down.
+func (r *runner) call(ctx context.Context, env events.Envelope) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("handler panic: %v", p)
+		}
+	}()
+	return r.h.Handle(ctx, env)
+}
+
+func (r *runner) deadLetter(msg *message.Message, env events.Envelope, attempts int, cause error) error {
+	ctx := context.WithoutCancel(msg.Context())
+	id, perr := uuid.Parse(msg.UUID)
+	if perr != nil {
+		id = uuid.Nil
+	}
+	typ := env.Type
+	if typ == "" {
+		typ = "unknown"
+	}
+	dl, err := r.q.InsertDeadLetter(ctx, db.InsertDeadLetterParams{
+		Worker: r.worker, EventID: id, EventType: typ, Envelope: validJSON(msg.Payload),
+		Error: cause.Error(), Attempts: int32(attempts),
+	})
+	if err != nil {
+		r.logger.Error("could not store dead letter; event stays queued", "event_id", msg.UUID, "err", err, "cause", cause)
+		return fmt.Errorf("store dead letter: %w", err)
+	}
+	r.logger.Error("event dead-lettered", "event_id", msg.UUID, "type", typ, "attempts", attempts,
+		"dead_letter_id", dl, "err", cause)
+	return nil
+}
+
+// validJSON keeps the dead letter storable even when the payload is not JSON.
+func validJSON(b []byte) []byte {
+	if len(b) > 0 && (b[0] == '{' || b[0] == '[') {
+		return b
+	}
+	out, _ := jsonString(b)
+	return out
+}

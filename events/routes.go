@@ -1,0 +1,66 @@
+package events
+
+import (
+	"encoding/json"
+	"slices"
+)
+
+// Worker names. They name queues, tables and rules: never rename one, or its
+// history is consumed again under the new name.
+const (
+	WorkerPersister   = "persister"
+	WorkerFanout      = "fanout"
+	WorkerThumbnailer = "thumbnailer"
+)
+
+// Route says which events one worker consumes. Types is the coarse filter
+// every transport can apply (an EventBridge rule's detail-type); Media, when
+// set, narrows MessageSent to those content types (detail.data.content_type).
+type Route struct {
+	Worker string
+	Types  []string
+	Media  []string
+}
+
+// Routes is the topology: one stream per worker, so a slow or failing worker
+// never delays another.
+func Routes() []Route {
+	return []Route{
+		{Worker: WorkerPersister, Types: []string{
+			TypeMessageSent, TypeMessageRead, TypeMessageDelivered,
+			TypeMessageDeleted, TypeConversationSettingsChanged, TypeThumbnailReady,
+		}},
+		{Worker: WorkerFanout, Types: []string{
+			TypeMessageSent, TypeMessageRead, TypeTyping,
+			TypeMessageDelivered, TypeThumbnailReady, TypeConnected,
+		}},
+		{Worker: WorkerThumbnailer, Types: []string{TypeMessageSent}, Media: []string{ContentImage, ContentVideo}},
+	}
+}
+
+// RouteFor returns the route of a worker by name.
+func RouteFor(worker string) (Route, bool) {
+	for _, r := range Routes() {
+		if r.Worker == worker {
+			return r, true
+		}
+	}
+	return Route{}, false
+}
+
+// Matches reports whether the worker consumes this event.
+func (r Route) Matches(e Envelope) bool {
+	if !slices.Contains(r.Types, e.Type) {
+		return false
+	}
+	if len(r.Media) == 0 {
+		return true
+	}
+	var d struct {
+		ContentType string `json:"content_type"`
+	}
+	if err := json.Unmarshal(e.Data, &d); err != nil {
+		return false
+	}
+	return slices.Contains(r.Media, d.ContentType)
+}

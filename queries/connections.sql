@@ -1,0 +1,23 @@
+-- name: PutConnection :exec
+INSERT INTO ws_connections (connection_id, user_id, connected_at, last_ping_at, expires_at)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (connection_id) DO UPDATE
+SET user_id = EXCLUDED.user_id, connected_at = EXCLUDED.connected_at,
+    last_ping_at = EXCLUDED.last_ping_at, expires_at = EXCLUDED.expires_at;
+
+-- name: GetConnection :one
+SELECT * FROM ws_connections WHERE connection_id = $1;
+
+-- name: DeleteConnection :execrows
+DELETE FROM ws_connections WHERE connection_id = $1;
+
+-- name: TouchConnection :execrows
+UPDATE ws_connections SET last_ping_at = $2, expires_at = $3 WHERE connection_id = $1;
+
+-- name: ListConnectionsByUser :many
+SELECT * FROM ws_connections
+WHERE user_id = $1 AND expires_at > $2
+ORDER BY connected_at;
+
+-- name: DeleteExpiredConnections :execrows
+DELETE FROM ws_connections WHERE expires_at <= $1;

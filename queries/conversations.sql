@@ -1,0 +1,82 @@
+-- name: InsertDirectConversation :one
+-- ON CONFLICT DO NOTHING makes a concurrent second creator fall through to
+-- GetConversationByDirectKey instead of failing.
+INSERT INTO conversations (id, kind, direct_key)
+VALUES ($1, 'direct', $2)
+ON CONFLICT DO NOTHING
+RETURNING id;
+
+-- name: AddParticipant :exec
+INSERT INTO conversation_participants (conversation_id, user_id)
+VALUES ($1, $2)
+ON CONFLICT DO NOTHING;
+
+-- name: GetConversationByDirectKey :one
+SELECT id FROM conversations WHERE direct_key = $1;
+
+-- name: GetParticipant :one
+SELECT * FROM conversation_participants
+WHERE conversation_id = $1 AND user_id = $2;
+
+-- name: ListParticipantIDs :many
+SELECT user_id FROM conversation_participants
+WHERE conversation_id = $1
+ORDER BY user_id;
+
+-- name: ListConversationsForUser :many
+-- A conversation deleted "for me" reappears when a newer message arrives.
+SELECT * FROM participant_conversations
+WHERE user_id = @user_id
+  AND (deleted_at IS NULL OR last_message_at > deleted_at)
+  AND (sqlc.narg('archived')::boolean IS NULL OR archived = sqlc.narg('archived')::boolean)
+ORDER BY pinned DESC, COALESCE(last_message_at, created_at) DESC, id DESC
+LIMIT @page_limit OFFSET @page_offset;
+
+-- name: GetConversationForUser :one
+SELECT * FROM participant_conversations WHERE user_id = @user_id AND id = @id;
+
+-- name: CountConversationsForUser :one
+SELECT count(*) FROM conversation_participants p
+JOIN conversations c ON c.id = p.conversation_id
+WHERE p.user_id = @user_id
+  AND (p.deleted_at IS NULL OR c.last_message_at > p.deleted_at)
+  AND (sqlc.narg('archived')::boolean IS NULL OR p.archived = sqlc.narg('archived')::boolean);
+
+-- name: LockConversation :one
+-- Taken first by every persister transaction that writes a conversation's
+-- messages: it serializes sequence assignment per conversation.
+SELECT last_seq FROM conversations WHERE id = $1 FOR UPDATE;
+
+-- name: NextSeq :one
+-- Derived from the stored messages, not a counter, so that a replay into a
+-- table that lost rows assigns the same gap-free sequence again.
+SELECT (COALESCE(max(seq), 0) + 1)::bigint FROM messages WHERE conversation_id = $1;
+
+-- name: AdvanceConversation :exec
+UPDATE conversations
+SET last_seq = GREATEST(last_seq, @seq::bigint),
+    last_message_id = CASE WHEN @seq::bigint >= last_seq THEN @message_id::uuid ELSE last_message_id END,
+    last_message_at = GREATEST(COALESCE(last_message_at, @message_at::timestamptz), @message_at::timestamptz),
+    updated_at = now()
+WHERE id = @id;
+
+-- name: UpdateParticipantSettings :execrows
+-- Last writer wins by the time the change was made, so a redelivered or
+-- replayed older change never overwrites a newer one.
+UPDATE conversation_participants
+SET pinned   = COALESCE(sqlc.narg('pinned'), pinned),
+    muted    = COALESCE(sqlc.narg('muted'), muted),
+    archived = COALESCE(sqlc.narg('archived'), archived),
+    deleted_at = CASE
+        WHEN sqlc.narg('deleted')::boolean IS TRUE THEN @changed_at::timestamptz
+        WHEN sqlc.narg('deleted')::boolean IS FALSE THEN NULL
+        ELSE deleted_at END,
+    settings_changed_at = @changed_at::timestamptz
+WHERE conversation_id = @conversation_id AND user_id = @user_id
+  AND settings_changed_at < @changed_at::timestamptz;
+
+-- name: AdvanceReadPosition :exec
+UPDATE conversation_participants
+SET last_read_seq = GREATEST(last_read_seq, @seq::bigint),
+    last_read_at  = GREATEST(COALESCE(last_read_at, @read_at::timestamptz), @read_at::timestamptz)
+WHERE conversation_id = @conversation_id AND user_id = @user_id;

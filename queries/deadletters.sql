@@ -1,0 +1,17 @@
+-- name: InsertDeadLetter :one
+INSERT INTO dead_letters (worker, event_id, event_type, envelope, error, attempts)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id;
+
+-- name: ListDeadLetters :many
+SELECT * FROM dead_letters
+WHERE (sqlc.narg('worker')::text IS NULL OR worker = sqlc.narg('worker')::text)
+  AND (@include_redriven::boolean OR redriven_at IS NULL)
+ORDER BY id
+LIMIT @page_limit;
+
+-- name: GetDeadLetter :one
+SELECT * FROM dead_letters WHERE id = $1;
+
+-- name: MarkDeadLetterRedriven :exec
+UPDATE dead_letters SET redriven_at = now() WHERE id = $1;
