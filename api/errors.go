@@ -14,17 +14,17 @@ import (
 type Code string
 
 const (
-	CodeBadRequest       Code = "bad_request"        // malformed input: not JSON, unknown fields, bad ids
-	CodeInvalid          Code = "invalid_argument"   // well-formed but not acceptable
-	CodeUnauthenticated  Code = "unauthenticated"    // missing, expired or forged token
-	CodeForbidden        Code = "forbidden"          // not a participant
-	CodeNotFound         Code = "not_found"          // no such conversation or message
-	CodeConflict         Code = "conflict"           // client_message_id reused with other content
-	CodeTooLarge         Code = "payload_too_large"  // body or file over the limit
-	CodeUnsupportedMedia Code = "unsupported_media"  // file type not allowed
-	CodeRateLimited      Code = "rate_limited"       // too many requests
-	CodeUnavailable      Code = "unavailable"        // the bus or database refused; retry
-	CodeInternal         Code = "internal"           // a bug; logged
+	CodeBadRequest       Code = "bad_request"       // malformed input: not JSON, unknown fields, bad ids
+	CodeInvalid          Code = "invalid_argument"  // well-formed but not acceptable
+	CodeUnauthenticated  Code = "unauthenticated"   // missing, expired or forged token
+	CodeForbidden        Code = "forbidden"         // not a participant
+	CodeNotFound         Code = "not_found"         // no such conversation or message
+	CodeConflict         Code = "conflict"          // client_message_id reused with other content
+	CodeTooLarge         Code = "payload_too_large" // body or file over the limit
+	CodeUnsupportedMedia Code = "unsupported_media" // file type not allowed
+	CodeRateLimited      Code = "rate_limited"      // too many requests
+	CodeUnavailable      Code = "unavailable"       // the bus or database refused; retry
+	CodeInternal         Code = "internal"          // a bug; logged
 )
 
 // Error is the one error type the edges map: to an HTTP status, to a

@@ -73,9 +73,6 @@ func Consume(ctx context.Context, pool *pgxpool.Pool, waker *Waker, worker strin
 	if err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
-	done := make(chan struct{})
-	defer close(done)
-
 	r := &runner{worker: worker, h: h, cfg: cfg, q: db.New(pool), logger: logger}
 	ackDeadline := cfg.HandlerTimeout + 5*time.Second
 	for i := range cfg.Concurrency {
@@ -86,7 +83,7 @@ func Consume(ctx context.Context, pool *pgxpool.Pool, waker *Waker, worker strin
 		sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(pool), wsql.SubscriberConfig{
 			SchemaAdapter:  queueSchema(cfg.BatchSize),
 			OffsetsAdapter: ackUpToLastRow{wsql.PostgreSQLQueueOffsetsAdapter{DeleteOnAck: true}},
-			BackoffManager: wakeBackoff{wake: wake, done: done, fallback: cfg.FallbackPoll, retry: time.Second},
+			BackoffManager: wakeBackoff{wake: wake, done: ctx.Done(), fallback: cfg.FallbackPoll, retry: time.Second},
 			AckDeadline:    &ackDeadline,
 			ResendInterval: time.Second,
 		}, wlog)
@@ -125,7 +122,7 @@ func (r *runner) handle(msg *message.Message) error {
 	env, err := events.Decode(msg.Payload)
 	attempts := 0
 	if err == nil {
-		err, attempts = r.attempt(ctx, env)
+		attempts, err = r.attempt(ctx, env)
 		if err == nil {
 			return nil
 		}
@@ -137,19 +134,19 @@ func (r *runner) handle(msg *message.Message) error {
 	return r.deadLetter(msg, env, attempts, err)
 }
 
-func (r *runner) attempt(ctx context.Context, env events.Envelope) (error, int) {
+func (r *runner) attempt(ctx context.Context, env events.Envelope) (int, error) {
 	backoff := r.cfg.RetryBackoff
 	var err error
 	for n := 1; ; n++ {
 		err = r.call(ctx, env)
 		if err == nil || events.IsPermanent(err) || n >= r.cfg.MaxAttempts {
-			return err, n
+			return n, err
 		}
 		r.logger.Debug("event handling failed; retrying", "event_id", env.ID, "type", env.Type, "attempt", n, "err", err)
 		jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1))
 		select {
 		case <-ctx.Done():
-			return errors.Join(err, ctx.Err()), n
+			return n, errors.Join(err, ctx.Err())
 		case <-time.After(backoff + jitter):
 		}
 		backoff = min(backoff*2, 5*time.Second)

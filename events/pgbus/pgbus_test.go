@@ -1,0 +1,382 @@
+package pgbus_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/parleychat/parley/db/dbtest"
+	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/events/pgbus"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+const conv = "0190b6f4-8a3e-7c2d-9f10-1234567890ab"
+
+func typing(t *testing.T, n int) events.Envelope {
+	t.Helper()
+	e, err := events.New(uuid.Must(uuid.NewV7()).String(), time.Now(), int64(n), conv,
+		events.TypingV1{ConversationID: conv, UserID: int64(n), RecipientID: 2, IsTyping: n%2 == 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func sent(t *testing.T, text string) events.Envelope {
+	t.Helper()
+	id := uuid.Must(uuid.NewV7()).String()
+	e, err := events.New(id, time.Now(), 1, conv, events.MessageSentV1{MessageID: id, ConversationID: conv,
+		SenderID: 1, RecipientID: 2, ContentType: events.ContentText, TextContent: text, CreatedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// recorder is a handler that remembers what it saw and can be told to fail.
+type recorder struct {
+	mu    sync.Mutex
+	seen  map[string]int
+	order []string
+	fail  func(events.Envelope) error
+	got   chan string
+}
+
+func newRecorder() *recorder { return &recorder{seen: map[string]int{}, got: make(chan string, 10000)} }
+
+func (r *recorder) Handle(_ context.Context, e events.Envelope) error {
+	if r.fail != nil {
+		if err := r.fail(e); err != nil {
+			r.mu.Lock()
+			r.seen["fail:"+e.ID]++
+			r.mu.Unlock()
+			return err
+		}
+	}
+	r.mu.Lock()
+	r.seen[e.ID]++
+	r.order = append(r.order, e.ID)
+	r.mu.Unlock()
+	r.got <- e.ID
+	return nil
+}
+
+func (r *recorder) count(key string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.seen[key]
+}
+
+func (r *recorder) await(t *testing.T, ids ...string) {
+	t.Helper()
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	deadline := time.After(20 * time.Second)
+	for len(want) > 0 {
+		select {
+		case id := <-r.got:
+			delete(want, id)
+		case <-deadline:
+			t.Fatalf("%d events never delivered", len(want))
+		}
+	}
+}
+
+type harness struct {
+	dsn   string
+	pool  *pgxpool.Pool
+	waker *pgbus.Waker
+	bus   *pgbus.Bus
+}
+
+func setup(t *testing.T) harness {
+	t.Helper()
+	dsn, pool := dbtest.New(t)
+	waker := pgbus.NewWaker(dsn, quiet)
+	bus := pgbus.New(pool, waker, quiet)
+	if err := bus.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return harness{dsn, pool, waker, bus}
+}
+
+// consume runs a worker until the test ends. FallbackPoll is an hour so
+// that any delivery proves the wake-up path, not polling.
+func (h harness) consume(t *testing.T, worker string, handler events.Handler, cfg pgbus.ConsumerConfig) context.CancelFunc {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	if cfg.FallbackPoll == 0 {
+		cfg.FallbackPoll = time.Hour
+	}
+	done := make(chan error, 1)
+	go func() { done <- pgbus.Consume(ctx, h.pool, h.waker, worker, handler, cfg, quiet) }()
+	stop := func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("consume %s: %v", worker, err)
+		}
+	}
+	t.Cleanup(func() {
+		select {
+		case <-ctx.Done():
+		default:
+			stop()
+		}
+	})
+	return stop
+}
+
+func TestEachWorkerGetsItsRoutes(t *testing.T) {
+	h := setup(t)
+	persister, fanout, thumbs := newRecorder(), newRecorder(), newRecorder()
+	h.consume(t, events.WorkerPersister, persister, pgbus.ConsumerConfig{})
+	h.consume(t, events.WorkerFanout, fanout, pgbus.ConsumerConfig{})
+	h.consume(t, events.WorkerThumbnailer, thumbs, pgbus.ConsumerConfig{})
+	ctx := context.Background()
+	go func() { _ = h.waker.Run(ctx) }()
+
+	text, typ := sent(t, "hi"), typing(t, 1)
+	if err := h.bus.Publish(ctx, text, typ); err != nil {
+		t.Fatal(err)
+	}
+	persister.await(t, text.ID)
+	fanout.await(t, text.ID, typ.ID)
+	if n := persister.count(typ.ID); n != 0 {
+		t.Errorf("persister got Typing %d times", n)
+	}
+	if n := thumbs.count(text.ID); n != 0 {
+		t.Errorf("thumbnailer got a text message")
+	}
+	var archived int
+	if err := h.pool.QueryRow(ctx, `SELECT count(*) FROM event_archive`).Scan(&archived); err != nil || archived != 2 {
+		t.Fatalf("archive holds %d events (err %v), want 2", archived, err)
+	}
+}
+
+// A publisher in another process (no shared Waker) reaches the consumer
+// through LISTEN/NOTIFY alone: the consumer's fallback poll is an hour.
+func TestCrossProcessWakeUp(t *testing.T) {
+	h := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = h.waker.Run(ctx) }()
+	rec := newRecorder()
+	h.consume(t, events.WorkerFanout, rec, pgbus.ConsumerConfig{Concurrency: 1})
+	time.Sleep(200 * time.Millisecond) // let the consumer reach its blocking wait and LISTEN start
+
+	otherProcess := pgbus.New(h.pool, nil, quiet)
+	for i := range 20 {
+		e := typing(t, i)
+		if err := otherProcess.Publish(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		rec.await(t, e.ID)
+	}
+}
+
+func TestFailingEventIsDeadLetteredAndOthersFlow(t *testing.T) {
+	h := setup(t)
+	ctx := context.Background()
+	poison := typing(t, 666)
+	rec := newRecorder()
+	rec.fail = func(e events.Envelope) error {
+		if e.ID == poison.ID {
+			return errors.New("boom")
+		}
+		return nil
+	}
+	h.consume(t, events.WorkerFanout, rec, pgbus.ConsumerConfig{Concurrency: 1, MaxAttempts: 3, RetryBackoff: time.Millisecond})
+
+	var ids []string
+	envs := []events.Envelope{poison}
+	for i := range 10 {
+		e := typing(t, i)
+		envs = append(envs, e)
+		ids = append(ids, e.ID)
+	}
+	if err := h.bus.Publish(ctx, envs...); err != nil {
+		t.Fatal(err)
+	}
+	rec.await(t, ids...)
+	if n := rec.count("fail:" + poison.ID); n != 3 {
+		t.Fatalf("poison tried %d times, want 3", n)
+	}
+	dls := awaitDeadLetters(t, h.bus, 1)
+	if dls[0].EventID.String() != poison.ID || dls[0].Attempts != 3 || dls[0].Worker != events.WorkerFanout || dls[0].Error != "boom" {
+		t.Fatalf("dead letter = %+v", dls[0])
+	}
+
+	// Once fixed, the operator redrives it and it is handled.
+	rec.fail = nil
+	if err := h.bus.Redrive(ctx, dls[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	rec.await(t, poison.ID)
+	if err := h.bus.Redrive(ctx, dls[0].ID); err == nil {
+		t.Fatal("redriving twice was accepted")
+	}
+	if pending, _ := h.bus.DeadLetters(ctx, "", false, 10); len(pending) != 0 {
+		t.Fatalf("%d dead letters still pending after redrive", len(pending))
+	}
+}
+
+func TestPermanentErrorIsNotRetried(t *testing.T) {
+	h := setup(t)
+	rec := newRecorder()
+	rec.fail = func(events.Envelope) error { return events.Permanent(errors.New("cannot ever work")) }
+	h.consume(t, events.WorkerFanout, rec, pgbus.ConsumerConfig{Concurrency: 1, MaxAttempts: 5})
+	e := typing(t, 1)
+	if err := h.bus.Publish(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	dls := awaitDeadLetters(t, h.bus, 1)
+	if dls[0].Attempts != 1 || rec.count("fail:"+e.ID) != 1 {
+		t.Fatalf("permanent error tried %d times", rec.count("fail:"+e.ID))
+	}
+}
+
+func TestUndecodablePayloadIsDeadLettered(t *testing.T) {
+	h := setup(t)
+	ctx := context.Background()
+	rec := newRecorder()
+	h.consume(t, events.WorkerFanout, rec, pgbus.ConsumerConfig{Concurrency: 1})
+	// Written behind the bus's back, as a buggy producer or a bad manual
+	// insert would.
+	if _, err := h.pool.Exec(ctx, `INSERT INTO "watermill_fanout" (uuid, payload, metadata) VALUES ($1, '{"not":"an envelope"}', '{}')`, uuid.NewString()); err != nil {
+		t.Fatal(err)
+	}
+	h.waker.Wake(events.WorkerFanout)
+	good := typing(t, 1)
+	if err := h.bus.Publish(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	rec.await(t, good.ID)
+	dls := awaitDeadLetters(t, h.bus, 1)
+	if dls[0].EventType != "unknown" {
+		t.Fatalf("dead letter type %q", dls[0].EventType)
+	}
+}
+
+// Stopping a consumer mid-stream and starting another loses nothing:
+// unacknowledged rows stay queued.
+func TestRestartMidStreamLosesNothing(t *testing.T) {
+	h := setup(t)
+	ctx := context.Background()
+	var envs []events.Envelope
+	var ids []string
+	for i := range 300 {
+		e := typing(t, i)
+		envs = append(envs, e)
+		ids = append(ids, e.ID)
+	}
+	slow := newRecorder()
+	slow.fail = func(events.Envelope) error { time.Sleep(2 * time.Millisecond); return nil }
+	stop := h.consume(t, events.WorkerFanout, slow, pgbus.ConsumerConfig{Concurrency: 2, BatchSize: 50})
+	if err := h.bus.Publish(ctx, envs...); err != nil {
+		t.Fatal(err)
+	}
+	<-slow.got // mid-stream
+	stop()
+
+	after := newRecorder()
+	h.consume(t, events.WorkerFanout, after, pgbus.ConsumerConfig{Concurrency: 2, FallbackPoll: 50 * time.Millisecond})
+	var missing []string
+	slow.mu.Lock()
+	for _, id := range ids {
+		if slow.seen[id] == 0 {
+			missing = append(missing, id)
+		}
+	}
+	slow.mu.Unlock()
+	if len(missing) == 0 {
+		t.Fatal("the first consumer handled everything before it was stopped; the test proves nothing")
+	}
+	after.await(t, missing...)
+}
+
+func TestReplayRedeliversToOneWorker(t *testing.T) {
+	h := setup(t)
+	ctx := context.Background()
+	before := time.Now().Add(-time.Second)
+	var ids []string
+	for i := range 1200 { // more than one replay batch
+		e := typing(t, i)
+		ids = append(ids, e.ID)
+		if i%100 == 0 {
+			if err := h.bus.Publish(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if err := h.bus.Publish(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fan := newRecorder()
+	h.consume(t, events.WorkerFanout, fan, pgbus.ConsumerConfig{Concurrency: 2, BatchSize: 100})
+	fan.await(t, ids...)
+
+	n, err := h.bus.Replay(ctx, events.WorkerFanout, before, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != len(ids) {
+		t.Fatalf("replayed %d, want %d", n, len(ids))
+	}
+	fan.await(t, ids...)
+	for _, id := range ids[:5] {
+		if c := fan.count(id); c != 2 {
+			t.Fatalf("event delivered %d times after one replay, want 2", c)
+		}
+	}
+	if n, err := h.bus.Replay(ctx, events.WorkerPersister, before, time.Time{}); err != nil || n != 0 {
+		t.Fatalf("persister replay of Typing events: n=%d err=%v, want 0", n, err)
+	}
+	if _, err := h.bus.Replay(ctx, "nope", before, time.Time{}); err == nil {
+		t.Fatal("replay to an unknown worker accepted")
+	}
+}
+
+func awaitDeadLetters(t *testing.T, bus *pgbus.Bus, n int) []deadLetter {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		rows, err := bus.DeadLetters(context.Background(), "", false, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) >= n {
+			out := make([]deadLetter, len(rows))
+			for i, r := range rows {
+				out[i] = deadLetter{ID: r.ID, EventID: r.EventID, EventType: r.EventType, Worker: r.Worker, Attempts: r.Attempts, Error: r.Error}
+			}
+			return out
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("fewer than %d dead letters", n)
+	return nil
+}
+
+type deadLetter struct {
+	ID        int64
+	EventID   uuid.UUID
+	EventType string
+	Worker    string
+	Attempts  int32
+	Error     string
+}
+
+func (d deadLetter) String() string { return fmt.Sprintf("%d %s %s", d.ID, d.EventID, d.Error) }

@@ -1,0 +1,227 @@
+// Package sqstest runs a real SQS server (goaws) for tests: queues, dead-
+// letter queues and redrive policies behave as on AWS, over the same SDK.
+package sqstest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+)
+
+// Install is how to get the goaws binary the tests need.
+const Install = "go install github.com/Admiral-Piett/goaws/app/cmd@v0.5.4 " +
+	"(the binary is named cmd: rename it goaws on PATH, or set GOAWS_BIN to its path)"
+
+// Account is the account id in the queues' URLs and ARNs.
+const Account = "000000000000"
+
+// QueueSpec describes a queue created when the server starts. goaws does not
+// type its errors, so tests create every queue up front.
+type QueueSpec struct {
+	Name string
+	// VisibilityTimeout in seconds; 0 means 30.
+	VisibilityTimeout int
+	// DLQ, when set, names a dead-letter queue, created too, that receives
+	// a message after MaxReceiveCount receives (default 2).
+	DLQ             string
+	MaxReceiveCount int
+}
+
+// StartGoaws starts goaws with the given queues on a free port and stops it
+// when the test ends. Without the binary it skips the test, or fails it when
+// the CI environment variable is set.
+func StartGoaws(t testing.TB, queues ...QueueSpec) (endpoint string, client *sqs.Client) {
+	t.Helper()
+	bin := os.Getenv("GOAWS_BIN")
+	if bin == "" {
+		var err error
+		if bin, err = exec.LookPath("goaws"); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("goaws not found: %s", Install)
+			}
+			t.Skipf("goaws not found: %s", Install)
+		}
+	}
+	var lastErr error
+	for range 3 { // the free port may be taken before goaws binds it
+		endpoint, client, err := start(t, bin, queues)
+		if err == nil {
+			return endpoint, client
+		}
+		lastErr = err
+	}
+	t.Fatalf("start goaws: %v", lastErr)
+	return "", nil
+}
+
+// syncBuffer collects the server's output for error messages.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func start(t testing.TB, bin string, queues []QueueSpec) (string, *sqs.Client, error) {
+	t.Helper()
+	port, err := freePort()
+	if err != nil {
+		return "", nil, err
+	}
+	cfgPath := filepath.Join(t.TempDir(), "goaws.yaml")
+	cfg, err := config(port, queues)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
+		return "", nil, err
+	}
+	var out syncBuffer
+	cmd := exec.Command(bin, "-config", cfgPath, "-loglevel", "warn")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("run %s: %w", bin, err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait() // its exit is reported through exited
+		close(exited)
+	}()
+	stop := func() {
+		_ = cmd.Process.Kill() // already gone is fine
+		<-exited
+	}
+
+	endpoint := "http://127.0.0.1:" + strconv.Itoa(port)
+	client := sqs.NewFromConfig(aws.Config{
+		Region:       "us-east-1",
+		Credentials:  credentials.NewStaticCredentialsProvider("local", "local", ""),
+		BaseEndpoint: aws.String(endpoint),
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := client.ListQueues(ctx, &sqs.ListQueuesInput{})
+		cancel()
+		if err == nil {
+			break
+		}
+		select {
+		case <-exited:
+			return "", nil, fmt.Errorf("goaws exited: %s", out.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return "", nil, fmt.Errorf("goaws did not answer on %s: %v; output: %s", endpoint, err, out.String())
+		}
+	}
+	t.Cleanup(stop)
+	return endpoint, client, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// config is goaws' configuration, as JSON (which its YAML reader accepts).
+// Host sets the host of queue URLs only: goaws v0.5.4 always listens on all
+// interfaces. Region stays empty, or goaws would put it in front of the host.
+func config(port int, queues []QueueSpec) ([]byte, error) {
+	type queue struct {
+		Name              string
+		VisibilityTimeout int    `json:",omitempty"`
+		RedrivePolicy     string `json:",omitempty"`
+	}
+	var qs []queue
+	for _, q := range queues {
+		spec := queue{Name: q.Name, VisibilityTimeout: q.VisibilityTimeout}
+		if q.DLQ != "" {
+			n := q.MaxReceiveCount
+			if n <= 0 {
+				n = 2
+			}
+			spec.RedrivePolicy = fmt.Sprintf(`{"maxReceiveCount":%d,"deadLetterTargetArn":"arn:aws:sqs:us-east-1:%s:%s"}`, n, Account, q.DLQ)
+			qs = append(qs, queue{Name: q.DLQ})
+		}
+		qs = append(qs, spec)
+	}
+	return json.Marshal(map[string]any{"Local": map[string]any{
+		"Host":      "127.0.0.1",
+		"Port":      strconv.Itoa(port),
+		"AccountId": Account,
+		"LogToFile": false,
+		"QueueAttributeDefaults": map[string]int{
+			"VisibilityTimeout":             30,
+			"ReceiveMessageWaitTimeSeconds": 0,
+		},
+		"Queues": qs,
+	}})
+}
+
+// QueueURL returns the URL of a queue created by StartGoaws.
+func QueueURL(t testing.TB, client *sqs.Client, name string) string {
+	t.Helper()
+	out, err := client.GetQueueUrl(context.Background(), &sqs.GetQueueUrlInput{QueueName: aws.String(name)})
+	if err != nil {
+		t.Fatalf("queue %s: %v", name, err)
+	}
+	return aws.ToString(out.QueueUrl)
+}
+
+// Drain receives and deletes every message of a queue until a receive
+// waiting wait (in whole seconds; 0 does not wait) finds none, and returns
+// them in the order received.
+func Drain(t testing.TB, client *sqs.Client, queueURL string, wait time.Duration) []sqstypes.Message {
+	t.Helper()
+	ctx := context.Background()
+	var all []sqstypes.Message
+	for {
+		out, err := client.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
+			QueueUrl:            aws.String(queueURL),
+			MaxNumberOfMessages: 10,
+			WaitTimeSeconds:     int32(wait.Round(time.Second) / time.Second),
+		})
+		if err != nil {
+			t.Fatalf("receive from %s: %v", queueURL, err)
+		}
+		if len(out.Messages) == 0 {
+			return all
+		}
+		for _, m := range out.Messages {
+			if _, err := client.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: aws.String(queueURL), ReceiptHandle: m.ReceiptHandle}); err != nil {
+				t.Fatalf("delete from %s: %v", queueURL, err)
+			}
+		}
+		all = append(all, out.Messages...)
+	}
+}

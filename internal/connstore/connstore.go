@@ -1,0 +1,38 @@
+// Package connstore records live WebSocket connections: which user holds
+// which API Gateway connection id. Two implementations share one contract:
+// PostgreSQL (the local default) and DynamoDB (the seed's table on AWS).
+package connstore
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned for a connection id that is not recorded.
+var ErrNotFound = errors.New("connection not found")
+
+// Connection is one live WebSocket connection.
+type Connection struct {
+	ID          string
+	UserID      int64
+	ConnectedAt time.Time
+	LastPingAt  time.Time
+	// ExpiresAt bounds how long a record outlives a connection whose
+	// $disconnect never ran (API Gateway closes every connection after 2 h).
+	ExpiresAt time.Time
+}
+
+// Store is the contract every implementation passes (see storetest).
+type Store interface {
+	// Put records or replaces a connection.
+	Put(ctx context.Context, c Connection) error
+	// Get returns one connection or ErrNotFound.
+	Get(ctx context.Context, id string) (Connection, error)
+	// Delete removes a connection; deleting an unknown id is not an error.
+	Delete(ctx context.Context, id string) error
+	// Touch records a ping and extends the expiry, or returns ErrNotFound.
+	Touch(ctx context.Context, id string, at, expiresAt time.Time) error
+	// ByUser lists a user's unexpired connections.
+	ByUser(ctx context.Context, userID int64) ([]Connection, error)
+}

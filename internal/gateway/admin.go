@@ -1,0 +1,134 @@
+package gateway
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// AdminHandler serves the API Gateway Management API:
+// POST, GET and DELETE /@connections/{id}, also under /{stage}/. Errors carry
+// x-amzn-ErrorType so that the SDK returns its typed errors (GoneException,
+// PayloadTooLargeException, ForbiddenException). Signatures are not
+// checked, so callers from anywhere but loopback are refused; serve it on a
+// listener bound to loopback, as the root handler (ids may hold %2F).
+func (g *Gateway) AdminHandler() http.Handler {
+	return http.HandlerFunc(g.serveAdmin)
+}
+
+func (g *Gateway) serveAdmin(w http.ResponseWriter, r *http.Request) {
+	if ip := net.ParseIP(hostOnly(r.RemoteAddr)); ip == nil || !ip.IsLoopback() {
+		writeAWSError(w, http.StatusForbidden, "ForbiddenException", "Forbidden")
+		return
+	}
+	id, ok := g.connectionID(r.URL.EscapedPath())
+	if !ok {
+		writeAWSError(w, http.StatusNotFound, "NotFoundException", "Not Found")
+		return
+	}
+	switch r.Method {
+	case http.MethodPost:
+		g.postToConnection(w, r, id)
+	case http.MethodGet:
+		g.getConnection(w, id)
+	case http.MethodDelete:
+		g.deleteConnection(w, id)
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		writeAWSError(w, http.StatusMethodNotAllowed, "MethodNotAllowedException", "Method Not Allowed")
+	}
+}
+
+// connectionID takes the id from /@connections/{id} or
+// /{stage}/@connections/{id}. It splits the escaped path because ids are
+// base64 and may hold "/" (sent as %2F).
+func (g *Gateway) connectionID(escapedPath string) (string, bool) {
+	parts := strings.Split(strings.TrimPrefix(escapedPath, "/"), "/")
+	if len(parts) == 3 {
+		if stage, err := url.PathUnescape(parts[0]); err != nil || stage != g.cfg.Stage {
+			return "", false
+		}
+		parts = parts[1:]
+	}
+	if len(parts) != 2 {
+		return "", false
+	}
+	if seg, err := url.PathUnescape(parts[0]); err != nil || seg != "@connections" {
+		return "", false
+	}
+	id, err := url.PathUnescape(parts[1])
+	if err != nil || id == "" {
+		return "", false
+	}
+	return id, true
+}
+
+func (g *Gateway) postToConnection(w http.ResponseWriter, r *http.Request, id string) {
+	limit := int64(g.cfg.MaxMessageBytes)
+	data, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		writeAWSError(w, http.StatusBadRequest, "BadRequestException", "Could not read the request body")
+		return
+	}
+	if int64(len(data)) > limit {
+		writeAWSError(w, http.StatusRequestEntityTooLarge, "PayloadTooLargeException", "Message too long")
+		return
+	}
+	c := g.lookup(id)
+	if c == nil || !g.send(c, data) {
+		writeGone(w)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (g *Gateway) getConnection(w http.ResponseWriter, id string) {
+	c := g.lookup(id)
+	if c == nil {
+		writeGone(w)
+		return
+	}
+	// Field names and ISO 8601 timestamps as the SDK's GetConnection
+	// deserializer reads them.
+	type identity struct {
+		SourceIP  string `json:"sourceIp"`
+		UserAgent string `json:"userAgent"`
+	}
+	writeJSON(w, http.StatusOK, struct {
+		ConnectedAt  string   `json:"connectedAt"`
+		Identity     identity `json:"identity"`
+		LastActiveAt string   `json:"lastActiveAt"`
+	}{
+		ConnectedAt:  isoTime(c.connectedAt),
+		Identity:     identity{SourceIP: c.sourceIP, UserAgent: c.userAgent},
+		LastActiveAt: isoTime(time.Unix(0, c.lastActive.Load())),
+	})
+}
+
+func (g *Gateway) deleteConnection(w http.ResponseWriter, id string) {
+	c := g.lookup(id)
+	if c == nil {
+		writeGone(w)
+		return
+	}
+	g.terminate(c, websocket.CloseNormalClosure, "", closeGraceful)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func isoTime(t time.Time) string {
+	return t.UTC().Format("2006-01-02T15:04:05.000Z")
+}
+
+func writeGone(w http.ResponseWriter) {
+	writeAWSError(w, http.StatusGone, "GoneException", "Gone")
+}
+
+func writeAWSError(w http.ResponseWriter, status int, errType, message string) {
+	w.Header().Set("x-amzn-ErrorType", errType)
+	writeJSON(w, status, map[string]string{"message": message})
+}
