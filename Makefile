@@ -1,0 +1,51 @@
+# The two commands most people need:
+#   make dev    run the whole system locally (PostgreSQL must be installed)
+#   make test   run every check and test
+SHELL := bash
+GO ?= go
+TOOL := $(GO) tool -modfile=tools/go.mod
+
+.PHONY: dev test check generate test-deps postgres bench lambda infra-test
+
+dev: postgres
+	$(GO) run ./cmd/chat dev
+
+test: test-deps check
+	$(GO) test -count=1 ./...
+
+# Static checks, including that committed sqlc output matches the queries.
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^infra/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(TOOL) sqlc diff || { echo "generated code is stale: run 'make generate' and commit the result"; exit 1; }
+	$(GO) vet ./...
+	$(TOOL) staticcheck ./...
+
+generate:
+	$(TOOL) sqlc generate
+
+# Local protocol servers the tests start themselves: SQS (goaws) and
+# DynamoDB (dynalite). Installed once, from the Go module proxy and npm.
+test-deps: postgres
+	@command -v goaws >/dev/null || { \
+	  echo "installing goaws (local SQS)"; \
+	  tmp=$$(mktemp -d) && GOBIN=$$tmp $(GO) install github.com/Admiral-Piett/goaws/app/cmd@v0.5.4 && \
+	  install -m 0755 $$tmp/cmd "$$($(GO) env GOPATH)/bin/goaws" && rm -rf $$tmp; }
+	@command -v dynalite >/dev/null || [ -x node_modules/.bin/dynalite ] || { \
+	  echo "installing dynalite (local DynamoDB)"; npm install --no-save --no-audit --no-fund dynalite@4 >/dev/null; }
+
+# Starts the machine's PostgreSQL cluster if it is installed but down.
+postgres:
+	@pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null || { \
+	  command -v pg_ctlcluster >/dev/null || { echo "PostgreSQL is not running on 127.0.0.1:5432 and pg_ctlcluster is not installed"; exit 1; }; \
+	  echo "starting PostgreSQL"; pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start; \
+	  for i in $$(seq 30); do pg_isready -h 127.0.0.1 -p 5432 -q && exit 0; sleep 1; done; echo "PostgreSQL did not start"; exit 1; }
+
+bench: postgres
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./api/
+
+# The Lambda binary: one bootstrap for every function.
+lambda:
+	GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -tags lambda.norpc -ldflags="-s -w" -o dist/lambda/bootstrap ./cmd/chat
+
+infra-test:
+	cd infra && ./test.sh

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Config is everything the stack takes from `cdk -c key=value`. It is parsed
+// and validated once, before any construct exists, so a bad value fails with
+// the name of the context key instead of a jsii stack trace.
+type Config struct {
+	Stage                string   // stage: dev, prod, ...; part of every physical name
+	BootstrapDir         string   // bootstrapDir: folder holding the Lambda `bootstrap` binary
+	DatabaseURLSecretArn string   // databaseUrlSecretArn: complete ARN of an existing secret
+	VpcID                string   // vpcId: the VPC of the existing RDS instance
+	SubnetIDs            []string // subnetIds: comma-separated private subnets
+	SecurityGroupIDs     []string // securityGroupIds: comma-separated, allowed into RDS
+	AlarmEmail           string   // alarmEmail: optional SNS email subscription
+	CorsOrigins          []string // corsOrigins: comma-separated, default "*"
+	ArchiveRetentionDays int      // archiveRetentionDays: default 365
+	WSAccessLogs         bool     // wsAccessLogs: needs the account's API Gateway CloudWatch role
+	// configRevision: any new value changes every function's configuration,
+	// so Lambda starts fresh environments that re-read the secrets.
+	ConfigRevision string
+}
+
+// Context keys, in one place so docs and errors say the same thing.
+const (
+	ctxStage            = "stage"
+	ctxBootstrapDir     = "bootstrapDir"
+	ctxDatabaseURL      = "databaseUrlSecretArn"
+	ctxVpcID            = "vpcId"
+	ctxSubnetIDs        = "subnetIds"
+	ctxSecurityGroupIDs = "securityGroupIds"
+	ctxAlarmEmail       = "alarmEmail"
+	ctxCorsOrigins      = "corsOrigins"
+	ctxArchiveRetention = "archiveRetentionDays"
+	ctxWSAccessLogs     = "wsAccessLogs"
+	ctxConfigRevision   = "configRevision"
+)
+
+const (
+	defaultStage                = "dev"
+	defaultBootstrapDir         = "../dist/lambda"
+	defaultArchiveRetentionDays = 365
+)
+
+// Stage names end up in bucket-adjacent names, rule names and function names
+// (64 chars max), so keep them short and DNS-like.
+var stagePattern = regexp.MustCompile(`^[a-z][a-z0-9-]{0,19}$`)
+
+// A complete ARN ends in the 6-character suffix Secrets Manager adds; IAM
+// grants on a partial ARN would silently match nothing.
+var secretArnPattern = regexp.MustCompile(`^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+-[A-Za-z0-9]{6}$`)
+
+// VPC pieces are checked only for shape (8 or 17 hex digits, as AWS issues
+// them); whether they exist is CloudFormation's job.
+var (
+	vpcIDPattern    = regexp.MustCompile(`^vpc-([0-9a-f]{8}|[0-9a-f]{17})$`)
+	subnetIDPattern = regexp.MustCompile(`^subnet-([0-9a-f]{8}|[0-9a-f]{17})$`)
+	sgIDPattern     = regexp.MustCompile(`^sg-([0-9a-f]{8}|[0-9a-f]{17})$`)
+)
+
+// ParseConfig reads the context through get (tryGetContext in main, a map in
+// tests) and applies defaults.
+func ParseConfig(get func(key string) any) (Config, error) {
+	c := Config{
+		Stage:                stringOr(get(ctxStage), defaultStage),
+		BootstrapDir:         stringOr(get(ctxBootstrapDir), defaultBootstrapDir),
+		DatabaseURLSecretArn: stringOr(get(ctxDatabaseURL), ""),
+		VpcID:                stringOr(get(ctxVpcID), ""),
+		SubnetIDs:            list(get(ctxSubnetIDs)),
+		SecurityGroupIDs:     list(get(ctxSecurityGroupIDs)),
+		AlarmEmail:           stringOr(get(ctxAlarmEmail), ""),
+		ConfigRevision:       stringOr(get(ctxConfigRevision), ""),
+		CorsOrigins:          list(get(ctxCorsOrigins)),
+		ArchiveRetentionDays: defaultArchiveRetentionDays,
+	}
+	if len(c.CorsOrigins) == 0 {
+		c.CorsOrigins = []string{"*"}
+	}
+	var errs []error
+	if v := stringOr(get(ctxArchiveRetention), ""); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			errs = append(errs, fmt.Errorf("%s: want a number of days (0 = forever), got %q", ctxArchiveRetention, v))
+		}
+		c.ArchiveRetentionDays = n
+	}
+	if v := stringOr(get(ctxWSAccessLogs), ""); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: want true or false, got %q", ctxWSAccessLogs, v))
+		}
+		c.WSAccessLogs = b
+	}
+	if err := c.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return c, errors.Join(errs...)
+}
+
+// Validate checks values that would otherwise fail late, at deploy time.
+func (c Config) Validate() error {
+	var errs []error
+	if !stagePattern.MatchString(c.Stage) {
+		errs = append(errs, fmt.Errorf("%s: %q must match %s", ctxStage, c.Stage, stagePattern))
+	}
+	if c.DatabaseURLSecretArn != "" && !secretArnPattern.MatchString(c.DatabaseURLSecretArn) {
+		errs = append(errs, fmt.Errorf("%s: %q is not a complete secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-xxxxxx)", ctxDatabaseURL, c.DatabaseURLSecretArn))
+	}
+	// Half a VPC config would put some functions where they cannot reach RDS.
+	if c.VpcID != "" || len(c.SubnetIDs) > 0 || len(c.SecurityGroupIDs) > 0 {
+		if !vpcIDPattern.MatchString(c.VpcID) {
+			errs = append(errs, fmt.Errorf("%s: %q is not a VPC id (needed with %s and %s)", ctxVpcID, c.VpcID, ctxSubnetIDs, ctxSecurityGroupIDs))
+		}
+		if len(c.SubnetIDs) == 0 {
+			errs = append(errs, fmt.Errorf("%s: required with %s", ctxSubnetIDs, ctxVpcID))
+		}
+		if len(c.SecurityGroupIDs) == 0 {
+			errs = append(errs, fmt.Errorf("%s: required with %s", ctxSecurityGroupIDs, ctxVpcID))
+		}
+		for _, s := range c.SubnetIDs {
+			if !subnetIDPattern.MatchString(s) {
+				errs = append(errs, fmt.Errorf("%s: %q is not a subnet id", ctxSubnetIDs, s))
+			}
+		}
+		for _, s := range c.SecurityGroupIDs {
+			if !sgIDPattern.MatchString(s) {
+				errs = append(errs, fmt.Errorf("%s: %q is not a security group id", ctxSecurityGroupIDs, s))
+			}
+		}
+	}
+	if c.ArchiveRetentionDays < 0 {
+		errs = append(errs, fmt.Errorf("%s: must not be negative", ctxArchiveRetention))
+	}
+	return errors.Join(errs...)
+}
+
+// CheckBootstrap fails early with a hint when the Lambda binary was not built:
+// the asset would otherwise fail deep inside the CDK with a bare path.
+func (c Config) CheckBootstrap() error {
+	p := filepath.Join(c.BootstrapDir, "bootstrap")
+	if _, err := os.Stat(p); err != nil {
+		return fmt.Errorf("%s: %s is missing; build it first (see DEPLOY.md) or pass -c %s=DIR: %w", ctxBootstrapDir, p, ctxBootstrapDir, err)
+	}
+	return nil
+}
+
+// InVpc reports whether the functions that talk to PostgreSQL go into a VPC.
+func (c Config) InVpc() bool { return c.VpcID != "" }
+
+// IsProd keeps data (table, bucket, secrets, logs) when the stack is deleted.
+func (c Config) IsProd() bool { return c.Stage == "prod" || c.Stage == "production" }
+
+// stringOr accepts what the CLI passes (strings) and what cdk.json may hold
+// (numbers, booleans).
+func stringOr(v any, def string) string {
+	switch x := v.(type) {
+	case nil:
+		return def
+	case string:
+		if s := strings.TrimSpace(x); s != "" {
+			return s
+		}
+		return def
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	default:
+		return fmt.Sprint(x)
+	}
+}
+
+// list takes "a,b" from the CLI or ["a","b"] from cdk.json.
+func list(v any) []string {
+	var parts []string
+	switch x := v.(type) {
+	case nil:
+		return nil
+	case []any:
+		for _, e := range x {
+			parts = append(parts, fmt.Sprint(e))
+		}
+	default:
+		parts = strings.Split(stringOr(v, ""), ",")
+	}
+	var out []string
+	for _, p := range parts {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

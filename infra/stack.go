@@ -1,0 +1,138 @@
+package main
+
+import (
+	"strings"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambdaeventsources"
+	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
+)
+
+// StackName is one stack per stage.
+func StackName(stage string) string { return "ParleyChat-" + stage }
+
+// NewChatStack builds the whole AWS side of the chat for one stage.
+func NewChatStack(scope constructs.Construct, cfg Config, props *awscdk.StackProps) awscdk.Stack {
+	if props == nil {
+		props = &awscdk.StackProps{}
+	}
+	if props.Description == nil {
+		props.Description = jsii.String("Parley chat backend (" + cfg.Stage + ")")
+	}
+	stack := awscdk.NewStack(scope, jsii.String(StackName(cfg.Stage)), props)
+	awscdk.Tags_Of(stack).Add(jsii.String("app"), jsii.String("parley"), nil)
+	awscdk.Tags_Of(stack).Add(jsii.String("stage"), jsii.String(cfg.Stage), nil)
+
+	table := newConnectionsTable(stack, cfg)
+	bucket := newMediaBucket(stack, cfg)
+	jwtSecret := newJwtSecret(stack, cfg)
+	dbSecret, dbPlaceholder := databaseURLSecret(stack, cfg)
+	bus, archive := newEventBus(stack, cfg)
+	wsAPI, wsStage := newWebSocketAPI(stack, cfg)
+	wsEndpoint := managementEndpoint(stack, wsAPI, cfg.Stage)
+
+	env := map[string]*string{
+		"CHAT_TRANSPORT":          jsii.String("aws"),
+		"CHAT_EVENT_BUS_NAME":     bus.EventBusName(),
+		"CHAT_EVENT_SOURCE":       jsii.String(EventSource),
+		"JWT_SECRET_ARN":          jwtSecret.SecretArn(),
+		"DATABASE_URL_SECRET_ARN": dbSecret.SecretArn(),
+		"CHAT_CONNECTIONS_TABLE":  table.TableName(),
+		"CHAT_S3_BUCKET":          bucket.BucketName(),
+		"CHAT_LOG_LEVEL":          jsii.String("info"),
+	}
+	if cfg.ConfigRevision != "" {
+		env["CHAT_CONFIG_REVISION"] = jsii.String(cfg.ConfigRevision)
+	}
+	fns := newFunctionFactory(stack, cfg, env, importNetwork(stack, cfg))
+	wsEnv := map[string]*string{"CHAT_WS_MANAGEMENT_ENDPOINT": wsEndpoint}
+
+	// Edge functions: validate, authorize, publish. They never post to
+	// connections themselves; fanout does.
+	edge := func(id, handler string, timeout float64) awslambda.Function {
+		spec := functionSpec{ID: id, Handler: handler, MemoryMB: 256, TimeoutSec: timeout}
+		if strings.HasPrefix(handler, "ws-") {
+			spec.Env = wsEnv
+		}
+		fn := fns.New(spec)
+		bus.GrantPutEventsTo(fn, nil)
+		table.GrantReadWriteData(fn)
+		jwtSecret.GrantRead(fn, nil)
+		dbSecret.GrantRead(fn, nil)
+		return fn
+	}
+	wsConnect := edge("WsConnectFunction", HandlerWSConnect, 10)
+	wsDisconnect := edge("WsDisconnectFunction", HandlerWSDisconnect, 10)
+	wsDefault := edge("WsDefaultFunction", HandlerWSDefault, 10)
+	// Under the HTTP API's 30 s integration limit.
+	apiFn := edge("ApiFunction", HandlerAPI, 29)
+	grantMedia(apiFn, bucket) // multipart uploads and presigned URLs
+
+	addWebSocketRoutes(wsAPI, wsConnect, wsDisconnect, wsDefault)
+	httpAPI, httpStage := newHTTPAPI(stack, cfg, apiFn)
+
+	al := newAlarms(stack, cfg)
+	functions := []awslambda.Function{wsConnect, wsDisconnect, wsDefault, apiFn}
+	var pipes []pipeline
+	for _, w := range Workers {
+		p := newPipeline(stack, cfg, bus, w)
+		spec := functionSpec{
+			ID: idPart(w.Name) + "Function", Handler: w.Handler,
+			MemoryMB: w.MemoryMB, TimeoutSec: w.TimeoutSec,
+		}
+		if w.Name == "fanout" {
+			spec.Env = wsEnv
+		}
+		fn := fns.New(spec)
+		fn.AddEventSource(awslambdaeventsources.NewSqsEventSource(p.Queue, &awslambdaeventsources.SqsEventSourceProps{
+			BatchSize:         jsii.Number(10),
+			MaxBatchingWindow: awscdk.Duration_Seconds(jsii.Number(w.BatchWindowSec)),
+			// One bad event fails alone instead of re-running its whole batch.
+			ReportBatchItemFailures: jsii.Bool(true),
+		}))
+		dbSecret.GrantRead(fn, nil)
+		switch w.Name {
+		case "fanout":
+			table.GrantReadWriteData(fn) // find recipients' connections, drop stale ones
+			fn.AddToRolePolicy(manageConnections(stack, wsAPI.ApiId(), cfg.Stage))
+		case "thumbnailer":
+			grantMedia(fn, bucket)
+			bus.GrantPutEventsTo(fn, nil) // ThumbnailReady
+		}
+		functions = append(functions, fn)
+		pipes = append(pipes, p)
+	}
+
+	al.WatchAll(pipes, functions, wsStage, httpAPI)
+	addOutputs(stack, cfg, outputs{
+		wsStage: wsStage, httpStage: httpStage, bucket: bucket, bus: bus, archive: archive,
+		jwtSecret: jwtSecret, dbSecret: dbSecret, dbPlaceholder: dbPlaceholder,
+		table: table, alarmTopic: al.topic, pipes: pipes,
+	})
+	return stack
+}
+
+// manageConnections lets fanout post to, read and drop any connection of this
+// API's stage, and nothing else on execute-api.
+func manageConnections(stack awscdk.Stack, apiID *string, stage string) awsiam.PolicyStatement {
+	return awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Actions: jsii.Strings("execute-api:ManageConnections"),
+		Resources: jsii.Strings(*stack.FormatArn(&awscdk.ArnComponents{
+			Service:      jsii.String("execute-api"),
+			Resource:     apiID,
+			ResourceName: jsii.String(stage + "/*/@connections/*"),
+			ArnFormat:    awscdk.ArnFormat_SLASH_RESOURCE_NAME,
+		})),
+	})
+}
+
+// idPart turns a worker name into a CloudFormation id part: fanout → Fanout.
+func idPart(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
