@@ -258,7 +258,11 @@ func (r *REST) sendMessage(w http.ResponseWriter, req *http.Request, user int64)
 		r.fail(w, req, err)
 		return
 	}
-	m, err := r.svc.Send(req.Context(), user, SendInput(b))
+	m, err := r.svc.Send(req.Context(), user, SendInput{
+		RecipientID: b.RecipientID, ConversationID: b.ConversationID, ContentType: b.ContentType,
+		TextContent: b.TextContent, MediaKey: b.MediaKey, MediaURL: b.MediaURL, AudioDuration: b.AudioDuration,
+		ReplyToID: b.ReplyToID, ClientMessageID: b.ClientMessageID,
+	})
 	if err != nil {
 		r.fail(w, req, err)
 		return

@@ -26,6 +26,9 @@ import (
 type Media interface {
 	PresignGet(ctx context.Context, key string) (string, time.Time, error)
 	OwnerOf(key string) (int64, error)
+	// Kind checks an uploaded object exists and returns its sniffed kind
+	// (image, video or audio).
+	Kind(ctx context.Context, key string) (string, error)
 }
 
 // Limits bound what one request may carry.
@@ -96,6 +99,8 @@ type SendInput struct {
 	AudioDuration   *int32
 	ReplyToID       string
 	ClientMessageID string
+	// SourceConnectionID is set for messages sent over WebSocket.
+	SourceConnectionID string
 }
 
 // Send validates a message, resolves its conversation and publishes
@@ -105,7 +110,7 @@ func (s *Service) Send(ctx context.Context, userID int64, in SendInput) (Message
 	if !s.limiter.allow(userID) {
 		return MessageView{}, Errorf(CodeRateLimited, "too many messages; slow down")
 	}
-	if err := s.validateSend(userID, &in); err != nil {
+	if err := s.validateSend(ctx, userID, &in); err != nil {
 		return MessageView{}, err
 	}
 	convID, recipientID, err := s.resolveConversation(ctx, userID, in.RecipientID, in.ConversationID)
@@ -118,6 +123,7 @@ func (s *Service) Send(ctx context.Context, userID int64, in SendInput) (Message
 		MessageID: msgID.String(), ConversationID: convID.String(), SenderID: userID, RecipientID: recipientID,
 		ContentType: in.ContentType, TextContent: in.TextContent, MediaKey: in.MediaKey,
 		AudioDuration: in.AudioDuration, ReplyToID: in.ReplyToID, ClientMessageID: in.ClientMessageID, CreatedAt: now,
+		SourceConnectionID: in.SourceConnectionID,
 	}
 	env, err := events.New(msgID.String(), now, userID, convID.String(), payload)
 	if err != nil {
@@ -178,7 +184,7 @@ func requestHash(convID uuid.UUID, in SendInput) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func (s *Service) validateSend(userID int64, in *SendInput) error {
+func (s *Service) validateSend(ctx context.Context, userID int64, in *SendInput) error {
 	var problems []string
 	if in.RecipientID == 0 && in.ConversationID == "" {
 		problems = append(problems, "recipient_id or conversation_id is required")
@@ -220,6 +226,10 @@ func (s *Service) validateSend(userID int64, in *SendInput) error {
 			problems = append(problems, fmt.Sprintf("media_key: %v", err))
 		} else if owner != userID {
 			return Errorf(CodeForbidden, "you can only send media you uploaded")
+		} else if kind, err := s.media.Kind(ctx, in.MediaKey); err != nil {
+			return AsError(err)
+		} else if kind != in.ContentType {
+			problems = append(problems, fmt.Sprintf("media_key holds %s, but content_type is %s", kind, in.ContentType))
 		}
 	}
 	if n := utf8.RuneCountInString(in.TextContent); n > s.limits.MaxTextRunes {
@@ -473,8 +483,18 @@ func (s *Service) MarkRead(ctx context.Context, userID int64, conversationID str
 	now := s.clock()
 	envs := make([]events.Envelope, 0, len(byConv))
 	for cid, mids := range byConv {
+		members, err := s.q.ListParticipantIDs(ctx, cid)
+		if err != nil {
+			return ReadResult{}, unavailable("the database", err)
+		}
+		var notify []int64
+		for _, m := range members {
+			if m != userID {
+				notify = append(notify, m)
+			}
+		}
 		env, err := events.New(newID().String(), now, userID, cid.String(), events.MessageReadV1{
-			ConversationID: cid.String(), ReaderID: userID, MessageIDs: mids, ReadAt: now})
+			ConversationID: cid.String(), ReaderID: userID, MessageIDs: mids, ReadAt: now, NotifyUserIDs: notify})
 		if err != nil {
 			return ReadResult{}, internal(err)
 		}

@@ -33,6 +33,17 @@ func GetOrCreateDirect(ctx context.Context, conn TxBeginner, newID uuid.UUID, a,
 		return uuid.Nil, false, fmt.Errorf("direct conversation needs two distinct positive user ids, got %d and %d", a, b)
 	}
 	key := DirectKey(a, b)
+	// Fast path: after the first message the conversation exists, and a
+	// plain read avoids a write transaction on every send.
+	if q, ok := conn.(DBTX); ok {
+		id, err := New(q).GetConversationByDirectKey(ctx, &key)
+		if err == nil {
+			return id, false, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return uuid.Nil, false, fmt.Errorf("read conversation %s: %w", key, err)
+		}
+	}
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		q := New(tx)
 		got, err := q.InsertDirectConversation(ctx, InsertDirectConversationParams{ID: newID, DirectKey: &key})

@@ -148,7 +148,7 @@ func (q *Queries) GetConversationForUser(ctx context.Context, arg GetConversatio
 }
 
 const getParticipant = `-- name: GetParticipant :one
-SELECT conversation_id, user_id, joined_at, pinned, muted, archived, deleted_at, settings_changed_at, last_read_seq, last_read_at FROM conversation_participants
+SELECT conversation_id, user_id, joined_at, pinned, muted, archived, deleted_at, settings_changed_at, last_read_seq, last_read_at, pinned_changed_at, muted_changed_at, archived_changed_at, deleted_changed_at FROM conversation_participants
 WHERE conversation_id = $1 AND user_id = $2
 `
 
@@ -171,6 +171,10 @@ func (q *Queries) GetParticipant(ctx context.Context, arg GetParticipantParams) 
 		&i.SettingsChangedAt,
 		&i.LastReadSeq,
 		&i.LastReadAt,
+		&i.PinnedChangedAt,
+		&i.MutedChangedAt,
+		&i.ArchivedChangedAt,
+		&i.DeletedChangedAt,
 	)
 	return i, err
 }
@@ -314,37 +318,51 @@ func (q *Queries) NextSeq(ctx context.Context, conversationID uuid.UUID) (int64,
 
 const updateParticipantSettings = `-- name: UpdateParticipantSettings :execrows
 UPDATE conversation_participants
-SET pinned   = COALESCE($1, pinned),
-    muted    = COALESCE($2, muted),
-    archived = COALESCE($3, archived),
-    deleted_at = CASE
-        WHEN $4::boolean IS TRUE THEN $5::timestamptz
-        WHEN $4::boolean IS FALSE THEN NULL
-        ELSE deleted_at END,
-    settings_changed_at = $5::timestamptz
+SET pinned = CASE WHEN $1::boolean IS NOT NULL AND pinned_changed_at < $2::timestamptz
+        THEN $1::boolean ELSE pinned END,
+    pinned_changed_at = CASE WHEN $1::boolean IS NOT NULL AND pinned_changed_at < $2::timestamptz
+        THEN $2::timestamptz ELSE pinned_changed_at END,
+    muted = CASE WHEN $3::boolean IS NOT NULL AND muted_changed_at < $2::timestamptz
+        THEN $3::boolean ELSE muted END,
+    muted_changed_at = CASE WHEN $3::boolean IS NOT NULL AND muted_changed_at < $2::timestamptz
+        THEN $2::timestamptz ELSE muted_changed_at END,
+    archived = CASE WHEN $4::boolean IS NOT NULL AND archived_changed_at < $2::timestamptz
+        THEN $4::boolean ELSE archived END,
+    archived_changed_at = CASE WHEN $4::boolean IS NOT NULL AND archived_changed_at < $2::timestamptz
+        THEN $2::timestamptz ELSE archived_changed_at END,
+    deleted_at = CASE WHEN $5::boolean IS NOT NULL AND deleted_changed_at < $2::timestamptz
+        THEN CASE WHEN $5::boolean THEN $2::timestamptz END ELSE deleted_at END,
+    deleted_changed_at = CASE WHEN $5::boolean IS NOT NULL AND deleted_changed_at < $2::timestamptz
+        THEN $2::timestamptz ELSE deleted_changed_at END,
+    settings_changed_at = GREATEST(settings_changed_at, $2::timestamptz)
 WHERE conversation_id = $6 AND user_id = $7
-  AND settings_changed_at < $5::timestamptz
+  AND (($1::boolean IS NOT NULL AND pinned_changed_at < $2::timestamptz)
+    OR ($3::boolean IS NOT NULL AND muted_changed_at < $2::timestamptz)
+    OR ($4::boolean IS NOT NULL AND archived_changed_at < $2::timestamptz)
+    OR ($5::boolean IS NOT NULL AND deleted_changed_at < $2::timestamptz))
 `
 
 type UpdateParticipantSettingsParams struct {
 	Pinned         *bool
+	ChangedAt      time.Time
 	Muted          *bool
 	Archived       *bool
 	Deleted        *bool
-	ChangedAt      time.Time
 	ConversationID uuid.UUID
 	UserID         int64
 }
 
-// Last writer wins by the time the change was made, so a redelivered or
-// replayed older change never overwrites a newer one.
+// Last writer wins per setting, by the time the change was made, so a
+// redelivered, replayed or late older change never overwrites a newer one,
+// and still applies to the settings nobody changed since. In SET, columns
+// read their values from before the update.
 func (q *Queries) UpdateParticipantSettings(ctx context.Context, arg UpdateParticipantSettingsParams) (int64, error) {
 	result, err := q.db.Exec(ctx, updateParticipantSettings,
 		arg.Pinned,
+		arg.ChangedAt,
 		arg.Muted,
 		arg.Archived,
 		arg.Deleted,
-		arg.ChangedAt,
 		arg.ConversationID,
 		arg.UserID,
 	)

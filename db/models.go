@@ -32,6 +32,10 @@ type ConversationParticipant struct {
 	SettingsChangedAt time.Time
 	LastReadSeq       int64
 	LastReadAt        *time.Time
+	PinnedChangedAt   time.Time
+	MutedChangedAt    time.Time
+	ArchivedChangedAt time.Time
+	DeletedChangedAt  time.Time
 }
 
 type DeadLetter struct {

@@ -37,6 +37,9 @@ type MessageSentV1 struct {
 	ReplyToID       string    `json:"reply_to_id,omitempty"`
 	ClientMessageID string    `json:"client_message_id,omitempty"`
 	CreatedAt       time.Time `json:"created_at"`
+	// SourceConnectionID is the WebSocket connection the message came from,
+	// if any: fanout skips it, since that device already has the message.
+	SourceConnectionID string `json:"source_connection_id,omitempty"`
 }
 
 func (MessageSentV1) EventType() string { return TypeMessageSent }
@@ -79,6 +82,8 @@ type MessageReadV1 struct {
 	ReaderID       int64     `json:"reader_id"`
 	MessageIDs     []string  `json:"message_ids"`
 	ReadAt         time.Time `json:"read_at"`
+	// NotifyUserIDs are the other participants, who see the read receipt.
+	NotifyUserIDs []int64 `json:"notify_user_ids,omitempty"`
 }
 
 func (MessageReadV1) EventType() string { return TypeMessageRead }

@@ -34,7 +34,9 @@ func Routes() []Route {
 			TypeMessageSent, TypeMessageRead, TypeTyping,
 			TypeMessageDelivered, TypeThumbnailReady, TypeConnected,
 		}},
-		{Worker: WorkerThumbnailer, Types: []string{TypeMessageSent}, Media: []string{ContentImage, ContentVideo}},
+		// Audio too: the thumbnailer measures audio_duration when the client
+		// did not send it.
+		{Worker: WorkerThumbnailer, Types: []string{TypeMessageSent}, Media: []string{ContentImage, ContentVideo, ContentAudio}},
 	}
 }
 

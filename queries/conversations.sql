@@ -61,19 +61,33 @@ SET last_seq = GREATEST(last_seq, @seq::bigint),
 WHERE id = @id;
 
 -- name: UpdateParticipantSettings :execrows
--- Last writer wins by the time the change was made, so a redelivered or
--- replayed older change never overwrites a newer one.
+-- Last writer wins per setting, by the time the change was made, so a
+-- redelivered, replayed or late older change never overwrites a newer one,
+-- and still applies to the settings nobody changed since. In SET, columns
+-- read their values from before the update.
 UPDATE conversation_participants
-SET pinned   = COALESCE(sqlc.narg('pinned'), pinned),
-    muted    = COALESCE(sqlc.narg('muted'), muted),
-    archived = COALESCE(sqlc.narg('archived'), archived),
-    deleted_at = CASE
-        WHEN sqlc.narg('deleted')::boolean IS TRUE THEN @changed_at::timestamptz
-        WHEN sqlc.narg('deleted')::boolean IS FALSE THEN NULL
-        ELSE deleted_at END,
-    settings_changed_at = @changed_at::timestamptz
+SET pinned = CASE WHEN sqlc.narg('pinned')::boolean IS NOT NULL AND pinned_changed_at < @changed_at::timestamptz
+        THEN sqlc.narg('pinned')::boolean ELSE pinned END,
+    pinned_changed_at = CASE WHEN sqlc.narg('pinned')::boolean IS NOT NULL AND pinned_changed_at < @changed_at::timestamptz
+        THEN @changed_at::timestamptz ELSE pinned_changed_at END,
+    muted = CASE WHEN sqlc.narg('muted')::boolean IS NOT NULL AND muted_changed_at < @changed_at::timestamptz
+        THEN sqlc.narg('muted')::boolean ELSE muted END,
+    muted_changed_at = CASE WHEN sqlc.narg('muted')::boolean IS NOT NULL AND muted_changed_at < @changed_at::timestamptz
+        THEN @changed_at::timestamptz ELSE muted_changed_at END,
+    archived = CASE WHEN sqlc.narg('archived')::boolean IS NOT NULL AND archived_changed_at < @changed_at::timestamptz
+        THEN sqlc.narg('archived')::boolean ELSE archived END,
+    archived_changed_at = CASE WHEN sqlc.narg('archived')::boolean IS NOT NULL AND archived_changed_at < @changed_at::timestamptz
+        THEN @changed_at::timestamptz ELSE archived_changed_at END,
+    deleted_at = CASE WHEN sqlc.narg('deleted')::boolean IS NOT NULL AND deleted_changed_at < @changed_at::timestamptz
+        THEN CASE WHEN sqlc.narg('deleted')::boolean THEN @changed_at::timestamptz END ELSE deleted_at END,
+    deleted_changed_at = CASE WHEN sqlc.narg('deleted')::boolean IS NOT NULL AND deleted_changed_at < @changed_at::timestamptz
+        THEN @changed_at::timestamptz ELSE deleted_changed_at END,
+    settings_changed_at = GREATEST(settings_changed_at, @changed_at::timestamptz)
 WHERE conversation_id = @conversation_id AND user_id = @user_id
-  AND settings_changed_at < @changed_at::timestamptz;
+  AND ((sqlc.narg('pinned')::boolean IS NOT NULL AND pinned_changed_at < @changed_at::timestamptz)
+    OR (sqlc.narg('muted')::boolean IS NOT NULL AND muted_changed_at < @changed_at::timestamptz)
+    OR (sqlc.narg('archived')::boolean IS NOT NULL AND archived_changed_at < @changed_at::timestamptz)
+    OR (sqlc.narg('deleted')::boolean IS NOT NULL AND deleted_changed_at < @changed_at::timestamptz));
 
 -- name: AdvanceReadPosition :exec
 UPDATE conversation_participants

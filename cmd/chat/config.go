@@ -28,16 +28,45 @@ type Config struct {
 	SendRate       float64       // CHAT_SEND_RATE per user per second, default 20 (0 disables)
 	SendBurst      int           // CHAT_SEND_BURST, default 40
 	WorkerAttempts int           // CHAT_WORKER_MAX_ATTEMPTS before dead-lettering, default 5
-	WorkerConc     int           // CHAT_WORKER_CONCURRENCY consumers per worker queue, default 2
+	WorkerConc     int           // CHAT_WORKER_CONCURRENCY consumers per worker queue, default 4
 	FallbackPoll   time.Duration // CHAT_BUS_FALLBACK_POLL, default 1s
 	ShutdownGrace  time.Duration // CHAT_SHUTDOWN_TIMEOUT, default 15s
-	DevMode        bool          // set by `chat dev`
+
+	// WebSocket gateway (local) and fanout.
+	WSIdleTimeout   time.Duration // CHAT_WS_IDLE_TIMEOUT, default 10m (API Gateway's)
+	WSMaxAge        time.Duration // CHAT_WS_MAX_CONNECTION_AGE, default 2h (API Gateway's)
+	WSSendBuffer    int           // CHAT_WS_SEND_BUFFER queued frames per connection, default 256
+	WSManagementURL string        // CHAT_WS_MANAGEMENT_ENDPOINT, default http://CHAT_GATEWAY_ADMIN_ADDR
+	ConnTable       string        // CHAT_CONNECTIONS_TABLE: DynamoDB table; empty = PostgreSQL
+	DynamoEndpoint  string        // CHAT_DYNAMODB_ENDPOINT: a local DynamoDB (e.g. dynalite)
+
+	// Media.
+	S3Bucket       string // CHAT_S3_BUCKET, default parley-media
+	S3Endpoint     string // CHAT_S3_ENDPOINT: an S3-compatible endpoint; empty = embedded (dev) or AWS
+	S3Addr         string // CHAT_S3_ADDR: embedded S3 listener in chat dev, default 127.0.0.1:8083
+	S3Region       string // AWS_REGION, default us-east-1
+	MaxImageBytes  int    // CHAT_MAX_IMAGE_BYTES, default 10 MiB
+	MaxVideoBytes  int    // CHAT_MAX_VIDEO_BYTES, default 100 MiB
+	MaxAudioBytes  int    // CHAT_MAX_AUDIO_BYTES, default 20 MiB
+	ThumbnailSide  int    // CHAT_THUMBNAIL_SIZE longest side in pixels, default 320
+	EmbeddedS3     bool   // chat dev without CHAT_S3_ENDPOINT
+	LocalS3Options bool   // the endpoint is the embedded server
+
+	// AWS transport.
+	EventBusName   string // CHAT_EVENT_BUS_NAME, default parley
+	EventBridgeURL string // CHAT_EVENTBRIDGE_ENDPOINT: a local stand-in; empty = AWS
+	QueueURL       string // CHAT_QUEUE_URL: the SQS queue of `chat worker NAME` on AWS
+	SQSEndpoint    string // CHAT_SQS_ENDPOINT: a local SQS; empty = AWS
+	ArchiveARN     string // CHAT_EVENT_ARCHIVE_ARN: for chat replay on AWS
+	EventBusARN    string // CHAT_EVENT_BUS_ARN: for chat replay on AWS
+	RuleARNPrefix  string // CHAT_RULE_ARN_PREFIX: rule ARN without the worker name, for replay
+	DevMode        bool   // set by `chat dev`
 	DevSecretInUse bool
 }
 
 // loadConfig reads the environment through getenv and validates it,
 // naming the variable in every error.
-func loadConfig(getenv func(string) string, dev bool) (Config, error) {
+func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c := Config{DevMode: dev}
 	var errs []error
 	str := func(name, def string) string {
@@ -90,9 +119,9 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 	if c.JWTSecret == "" && dev {
 		c.JWTSecret, c.DevSecretInUse = devJWTSecret, true
 	}
-	if c.JWTSecret == "" {
+	if c.JWTSecret == "" && needJWT {
 		errs = append(errs, errors.New("JWT_SECRET is required (the HS256 secret shared with the auth service)"))
-	} else if len(c.JWTSecret) < 16 {
+	} else if c.JWTSecret != "" && len(c.JWTSecret) < 16 {
 		errs = append(errs, errors.New("JWT_SECRET must be at least 16 bytes"))
 	}
 	c.DataDir = str("CHAT_DATA_DIR", "./.chat-data")
@@ -125,8 +154,38 @@ func loadConfig(getenv func(string) string, dev bool) (Config, error) {
 	}
 	c.SendBurst = num("CHAT_SEND_BURST", 40, 1)
 	c.WorkerAttempts = num("CHAT_WORKER_MAX_ATTEMPTS", 5, 1)
-	c.WorkerConc = num("CHAT_WORKER_CONCURRENCY", 2, 1)
+	c.WorkerConc = num("CHAT_WORKER_CONCURRENCY", 4, 1)
 	c.FallbackPoll = dur("CHAT_BUS_FALLBACK_POLL", time.Second)
 	c.ShutdownGrace = dur("CHAT_SHUTDOWN_TIMEOUT", 15*time.Second)
+
+	c.WSIdleTimeout = dur("CHAT_WS_IDLE_TIMEOUT", 10*time.Minute)
+	c.WSMaxAge = dur("CHAT_WS_MAX_CONNECTION_AGE", 2*time.Hour)
+	c.WSSendBuffer = num("CHAT_WS_SEND_BUFFER", 256, 1)
+	c.WSManagementURL = str("CHAT_WS_MANAGEMENT_ENDPOINT", "http://"+c.GatewayAdmin)
+	c.ConnTable = str("CHAT_CONNECTIONS_TABLE", "")
+	c.DynamoEndpoint = str("CHAT_DYNAMODB_ENDPOINT", "")
+
+	c.S3Bucket = str("CHAT_S3_BUCKET", "parley-media")
+	c.S3Endpoint = str("CHAT_S3_ENDPOINT", "")
+	c.S3Addr = str("CHAT_S3_ADDR", "127.0.0.1:8083")
+	c.S3Region = str("AWS_REGION", "us-east-1")
+	c.MaxImageBytes = num("CHAT_MAX_IMAGE_BYTES", 10<<20, 1)
+	c.MaxVideoBytes = num("CHAT_MAX_VIDEO_BYTES", 100<<20, 1)
+	c.MaxAudioBytes = num("CHAT_MAX_AUDIO_BYTES", 20<<20, 1)
+	c.ThumbnailSide = num("CHAT_THUMBNAIL_SIZE", 320, 16)
+	if dev && c.S3Endpoint == "" {
+		c.EmbeddedS3 = true
+		if _, _, err := net.SplitHostPort(c.S3Addr); err != nil {
+			errs = append(errs, fmt.Errorf("CHAT_S3_ADDR=%q: %v", c.S3Addr, err))
+		}
+	}
+
+	c.EventBusName = str("CHAT_EVENT_BUS_NAME", "parley")
+	c.EventBridgeURL = str("CHAT_EVENTBRIDGE_ENDPOINT", "")
+	c.QueueURL = str("CHAT_QUEUE_URL", "")
+	c.SQSEndpoint = str("CHAT_SQS_ENDPOINT", "")
+	c.ArchiveARN = str("CHAT_EVENT_ARCHIVE_ARN", "")
+	c.EventBusARN = str("CHAT_EVENT_BUS_ARN", "")
+	c.RuleARNPrefix = str("CHAT_RULE_ARN_PREFIX", "")
 	return c, errors.Join(errs...)
 }

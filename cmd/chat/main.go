@@ -25,9 +25,11 @@ import (
 const usage = `usage: chat <command> [flags]
 
 commands:
-  dev                      migrate, then run the API and every worker in one process
+  dev                      migrate, then run the API, the WebSocket gateway, the embedded
+                           S3 and every worker in one process
   api                      run the REST API
-  worker NAME              run one worker (persister)
+  gateway                  run the local WebSocket gateway (/ws) and its management API
+  worker NAME              run one worker: persister, fanout or thumbnailer
   migrate                  apply database migrations
   replay --worker NAME --since TIME [--until TIME]
                            re-deliver archived events to one worker
@@ -42,6 +44,11 @@ Configuration comes from the environment; see README.md.
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// On Lambda the same binary is the function's bootstrap; the handler it
+	// serves comes from the environment, not from arguments.
+	if name := os.Getenv("CHAT_LAMBDA_HANDLER"); name != "" {
+		os.Exit(runLambda(ctx, name, os.Getenv, os.Stderr))
+	}
 	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
@@ -56,7 +63,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 0
 	}
 	cmd, rest := args[0], args[1:]
-	cfg, err := loadConfig(getenv, cmd == "dev" || cmd == "token")
+	needJWT := cmd == "dev" || cmd == "token" || cmd == "api" || cmd == "gateway"
+	cfg, err := loadConfig(getenv, cmd == "dev" || cmd == "token", needJWT)
 	if err != nil {
 		fmt.Fprintf(stderr, "chat %s: invalid configuration:\n%v\n", cmd, err)
 		return 2
@@ -87,9 +95,11 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 func dispatch(ctx context.Context, cmd string, args []string, cfg Config, logger *slog.Logger, stdout io.Writer) error {
 	switch cmd {
 	case "dev":
-		return runServer(ctx, cfg, logger, stdout, parts{api: true, workers: []string{events.WorkerPersister}}, true)
+		return runServer(ctx, cfg, logger, stdout, parts{api: true, gateway: true, workers: workerNames}, true)
 	case "api":
 		return runServer(ctx, cfg, logger, stdout, parts{api: true}, false)
+	case "gateway":
+		return runServer(ctx, cfg, logger, stdout, parts{gateway: true}, false)
 	case "worker":
 		if len(args) != 1 {
 			return usageError{errors.New("worker takes exactly one NAME")}
@@ -120,10 +130,8 @@ func runServer(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.W
 		return err
 	}
 	defer a.Close()
-	if p.api {
-		if err := a.listen(); err != nil {
-			return err
-		}
+	if err := a.listen(p); err != nil {
+		return err
 	}
 	if cfg.DevMode {
 		printDevBanner(stdout, a, cfg)
@@ -139,10 +147,13 @@ func printDevBanner(w io.Writer, a *App, cfg Config) {
 	fmt.Fprintf(w, `
 Parley is running (development mode).
   REST API      %[1]s/api/v1/chat
+  WebSocket     ws://%[4]s/ws?token=TOKEN
   Health        %[1]s/health
+  Management    %[5]s/@connections/{id}  (loopback only)
+  Embedded S3   %[6]s  (bucket %[7]s)
   Database      %[2]s
   Data dir      %[3]s
-`, base, redact(cfg.DatabaseURL), cfg.DataDir)
+`, base, redact(cfg.DatabaseURL), cfg.DataDir, a.httpLn.Addr(), a.cfg.WSManagementURL, s3URL(a), cfg.S3Bucket)
 	if cfg.DevSecretInUse {
 		fmt.Fprintf(w, "\n  JWT_SECRET is not set: using the fixed development secret. Never use it in production.\n")
 	}
@@ -264,6 +275,13 @@ func token(cfg Config, args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintln(stdout, t)
 	return nil
+}
+
+func s3URL(a *App) string {
+	if a.s3Ln == nil {
+		return "(off)"
+	}
+	return "http://" + a.s3Ln.Addr().String()
 }
 
 func redact(dsn string) string {

@@ -53,10 +53,26 @@ func New(pool *pgxpool.Pool, waker *Waker, logger *slog.Logger) *Bus {
 }
 
 func queueSchema(batch int) wsql.SchemaAdapter {
-	return skipLockedQueueSchema{wsql.PostgreSQLQueueSchema{
+	return partitionedQueueSchema(batch, 0, 1)
+}
+
+// partitionedQueueSchema reads only the rows of one partition of a worker's
+// queue: events are partitioned by conversation, so the consumers of one
+// worker run in parallel across conversations while each conversation's
+// events are handled one at a time, in queue order. That keeps sequential
+// sends in sequence order and lets a replay reproduce the same sequences.
+func partitionedQueueSchema(batch, partition, partitions int) wsql.SchemaAdapter {
+	schema := wsql.PostgreSQLQueueSchema{
 		GeneratePayloadType: func(string) string { return "JSONB" },
 		SubscribeBatchSize:  batch,
-	}}
+	}
+	if partitions > 1 {
+		schema.GenerateWhereClause = func(wsql.GenerateWhereClauseParams) (string, []any) {
+			return `(hashtext(COALESCE(payload->>'conversation_id', payload->>'id')) & 2147483647) % $1 = $2`,
+				[]any{partitions, partition}
+		}
+	}
+	return skipLockedQueueSchema{schema}
 }
 
 // Init creates the worker queue tables. It is idempotent.

@@ -20,7 +20,8 @@ import (
 
 // ConsumerConfig tunes one worker's consumption.
 type ConsumerConfig struct {
-	// Concurrency is how many consumers share the worker's queue.
+	// Concurrency is how many consumers share the worker's queue; each
+	// takes the events of its share of the conversations, in order.
 	Concurrency int
 	// BatchSize is how many rows one consumer locks per query.
 	BatchSize int
@@ -81,7 +82,7 @@ func Consume(ctx context.Context, pool *pgxpool.Pool, waker *Waker, worker strin
 			wake = waker.subscribe(worker)
 		}
 		sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(pool), wsql.SubscriberConfig{
-			SchemaAdapter:  queueSchema(cfg.BatchSize),
+			SchemaAdapter:  partitionedQueueSchema(cfg.BatchSize, i, cfg.Concurrency),
 			OffsetsAdapter: ackUpToLastRow{wsql.PostgreSQLQueueOffsetsAdapter{DeleteOnAck: true}},
 			BackoffManager: wakeBackoff{wake: wake, done: ctx.Done(), fallback: cfg.FallbackPoll, retry: time.Second},
 			AckDeadline:    &ackDeadline,

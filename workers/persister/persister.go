@@ -149,20 +149,34 @@ func (p *Persister) recreateConversation(ctx context.Context, tx pgx.Tx, id uuid
 	return nil
 }
 
+// applyRead marks the stored messages of a receipt read at once, then, if
+// some are not stored yet, returns ErrNotYetStored so the bus retries: one
+// missing id never holds back the others, and re-applying is a no-op.
 func (p *Persister) applyRead(ctx context.Context, m events.MessageReadV1) error {
 	ids := make([]uuid.UUID, len(m.MessageIDs))
 	for i, s := range m.MessageIDs {
 		ids[i] = uuid.MustParse(s)
 	}
 	convID := uuid.MustParse(m.ConversationID)
-	return pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+	missing := 0
+	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
 		q := db.New(tx)
 		rows, err := q.ListMessagesByIDs(ctx, ids)
 		if err != nil {
 			return fmt.Errorf("read messages: %w", err)
 		}
-		if len(rows) < len(ids) {
-			return fmt.Errorf("read of %d messages, %d stored: %w", len(ids), len(rows), ErrNotYetStored)
+		found := make(map[uuid.UUID]bool, len(rows))
+		for _, r := range rows {
+			found[r.ID] = true
+		}
+		missing = 0
+		for _, id := range ids {
+			if !found[id] {
+				missing++
+			}
+		}
+		if len(rows) == 0 {
+			return nil
 		}
 		if err := q.MarkMessagesRead(ctx, db.MarkMessagesReadParams{
 			ReadAt: &m.ReadAt, Ids: ids, ConversationID: convID, ReaderID: m.ReaderID,
@@ -180,6 +194,13 @@ func (p *Persister) applyRead(ctx context.Context, m events.MessageReadV1) error
 			Seq: seq, ReadAt: m.ReadAt, ConversationID: convID, UserID: m.ReaderID,
 		})
 	})
+	if err != nil {
+		return err
+	}
+	if missing > 0 {
+		return fmt.Errorf("read of %d messages, %d not stored: %w", len(ids), missing, ErrNotYetStored)
+	}
+	return nil
 }
 
 func (p *Persister) applyDelivered(ctx context.Context, m events.MessageDeliveredV1) error {

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/parleychat/parley/api"
+	"github.com/parleychat/parley/events/lambdasqs"
+	"github.com/parleychat/parley/internal/lambdahttp"
+)
+
+// Lambda handler names (CHAT_LAMBDA_HANDLER): one binary, one function each.
+var lambdaHandlers = map[string]string{
+	"ws-connect":         "WebSocket $connect",
+	"ws-disconnect":      "WebSocket $disconnect",
+	"ws-default":         "WebSocket $default",
+	"api":                "REST API behind an HTTP API (payload 2.0)",
+	"worker-persister":   "persister on its SQS queue",
+	"worker-fanout":      "fanout on its SQS queue",
+	"worker-thumbnailer": "thumbnailer on its SQS queue",
+}
+
+// lambdaHandler builds the function the Lambda runtime invokes. Building
+// happens once per cold start; connections are reused across invocations.
+func lambdaHandler(ctx context.Context, name string, getenv func(string) string, stderr io.Writer) (any, func(), error) {
+	if _, ok := lambdaHandlers[name]; !ok {
+		return nil, nil, fmt.Errorf("CHAT_LAMBDA_HANDLER=%q: want one of ws-connect, ws-disconnect, ws-default, api, worker-persister, worker-fanout, worker-thumbnailer", name)
+	}
+	getenv, err := withSecrets(ctx, getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	needJWT := name == "api" || strings.HasPrefix(name, "ws-")
+	cfg, err := loadConfig(getenv, false, needJWT)
+	if err != nil {
+		return nil, nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	logger := newLogger(cfg, stderr).With("handler", name)
+	a, err := openApp(ctx, cfg, logger, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch {
+	case name == "api":
+		return lambdahttp.Handler(a.rest), a.Close, nil
+	case strings.HasPrefix(name, "ws-"):
+		routes := api.NewWSRoutes(a.svc, a.verifier, a.conns, cfg.WSMaxAge+5*time.Minute, logger)
+		h := map[string]any{"ws-connect": routes.Connect, "ws-disconnect": routes.Disconnect, "ws-default": routes.Default}[name]
+		return h, a.Close, nil
+	default:
+		worker := strings.TrimPrefix(name, "worker-")
+		h, err := a.workerHandler(ctx, worker)
+		if err != nil {
+			a.Close()
+			return nil, nil, err
+		}
+		return lambdasqs.Handler(h, logger), a.Close, nil
+	}
+}
+
+// runLambda serves invocations until the runtime stops the process.
+func runLambda(ctx context.Context, name string, getenv func(string) string, stderr io.Writer) int {
+	h, closeFn, err := lambdaHandler(ctx, name, getenv, stderr)
+	if err != nil {
+		slog.New(slog.NewJSONHandler(stderr, nil)).Error("lambda init failed", "handler", name, "err", err)
+		return 1
+	}
+	defer closeFn()
+	lambda.StartWithOptions(h, lambda.WithContext(ctx))
+	return 0
+}
+
+// withSecrets resolves JWT_SECRET and DATABASE_URL from Secrets Manager
+// when only their *_SECRET_ARN variables are set, as the stack configures
+// Lambdas, so secrets never sit in function configuration.
+func withSecrets(ctx context.Context, getenv func(string) string) (func(string) string, error) {
+	resolved := map[string]string{}
+	var client *secretsmanager.Client
+	for _, name := range []string{"JWT_SECRET", "DATABASE_URL"} {
+		arn := getenv(name + "_SECRET_ARN")
+		if getenv(name) != "" || arn == "" {
+			continue
+		}
+		if client == nil {
+			cfg, err := awsconfig.LoadDefaultConfig(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("AWS configuration: %w", err)
+			}
+			client = secretsmanager.NewFromConfig(cfg)
+		}
+		out, err := client.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(arn)})
+		if err != nil {
+			return nil, fmt.Errorf("%s_SECRET_ARN: read %s: %w", name, arn, err)
+		}
+		resolved[name] = aws.ToString(out.SecretString)
+	}
+	return func(k string) string {
+		if v, ok := resolved[k]; ok {
+			return v
+		}
+		return getenv(k)
+	}, nil
+}

@@ -1,0 +1,346 @@
+// Command chatbench is a load tool for the chat's WebSocket path. It
+// connects users in pairs, sends messages at a fixed total rate over
+// WebSocket and measures send→receive latency at the recipient, deliveries
+// per second, and (with -server-pid) the server's memory per connection.
+//
+// Every request it makes goes to the addresses given in its flags; run it
+// only against servers on this machine or your own test hosts.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/parleychat/parley/api/auth"
+)
+
+// devSecret matches `chat dev`'s development JWT secret.
+const devSecret = "parley-development-secret-do-not-use-in-production"
+
+type options struct {
+	wsURL      string
+	secret     string
+	users      int
+	rate       float64
+	duration   time.Duration
+	warmup     time.Duration
+	idle       time.Duration
+	serverPID  int
+	sourceIPs  []string
+	firstUser  int64
+	dialConc   int
+	settleTime time.Duration
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "chatbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	var o options
+	var sources string
+	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
+	fs.StringVar(&o.wsURL, "url", "ws://127.0.0.1:8080/ws", "WebSocket endpoint")
+	fs.StringVar(&o.secret, "secret", envOr("JWT_SECRET", devSecret), "HS256 secret to mint user tokens (default: chat dev's, or $JWT_SECRET)")
+	fs.IntVar(&o.users, "users", 1000, "connections to open, one user each, paired 1↔2, 3↔4, …")
+	fs.Float64Var(&o.rate, "rate", 1000, "messages per second, all senders together (0: connect only)")
+	fs.DurationVar(&o.duration, "duration", 30*time.Second, "how long to send")
+	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "sending before measuring starts")
+	fs.DurationVar(&o.idle, "idle", 0, "with -rate 0: hold the connections open this long before measuring memory")
+	fs.IntVar(&o.serverPID, "server-pid", 0, "server process to read VmRSS from (/proc/PID/status)")
+	fs.StringVar(&sources, "source-ips", "", "comma-separated local addresses to dial from, e.g. 127.0.0.2,127.0.0.3 (more ports for many connections)")
+	fs.Int64Var(&o.firstUser, "first-user", 100000, "user id of the first connection")
+	fs.IntVar(&o.dialConc, "dial-concurrency", 50, "connections opened at once")
+	fs.DurationVar(&o.settleTime, "settle", 3*time.Second, "wait for in-flight deliveries after sending stops")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if o.users < 2 || o.users%2 != 0 {
+		return errors.New("-users must be an even number >= 2")
+	}
+	if o.rate < 0 || o.duration <= 0 {
+		return errors.New("-rate must be >= 0 and -duration > 0")
+	}
+	if _, err := url.Parse(o.wsURL); err != nil {
+		return fmt.Errorf("-url: %w", err)
+	}
+	for _, s := range strings.Split(sources, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			if net.ParseIP(s) == nil {
+				return fmt.Errorf("-source-ips: %q is not an IP address", s)
+			}
+			o.sourceIPs = append(o.sourceIPs, s)
+		}
+	}
+	return bench(ctx, o, out)
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+type client struct {
+	user int64
+	peer int64
+	conn *websocket.Conn
+	wmu  sync.Mutex
+}
+
+type stats struct {
+	mu        sync.Mutex
+	latencies []time.Duration // send → newMessage at the recipient, measured window only
+	sent      atomic.Int64
+	received  atomic.Int64
+	errors    atomic.Int64
+	measuring atomic.Bool
+}
+
+func bench(ctx context.Context, o options, out io.Writer) error {
+	rssBefore := rss(o.serverPID)
+	st := &stats{}
+	fmt.Fprintf(out, "connecting %d users to %s …\n", o.users, o.wsURL)
+	t0 := time.Now()
+	clients, err := connectAll(ctx, o, st)
+	defer func() {
+		for _, c := range clients {
+			if c != nil {
+				_ = c.conn.Close()
+			}
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "connected %d in %s\n", len(clients), time.Since(t0).Round(time.Millisecond))
+
+	if o.rate == 0 {
+		if o.idle > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(o.idle):
+			}
+		}
+		report(out, o, st, 0, rssBefore)
+		return nil
+	}
+
+	sendCtx, cancel := context.WithTimeout(ctx, o.warmup+o.duration)
+	defer cancel()
+	interval := time.Duration(float64(time.Second) / o.rate)
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	measureStart := time.Now().Add(o.warmup)
+	var measuredAt time.Time
+	var sentAtMeasure, recvAtMeasure int64
+	next := 0
+loop:
+	for {
+		select {
+		case <-sendCtx.Done():
+			break loop
+		case now := <-ticker.C:
+			if !st.measuring.Load() && now.After(measureStart) {
+				sentAtMeasure, recvAtMeasure = st.sent.Load(), st.received.Load()
+				measuredAt = now
+				st.measuring.Store(true)
+			}
+			c := clients[next%len(clients)]
+			next++
+			go send(c, st)
+		}
+	}
+	sendStop := time.Now()
+	time.Sleep(o.settleTime)
+	st.measuring.Store(false)
+	window := sendStop.Sub(measuredAt)
+	fmt.Fprintf(out, "sent %d, received %d, errors %d\n", st.sent.Load(), st.received.Load(), st.errors.Load())
+	_ = sentAtMeasure
+	deliveries := float64(st.received.Load()-recvAtMeasure) / (window + o.settleTime).Seconds()
+	report(out, o, st, deliveries, rssBefore)
+	return nil
+}
+
+func connectAll(ctx context.Context, o options, st *stats) ([]*client, error) {
+	clients := make([]*client, o.users)
+	sem := make(chan struct{}, o.dialConc)
+	var wg sync.WaitGroup
+	var firstErr error
+	var mu sync.Mutex
+	for i := range o.users {
+		user := o.firstUser + int64(i)
+		peer := user + 1
+		if i%2 == 1 {
+			peer = user - 1
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c, err := dial(ctx, o, user, i)
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = fmt.Errorf("connect user %d: %w", user, err)
+				}
+				mu.Unlock()
+				return
+			}
+			c.peer = peer
+			clients[i] = c
+			go readLoop(c, st)
+		}()
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	wg.Wait()
+	return clients, firstErr
+}
+
+func dial(ctx context.Context, o options, user int64, i int) (*client, error) {
+	tok, err := auth.Issue([]byte(o.secret), user, 24*time.Hour, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	d := websocket.Dialer{HandshakeTimeout: 30 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 1024}
+	if len(o.sourceIPs) > 0 {
+		local := &net.TCPAddr{IP: net.ParseIP(o.sourceIPs[i%len(o.sourceIPs)])}
+		nd := &net.Dialer{LocalAddr: local, Timeout: 30 * time.Second}
+		d.NetDialContext = nd.DialContext
+	}
+	conn, _, err := d.DialContext(ctx, o.wsURL+"?token="+url.QueryEscape(tok), nil)
+	if err != nil {
+		return nil, err
+	}
+	return &client{user: user, conn: conn}, nil
+}
+
+type inFrame struct {
+	Type      string `json:"type"`
+	MessageID string `json:"messageId"`
+	Data      struct {
+		TextContent string `json:"textContent"`
+		SenderID    int64  `json:"senderId"`
+	} `json:"data"`
+}
+
+func readLoop(c *client, st *stats) {
+	for {
+		_, b, err := c.conn.ReadMessage()
+		if err != nil {
+			return
+		}
+		var f inFrame
+		if json.Unmarshal(b, &f) != nil {
+			continue
+		}
+		switch f.Type {
+		case "newMessage":
+			if f.Data.SenderID == c.user {
+				continue // another device of ours
+			}
+			sentNs, ok := strings.CutPrefix(f.Data.TextContent, "bench:")
+			if !ok {
+				continue
+			}
+			ns, err := strconv.ParseInt(sentNs, 10, 64)
+			if err != nil {
+				continue
+			}
+			st.received.Add(1)
+			if st.measuring.Load() {
+				lat := time.Since(time.Unix(0, ns))
+				st.mu.Lock()
+				st.latencies = append(st.latencies, lat)
+				st.mu.Unlock()
+			}
+		case "error":
+			st.errors.Add(1)
+		}
+	}
+}
+
+func send(c *client, st *stats) {
+	msg := fmt.Sprintf(`{"action":"sendMessage","data":{"recipientId":%d,"contentType":"text","textContent":"bench:%d"}}`, c.peer, time.Now().UnixNano())
+	c.wmu.Lock()
+	err := c.conn.WriteMessage(websocket.TextMessage, []byte(msg))
+	c.wmu.Unlock()
+	if err != nil {
+		st.errors.Add(1)
+		return
+	}
+	st.sent.Add(1)
+}
+
+func report(out io.Writer, o options, st *stats, deliveries float64, rssBefore int64) {
+	st.mu.Lock()
+	lat := slices.Clone(st.latencies)
+	st.mu.Unlock()
+	slices.Sort(lat)
+	if len(lat) > 0 {
+		fmt.Fprintf(out, "send→receive latency over %d deliveries: p50 %s  p99 %s  p99.9 %s  max %s\n", len(lat),
+			pct(lat, 50), pct(lat, 99), pct(lat, 99.9), lat[len(lat)-1].Round(time.Microsecond))
+		fmt.Fprintf(out, "deliveries/s (measured window): %.0f\n", deliveries)
+	}
+	if o.serverPID > 0 {
+		after := rss(o.serverPID)
+		fmt.Fprintf(out, "server RSS: before %s, after %s, per connection %.1f KiB\n", kib(rssBefore), kib(after),
+			float64(after-rssBefore)/float64(o.users)/1024)
+	}
+}
+
+func pct(sorted []time.Duration, p float64) time.Duration {
+	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
+	i = max(0, min(i, len(sorted)-1))
+	return sorted[i].Round(time.Microsecond)
+}
+
+func kib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/1024/1024) }
+
+// rss reads a process's resident set size in bytes from /proc.
+func rss(pid int) int64 {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				return n * 1024
+			}
+		}
+	}
+	return 0
+}

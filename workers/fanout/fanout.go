@@ -1,0 +1,372 @@
+// Package fanout is the worker that pushes events to users' live WebSocket
+// connections through the API Gateway Management API (PostToConnection). The
+// same SDK client talks to API Gateway on AWS and to the local gateway
+// elsewhere; only the endpoint differs (see NewManagementClient).
+//
+// Delivery is at least once: a redelivered or replayed event sends its frames
+// again. Clients dedupe by message id (newMessage, messageUpdated) and treat
+// the other frames as idempotent state; a client that missed a frame catches
+// up over REST from the last sequence it saw.
+//
+// One connection never holds up the others: a connection that answers 410
+// Gone is removed from the connection store (unless it connected moments
+// ago, see connectGrace), a throttled post is retried with backoff, and any
+// other failure is logged and skipped. Only a failed
+// connection lookup or a failed publish makes Handle return an error, so
+// that the bus redelivers the event.
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi"
+	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi/types"
+	"github.com/aws/smithy-go"
+	"github.com/google/uuid"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/internal/connstore"
+)
+
+// Connections is the part of the connection store fanout uses.
+type Connections interface {
+	ByUser(ctx context.Context, userID int64) ([]connstore.Connection, error)
+	Delete(ctx context.Context, id string) error
+}
+
+// Poster sends one message to one connection; *apigatewaymanagementapi.Client
+// implements it.
+type Poster interface {
+	PostToConnection(ctx context.Context, in *apigatewaymanagementapi.PostToConnectionInput, optFns ...func(*apigatewaymanagementapi.Options)) (*apigatewaymanagementapi.PostToConnectionOutput, error)
+}
+
+// MediaURLs presigns downloads of media objects.
+type MediaURLs interface {
+	PresignGet(ctx context.Context, key string) (string, time.Time, error)
+}
+
+var (
+	_ Connections    = connstore.Store(nil)
+	_ Poster         = (*apigatewaymanagementapi.Client)(nil)
+	_ events.Handler = (*Fanout)(nil)
+)
+
+const (
+	// maxConcurrentPosts bounds the posts in flight for one event: enough
+	// for a user's few devices, small enough not to trip API Gateway's
+	// account rate limit from a single busy worker.
+	maxConcurrentPosts = 8
+
+	// connectGrace is API Gateway's $connect integration timeout. A
+	// connection recorded more recently may still be in its handshake,
+	// when API Gateway answers 410 as well: its record is kept and the
+	// post retried, since deleting it would silence a live device. A
+	// connection that really closed is removed by $disconnect anyway.
+	connectGrace = 29 * time.Second
+
+	// deliveredNamespace makes MessageDelivered event ids from message
+	// ids, so that a redelivered MessageSent yields the same event id.
+	deliveredNamespace = "5f0b8d0e-6a51-4c1f-9d59-1b0f5e7a2c43"
+)
+
+// backoff is the retry policy for throttled posts.
+type backoff struct {
+	attempts  int           // total, including the first
+	base, max time.Duration // delay before the second attempt, and the cap
+}
+
+// delay returns the wait after the given failed attempt (1-based):
+// exponential, with half of it random so that posts throttled together do
+// not retry together.
+func (b backoff) delay(attempt int) time.Duration {
+	d := min(b.base<<(attempt-1), b.max)
+	half := d / 2
+	return half + rand.N(half+1)
+}
+
+// Fanout handles events for the fanout worker.
+type Fanout struct {
+	conns   Connections
+	poster  Poster
+	bus     events.Publisher
+	media   MediaURLs
+	logger  *slog.Logger
+	now     func() time.Time
+	backoff backoff
+}
+
+// New returns a Fanout. media may be nil: frames then carry no media URLs.
+// A nil logger discards logs.
+func New(conns Connections, poster Poster, bus events.Publisher, media MediaURLs, logger *slog.Logger) *Fanout {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Fanout{
+		conns:   conns,
+		poster:  poster,
+		bus:     bus,
+		media:   media,
+		logger:  logger,
+		now:     time.Now,
+		backoff: backoff{attempts: 4, base: 100 * time.Millisecond, max: 2 * time.Second},
+	}
+}
+
+// Handle pushes one event to the connections that should see it. Event
+// types fanout does not know are ignored.
+func (f *Fanout) Handle(ctx context.Context, e events.Envelope) error {
+	switch e.Type {
+	case events.TypeMessageSent:
+		var m events.MessageSentV1
+		if err := e.Unmarshal(&m); err != nil {
+			return err
+		}
+		return f.messageSent(ctx, m)
+	case events.TypeMessageDelivered:
+		var m events.MessageDeliveredV1
+		if err := e.Unmarshal(&m); err != nil {
+			return err
+		}
+		return f.toUsers(ctx, messageDeliveredFrame(m), m.SenderID)
+	case events.TypeMessageRead:
+		var m events.MessageReadV1
+		if err := e.Unmarshal(&m); err != nil {
+			return err
+		}
+		// All of the reader's devices, so that the others clear their
+		// unread badges too.
+		return f.toUsers(ctx, messageReadFrame(m), append(slices.Clone(m.NotifyUserIDs), m.ReaderID)...)
+	case events.TypeTyping:
+		var m events.TypingV1
+		if err := e.Unmarshal(&m); err != nil {
+			return err
+		}
+		return f.toUsers(ctx, typingFrame(m), m.RecipientID)
+	case events.TypeThumbnailReady:
+		var m events.ThumbnailReadyV1
+		if err := e.Unmarshal(&m); err != nil {
+			return err
+		}
+		return f.toUsers(ctx, f.messageUpdatedFrame(ctx, m), m.SenderID, m.RecipientID)
+	case events.TypeConnected:
+		var m events.ConnectedV1
+		if err := e.Unmarshal(&m); err != nil {
+			return err
+		}
+		// The event is published by $connect, so it is as old as the
+		// connection.
+		c := connstore.Connection{ID: m.ConnectionID, UserID: m.UserID, ConnectedAt: e.OccurredAt}
+		return f.send(ctx, connectedFrame(), []connstore.Connection{c})
+	default:
+		return nil
+	}
+}
+
+func (f *Fanout) messageSent(ctx context.Context, m events.MessageSentV1) error {
+	// Both lookups come before any post, so that a failed lookup retries
+	// the event without having sent half of it.
+	recipients, err := f.byUser(ctx, m.RecipientID)
+	if err != nil {
+		return err
+	}
+	senders, err := f.byUser(ctx, m.SenderID)
+	if err != nil {
+		return err
+	}
+	fr, err := encodeFrame(f.newMessageFrame(ctx, m))
+	if err != nil {
+		return err
+	}
+	// Recipient connections first: delivered[:n] says whether the
+	// recipient got it. The source connection already has the message.
+	targets := unique(m.SourceConnectionID, recipients, senders)
+	n := len(unique(m.SourceConnectionID, recipients))
+	delivered := f.post(ctx, fr, targets)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("fanout: message %s: %w", m.MessageID, err)
+	}
+	if !slices.Contains(delivered[:n], true) {
+		return nil
+	}
+	return f.publishDelivered(ctx, m)
+}
+
+func (f *Fanout) publishDelivered(ctx context.Context, m events.MessageSentV1) error {
+	now := f.now().UTC()
+	id := uuid.NewSHA1(uuid.MustParse(deliveredNamespace), []byte("delivered:"+m.MessageID)).String()
+	env, err := events.New(id, now, m.RecipientID, m.ConversationID, events.MessageDeliveredV1{
+		MessageID:      m.MessageID,
+		ConversationID: m.ConversationID,
+		SenderID:       m.SenderID,
+		RecipientID:    m.RecipientID,
+		DeliveredAt:    now,
+	})
+	if err != nil {
+		return fmt.Errorf("fanout: delivered event of message %s: %w", m.MessageID, err)
+	}
+	if err := f.bus.Publish(ctx, env); err != nil {
+		return fmt.Errorf("fanout: publish delivered event of message %s: %w", m.MessageID, err)
+	}
+	return nil
+}
+
+// toUsers sends fr to every live connection of the given users.
+func (f *Fanout) toUsers(ctx context.Context, fr frame, userIDs ...int64) error {
+	var all [][]connstore.Connection
+	for _, id := range unique64(userIDs) {
+		cs, err := f.byUser(ctx, id)
+		if err != nil {
+			return err
+		}
+		all = append(all, cs)
+	}
+	return f.send(ctx, fr, unique("", all...))
+}
+
+func (f *Fanout) send(ctx context.Context, fr frame, targets []connstore.Connection) error {
+	b, err := encodeFrame(fr)
+	if err != nil {
+		return err
+	}
+	f.post(ctx, b, targets)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("fanout: %s frame: %w", fr.Type, err)
+	}
+	return nil
+}
+
+func (f *Fanout) byUser(ctx context.Context, userID int64) ([]connstore.Connection, error) {
+	cs, err := f.conns.ByUser(ctx, userID)
+	if err != nil {
+		return nil, fmt.Errorf("fanout: connections of user %d: %w", userID, err)
+	}
+	return cs, nil
+}
+
+// post sends data to each target, a few at a time, and reports which posts
+// arrived. Failures are handled per connection and never returned.
+func (f *Fanout) post(ctx context.Context, data []byte, targets []connstore.Connection) []bool {
+	delivered := make([]bool, len(targets))
+	var g errgroup.Group
+	g.SetLimit(maxConcurrentPosts)
+	for i, c := range targets {
+		g.Go(func() error {
+			delivered[i] = f.postOne(ctx, data, c)
+			return nil
+		})
+	}
+	_ = g.Wait() // the goroutines return nil
+	return delivered
+}
+
+// postOne sends data to one connection, retrying throttled posts, and
+// reports whether it arrived.
+func (f *Fanout) postOne(ctx context.Context, data []byte, c connstore.Connection) bool {
+	in := &apigatewaymanagementapi.PostToConnectionInput{ConnectionId: aws.String(c.ID), Data: data}
+	for attempt := 1; ; attempt++ {
+		_, err := f.poster.PostToConnection(ctx, in)
+		if err == nil {
+			return true
+		}
+		gone := isGone(err)
+		young := f.now().Sub(c.ConnectedAt) < connectGrace
+		if (isThrottle(err) || gone && young) && attempt < f.backoff.attempts && sleep(ctx, f.backoff.delay(attempt)) {
+			continue
+		}
+		switch {
+		case ctx.Err() != nil:
+			// The caller returns the cancellation; the event is redelivered.
+		case gone && young:
+			f.logger.DebugContext(ctx, "fanout: new connection answered 410; keeping its record",
+				"connection_id", c.ID, "user_id", c.UserID)
+		case gone:
+			f.forget(ctx, c)
+		default:
+			f.logger.WarnContext(ctx, "fanout: post to connection failed",
+				"connection_id", c.ID, "user_id", c.UserID, "attempts", attempt, "err", err)
+		}
+		return false
+	}
+}
+
+// forget deletes a connection API Gateway no longer knows, typically one
+// whose $disconnect never ran.
+func (f *Fanout) forget(ctx context.Context, c connstore.Connection) {
+	if err := f.conns.Delete(ctx, c.ID); err != nil {
+		// The record expires on its own; the next post retries the delete.
+		f.logger.WarnContext(ctx, "fanout: delete gone connection", "connection_id", c.ID, "user_id", c.UserID, "err", err)
+		return
+	}
+	f.logger.InfoContext(ctx, "fanout: deleted gone connection", "connection_id", c.ID, "user_id", c.UserID)
+}
+
+// sleep waits d and reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func isGone(err error) bool {
+	var gone *types.GoneException
+	return errors.As(err, &gone)
+}
+
+// isThrottle reports whether err means "slow down", worth retrying the same
+// post after a pause: the modeled LimitExceededException (429, also sent when
+// the client's buffer is full), or an unmodeled 429 from API Gateway's front
+// door.
+func isThrottle(err error) bool {
+	var limit *types.LimitExceededException
+	if errors.As(err, &limit) {
+		return true
+	}
+	var api smithy.APIError
+	if errors.As(err, &api) {
+		switch api.ErrorCode() {
+		case "LimitExceededException", "TooManyRequestsException", "ThrottlingException":
+			return true
+		}
+	}
+	var status interface{ HTTPStatusCode() int }
+	return errors.As(err, &status) && status.HTTPStatusCode() == 429
+}
+
+// unique flattens connection lists in order, dropping duplicates and skip.
+func unique(skip string, lists ...[]connstore.Connection) []connstore.Connection {
+	seen := make(map[string]bool)
+	var out []connstore.Connection
+	for _, l := range lists {
+		for _, c := range l {
+			if c.ID == skip || seen[c.ID] {
+				continue
+			}
+			seen[c.ID] = true
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func unique64(ids []int64) []int64 {
+	out := make([]int64, 0, len(ids))
+	for _, id := range ids {
+		if id > 0 && !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}

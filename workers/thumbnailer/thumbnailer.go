@@ -1,0 +1,159 @@
+// Package thumbnailer is the worker that makes media previews: a JPEG
+// thumbnail next to each image and video (a poster frame), and the playing
+// time of voice notes whose client did not send it. It publishes
+// ThumbnailReady, which the persister records and fanout pushes.
+//
+// It is idempotent: a thumbnail already stored is not made again, and the
+// ThumbnailReady event's id derives from the message id, so redelivery and
+// replay publish the same event.
+package thumbnailer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/internal/media"
+	"github.com/parleychat/parley/internal/thumbnail"
+)
+
+// Store is what the worker needs of the media store (*media.Store).
+type Store interface {
+	Get(ctx context.Context, key string) (io.ReadCloser, media.Object, error)
+	Put(ctx context.Context, key string, body []byte, contentType string) error
+	Exists(ctx context.Context, key string) (bool, error)
+}
+
+var _ Store = (*media.Store)(nil)
+
+// Config tunes the worker. Zero fields take defaults.
+type Config struct {
+	// MaxSide is the longest side of a thumbnail in pixels; default 320.
+	MaxSide int
+	// Limits bound the work one image may cause. MaxBytes defaults to the
+	// store's image limit (see withDefaults) rather than thumbnail's 64 MiB.
+	Limits thumbnail.Limits
+	// FFmpeg makes video poster frames.
+	FFmpeg thumbnail.FFmpeg
+	// MaxVideoBytes and MaxAudioBytes bound what is downloaded to a
+	// temporary file; they default to the store's limits.
+	MaxVideoBytes int64
+	MaxAudioBytes int64
+	// TempDir holds downloaded videos and audio; empty means the system's.
+	TempDir string
+	// Now is the clock of published events; nil means time.Now.
+	Now func() time.Time
+}
+
+// sizeLimits is implemented by *media.Store: the limits uploads were held
+// to are the natural bounds of what the worker reads back.
+type sizeLimits interface {
+	MaxSize(media.Kind) int64
+}
+
+func (c Config) withDefaults(store Store) Config {
+	limit := func(k media.Kind, fallback int64) int64 {
+		if s, ok := store.(sizeLimits); ok && s.MaxSize(k) > 0 {
+			return s.MaxSize(k)
+		}
+		return fallback
+	}
+	if c.MaxSide <= 0 {
+		c.MaxSide = thumbnail.DefaultMaxSide
+	}
+	if c.Limits.MaxBytes <= 0 {
+		c.Limits.MaxBytes = limit(media.KindImage, media.DefaultMaxImageBytes)
+	}
+	if c.FFmpeg.Limits == (thumbnail.Limits{}) {
+		c.FFmpeg.Limits = c.Limits
+	}
+	if c.MaxVideoBytes <= 0 {
+		c.MaxVideoBytes = limit(media.KindVideo, media.DefaultMaxVideoBytes)
+	}
+	if c.MaxAudioBytes <= 0 {
+		c.MaxAudioBytes = limit(media.KindAudio, media.DefaultMaxAudioBytes)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// eventSpace namespaces the ids of ThumbnailReady events (UUIDv5 of
+// "thumbnail:<message id>"). It must never change: a replay would then
+// publish events under new ids.
+var eventSpace = uuid.MustParse("6f0d7c1e-3b9a-4c52-9e1d-54a1f2b7c0de")
+
+// EventID is the id of the ThumbnailReady event for a message.
+func EventID(messageID string) string {
+	return uuid.NewSHA1(eventSpace, []byte("thumbnail:"+messageID)).String()
+}
+
+// Thumbnailer handles MessageSent events of media messages.
+type Thumbnailer struct {
+	store  Store
+	bus    events.Publisher
+	cfg    Config
+	logger *slog.Logger
+
+	// noFFmpeg makes the "ffmpeg not installed" warning appear once per
+	// process rather than once per video.
+	noFFmpeg sync.Once
+}
+
+var _ events.Handler = (*Thumbnailer)(nil)
+
+// New returns the worker's handler.
+func New(store Store, bus events.Publisher, cfg Config, logger *slog.Logger) *Thumbnailer {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Thumbnailer{store: store, bus: bus, cfg: cfg.withDefaults(store), logger: logger}
+}
+
+// Handle makes the preview of one media message. Errors that retrying
+// cannot fix (a corrupt or hostile file, a missing original) are marked
+// events.Permanent, so the bus dead-letters them at once with the reason;
+// others (storage or bus unavailable) are returned for a retry.
+func (t *Thumbnailer) Handle(ctx context.Context, e events.Envelope) error {
+	if e.Type != events.TypeMessageSent {
+		return nil
+	}
+	// Only the content type first: other messages must never wait here,
+	// and a malformed text message is not this worker's to dead-letter.
+	var probe struct {
+		ContentType string `json:"content_type"`
+	}
+	if json.Unmarshal(e.Data, &probe) != nil {
+		return nil
+	}
+	switch probe.ContentType {
+	case events.ContentImage, events.ContentVideo, events.ContentAudio:
+	default:
+		return nil
+	}
+	var m events.MessageSentV1
+	if err := e.Unmarshal(&m); err != nil {
+		return err
+	}
+	var err error
+	switch m.ContentType {
+	case events.ContentImage:
+		err = t.image(ctx, m)
+	case events.ContentVideo:
+		err = t.video(ctx, m)
+	case events.ContentAudio:
+		err = t.audio(ctx, m)
+	}
+	if err != nil {
+		return fmt.Errorf("thumbnailer: message %s (%s %s): %w", m.MessageID, m.ContentType, m.MediaKey, err)
+	}
+	return nil
+}
