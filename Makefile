@@ -23,13 +23,18 @@ check:
 generate:
 	$(TOOL) sqlc generate
 
-# Local protocol servers the tests start themselves: SQS (goaws) and
-# DynamoDB (dynalite). Installed once, from the Go module proxy and npm.
+# Local protocol servers the tests start themselves: SQS (goaws), DynamoDB
+# (dynalite) and the Lambda Runtime Interface Emulator (aws-lambda-rie).
+# Installed once, from the Go module proxy and npm.
 test-deps: postgres
 	@command -v goaws >/dev/null || { \
 	  echo "installing goaws (local SQS)"; \
 	  tmp=$$(mktemp -d) && GOBIN=$$tmp $(GO) install github.com/Admiral-Piett/goaws/app/cmd@v0.5.4 && \
 	  install -m 0755 $$tmp/cmd "$$($(GO) env GOPATH)/bin/goaws" && rm -rf $$tmp; }
+	@command -v aws-lambda-rie >/dev/null || { \
+	  echo "installing aws-lambda-rie (Lambda Runtime Interface Emulator)"; \
+	  tmp=$$(mktemp -d) && GOBIN=$$tmp $(GO) install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d && \
+	  install -m 0755 $$tmp/aws-lambda-rie "$$($(GO) env GOPATH)/bin/aws-lambda-rie" && rm -rf $$tmp; }
 	@command -v dynalite >/dev/null || [ -x node_modules/.bin/dynalite ] || { \
 	  echo "installing dynalite (local DynamoDB)"; npm install --no-save --no-audit --no-fund dynalite@4 >/dev/null; }
 

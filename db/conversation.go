@@ -67,3 +67,18 @@ func GetOrCreateDirect(ctx context.Context, conn TxBeginner, newID uuid.UUID, a,
 	})
 	return id, created, err
 }
+
+// InTx runs fn in a transaction. With asyncCommit the commit does not wait
+// for the disk flush; callers use it only when a later synchronous commit on
+// the same server is guaranteed before the work is acknowledged (see
+// events.WithAckFlush).
+func InTx(ctx context.Context, conn TxBeginner, asyncCommit bool, fn func(tx pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if asyncCommit {
+			if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
+				return fmt.Errorf("set synchronous_commit: %w", err)
+			}
+		}
+		return fn(tx)
+	})
+}

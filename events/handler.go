@@ -42,3 +42,21 @@ func IsPermanent(err error) bool {
 	var p permanentError
 	return errors.As(err, &p) || errors.Is(err, ErrInvalid)
 }
+
+type ackFlushKey struct{}
+
+// WithAckFlush marks a handler's context when the consumer acknowledges the
+// event with a synchronous commit on the same PostgreSQL server the handler
+// writes to. That commit flushes the write-ahead log up to itself, and so
+// makes every earlier commit durable too: the handler may then commit its
+// own writes asynchronously (one disk flush per batch instead of per write)
+// without risking that an acknowledged event's effects are lost.
+func WithAckFlush(ctx context.Context) context.Context {
+	return context.WithValue(ctx, ackFlushKey{}, true)
+}
+
+// AckFlushes reports whether WithAckFlush marked ctx.
+func AckFlushes(ctx context.Context) bool {
+	v, _ := ctx.Value(ackFlushKey{}).(bool)
+	return v
+}

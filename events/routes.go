@@ -30,9 +30,10 @@ func Routes() []Route {
 			TypeMessageSent, TypeMessageRead, TypeMessageDelivered,
 			TypeMessageDeleted, TypeConversationSettingsChanged, TypeThumbnailReady,
 		}},
+		// Fanout tells the sender about a delivery itself, right after
+		// publishing MessageDelivered, so it does not consume that event.
 		{Worker: WorkerFanout, Types: []string{
-			TypeMessageSent, TypeMessageRead, TypeTyping,
-			TypeMessageDelivered, TypeThumbnailReady, TypeConnected,
+			TypeMessageSent, TypeMessageRead, TypeTyping, TypeThumbnailReady, TypeConnected,
 		}},
 		// Audio too: the thumbnailer measures audio_duration when the client
 		// did not send it.

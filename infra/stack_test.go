@@ -91,7 +91,7 @@ func TestRulesRouteEachWorkerToItsQueue(t *testing.T) {
 		},
 		"fanout": {
 			"source":      []any{"parley.chat"},
-			"detail-type": []any{"MessageSent", "MessageRead", "Typing", "MessageDelivered", "ThumbnailReady", "Connected"},
+			"detail-type": []any{"MessageSent", "MessageRead", "Typing", "ThumbnailReady", "Connected"},
 		},
 		"thumbnailer": {
 			"source":      []any{"parley.chat"},

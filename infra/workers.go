@@ -46,7 +46,7 @@ var Workers = []Worker{
 		Name:    "fanout",
 		Handler: "worker-fanout",
 		DetailTypes: []string{
-			MessageSent, MessageRead, Typing, MessageDelivered, ThumbnailReady, Connected,
+			MessageSent, MessageRead, Typing, ThumbnailReady, Connected,
 		},
 		MemoryMB: 256, TimeoutSec: 30, BatchWindowSec: 0,
 	},

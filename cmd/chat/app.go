@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"path/filepath"
 	"strings"
 	"time"
@@ -155,8 +156,14 @@ func (a *App) openBus(ctx context.Context, initQueues bool) error {
 // openMedia serves S3 in-process for chat dev (objects under CHAT_DATA_DIR)
 // or connects to the configured bucket.
 func (a *App) openMedia(ctx context.Context) error {
+	custom := a.cfg.S3Endpoint != ""
 	cfg := media.Config{
-		Bucket: a.cfg.S3Bucket, Endpoint: a.cfg.S3Endpoint, Region: a.cfg.S3Region, PathStyle: a.cfg.S3Endpoint != "",
+		Bucket: a.cfg.S3Bucket, Endpoint: a.cfg.S3Endpoint, Region: a.cfg.S3Region,
+		// A custom endpoint is an S3-compatible server (gofakes3, MinIO, ...):
+		// they commonly mishandle the SDK's default request checksums and
+		// virtual-host addressing, which the Local settings turn off. Against
+		// AWS itself (no endpoint) the defaults stay.
+		PathStyle: custom, Local: custom,
 		MaxImageBytes: int64(a.cfg.MaxImageBytes), MaxVideoBytes: int64(a.cfg.MaxVideoBytes), MaxAudioBytes: int64(a.cfg.MaxAudioBytes),
 	}
 	if a.cfg.EmbeddedS3 {
@@ -222,11 +229,44 @@ func (a *App) Close() {
 var workerNames = []string{events.WorkerPersister, events.WorkerFanout, events.WorkerThumbnailer}
 
 // workerHandler builds the handler of a named worker.
-func (a *App) workerHandler(ctx context.Context, name string) (events.Handler, error) {
+// workerDeps are what worker handlers write through.
+type workerDeps struct {
+	pool      *pgxpool.Pool
+	publisher events.Publisher
+	conns     connstore.Store
+}
+
+// sharedDeps lets worker handlers use the process's own pool: right for a
+// process that runs one worker (a Lambda, `chat worker NAME`).
+func (a *App) sharedDeps() workerDeps {
+	return workerDeps{pool: a.pool, publisher: a.publisher, conns: a.conns}
+}
+
+// ownDeps gives the workers of a process that also serves requests a pool
+// of their own, so a burst of requests cannot starve them of connections
+// (and the other way round).
+func (a *App) ownDeps(ctx context.Context, size int) (workerDeps, func(), error) {
+	pc := a.pool.Config()
+	pc.MaxConns = int32(size)
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return workerDeps{}, nil, fmt.Errorf("worker pool: %w", err)
+	}
+	d := workerDeps{pool: pool, publisher: a.publisher, conns: a.conns}
+	if a.bus != nil {
+		d.publisher = pgbus.New(pool, a.waker, a.logger.With("component", "bus"))
+	}
+	if _, ok := a.conns.(*pgstore.Store); ok {
+		d.conns = pgstore.New(pool)
+	}
+	return d, pool.Close, nil
+}
+
+func (a *App) workerHandler(ctx context.Context, name string, d workerDeps) (events.Handler, error) {
 	logger := a.logger.With("worker", name)
 	switch name {
 	case events.WorkerPersister:
-		return persister.New(a.pool, logger), nil
+		return persister.New(d.pool, logger), nil
 	case events.WorkerFanout:
 		client, err := fanout.NewManagementClient(ctx, a.cfg.WSManagementURL)
 		if err != nil {
@@ -236,12 +276,12 @@ func (a *App) workerHandler(ctx context.Context, name string) (events.Handler, e
 		if a.media != nil {
 			urls = a.media
 		}
-		return fanout.New(a.conns, client, a.publisher, urls, logger), nil
+		return fanout.New(d.conns, client, d.publisher, urls, logger), nil
 	case events.WorkerThumbnailer:
 		if a.media == nil {
 			return nil, errors.New("the thumbnailer needs a media store: set CHAT_S3_BUCKET (and CHAT_S3_ENDPOINT for a non-AWS S3)")
 		}
-		return thumbnailer.New(a.media, a.publisher, thumbnailer.Config{MaxSide: a.cfg.ThumbnailSide}, logger), nil
+		return thumbnailer.New(a.media, d.publisher, thumbnailer.Config{MaxSide: a.cfg.ThumbnailSide}, logger), nil
 	}
 	return nil, fmt.Errorf("unknown worker %q (known: persister, fanout, thumbnailer)", name)
 }
@@ -298,8 +338,17 @@ func (a *App) run(ctx context.Context, p parts) error {
 		defer cp.Close()
 		a.consumerPool = cp
 	}
+	deps := a.sharedDeps()
+	if len(p.workers) > 0 && (p.api || p.gateway) {
+		d, closeFn, err := a.ownDeps(ctx, len(p.workers)*a.cfg.WorkerConc+4)
+		if err != nil {
+			return err
+		}
+		defer closeFn()
+		deps = d
+	}
 	for _, name := range p.workers {
-		h, err := a.workerHandler(ctx, name)
+		h, err := a.workerHandler(ctx, name, deps)
 		if err != nil {
 			return err
 		}
@@ -310,6 +359,18 @@ func (a *App) run(ctx context.Context, p parts) error {
 	}
 	if a.s3 != nil && p.api {
 		g.Go(func() error { return a.s3.Serve(ctx, a.s3Ln) })
+	}
+
+	if a.cfg.PprofAddr != "" {
+		ln, err := net.Listen("tcp", a.cfg.PprofAddr)
+		if err != nil {
+			return fmt.Errorf("CHAT_PPROF_ADDR %s: %w", a.cfg.PprofAddr, err)
+		}
+		pm := http.NewServeMux()
+		pm.HandleFunc("/debug/pprof/", pprof.Index)
+		pm.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		pm.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		serve(ctx, g, ln, pm, a.cfg.ShutdownGrace, a.logger, nil)
 	}
 
 	mux := http.NewServeMux()
@@ -346,7 +407,7 @@ func (a *App) consume(ctx context.Context, name string, h events.Handler) error 
 		if a.cfg.QueueURL == "" {
 			return fmt.Errorf("worker %s: CHAT_QUEUE_URL is required with CHAT_TRANSPORT=aws", name)
 		}
-		err = sqs.Run(ctx, sqs.Config{QueueURL: a.cfg.QueueURL, Endpoint: a.cfg.SQSEndpoint}, h, a.logger.With("worker", name))
+		err = sqs.Run(ctx, sqs.Config{QueueURL: a.cfg.QueueURL, Endpoint: a.cfg.SQSEndpoint, Concurrency: a.cfg.WorkerConc}, h, a.logger.With("worker", name))
 	} else {
 		cfg := pgbus.ConsumerConfig{Concurrency: a.cfg.WorkerConc, MaxAttempts: a.cfg.WorkerAttempts, FallbackPoll: a.cfg.FallbackPoll}
 		if name == events.WorkerThumbnailer {

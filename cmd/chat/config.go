@@ -31,6 +31,7 @@ type Config struct {
 	WorkerConc     int           // CHAT_WORKER_CONCURRENCY consumers per worker queue, default 4
 	FallbackPoll   time.Duration // CHAT_BUS_FALLBACK_POLL, default 1s
 	ShutdownGrace  time.Duration // CHAT_SHUTDOWN_TIMEOUT, default 15s
+	PprofAddr      string        // CHAT_PPROF_ADDR: serve net/http/pprof there (loopback only); empty = off
 
 	// WebSocket gateway (local) and fanout.
 	WSIdleTimeout   time.Duration // CHAT_WS_IDLE_TIMEOUT, default 10m (API Gateway's)
@@ -41,16 +42,15 @@ type Config struct {
 	DynamoEndpoint  string        // CHAT_DYNAMODB_ENDPOINT: a local DynamoDB (e.g. dynalite)
 
 	// Media.
-	S3Bucket       string // CHAT_S3_BUCKET, default parley-media
-	S3Endpoint     string // CHAT_S3_ENDPOINT: an S3-compatible endpoint; empty = embedded (dev) or AWS
-	S3Addr         string // CHAT_S3_ADDR: embedded S3 listener in chat dev, default 127.0.0.1:8083
-	S3Region       string // AWS_REGION, default us-east-1
-	MaxImageBytes  int    // CHAT_MAX_IMAGE_BYTES, default 10 MiB
-	MaxVideoBytes  int    // CHAT_MAX_VIDEO_BYTES, default 100 MiB
-	MaxAudioBytes  int    // CHAT_MAX_AUDIO_BYTES, default 20 MiB
-	ThumbnailSide  int    // CHAT_THUMBNAIL_SIZE longest side in pixels, default 320
-	EmbeddedS3     bool   // chat dev without CHAT_S3_ENDPOINT
-	LocalS3Options bool   // the endpoint is the embedded server
+	S3Bucket      string // CHAT_S3_BUCKET, default parley-media
+	S3Endpoint    string // CHAT_S3_ENDPOINT: an S3-compatible endpoint; empty = embedded (dev) or AWS
+	S3Addr        string // CHAT_S3_ADDR: embedded S3 listener in chat dev, default 127.0.0.1:8083
+	S3Region      string // AWS_REGION, default us-east-1
+	MaxImageBytes int    // CHAT_MAX_IMAGE_BYTES, default 10 MiB
+	MaxVideoBytes int    // CHAT_MAX_VIDEO_BYTES, default 100 MiB
+	MaxAudioBytes int    // CHAT_MAX_AUDIO_BYTES, default 20 MiB
+	ThumbnailSide int    // CHAT_THUMBNAIL_SIZE longest side in pixels, default 320
+	EmbeddedS3    bool   // chat dev without CHAT_S3_ENDPOINT
 
 	// AWS transport.
 	EventBusName   string // CHAT_EVENT_BUS_NAME, default parley
@@ -157,6 +157,12 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c.WorkerConc = num("CHAT_WORKER_CONCURRENCY", 4, 1)
 	c.FallbackPoll = dur("CHAT_BUS_FALLBACK_POLL", time.Second)
 	c.ShutdownGrace = dur("CHAT_SHUTDOWN_TIMEOUT", 15*time.Second)
+	c.PprofAddr = str("CHAT_PPROF_ADDR", "")
+	if c.PprofAddr != "" {
+		if host, _, err := net.SplitHostPort(c.PprofAddr); err != nil || (host != "localhost" && !net.ParseIP(host).IsLoopback()) {
+			errs = append(errs, fmt.Errorf("CHAT_PPROF_ADDR=%q: must be a loopback host:port", c.PprofAddr))
+		}
+	}
 
 	c.WSIdleTimeout = dur("CHAT_WS_IDLE_TIMEOUT", 10*time.Minute)
 	c.WSMaxAge = dur("CHAT_WS_MAX_CONNECTION_AGE", 2*time.Hour)

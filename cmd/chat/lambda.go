@@ -35,11 +35,17 @@ func lambdaHandler(ctx context.Context, name string, getenv func(string) string,
 	if _, ok := lambdaHandlers[name]; !ok {
 		return nil, nil, fmt.Errorf("CHAT_LAMBDA_HANDLER=%q: want one of ws-connect, ws-disconnect, ws-default, api, worker-persister, worker-fanout, worker-thumbnailer", name)
 	}
-	getenv, err := withSecrets(ctx, getenv)
+	// Workers verify no tokens, and the stack does not let them read the JWT
+	// secret: resolving it anyway would fail their cold start.
+	needJWT := name == "api" || strings.HasPrefix(name, "ws-")
+	secrets := []string{"DATABASE_URL"}
+	if needJWT {
+		secrets = append(secrets, "JWT_SECRET")
+	}
+	getenv, err := withSecrets(ctx, getenv, secrets)
 	if err != nil {
 		return nil, nil, err
 	}
-	needJWT := name == "api" || strings.HasPrefix(name, "ws-")
 	cfg, err := loadConfig(getenv, false, needJWT)
 	if err != nil {
 		return nil, nil, fmt.Errorf("invalid configuration: %w", err)
@@ -58,7 +64,7 @@ func lambdaHandler(ctx context.Context, name string, getenv func(string) string,
 		return h, a.Close, nil
 	default:
 		worker := strings.TrimPrefix(name, "worker-")
-		h, err := a.workerHandler(ctx, worker)
+		h, err := a.workerHandler(ctx, worker, a.sharedDeps())
 		if err != nil {
 			a.Close()
 			return nil, nil, err
@@ -79,14 +85,32 @@ func runLambda(ctx context.Context, name string, getenv func(string) string, std
 	return 0
 }
 
-// withSecrets resolves JWT_SECRET and DATABASE_URL from Secrets Manager
-// when only their *_SECRET_ARN variables are set, as the stack configures
-// Lambdas, so secrets never sit in function configuration.
-func withSecrets(ctx context.Context, getenv func(string) string) (func(string) string, error) {
+// secretARNVar names the variable holding a secret setting's Secrets Manager
+// ARN, as infra/stack.go sets it ("" for a setting that is not a secret).
+func secretARNVar(name string) string {
+	switch name {
+	case "JWT_SECRET":
+		return "JWT_SECRET_ARN"
+	case "DATABASE_URL":
+		return "DATABASE_URL_SECRET_ARN"
+	}
+	return ""
+}
+
+// withSecrets resolves each of names (JWT_SECRET, DATABASE_URL) from Secrets
+// Manager when only its ARN variable is set, as the stack configures
+// Lambdas, so secrets never sit in function configuration. Secrets not in
+// names are not read even when their ARN is set: the stack gives every
+// function the same variables but lets each read only the secrets it uses.
+func withSecrets(ctx context.Context, getenv func(string) string, names []string) (func(string) string, error) {
 	resolved := map[string]string{}
 	var client *secretsmanager.Client
-	for _, name := range []string{"JWT_SECRET", "DATABASE_URL"} {
-		arn := getenv(name + "_SECRET_ARN")
+	for _, name := range names {
+		arnVar := secretARNVar(name)
+		if arnVar == "" {
+			return nil, fmt.Errorf("no secret ARN variable for %s", name)
+		}
+		arn := getenv(arnVar)
 		if getenv(name) != "" || arn == "" {
 			continue
 		}
@@ -99,7 +123,7 @@ func withSecrets(ctx context.Context, getenv func(string) string) (func(string) 
 		}
 		out, err := client.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(arn)})
 		if err != nil {
-			return nil, fmt.Errorf("%s_SECRET_ARN: read %s: %w", name, arn, err)
+			return nil, fmt.Errorf("%s: read %s: %w", arnVar, arn, err)
 		}
 		resolved[name] = aws.ToString(out.SecretString)
 	}

@@ -14,12 +14,16 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/parleychat/parley/api/auth"
 	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/events/eventbridge"
 )
 
 const usage = `usage: chat <command> [flags]
@@ -32,7 +36,8 @@ commands:
   worker NAME              run one worker: persister, fanout or thumbnailer
   migrate                  apply database migrations
   replay --worker NAME --since TIME [--until TIME]
-                           re-deliver archived events to one worker
+                           re-deliver archived events to one worker (with
+                           CHAT_TRANSPORT=aws: start an EventBridge archive replay)
   deadletters list [--worker NAME] [--all]
   deadletters redrive ID   put a dead letter back on its worker's queue
   token --user ID [--ttl 24h]
@@ -187,6 +192,9 @@ func replay(ctx context.Context, cfg Config, logger *slog.Logger, args []string,
 			return usageError{fmt.Errorf("--until %q: %v", *until, err)}
 		}
 	}
+	if cfg.Transport == "aws" {
+		return replayAWS(ctx, cfg, *worker, from, to, stdout)
+	}
 	a, err := openApp(ctx, cfg, logger, false)
 	if err != nil {
 		return err
@@ -200,6 +208,49 @@ func replay(ctx context.Context, cfg Config, logger *slog.Logger, args []string,
 	return nil
 }
 
+// replayAWS starts an EventBridge archive replay delivered only through the
+// worker's rule. It needs AWS credentials and no database, so an operator can
+// run it from any machine. The replay runs on in EventBridge after this
+// returns.
+func replayAWS(ctx context.Context, cfg Config, worker string, from, to time.Time, stdout io.Writer) error {
+	var errs []error
+	for _, v := range []struct{ name, value, hint string }{
+		{"CHAT_EVENT_ARCHIVE_ARN", cfg.ArchiveARN, "the stack output EventArchiveArn"},
+		{"CHAT_EVENT_BUS_ARN", cfg.EventBusARN, "the stack output EventBusArn"},
+		{"CHAT_RULE_ARN_PREFIX", cfg.RuleARNPrefix, "the workers' rule ARN without the worker name: " + ruleARNPrefixExample},
+	} {
+		if v.value == "" {
+			errs = append(errs, fmt.Errorf("%s is required for chat replay with CHAT_TRANSPORT=aws (%s)", v.name, v.hint))
+		}
+	}
+	if p := cfg.RuleARNPrefix; p != "" && (!strings.HasPrefix(p, "arn:") || !strings.Contains(p, ":rule/")) {
+		errs = append(errs, fmt.Errorf("CHAT_RULE_ARN_PREFIX=%q is not a rule ARN prefix like %s", p, ruleARNPrefixExample))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	client, err := eventbridge.NewClient(ctx, cfg.EventBridgeURL)
+	if err != nil {
+		return fmt.Errorf("EventBridge client: %w", err)
+	}
+	rule := cfg.RuleARNPrefix + worker
+	name, err := eventbridge.Replay(ctx, client, eventbridge.ReplayRequest{
+		ArchiveARN: cfg.ArchiveARN, BusARN: cfg.EventBusARN, RuleARNs: []string{rule},
+		Since: from, Until: to,
+		// Unique per account and region, and says what it was for.
+		Name: worker + "-" + uuid.NewString(),
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "started replay %s to %s (rule %s)\nfollow it with: aws events describe-replay --replay-name %s\n", name, worker, rule, name)
+	return nil
+}
+
+// ruleARNPrefixExample is the form of CHAT_RULE_ARN_PREFIX: the stack names
+// each worker's rule parley-<stage>-<worker>, on the bus parley-<stage>.
+const ruleARNPrefixExample = "arn:aws:events:REGION:ACCOUNT:rule/parley-STAGE/parley-STAGE-"
+
 func parseTime(s string, now time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(s); err == nil {
 		return now.Add(-d), nil
@@ -210,6 +261,10 @@ func parseTime(s string, now time.Time) (time.Time, error) {
 func deadLetters(ctx context.Context, cfg Config, logger *slog.Logger, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return usageError{errors.New("deadletters needs list or redrive")}
+	}
+	if cfg.Transport == "aws" {
+		return errors.New("with CHAT_TRANSPORT=aws dead letters are in each worker's SQS dead-letter queue (parley-<stage>-<worker>-dlq): " +
+			"inspect them with aws sqs receive-message and move them back with aws sqs start-message-move-task (see DEPLOY.md)")
 	}
 	a, err := openApp(ctx, cfg, logger, false)
 	if err != nil {

@@ -68,12 +68,24 @@ func partitionedQueueSchema(batch, partition, partitions int) wsql.SchemaAdapter
 	}
 	if partitions > 1 {
 		schema.GenerateWhereClause = func(wsql.GenerateWhereClauseParams) (string, []any) {
-			return `(hashtext(COALESCE(payload->>'conversation_id', payload->>'id')) & 2147483647) % $1 = $2`,
-				[]any{partitions, partition}
+			return `part % $1 = $2`, []any{partitions, partition}
 		}
 	}
 	return skipLockedQueueSchema{schema}
 }
+
+// partitionColumn adds to a queue table the conversation's hash bucket,
+// computed once at insert: filtering on it is cheap, where hashing the
+// JSON payload of every queued row on every poll made polls cost as much
+// as the backlog was long.
+const partitionColumn = `ALTER TABLE %s ADD COLUMN IF NOT EXISTS part smallint
+	GENERATED ALWAYS AS ((hashtext(COALESCE(payload->>'conversation_id', payload->>'id')) & 1023)::smallint) STORED`
+
+// queueVacuum makes autovacuum clean a queue table after a few thousand
+// acknowledged (deleted) rows rather than a fraction of its size: dead rows
+// at the head of the queue are what every poll walks through first.
+const queueVacuum = `ALTER TABLE %s SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 2000,
+	autovacuum_vacuum_cost_delay = 0, autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 2000)`
 
 // Init creates the worker queue tables. It is idempotent.
 func (b *Bus) Init(ctx context.Context) error {
@@ -88,6 +100,12 @@ func (b *Bus) Init(ctx context.Context) error {
 				return fmt.Errorf("create queue %s: %w", r.Worker, err)
 			}
 		}
+		table := schema.(skipLockedQueueSchema).MessagesTable(r.Worker)
+		for _, ddl := range []string{partitionColumn, queueVacuum} {
+			if _, err := b.pool.Exec(ctx, fmt.Sprintf(ddl, table)); err != nil {
+				return fmt.Errorf("prepare queue %s: %w", r.Worker, err)
+			}
+		}
 	}
 	return nil
 }
@@ -99,7 +117,10 @@ func (b *Bus) Publish(ctx context.Context, envs ...events.Envelope) error {
 		return nil
 	}
 	var topics []string
-	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+	// From inside a worker on this bus, the worker's acknowledgement makes
+	// this commit durable; from an input, the caller is answered on return,
+	// so the commit must be flushed before.
+	err := db.InTx(ctx, b.pool, events.AckFlushes(ctx), func(tx pgx.Tx) error {
 		q := db.New(tx)
 		for _, e := range envs {
 			if err := e.Validate(); err != nil {

@@ -41,7 +41,7 @@ func (c ConsumerConfig) withDefaults() ConsumerConfig {
 		c.Concurrency = 2
 	}
 	if c.BatchSize <= 0 {
-		c.BatchSize = 16
+		c.BatchSize = 100
 	}
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 5
@@ -58,7 +58,9 @@ func (c ConsumerConfig) withDefaults() ConsumerConfig {
 	return c
 }
 
-// Consume runs h over the worker's queue until ctx ends. An event is
+// Consume runs h over the worker's queue until ctx ends. Handlers that
+// write the same PostgreSQL server as the bus may commit asynchronously
+// (events.AckFlushes): the acknowledgement flushes their commits. An event is
 // acknowledged only after h succeeded or the event was stored as a dead
 // letter, in the same transaction that held it: a crash at any point
 // redelivers it.
@@ -119,6 +121,9 @@ type runner struct {
 func (r *runner) handle(msg *message.Message) error {
 	ctx, cancel := context.WithTimeout(msg.Context(), r.cfg.HandlerTimeout)
 	defer cancel()
+	// The ack below is a synchronous commit on this database (the consume
+	// transaction deletes the row), after the handler's own commits.
+	ctx = events.WithAckFlush(ctx)
 
 	env, err := events.Decode(msg.Payload)
 	attempts := 0

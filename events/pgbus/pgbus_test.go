@@ -380,3 +380,28 @@ type deadLetter struct {
 }
 
 func (d deadLetter) String() string { return fmt.Sprintf("%d %s %s", d.ID, d.EventID, d.Error) }
+
+// Handlers run by the PostgreSQL consumer may commit asynchronously: the
+// consumer's acknowledgement is a synchronous commit on the same server.
+func TestHandlersAreToldTheAckFlushes(t *testing.T) {
+	h := setup(t)
+	flagged := make(chan bool, 1)
+	h.consume(t, events.WorkerFanout, events.HandlerFunc(func(ctx context.Context, _ events.Envelope) error {
+		flagged <- events.AckFlushes(ctx)
+		return nil
+	}), pgbus.ConsumerConfig{Concurrency: 1})
+	if err := h.bus.Publish(context.Background(), typing(t, 1)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ok := <-flagged:
+		if !ok {
+			t.Fatal("handler context not marked with WithAckFlush")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("event not delivered")
+	}
+	if events.AckFlushes(context.Background()) {
+		t.Fatal("an unmarked context reports AckFlushes")
+	}
+}

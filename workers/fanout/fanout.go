@@ -196,26 +196,34 @@ func (f *Fanout) messageSent(ctx context.Context, m events.MessageSentV1) error 
 	if !slices.Contains(delivered[:n], true) {
 		return nil
 	}
-	return f.publishDelivered(ctx, m)
+	d, err := f.publishDelivered(ctx, m)
+	if err != nil {
+		return err
+	}
+	// The receipt goes to the sender from here, not through another round
+	// on the bus: all of the sender's devices, the sending one included.
+	return f.send(ctx, messageDeliveredFrame(d), senders)
 }
 
-func (f *Fanout) publishDelivered(ctx context.Context, m events.MessageSentV1) error {
+// publishDelivered records the receipt for the persister (delivered_at).
+func (f *Fanout) publishDelivered(ctx context.Context, m events.MessageSentV1) (events.MessageDeliveredV1, error) {
 	now := f.now().UTC()
 	id := uuid.NewSHA1(uuid.MustParse(deliveredNamespace), []byte("delivered:"+m.MessageID)).String()
-	env, err := events.New(id, now, m.RecipientID, m.ConversationID, events.MessageDeliveredV1{
+	d := events.MessageDeliveredV1{
 		MessageID:      m.MessageID,
 		ConversationID: m.ConversationID,
 		SenderID:       m.SenderID,
 		RecipientID:    m.RecipientID,
 		DeliveredAt:    now,
-	})
+	}
+	env, err := events.New(id, now, m.RecipientID, m.ConversationID, d)
 	if err != nil {
-		return fmt.Errorf("fanout: delivered event of message %s: %w", m.MessageID, err)
+		return d, fmt.Errorf("fanout: delivered event of message %s: %w", m.MessageID, err)
 	}
 	if err := f.bus.Publish(ctx, env); err != nil {
-		return fmt.Errorf("fanout: publish delivered event of message %s: %w", m.MessageID, err)
+		return d, fmt.Errorf("fanout: publish delivered event of message %s: %w", m.MessageID, err)
 	}
-	return nil
+	return d, nil
 }
 
 // toUsers sends fr to every live connection of the given users.

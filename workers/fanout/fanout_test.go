@@ -290,7 +290,6 @@ func TestMessageSentReachesRecipientDevicesAndSenderOtherDevices(t *testing.T) {
 	phone.expectJSON(t, want)
 	tablet.expectJSON(t, want)
 	senderOther.expectJSON(t, want)
-	senderSource.expectNothing(t)
 	bystander.expectNothing(t)
 
 	pub := h.bus.published()
@@ -304,13 +303,19 @@ func TestMessageSentReachesRecipientDevicesAndSenderOtherDevices(t *testing.T) {
 	if d.MessageID != m.MessageID || d.ConversationID != m.ConversationID || d.SenderID != 1 || d.RecipientID != 2 || d.DeliveredAt.Before(before.Add(-time.Second)) {
 		t.Errorf("delivered %+v", d)
 	}
+	// Every device of the sender, the sending one included, gets the
+	// receipt; the sending one gets nothing else.
+	receipt := fmt.Sprintf(`{"type":"messageDelivered","data":{"messageId":%q,"conversationId":%q,"deliveredAt":%q}}`,
+		m.MessageID, m.ConversationID, d.DeliveredAt.UTC().Format(time.RFC3339Nano))
+	senderSource.expectJSON(t, receipt)
+	senderOther.expectJSON(t, receipt)
+	senderSource.expectNothing(t)
 
 	t.Run("redelivery sends again and publishes the same event id", func(t *testing.T) {
 		handle(t, f, e)
 		phone.expectJSON(t, want)
 		tablet.expectJSON(t, want)
 		senderOther.expectJSON(t, want)
-		senderSource.expectNothing(t)
 		pub := h.bus.published()
 		if len(pub) != 2 || pub[1].ID != pub[0].ID {
 			t.Errorf("published ids %v, want the same id twice", ids(pub))

@@ -63,8 +63,10 @@ func (p *Persister) Handle(ctx context.Context, e events.Envelope) error {
 		if err := e.Unmarshal(&m); err != nil {
 			return err
 		}
-		return db.New(p.pool).InsertMessageDeletion(ctx, db.InsertMessageDeletionParams{
-			MessageID: uuid.MustParse(m.MessageID), UserID: m.UserID, DeletedAt: m.DeletedAt,
+		return p.exec(ctx, func(q *db.Queries) error {
+			return q.InsertMessageDeletion(ctx, db.InsertMessageDeletionParams{
+				MessageID: uuid.MustParse(m.MessageID), UserID: m.UserID, DeletedAt: m.DeletedAt,
+			})
 		})
 	case events.TypeConversationSettingsChanged:
 		var m events.ConversationSettingsChangedV1
@@ -92,7 +94,7 @@ func (p *Persister) Handle(ctx context.Context, e events.Envelope) error {
 func (p *Persister) storeMessage(ctx context.Context, m events.MessageSentV1) error {
 	msgID := uuid.MustParse(m.MessageID)
 	convID := uuid.MustParse(m.ConversationID)
-	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+	err := db.InTx(ctx, p.pool, events.AckFlushes(ctx), func(tx pgx.Tx) error {
 		q := db.New(tx)
 		if _, err := q.LockConversation(ctx, convID); errors.Is(err, pgx.ErrNoRows) {
 			// Only after a restore that lost the conversation: recreate it
@@ -159,7 +161,7 @@ func (p *Persister) applyRead(ctx context.Context, m events.MessageReadV1) error
 	}
 	convID := uuid.MustParse(m.ConversationID)
 	missing := 0
-	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+	err := db.InTx(ctx, p.pool, events.AckFlushes(ctx), func(tx pgx.Tx) error {
 		q := db.New(tx)
 		rows, err := q.ListMessagesByIDs(ctx, ids)
 		if err != nil {
@@ -203,23 +205,31 @@ func (p *Persister) applyRead(ctx context.Context, m events.MessageReadV1) error
 	return nil
 }
 
+// exec runs fn in one transaction, committed without waiting for the disk
+// when the consumer's acknowledgement will flush it (events.AckFlushes).
+func (p *Persister) exec(ctx context.Context, fn func(q *db.Queries) error) error {
+	return db.InTx(ctx, p.pool, events.AckFlushes(ctx), func(tx pgx.Tx) error { return fn(db.New(tx)) })
+}
+
 func (p *Persister) applyDelivered(ctx context.Context, m events.MessageDeliveredV1) error {
-	q := db.New(p.pool)
 	id := uuid.MustParse(m.MessageID)
-	if err := p.requireMessage(ctx, q, id); err != nil {
-		return err
-	}
-	return q.MarkMessageDelivered(ctx, db.MarkMessageDeliveredParams{DeliveredAt: &m.DeliveredAt, ID: id})
+	return p.exec(ctx, func(q *db.Queries) error {
+		if err := p.requireMessage(ctx, q, id); err != nil {
+			return err
+		}
+		return q.MarkMessageDelivered(ctx, db.MarkMessageDeliveredParams{DeliveredAt: &m.DeliveredAt, ID: id})
+	})
 }
 
 func (p *Persister) applyThumbnail(ctx context.Context, m events.ThumbnailReadyV1) error {
-	q := db.New(p.pool)
 	id := uuid.MustParse(m.MessageID)
-	if err := p.requireMessage(ctx, q, id); err != nil {
-		return err
-	}
-	return q.SetMessageMedia(ctx, db.SetMessageMediaParams{
-		ThumbnailKey: nonEmpty(m.ThumbnailKey), AudioDuration: m.AudioDuration, ID: id,
+	return p.exec(ctx, func(q *db.Queries) error {
+		if err := p.requireMessage(ctx, q, id); err != nil {
+			return err
+		}
+		return q.SetMessageMedia(ctx, db.SetMessageMediaParams{
+			ThumbnailKey: nonEmpty(m.ThumbnailKey), AudioDuration: m.AudioDuration, ID: id,
+		})
 	})
 }
 
@@ -235,9 +245,13 @@ func (p *Persister) requireMessage(ctx context.Context, q *db.Queries, id uuid.U
 }
 
 func (p *Persister) applySettings(ctx context.Context, m events.ConversationSettingsChangedV1) error {
-	n, err := db.New(p.pool).UpdateParticipantSettings(ctx, db.UpdateParticipantSettingsParams{
-		Pinned: m.Pinned, Muted: m.Muted, Archived: m.Archived, Deleted: m.Deleted,
-		ChangedAt: m.ChangedAt, ConversationID: uuid.MustParse(m.ConversationID), UserID: m.UserID,
+	var n int64
+	err := p.exec(ctx, func(q *db.Queries) (err error) {
+		n, err = q.UpdateParticipantSettings(ctx, db.UpdateParticipantSettingsParams{
+			Pinned: m.Pinned, Muted: m.Muted, Archived: m.Archived, Deleted: m.Deleted,
+			ChangedAt: m.ChangedAt, ConversationID: uuid.MustParse(m.ConversationID), UserID: m.UserID,
+		})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("update settings: %w", err)
