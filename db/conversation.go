@@ -72,13 +72,16 @@ func GetOrCreateDirect(ctx context.Context, conn TxBeginner, newID uuid.UUID, a,
 // for the disk flush; callers use it only when a later synchronous commit on
 // the same server is guaranteed before the work is acknowledged (see
 // events.WithAckFlush).
-func InTx(ctx context.Context, conn TxBeginner, asyncCommit bool, fn func(tx pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if asyncCommit {
-			if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
-				return fmt.Errorf("set synchronous_commit: %w", err)
-			}
-		}
-		return fn(tx)
-	})
+func InTx(ctx context.Context, conn TxOptionsBeginner, asyncCommit bool, fn func(tx pgx.Tx) error) error {
+	var opts pgx.TxOptions
+	if asyncCommit {
+		// One round trip for both statements.
+		opts.BeginQuery = "BEGIN; SET LOCAL synchronous_commit TO off"
+	}
+	return pgx.BeginTxFunc(ctx, conn, opts, fn)
+}
+
+// TxOptionsBeginner is satisfied by *pgxpool.Pool and *pgx.Conn.
+type TxOptionsBeginner interface {
+	BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
 }

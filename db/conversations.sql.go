@@ -28,32 +28,6 @@ func (q *Queries) AddParticipant(ctx context.Context, arg AddParticipantParams) 
 	return err
 }
 
-const advanceConversation = `-- name: AdvanceConversation :exec
-UPDATE conversations
-SET last_seq = GREATEST(last_seq, $1::bigint),
-    last_message_id = CASE WHEN $1::bigint >= last_seq THEN $2::uuid ELSE last_message_id END,
-    last_message_at = GREATEST(COALESCE(last_message_at, $3::timestamptz), $3::timestamptz),
-    updated_at = now()
-WHERE id = $4
-`
-
-type AdvanceConversationParams struct {
-	Seq       int64
-	MessageID uuid.UUID
-	MessageAt time.Time
-	ID        uuid.UUID
-}
-
-func (q *Queries) AdvanceConversation(ctx context.Context, arg AdvanceConversationParams) error {
-	_, err := q.db.Exec(ctx, advanceConversation,
-		arg.Seq,
-		arg.MessageID,
-		arg.MessageAt,
-		arg.ID,
-	)
-	return err
-}
-
 const advanceReadPosition = `-- name: AdvanceReadPosition :exec
 UPDATE conversation_participants
 SET last_read_seq = GREATEST(last_read_seq, $1::bigint),
@@ -301,19 +275,6 @@ func (q *Queries) LockConversation(ctx context.Context, id uuid.UUID) (int64, er
 	var last_seq int64
 	err := row.Scan(&last_seq)
 	return last_seq, err
-}
-
-const nextSeq = `-- name: NextSeq :one
-SELECT (COALESCE(max(seq), 0) + 1)::bigint FROM messages WHERE conversation_id = $1
-`
-
-// Derived from the stored messages, not a counter, so that a replay into a
-// table that lost rows assigns the same gap-free sequence again.
-func (q *Queries) NextSeq(ctx context.Context, conversationID uuid.UUID) (int64, error) {
-	row := q.db.QueryRow(ctx, nextSeq, conversationID)
-	var column_1 int64
-	err := row.Scan(&column_1)
-	return column_1, err
 }
 
 const updateParticipantSettings = `-- name: UpdateParticipantSettings :execrows

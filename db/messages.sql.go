@@ -60,52 +60,6 @@ func (q *Queries) GetMessage(ctx context.Context, id uuid.UUID) (Message, error)
 	return i, err
 }
 
-const insertMessage = `-- name: InsertMessage :exec
-INSERT INTO messages (
-    id, conversation_id, seq, sender_id, recipient_id, content_type, text_content,
-    media_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at
-) VALUES (
-    $1, $2, $3, $4, $5, $6, $7,
-    $8, $9, $10, $11,
-    $12, $13
-)
-`
-
-type InsertMessageParams struct {
-	ID              uuid.UUID
-	ConversationID  uuid.UUID
-	Seq             int64
-	SenderID        int64
-	RecipientID     int64
-	ContentType     string
-	TextContent     *string
-	MediaKey        *string
-	AudioDuration   *int32
-	ReplyToID       *uuid.UUID
-	ClientMessageID *string
-	CreatedAt       time.Time
-	SentAt          time.Time
-}
-
-func (q *Queries) InsertMessage(ctx context.Context, arg InsertMessageParams) error {
-	_, err := q.db.Exec(ctx, insertMessage,
-		arg.ID,
-		arg.ConversationID,
-		arg.Seq,
-		arg.SenderID,
-		arg.RecipientID,
-		arg.ContentType,
-		arg.TextContent,
-		arg.MediaKey,
-		arg.AudioDuration,
-		arg.ReplyToID,
-		arg.ClientMessageID,
-		arg.CreatedAt,
-		arg.SentAt,
-	)
-	return err
-}
-
 const insertMessageDeletion = `-- name: InsertMessageDeletion :exec
 INSERT INTO message_deletions (message_id, user_id, deleted_at)
 VALUES ($1, $2, $3)
@@ -121,6 +75,73 @@ type InsertMessageDeletionParams struct {
 func (q *Queries) InsertMessageDeletion(ctx context.Context, arg InsertMessageDeletionParams) error {
 	_, err := q.db.Exec(ctx, insertMessageDeletion, arg.MessageID, arg.UserID, arg.DeletedAt)
 	return err
+}
+
+const insertNextMessage = `-- name: InsertNextMessage :one
+WITH next AS (
+    SELECT (COALESCE(max(m.seq), 0) + 1)::bigint AS seq FROM messages m WHERE m.conversation_id = $1::uuid
+), ins AS (
+    INSERT INTO messages (
+        id, conversation_id, seq, sender_id, recipient_id, content_type, text_content,
+        media_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at
+    )
+    SELECT $2::uuid, $1::uuid, next.seq, $3::bigint, $4::bigint, $5::text,
+           $6::text, $7::text, $8::integer,
+           $9::uuid, $10::text,
+           $11::timestamptz, $12::timestamptz
+    FROM next
+    WHERE NOT EXISTS (SELECT 1 FROM messages e WHERE e.id = $2::uuid)
+    RETURNING seq
+), adv AS (
+    UPDATE conversations c
+    SET last_seq = GREATEST(c.last_seq, ins.seq),
+        last_message_id = CASE WHEN ins.seq >= c.last_seq THEN $2::uuid ELSE c.last_message_id END,
+        last_message_at = GREATEST(COALESCE(c.last_message_at, $11::timestamptz), $11::timestamptz),
+        updated_at = now()
+    FROM ins
+    WHERE c.id = $1::uuid
+)
+SELECT COALESCE((SELECT seq FROM ins), 0)::bigint
+`
+
+type InsertNextMessageParams struct {
+	ConversationID  uuid.UUID
+	ID              uuid.UUID
+	SenderID        int64
+	RecipientID     int64
+	ContentType     string
+	TextContent     *string
+	MediaKey        *string
+	AudioDuration   *int32
+	ReplyToID       *uuid.UUID
+	ClientMessageID *string
+	CreatedAt       time.Time
+	SentAt          time.Time
+}
+
+// Stores a message with the next sequence of its conversation and moves the
+// conversation's last message, in one statement; answers 0 when the
+// message is already stored. The caller holds the conversation's row lock
+// (LockConversation), taken in an earlier statement so that this one's
+// snapshot sees every message committed before the lock was granted.
+func (q *Queries) InsertNextMessage(ctx context.Context, arg InsertNextMessageParams) (int64, error) {
+	row := q.db.QueryRow(ctx, insertNextMessage,
+		arg.ConversationID,
+		arg.ID,
+		arg.SenderID,
+		arg.RecipientID,
+		arg.ContentType,
+		arg.TextContent,
+		arg.MediaKey,
+		arg.AudioDuration,
+		arg.ReplyToID,
+		arg.ClientMessageID,
+		arg.CreatedAt,
+		arg.SentAt,
+	)
+	var column_1 int64
+	err := row.Scan(&column_1)
+	return column_1, err
 }
 
 const listMessagesAfter = `-- name: ListMessagesAfter :many

@@ -47,19 +47,6 @@ WHERE p.user_id = @user_id
 -- messages: it serializes sequence assignment per conversation.
 SELECT last_seq FROM conversations WHERE id = $1 FOR UPDATE;
 
--- name: NextSeq :one
--- Derived from the stored messages, not a counter, so that a replay into a
--- table that lost rows assigns the same gap-free sequence again.
-SELECT (COALESCE(max(seq), 0) + 1)::bigint FROM messages WHERE conversation_id = $1;
-
--- name: AdvanceConversation :exec
-UPDATE conversations
-SET last_seq = GREATEST(last_seq, @seq::bigint),
-    last_message_id = CASE WHEN @seq::bigint >= last_seq THEN @message_id::uuid ELSE last_message_id END,
-    last_message_at = GREATEST(COALESCE(last_message_at, @message_at::timestamptz), @message_at::timestamptz),
-    updated_at = now()
-WHERE id = @id;
-
 -- name: UpdateParticipantSettings :execrows
 -- Last writer wins per setting, by the time the change was made, so a
 -- redelivered, replayed or late older change never overwrites a newer one,

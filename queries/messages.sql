@@ -1,16 +1,6 @@
 -- name: MessageExists :one
 SELECT EXISTS (SELECT 1 FROM messages WHERE id = $1);
 
--- name: InsertMessage :exec
-INSERT INTO messages (
-    id, conversation_id, seq, sender_id, recipient_id, content_type, text_content,
-    media_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at
-) VALUES (
-    @id, @conversation_id, @seq, @sender_id, @recipient_id, @content_type, sqlc.narg('text_content'),
-    sqlc.narg('media_key'), sqlc.narg('audio_duration'), sqlc.narg('reply_to_id'), sqlc.narg('client_message_id'),
-    @created_at, @sent_at
-);
-
 -- name: GetMessage :one
 SELECT * FROM messages WHERE id = $1;
 
@@ -75,3 +65,34 @@ WHERE id = @id;
 INSERT INTO message_deletions (message_id, user_id, deleted_at)
 VALUES ($1, $2, $3)
 ON CONFLICT DO NOTHING;
+
+-- name: InsertNextMessage :one
+-- Stores a message with the next sequence of its conversation and moves the
+-- conversation's last message, in one statement; answers 0 when the
+-- message is already stored. The caller holds the conversation's row lock
+-- (LockConversation), taken in an earlier statement so that this one's
+-- snapshot sees every message committed before the lock was granted.
+WITH next AS (
+    SELECT (COALESCE(max(m.seq), 0) + 1)::bigint AS seq FROM messages m WHERE m.conversation_id = @conversation_id::uuid
+), ins AS (
+    INSERT INTO messages (
+        id, conversation_id, seq, sender_id, recipient_id, content_type, text_content,
+        media_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at
+    )
+    SELECT @id::uuid, @conversation_id::uuid, next.seq, @sender_id::bigint, @recipient_id::bigint, @content_type::text,
+           sqlc.narg('text_content')::text, sqlc.narg('media_key')::text, sqlc.narg('audio_duration')::integer,
+           sqlc.narg('reply_to_id')::uuid, sqlc.narg('client_message_id')::text,
+           @created_at::timestamptz, @sent_at::timestamptz
+    FROM next
+    WHERE NOT EXISTS (SELECT 1 FROM messages e WHERE e.id = @id::uuid)
+    RETURNING seq
+), adv AS (
+    UPDATE conversations c
+    SET last_seq = GREATEST(c.last_seq, ins.seq),
+        last_message_id = CASE WHEN ins.seq >= c.last_seq THEN @id::uuid ELSE c.last_message_id END,
+        last_message_at = GREATEST(COALESCE(c.last_message_at, @created_at::timestamptz), @created_at::timestamptz),
+        updated_at = now()
+    FROM ins
+    WHERE c.id = @conversation_id::uuid
+)
+SELECT COALESCE((SELECT seq FROM ins), 0)::bigint;

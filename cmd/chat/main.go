@@ -204,6 +204,9 @@ func replay(ctx context.Context, cfg Config, logger *slog.Logger, args []string,
 	if err != nil {
 		return err
 	}
+	if err := a.waker.Flush(ctx); err != nil {
+		logger.Warn("running workers will find the replayed events at their next poll", "err", err)
+	}
 	fmt.Fprintf(stdout, "re-delivered %d events to %s\n", n, *worker)
 	return nil
 }
@@ -305,6 +308,9 @@ func deadLetters(ctx context.Context, cfg Config, logger *slog.Logger, args []st
 		}
 		if err := a.bus.Redrive(ctx, id); err != nil {
 			return err
+		}
+		if err := a.waker.Flush(ctx); err != nil {
+			logger.Warn("the worker will find the event at its next poll", "err", err)
 		}
 		fmt.Fprintf(stdout, "dead letter %d redriven\n", id)
 		return nil

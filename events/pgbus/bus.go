@@ -12,12 +12,13 @@ package pgbus
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
+	"strings"
+	"sync"
+	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
-	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -35,20 +36,22 @@ type Bus struct {
 	routes []events.Route
 	waker  *Waker
 	logger *slog.Logger
-	wlog   watermill.LoggerAdapter
+
+	mu         sync.Mutex
+	statements map[string]string // publish statement per set of workers
 }
 
 var _ events.Publisher = (*Bus)(nil)
 
-// New returns a bus over pool. waker may be nil; then only other processes'
-// LISTEN loops and the fallback poll wake consumers.
+// New returns a bus over pool. waker (may be nil) announces new events to
+// consumers; without it they find them at their fallback poll.
 func New(pool *pgxpool.Pool, waker *Waker, logger *slog.Logger) *Bus {
 	return &Bus{
-		pool:   pool,
-		routes: events.Routes(),
-		waker:  waker,
-		logger: logger,
-		wlog:   watermill.NewSlogLogger(logger.With("component", "watermill")),
+		pool:       pool,
+		routes:     events.Routes(),
+		waker:      waker,
+		logger:     logger,
+		statements: map[string]string{},
 	}
 }
 
@@ -74,12 +77,16 @@ func partitionedQueueSchema(batch, partition, partitions int) wsql.SchemaAdapter
 	return skipLockedQueueSchema{schema}
 }
 
-// partitionColumn adds to a queue table the conversation's hash bucket,
-// computed once at insert: filtering on it is cheap, where hashing the
-// JSON payload of every queued row on every poll made polls cost as much
-// as the backlog was long.
-const partitionColumn = `ALTER TABLE %s ADD COLUMN IF NOT EXISTS part smallint
-	GENERATED ALWAYS AS ((hashtext(COALESCE(payload->>'conversation_id', payload->>'id')) & 1023)::smallint) STORED`
+// partitionColumns add to a queue table the event's partition, written by
+// the publisher: filtering on a column is cheap, where hashing the JSON
+// payload of every queued row on every poll made polls cost as much as the
+// backlog was long, and the publisher knowing it lets it wake only the
+// consumer that owns the row.
+var partitionColumns = []string{
+	`ALTER TABLE %s ADD COLUMN IF NOT EXISTS part smallint NOT NULL DEFAULT 0`,
+	`ALTER TABLE %s ALTER COLUMN part DROP EXPRESSION IF EXISTS`,
+	`ALTER TABLE %s ALTER COLUMN part SET DEFAULT 0`,
+}
 
 // queueVacuum makes autovacuum clean a queue table after a few thousand
 // acknowledged (deleted) rows rather than a fraction of its size: dead rows
@@ -101,7 +108,7 @@ func (b *Bus) Init(ctx context.Context) error {
 			}
 		}
 		table := schema.(skipLockedQueueSchema).MessagesTable(r.Worker)
-		for _, ddl := range []string{partitionColumn, queueVacuum} {
+		for _, ddl := range append(partitionColumns, queueVacuum) {
 			if _, err := b.pool.Exec(ctx, fmt.Sprintf(ddl, table)); err != nil {
 				return fmt.Errorf("prepare queue %s: %w", r.Worker, err)
 			}
@@ -112,114 +119,137 @@ func (b *Bus) Init(ctx context.Context) error {
 
 // Publish archives the events and enqueues each one for every worker whose
 // route matches, atomically: when it returns nil the events are durable.
+//
+// It is one SQL statement (one round trip, atomic on its own) that writes
+// the archive and the worker queues — Watermill's queue tables, in the
+// columns its subscriber reads, plus the partition. Publishing is on every request's path, and on a small
+// machine round trips, not rows, are what it costs.
 func (b *Bus) Publish(ctx context.Context, envs ...events.Envelope) error {
-	if len(envs) == 0 {
-		return nil
-	}
-	var topics []string
-	// From inside a worker on this bus, the worker's acknowledgement makes
-	// this commit durable; from an input, the caller is answered on return,
-	// so the commit must be flushed before.
-	err := db.InTx(ctx, b.pool, events.AckFlushes(ctx), func(tx pgx.Tx) error {
-		q := db.New(tx)
-		for _, e := range envs {
-			if err := e.Validate(); err != nil {
-				return err
-			}
-			raw, err := e.Encode()
-			if err != nil {
-				return err
-			}
-			var conv *uuid.UUID
-			if e.ConversationID != "" {
-				c := uuid.MustParse(e.ConversationID) // Validate checked the format
-				conv = &c
-			}
-			if err := q.ArchiveEvent(ctx, db.ArchiveEventParams{
-				ID: uuid.MustParse(e.ID), Type: e.Type, OccurredAt: e.OccurredAt, ConversationID: conv, Envelope: raw,
-			}); err != nil {
-				return fmt.Errorf("archive event %s: %w", e.ID, err)
-			}
-		}
-		for _, r := range b.routes {
-			var matched []events.Envelope
-			for _, e := range envs {
-				if r.Matches(e) {
-					matched = append(matched, e)
-				}
-			}
-			if len(matched) == 0 {
-				continue
-			}
-			if err := b.enqueue(ctx, tx, r.Worker, matched); err != nil {
-				return err
-			}
-			topics = append(topics, r.Worker)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("publish: %w", err)
-	}
-	b.wake(topics...)
-	return nil
+	return b.publish(ctx, true, b.routes, envs)
 }
 
 // PublishTo enqueues events for one worker only, without archiving them:
 // replay and dead-letter redrive use it so other workers are not disturbed.
 func (b *Bus) PublishTo(ctx context.Context, worker string, envs ...events.Envelope) error {
+	r, ok := events.RouteFor(worker)
+	if !ok {
+		return fmt.Errorf("unknown worker %q", worker)
+	}
+	r.Types, r.Media = nil, nil // every given event, whatever its type
+	if err := b.publish(ctx, false, []events.Route{r}, envs); err != nil {
+		return fmt.Errorf("to %s: %w", worker, err)
+	}
+	return nil
+}
+
+func (b *Bus) publish(ctx context.Context, archive bool, routes []events.Route, envs []events.Envelope) error {
 	if len(envs) == 0 {
 		return nil
 	}
-	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
-		return b.enqueue(ctx, tx, worker, envs)
-	})
-	if err != nil {
-		return fmt.Errorf("publish to %s: %w", worker, err)
-	}
-	b.wake(worker)
-	return nil
-}
-
-// enqueue writes through Watermill's publisher inside the caller's
-// transaction, then queues a notification that PostgreSQL sends on commit.
-func (b *Bus) enqueue(ctx context.Context, tx pgx.Tx, worker string, envs []events.Envelope) error {
-	if _, ok := events.RouteFor(worker); !ok {
-		return fmt.Errorf("unknown worker %q", worker)
-	}
-	pub, err := wsql.NewPublisher(wsql.TxFromPgx(tx), wsql.PublisherConfig{
-		SchemaAdapter: queueSchema(1),
-	}, b.wlog)
-	if err != nil {
-		return fmt.Errorf("publisher: %w", err)
-	}
-	msgs := make([]*message.Message, 0, len(envs))
-	for _, e := range envs {
+	n := len(envs)
+	ids, types, convs, raws := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	times, parts := make([]time.Time, n), make([]int16, n)
+	for i, e := range envs {
+		if err := e.Validate(); err != nil {
+			return fmt.Errorf("publish: %w", err)
+		}
 		raw, err := e.Encode()
 		if err != nil {
-			return err
+			return fmt.Errorf("publish: %w", err)
 		}
-		m := message.NewMessage(e.ID, raw)
-		m.SetContext(ctx)
-		m.Metadata.Set("type", e.Type)
-		msgs = append(msgs, m)
+		ids[i], types[i], times[i], convs[i], raws[i], parts[i] = e.ID, e.Type, e.OccurredAt, e.ConversationID, string(raw), partition(e)
 	}
-	if err := pub.Publish(worker, msgs...); err != nil {
-		return fmt.Errorf("enqueue for %s: %w", worker, err)
+	var workers, notify []string
+	args := []any{ids, types, times, convs, raws, parts}
+	for _, r := range routes {
+		var ords []int64
+		seen := map[int16]bool{}
+		for i, e := range envs {
+			if len(r.Types) == 0 || r.Matches(e) {
+				ords = append(ords, int64(i+1))
+				if !seen[parts[i]] {
+					seen[parts[i]] = true
+					notify = append(notify, fmt.Sprintf("%s/%d", r.Worker, parts[i]))
+				}
+			}
+		}
+		if len(ords) > 0 {
+			workers = append(workers, r.Worker)
+			args = append(args, ords)
+		}
 	}
-	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, worker); err != nil {
-		return fmt.Errorf("notify %s: %w", worker, err)
+	stmt := b.publishStatement(workers, archive)
+	var err error
+	if events.AckFlushes(ctx) {
+		// From inside a worker on this bus, the worker's acknowledgement
+		// makes this commit durable (see events.WithAckFlush).
+		err = db.InTx(ctx, b.pool, true, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, stmt, args...)
+			return err
+		})
+	} else {
+		_, err = b.pool.Exec(ctx, stmt, args...)
+	}
+	if err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	if b.waker != nil {
+		b.waker.Announce(notify)
 	}
 	return nil
 }
 
-func (b *Bus) wake(topics ...string) {
-	if b.waker == nil {
-		return
+// partitions is how many partitions a queue has; a worker's consumers
+// share them (consumer i of n owns p with p%n == i).
+const partitions = 1024
+
+// partition places an event by conversation, so that one conversation's
+// events are handled in order by one consumer.
+func partition(e events.Envelope) int16 {
+	key := e.ConversationID
+	if key == "" {
+		key = e.ID
 	}
-	for _, t := range topics {
-		b.waker.Wake(t)
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	return int16(h.Sum32() % partitions)
+}
+
+// publishStatement builds (once per shape) the statement publish runs:
+// $1..$6 are the events' columns, then one array of event ordinals per
+// worker.
+func (b *Bus) publishStatement(workers []string, archive bool) string {
+	key := fmt.Sprint(archive, workers)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s, ok := b.statements[key]; ok {
+		return s
 	}
+	var sb strings.Builder
+	sb.WriteString(`WITH e AS (
+	SELECT t.id::uuid AS id, t.type, t.occurred_at, NULLIF(t.conv, '')::uuid AS conversation_id,
+	       t.envelope::jsonb AS envelope, t.part, t.ord
+	FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::smallint[])
+	     WITH ORDINALITY AS t(id, type, occurred_at, conv, envelope, part, ord)
+)`)
+	if archive {
+		sb.WriteString(`, archived AS (
+	INSERT INTO event_archive (id, type, occurred_at, conversation_id, envelope)
+	SELECT id, type, occurred_at, conversation_id, envelope FROM e ORDER BY ord
+	ON CONFLICT (id) DO NOTHING
+)`)
+	}
+	schema := queueSchema(1).(skipLockedQueueSchema)
+	for i, w := range workers {
+		fmt.Fprintf(&sb, `, q%d AS (
+	INSERT INTO %s (uuid, payload, metadata, part)
+	SELECT id::text, envelope, json_build_object('type', type), part FROM e WHERE ord = ANY($%d::bigint[]) ORDER BY ord
+)`, i, schema.MessagesTable(w), 7+i)
+	}
+	sb.WriteString("\nSELECT 1")
+	s := sb.String()
+	b.statements[key] = s
+	return s
 }
 
 // skipLockedQueueSchema lets several consumers share one worker queue: each

@@ -81,7 +81,7 @@ func Consume(ctx context.Context, pool *pgxpool.Pool, waker *Waker, worker strin
 	for i := range cfg.Concurrency {
 		var wake <-chan struct{}
 		if waker != nil {
-			wake = waker.subscribe(worker)
+			wake = waker.subscribe(worker, i, cfg.Concurrency)
 		}
 		sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(pool), wsql.SubscriberConfig{
 			SchemaAdapter:  partitionedQueueSchema(cfg.BatchSize, i, cfg.Concurrency),

@@ -109,6 +109,10 @@ func setup(t *testing.T) harness {
 	if err := bus.Init(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = waker.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
 	return harness{dsn, pool, waker, bus}
 }
 
@@ -145,7 +149,6 @@ func TestEachWorkerGetsItsRoutes(t *testing.T) {
 	h.consume(t, events.WorkerFanout, fanout, pgbus.ConsumerConfig{})
 	h.consume(t, events.WorkerThumbnailer, thumbs, pgbus.ConsumerConfig{})
 	ctx := context.Background()
-	go func() { _ = h.waker.Run(ctx) }()
 
 	text, typ := sent(t, "hi"), typing(t, 1)
 	if err := h.bus.Publish(ctx, text, typ); err != nil {
@@ -169,14 +172,17 @@ func TestEachWorkerGetsItsRoutes(t *testing.T) {
 // through LISTEN/NOTIFY alone: the consumer's fallback poll is an hour.
 func TestCrossProcessWakeUp(t *testing.T) {
 	h := setup(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = h.waker.Run(ctx) }()
+	ctx := context.Background()
 	rec := newRecorder()
 	h.consume(t, events.WorkerFanout, rec, pgbus.ConsumerConfig{Concurrency: 1})
 	time.Sleep(200 * time.Millisecond) // let the consumer reach its blocking wait and LISTEN start
 
-	otherProcess := pgbus.New(h.pool, nil, quiet)
+	// Another process has its own waker, which notifies through PostgreSQL.
+	otherWaker := pgbus.NewWaker(h.dsn, quiet)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _ = otherWaker.Run(wctx) }()
+	otherProcess := pgbus.New(h.pool, otherWaker, quiet)
 	for i := range 20 {
 		e := typing(t, i)
 		if err := otherProcess.Publish(ctx, e); err != nil {

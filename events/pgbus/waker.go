@@ -2,7 +2,12 @@ package pgbus
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,29 +16,80 @@ import (
 )
 
 // Waker turns "this queue has new rows" into an immediate re-query by the
-// consumers of that queue: from publishes in this process directly, and from
-// other processes through LISTEN/NOTIFY.
+// consumer that owns them: directly in this process, through LISTEN/NOTIFY
+// across processes. A lost notification only delays delivery until the
+// consumers' fallback poll.
 type Waker struct {
 	dsn    string
 	logger *slog.Logger
+	// self marks this process's notifications, which its listener skips:
+	// its consumers were woken directly already.
+	self string
 
-	mu   sync.Mutex
-	subs map[string][]chan struct{}
+	mu      sync.Mutex
+	subs    map[string][]wakeSub
+	pending map[string]bool // payloads to notify other processes of
+	kick    chan struct{}
 }
 
-// NewWaker returns a waker; call Run to listen for other processes.
+// wakeSub is one consumer: it owns the queue partitions p with p%parts == part.
+type wakeSub struct {
+	ch          chan struct{}
+	part, parts int
+}
+
+// NewWaker returns a waker; call Run to listen for notifications.
 func NewWaker(dsn string, logger *slog.Logger) *Waker {
-	return &Waker{dsn: dsn, logger: logger, subs: map[string][]chan struct{}{}}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return &Waker{dsn: dsn, logger: logger, self: hex.EncodeToString(b[:]),
+		subs: map[string][]wakeSub{}, pending: map[string]bool{}, kick: make(chan struct{}, 1)}
+}
+
+// Announce tells consumers that a committed publish added rows for these
+// "worker/partition" payloads: this process's consumers at once, other
+// processes' through a NOTIFY sent outside the publishing transaction.
+// (PostgreSQL serializes the commits of notifying transactions, disk flush
+// included; publishing must not queue behind that.)
+func (w *Waker) Announce(payloads []string) {
+	for _, p := range payloads {
+		w.wake(parsePayload(p))
+	}
+	w.mu.Lock()
+	for _, p := range payloads {
+		w.pending[p] = true
+	}
+	w.mu.Unlock()
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+func parsePayload(p string) (topic string, part int) {
+	if t, n, ok := strings.Cut(p, "/"); ok {
+		if v, err := strconv.Atoi(n); err == nil {
+			return t, v
+		}
+	}
+	return p, -1
 }
 
 // Wake signals every consumer of topic. It never blocks: a pending signal
 // already guarantees a re-query.
-func (w *Waker) Wake(topic string) {
+func (w *Waker) Wake(topic string) { w.wake(topic, -1) }
+
+// wake signals the consumers of topic that own partition part (all of them
+// when part < 0). Waking only the owner spares the others an empty query.
+func (w *Waker) wake(topic string, part int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for _, ch := range w.subs[topic] {
+	for _, s := range w.subs[topic] {
+		if part >= 0 && part%s.parts != s.part {
+			continue
+		}
 		select {
-		case ch <- struct{}{}:
+		case s.ch <- struct{}{}:
 		default:
 		}
 	}
@@ -51,28 +107,41 @@ func (w *Waker) wakeAll() {
 	}
 }
 
-func (w *Waker) subscribe(topic string) chan struct{} {
+func (w *Waker) subscribe(topic string, part, parts int) chan struct{} {
 	ch := make(chan struct{}, 1)
 	w.mu.Lock()
-	w.subs[topic] = append(w.subs[topic], ch)
+	w.subs[topic] = append(w.subs[topic], wakeSub{ch: ch, part: part, parts: max(parts, 1)})
 	w.mu.Unlock()
 	return ch
 }
 
-// Run listens for notifications until ctx ends, reconnecting after errors.
+// Run listens for other processes' notifications and sends this process's,
+// until ctx ends, reconnecting after errors.
 func (w *Waker) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.loop(ctx, "sending", w.notify)
+	}()
+	w.loop(ctx, "receiving", w.listen)
+	<-done
+	return nil
+}
+
+func (w *Waker) loop(ctx context.Context, what string, run func(context.Context) error) {
 	backoff := 100 * time.Millisecond
 	for {
-		err := w.listen(ctx)
+		err := run(ctx)
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
-		w.logger.Warn("event notifications interrupted; consumers fall back to polling until reconnected", "err", err, "retry_in", backoff)
+		w.logger.Warn("event notifications interrupted; consumers fall back to polling until reconnected",
+			"direction", what, "err", err, "retry_in", backoff)
 		// Anything published while disconnected is found by this re-query.
 		w.wakeAll()
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 5*time.Second)
@@ -94,7 +163,39 @@ func (w *Waker) listen(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		w.Wake(n.Payload)
+		// The payload is "sender|worker/partition".
+		sender, payload, _ := strings.Cut(n.Payload, "|")
+		if sender == w.self {
+			continue
+		}
+		w.wake(parsePayload(payload))
+	}
+}
+
+// notify sends pending announcements, coalesced: under load one NOTIFY
+// statement carries what many publishes added.
+func (w *Waker) notify(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, w.dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.kick:
+		}
+		w.mu.Lock()
+		batch := make([]string, 0, len(w.pending))
+		for p := range w.pending {
+			batch = append(batch, w.self+"|"+p)
+		}
+		clear(w.pending)
+		w.mu.Unlock()
+		if _, err := conn.Exec(ctx, `SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, notifyChannel, batch); err != nil {
+			return err
+		}
 	}
 }
 
@@ -125,4 +226,28 @@ func (b wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, err
 	case <-b.done:
 	}
 	return 0
+}
+
+// Flush sends pending announcements once, for short-lived processes that do
+// not Run the waker (chat replay, chat deadletters redrive).
+func (w *Waker) Flush(ctx context.Context) error {
+	w.mu.Lock()
+	batch := make([]string, 0, len(w.pending))
+	for p := range w.pending {
+		batch = append(batch, w.self+"|"+p)
+	}
+	clear(w.pending)
+	w.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	conn, err := pgx.Connect(ctx, w.dsn)
+	if err != nil {
+		return fmt.Errorf("notify workers: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, `SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, notifyChannel, batch); err != nil {
+		return fmt.Errorf("notify workers: %w", err)
+	}
+	return nil
 }

@@ -108,31 +108,22 @@ func (p *Persister) storeMessage(ctx context.Context, m events.MessageSentV1) er
 		} else if err != nil {
 			return fmt.Errorf("lock conversation: %w", err)
 		}
-		exists, err := q.MessageExists(ctx, msgID)
-		if err != nil {
-			return fmt.Errorf("check message: %w", err)
-		}
-		if exists {
-			return nil
-		}
-		seq, err := q.NextSeq(ctx, convID)
-		if err != nil {
-			return fmt.Errorf("next sequence: %w", err)
-		}
 		var replyTo *uuid.UUID
 		if m.ReplyToID != "" {
 			r := uuid.MustParse(m.ReplyToID)
 			replyTo = &r
 		}
-		if err := q.InsertMessage(ctx, db.InsertMessageParams{
-			ID: msgID, ConversationID: convID, Seq: seq, SenderID: m.SenderID, RecipientID: m.RecipientID,
+		// A new statement after the lock: its snapshot sees every message
+		// committed before the lock was granted, so the sequence is next.
+		if _, err := q.InsertNextMessage(ctx, db.InsertNextMessageParams{
+			ID: msgID, ConversationID: convID, SenderID: m.SenderID, RecipientID: m.RecipientID,
 			ContentType: m.ContentType, TextContent: nonEmpty(m.TextContent), MediaKey: nonEmpty(m.MediaKey),
 			AudioDuration: m.AudioDuration, ReplyToID: replyTo, ClientMessageID: nonEmpty(m.ClientMessageID),
 			CreatedAt: m.CreatedAt, SentAt: p.now(),
 		}); err != nil {
 			return fmt.Errorf("insert message: %w", err)
 		}
-		return q.AdvanceConversation(ctx, db.AdvanceConversationParams{Seq: seq, MessageID: msgID, MessageAt: m.CreatedAt, ID: convID})
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store message %s: %w", m.MessageID, err)

@@ -647,6 +647,7 @@ func TestBusRetriesReadUntilTheMessageIsStored(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := &failures{Handler: f.p}
+	go func() { _ = waker.Run(ctx) }()
 	done := make(chan error, 1)
 	go func() {
 		done <- pgbus.Consume(ctx, pool, waker, events.WorkerPersister, h,
