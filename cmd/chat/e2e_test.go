@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"image/jpeg"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -252,5 +255,75 @@ func TestReplayRestoresTruncatedMessages(t *testing.T) {
 	}
 	if err := dev.stop(t); err != nil {
 		t.Fatalf("chat dev did not exit cleanly on SIGTERM: %v\n%s", err, tail(dev.output(), 20))
+	}
+}
+
+// TestDevServesUploadedMedia: under `chat dev` an uploaded image is served to
+// a plain HTTP client (as a browser would fetch it) through the URL the API
+// returned, gets its thumbnail, is refused to outsiders, and survives a
+// restart of the embedded S3.
+func TestDevServesUploadedMedia(t *testing.T) {
+	e := newEnv(t)
+	dev := e.start("dev")
+	e.waitHTTP(dev)
+
+	photo := testJPEG(t, 800, 600)
+	sent := e.sendImage(1, 2, photo)
+	var stored message
+	waitUntil(t, "the thumbnail is recorded", func() bool {
+		ms := e.messages(2, sent.ConversationID, 1)
+		stored = ms[0]
+		return stored.ThumbnailURL != nil && stored.MediaURL != nil
+	})
+
+	get := func(url string) (*http.Response, []byte) {
+		t.Helper()
+		resp, err := http.Get(url) // no credentials: the presigned URL is the authorization
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	resp, body := get(*stored.MediaURL)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, photo) || resp.Header.Get("Content-Type") != "image/jpeg" {
+		t.Fatalf("media URL: status %d, %d bytes (want %d), type %q", resp.StatusCode, len(body), len(photo), resp.Header.Get("Content-Type"))
+	}
+	resp, body = get(*stored.ThumbnailURL)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("thumbnail URL: status %d", resp.StatusCode)
+	}
+	cfg, err := jpeg.DecodeConfig(bytes.NewReader(body))
+	if err != nil || cfg.Width != 320 || cfg.Height != 240 {
+		t.Fatalf("thumbnail is %dx%d (%v), want 320x240", cfg.Width, cfg.Height, err)
+	}
+
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	mediaOf := func(user int64) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+e.http+"/api/v1/chat/messages/"+sent.ID+"/media", nil)
+		req.Header.Set("Authorization", "Bearer "+userToken(t, user))
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if resp := mediaOf(3); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("outsider got status %d for the media, want 403", resp.StatusCode)
+	}
+
+	if err := dev.stop(t); err != nil {
+		t.Fatalf("chat dev did not stop cleanly: %v", err)
+	}
+	e.waitHTTP(e.start("dev"))
+	resp = mediaOf(2)
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("participant got status %d, want 302", resp.StatusCode)
+	}
+	if _, body := get(resp.Header.Get("Location")); !bytes.Equal(body, photo) {
+		t.Fatalf("after a restart the media has %d bytes, want %d", len(body), len(photo))
 	}
 }
