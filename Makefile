@@ -3,6 +3,8 @@
 #   make test   run every check and test
 SHELL := bash
 GO ?= go
+# Tools installed by test-deps live in GOPATH/bin.
+export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 TOOL := $(GO) tool -modfile=tools/go.mod
 
 .PHONY: dev test check generate test-deps postgres bench lambda infra-test
