@@ -122,7 +122,7 @@ func (q *Queries) GetConversationForUser(ctx context.Context, arg GetConversatio
 }
 
 const getParticipant = `-- name: GetParticipant :one
-SELECT conversation_id, user_id, joined_at, pinned, muted, archived, deleted_at, settings_changed_at, last_read_seq, last_read_at, pinned_changed_at, muted_changed_at, archived_changed_at, deleted_changed_at FROM conversation_participants
+SELECT conversation_id, user_id, joined_at, pinned, muted, archived, deleted_at, settings_changed_at, pinned_changed_at, muted_changed_at, archived_changed_at, deleted_changed_at, last_read_seq, last_read_at FROM conversation_participants
 WHERE conversation_id = $1 AND user_id = $2
 `
 
@@ -143,12 +143,12 @@ func (q *Queries) GetParticipant(ctx context.Context, arg GetParticipantParams) 
 		&i.Archived,
 		&i.DeletedAt,
 		&i.SettingsChangedAt,
-		&i.LastReadSeq,
-		&i.LastReadAt,
 		&i.PinnedChangedAt,
 		&i.MutedChangedAt,
 		&i.ArchivedChangedAt,
 		&i.DeletedChangedAt,
+		&i.LastReadSeq,
+		&i.LastReadAt,
 	)
 	return i, err
 }

@@ -30,12 +30,12 @@ type ConversationParticipant struct {
 	Archived          bool
 	DeletedAt         *time.Time
 	SettingsChangedAt time.Time
-	LastReadSeq       int64
-	LastReadAt        *time.Time
 	PinnedChangedAt   time.Time
 	MutedChangedAt    time.Time
 	ArchivedChangedAt time.Time
 	DeletedChangedAt  time.Time
+	LastReadSeq       int64
+	LastReadAt        *time.Time
 }
 
 type DeadLetter struct {

@@ -24,7 +24,14 @@ CREATE TABLE conversation_participants (
     muted               boolean NOT NULL DEFAULT false,
     archived            boolean NOT NULL DEFAULT false,
     deleted_at          timestamptz,
+    -- Last writer wins per setting: a change carries only the settings it
+    -- changes, and queues do not promise order, so each setting keeps the
+    -- time of its own last change; settings_changed_at is the latest.
     settings_changed_at timestamptz NOT NULL DEFAULT 'epoch',
+    pinned_changed_at   timestamptz NOT NULL DEFAULT 'epoch',
+    muted_changed_at    timestamptz NOT NULL DEFAULT 'epoch',
+    archived_changed_at timestamptz NOT NULL DEFAULT 'epoch',
+    deleted_changed_at  timestamptz NOT NULL DEFAULT 'epoch',
     last_read_seq       bigint NOT NULL DEFAULT 0,
     last_read_at        timestamptz,
     PRIMARY KEY (conversation_id, user_id)
@@ -117,7 +124,9 @@ CREATE INDEX ws_connections_user_idx ON ws_connections (user_id);
 
 -- One row per (conversation, participant) with everything a conversation
 -- list shows, so the list and the single-conversation read share one
--- definition.
+-- definition. What a participant sees follows their deletions: the unread
+-- count and the last-message preview leave out messages they deleted for
+-- themselves and those from before they deleted the conversation.
 CREATE VIEW participant_conversations AS
 SELECT c.id, c.kind, c.created_at, c.updated_at, c.last_seq, c.last_message_at,
        p.user_id, p.pinned, p.muted, p.archived, p.deleted_at, p.last_read_seq, p.last_read_at,
@@ -126,6 +135,7 @@ SELECT c.id, c.kind, c.created_at, c.updated_at, c.last_seq, c.last_message_at,
        (SELECT count(*) FROM messages u
          WHERE u.conversation_id = c.id AND u.seq > p.last_read_seq
            AND u.sender_id <> p.user_id AND u.read_at IS NULL
+           AND u.created_at > COALESCE(p.deleted_at, '-infinity')
            AND NOT EXISTS (SELECT 1 FROM message_deletions d WHERE d.message_id = u.id AND d.user_id = p.user_id)
        )::bigint AS unread_count,
        m.id AS last_message_id, m.seq AS last_message_seq, m.sender_id AS last_message_sender_id,
@@ -133,4 +143,16 @@ SELECT c.id, c.kind, c.created_at, c.updated_at, c.last_seq, c.last_message_at,
        m.created_at AS last_message_created_at
 FROM conversation_participants p
 JOIN conversations c ON c.id = p.conversation_id
-LEFT JOIN messages m ON m.id = c.last_message_id;
+-- The latest message this participant sees (by sequence, like the
+-- conversation's own last message). The lateral subquery finds it through
+-- the (conversation_id, seq) index; joining messages again by id keeps its
+-- columns nullable for sqlc.
+LEFT JOIN LATERAL (
+    SELECT v.id FROM messages v
+    WHERE v.conversation_id = c.id
+      AND v.created_at > COALESCE(p.deleted_at, '-infinity')
+      AND NOT EXISTS (SELECT 1 FROM message_deletions d WHERE d.message_id = v.id AND d.user_id = p.user_id)
+    ORDER BY v.seq DESC
+    LIMIT 1
+) visible ON true
+LEFT JOIN messages m ON m.id = visible.id;
