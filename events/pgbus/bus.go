@@ -39,6 +39,10 @@ type Bus struct {
 
 	mu         sync.Mutex
 	statements map[string]string // publish statement per set of workers
+
+	gmu      sync.Mutex
+	pending  []*pubRequest // publishes waiting for a group
+	flushers int           // goroutines writing groups
 }
 
 var _ events.Publisher = (*Bus)(nil)
@@ -125,7 +129,81 @@ func (b *Bus) Init(ctx context.Context) error {
 // columns its subscriber reads, plus the partition. Publishing is on every request's path, and on a small
 // machine round trips, not rows, are what it costs.
 func (b *Bus) Publish(ctx context.Context, envs ...events.Envelope) error {
-	return b.publish(ctx, true, b.routes, envs)
+	if len(envs) == 0 || events.AckFlushes(ctx) {
+		// Asynchronous commits cost no disk flush: nothing to share.
+		return b.publish(ctx, true, b.routes, envs)
+	}
+	for _, e := range envs {
+		// Checked before joining a group, so that one bad event cannot fail
+		// the others' statement.
+		if err := e.Validate(); err != nil {
+			return fmt.Errorf("publish: %w", err)
+		}
+	}
+	return b.groupCommit(ctx, envs)
+}
+
+// Group commit: concurrent publishes that arrive while earlier ones are
+// being written share one statement, so one disk flush answers many
+// requests. Each caller still returns only once its own events are durable.
+const (
+	maxFlushers    = 4   // statements in flight at once
+	maxGroupEvents = 256 // events per statement
+)
+
+type pubRequest struct {
+	envs []events.Envelope
+	done chan error
+}
+
+func (b *Bus) groupCommit(ctx context.Context, envs []events.Envelope) error {
+	r := &pubRequest{envs: envs, done: make(chan error, 1)}
+	b.gmu.Lock()
+	b.pending = append(b.pending, r)
+	if b.flushers < maxFlushers {
+		b.flushers++
+		go b.flush()
+	}
+	b.gmu.Unlock()
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		// The events may still be written; the caller retries with the
+		// same ids, which every handler tolerates.
+		return fmt.Errorf("publish: %w", ctx.Err())
+	}
+}
+
+// flush writes pending requests, a group at a time, until none are left.
+func (b *Bus) flush() {
+	for {
+		b.gmu.Lock()
+		if len(b.pending) == 0 {
+			b.flushers--
+			b.gmu.Unlock()
+			return
+		}
+		var group []*pubRequest
+		n := 0
+		for len(b.pending) > 0 && (n == 0 || n+len(b.pending[0].envs) <= maxGroupEvents) {
+			group = append(group, b.pending[0])
+			n += len(b.pending[0].envs)
+			b.pending = b.pending[1:]
+		}
+		b.gmu.Unlock()
+		envs := make([]events.Envelope, 0, n)
+		for _, r := range group {
+			envs = append(envs, r.envs...)
+		}
+		// Not any caller's context: the group outlives each of them.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := b.publish(ctx, true, b.routes, envs)
+		cancel()
+		for _, r := range group {
+			r.done <- err
+		}
+	}
 }
 
 // PublishTo enqueues events for one worker only, without archiving them:

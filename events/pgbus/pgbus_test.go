@@ -411,3 +411,69 @@ func TestHandlersAreToldTheAckFlushes(t *testing.T) {
 		t.Fatal("an unmarked context reports AckFlushes")
 	}
 }
+
+// Concurrent publishes are written in shared statements (group commit);
+// every caller's events are durable when its call returns, exactly once.
+func TestConcurrentPublishesShareCommits(t *testing.T) {
+	h := setup(t)
+	ctx := context.Background()
+	const callers = 200
+	ids := make([]string, callers)
+	errs := make([]error, callers)
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e := typing(t, i)
+			ids[i] = e.ID
+			errs[i] = h.bus.Publish(ctx, e)
+			if errs[i] == nil {
+				// Durable on return: visible to any other connection now.
+				var n int
+				if err := h.pool.QueryRow(ctx, `SELECT count(*) FROM event_archive WHERE id = $1`, e.ID).Scan(&n); err != nil || n != 1 {
+					errs[i] = fmt.Errorf("archived %d times right after Publish returned (%v)", n, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("caller %d: %v", i, err)
+		}
+	}
+	rec := newRecorder()
+	h.consume(t, events.WorkerFanout, rec, pgbus.ConsumerConfig{Concurrency: 2})
+	rec.await(t, ids...)
+	if n := count(t, h.pool, `SELECT count(*) FROM event_archive`); n != callers {
+		t.Fatalf("archive holds %d events, want %d", n, callers)
+	}
+	for _, id := range ids[:10] {
+		if c := rec.count(id); c != 1 {
+			t.Fatalf("event delivered %d times, want 1", c)
+		}
+	}
+}
+
+// A bad event is refused on its own, without failing concurrent callers.
+func TestInvalidEventIsRefusedAlone(t *testing.T) {
+	h := setup(t)
+	bad := typing(t, 1)
+	bad.ID = "not-a-uuid"
+	if err := h.bus.Publish(context.Background(), bad); !errors.Is(err, events.ErrInvalid) {
+		t.Fatalf("invalid event: %v", err)
+	}
+	if err := h.bus.Publish(context.Background(), typing(t, 2)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func count(t *testing.T, pool *pgxpool.Pool, q string) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), q).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
