@@ -61,8 +61,12 @@ func TestRealTime(t *testing.T) {
 		t.Fatalf("messageRead data = %v", data(read))
 	}
 	waitUntil(t, "read_at and delivered_at are stored", func() bool {
-		ms := e.messages(1, conv, 2)
-		return ms[0].ID == msgID && ms[0].ReadAt != nil && ms[0].DeliveredAt != nil
+		for _, m := range e.messages(1, conv, 2) {
+			if m.ID == msgID {
+				return m.ReadAt != nil && m.DeliveredAt != nil
+			}
+		}
+		return false
 	})
 
 	// Ping refreshes the connection.
