@@ -24,7 +24,7 @@ import (
 	"github.com/parleychat/parley/db/dbtest"
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/internal/media"
-	"github.com/parleychat/parley/internal/s3local"
+	"github.com/parleychat/parley/internal/mediatest"
 	"github.com/parleychat/parley/workers/persister"
 )
 
@@ -62,23 +62,7 @@ type mediaHarness struct {
 func newMediaHarness(t *testing.T, mediaCfg func(*media.Config), limits api.Limits) *mediaHarness {
 	t.Helper()
 	_, pool := dbtest.New(t)
-	s3, err := s3local.New(t.TempDir(), mediaQuiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s3.EnsureBucket(t.Context(), "chat-media"); err != nil {
-		t.Fatal(err)
-	}
-	s3srv := httptest.NewServer(s3)
-	t.Cleanup(s3srv.Close)
-	cfg := media.Config{Bucket: "chat-media", Endpoint: s3srv.URL, PathStyle: true, Local: true, TempDir: t.TempDir()}
-	if mediaCfg != nil {
-		mediaCfg(&cfg)
-	}
-	store, err := media.New(t.Context(), cfg, mediaQuiet)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := mediatest.Store(t, mediaCfg)
 	bus := mediaSyncBus{persister.New(pool, mediaQuiet)}
 	svc := api.NewService(pool, bus, &api.MediaStore{Store: store}, limits, mediaQuiet)
 	secret := []byte("media-test-secret-with-enough-bytes")

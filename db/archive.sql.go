@@ -12,31 +12,6 @@ import (
 	"github.com/google/uuid"
 )
 
-const archiveEvent = `-- name: ArchiveEvent :exec
-INSERT INTO event_archive (id, type, occurred_at, conversation_id, envelope)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (id) DO NOTHING
-`
-
-type ArchiveEventParams struct {
-	ID             uuid.UUID
-	Type           string
-	OccurredAt     time.Time
-	ConversationID *uuid.UUID
-	Envelope       []byte
-}
-
-func (q *Queries) ArchiveEvent(ctx context.Context, arg ArchiveEventParams) error {
-	_, err := q.db.Exec(ctx, archiveEvent,
-		arg.ID,
-		arg.Type,
-		arg.OccurredAt,
-		arg.ConversationID,
-		arg.Envelope,
-	)
-	return err
-}
-
 const listArchivedEvents = `-- name: ListArchivedEvents :many
 SELECT id, type, occurred_at, envelope FROM event_archive
 WHERE (occurred_at, id) > ($1::timestamptz, $2::uuid)

@@ -1,8 +1,3 @@
--- name: ArchiveEvent :exec
-INSERT INTO event_archive (id, type, occurred_at, conversation_id, envelope)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (id) DO NOTHING;
-
 -- name: ListArchivedEvents :many
 -- Keyset pagination over (occurred_at, id) so a replay streams any amount of
 -- history in bounded batches.

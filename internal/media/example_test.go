@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 
+	"github.com/parleychat/parley/internal/mediatest"
+
 	"github.com/parleychat/parley/internal/media"
 	"github.com/parleychat/parley/internal/s3local"
 )
@@ -50,7 +52,7 @@ func Example_local() {
 		log.Fatal(err)
 	}
 
-	wav := wavFile(8000, 16000) // two seconds of silence
+	wav := mediatest.WAV(8000, 16000) // two seconds of silence
 	obj, err := store.Upload(ctx, 42, bytes.NewReader(wav), int64(len(wav)), "audio/wav")
 	if err != nil {
 		log.Fatal(err)

@@ -48,27 +48,6 @@ func gifFile(t testing.TB, w, h int) []byte {
 	return buf.Bytes()
 }
 
-// wavFile is 16-bit mono PCM silence lasting the given number of samples.
-func wavFile(sampleRate, samples int) []byte {
-	data := samples * 2
-	b := make([]byte, 0, 44+data)
-	le32 := func(v int) { b = binary.LittleEndian.AppendUint32(b, uint32(v)) }
-	le16 := func(v int) { b = binary.LittleEndian.AppendUint16(b, uint16(v)) }
-	b = append(b, "RIFF"...)
-	le32(36 + data)
-	b = append(b, "WAVEfmt "...)
-	le32(16)
-	le16(1) // PCM
-	le16(1) // mono
-	le32(sampleRate)
-	le32(sampleRate * 2) // byte rate
-	le16(2)              // block align
-	le16(16)             // bits per sample
-	b = append(b, "data"...)
-	le32(data)
-	return append(b, make([]byte, data)...)
-}
-
 func box(typ string, payload ...[]byte) []byte {
 	body := bytes.Join(payload, nil)
 	b := binary.BigEndian.AppendUint32(nil, uint32(8+len(body)))

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/internal/mediatest"
+
 	"github.com/parleychat/parley/internal/media"
 	"github.com/parleychat/parley/internal/s3local"
 )
@@ -101,7 +103,7 @@ func TestUploadRoundTrip(t *testing.T) {
 		{"jpeg", jpegFile(t, 64, 48), "image/jpeg", "image/jpeg", "jpg", media.KindImage},
 		{"png without declared type", pngFile(t, 30, 20), "", "image/png", "png", media.KindImage},
 		{"gif as octet-stream", gifFile(t, 16, 16), "application/octet-stream", "image/gif", "gif", media.KindImage},
-		{"wav", wavFile(8000, 8000), "audio/x-wav", "audio/wav", "wav", media.KindAudio},
+		{"wav", mediatest.WAV(8000, 8000), "audio/x-wav", "audio/wav", "wav", media.KindAudio},
 		{"mp3", mp3File(40, true, 0), "audio/mpeg", "audio/mpeg", "mp3", media.KindAudio},
 		{"mp4", mp4File("isom", 20_000, mvhd0(1000, 3000), "iso2", "avc1", "mp41"), "video/mp4", "video/mp4", "mp4", media.KindVideo},
 		// Larger than the in-memory spool, so it goes through a temp file.
@@ -176,7 +178,7 @@ func TestUploadRefused(t *testing.T) {
 		{"image over its limit", bytes.NewReader(bigPNG), -1, "image/png", []error{media.ErrTooLarge}},
 		{"image over its limit, size unknown", bytes.NewReader(bigPNG), 0, "", []error{media.ErrTooLarge}},
 		{"declared size over every limit", failReader{t}, 1 << 30, "", []error{media.ErrTooLarge}},
-		{"audio over its limit", bytes.NewReader(wavFile(8000, 30_000)), -1, "audio/wav", []error{media.ErrTooLarge}},
+		{"audio over its limit", bytes.NewReader(mediatest.WAV(8000, 30_000)), -1, "audio/wav", []error{media.ErrTooLarge}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

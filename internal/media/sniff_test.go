@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/internal/mediatest"
+
 	"github.com/parleychat/parley/internal/media"
 )
 
@@ -38,7 +40,7 @@ func TestSniff(t *testing.T) {
 		{"aac adts after id3", append([]byte("ID3\x04\x00\x00\x00\x00\x00\x00"), 0xFF, 0xF1, 0x50, 0x80), media.KindAudio, "audio/aac", "aac"},
 		{"ogg opus", opusFile(312, 48000), media.KindAudio, "audio/ogg", "ogg"},
 		{"ogg vorbis", oggPage(1, 0, 0, 2, []byte("\x01vorbis\x00\x00\x00\x00\x01\x44\xac\x00\x00")), media.KindAudio, "audio/ogg", "ogg"},
-		{"wav", wavFile(8000, 10), media.KindAudio, "audio/wav", "wav"},
+		{"wav", mediatest.WAV(8000, 10), media.KindAudio, "audio/wav", "wav"},
 		{"amr", []byte("#!AMR\n\x3c"), media.KindAudio, "audio/amr", "amr"},
 	}
 	for _, tt := range tests {
@@ -208,9 +210,9 @@ func TestAudioDuration(t *testing.T) {
 		want   int
 		wantOK bool
 	}{
-		{"wav 3 s", wavFile(8000, 24000), "audio/wav", 3, true},
-		{"wav 2.6 s rounds up", wavFile(10000, 26000), "audio/x-wav", 3, true},
-		{"wav sniffed", wavFile(16000, 16000*4), "", 4, true},
+		{"wav 3 s", mediatest.WAV(8000, 24000), "audio/wav", 3, true},
+		{"wav 2.6 s rounds up", mediatest.WAV(10000, 26000), "audio/x-wav", 3, true},
+		{"wav sniffed", mediatest.WAV(16000, 16000*4), "", 4, true},
 		{"mp3 constant bit rate", mp3File(300, true, 0), "audio/mpeg", 8, true},    // 300×417 B at 128 kbit/s = 7.8 s
 		{"mp3 xing frame count", mp3File(10, false, 1914), "audio/mpeg", 50, true}, // 1914×1152/44100 = 50.0 s
 		{"m4a mvhd v0", mp4File("M4A ", 1000, mvhd0(44100, 44100*61)), "audio/mp4", 61, true},
@@ -220,10 +222,10 @@ func TestAudioDuration(t *testing.T) {
 		{"mp4 without moov", append(ftyp("isom"), box("mdat", make([]byte, 50))...), "audio/mp4", 0, false},
 		{"mp4 fragmented (zero duration)", mp4File("isom", 10, mvhd0(1000, 0)), "video/mp4", 0, false},
 		{"mp4 box size past the end", append(ftyp("isom"), 0, 0, 0x10, 0, 'm', 'o', 'o', 'v'), "audio/mp4", 0, false},
-		{"wav truncated header", wavFile(8000, 100)[:20], "audio/wav", 0, false},
+		{"wav truncated header", mediatest.WAV(8000, 100)[:20], "audio/wav", 0, false},
 		{"garbage as mp3", bytes.Repeat([]byte("garbage!"), 100), "audio/mpeg", 0, false},
-		{"unsupported type", wavFile(8000, 8000), "audio/amr", 0, false},
-		{"not a media type", wavFile(8000, 8000), "text/plain", 0, false},
+		{"unsupported type", mediatest.WAV(8000, 8000), "audio/amr", 0, false},
+		{"not a media type", mediatest.WAV(8000, 8000), "text/plain", 0, false},
 		{"empty", nil, "", 0, false},
 	}
 	for _, tt := range tests {

@@ -5,14 +5,14 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"hash/crc32"
 	"image"
 	"image/color"
 	"image/gif"
 	"image/jpeg"
-	"image/png"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/parleychat/parley/internal/mediatest"
 
 	"github.com/parleychat/parley/internal/thumbnail"
 )
@@ -20,93 +20,6 @@ import (
 // Fixtures are real files made by the standard encoders, or byte by byte
 // from the format specifications where no encoder exists (WebP) or where a
 // header must lie (bombs).
-
-var (
-	red   = color.NRGBA{255, 0, 0, 255}
-	green = color.NRGBA{0, 255, 0, 255}
-	blue  = color.NRGBA{0, 0, 255, 255}
-	white = color.NRGBA{255, 255, 255, 255}
-)
-
-// quadrants is w×h with red, green, blue and white quarters (top left, top
-// right, bottom left, bottom right), so every flip and turn is visible.
-func quadrants(w, h int) *image.NRGBA {
-	img := image.NewNRGBA(image.Rect(0, 0, w, h))
-	for y := range h {
-		for x := range w {
-			c := [2][2]color.NRGBA{{red, green}, {blue, white}}[y*2/h][x*2/w]
-			img.SetNRGBA(x, y, c)
-		}
-	}
-	return img
-}
-
-func encodeJPEG(t testing.TB, img image.Image, quality int) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: quality}); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-func encodePNG(t testing.TB, img image.Image) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-// withOrientation splices an EXIF APP1 segment carrying the Orientation tag
-// right after the JPEG's SOI marker, in the given TIFF byte order.
-func withOrientation(jpg []byte, orientation uint16, bo binary.AppendByteOrder) []byte {
-	var tiff []byte
-	if bo == binary.BigEndian {
-		tiff = append(tiff, "MM"...)
-	} else {
-		tiff = append(tiff, "II"...)
-	}
-	tiff = bo.AppendUint16(tiff, 42)
-	tiff = bo.AppendUint32(tiff, 8) // IFD0 right after the header
-	tiff = bo.AppendUint16(tiff, 2) // two entries: a decoy, then Orientation
-	tiff = bo.AppendUint16(tiff, 0x010F)
-	tiff = bo.AppendUint16(tiff, 2) // ASCII
-	tiff = bo.AppendUint32(tiff, 4)
-	tiff = append(tiff, "Go\x00\x00"...)
-	tiff = bo.AppendUint16(tiff, 0x0112)
-	tiff = bo.AppendUint16(tiff, 3) // SHORT
-	tiff = bo.AppendUint32(tiff, 1)
-	tiff = bo.AppendUint16(tiff, orientation)
-	tiff = append(tiff, 0, 0)
-	tiff = bo.AppendUint32(tiff, 0) // no next IFD
-	seg := append([]byte("Exif\x00\x00"), tiff...)
-	app1 := []byte{0xFF, 0xE1}
-	app1 = binary.BigEndian.AppendUint16(app1, uint16(2+len(seg)))
-	app1 = append(app1, seg...)
-	out := append([]byte{}, jpg[:2]...)
-	out = append(out, app1...)
-	return append(out, jpg[2:]...)
-}
-
-// pngHeaderOnly is a PNG whose IHDR (with a correct CRC) claims w×h pixels,
-// followed by IEND: a decompression bomb's header without the bomb.
-func pngHeaderOnly(w, h uint32) []byte {
-	chunk := func(typ string, data []byte) []byte {
-		b := binary.BigEndian.AppendUint32(nil, uint32(len(data)))
-		body := append([]byte(typ), data...)
-		b = append(b, body...)
-		return binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(body))
-	}
-	ihdr := binary.BigEndian.AppendUint32(nil, w)
-	ihdr = binary.BigEndian.AppendUint32(ihdr, h)
-	ihdr = append(ihdr, 8, 2, 0, 0, 0) // 8-bit RGB, no interlace
-	out := []byte("\x89PNG\r\n\x1a\n")
-	out = append(out, chunk("IHDR", ihdr)...)
-	out = append(out, chunk("IDAT", []byte{0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01})...)
-	return append(out, chunk("IEND", nil)...)
-}
 
 // solidWebP is a lossless WebP of one colour. Each of its five prefix codes
 // is a "simple code" with a single symbol, so pixels take no bits at all.
@@ -120,7 +33,7 @@ func solidWebP(w, h int, c color.NRGBA) []byte {
 	bits.write(0, 1) // no transform
 	bits.write(0, 1) // no colour cache
 	bits.write(0, 1) // no meta prefix codes
-	// Green, red, blue, alpha, then the distance code.
+	// Green, mediatest.Red, mediatest.Blue, alpha, then the distance code.
 	for _, sym := range []uint8{c.G, c.R, c.B, c.A, 0} {
 		bits.write(1, 1) // simple code
 		bits.write(0, 1) // one symbol
@@ -180,7 +93,7 @@ func largeJPEG(t testing.TB) []byte {
 		img.Cb[i] = uint8(i / 7)
 		img.Cr[i] = uint8(255 - i/11)
 	}
-	return encodeJPEG(t, img, 50)
+	return mediatest.JPEG(t, img, 50)
 }
 
 func decodeThumb(t *testing.T, b []byte) image.Image {
@@ -220,12 +133,12 @@ func TestImageFormats(t *testing.T) {
 	for y := range 20 {
 		for x := range 40 {
 			if x >= 20 {
-				alpha.SetNRGBA(x, y, red) // left half stays fully transparent
+				alpha.SetNRGBA(x, y, mediatest.Red) // left half stays fully transparent
 			}
 		}
 	}
 	var gifBuf bytes.Buffer
-	if err := gif.Encode(&gifBuf, quadrants(50, 30), nil); err != nil {
+	if err := gif.Encode(&gifBuf, mediatest.Quadrants(50, 30), nil); err != nil {
 		t.Fatal(err)
 	}
 
@@ -239,17 +152,17 @@ func TestImageFormats(t *testing.T) {
 		at   [][2]float64
 		want []color.NRGBA
 	}{
-		{"jpeg landscape", encodeJPEG(t, quadrants(400, 200), 90), 100, 100, 50,
-			[][2]float64{{.25, .25}, {.75, .75}}, []color.NRGBA{red, white}},
-		{"jpeg portrait", encodeJPEG(t, quadrants(150, 600), 90), 0, 80, 320, nil, nil},
-		{"jpeg smaller than maxSide keeps its size", encodeJPEG(t, quadrants(60, 30), 90), 320, 60, 30, nil, nil},
-		{"png with alpha goes on white", encodePNG(t, alpha), 0, 40, 20,
-			[][2]float64{{.2, .5}, {.8, .5}}, []color.NRGBA{white, red}},
+		{"jpeg landscape", mediatest.JPEG(t, mediatest.Quadrants(400, 200), 90), 100, 100, 50,
+			[][2]float64{{.25, .25}, {.75, .75}}, []color.NRGBA{mediatest.Red, mediatest.White}},
+		{"jpeg portrait", mediatest.JPEG(t, mediatest.Quadrants(150, 600), 90), 0, 80, 320, nil, nil},
+		{"jpeg smaller than maxSide keeps its size", mediatest.JPEG(t, mediatest.Quadrants(60, 30), 90), 320, 60, 30, nil, nil},
+		{"png with alpha goes on mediatest.White", mediatest.PNG(t, alpha), 0, 40, 20,
+			[][2]float64{{.2, .5}, {.8, .5}}, []color.NRGBA{mediatest.White, mediatest.Red}},
 		{"gif", gifBuf.Bytes(), 10, 10, 6, nil, nil},
-		{"webp lossless", solidWebP(64, 48, blue), 32, 32, 24,
-			[][2]float64{{.5, .5}}, []color.NRGBA{blue}},
-		{"one pixel", encodePNG(t, quadrants(1, 1)), 0, 1, 1, nil, nil},
-		{"extreme aspect ratio", encodePNG(t, quadrants(10000, 2)), 320, 320, 1, nil, nil},
+		{"webp lossless", solidWebP(64, 48, mediatest.Blue), 32, 32, 24,
+			[][2]float64{{.5, .5}}, []color.NRGBA{mediatest.Blue}},
+		{"one pixel", mediatest.PNG(t, mediatest.Quadrants(1, 1)), 0, 1, 1, nil, nil},
+		{"extreme aspect ratio", mediatest.PNG(t, mediatest.Quadrants(10000, 2)), 320, 320, 1, nil, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -272,7 +185,7 @@ func TestImageFormats(t *testing.T) {
 }
 
 func TestImageEXIFOrientation(t *testing.T) {
-	src := encodeJPEG(t, quadrants(80, 40), 95)
+	src := mediatest.JPEG(t, mediatest.Quadrants(80, 40), 95)
 	// Expected colours of the upright result's quarters: TL, TR, BL, BR.
 	tests := []struct {
 		orientation uint16
@@ -280,20 +193,20 @@ func TestImageEXIFOrientation(t *testing.T) {
 		wantH       int
 		want        [4]color.NRGBA
 	}{
-		{1, 80, 40, [4]color.NRGBA{red, green, blue, white}},
-		{2, 80, 40, [4]color.NRGBA{green, red, white, blue}},
-		{3, 80, 40, [4]color.NRGBA{white, blue, green, red}},
-		{4, 80, 40, [4]color.NRGBA{blue, white, red, green}},
-		{5, 40, 80, [4]color.NRGBA{red, blue, green, white}},
-		{6, 40, 80, [4]color.NRGBA{blue, red, white, green}},
-		{7, 40, 80, [4]color.NRGBA{white, green, blue, red}},
-		{8, 40, 80, [4]color.NRGBA{green, white, red, blue}},
-		{9, 80, 40, [4]color.NRGBA{red, green, blue, white}}, // invalid: ignored
+		{1, 80, 40, [4]color.NRGBA{mediatest.Red, mediatest.Green, mediatest.Blue, mediatest.White}},
+		{2, 80, 40, [4]color.NRGBA{mediatest.Green, mediatest.Red, mediatest.White, mediatest.Blue}},
+		{3, 80, 40, [4]color.NRGBA{mediatest.White, mediatest.Blue, mediatest.Green, mediatest.Red}},
+		{4, 80, 40, [4]color.NRGBA{mediatest.Blue, mediatest.White, mediatest.Red, mediatest.Green}},
+		{5, 40, 80, [4]color.NRGBA{mediatest.Red, mediatest.Blue, mediatest.Green, mediatest.White}},
+		{6, 40, 80, [4]color.NRGBA{mediatest.Blue, mediatest.Red, mediatest.White, mediatest.Green}},
+		{7, 40, 80, [4]color.NRGBA{mediatest.White, mediatest.Green, mediatest.Blue, mediatest.Red}},
+		{8, 40, 80, [4]color.NRGBA{mediatest.Green, mediatest.White, mediatest.Red, mediatest.Blue}},
+		{9, 80, 40, [4]color.NRGBA{mediatest.Red, mediatest.Green, mediatest.Blue, mediatest.White}}, // invalid: ignored
 	}
 	for _, tt := range tests {
 		for _, bo := range []binary.AppendByteOrder{binary.BigEndian, binary.LittleEndian} {
 			t.Run(bo.String()+"/"+string(rune('0'+tt.orientation)), func(t *testing.T) {
-				thumb, w, h, err := thumbnail.Image(t.Context(), bytes.NewReader(withOrientation(src, tt.orientation, bo)), 320, thumbnail.Limits{})
+				thumb, w, h, err := thumbnail.Image(t.Context(), bytes.NewReader(mediatest.WithOrientation(src, tt.orientation, bo)), 320, thumbnail.Limits{})
 				if err != nil {
 					t.Fatalf("Image: %v", err)
 				}
@@ -313,8 +226,8 @@ func TestImageEXIFOrientation(t *testing.T) {
 }
 
 func TestImageRefuses(t *testing.T) {
-	jpg := encodeJPEG(t, quadrants(64, 64), 80)
-	png := encodePNG(t, quadrants(64, 64))
+	jpg := mediatest.JPEG(t, mediatest.Quadrants(64, 64), 80)
+	png := mediatest.PNG(t, mediatest.Quadrants(64, 64))
 	corruptPNG := append([]byte{}, png...)
 	for i := 40; i < len(corruptPNG)-20; i++ {
 		corruptPNG[i] ^= 0x5A
@@ -324,7 +237,7 @@ func TestImageRefuses(t *testing.T) {
 	for i := range random {
 		random[i] = byte(rng.UintN(256))
 	}
-	webpWithBadBits := solidWebP(8, 8, red)
+	webpWithBadBits := solidWebP(8, 8, mediatest.Red)
 	webpWithBadBits[20] = 0x00 // breaks the VP8L signature
 
 	tests := []struct {
@@ -333,13 +246,13 @@ func TestImageRefuses(t *testing.T) {
 		limits thumbnail.Limits
 		want   error
 	}{
-		{"png bomb 100000x100000", pngHeaderOnly(100000, 100000), thumbnail.Limits{}, thumbnail.ErrTooLarge},
-		{"png 10000x10000 over 50 MP", pngHeaderOnly(10000, 10000), thumbnail.Limits{}, thumbnail.ErrTooLarge},
-		{"png side over 20000", pngHeaderOnly(20001, 1), thumbnail.Limits{}, thumbnail.ErrTooLarge},
+		{"png bomb 100000x100000", mediatest.PNGHeaderOnly(100000, 100000), thumbnail.Limits{}, thumbnail.ErrTooLarge},
+		{"png 10000x10000 over 50 MP", mediatest.PNGHeaderOnly(10000, 10000), thumbnail.Limits{}, thumbnail.ErrTooLarge},
+		{"png side over 20000", mediatest.PNGHeaderOnly(20001, 1), thumbnail.Limits{}, thumbnail.ErrTooLarge},
 		{"png over a custom pixel limit", png, thumbnail.Limits{MaxPixels: 64*64 - 1}, thumbnail.ErrTooLarge},
 		{"input over MaxBytes", png, thumbnail.Limits{MaxBytes: int64(len(png)) - 1}, thumbnail.ErrTooLarge},
-		{"png zero width", pngHeaderOnly(0, 10), thumbnail.Limits{}, thumbnail.ErrBadImage},
-		{"png header fine, data not", pngHeaderOnly(64, 64), thumbnail.Limits{}, thumbnail.ErrBadImage},
+		{"png zero width", mediatest.PNGHeaderOnly(0, 10), thumbnail.Limits{}, thumbnail.ErrBadImage},
+		{"png header fine, data not", mediatest.PNGHeaderOnly(64, 64), thumbnail.Limits{}, thumbnail.ErrBadImage},
 		{"png corrupted", corruptPNG, thumbnail.Limits{}, thumbnail.ErrBadImage},
 		{"truncated jpeg", jpg[:len(jpg)/2], thumbnail.Limits{}, thumbnail.ErrBadImage},
 		{"jpeg header only", jpg[:20], thumbnail.Limits{}, thumbnail.ErrBadImage},
@@ -362,7 +275,7 @@ func TestImageRefuses(t *testing.T) {
 func TestImageCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	_, _, _, err := thumbnail.Image(ctx, bytes.NewReader(encodePNG(t, quadrants(8, 8))), 0, thumbnail.Limits{})
+	_, _, _, err := thumbnail.Image(ctx, bytes.NewReader(mediatest.PNG(t, mediatest.Quadrants(8, 8))), 0, thumbnail.Limits{})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Image: %v, want context.Canceled", err)
 	}

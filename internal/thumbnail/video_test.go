@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/parleychat/parley/internal/mediatest"
+
 	"github.com/parleychat/parley/internal/thumbnail"
 )
 
@@ -31,7 +33,7 @@ func TestVideoFakeFFmpeg(t *testing.T) {
 	}
 	dir := t.TempDir()
 	frame := filepath.Join(dir, "frame.png")
-	if err := os.WriteFile(frame, encodePNG(t, quadrants(640, 360)), 0o600); err != nil {
+	if err := os.WriteFile(frame, mediatest.PNG(t, mediatest.Quadrants(640, 360)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	argsFile := filepath.Join(dir, "args")

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/parleychat/parley/internal/mediatest"
+
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/internal/media"
 	"github.com/parleychat/parley/workers/thumbnailer"
@@ -27,7 +29,7 @@ import (
 // 4000x3000 fixture and the in-process S3 server; setup-RSS-MB is that mark
 // before the first thumbnail.
 func BenchmarkHandleImage4000x3000(b *testing.B) {
-	store := serveS3(b, nil)
+	store := mediatest.Store(b, nil)
 	photo := photoJPEG(b, 4000, 3000)
 	keys := make([]string, 2)
 	for i := range keys {

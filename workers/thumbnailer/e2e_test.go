@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/internal/mediatest"
+
 	"github.com/parleychat/parley/api"
 	"github.com/parleychat/parley/api/auth"
 	"github.com/parleychat/parley/db/dbtest"
@@ -117,7 +119,7 @@ func TestEndToEndThroughTheBus(t *testing.T) {
 	if err := bus.Init(ctx); err != nil {
 		t.Fatal(err)
 	}
-	store := serveS3(t, nil)
+	store := mediatest.Store(t, nil)
 
 	svc := api.NewService(pool, bus, &api.MediaStore{Store: store}, api.Limits{}, quiet)
 	secret := []byte("end-to-end-test-secret-of-32-bytes!")
@@ -174,7 +176,7 @@ func TestEndToEndThroughTheBus(t *testing.T) {
 		t.Fatalf("thumbnail behind media_thumbnail_url: %v, err %v", img.Bounds(), err)
 	}
 
-	hostile, _ := alice.sendImage(pngBomb(100000, 100000))
+	hostile, _ := alice.sendImage(mediatest.PNGHeaderOnly(100000, 100000))
 	good, _ := alice.sendImage(photoJPEG(t, 800, 600))
 	bob.awaitMessage(conv, good, hasThumb)
 

@@ -3,6 +3,7 @@ package thumbnailer_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"image/jpeg"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/parleychat/parley/internal/mediatest"
 
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/internal/media"
@@ -45,7 +48,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, cfg thumbnailer.Config, logger *slog.Logger) fixture {
 	t.Helper()
-	store := serveS3(t, nil)
+	store := mediatest.Store(t, nil)
 	spy := &countingStore{Store: store}
 	bus := &recorder{}
 	return fixture{store: store, spy: spy, bus: bus, th: thumbnailer.New(spy, bus, cfg, logger)}
@@ -115,7 +118,7 @@ func TestImageThumbnail(t *testing.T) {
 func TestImageThumbnailFollowsEXIFOrientation(t *testing.T) {
 	f := newFixture(t, thumbnailer.Config{}, nil)
 	// Stored landscape, shot in portrait: orientation 6 turns it upright.
-	obj := upload(t, f.store, 1, withOrientation(encodeJPEG(t, quadrants(1600, 1200), 90), 6))
+	obj := upload(t, f.store, 1, mediatest.WithOrientation(mediatest.JPEG(t, mediatest.Quadrants(1600, 1200), 90), 6, binary.BigEndian))
 	env, m := sentEvent(t, events.ContentImage, obj.Key, nil)
 
 	if err := f.th.Handle(t.Context(), env); err != nil {
@@ -125,10 +128,10 @@ func TestImageThumbnailFollowsEXIFOrientation(t *testing.T) {
 	if w != 240 || h != 320 {
 		t.Fatalf("stored thumbnail is %dx%d, want 240x320", w, h)
 	}
-	// Turned clockwise, the bottom-left (blue) quarter ends up top left.
+	// Turned clockwise, the bottom-left (mediatest.Blue) quarter ends up top left.
 	img, _ := jpeg.Decode(bytes.NewReader(b))
 	if r, g, bl, _ := img.At(w/4, h/4).RGBA(); bl>>8 < 200 || r>>8 > 60 || g>>8 > 60 {
-		t.Errorf("top-left quarter is %v, want blue", img.At(w/4, h/4))
+		t.Errorf("top-left quarter is %v, want mediatest.Blue", img.At(w/4, h/4))
 	}
 	if _, p := ready(t, f.bus, m); p.Width != 240 || p.Height != 320 {
 		t.Errorf("ThumbnailReady says %dx%d, want 240x320", p.Width, p.Height)
@@ -150,7 +153,7 @@ func TestRedeliveryDoesNotRewriteThumbnail(t *testing.T) {
 	}
 	// Swap the stored thumbnail for a marker of another size: were it made
 	// again, the marker would be overwritten and the size would be 320x240.
-	marker := encodeJPEG(t, quadrants(32, 24), 90)
+	marker := mediatest.JPEG(t, mediatest.Quadrants(32, 24), 90)
 	if err := f.store.Put(t.Context(), media.ThumbnailKey(obj.Key), marker, "image/jpeg"); err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +202,7 @@ func TestIgnoresOtherEvents(t *testing.T) {
 
 func TestAudioDuration(t *testing.T) {
 	f := newFixture(t, thumbnailer.Config{}, nil)
-	obj := upload(t, f.store, 1, wavFile(8000, 8000*3)) // three seconds
+	obj := upload(t, f.store, 1, mediatest.WAV(8000, 8000*3)) // three seconds
 
 	env, m := sentEvent(t, events.ContentAudio, obj.Key, nil)
 	if err := f.th.Handle(t.Context(), env); err != nil {
@@ -225,7 +228,7 @@ func TestAudioDuration(t *testing.T) {
 
 func TestAudioWithoutReadableDuration(t *testing.T) {
 	f := newFixture(t, thumbnailer.Config{}, nil)
-	wav := wavFile(8000, 800)
+	wav := mediatest.WAV(8000, 800)
 	copy(wav[12:], "junk") // no fmt chunk where the parser looks: no byte rate
 	obj := upload(t, f.store, 1, wav)
 	env, _ := sentEvent(t, events.ContentAudio, obj.Key, nil)
@@ -241,16 +244,16 @@ func TestAudioWithoutReadableDuration(t *testing.T) {
 // and the reason, so the bus dead-letters them; nothing is stored.
 func TestRefusesBadImages(t *testing.T) {
 	f := newFixture(t, thumbnailer.Config{}, nil)
-	good := encodeJPEG(t, quadrants(640, 480), 80)
+	good := mediatest.JPEG(t, mediatest.Quadrants(640, 480), 80)
 	tests := []struct {
 		name   string
 		file   []byte
 		reason error
 	}{
-		{"png bomb 100000x100000", pngBomb(100000, 100000), thumbnail.ErrTooLarge},
-		{"png bomb 30000x30000", pngBomb(30000, 30000), thumbnail.ErrTooLarge},
+		{"png bomb 100000x100000", mediatest.PNGHeaderOnly(100000, 100000), thumbnail.ErrTooLarge},
+		{"png bomb 30000x30000", mediatest.PNGHeaderOnly(30000, 30000), thumbnail.ErrTooLarge},
 		{"truncated jpeg", good[:len(good)/2], thumbnail.ErrBadImage},
-		{"png header, no pixels", pngBomb(64, 64), thumbnail.ErrBadImage},
+		{"png header, no pixels", mediatest.PNGHeaderOnly(64, 64), thumbnail.ErrBadImage},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -275,7 +278,7 @@ func TestRefusesBadImages(t *testing.T) {
 
 func TestOriginalGoneIsPermanent(t *testing.T) {
 	f := newFixture(t, thumbnailer.Config{}, nil)
-	obj := upload(t, f.store, 1, encodeJPEG(t, quadrants(64, 64), 80))
+	obj := upload(t, f.store, 1, mediatest.JPEG(t, mediatest.Quadrants(64, 64), 80))
 	if err := f.store.Delete(t.Context(), obj.Key); err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +291,7 @@ func TestOriginalGoneIsPermanent(t *testing.T) {
 // A failing bus is worth a retry; the retry reuses the stored thumbnail.
 func TestPublishFailureIsRetried(t *testing.T) {
 	f := newFixture(t, thumbnailer.Config{}, nil)
-	obj := upload(t, f.store, 1, encodeJPEG(t, quadrants(640, 480), 80))
+	obj := upload(t, f.store, 1, mediatest.JPEG(t, mediatest.Quadrants(640, 480), 80))
 	env, m := sentEvent(t, events.ContentImage, obj.Key, nil)
 	f.bus.fail = errors.New("bus down")
 	if err := f.th.Handle(t.Context(), env); err == nil || events.IsPermanent(err) {
@@ -394,7 +397,7 @@ func standInFFmpeg(t *testing.T, frame []byte) (lookPath func(string) (string, e
 func TestVideoPoster(t *testing.T) {
 	video := isoFile("isom")
 	t.Run("poster stored", func(t *testing.T) {
-		lookPath, seen := standInFFmpeg(t, encodePNG(t, quadrants(320, 180)))
+		lookPath, seen := standInFFmpeg(t, mediatest.PNG(t, mediatest.Quadrants(320, 180)))
 		f := newFixture(t, thumbnailer.Config{FFmpeg: thumbnail.FFmpeg{LookPath: lookPath}}, nil)
 		obj := upload(t, f.store, 1, video)
 		env, m := sentEvent(t, events.ContentVideo, obj.Key, nil)
@@ -422,8 +425,8 @@ func TestVideoPoster(t *testing.T) {
 		}
 	})
 	t.Run("over the store's video limit", func(t *testing.T) {
-		lookPath, _ := standInFFmpeg(t, encodePNG(t, quadrants(32, 32)))
-		store := serveS3(t, func(c *media.Config) { c.MaxVideoBytes = 100 })
+		lookPath, _ := standInFFmpeg(t, mediatest.PNG(t, mediatest.Quadrants(32, 32)))
+		store := mediatest.Store(t, func(c *media.Config) { c.MaxVideoBytes = 100 })
 		// Stored behind the limit's back, as by an older, laxer version.
 		key := media.Key(1, time.Now(), "mp4")
 		if err := store.Put(t.Context(), key, video, "video/mp4"); err != nil {
@@ -436,7 +439,7 @@ func TestVideoPoster(t *testing.T) {
 		}
 	})
 	t.Run("over the video limit", func(t *testing.T) {
-		lookPath, _ := standInFFmpeg(t, encodePNG(t, quadrants(32, 32)))
+		lookPath, _ := standInFFmpeg(t, mediatest.PNG(t, mediatest.Quadrants(32, 32)))
 		f := newFixture(t, thumbnailer.Config{FFmpeg: thumbnail.FFmpeg{LookPath: lookPath}, MaxVideoBytes: 100}, nil)
 		obj := upload(t, f.store, 1, video)
 		env, _ := sentEvent(t, events.ContentVideo, obj.Key, nil)
