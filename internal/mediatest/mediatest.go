@@ -14,6 +14,7 @@ import (
 	"image/jpeg"
 	"image/png"
 	"log/slog"
+	"math/rand/v2"
 	"net/http/httptest"
 	"testing"
 
@@ -159,4 +160,23 @@ func WAV(sampleRate, samples int) []byte {
 	b = append(b, "data"...)
 	le32(data)
 	return append(b, make([]byte, data)...)
+}
+
+// Photo is a w×h JPEG with some texture, so the decoder has real work;
+// low quality keeps it quick to make.
+func Photo(t testing.TB, w, h int) []byte {
+	t.Helper()
+	img := image.NewYCbCr(image.Rect(0, 0, w, h), image.YCbCrSubsampleRatio420)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for y := range h {
+		row := img.Y[y*img.YStride:]
+		for x := range w {
+			row[x] = uint8(x/16+y/16) ^ uint8(rng.IntN(16))
+		}
+	}
+	for i := range img.Cb {
+		img.Cb[i] = uint8(i / 7)
+		img.Cr[i] = uint8(255 - i/11)
+	}
+	return JPEG(t, img, 50)
 }

@@ -76,26 +76,6 @@ func (w *bitWriter) bytes() []byte {
 	return w.buf
 }
 
-// largeJPEG is a 4000×3000 colour photo-sized JPEG with some texture, so
-// the decoder has real work; low quality keeps it quick to make.
-func largeJPEG(t testing.TB) []byte {
-	t.Helper()
-	const w, h = 4000, 3000
-	img := image.NewYCbCr(image.Rect(0, 0, w, h), image.YCbCrSubsampleRatio420)
-	rng := rand.New(rand.NewPCG(1, 2))
-	for y := range h {
-		row := img.Y[y*img.YStride:]
-		for x := range w {
-			row[x] = uint8(x/16+y/16) ^ uint8(rng.IntN(16))
-		}
-	}
-	for i := range img.Cb {
-		img.Cb[i] = uint8(i / 7)
-		img.Cr[i] = uint8(255 - i/11)
-	}
-	return mediatest.JPEG(t, img, 50)
-}
-
 func decodeThumb(t *testing.T, b []byte) image.Image {
 	t.Helper()
 	img, err := jpeg.Decode(bytes.NewReader(b))
@@ -112,7 +92,7 @@ func near(a color.Color, b color.NRGBA) bool {
 }
 
 func TestImageLargeJPEG(t *testing.T) {
-	src := largeJPEG(t)
+	src := mediatest.Photo(t, 4000, 3000)
 	thumb, w, h, err := thumbnail.Image(t.Context(), bytes.NewReader(src), 0, thumbnail.Limits{})
 	if err != nil {
 		t.Fatalf("Image: %v", err)
@@ -284,7 +264,7 @@ func TestImageCancelled(t *testing.T) {
 // BenchmarkImage4000x3000 makes a 320 px thumbnail of a 12-megapixel JPEG,
 // the size of a typical phone photo.
 func BenchmarkImage4000x3000(b *testing.B) {
-	src := largeJPEG(b)
+	src := mediatest.Photo(b, 4000, 3000)
 	ctx := context.Background()
 	b.SetBytes(int64(len(src)))
 	b.ReportAllocs()

@@ -130,12 +130,6 @@ func (f *Fanout) Handle(ctx context.Context, e events.Envelope) error {
 			return err
 		}
 		return f.messageSent(ctx, m)
-	case events.TypeMessageDelivered:
-		var m events.MessageDeliveredV1
-		if err := e.Unmarshal(&m); err != nil {
-			return err
-		}
-		return f.toUsers(ctx, messageDeliveredFrame(m), m.SenderID)
 	case events.TypeMessageRead:
 		var m events.MessageReadV1
 		if err := e.Unmarshal(&m); err != nil {

@@ -399,20 +399,6 @@ func TestMessageSentPublishFailureIsReturned(t *testing.T) {
 	phone.expectJSON(t, newMessageJSON(m))
 }
 
-func TestMessageDeliveredReachesSender(t *testing.T) {
-	h := newHarness(t)
-	f := h.fanout(t, nil, nil)
-	sender, recipient := h.dial(t, 1), h.dial(t, 2)
-
-	d := events.MessageDeliveredV1{
-		MessageID: newID(), ConversationID: newID(), SenderID: 1, RecipientID: 2, DeliveredAt: createdAt,
-	}
-	handle(t, f, envelope(t, 2, d.ConversationID, d))
-	sender.expectJSON(t, fmt.Sprintf(`{"type":"messageDelivered","data":{"messageId":%q,"conversationId":%q,"deliveredAt":"2026-03-01T12:00:00.123Z"}}`,
-		d.MessageID, d.ConversationID))
-	recipient.expectNothing(t)
-}
-
 func TestTypingReachesRecipientOnly(t *testing.T) {
 	h := newHarness(t)
 	f := h.fanout(t, nil, nil)
@@ -653,7 +639,7 @@ func TestInvalidPayload(t *testing.T) {
 	h := newHarness(t)
 	f := h.fanout(t, nil, nil)
 	for _, typ := range []string{events.TypeMessageSent, events.TypeMessageRead, events.TypeTyping,
-		events.TypeMessageDelivered, events.TypeThumbnailReady, events.TypeConnected} {
+		events.TypeThumbnailReady, events.TypeConnected} {
 		e := events.Envelope{ID: newID(), Type: typ, Version: 1, OccurredAt: time.Now(), Data: json.RawMessage(`{"message_id":"x"}`)}
 		if err := f.Handle(context.Background(), e); !errors.Is(err, events.ErrInvalid) {
 			t.Errorf("%s: Handle = %v, want ErrInvalid", typ, err)

@@ -30,7 +30,7 @@ import (
 // before the first thumbnail.
 func BenchmarkHandleImage4000x3000(b *testing.B) {
 	store := mediatest.Store(b, nil)
-	photo := photoJPEG(b, 4000, 3000)
+	photo := mediatest.Photo(b, 4000, 3000)
 	keys := make([]string, 2)
 	for i := range keys {
 		keys[i] = upload(b, store, 1, photo).Key

@@ -164,7 +164,7 @@ func TestEndToEndThroughTheBus(t *testing.T) {
 	alice, bob := client(1), client(2)
 	hasThumb := func(m api.MessageView) bool { return m.MediaThumbnailURL != nil }
 
-	first, conv := alice.sendImage(photoJPEG(t, 1600, 1200))
+	first, conv := alice.sendImage(mediatest.Photo(t, 1600, 1200))
 	got := bob.awaitMessage(conv, first, hasThumb)
 	resp, err := http.Get(*got.MediaThumbnailURL)
 	if err != nil {
@@ -177,7 +177,7 @@ func TestEndToEndThroughTheBus(t *testing.T) {
 	}
 
 	hostile, _ := alice.sendImage(mediatest.PNGHeaderOnly(100000, 100000))
-	good, _ := alice.sendImage(photoJPEG(t, 800, 600))
+	good, _ := alice.sendImage(mediatest.Photo(t, 800, 600))
 	bob.awaitMessage(conv, good, hasThumb)
 
 	deadline := time.Now().Add(30 * time.Second)

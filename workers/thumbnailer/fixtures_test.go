@@ -4,13 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"image"
-	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/parleychat/parley/internal/mediatest"
 
 	"github.com/google/uuid"
 
@@ -77,24 +73,6 @@ func sentEvent(t testing.TB, contentType, key string, duration *int32) (events.E
 		t.Fatalf("events.New: %v", err)
 	}
 	return env, m
-}
-
-// photoJPEG is a w×h JPEG with some texture, so the decoder has real work.
-func photoJPEG(t testing.TB, w, h int) []byte {
-	t.Helper()
-	img := image.NewYCbCr(image.Rect(0, 0, w, h), image.YCbCrSubsampleRatio420)
-	rng := rand.New(rand.NewPCG(1, 2))
-	for y := range h {
-		row := img.Y[y*img.YStride:]
-		for x := range w {
-			row[x] = uint8(x/16+y/16) ^ uint8(rng.IntN(16))
-		}
-	}
-	for i := range img.Cb {
-		img.Cb[i] = uint8(i / 7)
-		img.Cr[i] = uint8(255 - i/11)
-	}
-	return mediatest.JPEG(t, img, 50)
 }
 
 // isoFile is an ISO media file with the given major brand and a little

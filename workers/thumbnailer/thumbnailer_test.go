@@ -99,7 +99,7 @@ func ready(t *testing.T, bus *recorder, m events.MessageSentV1) (events.Envelope
 
 func TestImageThumbnail(t *testing.T) {
 	f := newFixture(t, thumbnailer.Config{}, nil)
-	obj := upload(t, f.store, 1, photoJPEG(t, 1600, 1200))
+	obj := upload(t, f.store, 1, mediatest.Photo(t, 1600, 1200))
 	env, m := sentEvent(t, events.ContentImage, obj.Key, nil)
 
 	if err := f.th.Handle(t.Context(), env); err != nil {
@@ -142,7 +142,7 @@ func TestImageThumbnailFollowsEXIFOrientation(t *testing.T) {
 // announces it again, under the same event id, with its stored size.
 func TestRedeliveryDoesNotRewriteThumbnail(t *testing.T) {
 	f := newFixture(t, thumbnailer.Config{}, nil)
-	obj := upload(t, f.store, 1, photoJPEG(t, 1600, 1200))
+	obj := upload(t, f.store, 1, mediatest.Photo(t, 1600, 1200))
 	env, m := sentEvent(t, events.ContentImage, obj.Key, nil)
 	if err := f.th.Handle(t.Context(), env); err != nil {
 		t.Fatalf("first Handle: %v", err)
