@@ -3,8 +3,10 @@
 #   make test   run every check and test
 SHELL := bash
 GO ?= go
-# Tools installed by test-deps live in GOPATH/bin.
-export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
+# The local stand-ins that test-deps installs live in tools/bin (ignored by git),
+# so nothing depends on GOPATH/bin existing or being on PATH.
+BIN := $(CURDIR)/tools/bin
+export PATH := $(BIN):$(PATH)
 TOOL := $(GO) tool -modfile=tools/go.mod
 
 .PHONY: dev test check generate test-deps postgres bench lambda infra-test
@@ -29,16 +31,18 @@ generate:
 # (dynalite) and the Lambda Runtime Interface Emulator (aws-lambda-rie).
 # Installed once, from the Go module proxy and npm.
 test-deps: postgres
-	@command -v goaws >/dev/null || { \
+	@mkdir -p $(BIN)
+	@[ -x $(BIN)/goaws ] || { \
 	  echo "installing goaws (local SQS)"; \
 	  tmp=$$(mktemp -d) && GOBIN=$$tmp $(GO) install github.com/Admiral-Piett/goaws/app/cmd@v0.5.4 && \
-	  install -m 0755 $$tmp/cmd "$$($(GO) env GOPATH)/bin/goaws" && rm -rf $$tmp; }
-	@command -v aws-lambda-rie >/dev/null || { \
+	  mv $$tmp/cmd $(BIN)/goaws && rm -rf $$tmp; }
+	@[ -x $(BIN)/aws-lambda-rie ] || { \
 	  echo "installing aws-lambda-rie (Lambda Runtime Interface Emulator)"; \
-	  tmp=$$(mktemp -d) && GOBIN=$$tmp $(GO) install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d && \
-	  install -m 0755 $$tmp/aws-lambda-rie "$$($(GO) env GOPATH)/bin/aws-lambda-rie" && rm -rf $$tmp; }
-	@command -v dynalite >/dev/null || [ -x node_modules/.bin/dynalite ] || { \
-	  echo "installing dynalite (local DynamoDB)"; npm install --no-save --no-audit --no-fund dynalite@4 >/dev/null; }
+	  GOBIN=$(BIN) $(GO) install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d; }
+	@[ -x $(BIN)/dynalite ] || { \
+	  echo "installing dynalite (local DynamoDB)"; \
+	  npm install --prefix tools/node --no-save --no-audit --no-fund --no-package-lock dynalite@4 >/dev/null && \
+	  ln -sf ../node/node_modules/.bin/dynalite $(BIN)/dynalite; }
 
 # Starts the machine's PostgreSQL cluster if it is installed but down.
 postgres:
