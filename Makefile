@@ -1,6 +1,7 @@
 # The two commands most people need:
 #   make dev    run the whole system locally (PostgreSQL must be installed)
 #   make test   run every check and test
+# and make build, which puts the chat binary at dist/chat.
 SHELL := bash
 GO ?= go
 # The local stand-ins that test-deps installs live in tools/bin (ignored by git),
@@ -9,10 +10,15 @@ BIN := $(CURDIR)/tools/bin
 export PATH := $(BIN):$(PATH)
 TOOL := $(GO) tool -modfile=tools/go.mod
 
-.PHONY: dev test check generate test-deps postgres bench lambda infra-test
+.PHONY: dev build test check generate test-deps postgres bench lambda infra-test
 
-dev: postgres
-	$(GO) run ./cmd/chat dev
+# Built, then run with exec, so that Ctrl-C reaches chat alone and its exit
+# status (0 after a clean shutdown) is make's.
+dev: postgres build
+	exec dist/chat dev
+
+build:
+	$(GO) build -o dist/chat ./cmd/chat
 
 test: test-deps check
 	$(GO) test -count=1 ./...

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/url"
 	"sort"
 	"strings"
 
@@ -76,20 +75,23 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]string, error) {
 	return applied, nil
 }
 
-// EnsureDatabase creates the database named in databaseURL if it does not
-// exist, connecting to the server's maintenance database to do so.
+// EnsureDatabase creates the database databaseURL names if it does not
+// exist, connecting to the server's maintenance database to do so. The URL
+// is parsed as the pool parses it, so pgxpool's pool_* parameters are not
+// sent to the server as settings.
 func EnsureDatabase(ctx context.Context, databaseURL string) (created bool, err error) {
-	u, err := url.Parse(databaseURL)
+	pcfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return false, fmt.Errorf("parse DATABASE_URL: %w", err)
 	}
-	name := strings.TrimPrefix(u.Path, "/")
+	cfg := pcfg.ConnConfig
+	name := cfg.Database
 	if name == "" {
 		return false, errors.New("DATABASE_URL names no database")
 	}
-	admin := *u
-	admin.Path = "/postgres"
-	conn, err := pgx.Connect(ctx, admin.String())
+	admin := cfg.Copy()
+	admin.Database = "postgres"
+	conn, err := pgx.ConnectConfig(ctx, admin)
 	if err != nil {
 		return false, fmt.Errorf("connect to maintenance database: %w", err)
 	}

@@ -21,7 +21,6 @@ import (
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/eventbridge"
 	"github.com/parleychat/parley/events/pgbus"
-	"github.com/parleychat/parley/events/sqs"
 	"github.com/parleychat/parley/internal/connstore"
 	"github.com/parleychat/parley/internal/connstore/dynamostore"
 	"github.com/parleychat/parley/internal/connstore/pgstore"
@@ -33,140 +32,226 @@ import (
 	"github.com/parleychat/parley/workers/thumbnailer"
 )
 
+// parts selects what one process runs and so what it opens.
+type parts struct {
+	api     bool     // REST API
+	gateway bool     // local WebSocket gateway (/ws) and its management API
+	s3      bool     // embedded S3 server
+	workers []string // workers to consume for
+	db      bool     // PostgreSQL: reads, connection records, the local bus
+	bus     bool     // the event bus (publish, replay, dead letters)
+	migrate bool     // create the database and apply migrations first
+	// oneAddr serves REST and /ws on CHAT_HTTP_ADDR (chat dev); otherwise
+	// the gateway has its own CHAT_GATEWAY_ADDR.
+	oneAddr bool
+	// lambda: one invocation at a time, so a small pool.
+	lambda bool
+}
+
 // App is the composition root: every long-running piece is built here and
 // run under one errgroup, so the first failure or a signal stops them all.
 type App struct {
 	cfg    Config
 	logger *slog.Logger
-	pool   *pgxpool.Pool
+	budget connBudget
 
-	// Local transport (CHAT_TRANSPORT=postgres).
-	waker        *pgbus.Waker
-	bus          *pgbus.Bus
-	consumerPool *pgxpool.Pool
+	pool      *pgxpool.Pool // requests and worker handlers
+	consumers *pgxpool.Pool // local transport: one connection per consumer
+	transport transport
 
-	publisher events.Publisher
-	verifier  *auth.Verifier
-	svc       *api.Service
-	rest      *api.REST
-	conns     connstore.Store
-	media     *media.Store
-	s3        *s3local.Server
+	verifier *auth.Verifier
+	svc      *api.Service
+	rest     *api.REST
+	conns    connstore.Store
+	// sweep deletes expired connection records; nil where the store
+	// expires them itself (DynamoDB's TTL).
+	sweep func(ctx context.Context, now time.Time) (int64, error)
+	media *media.Store
+	s3    *s3local.Server
 
-	httpLn, adminLn, s3Ln net.Listener
+	httpLn, gatewayLn, adminLn, s3Ln net.Listener
+	// managementURL is where fanout posts: CHAT_WS_MANAGEMENT_ENDPOINT, or
+	// this process's own management listener when it runs the gateway.
+	managementURL string
 }
 
-// openApp connects to PostgreSQL and builds the shared pieces. migrate
-// applies migrations first (chat dev, chat migrate).
-func openApp(ctx context.Context, cfg Config, logger *slog.Logger, migrate bool) (*App, error) {
-	a := &App{cfg: cfg, logger: logger}
+// connBudget is the most PostgreSQL connections one process opens, by use.
+// README.md's "PostgreSQL connections" section documents the same sums.
+type connBudget struct {
+	main      int // pool for requests and worker handlers
+	consumers int // local transport: each consumer holds one for its batch
+	dedicated int // local transport: the LISTEN and the NOTIFY connection
+}
+
+func (b connBudget) total() int { return b.main + b.consumers + b.dedicated }
+
+// requestConns is the main pool's share for serving REST or WebSocket
+// requests; each worker adds its consumers' handlers plus two for their
+// publishes.
+const requestConns = 8
+
+func budgetFor(cfg Config, p parts) connBudget {
+	var b connBudget
+	if !p.db {
+		return b
+	}
+	switch {
+	case p.lambda:
+		b.main = 2 // one invocation at a time
+	default:
+		if p.api || p.gateway {
+			b.main += requestConns
+		}
+		b.main += len(p.workers) * (cfg.WorkerConc + 2)
+		b.main = max(b.main, 2) // one-shot commands
+	}
+	if cfg.DBMaxConns > 0 {
+		b.main = cfg.DBMaxConns
+	}
+	if cfg.Transport == transportPostgres && p.bus {
+		b.consumers = len(p.workers) * cfg.WorkerConc
+		b.dedicated = 2
+	}
+	return b
+}
+
+// openApp builds what p needs: PostgreSQL pools, the transport, auth, media,
+// the chat service and the connection store.
+func openApp(ctx context.Context, cfg Config, logger *slog.Logger, p parts) (*App, error) {
+	a := &App{cfg: cfg, logger: logger, budget: budgetFor(cfg, p), managementURL: cfg.WSManagementURL}
 	ok := false
 	defer func() {
 		if !ok {
 			a.Close()
 		}
 	}()
-	if migrate {
-		if created, err := db.EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
-			return nil, err
-		} else if created {
-			logger.Info("created database", "url", redact(cfg.DatabaseURL))
-		}
-	}
-	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
-	if err != nil {
-		return nil, fmt.Errorf("DATABASE_URL: %w", err)
-	}
-	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
-		// pgx's default (max(4, CPUs)) starves a server whose requests and
-		// workers all write; pool_max_conns in DATABASE_URL overrides this.
-		pcfg.MaxConns = 20
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return nil, fmt.Errorf("DATABASE_URL: %w", err)
-	}
-	a.pool = pool
-	if err := pool.Ping(ctx); err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", redact(cfg.DatabaseURL), err)
-	}
-	if migrate {
-		applied, err := db.Migrate(ctx, pool)
-		if err != nil {
+	if p.db {
+		if err := a.openDB(ctx, p.migrate); err != nil {
 			return nil, err
 		}
-		if len(applied) > 0 {
-			logger.Info("applied migrations", "versions", applied)
-		}
 	}
-	if err := a.openBus(ctx, migrate); err != nil {
-		return nil, err
+	if p.bus {
+		if err := a.openTransport(ctx, p); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.JWTSecret != "" { // workers verify no tokens
+		var err error
 		if a.verifier, err = auth.NewVerifier([]byte(cfg.JWTSecret)); err != nil {
 			return nil, fmt.Errorf("JWT_SECRET: %w", err)
 		}
 	}
-	if err := a.openMedia(ctx); err != nil {
+	if err := a.openMedia(ctx, p); err != nil {
 		return nil, err
 	}
-	var mediaAPI api.Media
-	if a.media != nil {
-		mediaAPI = api.NewMediaStore(a.media)
+	if p.db {
+		if err := a.openConnections(ctx); err != nil {
+			return nil, err
+		}
 	}
-	a.svc = api.NewService(pool, a.publisher, mediaAPI, api.Limits{
-		MaxTextRunes: cfg.MaxTextRunes, SendRate: cfg.SendRate, SendBurst: cfg.SendBurst,
-	}, logger.With("component", "api"))
-	a.rest = api.NewREST(a.svc, a.verifier, logger.With("component", "http"))
-	if a.media != nil {
-		api.RegisterMedia(a.rest, a.svc, a.media, logger.With("component", "media"))
-	}
-	if err := a.openConnections(ctx); err != nil {
-		return nil, err
+	if p.db && p.bus {
+		var mediaAPI api.Media
+		if a.media != nil {
+			mediaAPI = api.NewMediaStore(a.media)
+		}
+		a.svc = api.NewService(a.pool, a.transport.Publisher(), mediaAPI, api.Limits{
+			MaxTextRunes: cfg.MaxTextRunes, SendRate: cfg.SendRate, SendBurst: cfg.SendBurst,
+		}, logger.With("component", "api"))
+		a.rest = api.NewREST(a.svc, a.verifier, logger.With("component", "http"))
+		if a.media != nil {
+			api.RegisterMedia(a.rest, a.svc, a.media, logger.With("component", "media"))
+		}
 	}
 	ok = true
 	return a, nil
 }
 
-func (a *App) openBus(ctx context.Context, initQueues bool) error {
-	switch a.cfg.Transport {
-	case "aws":
-		client, err := eventbridge.NewClient(ctx, a.cfg.EventBridgeURL)
+// openDB connects the main pool, creating the database and migrating it
+// first if asked, and the consumers' pool.
+func (a *App) openDB(ctx context.Context, migrate bool) error {
+	pcfg, err := pgxpool.ParseConfig(a.cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	if !strings.Contains(a.cfg.DatabaseURL, "pool_max_conns") {
+		pcfg.MaxConns = int32(a.budget.main)
+	}
+	if migrate {
+		if created, err := db.EnsureDatabase(ctx, a.cfg.DatabaseURL); err != nil {
+			return err
+		} else if created {
+			a.logger.Info("created database", "url", redact(a.cfg.DatabaseURL))
+		}
+	}
+	if a.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	if err := a.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("connect to PostgreSQL at %s: %w", redact(a.cfg.DatabaseURL), err)
+	}
+	if migrate {
+		applied, err := db.Migrate(ctx, a.pool)
 		if err != nil {
-			return fmt.Errorf("EventBridge client: %w", err)
+			return err
 		}
-		pub, err := eventbridge.NewPublisher(client, eventbridge.Options{BusName: a.cfg.EventBusName, Logger: a.logger.With("component", "bus")})
-		if err != nil {
-			return fmt.Errorf("CHAT_EVENT_BUS_NAME: %w", err)
+		if len(applied) > 0 {
+			a.logger.Info("applied migrations", "versions", applied)
 		}
-		a.publisher = pub
-	default:
-		a.waker = pgbus.NewWaker(a.cfg.DatabaseURL, a.logger.With("component", "bus"))
-		a.bus = pgbus.New(a.pool, a.waker, a.logger.With("component", "bus"))
-		if initQueues {
-			if err := a.bus.Init(ctx); err != nil {
-				return err
-			}
+	}
+	if a.budget.consumers > 0 {
+		cc := pcfg.Copy()
+		cc.MaxConns = int32(a.budget.consumers)
+		if a.consumers, err = pgxpool.NewWithConfig(ctx, cc); err != nil {
+			return fmt.Errorf("consumer pool: %w", err)
 		}
-		a.publisher = a.bus
 	}
 	return nil
 }
 
-// openMedia serves S3 in-process for chat dev (objects under CHAT_DATA_DIR)
-// or connects to the configured bucket.
-func (a *App) openMedia(ctx context.Context) error {
-	custom := a.cfg.S3Endpoint != ""
+func (a *App) openTransport(ctx context.Context, p parts) error {
+	logger := a.logger.With("component", "bus")
+	switch a.cfg.Transport {
+	case transportAWS:
+		client, err := eventbridge.NewClient(ctx, a.cfg.EventBridgeURL)
+		if err != nil {
+			return fmt.Errorf("EventBridge client: %w", err)
+		}
+		pub, err := eventbridge.NewPublisher(client, eventbridge.Options{BusName: a.cfg.EventBusName, Logger: logger})
+		if err != nil {
+			return fmt.Errorf("CHAT_EVENT_BUS_NAME: %w", err)
+		}
+		a.transport = &awsTransport{cfg: a.cfg, client: client, publisher: pub, logger: a.logger}
+	default:
+		if a.pool == nil {
+			return errors.New("the local transport needs PostgreSQL")
+		}
+		waker := pgbus.NewWaker(a.cfg.DatabaseURL, logger)
+		bus := pgbus.New(a.pool, waker, logger)
+		if p.migrate {
+			if err := bus.Init(ctx); err != nil {
+				return err
+			}
+		}
+		a.transport = &pgTransport{bus: bus, waker: waker, consumers: a.consumers, logger: a.logger,
+			consume: pgbus.ConsumerConfig{Concurrency: a.cfg.WorkerConc, MaxAttempts: a.cfg.WorkerAttempts, FallbackPoll: a.cfg.FallbackPoll}}
+	}
+	return nil
+}
+
+// openMedia serves S3 in-process (objects under CHAT_DATA_DIR) when p asks
+// for it, and connects to the bucket when media is configured. Without
+// media, uploads answer a 503 that says how to configure it.
+func (a *App) openMedia(ctx context.Context, p parts) error {
 	cfg := media.Config{
 		Bucket: a.cfg.S3Bucket, Endpoint: a.cfg.S3Endpoint, Region: a.cfg.S3Region,
 		// A custom endpoint is an S3-compatible server (gofakes3, MinIO, ...):
 		// they commonly mishandle the SDK's default request checksums and
 		// virtual-host addressing, which the Local settings turn off. Against
 		// AWS itself (no endpoint) the defaults stay.
-		PathStyle: custom, Local: custom,
+		PathStyle: a.cfg.S3Endpoint != "", Local: a.cfg.S3Endpoint != "",
 		MaxImageBytes: int64(a.cfg.MaxImageBytes), MaxVideoBytes: int64(a.cfg.MaxVideoBytes), MaxAudioBytes: int64(a.cfg.MaxAudioBytes),
 	}
-	if a.cfg.EmbeddedS3 {
+	if p.s3 {
 		srv, err := s3local.New(filepath.Join(a.cfg.DataDir, "s3"), a.logger.With("component", "s3"))
 		if err != nil {
 			return fmt.Errorf("embedded S3 under CHAT_DATA_DIR: %w", err)
@@ -180,10 +265,11 @@ func (a *App) openMedia(ctx context.Context) error {
 		}
 		a.s3, a.s3Ln = srv, ln
 		cfg.Endpoint, cfg.PathStyle, cfg.Local = "http://"+ln.Addr().String(), true, true
-	} else if a.cfg.S3Endpoint == "" && a.cfg.Transport != "aws" && a.cfg.S3Bucket == "parley-media" {
-		// Outside dev with no bucket configured, media is off rather than
-		// pointed at an AWS bucket nobody created.
+	} else if !a.cfg.MediaConfigured {
 		return nil
+	}
+	if !p.api && !p.gateway && !p.lambda && len(p.workers) == 0 {
+		return nil // nothing here reads or writes media
 	}
 	store, err := media.New(ctx, cfg, a.logger.With("component", "media"))
 	if err != nil {
@@ -195,7 +281,8 @@ func (a *App) openMedia(ctx context.Context) error {
 
 func (a *App) openConnections(ctx context.Context) error {
 	if a.cfg.ConnTable == "" {
-		a.conns = pgstore.New(a.pool)
+		store := pgstore.New(a.pool)
+		a.conns, a.sweep = store, store.Sweep
 		return nil
 	}
 	client, err := dynamostore.NewClient(ctx, a.cfg.DynamoEndpoint)
@@ -215,60 +302,36 @@ func (a *App) openConnections(ctx context.Context) error {
 
 // Close releases what openApp acquired.
 func (a *App) Close() {
-	for _, ln := range []net.Listener{a.httpLn, a.adminLn, a.s3Ln} {
+	for _, ln := range []net.Listener{a.httpLn, a.gatewayLn, a.adminLn, a.s3Ln} {
 		if ln != nil {
 			_ = ln.Close()
 		}
 	}
-	if a.pool != nil {
-		a.pool.Close()
+	for _, p := range []*pgxpool.Pool{a.consumers, a.pool} {
+		if p != nil {
+			p.Close()
+		}
 	}
 }
 
 // workerNames lists every worker, in start order.
-var workerNames = []string{events.WorkerPersister, events.WorkerFanout, events.WorkerThumbnailer}
+func workerNames() []string {
+	var names []string
+	for _, r := range events.Routes() {
+		names = append(names, r.Worker)
+	}
+	return names
+}
 
 // workerHandler builds the handler of a named worker.
-// workerDeps are what worker handlers write through.
-type workerDeps struct {
-	pool      *pgxpool.Pool
-	publisher events.Publisher
-	conns     connstore.Store
-}
-
-// sharedDeps lets worker handlers use the process's own pool: right for a
-// process that runs one worker (a Lambda, `chat worker NAME`).
-func (a *App) sharedDeps() workerDeps {
-	return workerDeps{pool: a.pool, publisher: a.publisher, conns: a.conns}
-}
-
-// ownDeps gives the workers of a process that also serves requests a pool
-// of their own, so a burst of requests cannot starve them of connections
-// (and the other way round).
-func (a *App) ownDeps(ctx context.Context, size int) (workerDeps, func(), error) {
-	pc := a.pool.Config()
-	pc.MaxConns = int32(size)
-	pool, err := pgxpool.NewWithConfig(ctx, pc)
-	if err != nil {
-		return workerDeps{}, nil, fmt.Errorf("worker pool: %w", err)
-	}
-	d := workerDeps{pool: pool, publisher: a.publisher, conns: a.conns}
-	if a.bus != nil {
-		d.publisher = pgbus.New(pool, a.waker, a.logger.With("component", "bus"))
-	}
-	if _, ok := a.conns.(*pgstore.Store); ok {
-		d.conns = pgstore.New(pool)
-	}
-	return d, pool.Close, nil
-}
-
-func (a *App) workerHandler(ctx context.Context, name string, d workerDeps) (events.Handler, error) {
+func (a *App) workerHandler(ctx context.Context, name string) (events.Handler, error) {
 	logger := a.logger.With("worker", name)
+	publisher := a.transport.Publisher()
 	switch name {
 	case events.WorkerPersister:
-		return persister.New(d.pool, logger), nil
+		return persister.New(a.pool, logger), nil
 	case events.WorkerFanout:
-		client, err := fanout.NewManagementClient(ctx, a.cfg.WSManagementURL)
+		client, err := fanout.NewManagementClient(ctx, a.managementURL)
 		if err != nil {
 			return nil, fmt.Errorf("CHAT_WS_MANAGEMENT_ENDPOINT: %w", err)
 		}
@@ -276,42 +339,48 @@ func (a *App) workerHandler(ctx context.Context, name string, d workerDeps) (eve
 		if a.media != nil {
 			urls = a.media
 		}
-		return fanout.New(d.conns, client, d.publisher, urls, logger), nil
+		return fanout.New(a.conns, client, publisher, urls, logger), nil
 	case events.WorkerThumbnailer:
 		if a.media == nil {
 			return nil, errors.New("the thumbnailer needs a media store: set CHAT_S3_BUCKET (and CHAT_S3_ENDPOINT for a non-AWS S3)")
 		}
-		return thumbnailer.New(a.media, d.publisher, thumbnailer.Config{MaxSide: a.cfg.ThumbnailSide}, logger), nil
+		return thumbnailer.New(a.media, publisher, thumbnailer.Config{MaxSide: a.cfg.ThumbnailSide}, logger), nil
 	}
-	return nil, fmt.Errorf("unknown worker %q (known: persister, fanout, thumbnailer)", name)
+	return nil, unknownWorker(name)
 }
 
-// parts selects what one process runs.
-type parts struct {
-	api     bool // REST API (and the embedded S3, in dev)
-	gateway bool // WebSocket endpoint at /ws and the management API
-	workers []string
+func unknownWorker(name string) error {
+	return fmt.Errorf("unknown worker %q (known: %s)", name, strings.Join(workerNames(), ", "))
 }
 
 // listen binds the listeners early so callers (and tests) learn the
 // addresses before serving starts.
 func (a *App) listen(p parts) error {
-	if p.api || p.gateway {
-		ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
+	bind := func(dst *net.Listener, name, addr string) error {
+		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return fmt.Errorf("CHAT_HTTP_ADDR %s: %w", a.cfg.HTTPAddr, err)
+			return fmt.Errorf("%s %s: %w", name, addr, err)
 		}
-		a.httpLn = ln
+		*dst = ln
+		return nil
+	}
+	if p.api || (p.gateway && p.oneAddr) {
+		if err := bind(&a.httpLn, "CHAT_HTTP_ADDR", a.cfg.HTTPAddr); err != nil {
+			return err
+		}
 	}
 	if p.gateway {
-		ln, err := net.Listen("tcp", a.cfg.GatewayAdmin)
-		if err != nil {
-			return fmt.Errorf("CHAT_GATEWAY_ADMIN_ADDR %s: %w", a.cfg.GatewayAdmin, err)
+		if !p.oneAddr {
+			if err := bind(&a.gatewayLn, "CHAT_GATEWAY_ADDR", a.cfg.GatewayAddr); err != nil {
+				return err
+			}
 		}
-		a.adminLn = ln
-		if a.cfg.WSManagementURL == "http://"+a.cfg.GatewayAdmin {
-			// The port may have been chosen by the system (":0").
-			a.cfg.WSManagementURL = "http://" + ln.Addr().String()
+		if err := bind(&a.adminLn, "CHAT_GATEWAY_ADMIN_ADDR", a.cfg.GatewayAdmin); err != nil {
+			return err
+		}
+		if !a.cfg.WSManagementURLSet {
+			// Our own listener, whose port the system may have chosen (":0").
+			a.managementURL = "http://" + a.adminLn.Addr().String()
 		}
 	}
 	return nil
@@ -322,45 +391,27 @@ func (a *App) listen(p parts) error {
 // away, in-flight events finish or stay queued.
 func (a *App) run(ctx context.Context, p parts) error {
 	g, ctx := errgroup.WithContext(ctx)
-	if a.waker != nil {
-		g.Go(func() error { return a.waker.Run(ctx) })
-	}
-	if len(p.workers) > 0 && a.waker != nil {
-		// Each consumer holds a connection for its whole batch while its
-		// handler needs others: a pool of their own means handlers and
-		// requests can never be starved by consumers.
-		pc := a.pool.Config()
-		pc.MaxConns = int32(len(p.workers)*a.cfg.WorkerConc + 2)
-		cp, err := pgxpool.NewWithConfig(ctx, pc)
-		if err != nil {
-			return fmt.Errorf("consumer pool: %w", err)
-		}
-		defer cp.Close()
-		a.consumerPool = cp
-	}
-	deps := a.sharedDeps()
-	if len(p.workers) > 0 && (p.api || p.gateway) {
-		d, closeFn, err := a.ownDeps(ctx, len(p.workers)*a.cfg.WorkerConc+4)
-		if err != nil {
-			return err
-		}
-		defer closeFn()
-		deps = d
+	if a.transport != nil {
+		g.Go(func() error { return a.transport.Run(ctx) })
 	}
 	for _, name := range p.workers {
-		h, err := a.workerHandler(ctx, name, deps)
+		h, err := a.workerHandler(ctx, name)
 		if err != nil {
 			return err
 		}
-		g.Go(func() error { return a.consume(ctx, name, h) })
+		g.Go(func() error {
+			if err := a.transport.Consume(ctx, name, h); err != nil {
+				return fmt.Errorf("worker %s: %w", name, err)
+			}
+			return nil
+		})
 	}
-	if sweeper, ok := a.conns.(*pgstore.Store); ok && (p.gateway || len(p.workers) > 0) {
-		g.Go(func() error { return sweepConnections(ctx, sweeper, a.logger) })
+	if a.sweep != nil && (p.gateway || len(p.workers) > 0) {
+		g.Go(func() error { return sweepConnections(ctx, a.sweep, a.logger) })
 	}
-	if a.s3 != nil && p.api {
+	if a.s3 != nil {
 		g.Go(func() error { return a.s3.Serve(ctx, a.s3Ln) })
 	}
-
 	if a.cfg.PprofAddr != "" {
 		ln, err := net.Listen("tcp", a.cfg.PprofAddr)
 		if err != nil {
@@ -370,59 +421,54 @@ func (a *App) run(ctx context.Context, p parts) error {
 		pm.HandleFunc("/debug/pprof/", pprof.Index)
 		pm.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		pm.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		serve(ctx, g, ln, pm, a.cfg.ShutdownGrace, a.logger, nil)
+		a.serve(ctx, g, ln, pm, nil)
 	}
 
-	mux := http.NewServeMux()
 	var gw *gateway.Gateway
 	if p.gateway {
-		routes := api.NewWSRoutes(a.svc, a.verifier, a.conns, a.cfg.WSMaxAge+5*time.Minute, a.logger.With("component", "ws"))
+		routes := a.wsRoutes(a.logger.With("component", "ws"))
 		gw = gateway.New(gateway.Routes{Connect: routes.Connect, Disconnect: routes.Disconnect, Default: routes.Default}, gateway.Config{
 			IdleTimeout: a.cfg.WSIdleTimeout, MaxConnectionAge: a.cfg.WSMaxAge, SendBuffer: a.cfg.WSSendBuffer,
 		}, a.logger.With("component", "gateway"))
-		mux.Handle("/ws", gw)
-		serve(ctx, g, a.adminLn, gw.AdminHandler(), a.cfg.ShutdownGrace, a.logger, nil)
+		a.serve(ctx, g, a.adminLn, gw.AdminHandler(), nil)
 	}
-	if p.api {
+	if a.httpLn != nil {
+		mux := http.NewServeMux()
+		if gw != nil {
+			mux.Handle("/ws", gw)
+		}
 		mux.Handle("/", a.rest)
-	} else if p.gateway {
+		a.serve(ctx, g, a.httpLn, mux, gatewayShutdown(gw))
+	}
+	if a.gatewayLn != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/ws", gw)
 		mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
 			api.WriteJSON(w, http.StatusOK, map[string]string{"status": "healthy"})
 		})
-	}
-	if a.httpLn != nil {
-		var before func(context.Context) error
-		if gw != nil {
-			before = gw.Shutdown // hijacked connections are not closed by http.Server.Shutdown
-		}
-		serve(ctx, g, a.httpLn, mux, a.cfg.ShutdownGrace, a.logger, before)
+		a.serve(ctx, g, a.gatewayLn, mux, gatewayShutdown(gw))
 	}
 	return g.Wait()
 }
 
-// consume runs one worker on the configured transport.
-func (a *App) consume(ctx context.Context, name string, h events.Handler) error {
-	var err error
-	if a.cfg.Transport == "aws" {
-		if a.cfg.QueueURL == "" {
-			return fmt.Errorf("worker %s: CHAT_QUEUE_URL is required with CHAT_TRANSPORT=aws", name)
-		}
-		err = sqs.Run(ctx, sqs.Config{QueueURL: a.cfg.QueueURL, Endpoint: a.cfg.SQSEndpoint, Concurrency: a.cfg.WorkerConc}, h, a.logger.With("worker", name))
-	} else {
-		cfg := pgbus.ConsumerConfig{Concurrency: a.cfg.WorkerConc, MaxAttempts: a.cfg.WorkerAttempts, FallbackPoll: a.cfg.FallbackPoll}
-		if name == events.WorkerThumbnailer {
-			cfg.HandlerTimeout = 2 * time.Minute // video poster frames
-		}
-		err = pgbus.Consume(ctx, a.consumerPool, a.waker, name, h, cfg, a.logger)
-	}
-	if err != nil {
-		return fmt.Errorf("worker %s: %w", name, err)
-	}
-	return nil
+// wsRoutes are the WebSocket route handlers, for the local gateway and for
+// API Gateway's Lambdas. A connection record outlives API Gateway's maximum
+// connection age a little, so a connection never loses its record early.
+func (a *App) wsRoutes(logger *slog.Logger) *api.WSRoutes {
+	return api.NewWSRoutes(a.svc, a.verifier, a.conns, a.cfg.WSMaxAge+5*time.Minute, logger)
 }
 
-func serve(ctx context.Context, g *errgroup.Group, ln net.Listener, h http.Handler, grace time.Duration, logger *slog.Logger, before func(context.Context) error) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+// gatewayShutdown closes the WebSocket connections, which http.Server's
+// Shutdown does not (they are hijacked).
+func gatewayShutdown(gw *gateway.Gateway) func(context.Context) error {
+	if gw == nil {
+		return nil
+	}
+	return gw.Shutdown
+}
+
+func (a *App) serve(ctx context.Context, g *errgroup.Group, ln net.Listener, h http.Handler, before func(context.Context) error) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn)}
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http %s: %w", ln.Addr(), err)
@@ -431,11 +477,11 @@ func serve(ctx context.Context, g *errgroup.Group, ln net.Listener, h http.Handl
 	})
 	g.Go(func() error {
 		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownGrace)
 		defer cancel()
 		if before != nil {
 			if err := before(sctx); err != nil {
-				logger.Warn("shutdown", "err", err)
+				a.logger.Warn("shutdown", "err", err)
 			}
 		}
 		return srv.Shutdown(sctx)
@@ -444,7 +490,7 @@ func serve(ctx context.Context, g *errgroup.Group, ln net.Listener, h http.Handl
 
 // sweepConnections deletes expired connection records: the local stand-in
 // for DynamoDB's TTL.
-func sweepConnections(ctx context.Context, s *pgstore.Store, logger *slog.Logger) error {
+func sweepConnections(ctx context.Context, sweep func(context.Context, time.Time) (int64, error), logger *slog.Logger) error {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
@@ -452,7 +498,7 @@ func sweepConnections(ctx context.Context, s *pgstore.Store, logger *slog.Logger
 		case <-ctx.Done():
 			return nil
 		case now := <-t.C:
-			if n, err := s.Sweep(ctx, now); err != nil {
+			if n, err := sweep(ctx, now); err != nil {
 				logger.Warn("sweep expired connections", "err", err)
 			} else if n > 0 {
 				logger.Info("swept expired connections", "count", n)

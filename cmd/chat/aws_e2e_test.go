@@ -56,7 +56,7 @@ type awsLocal struct {
 func startAWSLocal(t *testing.T) *awsLocal {
 	t.Helper()
 	var specs []sqstest.QueueSpec
-	for _, w := range workerNames {
+	for _, w := range workerNames() {
 		// A short visibility timeout so that a failed event comes back soon;
 		// three receives before the dead-letter queue, as a transient
 		// failure (an event that overtook the one it depends on) may need.
@@ -64,7 +64,7 @@ func startAWSLocal(t *testing.T) *awsLocal {
 	}
 	l := &awsLocal{queues: map[string]string{}, dlqs: map[string]string{}}
 	l.sqsEndpoint, l.sqs = sqstest.StartGoaws(t, specs...)
-	for _, w := range workerNames {
+	for _, w := range workerNames() {
 		l.queues[w] = sqstest.QueueURL(t, l.sqs, w)
 		l.dlqs[w] = sqstest.QueueURL(t, l.sqs, w+"-dlq")
 	}
@@ -118,15 +118,14 @@ func startAWS(t *testing.T, l *awsLocal) (apiEnv, gwEnv *env) {
 		t.Fatalf("migrate exited %d", code)
 	}
 	e.waitHTTP(e.start("api"))
-	gw := *e
-	gw.http = freeAddr(t)
+	gw := e.gatewayView()
 	gw.waitHTTP(gw.start("gateway"))
-	for _, w := range workerNames {
+	for _, w := range workerNames() {
 		we := *e
 		we.extra = append(slices.Clone(e.extra), "CHAT_QUEUE_URL="+l.queues[w])
 		we.start("worker", w)
 	}
-	return e, &gw
+	return e, gw
 }
 
 // TestAWSTransport runs the real binary as separate processes on the AWS
@@ -399,7 +398,7 @@ func (e *env) sendImage(user, to int64, file []byte) message {
 	}
 	req, _ := http.NewRequest("POST", "http://"+e.http+"/api/v1/chat/upload", &body)
 	req.Header.Set("Content-Type", mw.FormDataContentType())
-	req.Header.Set("Authorization", "Bearer "+userToken(e.t, user))
+	req.Header.Set("Authorization", "Bearer "+e.token(user))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		e.t.Fatal(err)

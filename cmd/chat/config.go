@@ -8,24 +8,36 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/parleychat/parley/events/pgbus"
 )
 
 // devJWTSecret is used only by `chat dev`, which says so at start-up.
 const devJWTSecret = "parley-development-secret-do-not-use-in-production"
 
+// Transports (CHAT_TRANSPORT).
+const (
+	transportPostgres = "postgres"
+	transportAWS      = "aws"
+)
+
 // Config is every setting, read from the environment once at start-up.
 // Each field names its variable; README.md documents them.
 type Config struct {
 	Transport      string        // CHAT_TRANSPORT: postgres (default) or aws
-	HTTPAddr       string        // CHAT_HTTP_ADDR, default 127.0.0.1:8080
+	HTTPAddr       string        // CHAT_HTTP_ADDR: REST (and /ws in chat dev), default 127.0.0.1:8080
+	GatewayAddr    string        // CHAT_GATEWAY_ADDR: /ws of chat gateway, default 127.0.0.1:8082
 	GatewayAdmin   string        // CHAT_GATEWAY_ADMIN_ADDR, default 127.0.0.1:8081
 	DatabaseURL    string        // DATABASE_URL
+	DBMaxConns     int           // CHAT_DB_MAX_CONNS: main pool size; 0 = sized by what the process runs
 	JWTSecret      string        // JWT_SECRET
 	DataDir        string        // CHAT_DATA_DIR, default ./.chat-data
 	LogLevel       slog.Level    // CHAT_LOG_LEVEL: debug, info (default), warn, error
 	LogFormat      string        // CHAT_LOG_FORMAT: text (default) or json
 	MaxTextRunes   int           // CHAT_MAX_TEXT_CHARS, default 4000
-	SendRate       float64       // CHAT_SEND_RATE per user per second, default 20 (0 disables)
+	SendRate       float64       // CHAT_SEND_RATE per user per second, default 20; 0 = no limit
 	SendBurst      int           // CHAT_SEND_BURST, default 40
 	WorkerAttempts int           // CHAT_WORKER_MAX_ATTEMPTS before dead-lettering, default 5
 	WorkerConc     int           // CHAT_WORKER_CONCURRENCY consumers per worker queue, default 4
@@ -38,8 +50,11 @@ type Config struct {
 	WSMaxAge        time.Duration // CHAT_WS_MAX_CONNECTION_AGE, default 2h (API Gateway's)
 	WSSendBuffer    int           // CHAT_WS_SEND_BUFFER queued frames per connection, default 256
 	WSManagementURL string        // CHAT_WS_MANAGEMENT_ENDPOINT, default http://CHAT_GATEWAY_ADMIN_ADDR
-	ConnTable       string        // CHAT_CONNECTIONS_TABLE: DynamoDB table; empty = PostgreSQL
-	DynamoEndpoint  string        // CHAT_DYNAMODB_ENDPOINT: a local DynamoDB (e.g. dynalite)
+	// WSManagementURLSet: CHAT_WS_MANAGEMENT_ENDPOINT was given, so a process
+	// running the gateway does not point fanout at its own listener.
+	WSManagementURLSet bool
+	ConnTable          string // CHAT_CONNECTIONS_TABLE: DynamoDB table; empty = PostgreSQL
+	DynamoEndpoint     string // CHAT_DYNAMODB_ENDPOINT: a local DynamoDB (e.g. dynalite)
 
 	// Media.
 	S3Bucket      string // CHAT_S3_BUCKET, default parley-media
@@ -50,7 +65,11 @@ type Config struct {
 	MaxVideoBytes int    // CHAT_MAX_VIDEO_BYTES, default 100 MiB
 	MaxAudioBytes int    // CHAT_MAX_AUDIO_BYTES, default 20 MiB
 	ThumbnailSide int    // CHAT_THUMBNAIL_SIZE longest side in pixels, default 320
-	EmbeddedS3    bool   // chat dev without CHAT_S3_ENDPOINT
+	// MediaConfigured: a bucket is there to use (CHAT_S3_BUCKET or
+	// CHAT_S3_ENDPOINT given, or the AWS transport, whose stack makes one).
+	// Without it, uploads answer 503 rather than point at a bucket nobody
+	// created. chat dev and chat s3 serve their own.
+	MediaConfigured bool
 
 	// AWS transport.
 	EventBusName   string // CHAT_EVENT_BUS_NAME, default parley
@@ -100,21 +119,29 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 		return d
 	}
 
-	c.Transport = str("CHAT_TRANSPORT", "postgres")
-	if c.Transport != "postgres" && c.Transport != "aws" {
+	c.Transport = str("CHAT_TRANSPORT", transportPostgres)
+	if c.Transport != transportPostgres && c.Transport != transportAWS {
 		errs = append(errs, fmt.Errorf("CHAT_TRANSPORT=%q: want postgres or aws", c.Transport))
 	}
-	c.HTTPAddr = str("CHAT_HTTP_ADDR", "127.0.0.1:8080")
-	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
-		errs = append(errs, fmt.Errorf("CHAT_HTTP_ADDR=%q: %v", c.HTTPAddr, err))
+	addr := func(name, def string, loopback bool) string {
+		v := str(name, def)
+		host, _, err := net.SplitHostPort(v)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s=%q: want host:port: %v", name, v, err))
+		case loopback && host != "localhost" && !net.ParseIP(host).IsLoopback():
+			errs = append(errs, fmt.Errorf("%s=%q: must be a loopback address (it is not protected by authentication)", name, v))
+		}
+		return v
 	}
-	c.GatewayAdmin = str("CHAT_GATEWAY_ADMIN_ADDR", "127.0.0.1:8081")
-	if host, _, err := net.SplitHostPort(c.GatewayAdmin); err != nil {
-		errs = append(errs, fmt.Errorf("CHAT_GATEWAY_ADMIN_ADDR=%q: %v", c.GatewayAdmin, err))
-	} else if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		errs = append(errs, fmt.Errorf("CHAT_GATEWAY_ADMIN_ADDR=%q: the management API must listen on a loopback address", c.GatewayAdmin))
-	}
+	c.HTTPAddr = addr("CHAT_HTTP_ADDR", "127.0.0.1:8080", false)
+	c.GatewayAddr = addr("CHAT_GATEWAY_ADDR", "127.0.0.1:8082", false)
+	c.GatewayAdmin = addr("CHAT_GATEWAY_ADMIN_ADDR", "127.0.0.1:8081", true)
 	c.DatabaseURL = str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chat?sslmode=disable")
+	if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil {
+		errs = append(errs, fmt.Errorf("DATABASE_URL: %w", err))
+	}
+	c.DBMaxConns = num("CHAT_DB_MAX_CONNS", 0, 0)
 	c.JWTSecret = getenv("JWT_SECRET")
 	if c.JWTSecret == "" && dev {
 		c.JWTSecret, c.DevSecretInUse = devJWTSecret, true
@@ -142,49 +169,42 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 		errs = append(errs, fmt.Errorf("CHAT_LOG_FORMAT=%q: want text or json", c.LogFormat))
 	}
 	c.MaxTextRunes = num("CHAT_MAX_TEXT_CHARS", 4000, 1)
+	c.SendRate = 20
 	if v := getenv("CHAT_SEND_RATE"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f < 0 {
 			errs = append(errs, fmt.Errorf("CHAT_SEND_RATE=%q: want a non-negative number (0 disables)", v))
-		}
-		c.SendRate = f
-		if f == 0 {
-			c.SendRate = -1 // explicit 0: no limit
+		} else {
+			c.SendRate = f
 		}
 	}
 	c.SendBurst = num("CHAT_SEND_BURST", 40, 1)
-	c.WorkerAttempts = num("CHAT_WORKER_MAX_ATTEMPTS", 5, 1)
-	c.WorkerConc = num("CHAT_WORKER_CONCURRENCY", 4, 1)
-	c.FallbackPoll = dur("CHAT_BUS_FALLBACK_POLL", time.Second)
+	consume := pgbus.DefaultConsumerConfig()
+	c.WorkerAttempts = num("CHAT_WORKER_MAX_ATTEMPTS", consume.MaxAttempts, 1)
+	c.WorkerConc = num("CHAT_WORKER_CONCURRENCY", consume.Concurrency, 1)
+	c.FallbackPoll = dur("CHAT_BUS_FALLBACK_POLL", consume.FallbackPoll)
 	c.ShutdownGrace = dur("CHAT_SHUTDOWN_TIMEOUT", 15*time.Second)
-	c.PprofAddr = str("CHAT_PPROF_ADDR", "")
-	if c.PprofAddr != "" {
-		if host, _, err := net.SplitHostPort(c.PprofAddr); err != nil || (host != "localhost" && !net.ParseIP(host).IsLoopback()) {
-			errs = append(errs, fmt.Errorf("CHAT_PPROF_ADDR=%q: must be a loopback host:port", c.PprofAddr))
-		}
+	if getenv("CHAT_PPROF_ADDR") != "" {
+		c.PprofAddr = addr("CHAT_PPROF_ADDR", "", true)
 	}
 
 	c.WSIdleTimeout = dur("CHAT_WS_IDLE_TIMEOUT", 10*time.Minute)
 	c.WSMaxAge = dur("CHAT_WS_MAX_CONNECTION_AGE", 2*time.Hour)
 	c.WSSendBuffer = num("CHAT_WS_SEND_BUFFER", 256, 1)
 	c.WSManagementURL = str("CHAT_WS_MANAGEMENT_ENDPOINT", "http://"+c.GatewayAdmin)
+	c.WSManagementURLSet = strings.TrimSpace(getenv("CHAT_WS_MANAGEMENT_ENDPOINT")) != ""
 	c.ConnTable = str("CHAT_CONNECTIONS_TABLE", "")
 	c.DynamoEndpoint = str("CHAT_DYNAMODB_ENDPOINT", "")
 
 	c.S3Bucket = str("CHAT_S3_BUCKET", "parley-media")
 	c.S3Endpoint = str("CHAT_S3_ENDPOINT", "")
-	c.S3Addr = str("CHAT_S3_ADDR", "127.0.0.1:8083")
+	c.S3Addr = addr("CHAT_S3_ADDR", "127.0.0.1:8083", false)
 	c.S3Region = str("AWS_REGION", "us-east-1")
 	c.MaxImageBytes = num("CHAT_MAX_IMAGE_BYTES", 10<<20, 1)
 	c.MaxVideoBytes = num("CHAT_MAX_VIDEO_BYTES", 100<<20, 1)
 	c.MaxAudioBytes = num("CHAT_MAX_AUDIO_BYTES", 20<<20, 1)
 	c.ThumbnailSide = num("CHAT_THUMBNAIL_SIZE", 320, 16)
-	if dev && c.S3Endpoint == "" {
-		c.EmbeddedS3 = true
-		if _, _, err := net.SplitHostPort(c.S3Addr); err != nil {
-			errs = append(errs, fmt.Errorf("CHAT_S3_ADDR=%q: %v", c.S3Addr, err))
-		}
-	}
+	c.MediaConfigured = strings.TrimSpace(getenv("CHAT_S3_BUCKET")) != "" || c.S3Endpoint != "" || c.Transport == transportAWS
 
 	c.EventBusName = str("CHAT_EVENT_BUS_NAME", "parley")
 	c.EventBridgeURL = str("CHAT_EVENTBRIDGE_ENDPOINT", "")

@@ -135,9 +135,7 @@ func TestFanoutStoppedLosesNothing(t *testing.T) {
 		t.Fatalf("migrate exited %d", code)
 	}
 	e.waitHTTP(e.start("api"))
-	gw := freeAddr(t)
-	gwEnv := *e
-	gwEnv.http = gw
+	gwEnv := e.gatewayView()
 	gwEnv.start("gateway")
 	gwEnv.waitHTTP(gwEnv.start("worker", "persister"))
 

@@ -64,16 +64,41 @@ type env struct {
 	dbURL   string
 	pool    *pgxpool.Pool
 	http    string
+	gateway string // chat gateway's /ws (chat dev serves /ws on http)
 	admin   string
 	s3      string
 	dataDir string
 	extra   []string
+	// secret signs the tests' tokens; empty means testSecret.
+	secret string
+}
+
+// token is a JWT for user, signed as this deployment expects.
+func (e *env) token(user int64) string {
+	e.t.Helper()
+	secret := e.secret
+	if secret == "" {
+		secret = testSecret
+	}
+	s, err := auth.Issue([]byte(secret), user, time.Hour, time.Now())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return s
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	dbURL, pool := dbtest.New(t)
-	return &env{t: t, dbURL: dbURL, pool: pool, http: freeAddr(t), admin: freeAddr(t), s3: freeAddr(t), dataDir: t.TempDir()}
+	return &env{t: t, dbURL: dbURL, pool: pool, http: freeAddr(t), gateway: freeAddr(t), admin: freeAddr(t), s3: freeAddr(t), dataDir: t.TempDir()}
+}
+
+// gatewayView is the same deployment seen through chat gateway: its health
+// check and WebSocket clients use the gateway's address.
+func (e *env) gatewayView() *env {
+	g := *e
+	g.http = e.gateway
+	return &g
 }
 
 func (e *env) vars() []string {
@@ -81,6 +106,7 @@ func (e *env) vars() []string {
 		"DATABASE_URL=" + e.dbURL,
 		"JWT_SECRET=" + testSecret,
 		"CHAT_HTTP_ADDR=" + e.http,
+		"CHAT_GATEWAY_ADDR=" + e.gateway,
 		"CHAT_GATEWAY_ADMIN_ADDR=" + e.admin,
 		"CHAT_S3_ADDR=" + e.s3,
 		"CHAT_DATA_DIR=" + e.dataDir,
@@ -201,7 +227,7 @@ func (e *env) call(user int64, method, path string, body any, out any) int {
 	req, _ := http.NewRequest(method, "http://"+e.http+"/api/v1/chat"+path, rd)
 	req.Header.Set("Content-Type", "application/json")
 	if user > 0 {
-		req.Header.Set("Authorization", "Bearer "+userToken(e.t, user))
+		req.Header.Set("Authorization", "Bearer "+e.token(user))
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -288,7 +314,7 @@ func (e *env) dial(user int64) *wsClient {
 // sends: for tests where fanout is not running.
 func (e *env) dialNoGreeting(user int64) *wsClient {
 	e.t.Helper()
-	conn, resp, err := websocket.DefaultDialer.Dial("ws://"+e.http+"/ws?token="+userToken(e.t, user), nil)
+	conn, resp, err := websocket.DefaultDialer.Dial("ws://"+e.http+"/ws?token="+e.token(user), nil)
 	if err != nil {
 		status := 0
 		if resp != nil {

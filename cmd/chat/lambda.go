@@ -6,14 +6,12 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
-	"github.com/parleychat/parley/api"
 	"github.com/parleychat/parley/events/lambdasqs"
 	"github.com/parleychat/parley/internal/lambdahttp"
 )
@@ -51,7 +49,7 @@ func lambdaHandler(ctx context.Context, name string, getenv func(string) string,
 		return nil, nil, fmt.Errorf("invalid configuration: %w", err)
 	}
 	logger := newLogger(cfg, stderr).With("handler", name)
-	a, err := openApp(ctx, cfg, logger, false)
+	a, err := openApp(ctx, cfg, logger, parts{lambda: true, db: true, bus: true})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -59,12 +57,12 @@ func lambdaHandler(ctx context.Context, name string, getenv func(string) string,
 	case name == "api":
 		return lambdahttp.Handler(a.rest), a.Close, nil
 	case strings.HasPrefix(name, "ws-"):
-		routes := api.NewWSRoutes(a.svc, a.verifier, a.conns, cfg.WSMaxAge+5*time.Minute, logger)
+		routes := a.wsRoutes(logger)
 		h := map[string]any{"ws-connect": routes.Connect, "ws-disconnect": routes.Disconnect, "ws-default": routes.Default}[name]
 		return h, a.Close, nil
 	default:
 		worker := strings.TrimPrefix(name, "worker-")
-		h, err := a.workerHandler(ctx, worker, a.sharedDeps())
+		h, err := a.workerHandler(ctx, worker)
 		if err != nil {
 			a.Close()
 			return nil, nil, err

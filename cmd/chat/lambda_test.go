@@ -501,7 +501,7 @@ func TestLambdaWorkersNeedNoJWTSecret(t *testing.T) {
 		"CHAT_WS_MANAGEMENT_ENDPOINT": "http://127.0.0.1:9/test", // never called here
 	}
 	getenv := func(k string) string { return stackEnv[k] }
-	for _, w := range workerNames {
+	for _, w := range workerNames() {
 		takeAsked()
 		h, closeFn, err := lambdaHandler(context.Background(), "worker-"+w, getenv, t.Output())
 		if err != nil {

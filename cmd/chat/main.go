@@ -1,6 +1,6 @@
 // Command chat is the Parley chat backend: one binary whose subcommands run
-// the whole system locally (dev), or its pieces separately (api, worker), and
-// operate it (migrate, replay, deadletters, token).
+// the whole system locally (dev), or its pieces separately (api, gateway,
+// worker, s3), and operate it (migrate, replay, deadletters, token).
 package main
 
 import (
@@ -13,38 +13,16 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/parleychat/parley/api/auth"
 	"github.com/parleychat/parley/events"
-	"github.com/parleychat/parley/events/eventbridge"
 )
-
-const usage = `usage: chat <command> [flags]
-
-commands:
-  dev                      migrate, then run the API, the WebSocket gateway, the embedded
-                           S3 and every worker in one process
-  api                      run the REST API
-  gateway                  run the local WebSocket gateway (/ws) and its management API
-  worker NAME              run one worker: persister, fanout or thumbnailer
-  migrate                  apply database migrations
-  replay --worker NAME --since TIME [--until TIME]
-                           re-deliver archived events to one worker (with
-                           CHAT_TRANSPORT=aws: start an EventBridge archive replay)
-  deadletters list [--worker NAME] [--all]
-  deadletters redrive ID   put a dead letter back on its worker's queue
-  token --user ID [--ttl 24h]
-                           print a signed JWT for a user (development)
-
-Configuration comes from the environment; see README.md.
-`
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -57,37 +35,185 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
+// command is one subcommand. setup declares its flags on fs and returns
+// prepare, which checks the parsed flags and arguments and returns what runs
+// the command: --help and every mistake on the command line are answered
+// before any configuration is read or any connection is made.
+type command struct {
+	name    string
+	args    string // positional arguments, for the usage line
+	summary string
+	// dev: development defaults (a fixed JWT secret if none is set).
+	dev bool
+	// needJWT: JWT_SECRET must be set.
+	needJWT bool
+	// noConfig: runs without reading the environment (version).
+	noConfig bool
+	setup    func(fs *flag.FlagSet) prepare
+}
+
+// prepare checks a command's positional arguments (its flags are parsed)
+// and returns what runs it; a usageError says what is wrong.
+type prepare func(args []string) (runner, error)
+
+// runner runs a prepared command.
+type runner func(ctx context.Context, x cmdEnv) error
+
+// cmdEnv is what a running command gets.
+type cmdEnv struct {
+	cfg    Config
+	logger *slog.Logger
+	stdout io.Writer
+}
+
+func commands() []command {
+	return []command{
+		{name: "dev", dev: true, needJWT: true,
+			summary: "migrate, then run the API, the WebSocket gateway, the embedded S3 and every worker in one process",
+			setup:   server(parts{api: true, gateway: true, workers: workerNames(), db: true, bus: true, migrate: true, oneAddr: true})},
+		{name: "api", needJWT: true,
+			summary: "run the REST API on CHAT_HTTP_ADDR",
+			setup:   server(parts{api: true, db: true, bus: true})},
+		{name: "gateway", needJWT: true,
+			summary: "run the local WebSocket gateway (/ws on CHAT_GATEWAY_ADDR) and its management API (CHAT_GATEWAY_ADMIN_ADDR)",
+			setup:   server(parts{gateway: true, db: true, bus: true})},
+		{name: "worker", args: "NAME",
+			summary: "run one worker: " + strings.Join(workerNames(), ", "),
+			setup:   workerCmd},
+		{name: "s3",
+			summary: "run the embedded S3 server on CHAT_S3_ADDR, objects under CHAT_DATA_DIR",
+			setup:   server(parts{s3: true})},
+		{name: "migrate",
+			summary: "create the database if missing and apply migrations",
+			setup:   migrateCmd},
+		{name: "replay",
+			summary: "re-deliver archived events to one worker (with CHAT_TRANSPORT=aws: start an EventBridge archive replay)",
+			setup:   replayCmd},
+		{name: "deadletters", args: "list | redrive ID",
+			summary: "list the events a worker gave up on, or put one back on its worker's queue",
+			setup:   deadLettersCmd},
+		{name: "token", dev: true, needJWT: true,
+			summary: "print a signed JWT for a user (development)",
+			setup:   tokenCmd},
+		{name: "version", noConfig: true,
+			summary: "print the version and build information",
+			setup:   versionCmd},
+	}
+}
+
+func findCommand(name string) (command, bool) {
+	for _, c := range commands() {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
+}
+
+func usage() string {
+	var b strings.Builder
+	b.WriteString("usage: chat <command> [flags]\n\ncommands:\n")
+	tw := tabwriter.NewWriter(&b, 2, 4, 2, ' ', 0)
+	for _, c := range commands() {
+		fmt.Fprintf(tw, "  %s\t%s\n", strings.TrimSpace(c.name+" "+c.args), c.summary)
+	}
+	_ = tw.Flush()
+	b.WriteString("\n'chat <command> --help' describes one command. Configuration comes from the environment; see README.md.\n")
+	return b.String()
+}
+
+// commandUsage describes one command and its flags.
+func commandUsage(c command, fs *flag.FlagSet) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "usage: chat %s", c.name)
+	hasFlags := false
+	fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+	if hasFlags {
+		b.WriteString(" [flags]")
+	}
+	if c.args != "" {
+		b.WriteString(" " + c.args)
+	}
+	fmt.Fprintf(&b, "\n\n%s\n", c.summary)
+	if hasFlags {
+		b.WriteString("\nflags:\n")
+		fs.SetOutput(&b)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	return b.String()
+}
+
 // run is main without the process: tests call it with their own context,
 // environment and writers.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stderr, usage)
-		if len(args) == 0 {
-			return 2
-		}
-		return 0
-	}
-	cmd, rest := args[0], args[1:]
-	needJWT := cmd == "dev" || cmd == "token" || cmd == "api" || cmd == "gateway"
-	cfg, err := loadConfig(getenv, cmd == "dev" || cmd == "token", needJWT)
-	if err != nil {
-		fmt.Fprintf(stderr, "chat %s: invalid configuration:\n%v\n", cmd, err)
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage())
 		return 2
 	}
-	logger := newLogger(cfg, stderr)
-	if err := dispatch(ctx, cmd, rest, cfg, logger, stdout); err != nil {
-		var ue usageError
-		if errors.As(err, &ue) {
-			fmt.Fprintf(stderr, "chat %s: %v\n\n%s", cmd, err, usage)
+	name, rest := args[0], args[1:]
+	switch name {
+	case "-h", "--help", "help":
+		if len(rest) == 0 {
+			fmt.Fprint(stdout, usage())
+			return 0
+		}
+		name, rest = rest[0], []string{"--help"}
+	}
+	c, ok := findCommand(name)
+	if !ok {
+		fmt.Fprintf(stderr, "chat: unknown command %q\n\n%s", name, usage())
+		return 2
+	}
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	prep := c.setup(fs)
+	err := fs.Parse(rest)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, commandUsage(c, fs))
+		return 0
+	}
+	var runCmd runner
+	if err == nil {
+		runCmd, err = prep(fs.Args())
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "chat %s: %v\n\n%s", c.name, err, commandUsage(c, fs))
+		return 2
+	}
+	x := cmdEnv{stdout: stdout}
+	if !c.noConfig {
+		cfg, err := loadConfig(getenv, c.dev, c.needJWT)
+		if err != nil {
+			fmt.Fprintf(stderr, "chat %s: invalid configuration:\n%v\n", c.name, err)
 			return 2
 		}
-		logger.Error("chat "+cmd+" failed", "err", err)
+		x.cfg, x.logger = cfg, newLogger(cfg, stderr)
+	} else {
+		x.logger = slog.New(slog.NewTextHandler(stderr, nil))
+	}
+	if err := runCmd(ctx, x); err != nil {
+		x.logger.Error("chat "+c.name+" failed", "err", err)
 		return 1
 	}
 	return 0
 }
 
+// usageError is a mistake on the command line.
 type usageError struct{ error }
+
+// noArgs refuses positional arguments.
+func noArgs(args []string) error {
+	if len(args) > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", args[0])}
+	}
+	return nil
+}
+
+// fixed prepares a command that takes no positional arguments.
+func fixed(r runner) prepare {
+	return func(args []string) (runner, error) { return r, noArgs(args) }
+}
 
 func newLogger(cfg Config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
@@ -97,40 +223,32 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-func dispatch(ctx context.Context, cmd string, args []string, cfg Config, logger *slog.Logger, stdout io.Writer) error {
-	switch cmd {
-	case "dev":
-		return runServer(ctx, cfg, logger, stdout, parts{api: true, gateway: true, workers: workerNames}, true)
-	case "api":
-		return runServer(ctx, cfg, logger, stdout, parts{api: true}, false)
-	case "gateway":
-		return runServer(ctx, cfg, logger, stdout, parts{gateway: true}, false)
-	case "worker":
-		if len(args) != 1 {
-			return usageError{errors.New("worker takes exactly one NAME")}
-		}
-		return runServer(ctx, cfg, logger, stdout, parts{workers: args}, false)
-	case "migrate":
-		a, err := openApp(ctx, cfg, logger, true)
-		if err != nil {
-			return err
-		}
-		a.Close()
-		fmt.Fprintln(stdout, "migrations applied")
-		return nil
-	case "replay":
-		return replay(ctx, cfg, logger, args, stdout)
-	case "deadletters":
-		return deadLetters(ctx, cfg, logger, args, stdout)
-	case "token":
-		return token(cfg, args, stdout)
-	default:
-		return usageError{fmt.Errorf("unknown command %q", cmd)}
+// server runs a long-lived process made of p.
+func server(p parts) func(*flag.FlagSet) prepare {
+	return func(*flag.FlagSet) prepare {
+		return fixed(func(ctx context.Context, x cmdEnv) error { return runServer(ctx, x, p) })
 	}
 }
 
-func runServer(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Writer, p parts, migrate bool) error {
-	a, err := openApp(ctx, cfg, logger, migrate)
+func workerCmd(*flag.FlagSet) prepare {
+	return func(args []string) (runner, error) {
+		if len(args) != 1 {
+			return nil, usageError{errors.New("worker takes exactly one NAME")}
+		}
+		if _, ok := events.RouteFor(args[0]); !ok {
+			return nil, usageError{unknownWorker(args[0])}
+		}
+		return func(ctx context.Context, x cmdEnv) error {
+			return runServer(ctx, x, parts{workers: args, db: true, bus: true})
+		}, nil
+	}
+}
+
+func runServer(ctx context.Context, x cmdEnv, p parts) error {
+	if p.oneAddr && x.cfg.S3Endpoint == "" {
+		p.s3 = true // chat dev serves its own media
+	}
+	a, err := openApp(ctx, x.cfg, x.logger, p)
 	if err != nil {
 		return err
 	}
@@ -138,13 +256,44 @@ func runServer(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.W
 	if err := a.listen(p); err != nil {
 		return err
 	}
-	if cfg.DevMode {
-		printDevBanner(stdout, a, cfg)
+	if x.cfg.DevMode {
+		printDevBanner(x.stdout, a, x.cfg)
 	}
-	logger.Info("started", "api", p.api, "workers", p.workers, "transport", cfg.Transport)
+	x.logger.Info("started", a.startedAttrs(p)...)
 	err = a.run(ctx, p)
-	logger.Info("stopped")
-	return err
+	if err != nil {
+		return err
+	}
+	x.logger.Info("stopped")
+	return nil
+}
+
+// startedAttrs says what the process serves, where, and how many
+// PostgreSQL connections it may open.
+func (a *App) startedAttrs(p parts) []any {
+	attrs := []any{"transport", a.cfg.Transport}
+	if a.httpLn != nil {
+		attrs = append(attrs, "http", a.httpLn.Addr().String())
+	}
+	if a.gatewayLn != nil {
+		attrs = append(attrs, "websocket", a.gatewayLn.Addr().String())
+	}
+	if a.adminLn != nil {
+		attrs = append(attrs, "management", a.adminLn.Addr().String())
+	}
+	if a.s3Ln != nil {
+		attrs = append(attrs, "s3", a.s3Ln.Addr().String())
+	}
+	if len(p.workers) > 0 {
+		attrs = append(attrs, "workers", strings.Join(p.workers, ","))
+	}
+	if n := a.budget.total(); n > 0 {
+		attrs = append(attrs, "max_db_connections", n)
+	}
+	if (p.api || p.gateway) && a.media == nil {
+		attrs = append(attrs, "media", "off (set CHAT_S3_BUCKET)")
+	}
+	return attrs
 }
 
 func printDevBanner(w io.Writer, a *App, cfg Config) {
@@ -158,101 +307,75 @@ Parley is running (development mode).
   Embedded S3   %[6]s  (bucket %[7]s)
   Database      %[2]s
   Data dir      %[3]s
-`, base, redact(cfg.DatabaseURL), cfg.DataDir, a.httpLn.Addr(), a.cfg.WSManagementURL, s3URL(a), cfg.S3Bucket)
+`, base, redact(cfg.DatabaseURL), cfg.DataDir, a.httpLn.Addr(), a.managementURL, s3URL(a), cfg.S3Bucket)
 	if cfg.DevSecretInUse {
 		fmt.Fprintf(w, "\n  JWT_SECRET is not set: using the fixed development secret. Never use it in production.\n")
 	}
 	fmt.Fprintf(w, `
-Get a token:    go run ./cmd/chat token --user 1
+Get a token:    dist/chat token --user 1
 Try it:         curl -H "Authorization: Bearer $TOKEN" %s/api/v1/chat/conversations
 Stop with Ctrl-C.
 
 `, base)
 }
 
-func replay(ctx context.Context, cfg Config, logger *slog.Logger, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	worker := fs.String("worker", "", "worker to re-deliver to")
+func migrateCmd(*flag.FlagSet) prepare {
+	return fixed(func(ctx context.Context, x cmdEnv) error {
+		a, err := openApp(ctx, x.cfg, x.logger, parts{db: true, bus: x.cfg.Transport == transportPostgres, migrate: true})
+		if err != nil {
+			return err
+		}
+		a.Close()
+		fmt.Fprintln(x.stdout, "migrations applied")
+		return nil
+	})
+}
+
+// operator opens what a one-shot operator command needs: the transport,
+// and PostgreSQL when the transport lives there.
+func operator(ctx context.Context, x cmdEnv) (*App, error) {
+	return openApp(ctx, x.cfg, x.logger, parts{db: x.cfg.Transport == transportPostgres, bus: true})
+}
+
+func replayCmd(fs *flag.FlagSet) prepare {
+	worker := fs.String("worker", "", "worker to re-deliver to: "+strings.Join(workerNames(), ", "))
 	since := fs.String("since", "", "RFC 3339 time or a duration ago, e.g. 2h")
 	until := fs.String("until", "", "RFC 3339 time (default: now)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if _, ok := events.RouteFor(*worker); !ok {
-		return usageError{fmt.Errorf("--worker %q: want persister, fanout or thumbnailer", *worker)}
-	}
-	from, err := parseTime(*since, time.Now())
-	if err != nil || *since == "" {
-		return usageError{fmt.Errorf("--since %q: want an RFC 3339 time or a duration like 2h", *since)}
-	}
-	var to time.Time
-	if *until != "" {
-		if to, err = parseTime(*until, time.Now()); err != nil {
-			return usageError{fmt.Errorf("--until %q: %v", *until, err)}
+	return func(args []string) (runner, error) {
+		if err := noArgs(args); err != nil {
+			return nil, err
 		}
+		if _, ok := events.RouteFor(*worker); !ok {
+			return nil, usageError{fmt.Errorf("--worker %q: want one of %s", *worker, strings.Join(workerNames(), ", "))}
+		}
+		now := time.Now()
+		from, err := parseTime(*since, now)
+		if err != nil || *since == "" {
+			return nil, usageError{fmt.Errorf("--since %q: want an RFC 3339 time or a duration like 2h", *since)}
+		}
+		var to time.Time
+		if *until != "" {
+			if to, err = parseTime(*until, now); err != nil {
+				return nil, usageError{fmt.Errorf("--until %q: %v", *until, err)}
+			}
+		}
+		return func(ctx context.Context, x cmdEnv) error { return replay(ctx, x, *worker, from, to) }, nil
 	}
-	if cfg.Transport == "aws" {
-		return replayAWS(ctx, cfg, *worker, from, to, stdout)
-	}
-	a, err := openApp(ctx, cfg, logger, false)
+}
+
+func replay(ctx context.Context, x cmdEnv, worker string, from, to time.Time) error {
+	a, err := operator(ctx, x)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	n, err := a.bus.Replay(ctx, *worker, from, to)
+	msg, err := a.transport.Replay(ctx, worker, from, to)
 	if err != nil {
 		return err
 	}
-	if err := a.waker.Flush(ctx); err != nil {
-		logger.Warn("running workers will find the replayed events at their next poll", "err", err)
-	}
-	fmt.Fprintf(stdout, "re-delivered %d events to %s\n", n, *worker)
+	fmt.Fprintln(x.stdout, msg)
 	return nil
 }
-
-// replayAWS starts an EventBridge archive replay delivered only through the
-// worker's rule. It needs AWS credentials and no database, so an operator can
-// run it from any machine. The replay runs on in EventBridge after this
-// returns.
-func replayAWS(ctx context.Context, cfg Config, worker string, from, to time.Time, stdout io.Writer) error {
-	var errs []error
-	for _, v := range []struct{ name, value, hint string }{
-		{"CHAT_EVENT_ARCHIVE_ARN", cfg.ArchiveARN, "the stack output EventArchiveArn"},
-		{"CHAT_EVENT_BUS_ARN", cfg.EventBusARN, "the stack output EventBusArn"},
-		{"CHAT_RULE_ARN_PREFIX", cfg.RuleARNPrefix, "the workers' rule ARN without the worker name: " + ruleARNPrefixExample},
-	} {
-		if v.value == "" {
-			errs = append(errs, fmt.Errorf("%s is required for chat replay with CHAT_TRANSPORT=aws (%s)", v.name, v.hint))
-		}
-	}
-	if p := cfg.RuleARNPrefix; p != "" && (!strings.HasPrefix(p, "arn:") || !strings.Contains(p, ":rule/")) {
-		errs = append(errs, fmt.Errorf("CHAT_RULE_ARN_PREFIX=%q is not a rule ARN prefix like %s", p, ruleARNPrefixExample))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	client, err := eventbridge.NewClient(ctx, cfg.EventBridgeURL)
-	if err != nil {
-		return fmt.Errorf("EventBridge client: %w", err)
-	}
-	rule := cfg.RuleARNPrefix + worker
-	name, err := eventbridge.Replay(ctx, client, eventbridge.ReplayRequest{
-		ArchiveARN: cfg.ArchiveARN, BusARN: cfg.EventBusARN, RuleARNs: []string{rule},
-		Since: from, Until: to,
-		// Unique per account and region, and says what it was for.
-		Name: worker + "-" + uuid.NewString(),
-	})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "started replay %s to %s (rule %s)\nfollow it with: aws events describe-replay --replay-name %s\n", name, worker, rule, name)
-	return nil
-}
-
-// ruleARNPrefixExample is the form of CHAT_RULE_ARN_PREFIX: the stack names
-// each worker's rule parley-<stage>-<worker>, on the bus parley-<stage>.
-const ruleARNPrefixExample = "arn:aws:events:REGION:ACCOUNT:rule/parley-STAGE/parley-STAGE-"
 
 func parseTime(s string, now time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(s); err == nil {
@@ -261,81 +384,123 @@ func parseTime(s string, now time.Time) (time.Time, error) {
 	return time.Parse(time.RFC3339, s)
 }
 
-func deadLetters(ctx context.Context, cfg Config, logger *slog.Logger, args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return usageError{errors.New("deadletters needs list or redrive")}
+func deadLettersCmd(fs *flag.FlagSet) prepare {
+	worker := fs.String("worker", "", "list: only this worker")
+	all := fs.Bool("all", false, "list: include redriven ones")
+	return func(args []string) (runner, error) {
+		var id int64
+		switch {
+		case len(args) == 1 && args[0] == "list":
+		case len(args) == 2 && args[0] == "redrive":
+			var err error
+			if id, err = strconv.ParseInt(args[1], 10, 64); err != nil {
+				return nil, usageError{fmt.Errorf("ID %q is not a number", args[1])}
+			}
+		default:
+			return nil, usageError{errors.New("want: deadletters [flags] list, or deadletters redrive ID")}
+		}
+		if *worker != "" {
+			if _, ok := events.RouteFor(*worker); !ok {
+				return nil, usageError{unknownWorker(*worker)}
+			}
+		}
+		return func(ctx context.Context, x cmdEnv) error { return deadLetters(ctx, x, id, *worker, *all) }, nil
 	}
-	if cfg.Transport == "aws" {
-		return errors.New("with CHAT_TRANSPORT=aws dead letters are in each worker's SQS dead-letter queue (parley-<stage>-<worker>-dlq): " +
-			"inspect them with aws sqs receive-message and move them back with aws sqs start-message-move-task (see DEPLOY.md)")
-	}
-	a, err := openApp(ctx, cfg, logger, false)
+}
+
+// deadLetters redrives dead letter id, or lists them when id is 0.
+func deadLetters(ctx context.Context, x cmdEnv, id int64, worker string, all bool) error {
+	a, err := operator(ctx, x)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	switch args[0] {
-	case "list":
-		fs := flag.NewFlagSet("deadletters list", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		worker := fs.String("worker", "", "only this worker")
-		all := fs.Bool("all", false, "include redriven ones")
-		if err := fs.Parse(args[1:]); err != nil {
-			return usageError{err}
-		}
-		rows, err := a.bus.DeadLetters(ctx, *worker, *all, 1000)
-		if err != nil {
+	if id != 0 {
+		if err := a.transport.Redrive(ctx, id); err != nil {
 			return err
 		}
-		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tWORKER\tEVENT\tTYPE\tATTEMPTS\tFAILED AT\tREDRIVEN\tERROR")
-		for _, r := range rows {
-			redriven := "-"
-			if r.RedrivenAt != nil {
-				redriven = r.RedrivenAt.Format(time.RFC3339)
-			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.ID, r.Worker, r.EventID, r.EventType, r.Attempts,
-				r.FailedAt.Format(time.RFC3339), redriven, r.Error)
-		}
-		return tw.Flush()
-	case "redrive":
-		if len(args) != 2 {
-			return usageError{errors.New("deadletters redrive takes one ID")}
-		}
-		id, err := strconv.ParseInt(args[1], 10, 64)
-		if err != nil {
-			return usageError{fmt.Errorf("ID %q is not a number", args[1])}
-		}
-		if err := a.bus.Redrive(ctx, id); err != nil {
-			return err
-		}
-		if err := a.waker.Flush(ctx); err != nil {
-			logger.Warn("the worker will find the event at its next poll", "err", err)
-		}
-		fmt.Fprintf(stdout, "dead letter %d redriven\n", id)
+		fmt.Fprintf(x.stdout, "dead letter %d redriven\n", id)
 		return nil
-	default:
-		return usageError{fmt.Errorf("unknown deadletters command %q", args[0])}
 	}
-}
-
-func token(cfg Config, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("token", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	user := fs.Int64("user", 0, "user id")
-	ttl := fs.Duration("ttl", 24*time.Hour, "validity")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if *user <= 0 {
-		return usageError{errors.New("--user must be a positive user id")}
-	}
-	t, err := auth.Issue([]byte(cfg.JWTSecret), *user, *ttl, time.Now())
+	rows, err := a.transport.DeadLetters(ctx, worker, all)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, t)
-	return nil
+	tw := tabwriter.NewWriter(x.stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tWORKER\tEVENT\tTYPE\tATTEMPTS\tFAILED AT\tREDRIVEN\tERROR")
+	for _, r := range rows {
+		redriven := "-"
+		if r.RedrivenAt != nil {
+			redriven = r.RedrivenAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.ID, r.Worker, r.EventID, r.EventType, r.Attempts,
+			r.FailedAt.Format(time.RFC3339), redriven, r.Error)
+	}
+	return tw.Flush()
+}
+
+func tokenCmd(fs *flag.FlagSet) prepare {
+	user := fs.Int64("user", 0, "user id (required)")
+	ttl := fs.Duration("ttl", 24*time.Hour, "validity")
+	return func(args []string) (runner, error) {
+		if err := noArgs(args); err != nil {
+			return nil, err
+		}
+		if *user <= 0 {
+			return nil, usageError{errors.New("--user must be a positive user id")}
+		}
+		return func(_ context.Context, x cmdEnv) error {
+			t, err := auth.Issue([]byte(x.cfg.JWTSecret), *user, *ttl, time.Now())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(x.stdout, t)
+			return nil
+		}, nil
+	}
+}
+
+func versionCmd(*flag.FlagSet) prepare {
+	return fixed(func(_ context.Context, x cmdEnv) error {
+		fmt.Fprintln(x.stdout, versionString())
+		return nil
+	})
+}
+
+// versionString is the module version (a tagged install) or the commit the
+// binary was built from, with the Go version.
+func versionString() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "chat (no build information)"
+	}
+	version := bi.Main.Version
+	var rev, at string
+	modified := false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			at = s.Value
+		case "vcs.modified":
+			modified = s.Value == "true"
+		}
+	}
+	out := "chat " + version
+	if rev != "" {
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		out += " commit " + rev
+		if modified {
+			out += "+modified"
+		}
+		if at != "" {
+			out += " (" + at + ")"
+		}
+	}
+	return out + " " + bi.GoVersion
 }
 
 func s3URL(a *App) string {

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/parleychat/parley/db"
 	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/internal/wmlog"
 )
 
 // ConsumerConfig tunes one worker's consumption.
@@ -36,24 +36,38 @@ type ConsumerConfig struct {
 	FallbackPoll time.Duration
 }
 
+// DefaultConsumerConfig is what a zero field of ConsumerConfig means; the
+// chat's configuration documents the same values.
+func DefaultConsumerConfig() ConsumerConfig {
+	return ConsumerConfig{
+		Concurrency:    4,
+		BatchSize:      100,
+		MaxAttempts:    5,
+		RetryBackoff:   100 * time.Millisecond,
+		HandlerTimeout: 30 * time.Second,
+		FallbackPoll:   time.Second,
+	}
+}
+
 func (c ConsumerConfig) withDefaults() ConsumerConfig {
+	d := DefaultConsumerConfig()
 	if c.Concurrency <= 0 {
-		c.Concurrency = 2
+		c.Concurrency = d.Concurrency
 	}
 	if c.BatchSize <= 0 {
-		c.BatchSize = 100
+		c.BatchSize = d.BatchSize
 	}
 	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = 5
+		c.MaxAttempts = d.MaxAttempts
 	}
 	if c.RetryBackoff <= 0 {
-		c.RetryBackoff = 100 * time.Millisecond
+		c.RetryBackoff = d.RetryBackoff
 	}
 	if c.HandlerTimeout <= 0 {
-		c.HandlerTimeout = 30 * time.Second
+		c.HandlerTimeout = d.HandlerTimeout
 	}
 	if c.FallbackPoll <= 0 {
-		c.FallbackPoll = time.Second
+		c.FallbackPoll = d.FallbackPoll
 	}
 	return c
 }
@@ -70,7 +84,7 @@ func Consume(ctx context.Context, pool *pgxpool.Pool, waker *Waker, worker strin
 	}
 	cfg = cfg.withDefaults()
 	logger = logger.With("worker", worker)
-	wlog := watermill.NewSlogLogger(logger.With("component", "watermill"))
+	wlog := wmlog.New(logger.With("component", "watermill"))
 
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.HandlerTimeout}, wlog)
 	if err != nil {

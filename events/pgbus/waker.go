@@ -13,6 +13,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Waker turns "this queue has new rows" into an immediate re-query by the
@@ -38,7 +39,8 @@ type wakeSub struct {
 	part, parts int
 }
 
-// NewWaker returns a waker; call Run to listen for notifications.
+// NewWaker returns a waker; call Run to listen for notifications. While Run
+// runs it holds two connections of its own to dsn: one LISTEN, one NOTIFY.
 func NewWaker(dsn string, logger *slog.Logger) *Waker {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
@@ -149,7 +151,7 @@ func (w *Waker) loop(ctx context.Context, what string, run func(context.Context)
 }
 
 func (w *Waker) listen(ctx context.Context) error {
-	conn, err := pgx.Connect(ctx, w.dsn)
+	conn, err := w.connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -175,7 +177,7 @@ func (w *Waker) listen(ctx context.Context) error {
 // notify sends pending announcements, coalesced: under load one NOTIFY
 // statement carries what many publishes added.
 func (w *Waker) notify(ctx context.Context) error {
-	conn, err := pgx.Connect(ctx, w.dsn)
+	conn, err := w.connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -199,6 +201,16 @@ func (w *Waker) notify(ctx context.Context) error {
 	}
 }
 
+// connect opens one connection. The DSN is parsed as the pool parses it, so
+// pgxpool's own pool_* parameters are not sent to the server as settings.
+func (w *Waker) connect(ctx context.Context) (*pgx.Conn, error) {
+	cfg, err := pgxpool.ParseConfig(w.dsn)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.ConnectConfig(ctx, cfg.ConnConfig)
+}
+
 // wakeBackoff is Watermill's BackoffManager for one consumer. The subscriber
 // calls HandleError synchronously from its consume loop after an empty
 // query, so blocking here until a wake-up (or the fallback poll) is what
@@ -212,7 +224,11 @@ type wakeBackoff struct {
 
 func (b wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
 	if err != nil {
-		logger.Error("querying queue failed", err, nil)
+		select {
+		case <-b.done: // stopping: the query was cancelled, not failed
+		default:
+			logger.Error("querying queue failed", err, nil)
+		}
 		return b.retry
 	}
 	if !noMsg {
@@ -241,7 +257,7 @@ func (w *Waker) Flush(ctx context.Context) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	conn, err := pgx.Connect(ctx, w.dsn)
+	conn, err := w.connect(ctx)
 	if err != nil {
 		return fmt.Errorf("notify workers: %w", err)
 	}
