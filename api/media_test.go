@@ -23,6 +23,7 @@ import (
 	"github.com/parleychat/parley/api/auth"
 	"github.com/parleychat/parley/db/dbtest"
 	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/internal/chat"
 	"github.com/parleychat/parley/internal/media"
 	"github.com/parleychat/parley/internal/mediatest"
 	"github.com/parleychat/parley/workers/persister"
@@ -59,19 +60,18 @@ type mediaHarness struct {
 
 // newMediaHarness serves the real REST API with the media routes over real
 // PostgreSQL and the embedded S3 server, on loopback listeners.
-func newMediaHarness(t *testing.T, mediaCfg func(*media.Config), limits api.Limits) *mediaHarness {
+func newMediaHarness(t *testing.T, mediaCfg func(*media.Config), limits chat.Limits) *mediaHarness {
 	t.Helper()
 	_, pool := dbtest.New(t)
 	store := mediatest.Store(t, mediaCfg)
 	bus := mediaSyncBus{persister.New(pool, mediaQuiet)}
-	svc := api.NewService(pool, bus, &api.MediaStore{Store: store}, limits, mediaQuiet)
+	svc := chat.NewService(pool, bus, store, limits, mediaQuiet)
 	secret := []byte("media-test-secret-with-enough-bytes")
 	verifier, err := auth.NewVerifier(secret)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rest := api.NewREST(svc, verifier, mediaQuiet)
-	api.RegisterMedia(rest, svc, store, mediaQuiet)
 	srv := httptest.NewServer(rest)
 	t.Cleanup(srv.Close)
 	return &mediaHarness{t: t, store: store, bus: bus, url: srv.URL, secret: secret}
@@ -215,10 +215,10 @@ func mediaPNG(t *testing.T, w, h int) []byte {
 }
 
 func TestMediaUploadRoundTrip(t *testing.T) {
-	h := newMediaHarness(t, nil, api.Limits{})
+	h := newMediaHarness(t, nil, chat.DefaultLimits())
 	file := mediaJPEG(t, 300, 200)
 	before := time.Now()
-	up := mediaDecode[api.UploadView](t, h.upload(1, "beach.jpg", "image/jpeg", file), http.StatusOK)
+	up := mediaDecode[chat.UploadView](t, h.upload(1, "beach.jpg", "image/jpeg", file), http.StatusOK)
 
 	if up.FileSize != int64(len(file)) || up.MIMEType != "image/jpeg" || up.Kind != "image" {
 		t.Errorf("upload answered %+v", up)
@@ -237,9 +237,9 @@ func TestMediaUploadRoundTrip(t *testing.T) {
 // The type comes from the bytes: a PNG named .jpg and labelled image/jpeg
 // is stored and described as a PNG.
 func TestMediaUploadSpoofedExtension(t *testing.T) {
-	h := newMediaHarness(t, nil, api.Limits{})
+	h := newMediaHarness(t, nil, chat.DefaultLimits())
 	file := mediaPNG(t, 40, 30)
-	up := mediaDecode[api.UploadView](t, h.upload(1, "photo.jpg", "image/jpeg", file), http.StatusOK)
+	up := mediaDecode[chat.UploadView](t, h.upload(1, "photo.jpg", "image/jpeg", file), http.StatusOK)
 	if up.MIMEType != "image/png" || !strings.HasSuffix(up.Key, ".png") {
 		t.Errorf("stored as %s under %s, want image/png", up.MIMEType, up.Key)
 	}
@@ -251,7 +251,7 @@ func TestMediaUploadSpoofedExtension(t *testing.T) {
 func TestMediaUploadRefusals(t *testing.T) {
 	h := newMediaHarness(t, func(c *media.Config) {
 		c.MaxImageBytes, c.MaxVideoBytes, c.MaxAudioBytes = 20_000, 60_000, 30_000
-	}, api.Limits{})
+	}, chat.DefaultLimits())
 	big := mediaJPEG(t, 200, 200) // far over 20 kB of noise
 	if len(big) <= 20_000 {
 		t.Fatalf("fixture is only %d bytes", len(big))
@@ -351,7 +351,9 @@ func TestMediaUploadRefusals(t *testing.T) {
 }
 
 func TestMediaUploadRateLimited(t *testing.T) {
-	h := newMediaHarness(t, nil, api.Limits{SendRate: 0.001, SendBurst: 2})
+	limits := chat.DefaultLimits()
+	limits.SendRate, limits.SendBurst = 0.001, 2
+	h := newMediaHarness(t, nil, limits)
 	file := mediaPNG(t, 8, 8)
 	for i := range 2 {
 		if r := h.upload(1, "a.png", "", file); r.status != http.StatusOK {
@@ -370,9 +372,9 @@ func TestMediaUploadRateLimited(t *testing.T) {
 }
 
 // presignedPut asks for a presigned upload and performs it as a client would.
-func (h *mediaHarness) presignedPut(user int64, contentType string, file []byte) api.PresignedUploadView {
+func (h *mediaHarness) presignedPut(user int64, contentType string, file []byte) chat.PresignedUploadView {
 	h.t.Helper()
-	p := mediaDecode[api.PresignedUploadView](h.t, h.doJSON(user, "POST", api.Prefix+"/uploads",
+	p := mediaDecode[chat.PresignedUploadView](h.t, h.doJSON(user, "POST", api.Prefix+"/uploads",
 		map[string]any{"content_type": contentType, "size": len(file)}), http.StatusOK)
 	req, err := http.NewRequest(p.Method, p.UploadURL, bytes.NewReader(file))
 	if err != nil {
@@ -399,7 +401,7 @@ func (h *mediaHarness) send(user int64, body map[string]any) mediaResponse {
 }
 
 func TestMediaPresignedUpload(t *testing.T) {
-	h := newMediaHarness(t, nil, api.Limits{})
+	h := newMediaHarness(t, nil, chat.DefaultLimits())
 	file := mediaJPEG(t, 120, 80)
 	p := h.presignedPut(1, "image/jpeg", file)
 	if p.Method != http.MethodPut || p.Size != int64(len(file)) || p.MaxSize != media.DefaultMaxImageBytes ||
@@ -419,7 +421,7 @@ func TestMediaPresignedUpload(t *testing.T) {
 		t.Fatalf("stored %d bytes that differ from the %d sent", len(stored), len(file))
 	}
 
-	msg := mediaDecode[api.MessageView](t, h.send(1, map[string]any{"recipient_id": 2, "content_type": "image", "media_key": p.Key}), http.StatusOK)
+	msg := mediaDecode[chat.MessageView](t, h.send(1, map[string]any{"recipient_id": 2, "content_type": "image", "media_key": p.Key}), http.StatusOK)
 	if msg.MediaKey == nil || *msg.MediaKey != p.Key || msg.MediaURL == nil {
 		t.Fatalf("message %+v", msg)
 	}
@@ -459,7 +461,7 @@ func TestMediaPresignedUpload(t *testing.T) {
 }
 
 func TestMediaPresignRefusals(t *testing.T) {
-	h := newMediaHarness(t, func(c *media.Config) { c.MaxVideoBytes = 1000 }, api.Limits{})
+	h := newMediaHarness(t, func(c *media.Config) { c.MaxVideoBytes = 1000 }, chat.DefaultLimits())
 	tests := []struct {
 		name string
 		body any
@@ -483,12 +485,12 @@ func TestMediaPresignRefusals(t *testing.T) {
 }
 
 func TestMediaOfMessage(t *testing.T) {
-	h := newMediaHarness(t, nil, api.Limits{})
+	h := newMediaHarness(t, nil, chat.DefaultLimits())
 	file := mediaJPEG(t, 64, 48)
-	up := mediaDecode[api.UploadView](t, h.upload(1, "a.jpg", "", file), http.StatusOK)
+	up := mediaDecode[chat.UploadView](t, h.upload(1, "a.jpg", "", file), http.StatusOK)
 	// The seed's flow: the upload's url goes back as the message's media_url.
-	msg := mediaDecode[api.MessageView](t, h.send(1, map[string]any{"recipient_id": 2, "content_type": "image", "media_url": up.URL}), http.StatusOK)
-	text := mediaDecode[api.MessageView](t, h.send(1, map[string]any{"recipient_id": 2, "text_content": "hi"}), http.StatusOK)
+	msg := mediaDecode[chat.MessageView](t, h.send(1, map[string]any{"recipient_id": 2, "content_type": "image", "media_url": up.URL}), http.StatusOK)
+	text := mediaDecode[chat.MessageView](t, h.send(1, map[string]any{"recipient_id": 2, "text_content": "hi"}), http.StatusOK)
 	path := api.Prefix + "/messages/" + msg.ID + "/media"
 
 	for _, user := range []int64{1, 2} {

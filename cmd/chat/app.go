@@ -22,6 +22,7 @@ import (
 	"github.com/parleychat/parley/events/eventbridge"
 	"github.com/parleychat/parley/events/pgbus"
 	"github.com/parleychat/parley/events/sqs"
+	"github.com/parleychat/parley/internal/chat"
 	"github.com/parleychat/parley/internal/connstore"
 	"github.com/parleychat/parley/internal/connstore/dynamostore"
 	"github.com/parleychat/parley/internal/connstore/pgstore"
@@ -47,7 +48,7 @@ type App struct {
 
 	publisher events.Publisher
 	verifier  *auth.Verifier
-	svc       *api.Service
+	svc       *chat.Service
 	rest      *api.REST
 	conns     connstore.Store
 	media     *media.Store
@@ -110,17 +111,14 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, migrate bool)
 	if err := a.openMedia(ctx); err != nil {
 		return nil, err
 	}
-	var mediaAPI api.Media
-	if a.media != nil {
-		mediaAPI = api.NewMediaStore(a.media)
+	var store chat.MediaStore
+	if a.media != nil { // a nil *media.Store in the interface would not be nil
+		store = a.media
 	}
-	a.svc = api.NewService(pool, a.publisher, mediaAPI, api.Limits{
-		MaxTextRunes: cfg.MaxTextRunes, SendRate: cfg.SendRate, SendBurst: cfg.SendBurst,
-	}, logger.With("component", "api"))
+	limits := chat.DefaultLimits()
+	limits.MaxTextRunes, limits.SendRate, limits.SendBurst = cfg.MaxTextRunes, cfg.SendRate, cfg.SendBurst
+	a.svc = chat.NewService(pool, a.publisher, store, limits, logger.With("component", "chat"))
 	a.rest = api.NewREST(a.svc, a.verifier, logger.With("component", "http"))
-	if a.media != nil {
-		api.RegisterMedia(a.rest, a.svc, a.media, logger.With("component", "media"))
-	}
 	if err := a.openConnections(ctx); err != nil {
 		return nil, err
 	}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/parleychat/parley/internal/chat"
 )
 
 // devJWTSecret is used only by `chat dev`, which says so at start-up.
@@ -141,18 +143,17 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("CHAT_LOG_FORMAT=%q: want text or json", c.LogFormat))
 	}
-	c.MaxTextRunes = num("CHAT_MAX_TEXT_CHARS", 4000, 1)
+	limits := chat.DefaultLimits()
+	c.MaxTextRunes = num("CHAT_MAX_TEXT_CHARS", limits.MaxTextRunes, 1)
+	c.SendRate = limits.SendRate
 	if v := getenv("CHAT_SEND_RATE"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f < 0 {
 			errs = append(errs, fmt.Errorf("CHAT_SEND_RATE=%q: want a non-negative number (0 disables)", v))
 		}
-		c.SendRate = f
-		if f == 0 {
-			c.SendRate = -1 // explicit 0: no limit
-		}
+		c.SendRate = f // 0: no limit
 	}
-	c.SendBurst = num("CHAT_SEND_BURST", 40, 1)
+	c.SendBurst = num("CHAT_SEND_BURST", limits.SendBurst, 1)
 	c.WorkerAttempts = num("CHAT_WORKER_MAX_ATTEMPTS", 5, 1)
 	c.WorkerConc = num("CHAT_WORKER_CONCURRENCY", 4, 1)
 	c.FallbackPoll = dur("CHAT_BUS_FALLBACK_POLL", time.Second)
