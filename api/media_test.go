@@ -26,6 +26,7 @@ import (
 	"github.com/parleychat/parley/internal/chat"
 	"github.com/parleychat/parley/internal/media"
 	"github.com/parleychat/parley/internal/mediatest"
+	"github.com/parleychat/parley/internal/pipelinetest"
 	"github.com/parleychat/parley/workers/persister"
 )
 
@@ -565,4 +566,29 @@ func TestMediaOfMessage(t *testing.T) {
 			t.Fatalf("status %d: %s", r.status, r.body)
 		}
 	})
+}
+
+// TestMediaWithoutStore checks a server deployed without media answers its
+// media routes with a 503 that says what to configure, not a 404, and
+// without Retry-After: retrying does not help.
+func TestMediaWithoutStore(t *testing.T) {
+	t.Parallel()
+	e := pipelinetest.New(t, pipelinetest.Options{})
+	for _, c := range []struct {
+		method, path string
+		body         any
+	}{
+		{http.MethodPost, api.Prefix + "/upload", "--x--"},
+		{http.MethodPost, api.Prefix + "/uploads", map[string]any{"content_type": "video/mp4", "size": 10}},
+		{http.MethodGet, api.Prefix + "/messages/0195e4a2-7b3c-7d10-8a4b-9c2d3e4f5a6b/media", nil},
+	} {
+		resp := e.Do(t, 1, c.method, c.path, c.body)
+		var b pipelinetest.ErrorBody
+		resp.JSON(t, &b)
+		if resp.Status != http.StatusServiceUnavailable || b.Error.Code != string(chat.CodeNotConfigured) ||
+			!strings.Contains(b.Error.Message, "CHAT_S3_BUCKET") || resp.Header.Get("Retry-After") != "" {
+			t.Errorf("%s %s: %d %s (Retry-After %q), want 503 not_configured naming CHAT_S3_BUCKET without Retry-After",
+				c.method, c.path, resp.Status, resp.Body, resp.Header.Get("Retry-After"))
+		}
+	}
 }

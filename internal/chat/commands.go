@@ -74,11 +74,11 @@ func (s *Service) claimClientID(ctx context.Context, userID int64, in SendInput,
 		return env, p, nil
 	}
 	if !errors.Is(err, pgx.ErrNoRows) {
-		return env, p, Unavailable("the database", err)
+		return env, p, unavailable("the database", err)
 	}
 	prev, err := s.q.GetMessageRequest(ctx, db.GetMessageRequestParams{SenderID: userID, ClientMessageID: in.ClientMessageID})
 	if err != nil {
-		return env, p, Unavailable("the database", err)
+		return env, p, unavailable("the database", err)
 	}
 	if prev.RequestHash != hash {
 		return env, p, Errorf(CodeConflict, "client_message_id %q was already used for a different message", in.ClientMessageID)
@@ -185,7 +185,7 @@ func (s *Service) resolveConversation(ctx context.Context, userID, recipientID i
 	if conversationID == "" {
 		id, _, err := db.GetOrCreateDirect(ctx, s.pool, newID(), userID, recipientID)
 		if err != nil {
-			return uuid.Nil, 0, Unavailable("the database", err)
+			return uuid.Nil, 0, unavailable("the database", err)
 		}
 		return id, recipientID, nil
 	}
@@ -195,7 +195,7 @@ func (s *Service) resolveConversation(ctx context.Context, userID, recipientID i
 	}
 	others, err := s.q.ListParticipantIDs(ctx, id)
 	if err != nil {
-		return uuid.Nil, 0, Unavailable("the database", err)
+		return uuid.Nil, 0, unavailable("the database", err)
 	}
 	var other int64
 	for _, o := range others {
@@ -220,7 +220,7 @@ func (s *Service) CreateConversation(ctx context.Context, userID int64, in Conve
 	}
 	id, _, err := db.GetOrCreateDirect(ctx, s.pool, newID(), userID, recipientID)
 	if err != nil {
-		return ConversationView{}, Unavailable("the database", err)
+		return ConversationView{}, unavailable("the database", err)
 	}
 	return s.Conversation(ctx, userID, id)
 }
@@ -262,7 +262,7 @@ func (s *Service) MarkRead(ctx context.Context, userID int64, in ReadInput) (Rea
 	}
 	stored, err := s.q.ListMessagesByIDs(ctx, uids)
 	if err != nil {
-		return ReadResult{}, Unavailable("the database", err)
+		return ReadResult{}, unavailable("the database", err)
 	}
 	byConv := map[uuid.UUID][]string{}
 	res := ReadResult{Read: []string{}, Ignored: []string{}}
@@ -297,7 +297,7 @@ func (s *Service) MarkRead(ctx context.Context, userID int64, in ReadInput) (Rea
 	for cid, mids := range byConv {
 		members, err := s.q.ListParticipantIDs(ctx, cid)
 		if err != nil {
-			return ReadResult{}, Unavailable("the database", err)
+			return ReadResult{}, unavailable("the database", err)
 		}
 		var notify []int64
 		for _, m := range members {
@@ -344,7 +344,7 @@ func (s *Service) DeleteMessage(ctx context.Context, userID int64, messageID uui
 		return Errorf(CodeNotFound, "message %s not found", messageID)
 	}
 	if err != nil {
-		return Unavailable("the database", err)
+		return unavailable("the database", err)
 	}
 	if m.SenderID != userID && m.RecipientID != userID {
 		return Errorf(CodeForbidden, "message %s is not in one of your conversations", messageID)

@@ -48,9 +48,9 @@ func Errorf(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-// Unavailable wraps an infrastructure failure the client should retry;
+// unavailable wraps an infrastructure failure the client should retry;
 // what names the part that failed ("the database").
-func Unavailable(what string, err error) *Error {
+func unavailable(what string, err error) *Error {
 	return &Error{Code: CodeUnavailable, Message: what + " is temporarily unavailable; retry", Err: err}
 }
 

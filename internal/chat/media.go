@@ -142,7 +142,7 @@ func (s *Service) messageMediaKey(ctx context.Context, userID int64, messageID u
 		return "", Errorf(CodeNotFound, "message %s not found", messageID)
 	}
 	if err != nil {
-		return "", Unavailable("the database", err)
+		return "", unavailable("the database", err)
 	}
 	if msg.SenderID != userID && msg.RecipientID != userID {
 		return "", Errorf(CodeForbidden, "message %s is not in one of your conversations", messageID)
@@ -193,7 +193,7 @@ func mediaError(err error) *Error {
 	case errors.Is(err, media.ErrExpired):
 		return &Error{Code: CodeForbidden, Message: "the upload finished after its URL expired; request a new one", Err: err}
 	}
-	return Unavailable("the media store", err)
+	return unavailable("the media store", err)
 }
 
 // TooLarge is the error of a request body over its limit (an

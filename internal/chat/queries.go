@@ -23,11 +23,11 @@ func (s *Service) participant(ctx context.Context, convID uuid.UUID, userID int6
 		return p, nil
 	}
 	if !errors.Is(err, pgx.ErrNoRows) {
-		return p, Unavailable("the database", err)
+		return p, unavailable("the database", err)
 	}
 	ids, err := s.q.ListParticipantIDs(ctx, convID)
 	if err != nil {
-		return p, Unavailable("the database", err)
+		return p, unavailable("the database", err)
 	}
 	if len(ids) == 0 {
 		return p, Errorf(CodeNotFound, "conversation %s not found", convID)
@@ -45,7 +45,7 @@ func (s *Service) Conversation(ctx context.Context, userID int64, id uuid.UUID) 
 		return ConversationView{}, Errorf(CodeNotFound, "conversation %s not found", id)
 	}
 	if err != nil {
-		return ConversationView{}, Unavailable("the database", err)
+		return ConversationView{}, unavailable("the database", err)
 	}
 	return conversationView(row), nil
 }
@@ -63,11 +63,11 @@ func (s *Service) ListConversations(ctx context.Context, userID int64, p ListPar
 		UserID: userID, Archived: p.Archived, PageLimit: int32(p.PageSize), PageOffset: int32((p.Page - 1) * p.PageSize),
 	})
 	if err != nil {
-		return nil, 0, Unavailable("the database", err)
+		return nil, 0, unavailable("the database", err)
 	}
 	total, err := s.q.CountConversationsForUser(ctx, db.CountConversationsForUserParams{UserID: userID, Archived: p.Archived})
 	if err != nil {
-		return nil, 0, Unavailable("the database", err)
+		return nil, 0, unavailable("the database", err)
 	}
 	out := make([]ConversationView, len(rows))
 	for i, r := range rows {
@@ -107,7 +107,7 @@ func (s *Service) Messages(ctx context.Context, userID int64, convID uuid.UUID, 
 		}
 	}
 	if err != nil {
-		return nil, 0, Unavailable("the database", err)
+		return nil, 0, unavailable("the database", err)
 	}
 	out := make([]MessageView, len(rows))
 	for i, m := range rows {

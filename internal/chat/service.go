@@ -89,7 +89,7 @@ func (s *Service) allowWrite(userID int64, what string) error {
 // publish puts envs on the bus; a refusal asks the client to retry.
 func (s *Service) publish(ctx context.Context, envs ...events.Envelope) error {
 	if err := s.bus.Publish(ctx, envs...); err != nil {
-		return Unavailable("the event bus", err)
+		return unavailable("the event bus", err)
 	}
 	return nil
 }

@@ -45,7 +45,7 @@ func (ss *Sessions) Connect(ctx context.Context, connID string, userID int64) er
 	now := ss.svc.clock()
 	c := connstore.Connection{ID: connID, UserID: userID, ConnectedAt: now, LastPingAt: now, ExpiresAt: now.Add(ss.ttl)}
 	if err := ss.conns.Put(ctx, c); err != nil {
-		return Unavailable("the connection store", err)
+		return unavailable("the connection store", err)
 	}
 	// API Gateway cannot send on a connection before $connect returns, so
 	// fanout greets it once this event arrives.
@@ -66,7 +66,7 @@ func (ss *Sessions) Lookup(ctx context.Context, connID string) (connstore.Connec
 		return c, Errorf(CodeUnauthenticated, "this connection is not registered; reconnect")
 	}
 	if err != nil {
-		return c, Unavailable("the connection store", err)
+		return c, unavailable("the connection store", err)
 	}
 	return c, nil
 }
@@ -78,7 +78,7 @@ func (ss *Sessions) Ping(ctx context.Context, connID string) error {
 		if errors.Is(err, connstore.ErrNotFound) {
 			return Errorf(CodeUnauthenticated, "this connection is not registered; reconnect")
 		}
-		return Unavailable("the connection store", err)
+		return unavailable("the connection store", err)
 	}
 	return nil
 }
@@ -86,7 +86,7 @@ func (ss *Sessions) Ping(ctx context.Context, connID string) error {
 // Disconnect forgets the connection.
 func (ss *Sessions) Disconnect(ctx context.Context, connID string) error {
 	if err := ss.conns.Delete(ctx, connID); err != nil {
-		return Unavailable("the connection store", err)
+		return unavailable("the connection store", err)
 	}
 	return nil
 }
