@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/api/apitest"
+	"github.com/parleychat/parley/internal/pipelinetest"
 )
 
 // BenchmarkSendToPersisted sends b.N text messages through the real HTTP
@@ -35,7 +35,7 @@ func BenchmarkSendToPersisted(b *testing.B) {
 }
 
 func benchSendToPersisted(b *testing.B, senders int) {
-	e := apitest.New(b, apitest.Options{})
+	e := pipelinetest.New(b, pipelinetest.Options{})
 	ctx := context.Background()
 	convs := make([]string, senders)
 	for i := range convs {
@@ -57,7 +57,7 @@ func benchSendToPersisted(b *testing.B, senders int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			header := apitest.Auth(int64(2*s + 1))
+			header := pipelinetest.Auth(int64(2*s + 1))
 			for next.Add(1) <= int64(b.N) {
 				resp, err := e.Request(header, http.MethodPost, sendPath, text(convs[s], "benchmark message"))
 				if err == nil && resp.Status != http.StatusOK {

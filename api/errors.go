@@ -1,95 +1,37 @@
-// Package api holds the chat's edges: the REST handlers, the WebSocket route
-// handlers, and the service they share, which validates input, authorizes,
-// assigns ids and publishes domain events. Inputs never write chat state
-// themselves; the one synchronous write is get-or-create of a conversation.
+// Package api holds the chat's transports: the REST handlers, the media
+// HTTP handlers and the WebSocket route handlers. Each authenticates,
+// decodes, makes one call to the chat service (internal/chat) and maps its
+// error once: to an HTTP status here, to an error frame on WebSocket.
 package api
 
 import (
-	"errors"
-	"fmt"
 	"net/http"
+
+	"github.com/parleychat/parley/internal/chat"
 )
 
-// Code is a stable, documented error code clients can switch on.
-type Code string
-
-const (
-	CodeBadRequest       Code = "bad_request"       // malformed input: not JSON, unknown fields, bad ids
-	CodeInvalid          Code = "invalid_argument"  // well-formed but not acceptable
-	CodeUnauthenticated  Code = "unauthenticated"   // missing, expired or forged token
-	CodeForbidden        Code = "forbidden"         // not a participant
-	CodeNotFound         Code = "not_found"         // no such conversation or message
-	CodeConflict         Code = "conflict"          // client_message_id reused with other content
-	CodeTooLarge         Code = "payload_too_large" // body or file over the limit
-	CodeUnsupportedMedia Code = "unsupported_media" // file type not allowed
-	CodeRateLimited      Code = "rate_limited"      // too many requests
-	CodeUnavailable      Code = "unavailable"       // the bus or database refused; retry
-	CodeInternal         Code = "internal"          // a bug; logged
-)
-
-// Error is the one error type the edges map: to an HTTP status, to a
-// WebSocket error frame.
-type Error struct {
-	Code    Code
-	Message string
-	Err     error // the cause, logged, never shown to clients
-}
-
-func (e *Error) Error() string {
-	if e.Err != nil {
-		return fmt.Sprintf("%s: %s: %v", e.Code, e.Message, e.Err)
-	}
-	return fmt.Sprintf("%s: %s", e.Code, e.Message)
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-// Errorf builds an Error with a client-facing message.
-func Errorf(code Code, format string, args ...any) *Error {
-	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
-}
-
-// unavailable wraps an infrastructure failure the client should retry.
-func unavailable(what string, err error) *Error {
-	return &Error{Code: CodeUnavailable, Message: what + " is temporarily unavailable; retry", Err: err}
-}
-
-// internal wraps an unexpected failure.
-func internal(err error) *Error {
-	return &Error{Code: CodeInternal, Message: "internal error", Err: err}
-}
-
-// AsError returns err as *Error, treating anything else as internal.
-func AsError(err error) *Error {
-	var e *Error
-	if errors.As(err, &e) {
-		return e
-	}
-	return internal(err)
-}
-
-// HTTPStatus maps a code to its HTTP status.
-func (c Code) HTTPStatus() int {
+// httpStatus maps a code to its HTTP status; the one place that does.
+func httpStatus(c chat.Code) int {
 	switch c {
-	case CodeBadRequest:
+	case chat.CodeBadRequest:
 		return http.StatusBadRequest
-	case CodeInvalid:
+	case chat.CodeInvalid:
 		return http.StatusUnprocessableEntity
-	case CodeUnauthenticated:
+	case chat.CodeUnauthenticated:
 		return http.StatusUnauthorized
-	case CodeForbidden:
+	case chat.CodeForbidden:
 		return http.StatusForbidden
-	case CodeNotFound:
+	case chat.CodeNotFound:
 		return http.StatusNotFound
-	case CodeConflict:
+	case chat.CodeConflict:
 		return http.StatusConflict
-	case CodeTooLarge:
+	case chat.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
-	case CodeUnsupportedMedia:
+	case chat.CodeUnsupportedMedia:
 		return http.StatusUnsupportedMediaType
-	case CodeRateLimited:
+	case chat.CodeRateLimited:
 		return http.StatusTooManyRequests
-	case CodeUnavailable:
+	case chat.CodeUnavailable, chat.CodeNotConfigured:
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusInternalServerError

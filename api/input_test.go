@@ -11,15 +11,16 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/parleychat/parley/api"
-	"github.com/parleychat/parley/api/apitest"
 	"github.com/parleychat/parley/api/auth"
+	"github.com/parleychat/parley/internal/chat"
+	"github.com/parleychat/parley/internal/pipelinetest"
 )
 
 // storedTables is every table a request could write, directly or through
 // the bus.
 var storedTables = []string{"event_archive", "messages", "message_deletions", "message_requests", "conversations", "conversation_participants"}
 
-func counts(t *testing.T, e *apitest.Env) map[string]int {
+func counts(t *testing.T, e *pipelinetest.Env) map[string]int {
 	t.Helper()
 	m := map[string]int{}
 	for _, table := range storedTables {
@@ -35,17 +36,17 @@ type refusal struct {
 	method, path string
 	body         any
 	status       int
-	code         api.Code
+	code         chat.Code
 }
 
 // runRefusals sends each request and checks the answer is a clear 4xx in the JSON
 // error shape and that nothing was stored.
-func runRefusals(t *testing.T, e *apitest.Env, cases []refusal) {
+func runRefusals(t *testing.T, e *pipelinetest.Env, cases []refusal) {
 	t.Helper()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := counts(t, e)
-			header := apitest.Auth(c.user)
+			header := pipelinetest.Auth(c.user)
 			if c.authz != "" {
 				header = http.Header{"Authorization": {c.authz}}
 			}
@@ -63,13 +64,13 @@ func runRefusals(t *testing.T, e *apitest.Env, cases []refusal) {
 // request checks that no table changed.
 func TestRefusals(t *testing.T) {
 	t.Parallel()
-	e := apitest.New(t, apitest.Options{})
+	e := pipelinetest.New(t, pipelinetest.Options{})
 	t.Run("bad input", func(t *testing.T) { badInput(t, e) })
 	t.Run("only participants read or write", func(t *testing.T) { onlyParticipants(t, e, 11, 12, 13) })
 }
 
 // badInput is the bad-input table, for users 1, 2 and 3.
-func badInput(t *testing.T, e *apitest.Env) {
+func badInput(t *testing.T, e *pipelinetest.Env) {
 	conv := e.Conversation(t, 1, 2)
 	kept := e.Send(t, 1, text(conv, "kept"))
 	e.AwaitMessages(t, 2, conv, 1)
@@ -77,7 +78,7 @@ func badInput(t *testing.T, e *apitest.Env) {
 
 	hi := `{"recipient_id":2,"text_content":"hi"}`
 	now := time.Now()
-	expired, err := auth.Issue(apitest.Secret, 1, time.Hour, now.Add(-2*time.Hour))
+	expired, err := auth.Issue(pipelinetest.Secret, 1, time.Hour, now.Add(-2*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +88,7 @@ func badInput(t *testing.T, e *apitest.Env) {
 	}
 	b64 := base64.RawURLEncoding.EncodeToString
 	algNone := b64([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + b64([]byte(fmt.Sprintf(`{"sub":"1","exp":%d}`, now.Add(time.Hour).Unix()))) + "."
-	goodToken := apitest.Auth(1).Get("Authorization")
+	goodToken := pipelinetest.Auth(1).Get("Authorization")
 	nobody := uuid.Must(uuid.NewV7()).String()
 	ids := func(n int) []string {
 		out := make([]string, n)
@@ -107,108 +108,108 @@ func badInput(t *testing.T, e *apitest.Env) {
 
 	cases := []refusal{
 		// Bodies that are not one JSON object of the expected fields.
-		{"malformed JSON", 1, "", post, sendPath, `{"recipient_id":2,"text_content":"hi"`, bad, api.CodeBadRequest},
-		{"a form, not JSON", 1, "", post, sendPath, `recipient_id=2&text_content=hi`, bad, api.CodeBadRequest},
-		{"empty body", 1, "", post, sendPath, "", bad, api.CodeBadRequest},
-		{"an array", 1, "", post, sendPath, `[1,2]`, bad, api.CodeBadRequest},
-		{"two objects", 1, "", post, sendPath, hi + hi, bad, api.CodeBadRequest},
-		{"unknown field", 1, "", post, sendPath, `{"recipient_id":2,"text_content":"hi","priority":"high"}`, bad, api.CodeBadRequest},
-		{"camelCase field", 1, "", post, sendPath, `{"recipientId":2,"textContent":"hi"}`, bad, api.CodeBadRequest},
-		{"recipient_id as a string", 1, "", post, sendPath, `{"recipient_id":"2","text_content":"hi"}`, bad, api.CodeBadRequest},
-		{"null", 1, "", post, sendPath, `null`, invalid, api.CodeInvalid},
-		{"body over 64 KiB", 1, "", post, sendPath, fmt.Sprintf(`{"recipient_id":2,"text_content":%q}`, strings.Repeat("a", 70<<10)), http.StatusRequestEntityTooLarge, api.CodeTooLarge},
+		{"malformed JSON", 1, "", post, sendPath, `{"recipient_id":2,"text_content":"hi"`, bad, chat.CodeBadRequest},
+		{"a form, not JSON", 1, "", post, sendPath, `recipient_id=2&text_content=hi`, bad, chat.CodeBadRequest},
+		{"empty body", 1, "", post, sendPath, "", bad, chat.CodeBadRequest},
+		{"an array", 1, "", post, sendPath, `[1,2]`, bad, chat.CodeBadRequest},
+		{"two objects", 1, "", post, sendPath, hi + hi, bad, chat.CodeBadRequest},
+		{"unknown field", 1, "", post, sendPath, `{"recipient_id":2,"text_content":"hi","priority":"high"}`, bad, chat.CodeBadRequest},
+		{"camelCase field", 1, "", post, sendPath, `{"recipientId":2,"textContent":"hi"}`, bad, chat.CodeBadRequest},
+		{"recipient_id as a string", 1, "", post, sendPath, `{"recipient_id":"2","text_content":"hi"}`, bad, chat.CodeBadRequest},
+		{"null", 1, "", post, sendPath, `null`, invalid, chat.CodeInvalid},
+		{"body over 64 KiB", 1, "", post, sendPath, fmt.Sprintf(`{"recipient_id":2,"text_content":%q}`, strings.Repeat("a", 70<<10)), http.StatusRequestEntityTooLarge, chat.CodeTooLarge},
 
 		// Messages that are well-formed but not acceptable.
-		{"unknown content type", 1, "", post, sendPath, `{"recipient_id":2,"content_type":"sticker","text_content":"hi"}`, invalid, api.CodeInvalid},
-		{"content type in capitals", 1, "", post, sendPath, `{"recipient_id":2,"content_type":"TEXT","text_content":"hi"}`, invalid, api.CodeInvalid},
-		{"empty text", 1, "", post, sendPath, `{"recipient_id":2,"text_content":""}`, invalid, api.CodeInvalid},
-		{"blank text", 1, "", post, sendPath, `{"recipient_id":2,"text_content":" \n\t "}`, invalid, api.CodeInvalid},
-		{"text of 4001 characters", 1, "", post, sendPath, map[string]any{"recipient_id": 2, "text_content": strings.Repeat("a", 4001)}, invalid, api.CodeInvalid},
-		{"text of 4001 two-byte characters", 1, "", post, sendPath, map[string]any{"recipient_id": 2, "text_content": strings.Repeat("é", 4001)}, invalid, api.CodeInvalid},
-		{"to oneself", 1, "", post, sendPath, `{"recipient_id":1,"text_content":"hi"}`, invalid, api.CodeInvalid},
-		{"to oneself by conversation and recipient", 1, "", post, sendPath, map[string]any{"conversation_id": conv, "recipient_id": 1, "text_content": "hi"}, invalid, api.CodeInvalid},
-		{"recipient_id 0", 1, "", post, sendPath, `{"recipient_id":0,"text_content":"hi"}`, invalid, api.CodeInvalid},
-		{"no recipient", 1, "", post, sendPath, `{"text_content":"hi"}`, invalid, api.CodeInvalid},
-		{"negative recipient_id", 1, "", post, sendPath, `{"recipient_id":-2,"text_content":"hi"}`, invalid, api.CodeInvalid},
-		{"recipient not in the conversation", 1, "", post, sendPath, map[string]any{"conversation_id": conv, "recipient_id": 5, "text_content": "hi"}, invalid, api.CodeInvalid},
-		{"image without media", 1, "", post, sendPath, `{"recipient_id":2,"content_type":"image"}`, invalid, api.CodeInvalid},
-		{"audio with a foreign media_url", 1, "", post, sendPath, `{"recipient_id":2,"content_type":"audio","media_url":"https://example.com/a.mp3"}`, invalid, api.CodeInvalid},
-		{"text carrying media", 1, "", post, sendPath, `{"recipient_id":2,"text_content":"hi","media_key":"chat/1/a.jpg"}`, invalid, api.CodeInvalid},
-		{"audio_duration on text", 1, "", post, sendPath, `{"recipient_id":2,"text_content":"hi","audio_duration":3}`, invalid, api.CodeInvalid},
-		{"client_message_id too long", 1, "", post, sendPath, map[string]any{"recipient_id": 2, "text_content": "hi", "client_message_id": strings.Repeat("c", 129)}, invalid, api.CodeInvalid},
-		{"conversation with oneself", 1, "", post, convs, `{"recipient_id":1}`, invalid, api.CodeInvalid},
-		{"conversation with user 0", 1, "", post, convs, `{"recipient_id":0}`, invalid, api.CodeInvalid},
-		{"conversation with a negative user", 1, "", post, convs, `{"recipient_id":-7}`, invalid, api.CodeInvalid},
+		{"unknown content type", 1, "", post, sendPath, `{"recipient_id":2,"content_type":"sticker","text_content":"hi"}`, invalid, chat.CodeInvalid},
+		{"content type in capitals", 1, "", post, sendPath, `{"recipient_id":2,"content_type":"TEXT","text_content":"hi"}`, invalid, chat.CodeInvalid},
+		{"empty text", 1, "", post, sendPath, `{"recipient_id":2,"text_content":""}`, invalid, chat.CodeInvalid},
+		{"blank text", 1, "", post, sendPath, `{"recipient_id":2,"text_content":" \n\t "}`, invalid, chat.CodeInvalid},
+		{"text of 4001 characters", 1, "", post, sendPath, map[string]any{"recipient_id": 2, "text_content": strings.Repeat("a", 4001)}, invalid, chat.CodeInvalid},
+		{"text of 4001 two-byte characters", 1, "", post, sendPath, map[string]any{"recipient_id": 2, "text_content": strings.Repeat("é", 4001)}, invalid, chat.CodeInvalid},
+		{"to oneself", 1, "", post, sendPath, `{"recipient_id":1,"text_content":"hi"}`, invalid, chat.CodeInvalid},
+		{"to oneself by conversation and recipient", 1, "", post, sendPath, map[string]any{"conversation_id": conv, "recipient_id": 1, "text_content": "hi"}, invalid, chat.CodeInvalid},
+		{"recipient_id 0", 1, "", post, sendPath, `{"recipient_id":0,"text_content":"hi"}`, invalid, chat.CodeInvalid},
+		{"no recipient", 1, "", post, sendPath, `{"text_content":"hi"}`, invalid, chat.CodeInvalid},
+		{"negative recipient_id", 1, "", post, sendPath, `{"recipient_id":-2,"text_content":"hi"}`, invalid, chat.CodeInvalid},
+		{"recipient not in the conversation", 1, "", post, sendPath, map[string]any{"conversation_id": conv, "recipient_id": 5, "text_content": "hi"}, invalid, chat.CodeInvalid},
+		{"image without media", 1, "", post, sendPath, `{"recipient_id":2,"content_type":"image"}`, invalid, chat.CodeInvalid},
+		{"audio with a foreign media_url", 1, "", post, sendPath, `{"recipient_id":2,"content_type":"audio","media_url":"https://example.com/a.mp3"}`, invalid, chat.CodeInvalid},
+		{"text carrying media", 1, "", post, sendPath, `{"recipient_id":2,"text_content":"hi","media_key":"chat/1/a.jpg"}`, invalid, chat.CodeInvalid},
+		{"audio_duration on text", 1, "", post, sendPath, `{"recipient_id":2,"text_content":"hi","audio_duration":3}`, invalid, chat.CodeInvalid},
+		{"client_message_id too long", 1, "", post, sendPath, map[string]any{"recipient_id": 2, "text_content": "hi", "client_message_id": strings.Repeat("c", 129)}, invalid, chat.CodeInvalid},
+		{"conversation with oneself", 1, "", post, convs, `{"recipient_id":1}`, invalid, chat.CodeInvalid},
+		{"conversation with user 0", 1, "", post, convs, `{"recipient_id":0}`, invalid, chat.CodeInvalid},
+		{"conversation with a negative user", 1, "", post, convs, `{"recipient_id":-7}`, invalid, chat.CodeInvalid},
 
 		// Tokens.
-		{"no token", 0, "", post, sendPath, hi, unauthed, api.CodeUnauthenticated},
-		{"empty bearer", 0, "Bearer ", post, sendPath, hi, unauthed, api.CodeUnauthenticated},
-		{"basic auth", 0, "Basic dXNlcjpwYXNz", post, sendPath, hi, unauthed, api.CodeUnauthenticated},
-		{"token without the Bearer scheme", 0, strings.TrimPrefix(goodToken, "Bearer "), post, sendPath, hi, unauthed, api.CodeUnauthenticated},
-		{"garbage token", 0, "Bearer not.a.token", post, sendPath, hi, unauthed, api.CodeUnauthenticated},
-		{"expired token", 0, "Bearer " + expired, post, sendPath, hi, unauthed, api.CodeUnauthenticated},
-		{"forged token", 0, "Bearer " + forged, post, sendPath, hi, unauthed, api.CodeUnauthenticated},
-		{"alg none token", 0, "Bearer " + algNone, post, sendPath, hi, unauthed, api.CodeUnauthenticated},
-		{"no token to read", 0, "", get, msgs, nil, unauthed, api.CodeUnauthenticated},
-		{"forged token to read", 0, "Bearer " + forged, get, msgs, nil, unauthed, api.CodeUnauthenticated},
+		{"no token", 0, "", post, sendPath, hi, unauthed, chat.CodeUnauthenticated},
+		{"empty bearer", 0, "Bearer ", post, sendPath, hi, unauthed, chat.CodeUnauthenticated},
+		{"basic auth", 0, "Basic dXNlcjpwYXNz", post, sendPath, hi, unauthed, chat.CodeUnauthenticated},
+		{"token without the Bearer scheme", 0, strings.TrimPrefix(goodToken, "Bearer "), post, sendPath, hi, unauthed, chat.CodeUnauthenticated},
+		{"garbage token", 0, "Bearer not.a.token", post, sendPath, hi, unauthed, chat.CodeUnauthenticated},
+		{"expired token", 0, "Bearer " + expired, post, sendPath, hi, unauthed, chat.CodeUnauthenticated},
+		{"forged token", 0, "Bearer " + forged, post, sendPath, hi, unauthed, chat.CodeUnauthenticated},
+		{"alg none token", 0, "Bearer " + algNone, post, sendPath, hi, unauthed, chat.CodeUnauthenticated},
+		{"no token to read", 0, "", get, msgs, nil, unauthed, chat.CodeUnauthenticated},
+		{"forged token to read", 0, "Bearer " + forged, get, msgs, nil, unauthed, chat.CodeUnauthenticated},
 
 		// Someone else's conversation, and one that does not exist.
-		{"send in another user's conversation", 3, "", post, sendPath, text(conv, "hi"), http.StatusForbidden, api.CodeForbidden},
-		{"send in no conversation", 1, "", post, sendPath, text(nobody, "hi"), http.StatusNotFound, api.CodeNotFound},
+		{"send in another user's conversation", 3, "", post, sendPath, text(conv, "hi"), http.StatusForbidden, chat.CodeForbidden},
+		{"send in no conversation", 1, "", post, sendPath, text(nobody, "hi"), http.StatusNotFound, chat.CodeNotFound},
 
 		// Ids that are not UUIDs, in paths and bodies.
-		{"conversation_id not a UUID", 1, "", post, sendPath, text("conv-1", "hi"), bad, api.CodeBadRequest},
-		{"reply_to_id not a UUID", 1, "", post, sendPath, `{"recipient_id":2,"text_content":"hi","reply_to_id":"42"}`, bad, api.CodeBadRequest},
-		{"messages of a non-UUID", 1, "", get, messagesPath("not-a-uuid"), nil, bad, api.CodeBadRequest},
-		{"messages of a URN UUID", 1, "", get, messagesPath("urn:uuid:" + conv), nil, bad, api.CodeBadRequest},
-		{"messages of a UUID without dashes", 1, "", get, messagesPath(strings.ReplaceAll(conv, "-", "")), nil, bad, api.CodeBadRequest},
-		{"conversation 123", 1, "", get, convPath("123"), nil, bad, api.CodeBadRequest},
-		{"settings of a non-UUID", 1, "", patch, convPath("x") + "/settings", `{"pinned":true}`, bad, api.CodeBadRequest},
-		{"delete a non-UUID conversation", 1, "", del, convPath("x"), nil, bad, api.CodeBadRequest},
-		{"delete a non-UUID message", 1, "", del, api.Prefix + "/messages/xyz", nil, bad, api.CodeBadRequest},
+		{"conversation_id not a UUID", 1, "", post, sendPath, text("conv-1", "hi"), bad, chat.CodeBadRequest},
+		{"reply_to_id not a UUID", 1, "", post, sendPath, `{"recipient_id":2,"text_content":"hi","reply_to_id":"42"}`, bad, chat.CodeBadRequest},
+		{"messages of a non-UUID", 1, "", get, messagesPath("not-a-uuid"), nil, bad, chat.CodeBadRequest},
+		{"messages of a URN UUID", 1, "", get, messagesPath("urn:uuid:" + conv), nil, bad, chat.CodeBadRequest},
+		{"messages of a UUID without dashes", 1, "", get, messagesPath(strings.ReplaceAll(conv, "-", "")), nil, bad, chat.CodeBadRequest},
+		{"conversation 123", 1, "", get, convPath("123"), nil, bad, chat.CodeBadRequest},
+		{"settings of a non-UUID", 1, "", patch, convPath("x") + "/settings", `{"pinned":true}`, bad, chat.CodeBadRequest},
+		{"delete a non-UUID conversation", 1, "", del, convPath("x"), nil, bad, chat.CodeBadRequest},
+		{"delete a non-UUID message", 1, "", del, api.Prefix + "/messages/xyz", nil, bad, chat.CodeBadRequest},
 
 		// Paging and query parameters.
-		{"page 0", 1, "", get, msgs + "?page=0", nil, bad, api.CodeBadRequest},
-		{"page -1", 1, "", get, msgs + "?page=-1", nil, bad, api.CodeBadRequest},
-		{"page huge", 1, "", get, msgs + "?page=99999999999999999999", nil, bad, api.CodeBadRequest},
-		{"page over the limit", 1, "", get, msgs + "?page=1000001", nil, bad, api.CodeBadRequest},
-		{"page not a number", 1, "", get, msgs + "?page=two", nil, bad, api.CodeBadRequest},
-		{"page_size 0", 1, "", get, msgs + "?page_size=0", nil, bad, api.CodeBadRequest},
-		{"page_size -5", 1, "", get, msgs + "?page_size=-5", nil, bad, api.CodeBadRequest},
-		{"page_size 101", 1, "", get, msgs + "?page_size=101", nil, bad, api.CodeBadRequest},
-		{"page_size huge", 1, "", get, msgs + "?page_size=1000000000000", nil, bad, api.CodeBadRequest},
-		{"limit 0", 1, "", get, msgs + "?after_seq=0&limit=0", nil, bad, api.CodeBadRequest},
-		{"conversations page 0", 1, "", get, convs + "?page=0", nil, bad, api.CodeBadRequest},
-		{"conversations page_size 0", 1, "", get, convs + "?page_size=0", nil, bad, api.CodeBadRequest},
-		{"conversations page_size 500", 1, "", get, convs + "?page_size=500", nil, bad, api.CodeBadRequest},
-		{"conversations archived=maybe", 1, "", get, convs + "?archived=maybe", nil, bad, api.CodeBadRequest},
-		{"unknown conversations parameter", 1, "", get, convs + "?sort=newest", nil, bad, api.CodeBadRequest},
-		{"unknown messages parameter", 1, "", get, msgs + "?order=asc", nil, bad, api.CodeBadRequest},
-		{"after_seq and before_seq", 1, "", get, msgs + "?after_seq=0&before_seq=5", nil, bad, api.CodeBadRequest},
-		{"after_seq with page", 1, "", get, msgs + "?after_seq=0&page=2", nil, bad, api.CodeBadRequest},
-		{"after_seq -1", 1, "", get, msgs + "?after_seq=-1", nil, bad, api.CodeBadRequest},
-		{"after_seq not a number", 1, "", get, msgs + "?after_seq=last", nil, bad, api.CodeBadRequest},
-		{"before_seq huge", 1, "", get, msgs + "?before_seq=99999999999999999999", nil, bad, api.CodeBadRequest},
+		{"page 0", 1, "", get, msgs + "?page=0", nil, bad, chat.CodeBadRequest},
+		{"page -1", 1, "", get, msgs + "?page=-1", nil, bad, chat.CodeBadRequest},
+		{"page huge", 1, "", get, msgs + "?page=99999999999999999999", nil, bad, chat.CodeBadRequest},
+		{"page over the limit", 1, "", get, msgs + "?page=1000001", nil, bad, chat.CodeBadRequest},
+		{"page not a number", 1, "", get, msgs + "?page=two", nil, bad, chat.CodeBadRequest},
+		{"page_size 0", 1, "", get, msgs + "?page_size=0", nil, bad, chat.CodeBadRequest},
+		{"page_size -5", 1, "", get, msgs + "?page_size=-5", nil, bad, chat.CodeBadRequest},
+		{"page_size 101", 1, "", get, msgs + "?page_size=101", nil, bad, chat.CodeBadRequest},
+		{"page_size huge", 1, "", get, msgs + "?page_size=1000000000000", nil, bad, chat.CodeBadRequest},
+		{"limit 0", 1, "", get, msgs + "?after_seq=0&limit=0", nil, bad, chat.CodeBadRequest},
+		{"conversations page 0", 1, "", get, convs + "?page=0", nil, bad, chat.CodeBadRequest},
+		{"conversations page_size 0", 1, "", get, convs + "?page_size=0", nil, bad, chat.CodeBadRequest},
+		{"conversations page_size 500", 1, "", get, convs + "?page_size=500", nil, bad, chat.CodeBadRequest},
+		{"conversations archived=maybe", 1, "", get, convs + "?archived=maybe", nil, bad, chat.CodeBadRequest},
+		{"unknown conversations parameter", 1, "", get, convs + "?sort=newest", nil, bad, chat.CodeBadRequest},
+		{"unknown messages parameter", 1, "", get, msgs + "?order=asc", nil, bad, chat.CodeBadRequest},
+		{"after_seq and before_seq", 1, "", get, msgs + "?after_seq=0&before_seq=5", nil, bad, chat.CodeBadRequest},
+		{"after_seq with page", 1, "", get, msgs + "?after_seq=0&page=2", nil, bad, chat.CodeBadRequest},
+		{"after_seq -1", 1, "", get, msgs + "?after_seq=-1", nil, bad, chat.CodeBadRequest},
+		{"after_seq not a number", 1, "", get, msgs + "?after_seq=last", nil, bad, chat.CodeBadRequest},
+		{"before_seq huge", 1, "", get, msgs + "?before_seq=99999999999999999999", nil, bad, chat.CodeBadRequest},
 
 		// Read receipts.
-		{"read of a non-UUID", 2, "", post, readPath, `{"message_ids":["nope"]}`, bad, api.CodeBadRequest},
-		{"read of a UUID and a non-UUID", 2, "", post, readPath, map[string]any{"message_ids": []string{kept.ID, "1"}}, bad, api.CodeBadRequest},
-		{"read of nothing", 2, "", post, readPath, `{"message_ids":[]}`, invalid, api.CodeInvalid},
-		{"read without ids", 2, "", post, readPath, `{}`, invalid, api.CodeInvalid},
-		{"read ids as a string", 2, "", post, readPath, `{"message_ids":"` + kept.ID + `"}`, bad, api.CodeBadRequest},
-		{"read with a non-UUID conversation", 2, "", post, readPath, map[string]any{"message_ids": []string{kept.ID}, "conversation_id": "c"}, bad, api.CodeBadRequest},
-		{"read of too many", 2, "", post, readPath, map[string]any{"message_ids": ids(501)}, invalid, api.CodeInvalid},
+		{"read of a non-UUID", 2, "", post, readPath, `{"message_ids":["nope"]}`, bad, chat.CodeBadRequest},
+		{"read of a UUID and a non-UUID", 2, "", post, readPath, map[string]any{"message_ids": []string{kept.ID, "1"}}, bad, chat.CodeBadRequest},
+		{"read of nothing", 2, "", post, readPath, `{"message_ids":[]}`, invalid, chat.CodeInvalid},
+		{"read without ids", 2, "", post, readPath, `{}`, invalid, chat.CodeInvalid},
+		{"read ids as a string", 2, "", post, readPath, `{"message_ids":"` + kept.ID + `"}`, bad, chat.CodeBadRequest},
+		{"read with a non-UUID conversation", 2, "", post, readPath, map[string]any{"message_ids": []string{kept.ID}, "conversation_id": "c"}, bad, chat.CodeBadRequest},
+		{"read of too many", 2, "", post, readPath, map[string]any{"message_ids": ids(501)}, invalid, chat.CodeInvalid},
 
 		// Settings.
-		{"settings changing nothing", 1, "", patch, settings, `{}`, invalid, api.CodeInvalid},
-		{"settings of nulls", 1, "", patch, settings, `{"pinned":null,"muted":null}`, invalid, api.CodeInvalid},
-		{"settings with an unknown one", 1, "", patch, settings, `{"starred":true}`, bad, api.CodeBadRequest},
-		{"settings with a string", 1, "", patch, settings, `{"pinned":"yes"}`, bad, api.CodeBadRequest},
-		{"settings without a body", 1, "", patch, settings, nil, bad, api.CodeBadRequest},
+		{"settings changing nothing", 1, "", patch, settings, `{}`, invalid, chat.CodeInvalid},
+		{"settings of nulls", 1, "", patch, settings, `{"pinned":null,"muted":null}`, invalid, chat.CodeInvalid},
+		{"settings with an unknown one", 1, "", patch, settings, `{"starred":true}`, bad, chat.CodeBadRequest},
+		{"settings with a string", 1, "", patch, settings, `{"pinned":"yes"}`, bad, chat.CodeBadRequest},
+		{"settings without a body", 1, "", patch, settings, nil, bad, chat.CodeBadRequest},
 
 		// Routes that do not exist.
-		{"no such endpoint", 1, "", get, api.Prefix + "/nothing", nil, http.StatusNotFound, api.CodeNotFound},
-		{"no such method", 1, "", http.MethodPut, sendPath, hi, http.StatusNotFound, api.CodeNotFound},
+		{"no such endpoint", 1, "", get, api.Prefix + "/nothing", nil, http.StatusNotFound, chat.CodeNotFound},
+		{"no such method", 1, "", http.MethodPut, sendPath, hi, http.StatusNotFound, chat.CodeNotFound},
 	}
 	runRefusals(t, e, cases)
 
@@ -222,7 +223,7 @@ func badInput(t *testing.T, e *apitest.Env) {
 
 // Only participants read or write a conversation: others get 403, and a
 // conversation that does not exist is 404.
-func onlyParticipants(t *testing.T, e *apitest.Env, u1, u2, outsider int64) {
+func onlyParticipants(t *testing.T, e *pipelinetest.Env, u1, u2, outsider int64) {
 	conv := e.Conversation(t, u1, u2)
 	m := e.Send(t, u1, text(conv, "private"))
 	e.AwaitMessages(t, u2, conv, 1)
@@ -236,8 +237,8 @@ func onlyParticipants(t *testing.T, e *apitest.Env, u1, u2, outsider int64) {
 	for _, target := range []struct {
 		id     string
 		status int
-		code   api.Code
-	}{{conv, forbidden, api.CodeForbidden}, {nobody, notFound, api.CodeNotFound}} {
+		code   chat.Code
+	}{{conv, forbidden, chat.CodeForbidden}, {nobody, notFound, chat.CodeNotFound}} {
 		id := target.id
 		for _, c := range []refusal{
 			{name: "list messages", method: get, path: messagesPath(id)},
@@ -255,8 +256,8 @@ func onlyParticipants(t *testing.T, e *apitest.Env, u1, u2, outsider int64) {
 		}
 	}
 	cases = append(cases,
-		refusal{"delete another user's message", outsider, "", del, api.Prefix + "/messages/" + m.ID, nil, forbidden, api.CodeForbidden},
-		refusal{"delete no message", outsider, "", del, api.Prefix + "/messages/" + nobody, nil, notFound, api.CodeNotFound},
+		refusal{"delete another user's message", outsider, "", del, api.Prefix + "/messages/" + m.ID, nil, forbidden, chat.CodeForbidden},
+		refusal{"delete no message", outsider, "", del, api.Prefix + "/messages/" + nobody, nil, notFound, chat.CodeNotFound},
 	)
 	runRefusals(t, e, cases)
 

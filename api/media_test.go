@@ -23,8 +23,10 @@ import (
 	"github.com/parleychat/parley/api/auth"
 	"github.com/parleychat/parley/db/dbtest"
 	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/internal/chat"
 	"github.com/parleychat/parley/internal/media"
 	"github.com/parleychat/parley/internal/mediatest"
+	"github.com/parleychat/parley/internal/pipelinetest"
 	"github.com/parleychat/parley/workers/persister"
 )
 
@@ -59,19 +61,18 @@ type mediaHarness struct {
 
 // newMediaHarness serves the real REST API with the media routes over real
 // PostgreSQL and the embedded S3 server, on loopback listeners.
-func newMediaHarness(t *testing.T, mediaCfg func(*media.Config), limits api.Limits) *mediaHarness {
+func newMediaHarness(t *testing.T, mediaCfg func(*media.Config), limits chat.Limits) *mediaHarness {
 	t.Helper()
 	_, pool := dbtest.New(t)
 	store := mediatest.Store(t, mediaCfg)
 	bus := mediaSyncBus{persister.New(pool, mediaQuiet)}
-	svc := api.NewService(pool, bus, &api.MediaStore{Store: store}, limits, mediaQuiet)
+	svc := chat.NewService(pool, bus, store, limits, mediaQuiet)
 	secret := []byte("media-test-secret-with-enough-bytes")
 	verifier, err := auth.NewVerifier(secret)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rest := api.NewREST(svc, verifier, mediaQuiet)
-	api.RegisterMedia(rest, svc, store, mediaQuiet)
 	srv := httptest.NewServer(rest)
 	t.Cleanup(srv.Close)
 	return &mediaHarness{t: t, store: store, bus: bus, url: srv.URL, secret: secret}
@@ -215,10 +216,10 @@ func mediaPNG(t *testing.T, w, h int) []byte {
 }
 
 func TestMediaUploadRoundTrip(t *testing.T) {
-	h := newMediaHarness(t, nil, api.Limits{})
+	h := newMediaHarness(t, nil, chat.DefaultLimits())
 	file := mediaJPEG(t, 300, 200)
 	before := time.Now()
-	up := mediaDecode[api.UploadView](t, h.upload(1, "beach.jpg", "image/jpeg", file), http.StatusOK)
+	up := mediaDecode[chat.UploadView](t, h.upload(1, "beach.jpg", "image/jpeg", file), http.StatusOK)
 
 	if up.FileSize != int64(len(file)) || up.MIMEType != "image/jpeg" || up.Kind != "image" {
 		t.Errorf("upload answered %+v", up)
@@ -237,9 +238,9 @@ func TestMediaUploadRoundTrip(t *testing.T) {
 // The type comes from the bytes: a PNG named .jpg and labelled image/jpeg
 // is stored and described as a PNG.
 func TestMediaUploadSpoofedExtension(t *testing.T) {
-	h := newMediaHarness(t, nil, api.Limits{})
+	h := newMediaHarness(t, nil, chat.DefaultLimits())
 	file := mediaPNG(t, 40, 30)
-	up := mediaDecode[api.UploadView](t, h.upload(1, "photo.jpg", "image/jpeg", file), http.StatusOK)
+	up := mediaDecode[chat.UploadView](t, h.upload(1, "photo.jpg", "image/jpeg", file), http.StatusOK)
 	if up.MIMEType != "image/png" || !strings.HasSuffix(up.Key, ".png") {
 		t.Errorf("stored as %s under %s, want image/png", up.MIMEType, up.Key)
 	}
@@ -251,7 +252,7 @@ func TestMediaUploadSpoofedExtension(t *testing.T) {
 func TestMediaUploadRefusals(t *testing.T) {
 	h := newMediaHarness(t, func(c *media.Config) {
 		c.MaxImageBytes, c.MaxVideoBytes, c.MaxAudioBytes = 20_000, 60_000, 30_000
-	}, api.Limits{})
+	}, chat.DefaultLimits())
 	big := mediaJPEG(t, 200, 200) // far over 20 kB of noise
 	if len(big) <= 20_000 {
 		t.Fatalf("fixture is only %d bytes", len(big))
@@ -351,7 +352,9 @@ func TestMediaUploadRefusals(t *testing.T) {
 }
 
 func TestMediaUploadRateLimited(t *testing.T) {
-	h := newMediaHarness(t, nil, api.Limits{SendRate: 0.001, SendBurst: 2})
+	limits := chat.DefaultLimits()
+	limits.SendRate, limits.SendBurst = 0.001, 2
+	h := newMediaHarness(t, nil, limits)
 	file := mediaPNG(t, 8, 8)
 	for i := range 2 {
 		if r := h.upload(1, "a.png", "", file); r.status != http.StatusOK {
@@ -370,9 +373,9 @@ func TestMediaUploadRateLimited(t *testing.T) {
 }
 
 // presignedPut asks for a presigned upload and performs it as a client would.
-func (h *mediaHarness) presignedPut(user int64, contentType string, file []byte) api.PresignedUploadView {
+func (h *mediaHarness) presignedPut(user int64, contentType string, file []byte) chat.PresignedUploadView {
 	h.t.Helper()
-	p := mediaDecode[api.PresignedUploadView](h.t, h.doJSON(user, "POST", api.Prefix+"/uploads",
+	p := mediaDecode[chat.PresignedUploadView](h.t, h.doJSON(user, "POST", api.Prefix+"/uploads",
 		map[string]any{"content_type": contentType, "size": len(file)}), http.StatusOK)
 	req, err := http.NewRequest(p.Method, p.UploadURL, bytes.NewReader(file))
 	if err != nil {
@@ -399,7 +402,7 @@ func (h *mediaHarness) send(user int64, body map[string]any) mediaResponse {
 }
 
 func TestMediaPresignedUpload(t *testing.T) {
-	h := newMediaHarness(t, nil, api.Limits{})
+	h := newMediaHarness(t, nil, chat.DefaultLimits())
 	file := mediaJPEG(t, 120, 80)
 	p := h.presignedPut(1, "image/jpeg", file)
 	if p.Method != http.MethodPut || p.Size != int64(len(file)) || p.MaxSize != media.DefaultMaxImageBytes ||
@@ -419,7 +422,7 @@ func TestMediaPresignedUpload(t *testing.T) {
 		t.Fatalf("stored %d bytes that differ from the %d sent", len(stored), len(file))
 	}
 
-	msg := mediaDecode[api.MessageView](t, h.send(1, map[string]any{"recipient_id": 2, "content_type": "image", "media_key": p.Key}), http.StatusOK)
+	msg := mediaDecode[chat.MessageView](t, h.send(1, map[string]any{"recipient_id": 2, "content_type": "image", "media_key": p.Key}), http.StatusOK)
 	if msg.MediaKey == nil || *msg.MediaKey != p.Key || msg.MediaURL == nil {
 		t.Fatalf("message %+v", msg)
 	}
@@ -459,7 +462,7 @@ func TestMediaPresignedUpload(t *testing.T) {
 }
 
 func TestMediaPresignRefusals(t *testing.T) {
-	h := newMediaHarness(t, func(c *media.Config) { c.MaxVideoBytes = 1000 }, api.Limits{})
+	h := newMediaHarness(t, func(c *media.Config) { c.MaxVideoBytes = 1000 }, chat.DefaultLimits())
 	tests := []struct {
 		name string
 		body any
@@ -483,12 +486,12 @@ func TestMediaPresignRefusals(t *testing.T) {
 }
 
 func TestMediaOfMessage(t *testing.T) {
-	h := newMediaHarness(t, nil, api.Limits{})
+	h := newMediaHarness(t, nil, chat.DefaultLimits())
 	file := mediaJPEG(t, 64, 48)
-	up := mediaDecode[api.UploadView](t, h.upload(1, "a.jpg", "", file), http.StatusOK)
+	up := mediaDecode[chat.UploadView](t, h.upload(1, "a.jpg", "", file), http.StatusOK)
 	// The seed's flow: the upload's url goes back as the message's media_url.
-	msg := mediaDecode[api.MessageView](t, h.send(1, map[string]any{"recipient_id": 2, "content_type": "image", "media_url": up.URL}), http.StatusOK)
-	text := mediaDecode[api.MessageView](t, h.send(1, map[string]any{"recipient_id": 2, "text_content": "hi"}), http.StatusOK)
+	msg := mediaDecode[chat.MessageView](t, h.send(1, map[string]any{"recipient_id": 2, "content_type": "image", "media_url": up.URL}), http.StatusOK)
+	text := mediaDecode[chat.MessageView](t, h.send(1, map[string]any{"recipient_id": 2, "text_content": "hi"}), http.StatusOK)
 	path := api.Prefix + "/messages/" + msg.ID + "/media"
 
 	for _, user := range []int64{1, 2} {
@@ -563,4 +566,29 @@ func TestMediaOfMessage(t *testing.T) {
 			t.Fatalf("status %d: %s", r.status, r.body)
 		}
 	})
+}
+
+// TestMediaWithoutStore checks a server deployed without media answers its
+// media routes with a 503 that says what to configure, not a 404, and
+// without Retry-After: retrying does not help.
+func TestMediaWithoutStore(t *testing.T) {
+	t.Parallel()
+	e := pipelinetest.New(t, pipelinetest.Options{})
+	for _, c := range []struct {
+		method, path string
+		body         any
+	}{
+		{http.MethodPost, api.Prefix + "/upload", "--x--"},
+		{http.MethodPost, api.Prefix + "/uploads", map[string]any{"content_type": "video/mp4", "size": 10}},
+		{http.MethodGet, api.Prefix + "/messages/0195e4a2-7b3c-7d10-8a4b-9c2d3e4f5a6b/media", nil},
+	} {
+		resp := e.Do(t, 1, c.method, c.path, c.body)
+		var b pipelinetest.ErrorBody
+		resp.JSON(t, &b)
+		if resp.Status != http.StatusServiceUnavailable || b.Error.Code != string(chat.CodeNotConfigured) ||
+			!strings.Contains(b.Error.Message, "CHAT_S3_BUCKET") || resp.Header.Get("Retry-After") != "" {
+			t.Errorf("%s %s: %d %s (Retry-After %q), want 503 not_configured naming CHAT_S3_BUCKET without Retry-After",
+				c.method, c.path, resp.Status, resp.Body, resp.Header.Get("Retry-After"))
+		}
+	}
 }

@@ -2,18 +2,16 @@ package api
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/parleychat/parley/api/auth"
+	"github.com/parleychat/parley/internal/chat"
 )
 
 // Prefix is where the chat's REST API lives, as the mobile app expects.
@@ -24,15 +22,15 @@ const maxJSONBody = 64 << 10
 
 // REST serves the chat's HTTP API.
 type REST struct {
-	svc      *Service
+	svc      *chat.Service
 	verifier *auth.Verifier
 	logger   *slog.Logger
 	mux      *http.ServeMux
 }
 
-// NewREST builds the handler. Extra routes (uploads, the WebSocket
-// endpoint) are added with Handle before serving.
-func NewREST(svc *Service, verifier *auth.Verifier, logger *slog.Logger) *REST {
+// NewREST builds the handler, media routes included. Extra routes (the
+// WebSocket endpoint) are added with Handle before serving.
+func NewREST(svc *chat.Service, verifier *auth.Verifier, logger *slog.Logger) *REST {
 	r := &REST{svc: svc, verifier: verifier, logger: logger, mux: http.NewServeMux()}
 	r.mux.HandleFunc("GET /health", r.health)
 	r.mux.HandleFunc("GET "+Prefix+"/conversations", r.authed(r.listConversations))
@@ -44,19 +42,15 @@ func NewREST(svc *Service, verifier *auth.Verifier, logger *slog.Logger) *REST {
 	r.mux.HandleFunc("POST "+Prefix+"/messages", r.authed(r.sendMessage))
 	r.mux.HandleFunc("POST "+Prefix+"/messages/read", r.authed(r.markRead))
 	r.mux.HandleFunc("DELETE "+Prefix+"/messages/{id}", r.authed(r.deleteMessage))
+	registerMedia(r, svc)
 	r.mux.HandleFunc(Prefix+"/", func(w http.ResponseWriter, req *http.Request) {
-		r.fail(w, req, Errorf(CodeNotFound, "no such endpoint: %s %s", req.Method, req.URL.Path))
+		r.fail(w, req, chat.Errorf(chat.CodeNotFound, "no such endpoint: %s %s", req.Method, req.URL.Path))
 	})
 	return r
 }
 
 // Handle adds a route, e.g. uploads or the WebSocket endpoint.
 func (r *REST) Handle(pattern string, h http.Handler) { r.mux.Handle(pattern, h) }
-
-// AuthedFunc adapts a handler that needs the caller's user id.
-func (r *REST) AuthedFunc(h func(http.ResponseWriter, *http.Request, int64)) http.HandlerFunc {
-	return r.authed(h)
-}
 
 func (r *REST) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	start := time.Now()
@@ -65,7 +59,7 @@ func (r *REST) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		if p := recover(); p != nil {
 			r.logger.Error("handler panic", "method", req.Method, "path", req.URL.Path, "panic", p)
 			if !sw.wrote {
-				r.fail(sw, req, internal(fmt.Errorf("panic: %v", p)))
+				r.fail(sw, req, fmt.Errorf("panic: %v", p)) // AsError: internal
 			}
 		}
 		r.logger.Debug("request", "method", req.Method, "path", req.URL.Path, "status", sw.status, "duration", time.Since(start))
@@ -96,17 +90,15 @@ func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 func (r *REST) authed(h func(http.ResponseWriter, *http.Request, int64)) http.HandlerFunc {
 	return func(w http.ResponseWriter, req *http.Request) {
-		token, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
-		if !ok {
-			r.fail(w, req, Errorf(CodeUnauthenticated, "missing bearer token in the Authorization header"))
-			return
+		token, err := bearerToken(req.Header.Get("Authorization"))
+		if err == nil {
+			var user int64
+			if user, err = authenticate(r.verifier, token); err == nil {
+				h(w, req, user)
+				return
+			}
 		}
-		user, err := r.verifier.UserID(strings.TrimSpace(token))
-		if err != nil {
-			r.fail(w, req, &Error{Code: CodeUnauthenticated, Message: "invalid or expired token", Err: err})
-			return
-		}
-		h(w, req, user)
+		r.fail(w, req, err)
 	}
 }
 
@@ -141,28 +133,26 @@ func (r *REST) listConversations(w http.ResponseWriter, req *http.Request, user 
 	if v := q.Get("archived"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			r.fail(w, req, Errorf(CodeBadRequest, "archived must be true or false"))
+			r.fail(w, req, chat.Errorf(chat.CodeBadRequest, "archived must be true or false"))
 			return
 		}
 		archived = &b
 	}
-	rows, total, err := r.svc.ListConversations(req.Context(), user, ListParams{Page: pg, PageSize: size, Archived: archived})
+	rows, total, err := r.svc.ListConversations(req.Context(), user, chat.ListParams{Page: pg, PageSize: size, Archived: archived})
 	if err != nil {
 		r.fail(w, req, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, page[ConversationView]{Data: rows, Total: total, Page: pg, PageSize: size})
+	writeJSON(w, http.StatusOK, page[chat.ConversationView]{Data: rows, Total: total, Page: pg, PageSize: size})
 }
 
 func (r *REST) createConversation(w http.ResponseWriter, req *http.Request, user int64) {
-	var body struct {
-		RecipientID int64 `json:"recipient_id"`
-	}
-	if err := decodeJSON(w, req, &body); err != nil {
+	var in chat.ConversationInput
+	if err := decodeJSON(w, req, &in); err != nil {
 		r.fail(w, req, err)
 		return
 	}
-	c, err := r.svc.CreateConversation(req.Context(), user, body.RecipientID)
+	c, err := r.svc.CreateConversation(req.Context(), user, in)
 	if err != nil {
 		r.fail(w, req, err)
 		return
@@ -203,24 +193,24 @@ func (r *REST) listMessages(w http.ResponseWriter, req *http.Request, user int64
 		r.fail(w, req, err)
 		return
 	}
-	mq := MessageQuery{Page: pg, PageSize: size}
+	mq := chat.MessageQuery{Page: pg, PageSize: size}
 	for name, dst := range map[string]**int64{"after_seq": &mq.AfterSeq, "before_seq": &mq.BeforeSeq} {
 		if !q.Has(name) {
 			continue
 		}
 		n, err := strconv.ParseInt(q.Get(name), 10, 64)
 		if err != nil || n < 0 {
-			r.fail(w, req, Errorf(CodeBadRequest, "%s must be a non-negative integer", name))
+			r.fail(w, req, chat.Errorf(chat.CodeBadRequest, "%s must be a non-negative integer", name))
 			return
 		}
 		*dst = &n
 	}
 	if mq.AfterSeq != nil && mq.BeforeSeq != nil {
-		r.fail(w, req, Errorf(CodeBadRequest, "give after_seq or before_seq, not both"))
+		r.fail(w, req, chat.Errorf(chat.CodeBadRequest, "give after_seq or before_seq, not both"))
 		return
 	}
 	if (mq.AfterSeq != nil || mq.BeforeSeq != nil) && q.Has("page") {
-		r.fail(w, req, Errorf(CodeBadRequest, "page cannot be combined with after_seq or before_seq"))
+		r.fail(w, req, chat.Errorf(chat.CodeBadRequest, "page cannot be combined with after_seq or before_seq"))
 		return
 	}
 	msgs, total, err := r.svc.Messages(req.Context(), user, id, mq)
@@ -237,32 +227,16 @@ func (r *REST) listMessages(w http.ResponseWriter, req *http.Request, user int64
 		writeJSON(w, http.StatusOK, resp)
 		return
 	}
-	writeJSON(w, http.StatusOK, page[MessageView]{Data: msgs, Total: total, Page: pg, PageSize: size})
-}
-
-type sendBody struct {
-	RecipientID     int64  `json:"recipient_id"`
-	ConversationID  string `json:"conversation_id"`
-	ContentType     string `json:"content_type"`
-	TextContent     string `json:"text_content"`
-	MediaKey        string `json:"media_key"`
-	MediaURL        string `json:"media_url"`
-	AudioDuration   *int32 `json:"audio_duration"`
-	ReplyToID       string `json:"reply_to_id"`
-	ClientMessageID string `json:"client_message_id"`
+	writeJSON(w, http.StatusOK, page[chat.MessageView]{Data: msgs, Total: total, Page: pg, PageSize: size})
 }
 
 func (r *REST) sendMessage(w http.ResponseWriter, req *http.Request, user int64) {
-	var b sendBody
-	if err := decodeJSON(w, req, &b); err != nil {
+	var in chat.SendInput
+	if err := decodeJSON(w, req, &in); err != nil {
 		r.fail(w, req, err)
 		return
 	}
-	m, err := r.svc.Send(req.Context(), user, SendInput{
-		RecipientID: b.RecipientID, ConversationID: b.ConversationID, ContentType: b.ContentType,
-		TextContent: b.TextContent, MediaKey: b.MediaKey, MediaURL: b.MediaURL, AudioDuration: b.AudioDuration,
-		ReplyToID: b.ReplyToID, ClientMessageID: b.ClientMessageID,
-	})
+	m, err := r.svc.Send(req.Context(), user, in)
 	if err != nil {
 		r.fail(w, req, err)
 		return
@@ -271,15 +245,12 @@ func (r *REST) sendMessage(w http.ResponseWriter, req *http.Request, user int64)
 }
 
 func (r *REST) markRead(w http.ResponseWriter, req *http.Request, user int64) {
-	var b struct {
-		MessageIDs     []string `json:"message_ids"`
-		ConversationID string   `json:"conversation_id"`
-	}
-	if err := decodeJSON(w, req, &b); err != nil {
+	var in chat.ReadInput
+	if err := decodeJSON(w, req, &in); err != nil {
 		r.fail(w, req, err)
 		return
 	}
-	res, err := r.svc.MarkRead(req.Context(), user, b.ConversationID, b.MessageIDs)
+	res, err := r.svc.MarkRead(req.Context(), user, in)
 	if err != nil {
 		r.fail(w, req, err)
 		return
@@ -293,7 +264,7 @@ func (r *REST) updateSettings(w http.ResponseWriter, req *http.Request, user int
 		r.fail(w, req, err)
 		return
 	}
-	var st Settings
+	var st chat.Settings
 	if err := decodeJSON(w, req, &st); err != nil {
 		r.fail(w, req, err)
 		return
@@ -312,7 +283,7 @@ func (r *REST) deleteConversation(w http.ResponseWriter, req *http.Request, user
 		return
 	}
 	yes := true
-	if err := r.svc.UpdateSettings(req.Context(), user, id, Settings{Deleted: &yes}); err != nil {
+	if err := r.svc.UpdateSettings(req.Context(), user, id, chat.Settings{Deleted: &yes}); err != nil {
 		r.fail(w, req, err)
 		return
 	}
@@ -335,20 +306,17 @@ func (r *REST) deleteMessage(w http.ResponseWriter, req *http.Request, user int6
 // errorBody is the JSON shape of every error.
 type errorBody struct {
 	Error struct {
-		Code    Code   `json:"code"`
-		Message string `json:"message"`
+		Code    chat.Code `json:"code"`
+		Message string    `json:"message"`
 	} `json:"error"`
 }
 
-// Fail writes err as the JSON error shape; exported for routes added with Handle.
-func (r *REST) Fail(w http.ResponseWriter, req *http.Request, err error) { r.fail(w, req, err) }
-
 func (r *REST) fail(w http.ResponseWriter, req *http.Request, err error) {
-	e := AsError(err)
-	status := e.Code.HTTPStatus()
-	if status >= 500 {
+	e := chat.AsError(err)
+	status := httpStatus(e.Code)
+	if status >= 500 && e.Code != chat.CodeNotConfigured {
 		r.logger.Error("request failed", "method", req.Method, "path", req.URL.Path, "code", e.Code, "err", e)
-		if e.Code == CodeUnavailable {
+		if e.Code == chat.CodeUnavailable {
 			w.Header().Set("Retry-After", "1")
 		}
 	} else {
@@ -365,48 +333,20 @@ func WriteJSON(w http.ResponseWriter, status int, v any) { writeJSON(w, status, 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// decodeJSON reads exactly one JSON object, refusing unknown fields and
-// bodies over maxJSONBody. The Content-Type is not checked: clients such as
-// curl -d send JSON labelled as a form.
-func decodeJSON(w http.ResponseWriter, req *http.Request, dst any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, maxJSONBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
-		var tooBig *http.MaxBytesError
-		var syntax *json.SyntaxError
-		var typ *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &tooBig):
-			return Errorf(CodeTooLarge, "request body is larger than %d bytes", maxJSONBody)
-		case errors.Is(err, io.EOF):
-			return Errorf(CodeBadRequest, "request body is empty")
-		case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):
-			return Errorf(CodeBadRequest, "request body is not valid JSON")
-		case errors.As(err, &typ):
-			return Errorf(CodeBadRequest, "field %q must be %s", typ.Field, typ.Type)
-		case strings.HasPrefix(err.Error(), "json: unknown field"):
-			return Errorf(CodeBadRequest, "%s", strings.TrimPrefix(err.Error(), "json: "))
-		default:
-			return Errorf(CodeBadRequest, "invalid JSON body: %v", err)
-		}
-	}
-	if dec.More() {
-		return Errorf(CodeBadRequest, "request body must hold a single JSON object")
-	}
-	return nil
+	enc := json.NewEncoder(w)
+	// Presigned URLs carry & in their query: keep it as it is, not \u0026.
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
 }
 
 func pathUUID(req *http.Request, name string) (uuid.UUID, error) {
 	v := req.PathValue(name)
 	if len(v) != 36 {
-		return uuid.Nil, Errorf(CodeBadRequest, "%s %q is not a UUID", name, v)
+		return uuid.Nil, chat.Errorf(chat.CodeBadRequest, "%s %q is not a UUID", name, v)
 	}
 	id, err := uuid.Parse(v)
 	if err != nil {
-		return uuid.Nil, Errorf(CodeBadRequest, "%s %q is not a UUID", name, v)
+		return uuid.Nil, chat.Errorf(chat.CodeBadRequest, "%s %q is not a UUID", name, v)
 	}
 	return id, nil
 }
@@ -419,7 +359,7 @@ func pagination(q map[string][]string, defaultSize int) (int, int, error) {
 		}
 		n, err := strconv.Atoi(vals[0])
 		if err != nil || n < lo || n > hi {
-			return 0, Errorf(CodeBadRequest, "%s must be an integer from %d to %d", name, lo, hi)
+			return 0, chat.Errorf(chat.CodeBadRequest, "%s must be an integer from %d to %d", name, lo, hi)
 		}
 		return n, nil
 	}
@@ -443,7 +383,7 @@ func onlyParams(q map[string][]string, allowed ...string) error {
 			}
 		}
 		if !ok {
-			return Errorf(CodeBadRequest, "unknown query parameter %q", k)
+			return chat.Errorf(chat.CodeBadRequest, "unknown query parameter %q", k)
 		}
 	}
 	return nil

@@ -13,9 +13,10 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/api"
-	"github.com/parleychat/parley/api/apitest"
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/pgbus"
+	"github.com/parleychat/parley/internal/chat"
+	"github.com/parleychat/parley/internal/pipelinetest"
 )
 
 const (
@@ -33,7 +34,7 @@ func text(conv, s string) map[string]any {
 // Both participants send at once in one conversation (50 goroutines): each
 // message is stored once, and both read all of them through REST, with the
 // sequence 1..N.
-func concurrentSenders(t *testing.T, e *apitest.Env, u1, u2, _ int64) {
+func concurrentSenders(t *testing.T, e *pipelinetest.Env, u1, u2, _ int64) {
 	conv := e.Conversation(t, u1, u2)
 	other := map[int64]int64{u1: u2, u2: u1}
 	const senders, each = 50, 2
@@ -42,7 +43,7 @@ func concurrentSenders(t *testing.T, e *apitest.Env, u1, u2, _ int64) {
 	type result struct {
 		from int64
 		text string
-		resp apitest.Response
+		resp pipelinetest.Response
 		err  error
 	}
 	results := make([]result, 0, n)
@@ -55,7 +56,7 @@ func concurrentSenders(t *testing.T, e *apitest.Env, u1, u2, _ int64) {
 			defer wg.Done()
 			for i := range each {
 				s := fmt.Sprintf("sender %d message %d", g, i)
-				resp, err := e.Request(apitest.Auth(from), http.MethodPost, sendPath, text(conv, s))
+				resp, err := e.Request(pipelinetest.Auth(from), http.MethodPost, sendPath, text(conv, s))
 				mu.Lock()
 				results = append(results, result{from, s, resp, err})
 				mu.Unlock()
@@ -69,7 +70,7 @@ func concurrentSenders(t *testing.T, e *apitest.Env, u1, u2, _ int64) {
 		if r.err != nil || r.resp.Status != http.StatusOK {
 			t.Fatalf("send %q as user %d: %v status %d %s", r.text, r.from, r.err, r.resp.Status, r.resp.Body)
 		}
-		var m api.MessageView
+		var m chat.MessageView
 		r.resp.JSON(t, &m)
 		if m.ConversationID != conv || m.SenderID != r.from || m.RecipientID != other[r.from] || m.Status != "accepted" {
 			t.Fatalf("send %q as user %d answered %+v", r.text, r.from, m)
@@ -100,9 +101,9 @@ func concurrentSenders(t *testing.T, e *apitest.Env, u1, u2, _ int64) {
 
 		// The seed's paged listing: newest first, total right, every
 		// message on exactly one page.
-		var paged []api.MessageView
+		var paged []chat.MessageView
 		for page := 1; page <= 5; page++ {
-			var p apitest.Page[api.MessageView]
+			var p pipelinetest.Page[chat.MessageView]
 			e.MustDo(t, user, http.MethodGet, fmt.Sprintf("%s?page=%d&page_size=30", messagesPath(conv), page), nil, http.StatusOK, &p)
 			if p.Total != n || p.Page != page || p.PageSize != 30 {
 				t.Fatalf("user %d page %d: total %d page %d page_size %d", user, page, p.Total, p.Page, p.PageSize)
@@ -125,7 +126,7 @@ func concurrentSenders(t *testing.T, e *apitest.Env, u1, u2, _ int64) {
 	}
 }
 
-func idsOf(ms []api.MessageView) []string {
+func idsOf(ms []chat.MessageView) []string {
 	ids := make([]string, len(ms))
 	for i, m := range ms {
 		ids[i] = m.ID
@@ -141,7 +142,7 @@ func uniq(s []string) []string {
 
 // A client_message_id makes every retry return the same message, and the
 // message is stored once; other content under the same id is a conflict.
-func clientMessageID(t *testing.T, e *apitest.Env, u1, u2, u3 int64) {
+func clientMessageID(t *testing.T, e *pipelinetest.Env, u1, u2, u3 int64) {
 	conv := e.Conversation(t, u1, u2)
 	body := map[string]any{"recipient_id": u2, "text_content": "exactly once", "client_message_id": "c-1"}
 	first := e.Send(t, u1, body)
@@ -166,11 +167,11 @@ func clientMessageID(t *testing.T, e *apitest.Env, u1, u2, u3 int64) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				resp, err := e.Request(apitest.Auth(u1), http.MethodPost, sendPath, body)
+				resp, err := e.Request(pipelinetest.Auth(u1), http.MethodPost, sendPath, body)
 				if err == nil && resp.Status != http.StatusOK {
 					err = fmt.Errorf("status %d: %s", resp.Status, resp.Body)
 				}
-				var m api.MessageView
+				var m chat.MessageView
 				if err == nil {
 					err = json.Unmarshal(resp.Body, &m)
 				}
@@ -193,7 +194,7 @@ func clientMessageID(t *testing.T, e *apitest.Env, u1, u2, u3 int64) {
 			"other recipient": {"recipient_id": u3, "text_content": "exactly once", "client_message_id": "c-1"},
 		} {
 			resp := e.Do(t, u1, http.MethodPost, sendPath, b)
-			wantError(t, name, resp, http.StatusConflict, api.CodeConflict)
+			wantError(t, name, resp, http.StatusConflict, chat.CodeConflict)
 		}
 	})
 
@@ -206,7 +207,7 @@ func clientMessageID(t *testing.T, e *apitest.Env, u1, u2, u3 int64) {
 
 	e.AwaitIdle(t)
 	got := e.AwaitMessages(t, u2, conv, 2)
-	i := slices.IndexFunc(got, func(m api.MessageView) bool { return m.ID == first.ID })
+	i := slices.IndexFunc(got, func(m chat.MessageView) bool { return m.ID == first.ID })
 	if i < 0 || got[i].ClientMessageID == nil || *got[i].ClientMessageID != "c-1" || *got[i].TextContent != "exactly once" {
 		t.Fatalf("stored %v, want the first message with its client_message_id", idsOf(got))
 	}
@@ -237,7 +238,7 @@ func (b *refusingBus) Publish(ctx context.Context, envs ...events.Envelope) erro
 func TestBusRefusalAsksForRetry(t *testing.T) {
 	t.Parallel()
 	bus := &refusingBus{}
-	e := apitest.New(t, apitest.Options{WrapPublisher: func(p events.Publisher) events.Publisher {
+	e := pipelinetest.New(t, pipelinetest.Options{WrapPublisher: func(p events.Publisher) events.Publisher {
 		bus.Publisher = p
 		return bus
 	}})
@@ -264,7 +265,7 @@ func TestBusRefusalAsksForRetry(t *testing.T) {
 	}
 	for _, c := range cases {
 		resp := e.Do(t, c.user, c.method, c.path, c.body)
-		wantError(t, c.name, resp, http.StatusServiceUnavailable, api.CodeUnavailable)
+		wantError(t, c.name, resp, http.StatusServiceUnavailable, chat.CodeUnavailable)
 		if resp.Header.Get("Retry-After") == "" {
 			t.Errorf("%s: 503 without Retry-After", c.name)
 		}
@@ -300,13 +301,15 @@ func TestBusRefusalAsksForRetry(t *testing.T) {
 func TestSendRateLimit(t *testing.T) {
 	t.Parallel()
 	const burst = 3
-	e := apitest.New(t, apitest.Options{Limits: api.Limits{SendRate: 0.001, SendBurst: burst}})
+	limits := chat.DefaultLimits()
+	limits.SendRate, limits.SendBurst = 0.001, burst
+	e := pipelinetest.New(t, pipelinetest.Options{Limits: limits})
 	conv := e.Conversation(t, 1, 2)
 	for i := range burst {
 		e.Send(t, 1, text(conv, fmt.Sprint("within the limit ", i)))
 	}
 	resp := e.Do(t, 1, http.MethodPost, sendPath, text(conv, "one too many"))
-	wantError(t, "send over the limit", resp, http.StatusTooManyRequests, api.CodeRateLimited)
+	wantError(t, "send over the limit", resp, http.StatusTooManyRequests, chat.CodeRateLimited)
 	e.Send(t, 2, text(conv, "another user has a bucket of their own"))
 	if n := e.Count(t, "event_archive"); n != burst+1 {
 		t.Fatalf("%d events archived, want %d", n, burst+1)
@@ -323,10 +326,10 @@ func TestReplayThroughTheBusRestoresMessages(t *testing.T) {
 	// sequence numbers come back identical. (With concurrent consumers or
 	// senders a replay restores every message gap-free, but may number
 	// them in another order.)
-	e := apitest.New(t, apitest.Options{Consumer: pgbus.ConsumerConfig{Concurrency: 1}})
+	e := pipelinetest.New(t, pipelinetest.Options{Consumer: pgbus.ConsumerConfig{Concurrency: 1}})
 	since := time.Now().Add(-time.Second)
 	conv := e.Conversation(t, 1, 2)
-	var sent []api.MessageView
+	var sent []chat.MessageView
 	for i := range 12 {
 		from := int64(1 + i%2)
 		sent = append(sent, e.Send(t, from, text(conv, fmt.Sprintf("message %d from %d", i, from))))
@@ -336,14 +339,14 @@ func TestReplayThroughTheBusRestoresMessages(t *testing.T) {
 	e.MustDo(t, 1, http.MethodDelete, api.Prefix+"/messages/"+sent[1].ID, nil, http.StatusAccepted, nil)
 	e.AwaitIdle(t)
 
-	view := func(user int64) []api.MessageView {
+	view := func(user int64) []chat.MessageView {
 		ms := e.After(t, user, conv, 0, 100).Data
 		for i := range ms {
 			ms[i].SentAt = nil // when the row was stored: a replay stores it again
 		}
 		return ms
 	}
-	want := map[int64][]api.MessageView{1: view(1), 2: view(2)}
+	want := map[int64][]chat.MessageView{1: view(1), 2: view(2)}
 	if len(want[1]) != len(sent)-1 || want[2][0].ReadAt == nil {
 		t.Fatalf("before the loss: user 1 sees %d messages, user 2's first read_at %v", len(want[1]), want[2][0].ReadAt)
 	}
@@ -369,14 +372,14 @@ func TestReplayThroughTheBusRestoresMessages(t *testing.T) {
 	}
 }
 
-func equalViews(a, b []api.MessageView) bool {
-	return slices.EqualFunc(a, b, func(x, y api.MessageView) bool {
+func equalViews(a, b []chat.MessageView) bool {
+	return slices.EqualFunc(a, b, func(x, y chat.MessageView) bool {
 		return fmt.Sprintf("%+v", flat(x)) == fmt.Sprintf("%+v", flat(y))
 	})
 }
 
 // flat dereferences a view's pointers so that %+v shows values.
-func flat(m api.MessageView) []any {
+func flat(m chat.MessageView) []any {
 	str := func(p *string) string {
 		if p == nil {
 			return "<nil>"
@@ -395,7 +398,7 @@ func flat(m api.MessageView) []any {
 }
 
 // wantError checks a response is the JSON error shape with status and code.
-func wantError(t *testing.T, name string, resp apitest.Response, status int, code api.Code) {
+func wantError(t *testing.T, name string, resp pipelinetest.Response, status int, code chat.Code) {
 	t.Helper()
 	if resp.Status != status {
 		t.Errorf("%s: status %d, want %d; body %s", name, resp.Status, status, resp.Body)
@@ -404,7 +407,7 @@ func wantError(t *testing.T, name string, resp apitest.Response, status int, cod
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("%s: Content-Type %q", name, ct)
 	}
-	var b apitest.ErrorBody
+	var b pipelinetest.ErrorBody
 	resp.JSON(t, &b)
 	if b.Error.Code != string(code) || b.Error.Message == "" {
 		t.Errorf("%s: error %+v, want code %q and a message; body %s", name, b.Error, code, resp.Body)

@@ -10,10 +10,11 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/parleychat/parley/api"
-	"github.com/parleychat/parley/api/apitest"
+	"github.com/parleychat/parley/internal/chat"
+	"github.com/parleychat/parley/internal/pipelinetest"
 )
 
-func listed(p apitest.Page[api.ConversationView]) []string {
+func listed(p pipelinetest.Page[chat.ConversationView]) []string {
 	ids := make([]string, len(p.Data))
 	for i, c := range p.Data {
 		ids[i] = c.ID
@@ -26,11 +27,11 @@ func listed(p apitest.Page[api.ConversationView]) []string {
 // and run in parallel; each has users of its own.
 func TestChatThroughREST(t *testing.T) {
 	t.Parallel()
-	e := apitest.New(t, apitest.Options{})
+	e := pipelinetest.New(t, pipelinetest.Options{})
 	for _, c := range []struct {
 		name  string
 		users int64 // the case's users are users+1, users+2 and users+3
-		run   func(t *testing.T, e *apitest.Env, u1, u2, u3 int64)
+		run   func(t *testing.T, e *pipelinetest.Env, u1, u2, u3 int64)
 	}{
 		{"concurrent senders in one conversation", 0, concurrentSenders},
 		{"client_message_id makes retries idempotent", 200, clientMessageID},
@@ -48,7 +49,7 @@ func TestChatThroughREST(t *testing.T) {
 
 // Settings changed through REST become visible through REST, for the
 // participant who changed them only.
-func conversationSettings(t *testing.T, e *apitest.Env, u1, u2, u3 int64) {
+func conversationSettings(t *testing.T, e *pipelinetest.Env, u1, u2, u3 int64) {
 	older := e.Conversation(t, u1, u2)
 	newer := e.Conversation(t, u1, u3)
 	e.Send(t, u1, text(older, "older"))
@@ -70,9 +71,9 @@ func conversationSettings(t *testing.T, e *apitest.Env, u1, u2, u3 int64) {
 			t.Fatalf("settings answered %+v", resp)
 		}
 	}
-	await := func(t *testing.T, user int64, conv, what string, ok func(api.ConversationView) bool) {
+	await := func(t *testing.T, user int64, conv, what string, ok func(chat.ConversationView) bool) {
 		t.Helper()
-		apitest.Eventually(t, fmt.Sprintf("user %d sees %s", user, what), func() (bool, string) {
+		pipelinetest.Eventually(t, fmt.Sprintf("user %d sees %s", user, what), func() (bool, string) {
 			c := e.ConversationOf(t, user, conv)
 			return ok(c), fmt.Sprintf("%+v", c)
 		})
@@ -80,7 +81,7 @@ func conversationSettings(t *testing.T, e *apitest.Env, u1, u2, u3 int64) {
 
 	t.Run("pin and mute", func(t *testing.T) {
 		patch(t, u1, older, map[string]any{"pinned": true, "muted": true})
-		await(t, u1, older, "it pinned and muted", func(c api.ConversationView) bool { return c.Pinned && c.Muted && !c.Archived })
+		await(t, u1, older, "it pinned and muted", func(c chat.ConversationView) bool { return c.Pinned && c.Muted && !c.Archived })
 		if got := listed(e.Conversations(t, u1, "")); !slices.Equal(got, []string{older, newer}) {
 			t.Fatalf("list after pinning: %v, want the pinned conversation first", got)
 		}
@@ -91,7 +92,7 @@ func conversationSettings(t *testing.T, e *apitest.Env, u1, u2, u3 int64) {
 
 	t.Run("archive", func(t *testing.T) {
 		patch(t, u1, newer, map[string]any{"archived": true})
-		await(t, u1, newer, "it archived", func(c api.ConversationView) bool { return c.Archived })
+		await(t, u1, newer, "it archived", func(c chat.ConversationView) bool { return c.Archived })
 		if got := listed(e.Conversations(t, u1, "?archived=true")); !slices.Equal(got, []string{newer}) {
 			t.Fatalf("archived list: %v", got)
 		}
@@ -105,7 +106,7 @@ func conversationSettings(t *testing.T, e *apitest.Env, u1, u2, u3 int64) {
 
 	t.Run("a change of one setting keeps the others", func(t *testing.T) {
 		patch(t, u1, older, map[string]any{"pinned": false})
-		await(t, u1, older, "it unpinned and still muted", func(c api.ConversationView) bool { return !c.Pinned && c.Muted })
+		await(t, u1, older, "it unpinned and still muted", func(c chat.ConversationView) bool { return !c.Pinned && c.Muted })
 	})
 
 	t.Run("paging the list", func(t *testing.T) {
@@ -121,7 +122,7 @@ func conversationSettings(t *testing.T, e *apitest.Env, u1, u2, u3 int64) {
 
 // Deleting a conversation "for me" hides it and its history from that
 // participant only, until a newer message brings it back.
-func deleteConversationForMe(t *testing.T, e *apitest.Env, u1, u2, _ int64) {
+func deleteConversationForMe(t *testing.T, e *pipelinetest.Env, u1, u2, _ int64) {
 	conv := e.Conversation(t, u1, u2)
 	for i := range 3 {
 		e.Send(t, []int64{u1, u2}[i%2], text(conv, fmt.Sprint("old ", i)))
@@ -129,14 +130,14 @@ func deleteConversationForMe(t *testing.T, e *apitest.Env, u1, u2, _ int64) {
 	e.AwaitMessages(t, u1, conv, 3)
 
 	e.MustDo(t, u1, http.MethodDelete, convPath(conv), nil, http.StatusAccepted, nil)
-	apitest.Eventually(t, "the conversation leaves u1's list", func() (bool, string) {
+	pipelinetest.Eventually(t, "the conversation leaves u1's list", func() (bool, string) {
 		p := e.Conversations(t, u1, "")
 		return p.Total == 0 && len(p.Data) == 0, fmt.Sprintf("%v total %d", listed(p), p.Total)
 	})
 	if got := e.After(t, u1, conv, 0, 100).Data; len(got) != 0 {
 		t.Fatalf("u1 still sees %d messages of the deleted conversation", len(got))
 	}
-	var p apitest.Page[api.MessageView]
+	var p pipelinetest.Page[chat.MessageView]
 	e.MustDo(t, u1, http.MethodGet, messagesPath(conv), nil, http.StatusOK, &p)
 	if p.Total != 0 || len(p.Data) != 0 {
 		t.Fatalf("u1's paged listing: total %d, %d messages", p.Total, len(p.Data))
@@ -149,7 +150,7 @@ func deleteConversationForMe(t *testing.T, e *apitest.Env, u1, u2, _ int64) {
 	}
 
 	fresh := e.Send(t, u2, text(conv, "are you there?"))
-	apitest.Eventually(t, "the conversation comes back to u1's list", func() (bool, string) {
+	pipelinetest.Eventually(t, "the conversation comes back to u1's list", func() (bool, string) {
 		p := e.Conversations(t, u1, "")
 		return slices.Equal(listed(p), []string{conv}) && p.Total == 1, fmt.Sprintf("%v total %d", listed(p), p.Total)
 	})
@@ -164,9 +165,9 @@ func deleteConversationForMe(t *testing.T, e *apitest.Env, u1, u2, _ int64) {
 }
 
 // Deleting a message "for me" hides it from that user only.
-func deleteMessageForMe(t *testing.T, e *apitest.Env, u1, u2, _ int64) {
+func deleteMessageForMe(t *testing.T, e *pipelinetest.Env, u1, u2, _ int64) {
 	conv := e.Conversation(t, u1, u2)
-	var sent []api.MessageView
+	var sent []chat.MessageView
 	for i := range 3 {
 		sent = append(sent, e.Send(t, u2, text(conv, fmt.Sprint("message ", i))))
 	}
@@ -186,7 +187,7 @@ func deleteMessageForMe(t *testing.T, e *apitest.Env, u1, u2, _ int64) {
 	if ids := uniq(idsOf(got)); !slices.Equal(ids, uniq([]string{sent[0].ID, sent[1].ID})) {
 		t.Fatalf("u1 sees %v, want %s and %s", ids, sent[0].ID, sent[1].ID)
 	}
-	var p apitest.Page[api.MessageView]
+	var p pipelinetest.Page[chat.MessageView]
 	e.MustDo(t, u1, http.MethodGet, messagesPath(conv), nil, http.StatusOK, &p)
 	if p.Total != 2 || len(p.Data) != 2 {
 		t.Fatalf("u1's paged listing: total %d, %d messages", p.Total, len(p.Data))
@@ -213,9 +214,9 @@ func deleteMessageForMe(t *testing.T, e *apitest.Env, u1, u2, _ int64) {
 // Marking messages read sets read_at, lowers the unread count and advances
 // the read position; ids of messages the reader did not receive are
 // reported as ignored.
-func markRead(t *testing.T, e *apitest.Env, u1, u2, _ int64) {
+func markRead(t *testing.T, e *pipelinetest.Env, u1, u2, _ int64) {
 	conv := e.Conversation(t, u1, u2)
-	var toTwo []api.MessageView
+	var toTwo []chat.MessageView
 	for i := range 3 {
 		toTwo = append(toTwo, e.Send(t, u1, text(conv, fmt.Sprint("for two ", i))))
 	}
@@ -244,8 +245,8 @@ func markRead(t *testing.T, e *apitest.Env, u1, u2, _ int64) {
 	// Sequence numbers follow the order the persister stored the messages
 	// in, which need not be the order they were sent in; the read position
 	// is the highest sequence read.
-	var got []api.MessageView
-	apitest.Eventually(t, "u2 sees the two messages read", func() (bool, string) {
+	var got []chat.MessageView
+	pipelinetest.Eventually(t, "u2 sees the two messages read", func() (bool, string) {
 		got = e.After(t, u2, conv, 0, 100).Data
 		n := 0
 		for _, m := range got {

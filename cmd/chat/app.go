@@ -21,6 +21,7 @@ import (
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/eventbridge"
 	"github.com/parleychat/parley/events/pgbus"
+	"github.com/parleychat/parley/internal/chat"
 	"github.com/parleychat/parley/internal/connstore"
 	"github.com/parleychat/parley/internal/connstore/dynamostore"
 	"github.com/parleychat/parley/internal/connstore/pgstore"
@@ -60,7 +61,7 @@ type App struct {
 	transport transport
 
 	verifier *auth.Verifier
-	svc      *api.Service
+	svc      *chat.Service
 	rest     *api.REST
 	conns    connstore.Store
 	// sweep deletes expired connection records; nil where the store
@@ -150,17 +151,14 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, p parts) (*Ap
 		}
 	}
 	if p.db && p.bus {
-		var mediaAPI api.Media
-		if a.media != nil {
-			mediaAPI = api.NewMediaStore(a.media)
+		var store chat.MediaStore
+		if a.media != nil { // a nil *media.Store in the interface would not be nil
+			store = a.media
 		}
-		a.svc = api.NewService(a.pool, a.transport.Publisher(), mediaAPI, api.Limits{
-			MaxTextRunes: cfg.MaxTextRunes, SendRate: cfg.SendRate, SendBurst: cfg.SendBurst,
-		}, logger.With("component", "api"))
+		limits := chat.DefaultLimits()
+		limits.MaxTextRunes, limits.SendRate, limits.SendBurst = cfg.MaxTextRunes, cfg.SendRate, cfg.SendBurst
+		a.svc = chat.NewService(a.pool, a.transport.Publisher(), store, limits, logger.With("component", "chat"))
 		a.rest = api.NewREST(a.svc, a.verifier, logger.With("component", "http"))
-		if a.media != nil {
-			api.RegisterMedia(a.rest, a.svc, a.media, logger.With("component", "media"))
-		}
 	}
 	ok = true
 	return a, nil

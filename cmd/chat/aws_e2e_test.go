@@ -23,10 +23,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
 
-	"github.com/parleychat/parley/api"
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/eventbridge/ebfake"
 	"github.com/parleychat/parley/events/sqs/sqstest"
+	"github.com/parleychat/parley/internal/chat"
 	"github.com/parleychat/parley/internal/connstore/dynamostore/dynalitetest"
 	"github.com/parleychat/parley/internal/s3local"
 )
@@ -405,7 +405,7 @@ func (e *env) sendImage(user, to int64, file []byte) message {
 	}
 	raw, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	var up api.UploadView
+	var up chat.UploadView
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(raw, &up) != nil {
 		e.t.Fatalf("upload: status %d: %s", resp.StatusCode, raw)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/parleychat/parley/events/pgbus"
+	"github.com/parleychat/parley/internal/chat"
 )
 
 // devJWTSecret is used only by `chat dev`, which says so at start-up.
@@ -168,17 +169,18 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("CHAT_LOG_FORMAT=%q: want text or json", c.LogFormat))
 	}
-	c.MaxTextRunes = num("CHAT_MAX_TEXT_CHARS", 4000, 1)
-	c.SendRate = 20
+	limits := chat.DefaultLimits()
+	c.MaxTextRunes = num("CHAT_MAX_TEXT_CHARS", limits.MaxTextRunes, 1)
+	c.SendRate = limits.SendRate
 	if v := getenv("CHAT_SEND_RATE"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f < 0 {
 			errs = append(errs, fmt.Errorf("CHAT_SEND_RATE=%q: want a non-negative number (0 disables)", v))
 		} else {
-			c.SendRate = f
+			c.SendRate = f // 0: no limit
 		}
 	}
-	c.SendBurst = num("CHAT_SEND_BURST", 40, 1)
+	c.SendBurst = num("CHAT_SEND_BURST", limits.SendBurst, 1)
 	consume := pgbus.DefaultConsumerConfig()
 	c.WorkerAttempts = num("CHAT_WORKER_MAX_ATTEMPTS", consume.MaxAttempts, 1)
 	c.WorkerConc = num("CHAT_WORKER_CONCURRENCY", consume.Concurrency, 1)

@@ -34,6 +34,7 @@ import (
 
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/internal/connstore"
+	"github.com/parleychat/parley/internal/wsproto"
 )
 
 // Connections is the part of the connection store fanout uses.
@@ -158,7 +159,7 @@ func (f *Fanout) Handle(ctx context.Context, e events.Envelope) error {
 		// The event is published by $connect, so it is as old as the
 		// connection.
 		c := connstore.Connection{ID: m.ConnectionID, UserID: m.UserID, ConnectedAt: e.OccurredAt}
-		return f.send(ctx, connectedFrame(), []connstore.Connection{c})
+		return f.send(ctx, wsproto.NewConnected(), []connstore.Connection{c})
 	default:
 		return nil
 	}
@@ -175,9 +176,9 @@ func (f *Fanout) messageSent(ctx context.Context, m events.MessageSentV1) error 
 	if err != nil {
 		return err
 	}
-	fr, err := encodeFrame(f.newMessageFrame(ctx, m))
+	fr, err := wsproto.Encode(f.newMessageFrame(ctx, m))
 	if err != nil {
-		return err
+		return fmt.Errorf("fanout: message %s: %w", m.MessageID, err)
 	}
 	// Recipient connections first: delivered[:n] says whether the
 	// recipient got it. The source connection already has the message.
@@ -221,7 +222,7 @@ func (f *Fanout) publishDelivered(ctx context.Context, m events.MessageSentV1) (
 }
 
 // toUsers sends fr to every live connection of the given users.
-func (f *Fanout) toUsers(ctx context.Context, fr frame, userIDs ...int64) error {
+func (f *Fanout) toUsers(ctx context.Context, fr wsproto.Frame, userIDs ...int64) error {
 	var all [][]connstore.Connection
 	for _, id := range unique64(userIDs) {
 		cs, err := f.byUser(ctx, id)
@@ -233,14 +234,14 @@ func (f *Fanout) toUsers(ctx context.Context, fr frame, userIDs ...int64) error 
 	return f.send(ctx, fr, unique("", all...))
 }
 
-func (f *Fanout) send(ctx context.Context, fr frame, targets []connstore.Connection) error {
-	b, err := encodeFrame(fr)
+func (f *Fanout) send(ctx context.Context, fr wsproto.Frame, targets []connstore.Connection) error {
+	b, err := wsproto.Encode(fr)
 	if err != nil {
-		return err
+		return fmt.Errorf("fanout: %w", err)
 	}
 	f.post(ctx, b, targets)
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("fanout: %s frame: %w", fr.Type, err)
+		return fmt.Errorf("fanout: %s frame: %w", fr.FrameType(), err)
 	}
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/parleychat/parley/db/dbtest"
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/pgbus"
+	"github.com/parleychat/parley/internal/chat"
 	"github.com/parleychat/parley/workers/persister"
 	"github.com/parleychat/parley/workers/thumbnailer"
 )
@@ -74,12 +75,12 @@ func (c chatClient) sendImage(file []byte) (messageID, conversationID string) {
 	}
 	fw.Write(file)
 	mw.Close()
-	var up api.UploadView
+	var up chat.UploadView
 	if code := c.do("POST", api.Prefix+"/upload", mw.FormDataContentType(), &body, &up); code != http.StatusOK {
 		c.t.Fatalf("upload: status %d", code)
 	}
 	msg, _ := json.Marshal(map[string]any{"recipient_id": 2, "content_type": "image", "media_url": up.URL})
-	var sent api.MessageView
+	var sent chat.MessageView
 	if code := c.do("POST", api.Prefix+"/messages", "application/json", bytes.NewReader(msg), &sent); code != http.StatusOK {
 		c.t.Fatalf("send: status %d", code)
 	}
@@ -87,12 +88,12 @@ func (c chatClient) sendImage(file []byte) (messageID, conversationID string) {
 }
 
 // awaitMessage polls the catch-up listing until the message satisfies ok.
-func (c chatClient) awaitMessage(convID, msgID string, ok func(api.MessageView) bool) api.MessageView {
+func (c chatClient) awaitMessage(convID, msgID string, ok func(chat.MessageView) bool) chat.MessageView {
 	c.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var page struct {
-			Data []api.MessageView `json:"data"`
+			Data []chat.MessageView `json:"data"`
 		}
 		c.do("GET", api.Prefix+"/conversations/"+convID+"/messages?after_seq=0", "", nil, &page)
 		for _, m := range page.Data {
@@ -121,14 +122,13 @@ func TestEndToEndThroughTheBus(t *testing.T) {
 	}
 	store := mediatest.Store(t, nil)
 
-	svc := api.NewService(pool, bus, &api.MediaStore{Store: store}, api.Limits{}, quiet)
+	svc := chat.NewService(pool, bus, store, chat.DefaultLimits(), quiet)
 	secret := []byte("end-to-end-test-secret-of-32-bytes!")
 	verifier, err := auth.NewVerifier(secret)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rest := api.NewREST(svc, verifier, quiet)
-	api.RegisterMedia(rest, svc, store, quiet)
 	srv := httptest.NewServer(rest)
 	t.Cleanup(srv.Close)
 
@@ -162,7 +162,7 @@ func TestEndToEndThroughTheBus(t *testing.T) {
 		return chatClient{t: t, base: srv.URL, token: tok}
 	}
 	alice, bob := client(1), client(2)
-	hasThumb := func(m api.MessageView) bool { return m.MediaThumbnailURL != nil }
+	hasThumb := func(m chat.MessageView) bool { return m.MediaThumbnailURL != nil }
 
 	first, conv := alice.sendImage(mediatest.Photo(t, 1600, 1200))
 	got := bob.awaitMessage(conv, first, hasThumb)
@@ -203,7 +203,7 @@ func TestEndToEndThroughTheBus(t *testing.T) {
 	}
 	// The hostile message itself is stored and readable, just without a
 	// thumbnail.
-	m := bob.awaitMessage(conv, hostile, func(api.MessageView) bool { return true })
+	m := bob.awaitMessage(conv, hostile, func(chat.MessageView) bool { return true })
 	if m.MediaThumbnailURL != nil || m.MediaURL == nil {
 		t.Errorf("hostile message: media_url %v, media_thumbnail_url %v", m.MediaURL, m.MediaThumbnailURL)
 	}

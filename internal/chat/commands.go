@@ -1,4 +1,4 @@
-package api
+package chat
 
 import (
 	"context"
@@ -7,108 +7,24 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/url"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/parleychat/parley/db"
 	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/internal/media"
 )
-
-// Media is what the service needs of the media store: short-lived URLs for
-// participants and the owner of an uploaded object.
-type Media interface {
-	PresignGet(ctx context.Context, key string) (string, time.Time, error)
-	OwnerOf(key string) (int64, error)
-	// Kind checks an uploaded object exists and returns its sniffed kind
-	// (image, video or audio).
-	Kind(ctx context.Context, key string) (string, error)
-}
-
-// Limits bound what one request may carry.
-type Limits struct {
-	MaxTextRunes   int     // longest text message, default 4000
-	SendRate       float64 // sustained writes per second per user, default 20
-	SendBurst      int     // burst of writes per user, default 40
-	MaxReadBatch   int     // message ids per read receipt, default 500
-	MaxClientIDLen int     // client_message_id length, default 128
-}
-
-func (l Limits) withDefaults() Limits {
-	if l.MaxTextRunes <= 0 {
-		l.MaxTextRunes = 4000
-	}
-	if l.SendRate == 0 {
-		l.SendRate = 20
-	}
-	if l.SendBurst <= 0 {
-		l.SendBurst = 40
-	}
-	if l.MaxReadBatch <= 0 {
-		l.MaxReadBatch = 500
-	}
-	if l.MaxClientIDLen <= 0 {
-		l.MaxClientIDLen = 128
-	}
-	return l
-}
-
-// Service implements the chat operations shared by REST and WebSocket.
-type Service struct {
-	pool    *pgxpool.Pool
-	q       *db.Queries
-	bus     events.Publisher
-	media   Media
-	limits  Limits
-	limiter *rateLimiter
-	now     func() time.Time
-	logger  *slog.Logger
-}
-
-// NewService wires the service. media may be nil when no media store is
-// configured; media messages are then refused.
-func NewService(pool *pgxpool.Pool, bus events.Publisher, media Media, limits Limits, logger *slog.Logger) *Service {
-	limits = limits.withDefaults()
-	return &Service{
-		pool: pool, q: db.New(pool), bus: bus, media: media, limits: limits,
-		limiter: newRateLimiter(limits.SendRate, limits.SendBurst, time.Now),
-		now:     time.Now, logger: logger,
-	}
-}
-
-func newID() uuid.UUID { return uuid.Must(uuid.NewV7()) }
-
-// now truncated to PostgreSQL's microsecond precision, so an id's timestamp
-// reads back exactly as it was sent.
-func (s *Service) clock() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
-
-// SendInput is a message as a client submits it (REST or WebSocket).
-type SendInput struct {
-	RecipientID     int64
-	ConversationID  string
-	ContentType     string
-	TextContent     string
-	MediaKey        string
-	MediaURL        string
-	AudioDuration   *int32
-	ReplyToID       string
-	ClientMessageID string
-	// SourceConnectionID is set for messages sent over WebSocket.
-	SourceConnectionID string
-}
 
 // Send validates a message, resolves its conversation and publishes
 // MessageSent. It answers once the event is durable on the bus. The same
 // client_message_id from the same sender always yields the same message.
 func (s *Service) Send(ctx context.Context, userID int64, in SendInput) (MessageView, error) {
-	if !s.limiter.allow(userID) {
-		return MessageView{}, Errorf(CodeRateLimited, "too many messages; slow down")
+	if err := s.allowWrite(userID, "messages"); err != nil {
+		return MessageView{}, err
 	}
 	if err := s.validateSend(ctx, userID, &in); err != nil {
 		return MessageView{}, err
@@ -135,8 +51,8 @@ func (s *Service) Send(ctx context.Context, userID int64, in SendInput) (Message
 			return MessageView{}, err
 		}
 	}
-	if err := s.bus.Publish(ctx, env); err != nil {
-		return MessageView{}, unavailable("the event bus", err)
+	if err := s.publish(ctx, env); err != nil {
+		return MessageView{}, err
 	}
 	return s.sentView(ctx, payload), nil
 }
@@ -222,11 +138,11 @@ func (s *Service) validateSend(ctx context.Context, userID int64, in *SendInput)
 			problems = append(problems, "a media message needs media_key (or the media_url returned by the upload)")
 		} else if s.media == nil {
 			problems = append(problems, "media messages are not enabled on this server")
-		} else if owner, err := s.media.OwnerOf(in.MediaKey); err != nil {
+		} else if owner, err := media.OwnerOf(in.MediaKey); err != nil {
 			problems = append(problems, fmt.Sprintf("media_key: %v", err))
 		} else if owner != userID {
 			return Errorf(CodeForbidden, "you can only send media you uploaded")
-		} else if kind, err := s.media.Kind(ctx, in.MediaKey); err != nil {
+		} else if kind, err := s.verifyUpload(ctx, in.MediaKey); err != nil {
 			return AsError(err)
 		} else if kind != in.ContentType {
 			problems = append(problems, fmt.Sprintf("media_key holds %s, but content_type is %s", kind, in.ContentType))
@@ -293,33 +209,9 @@ func (s *Service) resolveConversation(ctx context.Context, userID, recipientID i
 	return id, other, nil
 }
 
-// requireParticipant answers 404 for a conversation that does not exist and
-// 403 for one the user is not in.
-func (s *Service) requireParticipant(ctx context.Context, convID uuid.UUID, userID int64) error {
-	_, err := s.participant(ctx, convID, userID)
-	return err
-}
-
-func (s *Service) participant(ctx context.Context, convID uuid.UUID, userID int64) (db.ConversationParticipant, error) {
-	p, err := s.q.GetParticipant(ctx, db.GetParticipantParams{ConversationID: convID, UserID: userID})
-	if err == nil {
-		return p, nil
-	}
-	if !errors.Is(err, pgx.ErrNoRows) {
-		return p, unavailable("the database", err)
-	}
-	ids, err := s.q.ListParticipantIDs(ctx, convID)
-	if err != nil {
-		return p, unavailable("the database", err)
-	}
-	if len(ids) == 0 {
-		return p, Errorf(CodeNotFound, "conversation %s not found", convID)
-	}
-	return p, Errorf(CodeForbidden, "you are not a participant of conversation %s", convID)
-}
-
 // CreateConversation gets or creates the direct conversation with recipient.
-func (s *Service) CreateConversation(ctx context.Context, userID, recipientID int64) (ConversationView, error) {
+func (s *Service) CreateConversation(ctx context.Context, userID int64, in ConversationInput) (ConversationView, error) {
+	recipientID := in.RecipientID
 	if recipientID <= 0 {
 		return ConversationView{}, Errorf(CodeInvalid, "recipient_id must be a positive user id")
 	}
@@ -333,87 +225,6 @@ func (s *Service) CreateConversation(ctx context.Context, userID, recipientID in
 	return s.Conversation(ctx, userID, id)
 }
 
-// Conversation returns one conversation as userID sees it.
-func (s *Service) Conversation(ctx context.Context, userID int64, id uuid.UUID) (ConversationView, error) {
-	if err := s.requireParticipant(ctx, id, userID); err != nil {
-		return ConversationView{}, err
-	}
-	row, err := s.q.GetConversationForUser(ctx, db.GetConversationForUserParams{UserID: userID, ID: id})
-	if errors.Is(err, pgx.ErrNoRows) {
-		return ConversationView{}, Errorf(CodeNotFound, "conversation %s not found", id)
-	}
-	if err != nil {
-		return ConversationView{}, unavailable("the database", err)
-	}
-	return conversationView(row), nil
-}
-
-// ListParams selects a page of conversations.
-type ListParams struct {
-	Page, PageSize int
-	Archived       *bool
-}
-
-// ListConversations returns a page of the user's conversations, pinned
-// first, then by latest activity.
-func (s *Service) ListConversations(ctx context.Context, userID int64, p ListParams) ([]ConversationView, int64, error) {
-	rows, err := s.q.ListConversationsForUser(ctx, db.ListConversationsForUserParams{
-		UserID: userID, Archived: p.Archived, PageLimit: int32(p.PageSize), PageOffset: int32((p.Page - 1) * p.PageSize),
-	})
-	if err != nil {
-		return nil, 0, unavailable("the database", err)
-	}
-	total, err := s.q.CountConversationsForUser(ctx, db.CountConversationsForUserParams{UserID: userID, Archived: p.Archived})
-	if err != nil {
-		return nil, 0, unavailable("the database", err)
-	}
-	out := make([]ConversationView, len(rows))
-	for i, r := range rows {
-		out[i] = conversationView(r)
-	}
-	return out, total, nil
-}
-
-// MessageQuery selects messages: a page (newest first), or a cursor by
-// sequence (after: oldest first, for catch-up; before: newest first).
-type MessageQuery struct {
-	Page, PageSize      int
-	AfterSeq, BeforeSeq *int64
-}
-
-// Messages lists a conversation's messages as userID sees them.
-func (s *Service) Messages(ctx context.Context, userID int64, convID uuid.UUID, mq MessageQuery) ([]MessageView, int64, error) {
-	p, err := s.participant(ctx, convID, userID)
-	if err != nil {
-		return nil, 0, err
-	}
-	var rows []db.Message
-	var total int64 = -1
-	switch {
-	case mq.AfterSeq != nil:
-		rows, err = s.q.ListMessagesAfter(ctx, db.ListMessagesAfterParams{
-			ConversationID: convID, AfterSeq: *mq.AfterSeq, HiddenBefore: p.DeletedAt, ViewerID: userID, PageLimit: int32(mq.PageSize)})
-	case mq.BeforeSeq != nil:
-		rows, err = s.q.ListMessagesBefore(ctx, db.ListMessagesBeforeParams{
-			ConversationID: convID, BeforeSeq: *mq.BeforeSeq, HiddenBefore: p.DeletedAt, ViewerID: userID, PageLimit: int32(mq.PageSize)})
-	default:
-		rows, err = s.q.ListMessagesPage(ctx, db.ListMessagesPageParams{
-			ConversationID: convID, HiddenBefore: p.DeletedAt, ViewerID: userID,
-			PageLimit: int32(mq.PageSize), PageOffset: int32((mq.Page - 1) * mq.PageSize)})
-		if err == nil {
-			total, err = s.q.CountMessages(ctx, db.CountMessagesParams{ConversationID: convID, HiddenBefore: p.DeletedAt, ViewerID: userID})
-		}
-	}
-	if err != nil {
-		return nil, 0, unavailable("the database", err)
-	}
-	out := make([]MessageView, len(rows))
-	for i, m := range rows {
-		out[i] = s.messageView(ctx, m)
-	}
-	return out, total, nil
-}
-
 // ReadResult says which message ids a read receipt applied to.
 type ReadResult struct {
 	Read    []string `json:"read"`
@@ -421,17 +232,18 @@ type ReadResult struct {
 }
 
 // MarkRead publishes MessageRead for the given messages addressed to the
-// user. With conversationID, ids not stored yet (a message just received
+// user. With a conversation id, ids not stored yet (a message just received
 // over WebSocket) are accepted too; the persister applies them once stored.
-func (s *Service) MarkRead(ctx context.Context, userID int64, conversationID string, ids []string) (ReadResult, error) {
+func (s *Service) MarkRead(ctx context.Context, userID int64, in ReadInput) (ReadResult, error) {
+	conversationID, ids := in.ConversationID, in.MessageIDs
 	if len(ids) == 0 {
 		return ReadResult{}, Errorf(CodeInvalid, "message_ids must not be empty")
 	}
 	if len(ids) > s.limits.MaxReadBatch {
 		return ReadResult{}, Errorf(CodeInvalid, "at most %d message_ids per request", s.limits.MaxReadBatch)
 	}
-	if !s.limiter.allow(userID) {
-		return ReadResult{}, Errorf(CodeRateLimited, "too many requests; slow down")
+	if err := s.allowWrite(userID, "requests"); err != nil {
+		return ReadResult{}, err
 	}
 	uids := make([]uuid.UUID, 0, len(ids))
 	seen := map[uuid.UUID]bool{}
@@ -501,18 +313,10 @@ func (s *Service) MarkRead(ctx context.Context, userID int64, conversationID str
 		envs = append(envs, env)
 		res.Read = append(res.Read, mids...)
 	}
-	if err := s.bus.Publish(ctx, envs...); err != nil {
-		return ReadResult{}, unavailable("the event bus", err)
+	if err := s.publish(ctx, envs...); err != nil {
+		return ReadResult{}, err
 	}
 	return res, nil
-}
-
-// Settings is a partial change of one participant's conversation settings.
-type Settings struct {
-	Pinned   *bool `json:"pinned,omitempty"`
-	Muted    *bool `json:"muted,omitempty"`
-	Archived *bool `json:"archived,omitempty"`
-	Deleted  *bool `json:"deleted,omitempty"`
 }
 
 // UpdateSettings publishes the change; the persister applies it.
@@ -530,10 +334,7 @@ func (s *Service) UpdateSettings(ctx context.Context, userID int64, convID uuid.
 	if err != nil {
 		return internal(err)
 	}
-	if err := s.bus.Publish(ctx, env); err != nil {
-		return unavailable("the event bus", err)
-	}
-	return nil
+	return s.publish(ctx, env)
 }
 
 // DeleteMessage hides a stored message for the user ("delete for me").
@@ -554,31 +355,25 @@ func (s *Service) DeleteMessage(ctx context.Context, userID int64, messageID uui
 	if err != nil {
 		return internal(err)
 	}
-	if err := s.bus.Publish(ctx, env); err != nil {
-		return unavailable("the event bus", err)
-	}
-	return nil
+	return s.publish(ctx, env)
 }
 
 // Typing publishes an ephemeral typing indicator.
-func (s *Service) Typing(ctx context.Context, userID int64, conversationID string, recipientID int64, isTyping bool) error {
-	if !events.IsUUID(conversationID) {
-		return Errorf(CodeBadRequest, "conversationId %q is not a UUID", conversationID)
+func (s *Service) Typing(ctx context.Context, userID int64, in TypingInput) error {
+	if in.ConversationID == "" {
+		return Errorf(CodeBadRequest, "conversation_id is required")
 	}
-	convID, other, err := s.resolveConversation(ctx, userID, recipientID, conversationID)
+	if !events.IsUUID(in.ConversationID) {
+		return Errorf(CodeBadRequest, "conversation_id %q is not a UUID", in.ConversationID)
+	}
+	convID, other, err := s.resolveConversation(ctx, userID, in.RecipientID, in.ConversationID)
 	if err != nil {
 		return err
 	}
 	env, err := events.New(newID().String(), s.clock(), userID, convID.String(), events.TypingV1{
-		ConversationID: convID.String(), UserID: userID, RecipientID: other, IsTyping: isTyping})
+		ConversationID: convID.String(), UserID: userID, RecipientID: other, IsTyping: in.IsTyping})
 	if err != nil {
 		return internal(err)
 	}
-	if err := s.bus.Publish(ctx, env); err != nil {
-		return unavailable("the event bus", err)
-	}
-	return nil
+	return s.publish(ctx, env)
 }
-
-// Ping checks the database, for health checks.
-func (s *Service) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }

@@ -1,7 +1,8 @@
-// Package apitest runs the chat's REST API end to end for tests: a fresh
-// migrated database, the PostgreSQL event bus, the persister consuming from
-// it in-process, and the real HTTP handler behind an httptest server.
-package apitest
+// Package pipelinetest runs the chat end to end for tests: a fresh migrated
+// database, the PostgreSQL event bus, the persister consuming from it
+// in-process, and the real REST handler behind an httptest server. It lives
+// outside api so that api itself never depends on a worker.
+package pipelinetest
 
 import (
 	"bytes"
@@ -24,20 +25,22 @@ import (
 	"github.com/parleychat/parley/db/dbtest"
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/pgbus"
+	"github.com/parleychat/parley/internal/chat"
 	"github.com/parleychat/parley/workers/persister"
 )
 
 // Secret signs the tokens of every Env.
-var Secret = []byte("apitest-secret-0123456789abcdef")
+var Secret = []byte("pipelinetest-secret-0123456789abcdef")
 
 // Wait bounds every eventual check: persistence is asynchronous.
 const Wait = 20 * time.Second
 
 // Options tune an Env.
 type Options struct {
-	// Limits are the service's limits. The zero value disables rate
-	// limiting, so that tests can send as fast as they like.
-	Limits api.Limits
+	// Limits are the service's limits. The zero value means
+	// chat.DefaultLimits without rate limiting, so that tests can send as
+	// fast as they like.
+	Limits chat.Limits
 	// WrapPublisher, when set, wraps the bus the service publishes to
 	// (to make it refuse, say). The persister still consumes the real bus.
 	WrapPublisher func(events.Publisher) events.Publisher
@@ -55,7 +58,7 @@ type Env struct {
 	Pool    *pgxpool.Pool
 	Waker   *pgbus.Waker
 	Bus     *pgbus.Bus
-	Service *api.Service
+	Service *chat.Service
 	REST    *api.REST
 	Server  *httptest.Server
 	Logger  *slog.Logger
@@ -100,14 +103,15 @@ func New(t testing.TB, opts Options) *Env {
 		pub = opts.WrapPublisher(bus)
 	}
 	limits := opts.Limits
-	if limits == (api.Limits{}) {
-		limits.SendRate = -1
+	if limits == (chat.Limits{}) {
+		limits = chat.DefaultLimits()
+		limits.SendRate = 0
 	}
 	verifier, err := auth.NewVerifier(Secret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := api.NewService(pool, pub, nil, limits, logger)
+	svc := chat.NewService(pool, pub, nil, limits, logger)
 	rest := api.NewREST(svc, verifier, logger)
 	e := &Env{DSN: dsn, Pool: pool, Waker: waker, Bus: bus, Service: svc, REST: rest, Logger: logger}
 	if !opts.NoPersister {
@@ -252,9 +256,9 @@ func (e *Env) MustDo(t testing.TB, user int64, method, path string, body any, wa
 }
 
 // Send posts a message as from and returns the accepted message.
-func (e *Env) Send(t testing.TB, from int64, body map[string]any) api.MessageView {
+func (e *Env) Send(t testing.TB, from int64, body map[string]any) chat.MessageView {
 	t.Helper()
-	var m api.MessageView
+	var m chat.MessageView
 	e.MustDo(t, from, http.MethodPost, api.Prefix+"/messages", body, http.StatusOK, &m)
 	return m
 }
@@ -263,7 +267,7 @@ func (e *Env) Send(t testing.TB, from int64, body map[string]any) api.MessageVie
 // returns its id.
 func (e *Env) Conversation(t testing.TB, a, b int64) string {
 	t.Helper()
-	var c api.ConversationView
+	var c chat.ConversationView
 	e.MustDo(t, a, http.MethodPost, api.Prefix+"/conversations", map[string]any{"recipient_id": b}, http.StatusOK, &c)
 	return c.ID
 }
@@ -278,11 +282,11 @@ type Page[T any] struct {
 
 // Cursor is the catch-up listing (after_seq / before_seq).
 type Cursor struct {
-	Data          []api.MessageView `json:"data"`
-	PageSize      int               `json:"page_size"`
-	HasMore       bool              `json:"has_more"`
-	NextAfterSeq  int64             `json:"next_after_seq"`
-	NextBeforeSeq int64             `json:"next_before_seq"`
+	Data          []chat.MessageView `json:"data"`
+	PageSize      int                `json:"page_size"`
+	HasMore       bool               `json:"has_more"`
+	NextAfterSeq  int64              `json:"next_after_seq"`
+	NextBeforeSeq int64              `json:"next_before_seq"`
 }
 
 // After lists a conversation's messages after seq as user sees them,
@@ -295,26 +299,26 @@ func (e *Env) After(t testing.TB, user int64, convID string, seq int64, size int
 }
 
 // ConversationOf returns one conversation as user sees it.
-func (e *Env) ConversationOf(t testing.TB, user int64, convID string) api.ConversationView {
+func (e *Env) ConversationOf(t testing.TB, user int64, convID string) chat.ConversationView {
 	t.Helper()
-	var c api.ConversationView
+	var c chat.ConversationView
 	e.MustDo(t, user, http.MethodGet, api.Prefix+"/conversations/"+convID, nil, http.StatusOK, &c)
 	return c
 }
 
 // Conversations lists user's conversations with the given query string.
-func (e *Env) Conversations(t testing.TB, user int64, query string) Page[api.ConversationView] {
+func (e *Env) Conversations(t testing.TB, user int64, query string) Page[chat.ConversationView] {
 	t.Helper()
-	var p Page[api.ConversationView]
+	var p Page[chat.ConversationView]
 	e.MustDo(t, user, http.MethodGet, api.Prefix+"/conversations"+query, nil, http.StatusOK, &p)
 	return p
 }
 
 // AwaitMessages waits until user sees n messages in the conversation
 // through REST and returns them, oldest first.
-func (e *Env) AwaitMessages(t testing.TB, user int64, convID string, n int) []api.MessageView {
+func (e *Env) AwaitMessages(t testing.TB, user int64, convID string, n int) []chat.MessageView {
 	t.Helper()
-	var got []api.MessageView
+	var got []chat.MessageView
 	Eventually(t, fmt.Sprintf("user %d sees %d messages", user, n), func() (bool, string) {
 		got = e.After(t, user, convID, 0, 100).Data
 		return len(got) == n, fmt.Sprintf("sees %d", len(got))

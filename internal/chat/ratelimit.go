@@ -1,4 +1,4 @@
-package api
+package chat
 
 import (
 	"sync"
@@ -24,12 +24,13 @@ type bucket struct {
 }
 
 func newRateLimiter(rate float64, burst int, now func() time.Time) *rateLimiter {
-	return &rateLimiter{rate: rate, burst: float64(burst), now: now, buckets: map[int64]*bucket{}}
+	// A burst under one would refuse every write: at least one goes through.
+	return &rateLimiter{rate: rate, burst: float64(max(burst, 1)), now: now, buckets: map[int64]*bucket{}}
 }
 
 // allow takes one token for user, reporting whether there was one.
 func (l *rateLimiter) allow(user int64) bool {
-	if l == nil || l.rate <= 0 {
+	if l == nil || l.rate <= 0 { // SendRate 0: no limit
 		return true
 	}
 	now := l.now()

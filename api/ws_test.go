@@ -1,0 +1,168 @@
+package api_test
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/parleychat/parley/api"
+	"github.com/parleychat/parley/api/auth"
+	"github.com/parleychat/parley/internal/chat"
+	"github.com/parleychat/parley/internal/connstore/pgstore"
+	"github.com/parleychat/parley/internal/gateway"
+	"github.com/parleychat/parley/internal/pipelinetest"
+	"github.com/parleychat/parley/internal/wsproto"
+)
+
+// wsEnv serves the WebSocket routes through the local gateway over e's
+// service, as chat dev does.
+func wsEnv(t *testing.T, e *pipelinetest.Env) (dial func(user int64) *websocket.Conn) {
+	t.Helper()
+	verifier, err := auth.NewVerifier(pipelinetest.Secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	routes := api.NewWSRoutes(e.Service, verifier, pgstore.New(e.Pool), 0, quiet)
+	gw := gateway.New(gateway.Routes{Connect: routes.Connect, Disconnect: routes.Disconnect, Default: routes.Default}, gateway.Config{}, quiet)
+	srv := httptest.NewServer(gw)
+	t.Cleanup(srv.Close)
+	return func(user int64) *websocket.Conn {
+		t.Helper()
+		token := strings.TrimPrefix(pipelinetest.Auth(user).Get("Authorization"), "Bearer ")
+		c, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/ws?token="+token, nil)
+		if err != nil {
+			t.Fatalf("dial as user %d: %v", user, err)
+		}
+		resp.Body.Close()
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+}
+
+// roundTrip sends frame and returns the raw reply.
+func roundTrip(t *testing.T, c *websocket.Conn, frame string) []byte {
+	t.Helper()
+	if err := c.WriteMessage(websocket.TextMessage, []byte(frame)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(pipelinetest.Wait))
+	_, b, err := c.ReadMessage()
+	if err != nil {
+		t.Fatalf("reply to %s: %v", frame, err)
+	}
+	return b
+}
+
+func TestWebSocketActions(t *testing.T) {
+	t.Parallel()
+	e := pipelinetest.New(t, pipelinetest.Options{})
+	dial := wsEnv(t, e)
+	alice := dial(1)
+	conv := e.Conversation(t, 1, 2)
+
+	t.Run("ping", func(t *testing.T) {
+		if got := string(roundTrip(t, alice, `{"action":"ping"}`)); got != `{"type":"pong"}` {
+			t.Fatalf("ping answered %s", got)
+		}
+	})
+
+	t.Run("sendMessage is acknowledged and stored", func(t *testing.T) {
+		url := "https://media.example.com/x?a=1&b=<2>"
+		b := roundTrip(t, alice, `{"action":"sendMessage","data":{"conversationId":"`+conv+`","textContent":"`+url+`","clientMessageId":"ws-1"}}`)
+		var ack wsproto.Acknowledgment
+		if err := json.Unmarshal(b, &ack); err != nil || ack.Type != wsproto.TypeAcknowledgment || ack.ConversationID != conv || ack.ClientMessageID != "ws-1" {
+			t.Fatalf("sendMessage answered %s (%v)", b, err)
+		}
+		msgs := e.AwaitMessages(t, 2, conv, 1)
+		if msgs[0].ID != ack.MessageID || msgs[0].TextContent == nil || *msgs[0].TextContent != url {
+			t.Fatalf("stored %+v, want message %s with text %q", msgs[0], ack.MessageID, url)
+		}
+		// The REST answer keeps the URL's characters as they are.
+		resp := e.Do(t, 2, http.MethodGet, api.Prefix+"/conversations/"+conv+"/messages", nil)
+		if !strings.Contains(string(resp.Body), url) || strings.Contains(string(resp.Body), `\u0026`) {
+			t.Fatalf("REST escaped the text: %s", resp.Body)
+		}
+	})
+
+	t.Run("markRead", func(t *testing.T) {
+		bob := dial(2)
+		m := e.AwaitMessages(t, 2, conv, 1)[0]
+		b := roundTrip(t, bob, `{"action":"markRead","data":{"conversationId":"`+conv+`","messageIds":["`+m.ID+`"]}}`)
+		want := `{"type":"readAcknowledgment","conversationId":"` + conv + `","read":["` + m.ID + `"],"ignored":[]}`
+		if string(b) != want {
+			t.Fatalf("markRead answered %s, want %s", b, want)
+		}
+	})
+
+	t.Run("typing answers nothing", func(t *testing.T) {
+		if err := alice.WriteMessage(websocket.TextMessage, []byte(`{"action":"typing","data":{"conversationId":"`+conv+`","isTyping":true}}`)); err != nil {
+			t.Fatal(err)
+		}
+		// The next reply is the ping's: typing sent none.
+		if got := string(roundTrip(t, alice, `{"action":"ping"}`)); got != `{"type":"pong"}` {
+			t.Fatalf("after typing, got %s", got)
+		}
+	})
+}
+
+// TestWebSocketErrorsNameFieldsInCamelCase checks a WebSocket client reads
+// its own field names in every error, from the decoder and the service.
+func TestWebSocketErrorsNameFieldsInCamelCase(t *testing.T) {
+	t.Parallel()
+	e := pipelinetest.New(t, pipelinetest.Options{})
+	alice := wsEnv(t, e)(1)
+	for _, c := range []struct {
+		name, frame   string
+		code          chat.Code
+		want, notWant string
+	}{
+		{"a snake_case field", `{"action":"sendMessage","data":{"recipient_id":2,"textContent":"hi"}}`, chat.CodeBadRequest, `"recipient_id" (fields are camelCase)`, ""},
+		{"a field of the wrong type", `{"action":"sendMessage","data":{"recipientId":"2","textContent":"hi"}}`, chat.CodeBadRequest, `"recipientId"`, "recipient_id"},
+		{"an unknown field", `{"action":"sendMessage","data":{"recipientId":2,"textContent":"hi","priority":1}}`, chat.CodeBadRequest, `unknown field "priority"`, ""},
+		{"an initialism", `{"action":"sendMessage","data":{"recipientID":2,"textContent":"hi"}}`, chat.CodeBadRequest, `unknown field "recipientID"`, ""},
+		{"no recipient", `{"action":"sendMessage","data":{"textContent":"hi"}}`, chat.CodeInvalid, "recipientId or conversationId is required", "_id"},
+		{"empty text", `{"action":"sendMessage","data":{"recipientId":2,"textContent":" "}}`, chat.CodeInvalid, "textContent must not be empty", "text_content"},
+		{"a non-UUID conversation", `{"action":"sendMessage","data":{"conversationId":"a&b","textContent":"hi"}}`, chat.CodeBadRequest, `conversationId "a&b" is not a UUID`, `\u0026`},
+		{"typing without a conversation", `{"action":"typing","data":{"isTyping":true}}`, chat.CodeBadRequest, "conversationId is required", "conversation_id"},
+		{"markRead without ids", `{"action":"markRead","data":{}}`, chat.CodeInvalid, "messageIds must not be empty", "message_ids"},
+		{"no data", `{"action":"sendMessage"}`, chat.CodeBadRequest, "data is required", ""},
+		{"data not an object", `{"action":"sendMessage","data":[1]}`, chat.CodeBadRequest, "data must be a JSON object", ""},
+		{"an unknown action", `{"action":"shout"}`, chat.CodeBadRequest, `unknown action "shout" (known: sendMessage, ping, typing, markRead)`, ""},
+		{"not a frame", `{"act":"ping"}`, chat.CodeBadRequest, "frame must be a JSON object", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := roundTrip(t, alice, c.frame)
+			var f wsproto.Error
+			if err := json.Unmarshal(b, &f); err != nil || f.Type != wsproto.TypeError || f.Code != string(c.code) {
+				t.Fatalf("answered %s, want an error frame with code %s", b, c.code)
+			}
+			if !strings.Contains(f.Message, c.want) || (c.notWant != "" && strings.Contains(string(b), c.notWant)) {
+				t.Fatalf("answered %s; want it to say %s and not %q", b, c.want, c.notWant)
+			}
+		})
+	}
+}
+
+// TestRESTErrorsNameFieldsInSnakeCase is the REST side of the same decoder.
+func TestRESTErrorsNameFieldsInSnakeCase(t *testing.T) {
+	t.Parallel()
+	e := pipelinetest.New(t, pipelinetest.Options{})
+	for body, want := range map[string]string{
+		`{"recipientId":2,"text_content":"hi"}`:    `unknown field \"recipientId\" (fields are snake_case)`,
+		`{"recipient_id":"2","text_content":"hi"}`: `field \"recipient_id\" must be int64`,
+		`{"text_content":"hi"}`:                    "recipient_id or conversation_id is required",
+	} {
+		resp := e.Do(t, 1, http.MethodPost, api.Prefix+"/messages", body)
+		if resp.Status/100 != 4 || !strings.Contains(string(resp.Body), want) {
+			t.Errorf("%s answered %d %s, want it to say %s", body, resp.Status, resp.Body, want)
+		}
+	}
+}

@@ -1,0 +1,98 @@
+// Package chat holds the chat's use cases, shared by every transport:
+// commands validate input, authorize, assign ids and publish domain events;
+// queries read the stored state as one user sees it. Commands never write
+// chat state themselves; the one synchronous write is get-or-create of a
+// conversation. Transports (package api) decode into the input types here,
+// make one call and map the coded Error this package returns.
+package chat
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/parleychat/parley/db"
+	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/internal/media"
+)
+
+// MediaStore is what the service needs of the media store.
+type MediaStore interface {
+	PresignGet(ctx context.Context, key string) (string, time.Time, error)
+	PresignPut(ctx context.Context, userID int64, contentType string, size int64) (media.PresignedUpload, error)
+	Upload(ctx context.Context, userID int64, r io.Reader, declaredSize int64, declaredType string) (media.Object, error)
+	// Verify checks an uploaded object and deletes it when it fails.
+	Verify(ctx context.Context, key string) (media.Object, error)
+	Exists(ctx context.Context, key string) (bool, error)
+	MaxSize(k media.Kind) int64
+}
+
+var _ MediaStore = (*media.Store)(nil)
+
+// Limits bound what one request may carry. A zero field switches its limit
+// off; DefaultLimits gives the production values.
+type Limits struct {
+	MaxTextRunes   int     // longest text message
+	SendRate       float64 // sustained writes per second per user
+	SendBurst      int     // burst of writes per user (at least 1 when SendRate is set)
+	MaxReadBatch   int     // message ids per read receipt
+	MaxClientIDLen int     // client_message_id length in bytes
+}
+
+// DefaultLimits are the limits a server runs with unless configured.
+func DefaultLimits() Limits {
+	return Limits{MaxTextRunes: 4000, SendRate: 20, SendBurst: 40, MaxReadBatch: 500, MaxClientIDLen: 128}
+}
+
+// Service implements the chat operations shared by REST and WebSocket.
+type Service struct {
+	pool    *pgxpool.Pool
+	q       *db.Queries
+	bus     events.Publisher
+	media   MediaStore
+	limits  Limits
+	limiter *rateLimiter
+	now     func() time.Time
+	logger  *slog.Logger
+}
+
+// NewService wires the service. media may be nil when no media store is
+// configured: media messages are then refused and uploads answer
+// CodeNotConfigured.
+func NewService(pool *pgxpool.Pool, bus events.Publisher, media MediaStore, limits Limits, logger *slog.Logger) *Service {
+	return &Service{
+		pool: pool, q: db.New(pool), bus: bus, media: media, limits: limits,
+		limiter: newRateLimiter(limits.SendRate, limits.SendBurst, time.Now),
+		now:     time.Now, logger: logger,
+	}
+}
+
+func newID() uuid.UUID { return uuid.Must(uuid.NewV7()) }
+
+// now truncated to PostgreSQL's microsecond precision, so an id's timestamp
+// reads back exactly as it was sent.
+func (s *Service) clock() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
+
+// allowWrite takes one of the user's write tokens; what names the writes
+// in the refusal ("messages", "uploads").
+func (s *Service) allowWrite(userID int64, what string) error {
+	if !s.limiter.allow(userID) {
+		return Errorf(CodeRateLimited, "too many %s; slow down", what)
+	}
+	return nil
+}
+
+// publish puts envs on the bus; a refusal asks the client to retry.
+func (s *Service) publish(ctx context.Context, envs ...events.Envelope) error {
+	if err := s.bus.Publish(ctx, envs...); err != nil {
+		return unavailable("the event bus", err)
+	}
+	return nil
+}
+
+// Ping checks the database, for health checks.
+func (s *Service) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }

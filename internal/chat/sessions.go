@@ -1,0 +1,92 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/internal/connstore"
+)
+
+// Connections is what sessions need of the connection store.
+type Connections interface {
+	Put(ctx context.Context, c connstore.Connection) error
+	Get(ctx context.Context, id string) (connstore.Connection, error)
+	Delete(ctx context.Context, id string) error
+	Touch(ctx context.Context, id string, at, expiresAt time.Time) error
+}
+
+var _ Connections = connstore.Store(nil)
+
+// DefaultSessionTTL outlives API Gateway's hard 2-hour connection limit.
+const DefaultSessionTTL = 2*time.Hour + 5*time.Minute
+
+// Sessions are the use cases of a WebSocket connection's life: connect,
+// ping, disconnect, and finding who is behind a connection.
+type Sessions struct {
+	svc   *Service
+	conns Connections
+	ttl   time.Duration
+}
+
+// Sessions returns the session use cases over conns. ttl is how long a
+// connection record lives without a ping; 0 means DefaultSessionTTL.
+func (s *Service) Sessions(conns Connections, ttl time.Duration) *Sessions {
+	if ttl <= 0 {
+		ttl = DefaultSessionTTL
+	}
+	return &Sessions{svc: s, conns: conns, ttl: ttl}
+}
+
+// Connect records an authenticated connection and asks fanout to greet it.
+// The greeting is best effort: a connection without it still works.
+func (ss *Sessions) Connect(ctx context.Context, connID string, userID int64) error {
+	now := ss.svc.clock()
+	c := connstore.Connection{ID: connID, UserID: userID, ConnectedAt: now, LastPingAt: now, ExpiresAt: now.Add(ss.ttl)}
+	if err := ss.conns.Put(ctx, c); err != nil {
+		return unavailable("the connection store", err)
+	}
+	// API Gateway cannot send on a connection before $connect returns, so
+	// fanout greets it once this event arrives.
+	env, err := events.New(newID().String(), now, userID, "", events.ConnectedV1{ConnectionID: connID, UserID: userID})
+	if err == nil {
+		err = ss.svc.bus.Publish(ctx, env)
+	}
+	if err != nil {
+		ss.svc.logger.WarnContext(ctx, "could not publish the connection greeting", "connection_id", connID, "err", err)
+	}
+	return nil
+}
+
+// Lookup returns the connection behind connID.
+func (ss *Sessions) Lookup(ctx context.Context, connID string) (connstore.Connection, error) {
+	c, err := ss.conns.Get(ctx, connID)
+	if errors.Is(err, connstore.ErrNotFound) {
+		return c, Errorf(CodeUnauthenticated, "this connection is not registered; reconnect")
+	}
+	if err != nil {
+		return c, unavailable("the connection store", err)
+	}
+	return c, nil
+}
+
+// Ping refreshes the connection's last ping and expiry.
+func (ss *Sessions) Ping(ctx context.Context, connID string) error {
+	now := ss.svc.clock()
+	if err := ss.conns.Touch(ctx, connID, now, now.Add(ss.ttl)); err != nil {
+		if errors.Is(err, connstore.ErrNotFound) {
+			return Errorf(CodeUnauthenticated, "this connection is not registered; reconnect")
+		}
+		return unavailable("the connection store", err)
+	}
+	return nil
+}
+
+// Disconnect forgets the connection.
+func (ss *Sessions) Disconnect(ctx context.Context, connID string) error {
+	if err := ss.conns.Delete(ctx, connID); err != nil {
+		return unavailable("the connection store", err)
+	}
+	return nil
+}

@@ -1,0 +1,303 @@
+// Package wsproto defines the chat's WebSocket protocol, both directions,
+// once: the actions clients send, the replies and pushes the server sends,
+// and their encoding. The mobile app switches on action and type names:
+// never rename one. asyncapi.json documents every frame; the tests check
+// the Go types, the golden files in testdata and that document agree.
+//
+// The package imports only the standard library, so any client or worker
+// can speak the protocol without pulling in the server.
+package wsproto
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Actions a client sends, in Inbound.Action.
+const (
+	ActionSendMessage = "sendMessage"
+	ActionPing        = "ping"
+	ActionTyping      = "typing"
+	ActionMarkRead    = "markRead"
+)
+
+// Actions lists every client action, for error messages.
+func Actions() []string {
+	return []string{ActionSendMessage, ActionPing, ActionTyping, ActionMarkRead}
+}
+
+// Types of the frames the server sends, in their "type" field.
+const (
+	// Replies to the sending connection.
+	TypeAcknowledgment     = "acknowledgment"
+	TypePong               = "pong"
+	TypeReadAcknowledgment = "readAcknowledgment"
+	TypeError              = "error"
+	// Pushes, sent by fanout.
+	TypeConnected        = "connected"
+	TypeNewMessage       = "newMessage"
+	TypeMessageDelivered = "messageDelivered"
+	TypeMessageRead      = "messageRead"
+	TypeTyping           = "typing"
+	TypeMessageUpdated   = "messageUpdated"
+)
+
+// ConnectedMessage is the greeting text of the seed contract.
+const ConnectedMessage = "WebSocket connection established"
+
+// Inbound is every client frame: an action and its data. Data is decoded
+// per action into the server's input types (see package api); the
+// structs below are its documented shape.
+type Inbound struct {
+	Action string          `json:"action"`
+	Data   json.RawMessage `json:"data,omitempty"`
+}
+
+// SendMessageData is the data of sendMessage: recipientId or
+// conversationId, and the content.
+type SendMessageData struct {
+	RecipientID     int64  `json:"recipientId,omitempty"`
+	ConversationID  string `json:"conversationId,omitempty"`
+	ContentType     string `json:"contentType,omitempty"`
+	TextContent     string `json:"textContent,omitempty"`
+	MediaKey        string `json:"mediaKey,omitempty"`
+	MediaURL        string `json:"mediaUrl,omitempty"`
+	AudioDuration   *int32 `json:"audioDuration,omitempty"`
+	ReplyToID       string `json:"replyToId,omitempty"`
+	ClientMessageID string `json:"clientMessageId,omitempty"`
+}
+
+// TypingData is the data of the typing action.
+type TypingData struct {
+	ConversationID string `json:"conversationId"`
+	RecipientID    int64  `json:"recipientId,omitempty"`
+	IsTyping       bool   `json:"isTyping"`
+}
+
+// MarkReadData is the data of markRead.
+type MarkReadData struct {
+	ConversationID string   `json:"conversationId,omitempty"`
+	MessageIDs     []string `json:"messageIds"`
+}
+
+// Action is a client frame with typed data, as clients build it.
+type Action[T any] struct {
+	Action string `json:"action"`
+	Data   T      `json:"data,omitzero"`
+}
+
+// SendMessage builds a sendMessage action.
+func SendMessage(d SendMessageData) Action[SendMessageData] {
+	return Action[SendMessageData]{Action: ActionSendMessage, Data: d}
+}
+
+// Typing builds a typing action.
+func Typing(d TypingData) Action[TypingData] {
+	return Action[TypingData]{Action: ActionTyping, Data: d}
+}
+
+// MarkRead builds a markRead action.
+func MarkRead(d MarkReadData) Action[MarkReadData] {
+	return Action[MarkReadData]{Action: ActionMarkRead, Data: d}
+}
+
+// Ping is the ping action; it has no data.
+type Ping struct {
+	Action string `json:"action"`
+}
+
+// NewPing builds a ping action.
+func NewPing() Ping { return Ping{Action: ActionPing} }
+
+// Frame is a frame the server sends.
+type Frame interface {
+	FrameType() string
+}
+
+var (
+	_ Frame = Connected{}
+	_ Frame = Acknowledgment{}
+	_ Frame = Pong{}
+	_ Frame = ReadAcknowledgment{}
+	_ Frame = Error{}
+	_ Frame = Push[NewMessageData]{}
+)
+
+// Encode encodes a server frame. HTML characters stay as they are: a
+// presigned URL's & must reach the client as &, not \u0026.
+func Encode(f Frame) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(f); err != nil {
+		return nil, fmt.Errorf("wsproto: encode %s frame: %w", f.FrameType(), err)
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
+// Connected greets a new connection.
+type Connected struct {
+	Type    string `json:"type"`
+	Message string `json:"message"`
+}
+
+func (f Connected) FrameType() string { return f.Type }
+
+// NewConnected builds the greeting.
+func NewConnected() Connected { return Connected{Type: TypeConnected, Message: ConnectedMessage} }
+
+// Acknowledgment answers sendMessage once the message is durably accepted.
+type Acknowledgment struct {
+	Type            string    `json:"type"`
+	MessageID       string    `json:"messageId"`
+	ConversationID  string    `json:"conversationId"`
+	ClientMessageID string    `json:"clientMessageId,omitempty"`
+	CreatedAt       time.Time `json:"createdAt"`
+}
+
+func (f Acknowledgment) FrameType() string { return f.Type }
+
+// NewAcknowledgment builds the answer to sendMessage.
+func NewAcknowledgment(messageID, conversationID, clientMessageID string, createdAt time.Time) Acknowledgment {
+	return Acknowledgment{Type: TypeAcknowledgment, MessageID: messageID, ConversationID: conversationID,
+		ClientMessageID: clientMessageID, CreatedAt: createdAt.UTC()}
+}
+
+// Pong answers ping.
+type Pong struct {
+	Type string `json:"type"`
+}
+
+func (f Pong) FrameType() string { return f.Type }
+
+// NewPong builds the answer to ping.
+func NewPong() Pong { return Pong{Type: TypePong} }
+
+// ReadAcknowledgment answers markRead: which ids the receipt applied to.
+type ReadAcknowledgment struct {
+	Type           string   `json:"type"`
+	ConversationID string   `json:"conversationId"`
+	Read           []string `json:"read"`
+	Ignored        []string `json:"ignored"`
+}
+
+func (f ReadAcknowledgment) FrameType() string { return f.Type }
+
+// NewReadAcknowledgment builds the answer to markRead.
+func NewReadAcknowledgment(conversationID string, read, ignored []string) ReadAcknowledgment {
+	return ReadAcknowledgment{Type: TypeReadAcknowledgment, ConversationID: conversationID,
+		Read: nonNil(read), Ignored: nonNil(ignored)}
+}
+
+// Error answers a frame that failed; the connection stays open. Code is
+// one of the server's stable error codes; Action is the failed action, if
+// the frame named one.
+type Error struct {
+	Type    string `json:"type"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Action  string `json:"action,omitempty"`
+}
+
+func (f Error) FrameType() string { return f.Type }
+
+// NewError builds an error frame.
+func NewError(action, code, message string) Error {
+	return Error{Type: TypeError, Code: code, Message: message, Action: action}
+}
+
+// Push is a frame fanout sends: a type and its data.
+type Push[T any] struct {
+	Type string `json:"type"`
+	Data T      `json:"data"`
+}
+
+func (f Push[T]) FrameType() string { return f.Type }
+
+// NewMessageData is a message as a push carries it. MediaURL is a
+// short-lived presigned GET.
+type NewMessageData struct {
+	ID              string    `json:"id"`
+	ConversationID  string    `json:"conversationId"`
+	SenderID        int64     `json:"senderId"`
+	RecipientID     int64     `json:"recipientId"`
+	ContentType     string    `json:"contentType"`
+	TextContent     string    `json:"textContent,omitempty"`
+	MediaURL        string    `json:"mediaUrl,omitempty"`
+	MediaKey        string    `json:"mediaKey,omitempty"`
+	AudioDuration   *int32    `json:"audioDuration,omitempty"`
+	ReplyToID       string    `json:"replyToId,omitempty"`
+	ClientMessageID string    `json:"clientMessageId,omitempty"`
+	CreatedAt       time.Time `json:"createdAt"`
+}
+
+// NewMessage pushes a message to its recipient and the sender's other
+// devices.
+func NewMessage(d NewMessageData) Push[NewMessageData] {
+	d.CreatedAt = d.CreatedAt.UTC()
+	return Push[NewMessageData]{Type: TypeNewMessage, Data: d}
+}
+
+// MessageDeliveredData says a message reached one of the recipient's
+// devices.
+type MessageDeliveredData struct {
+	MessageID      string    `json:"messageId"`
+	ConversationID string    `json:"conversationId"`
+	DeliveredAt    time.Time `json:"deliveredAt"`
+}
+
+// MessageDelivered pushes a delivery receipt to the sender.
+func MessageDelivered(d MessageDeliveredData) Push[MessageDeliveredData] {
+	d.DeliveredAt = d.DeliveredAt.UTC()
+	return Push[MessageDeliveredData]{Type: TypeMessageDelivered, Data: d}
+}
+
+// MessageReadData says a reader read messages.
+type MessageReadData struct {
+	ConversationID string    `json:"conversationId"`
+	ReaderID       int64     `json:"readerId"`
+	MessageIDs     []string  `json:"messageIds"`
+	ReadAt         time.Time `json:"readAt"`
+}
+
+// MessageRead pushes a read receipt to the other participants and the
+// reader's devices.
+func MessageRead(d MessageReadData) Push[MessageReadData] {
+	d.ReadAt = d.ReadAt.UTC()
+	return Push[MessageReadData]{Type: TypeMessageRead, Data: d}
+}
+
+// TypingStateData says whether a user is typing in a conversation.
+type TypingStateData struct {
+	ConversationID string `json:"conversationId"`
+	UserID         int64  `json:"userId"`
+	IsTyping       bool   `json:"isTyping"`
+}
+
+// TypingState pushes a typing indicator to the other participant.
+func TypingState(d TypingStateData) Push[TypingStateData] {
+	return Push[TypingStateData]{Type: TypeTyping, Data: d}
+}
+
+// MessageUpdatedData is what changed on a stored message (its thumbnail,
+// its audio duration). MediaThumbnailURL is a short-lived presigned GET.
+type MessageUpdatedData struct {
+	MessageID         string `json:"messageId"`
+	ConversationID    string `json:"conversationId"`
+	MediaThumbnailURL string `json:"mediaThumbnailUrl,omitempty"`
+	AudioDuration     *int32 `json:"audioDuration,omitempty"`
+}
+
+// MessageUpdated pushes a message's change to both participants.
+func MessageUpdated(d MessageUpdatedData) Push[MessageUpdatedData] {
+	return Push[MessageUpdatedData]{Type: TypeMessageUpdated, Data: d}
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
