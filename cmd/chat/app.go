@@ -225,8 +225,8 @@ func (a *App) Close() {
 	}
 }
 
-// workerNames lists every worker, in start order.
-var workerNames = []string{events.WorkerPersister, events.WorkerFanout, events.WorkerThumbnailer}
+// workerNames lists every worker, in start order: the order of the routes.
+var workerNames = events.Workers()
 
 // workerHandler builds the handler of a named worker.
 // workerDeps are what worker handlers write through.

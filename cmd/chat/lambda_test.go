@@ -492,7 +492,6 @@ func TestLambdaWorkersNeedNoJWTSecret(t *testing.T) {
 	stackEnv := map[string]string{
 		"CHAT_TRANSPORT":              "aws",
 		"CHAT_EVENT_BUS_NAME":         "parley-test",
-		"CHAT_EVENT_SOURCE":           "parley.chat",
 		"JWT_SECRET_ARN":              jwtARN,
 		"DATABASE_URL_SECRET_ARN":     dbARN,
 		"CHAT_CONNECTIONS_TABLE":      "parley-test-connections",
