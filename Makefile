@@ -20,8 +20,11 @@ dev: postgres build
 build:
 	$(GO) build -o dist/chat ./cmd/chat
 
+# The stack takes its routes and handler names from the app, so a change to
+# either is only tested once the infra tests have run too.
 test: test-deps check
 	$(GO) test -count=1 ./...
+	$(MAKE) infra-test
 
 # Static checks, including that committed sqlc output matches the queries.
 check:
@@ -64,5 +67,7 @@ bench: postgres
 lambda:
 	GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -tags lambda.norpc -ldflags="-s -w" -o dist/lambda/bootstrap ./cmd/chat
 
+# The CDK app's own module: template assertions and an offline synth. Needs
+# Node.js; runs `npm ci` in infra/ the first time.
 infra-test:
 	cd infra && ./test.sh

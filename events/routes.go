@@ -41,6 +41,15 @@ func Routes() []Route {
 	}
 }
 
+// Workers lists the worker names of Routes(), in order.
+func Workers() []string {
+	var names []string
+	for _, r := range Routes() {
+		names = append(names, r.Worker)
+	}
+	return names
+}
+
 // RouteFor returns the route of a worker by name.
 func RouteFor(worker string) (Route, bool) {
 	for _, r := range Routes() {

@@ -6,6 +6,8 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awseventstargets"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
 	"github.com/aws/jsii-runtime-go"
+
+	"github.com/parleychat/parley/events"
 )
 
 const (
@@ -65,12 +67,15 @@ func newPipeline(stack awscdk.Stack, cfg Config, bus awsevents.IEventBus, w Work
 		},
 	})
 
+	// The rule is EventBridge's form of events.Route.Matches.
 	pattern := &awsevents.EventPattern{
-		Source:     jsii.Strings(EventSource),
-		DetailType: jsii.Strings(w.DetailTypes...),
+		Source:     jsii.Strings(events.Source),
+		DetailType: jsii.Strings(w.Route.Types...),
 	}
-	if w.Detail != nil {
-		pattern.Detail = &w.Detail
+	if len(w.Route.Media) > 0 {
+		// detail is the chat envelope, whose data carries the content type.
+		detail := map[string]any{"data": map[string]any{"content_type": w.Route.Media}}
+		pattern.Detail = &detail
 	}
 	p.Rule = awsevents.NewRule(stack, jsii.String(id+"Rule"), &awsevents.RuleProps{
 		EventBus:     bus,

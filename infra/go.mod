@@ -19,7 +19,7 @@ require (
 	github.com/yuin/goldmark v1.7.16 // indirect
 	golang.org/x/lint v0.0.0-20241112194109-818c5a804067 // indirect
 	golang.org/x/mod v0.42.0 // indirect
-	golang.org/x/sync v0.24.0 // indirect
+	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/telemetry v0.0.0-20261009151841-97e8ea77aa2a // indirect
 	golang.org/x/tools v0.52.0 // indirect
@@ -28,3 +28,9 @@ require (
 )
 
 ignore ./node_modules
+
+// The routing table and the Lambda handler names come from the app, so the
+// stack cannot drift from what the binary consumes and dispatches on.
+require github.com/parleychat/parley v0.0.0
+
+replace github.com/parleychat/parley => ../

@@ -9,6 +9,9 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambdaeventsources"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
+
+	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/internal/lambdafn"
 )
 
 // StackName is one stack per stage.
@@ -37,7 +40,6 @@ func NewChatStack(scope constructs.Construct, cfg Config, props *awscdk.StackPro
 	env := map[string]*string{
 		"CHAT_TRANSPORT":          jsii.String("aws"),
 		"CHAT_EVENT_BUS_NAME":     bus.EventBusName(),
-		"CHAT_EVENT_SOURCE":       jsii.String(EventSource),
 		"JWT_SECRET_ARN":          jwtSecret.SecretArn(),
 		"DATABASE_URL_SECRET_ARN": dbSecret.SecretArn(),
 		"CHAT_CONNECTIONS_TABLE":  table.TableName(),
@@ -54,7 +56,7 @@ func NewChatStack(scope constructs.Construct, cfg Config, props *awscdk.StackPro
 	// connections themselves; fanout does.
 	edge := func(id, handler string, timeout float64) awslambda.Function {
 		spec := functionSpec{ID: id, Handler: handler, MemoryMB: 256, TimeoutSec: timeout}
-		if strings.HasPrefix(handler, "ws-") {
+		if lambdafn.IsWebSocket(handler) {
 			spec.Env = wsEnv
 		}
 		fn := fns.New(spec)
@@ -64,11 +66,11 @@ func NewChatStack(scope constructs.Construct, cfg Config, props *awscdk.StackPro
 		dbSecret.GrantRead(fn, nil)
 		return fn
 	}
-	wsConnect := edge("WsConnectFunction", HandlerWSConnect, 10)
-	wsDisconnect := edge("WsDisconnectFunction", HandlerWSDisconnect, 10)
-	wsDefault := edge("WsDefaultFunction", HandlerWSDefault, 10)
+	wsConnect := edge("WsConnectFunction", lambdafn.WSConnect, 10)
+	wsDisconnect := edge("WsDisconnectFunction", lambdafn.WSDisconnect, 10)
+	wsDefault := edge("WsDefaultFunction", lambdafn.WSDefault, 10)
 	// Under the HTTP API's 30 s integration limit.
-	apiFn := edge("ApiFunction", HandlerAPI, 29)
+	apiFn := edge("ApiFunction", lambdafn.API, 29)
 	grantMedia(apiFn, bucket) // multipart uploads and presigned URLs
 
 	addWebSocketRoutes(wsAPI, wsConnect, wsDisconnect, wsDefault)
@@ -77,13 +79,13 @@ func NewChatStack(scope constructs.Construct, cfg Config, props *awscdk.StackPro
 	al := newAlarms(stack, cfg)
 	functions := []awslambda.Function{wsConnect, wsDisconnect, wsDefault, apiFn}
 	var pipes []pipeline
-	for _, w := range Workers {
+	for _, w := range Workers() {
 		p := newPipeline(stack, cfg, bus, w)
 		spec := functionSpec{
 			ID: idPart(w.Name) + "Function", Handler: w.Handler,
 			MemoryMB: w.MemoryMB, TimeoutSec: w.TimeoutSec,
 		}
-		if w.Name == "fanout" {
+		if w.Name == events.WorkerFanout {
 			spec.Env = wsEnv
 		}
 		fn := fns.New(spec)
@@ -95,10 +97,10 @@ func NewChatStack(scope constructs.Construct, cfg Config, props *awscdk.StackPro
 		}))
 		dbSecret.GrantRead(fn, nil)
 		switch w.Name {
-		case "fanout":
+		case events.WorkerFanout:
 			table.GrantReadWriteData(fn) // find recipients' connections, drop stale ones
 			fn.AddToRolePolicy(manageConnections(stack, wsAPI.ApiId(), cfg.Stage))
-		case "thumbnailer":
+		case events.WorkerThumbnailer:
 			grantMedia(fn, bucket)
 			bus.GrantPutEventsTo(fn, nil) // ThumbnailReady
 		}

@@ -9,6 +9,9 @@ import (
 	"testing"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
+
+	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/internal/lambdafn"
 )
 
 func TestQueuesHaveDeadLetterQueues(t *testing.T) {
@@ -59,8 +62,8 @@ func TestQueuesHaveDeadLetterQueues(t *testing.T) {
 			t.Errorf("queue %s: DLQ %q is not a queue in this stack", id, dlq)
 		}
 	}
-	if work != len(Workers) {
-		t.Errorf("%d work queues, want one per worker (%d)", work, len(Workers))
+	if work != len(Workers()) {
+		t.Errorf("%d work queues, want one per worker (%d)", work, len(Workers()))
 	}
 }
 
@@ -76,77 +79,6 @@ func TestVisibilityTimeoutCoversSixLambdaTimeouts(t *testing.T) {
 			t.Errorf("%s: queue %s visibility %vs < 6 × function timeout %vs", id, qID, vis, timeout)
 		}
 	}
-}
-
-func TestRulesRouteEachWorkerToItsQueue(t *testing.T) {
-	tp := dev(t)
-	rules := tp.ofType("AWS::Events::Rule")
-	if len(rules) != len(Workers) {
-		t.Fatalf("%d rules, want %d", len(rules), len(Workers))
-	}
-	want := map[string]map[string]any{
-		"persister": {
-			"source":      []any{"parley.chat"},
-			"detail-type": []any{"MessageSent", "MessageRead", "MessageDelivered", "MessageDeleted", "ConversationSettingsChanged", "ThumbnailReady"},
-		},
-		"fanout": {
-			"source":      []any{"parley.chat"},
-			"detail-type": []any{"MessageSent", "MessageRead", "Typing", "ThumbnailReady", "Connected"},
-		},
-		"thumbnailer": {
-			"source":      []any{"parley.chat"},
-			"detail-type": []any{"MessageSent"},
-			"detail":      map[string]any{"data": map[string]any{"content_type": []any{"image", "video", "audio"}}},
-		},
-	}
-	for worker, pattern := range want {
-		t.Run(worker, func(t *testing.T) {
-			name := "parley-dev-" + worker
-			var rule map[string]any
-			for _, r := range rules {
-				if r["Name"] == name {
-					rule = r
-				}
-			}
-			if rule == nil {
-				t.Fatalf("no rule named %s", name)
-			}
-			if !reflect.DeepEqual(rule["EventPattern"], pattern) {
-				t.Errorf("pattern\n got %v\nwant %v", rule["EventPattern"], pattern)
-			}
-			if ref(rule["EventBusName"]) == "" {
-				t.Errorf("rule is not on the stack's bus: %v", rule["EventBusName"])
-			}
-			targets := rule["Targets"].([]any)
-			if len(targets) != 1 {
-				t.Fatalf("%d targets, want 1", len(targets))
-			}
-			tg := targets[0].(map[string]any)
-			q := tp.Resources[getAtt(tg["Arn"], "Arn")]
-			if q == nil || q["Type"] != "AWS::SQS::Queue" || q["Properties"].(map[string]any)["QueueName"] != name {
-				t.Errorf("target %v is not the queue %s", tg["Arn"], name)
-			}
-			if _, ok := tg["DeadLetterConfig"]; !ok {
-				t.Error("target has no DeadLetterConfig")
-			}
-		})
-	}
-	// Replay can only target rules by name, so the name is an output too.
-	for _, w := range Workers {
-		o := tp.Outputs[idPart(w.Name)+"RuleName"]
-		if o == nil || o["Value"] != "parley-dev-"+w.Name {
-			t.Errorf("rule name output for %s: %v", w.Name, o)
-		}
-	}
-}
-
-func TestThumbnailerOnlySeesMedia(t *testing.T) {
-	dev(t).has(t, "AWS::Events::Rule", map[string]any{
-		"Name": "parley-dev-thumbnailer",
-		"EventPattern": map[string]any{
-			"detail": map[string]any{"data": map[string]any{"content_type": []any{"image", "video", "audio"}}},
-		},
-	})
 }
 
 func TestArchiveKeepsEverythingForReplay(t *testing.T) {
@@ -259,10 +191,9 @@ func TestProdKeepsData(t *testing.T) {
 func TestEventSourcesReportBatchItemFailures(t *testing.T) {
 	tp := dev(t)
 	esms := tp.ofType("AWS::Lambda::EventSourceMapping")
-	if len(esms) != len(Workers) {
-		t.Errorf("%d event source mappings, want %d", len(esms), len(Workers))
+	if len(esms) != len(Workers()) {
+		t.Errorf("%d event source mappings, want %d", len(esms), len(Workers()))
 	}
-	byHandler := tp.functionsByHandler(t)
 	for id, m := range esms {
 		if !reflect.DeepEqual(m["FunctionResponseTypes"], []any{"ReportBatchItemFailures"}) {
 			t.Errorf("%s: FunctionResponseTypes %v", id, m["FunctionResponseTypes"])
@@ -270,23 +201,17 @@ func TestEventSourcesReportBatchItemFailures(t *testing.T) {
 		if m["BatchSize"] != float64(10) {
 			t.Errorf("%s: BatchSize %v, want 10", id, m["BatchSize"])
 		}
-		// The mapping's queue and function belong to the same worker.
-		q := tp.Resources[getAtt(m["EventSourceArn"], "Arn")]["Properties"].(map[string]any)
-		worker := strings.TrimPrefix(q["QueueName"].(string), "parley-dev-")
-		if fn := byHandler["worker-"+worker]; ref(m["FunctionName"]) != fn {
-			t.Errorf("%s: queue %s feeds %v, want %s", id, q["QueueName"], m["FunctionName"], fn)
-		}
 	}
 }
 
 func TestFunctionsShareOneBinary(t *testing.T) {
 	tp := dev(t)
 	byHandler := tp.functionsByHandler(t)
-	handlers := []string{"ws-connect", "ws-disconnect", "ws-default", "api", "worker-persister", "worker-fanout", "worker-thumbnailer"}
+	handlers := lambdafn.Names()
 	if len(byHandler) != len(handlers) {
 		t.Errorf("functions for %v, want exactly %v", slices.Sorted(maps.Keys(byHandler)), handlers)
 	}
-	common := []string{"CHAT_TRANSPORT", "CHAT_EVENT_BUS_NAME", "CHAT_EVENT_SOURCE", "JWT_SECRET_ARN",
+	common := []string{"CHAT_TRANSPORT", "CHAT_EVENT_BUS_NAME", "JWT_SECRET_ARN",
 		"DATABASE_URL_SECRET_ARN", "CHAT_CONNECTIONS_TABLE", "CHAT_S3_BUCKET", "CHAT_LOG_LEVEL"}
 	for _, h := range handlers {
 		t.Run(h, func(t *testing.T) {
@@ -305,17 +230,17 @@ func TestFunctionsShareOneBinary(t *testing.T) {
 					t.Errorf("missing env %s", k)
 				}
 			}
-			if vars["CHAT_TRANSPORT"] != "aws" || vars["CHAT_EVENT_SOURCE"] != "parley.chat" || vars["CHAT_LOG_LEVEL"] != "info" {
+			if vars["CHAT_TRANSPORT"] != "aws" || vars["CHAT_LOG_LEVEL"] != "info" {
 				t.Errorf("env %v", vars)
 			}
 			_, hasWS := vars["CHAT_WS_MANAGEMENT_ENDPOINT"]
-			if wantWS := strings.HasPrefix(h, "ws-") || h == "worker-fanout"; hasWS != wantWS {
+			if wantWS := lambdafn.IsWebSocket(h) || h == lambdafn.Worker(events.WorkerFanout); hasWS != wantWS {
 				t.Errorf("CHAT_WS_MANAGEMENT_ENDPOINT present=%v, want %v", hasWS, wantWS)
 			}
 		})
 	}
 	// Thumbnailing decodes full-size images.
-	thumb := tp.Resources[byHandler["worker-thumbnailer"]]["Properties"].(map[string]any)
+	thumb := tp.Resources[byHandler[lambdafn.Worker(events.WorkerThumbnailer)]]["Properties"].(map[string]any)
 	if thumb["MemorySize"] != float64(1024) || thumb["Timeout"] != float64(60) {
 		t.Errorf("thumbnailer %v MB / %v s, want 1024 / 60", thumb["MemorySize"], thumb["Timeout"])
 	}
@@ -507,7 +432,7 @@ func TestVpcConfigOnlyWhenGiven(t *testing.T) {
 	tp := withVpc(t)
 	want := map[string]any{"SubnetIds": toAny(testSubnets), "SecurityGroupIds": toAny(testSGs)}
 	byHandler := tp.functionsByHandler(t)
-	if len(byHandler) != 7 {
+	if len(byHandler) != len(lambdafn.All()) {
 		t.Errorf("%d functions in the VPC variant", len(byHandler))
 	}
 	for h, id := range byHandler {
@@ -560,7 +485,7 @@ func TestOutputs(t *testing.T) {
 	tp := dev(t)
 	want := []string{"WebSocketUrl", "ApiUrl", "MediaBucketName", "EventBusName", "EventBusArn", "EventArchiveArn",
 		"JwtSecretArn", "ConnectionsTableName"}
-	for _, w := range Workers {
+	for _, w := range Workers() {
 		want = append(want, idPart(w.Name)+"RuleName", idPart(w.Name)+"QueueUrl")
 	}
 	for _, o := range want {

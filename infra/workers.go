@@ -1,66 +1,79 @@
 package main
 
-// EventSource is the Source of every event the chat puts on the bus.
-const EventSource = "parley.chat"
+import (
+	"fmt"
+	"slices"
 
-// Event types, used as EventBridge DetailType.
-const (
-	MessageSent                 = "MessageSent"
-	MessageRead                 = "MessageRead"
-	Typing                      = "Typing"
-	MessageDelivered            = "MessageDelivered"
-	MessageDeleted              = "MessageDeleted"
-	ConversationSettingsChanged = "ConversationSettingsChanged"
-	ThumbnailReady              = "ThumbnailReady"
-	Connected                   = "Connected"
+	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/internal/lambdafn"
 )
 
-// Worker is one consumer: its own rule, queue, DLQs and Lambda. Name is part
-// of the rule name that replay targets, so it must never change.
+// Worker is one consumer: its own rule, queue, DLQs and Lambda. Which events
+// it gets is the app's events.Routes(), so AWS delivers what the embedded
+// bus delivers; only the sizing is decided here. Name is part of the rule
+// name that replay targets, so it must never change.
 type Worker struct {
-	Name        string
-	Handler     string         // CHAT_LAMBDA_HANDLER value
-	DetailTypes []string       // the rule's detail-type filter
-	Detail      map[string]any // extra filter on the envelope, nil for none
-	MemoryMB    float64
-	TimeoutSec  float64
+	Name    string
+	Handler string       // CHAT_LAMBDA_HANDLER value
+	Route   events.Route // the rule's filter
+	sizing
+}
+
+// sizing is what the stack decides per worker.
+type sizing struct {
+	MemoryMB   float64
+	TimeoutSec float64
 	// BatchWindowSec trades latency for fewer invocations; fanout is what
 	// users wait on, so it gets none.
 	BatchWindowSec float64
 }
 
-// Workers is the fixed set of consumers; the filters mirror events.Routes()
-// in the app, so AWS delivers what the embedded bus delivers. Typing is
-// ephemeral, so only fanout sees it; the persister never stores it.
-var Workers = []Worker{
-	{
-		Name:    "persister",
-		Handler: "worker-persister",
-		DetailTypes: []string{
-			MessageSent, MessageRead, MessageDelivered, MessageDeleted,
-			ConversationSettingsChanged, ThumbnailReady,
-		},
-		MemoryMB: 256, TimeoutSec: 30, BatchWindowSec: 1,
-	},
-	{
-		Name:    "fanout",
-		Handler: "worker-fanout",
-		DetailTypes: []string{
-			MessageSent, MessageRead, Typing, ThumbnailReady, Connected,
-		},
-		MemoryMB: 256, TimeoutSec: 30, BatchWindowSec: 0,
-	},
-	{
-		Name:        "thumbnailer",
-		Handler:     "worker-thumbnailer",
-		DetailTypes: []string{MessageSent},
-		// Text messages never reach the thumbnailer's queue. Audio does: the
-		// thumbnailer fills in audio_duration when the client did not.
-		Detail: map[string]any{
-			"data": map[string]any{"content_type": []any{"image", "video", "audio"}},
-		},
-		MemoryMB: 1024, TimeoutSec: 60, BatchWindowSec: 1,
-	},
+// workerSizing is keyed by worker name. A worker the app routes to but that
+// has no entry here fails the synth rather than getting a guessed size.
+func workerSizing() map[string]sizing {
+	return map[string]sizing{
+		events.WorkerPersister: {MemoryMB: 256, TimeoutSec: 30, BatchWindowSec: 1},
+		events.WorkerFanout:    {MemoryMB: 256, TimeoutSec: 30, BatchWindowSec: 0},
+		// Thumbnailing decodes full-size images.
+		events.WorkerThumbnailer: {MemoryMB: 1024, TimeoutSec: 60, BatchWindowSec: 1},
+	}
+}
+
+// Workers is the fixed set of consumers, in the order of events.Routes().
+// It panics, failing the synth, when the routes and the sizing disagree: a
+// route with no rule would silently drop that worker's events on AWS.
+func Workers() []Worker {
+	ws, err := joinWorkers(events.Routes(), workerSizing())
+	if err != nil {
+		panic(err)
+	}
+	return ws
+}
+
+// joinWorkers gives each route its sizing; every route needs one, and every
+// sizing a route.
+func joinWorkers(routes []events.Route, sizes map[string]sizing) ([]Worker, error) {
+	var ws []Worker
+	var names []string
+	for _, r := range routes {
+		s, ok := sizes[r.Worker]
+		if !ok {
+			return nil, fmt.Errorf("worker %q is in events.Routes() but has no sizing in infra", r.Worker)
+		}
+		ws = append(ws, Worker{Name: r.Worker, Route: r, Handler: lambdafn.Worker(r.Worker), sizing: s})
+		names = append(names, r.Worker)
+	}
+	var extra []string
+	for name := range sizes {
+		if !slices.Contains(names, name) {
+			extra = append(extra, name)
+		}
+	}
+	if len(extra) > 0 {
+		slices.Sort(extra)
+		return nil, fmt.Errorf("infra sizes workers %v that events.Routes() does not have", extra)
+	}
+	return ws, nil
 }
 
 // RuleName is stable per stage and worker: replay filters on it.
@@ -71,11 +84,3 @@ func EventBusName(stage string) string { return "parley-" + stage }
 
 // ArchiveName is the bus archive replay reads from.
 func ArchiveName(stage string) string { return "parley-" + stage + "-events" }
-
-// Edge function handler names (CHAT_LAMBDA_HANDLER values).
-const (
-	HandlerWSConnect    = "ws-connect"
-	HandlerWSDisconnect = "ws-disconnect"
-	HandlerWSDefault    = "ws-default"
-	HandlerAPI          = "api"
-)

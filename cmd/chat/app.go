@@ -312,14 +312,6 @@ func (a *App) Close() {
 	}
 }
 
-// workerNames lists every worker, in start order.
-func workerNames() []string {
-	var names []string
-	for _, r := range events.Routes() {
-		names = append(names, r.Worker)
-	}
-	return names
-}
 
 // workerHandler builds the handler of a named worker.
 func (a *App) workerHandler(ctx context.Context, name string) (events.Handler, error) {
@@ -348,7 +340,7 @@ func (a *App) workerHandler(ctx context.Context, name string) (events.Handler, e
 }
 
 func unknownWorker(name string) error {
-	return fmt.Errorf("unknown worker %q (known: %s)", name, strings.Join(workerNames(), ", "))
+	return fmt.Errorf("unknown worker %q (known: %s)", name, strings.Join(events.Workers(), ", "))
 }
 
 // listen binds the listeners early so callers (and tests) learn the

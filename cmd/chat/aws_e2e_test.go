@@ -56,7 +56,7 @@ type awsLocal struct {
 func startAWSLocal(t *testing.T) *awsLocal {
 	t.Helper()
 	var specs []sqstest.QueueSpec
-	for _, w := range workerNames() {
+	for _, w := range events.Workers() {
 		// A short visibility timeout so that a failed event comes back soon;
 		// three receives before the dead-letter queue, as a transient
 		// failure (an event that overtook the one it depends on) may need.
@@ -64,7 +64,7 @@ func startAWSLocal(t *testing.T) *awsLocal {
 	}
 	l := &awsLocal{queues: map[string]string{}, dlqs: map[string]string{}}
 	l.sqsEndpoint, l.sqs = sqstest.StartGoaws(t, specs...)
-	for _, w := range workerNames() {
+	for _, w := range events.Workers() {
 		l.queues[w] = sqstest.QueueURL(t, l.sqs, w)
 		l.dlqs[w] = sqstest.QueueURL(t, l.sqs, w+"-dlq")
 	}
@@ -120,7 +120,7 @@ func startAWS(t *testing.T, l *awsLocal) (apiEnv, gwEnv *env) {
 	e.waitHTTP(e.start("api"))
 	gw := e.gatewayView()
 	gw.waitHTTP(gw.start("gateway"))
-	for _, w := range workerNames() {
+	for _, w := range events.Workers() {
 		we := *e
 		we.extra = append(slices.Clone(e.extra), "CHAT_QUEUE_URL="+l.queues[w])
 		we.start("worker", w)

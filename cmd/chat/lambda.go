@@ -13,29 +13,21 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/parleychat/parley/events/lambdasqs"
+	"github.com/parleychat/parley/internal/lambdafn"
 	"github.com/parleychat/parley/internal/lambdahttp"
 )
-
-// Lambda handler names (CHAT_LAMBDA_HANDLER): one binary, one function each.
-var lambdaHandlers = map[string]string{
-	"ws-connect":         "WebSocket $connect",
-	"ws-disconnect":      "WebSocket $disconnect",
-	"ws-default":         "WebSocket $default",
-	"api":                "REST API behind an HTTP API (payload 2.0)",
-	"worker-persister":   "persister on its SQS queue",
-	"worker-fanout":      "fanout on its SQS queue",
-	"worker-thumbnailer": "thumbnailer on its SQS queue",
-}
 
 // lambdaHandler builds the function the Lambda runtime invokes. Building
 // happens once per cold start; connections are reused across invocations.
 func lambdaHandler(ctx context.Context, name string, getenv func(string) string, stderr io.Writer) (any, func(), error) {
-	if _, ok := lambdaHandlers[name]; !ok {
-		return nil, nil, fmt.Errorf("CHAT_LAMBDA_HANDLER=%q: want one of ws-connect, ws-disconnect, ws-default, api, worker-persister, worker-fanout, worker-thumbnailer", name)
+	// The names are shared with the stack, which creates one function each.
+	fn, ok := lambdafn.Find(name)
+	if !ok {
+		return nil, nil, fmt.Errorf("CHAT_LAMBDA_HANDLER=%q: want one of %s", name, strings.Join(lambdafn.Names(), ", "))
 	}
 	// Workers verify no tokens, and the stack does not let them read the JWT
 	// secret: resolving it anyway would fail their cold start.
-	needJWT := name == "api" || strings.HasPrefix(name, "ws-")
+	needJWT := fn.Worker == ""
 	secrets := []string{"DATABASE_URL"}
 	if needJWT {
 		secrets = append(secrets, "JWT_SECRET")
@@ -54,15 +46,14 @@ func lambdaHandler(ctx context.Context, name string, getenv func(string) string,
 		return nil, nil, err
 	}
 	switch {
-	case name == "api":
+	case name == lambdafn.API:
 		return lambdahttp.Handler(a.rest), a.Close, nil
-	case strings.HasPrefix(name, "ws-"):
+	case lambdafn.IsWebSocket(name):
 		routes := a.wsRoutes(logger)
-		h := map[string]any{"ws-connect": routes.Connect, "ws-disconnect": routes.Disconnect, "ws-default": routes.Default}[name]
+		h := map[string]any{lambdafn.WSConnect: routes.Connect, lambdafn.WSDisconnect: routes.Disconnect, lambdafn.WSDefault: routes.Default}[name]
 		return h, a.Close, nil
 	default:
-		worker := strings.TrimPrefix(name, "worker-")
-		h, err := a.workerHandler(ctx, worker)
+		h, err := a.workerHandler(ctx, fn.Worker)
 		if err != nil {
 			a.Close()
 			return nil, nil, err

@@ -492,7 +492,6 @@ func TestLambdaWorkersNeedNoJWTSecret(t *testing.T) {
 	stackEnv := map[string]string{
 		"CHAT_TRANSPORT":              "aws",
 		"CHAT_EVENT_BUS_NAME":         "parley-test",
-		"CHAT_EVENT_SOURCE":           "parley.chat",
 		"JWT_SECRET_ARN":              jwtARN,
 		"DATABASE_URL_SECRET_ARN":     dbARN,
 		"CHAT_CONNECTIONS_TABLE":      "parley-test-connections",
@@ -501,7 +500,7 @@ func TestLambdaWorkersNeedNoJWTSecret(t *testing.T) {
 		"CHAT_WS_MANAGEMENT_ENDPOINT": "http://127.0.0.1:9/test", // never called here
 	}
 	getenv := func(k string) string { return stackEnv[k] }
-	for _, w := range workerNames() {
+	for _, w := range events.Workers() {
 		takeAsked()
 		h, closeFn, err := lambdaHandler(context.Background(), "worker-"+w, getenv, t.Output())
 		if err != nil {

@@ -70,7 +70,7 @@ func commands() []command {
 	return []command{
 		{name: "dev", dev: true, needJWT: true,
 			summary: "migrate, then run the API, the WebSocket gateway, the embedded S3 and every worker in one process",
-			setup:   server(parts{api: true, gateway: true, workers: workerNames(), db: true, bus: true, migrate: true, oneAddr: true})},
+			setup:   server(parts{api: true, gateway: true, workers: events.Workers(), db: true, bus: true, migrate: true, oneAddr: true})},
 		{name: "api", needJWT: true,
 			summary: "run the REST API on CHAT_HTTP_ADDR",
 			setup:   server(parts{api: true, db: true, bus: true})},
@@ -78,7 +78,7 @@ func commands() []command {
 			summary: "run the local WebSocket gateway (/ws on CHAT_GATEWAY_ADDR) and its management API (CHAT_GATEWAY_ADMIN_ADDR)",
 			setup:   server(parts{gateway: true, db: true, bus: true})},
 		{name: "worker", args: "NAME",
-			summary: "run one worker: " + strings.Join(workerNames(), ", "),
+			summary: "run one worker: " + strings.Join(events.Workers(), ", "),
 			setup:   workerCmd},
 		{name: "s3",
 			summary: "run the embedded S3 server on CHAT_S3_ADDR, objects under CHAT_DATA_DIR",
@@ -338,7 +338,7 @@ func operator(ctx context.Context, x cmdEnv) (*App, error) {
 }
 
 func replayCmd(fs *flag.FlagSet) prepare {
-	worker := fs.String("worker", "", "worker to re-deliver to: "+strings.Join(workerNames(), ", "))
+	worker := fs.String("worker", "", "worker to re-deliver to: "+strings.Join(events.Workers(), ", "))
 	since := fs.String("since", "", "RFC 3339 time or a duration ago, e.g. 2h")
 	until := fs.String("until", "", "RFC 3339 time (default: now)")
 	return func(args []string) (runner, error) {
@@ -346,7 +346,7 @@ func replayCmd(fs *flag.FlagSet) prepare {
 			return nil, err
 		}
 		if _, ok := events.RouteFor(*worker); !ok {
-			return nil, usageError{fmt.Errorf("--worker %q: want one of %s", *worker, strings.Join(workerNames(), ", "))}
+			return nil, usageError{fmt.Errorf("--worker %q: want one of %s", *worker, strings.Join(events.Workers(), ", "))}
 		}
 		now := time.Now()
 		from, err := parseTime(*since, now)

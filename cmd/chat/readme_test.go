@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/parleychat/parley/events"
 )
 
 // readmeStep is one line of the README's separate-process block.
@@ -213,7 +215,7 @@ func TestConnectionBudget(t *testing.T) {
 	if total != 56 {
 		t.Errorf("the split deployment may open %d connections; README.md says 56", total)
 	}
-	dev := budgetFor(cfg, parts{api: true, gateway: true, workers: workerNames(), db: true, bus: true}).total()
+	dev := budgetFor(cfg, parts{api: true, gateway: true, workers: events.Workers(), db: true, bus: true}).total()
 	if dev != 40 {
 		t.Errorf("chat dev may open %d connections; README.md says 40", dev)
 	}
