@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"image"
 	"image/color"
@@ -27,7 +26,6 @@ import (
 	"github.com/parleychat/parley/internal/media"
 	"github.com/parleychat/parley/internal/mediatest"
 	"github.com/parleychat/parley/internal/pipelinetest"
-	"github.com/parleychat/parley/workers/persister"
 )
 
 // Names in this file start with "media" to stay clear of other tests of
@@ -35,26 +33,10 @@ import (
 
 var mediaQuiet = slog.New(slog.DiscardHandler)
 
-// mediaSyncBus hands each event straight to the real persister, so that a
-// message is stored by the time Send returns.
-type mediaSyncBus struct{ h events.Handler }
-
-func (b mediaSyncBus) Publish(ctx context.Context, envs ...events.Envelope) error {
-	route, _ := events.RouteFor(events.WorkerPersister)
-	for _, e := range envs {
-		if route.Matches(e) {
-			if err := b.h.Handle(ctx, e); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
 type mediaHarness struct {
 	t      *testing.T
 	store  *media.Store
-	bus    mediaSyncBus
+	bus    events.Publisher
 	url    string
 	secret []byte
 }
@@ -65,7 +47,7 @@ func newMediaHarness(t *testing.T, mediaCfg func(*media.Config), limits chat.Lim
 	t.Helper()
 	_, pool := dbtest.New(t)
 	store := mediatest.Store(t, mediaCfg)
-	bus := mediaSyncBus{persister.New(pool, mediaQuiet)}
+	bus := pipelinetest.SyncPersister(pool, mediaQuiet)
 	svc := chat.NewService(pool, bus, store, limits, mediaQuiet)
 	secret := []byte("media-test-secret-with-enough-bytes")
 	verifier, err := auth.NewVerifier(secret)

@@ -122,6 +122,31 @@ func New(t testing.TB, opts Options) *Env {
 	return e
 }
 
+// SyncPersister is a publisher that hands each event the persister
+// consumes straight to the real persister, so that a message is stored by
+// the time the call that published it returns.
+func SyncPersister(pool *pgxpool.Pool, logger *slog.Logger) events.Publisher {
+	route, _ := events.RouteFor(events.WorkerPersister)
+	h := persister.New(pool, logger)
+	return syncPublisher{route: route, h: h}
+}
+
+type syncPublisher struct {
+	route events.Route
+	h     events.Handler
+}
+
+func (p syncPublisher) Publish(ctx context.Context, envs ...events.Envelope) error {
+	for _, e := range envs {
+		if p.route.Matches(e) {
+			if err := p.h.Handle(ctx, e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // StartPersister runs the persister over the bus until the returned stop
 // is called or the test ends.
 func (e *Env) StartPersister(t testing.TB, cfg pgbus.ConsumerConfig) (stop func()) {
