@@ -131,7 +131,7 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, migrate bool)
 func (a *App) openBus(ctx context.Context, initQueues bool) error {
 	switch a.cfg.Transport {
 	case "aws":
-		client, err := eventbridge.NewClient(ctx, a.cfg.EventBridgeURL)
+		client, err := eventbridge.NewClient(ctx, a.cfg.awsAt(a.cfg.EventBridgeURL))
 		if err != nil {
 			return fmt.Errorf("EventBridge client: %w", err)
 		}
@@ -158,7 +158,7 @@ func (a *App) openBus(ctx context.Context, initQueues bool) error {
 func (a *App) openMedia(ctx context.Context) error {
 	custom := a.cfg.S3Endpoint != ""
 	cfg := media.Config{
-		Bucket: a.cfg.S3Bucket, Endpoint: a.cfg.S3Endpoint, Region: a.cfg.S3Region,
+		Bucket: a.cfg.S3Bucket, Endpoint: a.cfg.S3Endpoint, Region: a.cfg.S3Region, Keys: a.cfg.AWSKeys,
 		// A custom endpoint is an S3-compatible server (gofakes3, MinIO, ...):
 		// they commonly mishandle the SDK's default request checksums and
 		// virtual-host addressing, which the Local settings turn off. Against
@@ -198,7 +198,7 @@ func (a *App) openConnections(ctx context.Context) error {
 		a.conns = pgstore.New(a.pool)
 		return nil
 	}
-	client, err := dynamostore.NewClient(ctx, a.cfg.DynamoEndpoint)
+	client, err := dynamostore.NewClient(ctx, a.cfg.awsAt(a.cfg.DynamoEndpoint))
 	if err != nil {
 		return fmt.Errorf("CHAT_DYNAMODB_ENDPOINT: %w", err)
 	}
@@ -268,7 +268,7 @@ func (a *App) workerHandler(ctx context.Context, name string, d workerDeps) (eve
 	case events.WorkerPersister:
 		return persister.New(d.pool, logger), nil
 	case events.WorkerFanout:
-		client, err := fanout.NewManagementClient(ctx, a.cfg.WSManagementURL)
+		client, err := fanout.NewManagementClient(ctx, a.cfg.WSManagementURL, a.cfg.AWSKeys)
 		if err != nil {
 			return nil, fmt.Errorf("CHAT_WS_MANAGEMENT_ENDPOINT: %w", err)
 		}
@@ -407,7 +407,7 @@ func (a *App) consume(ctx context.Context, name string, h events.Handler) error 
 		if a.cfg.QueueURL == "" {
 			return fmt.Errorf("worker %s: CHAT_QUEUE_URL is required with CHAT_TRANSPORT=aws", name)
 		}
-		err = sqs.Run(ctx, sqs.Config{QueueURL: a.cfg.QueueURL, Endpoint: a.cfg.SQSEndpoint, Concurrency: a.cfg.WorkerConc}, h, a.logger.With("worker", name))
+		err = sqs.Run(ctx, sqs.Config{QueueURL: a.cfg.QueueURL, AWS: a.cfg.awsAt(a.cfg.SQSEndpoint), Concurrency: a.cfg.WorkerConc}, h, a.logger.With("worker", name))
 	} else {
 		cfg := pgbus.ConsumerConfig{Concurrency: a.cfg.WorkerConc, MaxAttempts: a.cfg.WorkerAttempts, FallbackPoll: a.cfg.FallbackPoll}
 		if name == events.WorkerThumbnailer {

@@ -232,7 +232,7 @@ func replayAWS(ctx context.Context, cfg Config, worker string, from, to time.Tim
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	client, err := eventbridge.NewClient(ctx, cfg.EventBridgeURL)
+	client, err := eventbridge.NewClient(ctx, cfg.awsAt(cfg.EventBridgeURL))
 	if err != nil {
 		return fmt.Errorf("EventBridge client: %w", err)
 	}
