@@ -210,7 +210,7 @@ func (a *App) openTransport(ctx context.Context, p parts) error {
 	logger := a.logger.With("component", "bus")
 	switch a.cfg.Transport {
 	case transportAWS:
-		client, err := eventbridge.NewClient(ctx, a.cfg.EventBridgeURL)
+		client, err := eventbridge.NewClient(ctx, a.cfg.awsAt(a.cfg.EventBridgeURL))
 		if err != nil {
 			return fmt.Errorf("EventBridge client: %w", err)
 		}
@@ -241,7 +241,7 @@ func (a *App) openTransport(ctx context.Context, p parts) error {
 // media, uploads answer a 503 that says how to configure it.
 func (a *App) openMedia(ctx context.Context, p parts) error {
 	cfg := media.Config{
-		Bucket: a.cfg.S3Bucket, Endpoint: a.cfg.S3Endpoint, Region: a.cfg.S3Region,
+		Bucket: a.cfg.S3Bucket, Endpoint: a.cfg.S3Endpoint, Region: a.cfg.S3Region, Keys: a.cfg.AWSKeys,
 		// A custom endpoint is an S3-compatible server (gofakes3, MinIO, ...):
 		// they commonly mishandle the SDK's default request checksums and
 		// virtual-host addressing, which the Local settings turn off. Against
@@ -283,7 +283,7 @@ func (a *App) openConnections(ctx context.Context) error {
 		a.conns, a.sweep = store, store.Sweep
 		return nil
 	}
-	client, err := dynamostore.NewClient(ctx, a.cfg.DynamoEndpoint)
+	client, err := dynamostore.NewClient(ctx, a.cfg.awsAt(a.cfg.DynamoEndpoint))
 	if err != nil {
 		return fmt.Errorf("CHAT_DYNAMODB_ENDPOINT: %w", err)
 	}
@@ -312,7 +312,6 @@ func (a *App) Close() {
 	}
 }
 
-
 // workerHandler builds the handler of a named worker.
 func (a *App) workerHandler(ctx context.Context, name string) (events.Handler, error) {
 	logger := a.logger.With("worker", name)
@@ -321,7 +320,7 @@ func (a *App) workerHandler(ctx context.Context, name string) (events.Handler, e
 	case events.WorkerPersister:
 		return persister.New(a.pool, logger), nil
 	case events.WorkerFanout:
-		client, err := fanout.NewManagementClient(ctx, a.managementURL)
+		client, err := fanout.NewManagementClient(ctx, a.managementURL, a.cfg.AWSKeys)
 		if err != nil {
 			return nil, fmt.Errorf("CHAT_WS_MANAGEMENT_ENDPOINT: %w", err)
 		}

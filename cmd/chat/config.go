@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/parleychat/parley/events/pgbus"
+	"github.com/parleychat/parley/internal/awsconf"
 	"github.com/parleychat/parley/internal/chat"
 )
 
@@ -82,6 +83,11 @@ type Config struct {
 	RuleARNPrefix  string // CHAT_RULE_ARN_PREFIX: rule ARN without the worker name, for replay
 	DevMode        bool   // set by `chat dev`
 	DevSecretInUse bool
+
+	// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: sign requests to the custom
+	// endpoints above (a dummy pair when unset); AWS itself reads the SDK's
+	// default chain instead.
+	AWSKeys awsconf.Keys
 }
 
 // loadConfig reads the environment through getenv and validates it,
@@ -215,5 +221,12 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c.ArchiveARN = str("CHAT_EVENT_ARCHIVE_ARN", "")
 	c.EventBusARN = str("CHAT_EVENT_BUS_ARN", "")
 	c.RuleARNPrefix = str("CHAT_RULE_ARN_PREFIX", "")
+	c.AWSKeys = awsconf.Keys{AccessKeyID: str("AWS_ACCESS_KEY_ID", ""), SecretAccessKey: str("AWS_SECRET_ACCESS_KEY", "")}
 	return c, errors.Join(errs...)
+}
+
+// awsAt returns the AWS client options for a custom endpoint, or for AWS
+// itself when endpoint is empty.
+func (c Config) awsAt(endpoint string) awsconf.Options {
+	return awsconf.Options{Endpoint: endpoint, Keys: c.AWSKeys}
 }

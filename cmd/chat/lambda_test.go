@@ -30,6 +30,7 @@ import (
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/eventbridge/ebfake"
 	"github.com/parleychat/parley/events/sqs/sqstest"
+	"github.com/parleychat/parley/internal/awsconf"
 	"github.com/parleychat/parley/internal/connstore"
 	"github.com/parleychat/parley/internal/connstore/dynamostore"
 	"github.com/parleychat/parley/internal/media"
@@ -208,7 +209,7 @@ func TestLambdaHandlers(t *testing.T) {
 		return h
 	}
 
-	dynamo, err := dynamostore.NewClient(context.Background(), l.dynamo)
+	dynamo, err := dynamostore.NewClient(context.Background(), awsconf.Options{Endpoint: l.dynamo})
 	if err != nil {
 		t.Fatal(err)
 	}

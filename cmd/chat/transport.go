@@ -114,7 +114,7 @@ func (t *awsTransport) Consume(ctx context.Context, worker string, h events.Hand
 	if t.cfg.QueueURL == "" {
 		return fmt.Errorf("worker %s: CHAT_QUEUE_URL is required with CHAT_TRANSPORT=aws", worker)
 	}
-	return sqs.Run(ctx, sqs.Config{QueueURL: t.cfg.QueueURL, Endpoint: t.cfg.SQSEndpoint, Concurrency: t.cfg.WorkerConc}, h, t.logger.With("worker", worker))
+	return sqs.Run(ctx, sqs.Config{QueueURL: t.cfg.QueueURL, AWS: t.cfg.awsAt(t.cfg.SQSEndpoint), Concurrency: t.cfg.WorkerConc}, h, t.logger.With("worker", worker))
 }
 
 func (t *awsTransport) DeadLetters(context.Context, string, bool) ([]db.DeadLetter, error) {

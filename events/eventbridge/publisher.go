@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
 
 	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/internal/retry"
 )
 
 // Limits of one PutEvents request.
@@ -63,6 +63,7 @@ type Options struct {
 type Publisher struct {
 	client PutEventsAPI
 	opts   Options
+	retry  retry.Policy
 }
 
 var _ events.Publisher = (*Publisher)(nil)
@@ -90,7 +91,10 @@ func NewPublisher(client PutEventsAPI, opts Options) (*Publisher, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Publisher{client: client, opts: opts}, nil
+	// Full jitter: publishers refused together spread their retries over
+	// the whole wait.
+	policy := retry.Policy{Attempts: opts.MaxAttempts, Base: opts.BaseDelay, Max: opts.MaxDelay, Jitter: 1}
+	return &Publisher{client: client, opts: opts, retry: policy}, nil
 }
 
 // Publish puts the events on the bus in batches of at most ten entries and
@@ -168,6 +172,10 @@ type rejection struct {
 	id, code, message string
 }
 
+// errRejected marks an attempt in which the bus refused entries: the only
+// failure putBatch retries (the SDK client retries transport errors).
+var errRejected = errors.New("entries rejected")
+
 // putBatch sends one batch and retries exactly the entries the bus refused,
 // matched by position, until none is left or the attempts are used up.
 func (p *Publisher) putBatch(ctx context.Context, entries []types.PutEventsRequestEntry, envs []events.Envelope) error {
@@ -175,17 +183,20 @@ func (p *Publisher) putBatch(ctx context.Context, entries []types.PutEventsReque
 	for i := range pending {
 		pending[i] = i
 	}
-	for attempt := 1; ; attempt++ {
+	var rejected []rejection // by the last attempt
+	sent := 0                // entries in the last attempt
+	attempts, err := p.retry.Do(ctx, func(ctx context.Context) error {
 		in := &eventbridge.PutEventsInput{Entries: make([]types.PutEventsRequestEntry, len(pending))}
 		for j, i := range pending {
 			in.Entries[j] = entries[i]
 		}
+		sent = len(pending)
 		out, err := p.client.PutEvents(ctx, in)
 		if err != nil {
 			return fmt.Errorf("%w: put %d events: %w", ErrPublishFailed, len(pending), err)
 		}
 		var failed []int
-		var rejected []rejection
+		rejected = nil
 		if len(out.Entries) != len(pending) {
 			// Positions are meaningless: resend them all (consumers are idempotent).
 			failed = pending
@@ -205,38 +216,21 @@ func (p *Publisher) putBatch(ctx context.Context, entries []types.PutEventsReque
 		if len(failed) == 0 {
 			return nil
 		}
-		if attempt >= p.opts.MaxAttempts {
-			return fmt.Errorf("%w: %d of %d events not accepted after %d attempts: %s",
-				ErrPublishFailed, len(rejected), len(entries), attempt, describe(rejected))
-		}
-		p.opts.Logger.WarnContext(ctx, "eventbridge refused events; retrying them",
-			"attempt", attempt, "failed", len(failed), "sent", len(pending), "first_error", describe(rejected[:1]))
-		if err := sleep(ctx, p.backoff(attempt)); err != nil {
-			return fmt.Errorf("%w: %d of %d events not accepted: %s: %w",
-				ErrPublishFailed, len(rejected), len(entries), describe(rejected), err)
-		}
 		pending = failed
-	}
-}
-
-// backoff is the delay after a failed attempt: full jitter over an
-// exponentially growing ceiling.
-func (p *Publisher) backoff(attempt int) time.Duration {
-	ceiling := p.opts.MaxDelay
-	if attempt < 31 {
-		ceiling = min(p.opts.BaseDelay<<(attempt-1), p.opts.MaxDelay)
-	}
-	return rand.N(ceiling + 1)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
+		return errRejected
+	}, func(err error) bool { return errors.Is(err, errRejected) }, func(attempt int, _ error, _ time.Duration) {
+		p.opts.Logger.WarnContext(ctx, "eventbridge refused events; retrying them",
+			"attempt", attempt, "failed", len(rejected), "sent", sent, "first_error", describe(rejected[:1]))
+	})
+	switch {
+	case err == nil || !errors.Is(err, errRejected):
+		return err // nil, or a transport error the SDK already retried
+	case attempts >= p.retry.Attempts:
+		return fmt.Errorf("%w: %d of %d events not accepted after %d attempts: %s",
+			ErrPublishFailed, len(rejected), len(entries), attempts, describe(rejected))
+	default: // ctx ended while waiting to retry
+		return fmt.Errorf("%w: %d of %d events not accepted: %s: %w",
+			ErrPublishFailed, len(rejected), len(entries), describe(rejected), ctx.Err())
 	}
 }
 

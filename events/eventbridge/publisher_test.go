@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	awseb "github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/google/uuid"
 
@@ -25,6 +24,7 @@ import (
 	"github.com/parleychat/parley/events/eventbridge/ebevent"
 	"github.com/parleychat/parley/events/eventbridge/ebfake"
 	"github.com/parleychat/parley/events/sqs/sqstest"
+	"github.com/parleychat/parley/internal/awsconf"
 )
 
 const (
@@ -40,12 +40,13 @@ func testLogger(t *testing.T) *slog.Logger {
 
 // client is an SDK client for a test server, without SDK-level retries so
 // that every request the publisher makes is visible.
-func client(url string) *awseb.Client {
-	return awseb.NewFromConfig(aws.Config{
-		Region:       "us-east-1",
-		Credentials:  credentials.NewStaticCredentialsProvider("local", "local", ""),
-		BaseEndpoint: aws.String(url),
-	}, func(o *awseb.Options) { o.RetryMaxAttempts = 1 })
+func client(t *testing.T, url string) *awseb.Client {
+	t.Helper()
+	cfg, err := awsconf.Load(t.Context(), awsconf.Options{Endpoint: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return awseb.NewFromConfig(cfg, func(o *awseb.Options) { o.RetryMaxAttempts = 1 })
 }
 
 func publisher(t *testing.T, url string, edit func(*eventbridge.Options)) *eventbridge.Publisher {
@@ -54,7 +55,7 @@ func publisher(t *testing.T, url string, edit func(*eventbridge.Options)) *event
 	if edit != nil {
 		edit(&opts)
 	}
-	p, err := eventbridge.NewPublisher(client(url), opts)
+	p, err := eventbridge.NewPublisher(client(t, url), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ func TestReplay(t *testing.T) {
 	}
 	srv := httptest.NewServer(f)
 	defer srv.Close()
-	c := client(srv.URL)
+	c := client(t, srv.URL)
 	req := eventbridge.ReplayRequest{
 		ArchiveARN: "arn:aws:events:us-east-1:123456789012:archive/parley",
 		BusARN:     "arn:aws:events:us-east-1:123456789012:event-bus/parley",

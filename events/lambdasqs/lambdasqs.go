@@ -8,7 +8,6 @@ package lambdasqs
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 
 	lambdaevents "github.com/aws/aws-lambda-go/events"
@@ -51,24 +50,18 @@ func handleRecord(ctx context.Context, h events.Handler, logger *slog.Logger, re
 		return err
 	}
 	log = log.With("event_id", env.ID, "event_type", env.Type)
-	if err := handle(ctx, h, env); err != nil {
-		if events.IsPermanent(err) {
-			log.ErrorContext(ctx, "handler failed permanently; leaving the record for the dead-letter queue", "error", err)
-		} else {
-			log.WarnContext(ctx, "handler failed; the record returns after the visibility timeout", "error", err)
-		}
-		return err
+	// Invoke turns a panic into an error, so that the other records of the
+	// batch are still handled and reported.
+	err = events.Invoke(ctx, h, env)
+	switch events.Classify(err) {
+	case events.Ack:
+		return nil
+	case events.DeadLetter:
+		// Reported like any failure: the redrive policy, not this function,
+		// moves it to the dead-letter queue.
+		log.ErrorContext(ctx, "handler failed permanently; leaving the record for the dead-letter queue", "error", err)
+	default:
+		log.WarnContext(ctx, "handler failed; the record returns after the visibility timeout", "error", err)
 	}
-	return nil
-}
-
-// handle calls h, turning a panic into an error so that the other records of
-// the batch are still handled and reported.
-func handle(ctx context.Context, h events.Handler, env events.Envelope) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("handler panic: %v", r)
-		}
-	}()
-	return h.Handle(ctx, env)
+	return err
 }

@@ -2,10 +2,8 @@ package pgbus
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/parleychat/parley/db"
 	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/internal/retry"
 	"github.com/parleychat/parley/internal/wmlog"
 )
 
@@ -90,7 +89,7 @@ func Consume(ctx context.Context, pool *pgxpool.Pool, waker *Waker, worker strin
 	if err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
-	r := &runner{worker: worker, h: h, cfg: cfg, q: db.New(pool), logger: logger}
+	r := &runner{worker: worker, h: h, cfg: cfg, retry: retryPolicy(cfg), q: db.New(pool), logger: logger}
 	ackDeadline := cfg.HandlerTimeout + 5*time.Second
 	for i := range cfg.Concurrency {
 		var wake <-chan struct{}
@@ -125,8 +124,25 @@ type runner struct {
 	worker string
 	h      events.Handler
 	cfg    ConsumerConfig
+	retry  retry.Policy
 	q      *db.Queries
 	logger *slog.Logger
+}
+
+// maxRetryBackoff caps the doubling of ConsumerConfig.RetryBackoff.
+const maxRetryBackoff = 5 * time.Second
+
+// retryPolicy spaces a failing event's attempts as ConsumerConfig says: the
+// backoff starts at RetryBackoff and doubles up to maxRetryBackoff, and each
+// pause adds up to half of it at random. retry takes its jitter off the top
+// of a wait instead, hence a wait of 1.5 times the backoff, a third random.
+func retryPolicy(cfg ConsumerConfig) retry.Policy {
+	return retry.Policy{
+		Attempts: cfg.MaxAttempts,
+		Base:     cfg.RetryBackoff * 3 / 2,
+		Max:      maxRetryBackoff * 3 / 2,
+		Jitter:   1.0 / 3,
+	}
 }
 
 // handle returns nil (ack) after success or after dead-lettering; it returns
@@ -143,45 +159,28 @@ func (r *runner) handle(msg *message.Message) error {
 	attempts := 0
 	if err == nil {
 		attempts, err = r.attempt(ctx, env)
-		if err == nil {
+		switch d := events.Classify(err); {
+		case d == events.Ack:
 			return nil
-		}
-		if ctx.Err() != nil && !events.IsPermanent(err) {
+		case d == events.Retry && ctx.Err() != nil:
 			// Stopping or out of time: leave it queued for the next consumer.
 			return fmt.Errorf("handle %s %s: %w", env.Type, env.ID, err)
 		}
+		// A permanent failure, or the attempts are used up.
 	}
 	return r.deadLetter(msg, env, attempts, err)
 }
 
+// attempt handles env up to MaxAttempts times, while the failures are
+// retryable, and returns the number of attempts and the last error.
 func (r *runner) attempt(ctx context.Context, env events.Envelope) (int, error) {
-	backoff := r.cfg.RetryBackoff
-	var err error
-	for n := 1; ; n++ {
-		err = r.call(ctx, env)
-		if err == nil || events.IsPermanent(err) || n >= r.cfg.MaxAttempts {
-			return n, err
-		}
+	return r.retry.Do(ctx, func(ctx context.Context) error {
+		return events.Invoke(ctx, r.h, env)
+	}, func(err error) bool {
+		return events.Classify(err) == events.Retry
+	}, func(n int, err error, _ time.Duration) {
 		r.logger.Debug("event handling failed; retrying", "event_id", env.ID, "type", env.Type, "attempt", n, "err", err)
-		jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1))
-		select {
-		case <-ctx.Done():
-			return n, errors.Join(err, ctx.Err())
-		case <-time.After(backoff + jitter):
-		}
-		backoff = min(backoff*2, 5*time.Second)
-	}
-}
-
-// call runs the handler, turning a panic into an error so that one bad
-// event cannot take the worker down.
-func (r *runner) call(ctx context.Context, env events.Envelope) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("handler panic: %v", p)
-		}
-	}()
-	return r.h.Handle(ctx, env)
+	})
 }
 
 func (r *runner) deadLetter(msg *message.Message, env events.Envelope, attempts int, cause error) error {

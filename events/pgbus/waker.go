@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -14,6 +15,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/parleychat/parley/internal/retry"
 )
 
 // Waker turns "this queue has new rows" into an immediate re-query by the
@@ -131,23 +134,22 @@ func (w *Waker) Run(ctx context.Context) error {
 }
 
 func (w *Waker) loop(ctx context.Context, what string, run func(context.Context) error) {
-	backoff := 100 * time.Millisecond
-	for {
-		err := run(ctx)
-		if ctx.Err() != nil {
-			return
+	// Reconnect with no bound on attempts: polling covers for the
+	// notifications meanwhile.
+	reconnect := retry.Policy{Base: 100 * time.Millisecond, Max: 5 * time.Second}
+	_, _ = reconnect.Do(ctx, func(ctx context.Context) error {
+		if err := run(ctx); err != nil {
+			return err
 		}
+		// run returns nil when ctx ends; a nil before that is a lost
+		// connection all the same.
+		return errors.New("connection closed")
+	}, func(error) bool { return ctx.Err() == nil }, func(_ int, err error, wait time.Duration) {
 		w.logger.Warn("event notifications interrupted; consumers fall back to polling until reconnected",
-			"direction", what, "err", err, "retry_in", backoff)
+			"direction", what, "err", err, "retry_in", wait)
 		// Anything published while disconnected is found by this re-query.
 		w.wakeAll()
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 5*time.Second)
-	}
+	})
 }
 
 func (w *Waker) listen(ctx context.Context) error {

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"sync"
 
-	"github.com/ThreeDotsLabs/watermill"
 	wmsqs "github.com/ThreeDotsLabs/watermill-aws/sqs"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -20,14 +19,17 @@ import (
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/internal/awsconf"
+	"github.com/parleychat/parley/internal/wmlog"
 )
 
 // Config says which queue to consume and how.
 type Config struct {
 	// QueueURL is the worker's queue.
 	QueueURL string
-	// Endpoint is a local SQS server's URL; empty means AWS (see NewClient).
-	Endpoint string
+	// AWS says where SQS is: AWS itself, or a local SQS server when
+	// AWS.Endpoint is set.
+	AWS awsconf.Options
 	// Concurrency is the number of messages handled at once (default 1).
 	// Each one has its own receive loop.
 	Concurrency int
@@ -57,7 +59,7 @@ func Run(ctx context.Context, cfg Config, h events.Handler, logger *slog.Logger)
 	if logger == nil {
 		logger = slog.Default()
 	}
-	awsCfg, err := awsConfig(ctx, cfg.Endpoint)
+	awsCfg, err := awsconf.Load(ctx, cfg.AWS)
 	if err != nil {
 		return fmt.Errorf("sqs consumer: %w", err)
 	}
@@ -76,7 +78,7 @@ func Run(ctx context.Context, cfg Config, h events.Handler, logger *slog.Logger)
 		QueueUrlResolver:            wmsqs.TransparentUrlResolver{},
 		GenerateReceiveMessageInput: receiveInput,
 		Unmarshaler:                 unmarshaler{},
-	}, watermill.NewSlogLogger(logger)) // it adds the queue to its own records
+	}, wmlog.New(logger)) // it adds the queue to its own records
 	if err != nil {
 		return fmt.Errorf("sqs consumer: %w", err)
 	}
@@ -149,31 +151,20 @@ func (c *consumer) process(ctx context.Context, msg *message.Message) {
 	if replay := msg.Metadata.Get(metaReplayName); replay != "" {
 		log = log.With("replay", replay)
 	}
-	err = handle(msg.Context(), c.handler, env)
-	switch {
-	case err == nil:
+	err = events.Invoke(msg.Context(), c.handler, env)
+	switch d := events.Classify(err); {
+	case d == events.Ack:
 		msg.Ack()
 		return
 	case ctx.Err() != nil:
 		log.InfoContext(ctx, "handler interrupted by shutdown; the message will be redelivered", "error", err)
-	case events.IsPermanent(err):
+	case d == events.DeadLetter:
 		log.ErrorContext(ctx, "handler failed permanently; leaving the message for the dead-letter queue", "error", err)
 		c.redeliverNow(ctx, log, msg)
 	default:
 		log.WarnContext(ctx, "handler failed; the message returns after the visibility timeout", "error", err)
 	}
 	msg.Nack()
-}
-
-// handle calls h, turning a panic into an error so that one bad event does
-// not stop the worker.
-func handle(ctx context.Context, h events.Handler, env events.Envelope) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("handler panic: %v", r)
-		}
-	}()
-	return h.Handle(ctx, env)
 }
 
 // redeliverNow makes a message that can never succeed visible again at once,

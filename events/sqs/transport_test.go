@@ -23,6 +23,7 @@ import (
 	"github.com/parleychat/parley/events/eventbridge/ebfake"
 	"github.com/parleychat/parley/events/sqs"
 	"github.com/parleychat/parley/events/sqs/sqstest"
+	"github.com/parleychat/parley/internal/awsconf"
 )
 
 const conversation = "0190b6f4-8a3e-7c2d-9f10-1234567890ab"
@@ -129,7 +130,7 @@ func TestTransport(t *testing.T) {
 	}
 	srv := httptest.NewServer(bus)
 	defer srv.Close()
-	ebClient, err := eventbridge.NewClient(context.Background(), srv.URL)
+	ebClient, err := eventbridge.NewClient(context.Background(), awsconf.Options{Endpoint: srv.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +170,7 @@ func TestTransport(t *testing.T) {
 	stopped := make(chan error, len(workers))
 	for _, w := range workers {
 		go func() {
-			stopped <- sqs.Run(ctx, sqs.Config{QueueURL: queues[w], Endpoint: endpoint}, rec.handler(w, failures[w]), testLogger(t).With("worker", w))
+			stopped <- sqs.Run(ctx, sqs.Config{QueueURL: queues[w], AWS: awsconf.Options{Endpoint: endpoint}}, rec.handler(w, failures[w]), testLogger(t).With("worker", w))
 		}()
 	}
 
@@ -275,10 +276,10 @@ func TestRunRejectsUnknownQueue(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	url := fmt.Sprintf("%s/%s/missing", endpoint, sqstest.Account)
-	if err := sqs.Run(ctx, sqs.Config{QueueURL: url, Endpoint: endpoint}, h, testLogger(t)); err == nil {
+	if err := sqs.Run(ctx, sqs.Config{QueueURL: url, AWS: awsconf.Options{Endpoint: endpoint}}, h, testLogger(t)); err == nil {
 		t.Fatal("Run on a missing queue returned nil")
 	}
-	if err := sqs.Run(ctx, sqs.Config{Endpoint: endpoint}, h, testLogger(t)); err == nil {
+	if err := sqs.Run(ctx, sqs.Config{AWS: awsconf.Options{Endpoint: endpoint}}, h, testLogger(t)); err == nil {
 		t.Fatal("Run without a queue URL returned nil")
 	}
 }

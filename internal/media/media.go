@@ -26,12 +26,11 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/parleychat/parley/internal/awsconf"
 )
 
 // Errors callers map to responses. ErrTypeMismatch always comes wrapped
@@ -53,7 +52,7 @@ const (
 	DefaultMaxAudioBytes = 20 << 20
 	DefaultPresignTTL    = 15 * time.Minute
 	DefaultUploadGrace   = 30 * time.Minute
-	DefaultRegion        = "us-east-1"
+	DefaultRegion        = awsconf.DefaultRegion
 )
 
 // spoolMem is how much of an upload Upload keeps in memory before moving it
@@ -69,7 +68,10 @@ type Config struct {
 	// may reach a local server under another address than the app does.
 	PublicEndpoint string
 	Region         string
-	PathStyle      bool
+	// Keys sign requests to a custom Endpoint; empty means dummy ones.
+	// Against AWS itself the SDK's default chain applies instead.
+	Keys      awsconf.Keys
+	PathStyle bool
 	// Local selects settings that the embedded S3 server needs: the SDK's
 	// default checksums would otherwise corrupt stored objects.
 	Local bool
@@ -128,8 +130,8 @@ func (c Config) validate() error {
 		if e == "" {
 			continue
 		}
-		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("media: config: endpoint %q is not an http(s) URL", e)
+		if err := awsconf.CheckEndpoint(e); err != nil {
+			return fmt.Errorf("media: config: %w", err)
 		}
 	}
 	return nil
@@ -165,9 +167,9 @@ type PresignedUpload struct {
 	Kind      Kind              `json:"kind"`
 }
 
-// New builds a Store and its S3 client. Credentials come from the SDK's
-// default chain; with a custom Endpoint and no credentials configured, dummy
-// static ones are used (the embedded server ignores signatures).
+// New builds a Store and its S3 client (see awsconf.Load): against AWS
+// itself credentials come from the SDK's default chain; a custom Endpoint
+// gets cfg.Keys, or dummy ones (the embedded server ignores signatures).
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -176,27 +178,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	var opts []func(*config.LoadOptions) error
-	if cfg.Region != "" {
-		opts = append(opts, config.WithRegion(cfg.Region))
-	}
-	if cfg.Endpoint != "" {
-		// Off AWS there is no instance metadata service, and probing for
-		// it would stall the credential lookup below.
-		opts = append(opts, config.WithEC2IMDSClientEnableState(imds.ClientDisabled))
-	}
-	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+	awsCfg, err := awsconf.Load(ctx, awsconf.Options{Endpoint: cfg.Endpoint, Region: cfg.Region, Keys: cfg.Keys})
 	if err != nil {
-		return nil, fmt.Errorf("media: load AWS config: %w", err)
+		return nil, fmt.Errorf("media: %w", err)
 	}
 	if awsCfg.Region == "" {
 		awsCfg.Region = DefaultRegion
-	}
-	if cfg.Endpoint != "" {
-		if _, err := awsCfg.Credentials.Retrieve(ctx); err != nil {
-			logger.Debug("media: no AWS credentials configured, using dummy ones for the custom endpoint", "endpoint", cfg.Endpoint)
-			awsCfg.Credentials = credentials.NewStaticCredentialsProvider("local", "local", "")
-		}
 	}
 
 	clientOpts := func(endpoint string) func(*s3.Options) {

@@ -8,49 +8,40 @@ import (
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
+	awsretry "github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi"
-)
 
-// localRegion signs requests to the local gateway, which checks no
-// signature but needs a region to be named.
-const localRegion = "us-east-1"
+	"github.com/parleychat/parley/internal/awsconf"
+)
 
 // NewManagementClient returns a Management API client for endpoint.
 //
 // A loopback endpoint (http://127.0.0.1:8081, optionally with a /{stage}
-// path) is the local gateway: the client gets static dummy credentials and
-// no AWS configuration is read. Any other endpoint is an API Gateway
-// callback URL, https://{api-id}.execute-api.{region}.amazonaws.com/{stage},
-// used with the default AWS configuration; when that names no region, the
-// region is taken from the URL.
+// path) is the local gateway: it is a custom endpoint for awsconf.Load,
+// signed with keys (the local pair when empty), and no AWS configuration is
+// read. Any other endpoint is an API Gateway callback URL,
+// https://{api-id}.execute-api.{region}.amazonaws.com/{stage}, used with the
+// default AWS configuration; when that names no region, the region is taken
+// from the URL.
 //
 // The SDK's own retries skip throttling errors, which Fanout retries per
 // post: both together would multiply attempts and delays.
-func NewManagementClient(ctx context.Context, endpoint string) (*apigatewaymanagementapi.Client, error) {
-	u, err := url.Parse(endpoint)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("fanout: management endpoint %q is not an http(s) URL", endpoint)
+func NewManagementClient(ctx context.Context, endpoint string, keys awsconf.Keys) (*apigatewaymanagementapi.Client, error) {
+	if err := awsconf.CheckEndpoint(endpoint); err != nil {
+		return nil, fmt.Errorf("fanout: management %w", err)
 	}
-	if isLoopback(u.Hostname()) {
-		// Options rather than config.LoadDefaultConfig: nothing from the
-		// environment (profiles, CA bundles, IMDS) applies to the local
-		// gateway.
-		return apigatewaymanagementapi.New(apigatewaymanagementapi.Options{
-			Region:       localRegion,
-			Credentials:  credentials.NewStaticCredentialsProvider("local", "local", ""),
-			BaseEndpoint: aws.String(endpoint),
-			Retryer:      sdkRetryer(),
-		}), nil
+	u, _ := url.Parse(endpoint) // CheckEndpoint parsed it
+	host := u.Hostname()
+	var o awsconf.Options // AWS itself
+	if isLoopback(host) {
+		o = awsconf.Options{Endpoint: endpoint, Keys: keys}
 	}
-	cfg, err := config.LoadDefaultConfig(ctx)
+	cfg, err := awsconf.Load(ctx, o)
 	if err != nil {
-		return nil, fmt.Errorf("fanout: load AWS config: %w", err)
+		return nil, fmt.Errorf("fanout: %w", err)
 	}
 	if cfg.Region == "" {
-		cfg.Region = regionOf(u.Hostname())
+		cfg.Region = regionOf(host)
 	}
 	if cfg.Region == "" {
 		return nil, fmt.Errorf("fanout: no AWS region configured for management endpoint %q (set AWS_REGION)", endpoint)
@@ -64,15 +55,15 @@ func NewManagementClient(ctx context.Context, endpoint string) (*apigatewaymanag
 // sdkRetryer is the SDK's standard retryer (transient network and 5xx
 // errors) minus throttling.
 func sdkRetryer() aws.Retryer {
-	return retry.NewStandard(func(o *retry.StandardOptions) {
-		noThrottle := retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
+	return awsretry.NewStandard(func(o *awsretry.StandardOptions) {
+		noThrottle := awsretry.IsErrorRetryableFunc(func(err error) aws.Ternary {
 			if isThrottle(err) {
 				return aws.FalseTernary
 			}
 			return aws.UnknownTernary
 		})
 		// The first check with an answer wins.
-		o.Retryables = append([]retry.IsErrorRetryable{noThrottle}, o.Retryables...)
+		o.Retryables = append([]awsretry.IsErrorRetryable{noThrottle}, o.Retryables...)
 	})
 }
 

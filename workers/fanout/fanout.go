@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -34,6 +33,7 @@ import (
 
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/internal/connstore"
+	"github.com/parleychat/parley/internal/retry"
 	"github.com/parleychat/parley/internal/wsproto"
 )
 
@@ -78,30 +78,18 @@ const (
 	deliveredNamespace = "5f0b8d0e-6a51-4c1f-9d59-1b0f5e7a2c43"
 )
 
-// backoff is the retry policy for throttled posts.
-type backoff struct {
-	attempts  int           // total, including the first
-	base, max time.Duration // delay before the second attempt, and the cap
-}
-
-// delay returns the wait after the given failed attempt (1-based):
-// exponential, with half of it random so that posts throttled together do
-// not retry together.
-func (b backoff) delay(attempt int) time.Duration {
-	d := min(b.base<<(attempt-1), b.max)
-	half := d / 2
-	return half + rand.N(half+1)
-}
-
 // Fanout handles events for the fanout worker.
 type Fanout struct {
-	conns   Connections
-	poster  Poster
-	bus     events.Publisher
-	media   MediaURLs
-	logger  *slog.Logger
-	now     func() time.Time
-	backoff backoff
+	conns  Connections
+	poster Poster
+	bus    events.Publisher
+	media  MediaURLs
+	logger *slog.Logger
+	now    func() time.Time
+	// retry is the policy for throttled posts (and young connections'
+	// 410s): exponential, with half of each wait random so that posts
+	// throttled together do not retry together.
+	retry retry.Policy
 }
 
 // New returns a Fanout. media may be nil: frames then carry no media URLs.
@@ -111,13 +99,13 @@ func New(conns Connections, poster Poster, bus events.Publisher, media MediaURLs
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Fanout{
-		conns:   conns,
-		poster:  poster,
-		bus:     bus,
-		media:   media,
-		logger:  logger,
-		now:     time.Now,
-		backoff: backoff{attempts: 4, base: 100 * time.Millisecond, max: 2 * time.Second},
+		conns:  conns,
+		poster: poster,
+		bus:    bus,
+		media:  media,
+		logger: logger,
+		now:    time.Now,
+		retry:  retry.Policy{Attempts: 4, Base: 100 * time.Millisecond, Max: 2 * time.Second, Jitter: 0.5},
 	}
 }
 
@@ -274,30 +262,34 @@ func (f *Fanout) post(ctx context.Context, data []byte, targets []connstore.Conn
 // reports whether it arrived.
 func (f *Fanout) postOne(ctx context.Context, data []byte, c connstore.Connection) bool {
 	in := &apigatewaymanagementapi.PostToConnectionInput{ConnectionId: aws.String(c.ID), Data: data}
-	for attempt := 1; ; attempt++ {
-		_, err := f.poster.PostToConnection(ctx, in)
-		if err == nil {
-			return true
-		}
-		gone := isGone(err)
-		young := f.now().Sub(c.ConnectedAt) < connectGrace
-		if (isThrottle(err) || gone && young) && attempt < f.backoff.attempts && sleep(ctx, f.backoff.delay(attempt)) {
-			continue
-		}
-		switch {
-		case ctx.Err() != nil:
-			// The caller returns the cancellation; the event is redelivered.
-		case gone && young:
-			f.logger.DebugContext(ctx, "fanout: new connection answered 410; keeping its record",
-				"connection_id", c.ID, "user_id", c.UserID)
-		case gone:
-			f.forget(ctx, c)
-		default:
-			f.logger.WarnContext(ctx, "fanout: post to connection failed",
-				"connection_id", c.ID, "user_id", c.UserID, "attempts", attempt, "err", err)
-		}
-		return false
+	// young is decided at each failure: the last one's answer also picks
+	// what happens to the connection below.
+	var young bool
+	retryable := func(err error) bool {
+		young = f.now().Sub(c.ConnectedAt) < connectGrace
+		return isThrottle(err) || isGone(err) && young
 	}
+	attempts, err := f.retry.Do(ctx, func(ctx context.Context) error {
+		_, err := f.poster.PostToConnection(ctx, in)
+		return err
+	}, retryable, nil)
+	if err == nil {
+		return true
+	}
+	gone := isGone(err)
+	switch {
+	case ctx.Err() != nil:
+		// The caller returns the cancellation; the event is redelivered.
+	case gone && young:
+		f.logger.DebugContext(ctx, "fanout: new connection answered 410; keeping its record",
+			"connection_id", c.ID, "user_id", c.UserID)
+	case gone:
+		f.forget(ctx, c)
+	default:
+		f.logger.WarnContext(ctx, "fanout: post to connection failed",
+			"connection_id", c.ID, "user_id", c.UserID, "attempts", attempts, "err", err)
+	}
+	return false
 }
 
 // forget deletes a connection API Gateway no longer knows, typically one
@@ -309,18 +301,6 @@ func (f *Fanout) forget(ctx context.Context, c connstore.Connection) {
 		return
 	}
 	f.logger.InfoContext(ctx, "fanout: deleted gone connection", "connection_id", c.ID, "user_id", c.UserID)
-}
-
-// sleep waits d and reports whether ctx is still live.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 func isGone(err error) bool {

@@ -28,6 +28,7 @@ import (
 
 	"github.com/parleychat/parley/db/dbtest"
 	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/internal/awsconf"
 	"github.com/parleychat/parley/internal/connstore"
 	"github.com/parleychat/parley/internal/connstore/pgstore"
 	"github.com/parleychat/parley/internal/gateway"
@@ -123,7 +124,7 @@ func (h *harness) disconnect(ctx context.Context, req lambdaevents.APIGatewayWeb
 
 func managementClient(t *testing.T, endpoint string) *apigatewaymanagementapi.Client {
 	t.Helper()
-	c, err := fanout.NewManagementClient(context.Background(), endpoint)
+	c, err := fanout.NewManagementClient(context.Background(), endpoint, awsconf.Keys{})
 	if err != nil {
 		t.Fatalf("NewManagementClient(%s): %v", endpoint, err)
 	}
@@ -681,7 +682,7 @@ func TestNewManagementClient(t *testing.T) {
 	t.Setenv("AWS_PROFILE", "")
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "config"))
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "credentials"))
-	c, err := fanout.NewManagementClient(context.Background(), "https://abc123.execute-api.eu-west-1.amazonaws.com/prod")
+	c, err := fanout.NewManagementClient(context.Background(), "https://abc123.execute-api.eu-west-1.amazonaws.com/prod", awsconf.Keys{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -689,7 +690,7 @@ func TestNewManagementClient(t *testing.T) {
 		t.Errorf("region %q, want eu-west-1", r)
 	}
 	for _, bad := range []string{"", "127.0.0.1:8081", "ftp://127.0.0.1/", "http://"} {
-		if _, err := fanout.NewManagementClient(context.Background(), bad); err == nil {
+		if _, err := fanout.NewManagementClient(context.Background(), bad, awsconf.Keys{}); err == nil {
 			t.Errorf("NewManagementClient(%q) succeeded", bad)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/parleychat/parley/events"
 	ebbus "github.com/parleychat/parley/events/eventbridge"
 	"github.com/parleychat/parley/events/eventbridge/ebfake"
+	"github.com/parleychat/parley/internal/awsconf"
 )
 
 // These cases fail before any routing, so the fake needs no queues.
@@ -24,7 +25,7 @@ func TestFakeAnswersLikeEventBridge(t *testing.T) {
 	}
 	srv := httptest.NewServer(f)
 	defer srv.Close()
-	client, err := ebbus.NewClient(context.Background(), srv.URL)
+	client, err := ebbus.NewClient(context.Background(), awsconf.Options{Endpoint: srv.URL})
 	if err != nil {
 		t.Fatal(err)
 	}

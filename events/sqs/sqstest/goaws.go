@@ -17,9 +17,10 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/parleychat/parley/internal/awsconf"
 )
 
 // Install is how to get the goaws binary the tests need.
@@ -117,11 +118,12 @@ func start(t testing.TB, bin string, queues []QueueSpec) (string, *sqs.Client, e
 	}
 
 	endpoint := "http://127.0.0.1:" + strconv.Itoa(port)
-	client := sqs.NewFromConfig(aws.Config{
-		Region:       "us-east-1",
-		Credentials:  credentials.NewStaticCredentialsProvider("local", "local", ""),
-		BaseEndpoint: aws.String(endpoint),
-	})
+	awsCfg, err := awsconf.Load(context.Background(), awsconf.Options{Endpoint: endpoint})
+	if err != nil {
+		stop()
+		return "", nil, err
+	}
+	client := sqs.NewFromConfig(awsCfg)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

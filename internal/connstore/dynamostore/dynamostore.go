@@ -7,18 +7,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/parleychat/parley/internal/awsconf"
 	"github.com/parleychat/parley/internal/connstore"
 )
 
@@ -76,32 +74,14 @@ func New(api API, table string, opts ...Option) *Store {
 	return s
 }
 
-// localRegion is any valid region: local endpoints ignore it, but the SDK
-// signs with one.
-const localRegion = "us-east-1"
-
-// NewClient returns a client for AWS (default config chain: environment,
-// shared files, role) when endpoint is empty, or for a local DynamoDB
-// endpoint such as http://127.0.0.1:4567 with static dummy credentials.
-func NewClient(ctx context.Context, endpoint string) (*dynamodb.Client, error) {
-	if endpoint == "" {
-		cfg, err := config.LoadDefaultConfig(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("dynamostore: load AWS config: %w", err)
-		}
-		return dynamodb.NewFromConfig(cfg), nil
+// NewClient returns a client for AWS itself or, when o.Endpoint is set, for
+// a local DynamoDB such as http://127.0.0.1:4567 (see awsconf.Load).
+func NewClient(ctx context.Context, o awsconf.Options) (*dynamodb.Client, error) {
+	cfg, err := awsconf.Load(ctx, o)
+	if err != nil {
+		return nil, fmt.Errorf("dynamostore: %w", err)
 	}
-	u, err := url.Parse(endpoint)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("dynamostore: endpoint %q is not an http(s) URL", endpoint)
-	}
-	// Built without config.LoadDefaultConfig so that no shared AWS setting
-	// (profile, CA bundle, region) leaks into a local run.
-	return dynamodb.New(dynamodb.Options{
-		Region:       localRegion,
-		Credentials:  credentials.NewStaticCredentialsProvider("local", "local", ""),
-		BaseEndpoint: aws.String(endpoint),
-	}), nil
+	return dynamodb.NewFromConfig(cfg), nil
 }
 
 // CreateTable creates the table with its GSI and waits until it is active.

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/parleychat/parley/internal/awsconf"
 	"github.com/parleychat/parley/internal/connstore"
 	"github.com/parleychat/parley/internal/connstore/dynamostore/dynalitetest"
 	"github.com/parleychat/parley/internal/connstore/storetest"
@@ -21,7 +22,7 @@ import (
 // newClient starts a dynalite for the calling test.
 func newClient(t *testing.T) *dynamodb.Client {
 	t.Helper()
-	client, err := NewClient(t.Context(), dynalitetest.Start(t))
+	client, err := NewClient(t.Context(), awsconf.Options{Endpoint: dynalitetest.Start(t)})
 	if err != nil {
 		t.Fatalf("NewClient: %v", err)
 	}
@@ -191,7 +192,7 @@ func TestCreateTableTwice(t *testing.T) {
 
 func TestNewClientRejectsBadEndpoint(t *testing.T) {
 	for _, ep := range []string{"127.0.0.1:4567", "ftp://127.0.0.1", "http://"} {
-		if _, err := NewClient(context.Background(), ep); err == nil {
+		if _, err := NewClient(context.Background(), awsconf.Options{Endpoint: ep}); err == nil {
 			t.Errorf("NewClient(%q): want an error", ep)
 		}
 	}
