@@ -9,10 +9,11 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/parleychat/parley/events/lambdasqs"
+	"github.com/parleychat/parley/internal/awsconf"
 	"github.com/parleychat/parley/internal/lambdafn"
 	"github.com/parleychat/parley/internal/lambdahttp"
 )
@@ -104,7 +105,7 @@ func withSecrets(ctx context.Context, getenv func(string) string, names []string
 			continue
 		}
 		if client == nil {
-			cfg, err := awsconfig.LoadDefaultConfig(ctx)
+			cfg, err := awsconf.Load(ctx, awsconf.Options{})
 			if err != nil {
 				return nil, fmt.Errorf("AWS configuration: %w", err)
 			}
