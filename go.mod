@@ -57,6 +57,3 @@ require (
 	golang.org/x/text v0.44.0 // indirect
 	golang.org/x/tools v0.52.0 // indirect
 )
-
-// Local tools installed with npm (make test-deps) must not be taken for Go packages.
-ignore ./node_modules

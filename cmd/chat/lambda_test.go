@@ -34,6 +34,8 @@ import (
 	"github.com/parleychat/parley/internal/connstore"
 	"github.com/parleychat/parley/internal/connstore/dynamostore"
 	"github.com/parleychat/parley/internal/media"
+
+	"github.com/parleychat/parley/internal/testbin"
 )
 
 // The Lambda entry points, built by lambdaHandler as the runtime builds them
@@ -540,14 +542,7 @@ func TestLambdaWorkersNeedNoJWTSecret(t *testing.T) {
 // invokes it through the Runtime Interface Emulator, which serves it the
 // Lambda Runtime API. The cold start's Init Duration is logged.
 func TestLambdaBootstrapUnderRIE(t *testing.T) {
-	rie, err := exec.LookPath("aws-lambda-rie")
-	if err != nil {
-		const hint = "aws-lambda-rie not found; install it with make test-deps"
-		if os.Getenv("CI") != "" {
-			t.Fatal(hint)
-		}
-		t.Skip(hint)
-	}
+	rie := testbin.Find(t, "aws-lambda-rie", "")
 	bootstrap := filepath.Join(t.TempDir(), "bootstrap")
 	build := exec.Command("go", "build", "-tags", "lambda.norpc", "-ldflags=-s -w", "-o", bootstrap, ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)

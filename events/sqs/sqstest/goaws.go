@@ -21,11 +21,8 @@ import (
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/parleychat/parley/internal/awsconf"
+	"github.com/parleychat/parley/internal/testbin"
 )
-
-// Install is how to get the goaws binary the tests need.
-const Install = "go install github.com/Admiral-Piett/goaws/app/cmd@v0.5.4 " +
-	"(the binary is named cmd: rename it goaws on PATH, or set GOAWS_BIN to its path)"
 
 // Account is the account id in the queues' URLs and ARNs.
 const Account = "000000000000"
@@ -43,20 +40,11 @@ type QueueSpec struct {
 }
 
 // StartGoaws starts goaws with the given queues on a free port and stops it
-// when the test ends. Without the binary it skips the test, or fails it when
-// the CI environment variable is set.
+// when the test ends. The binary is found by testbin.Find ($GOAWS_BIN, PATH,
+// tools/bin, where make test-deps installs it).
 func StartGoaws(t testing.TB, queues ...QueueSpec) (endpoint string, client *sqs.Client) {
 	t.Helper()
-	bin := os.Getenv("GOAWS_BIN")
-	if bin == "" {
-		var err error
-		if bin, err = exec.LookPath("goaws"); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("goaws not found: %s", Install)
-			}
-			t.Skipf("goaws not found: %s", Install)
-		}
-	}
+	bin := testbin.Find(t, "goaws", "GOAWS_BIN")
 	var lastErr error
 	for range 3 { // the free port may be taken before goaws binds it
 		endpoint, client, err := start(t, bin, queues)

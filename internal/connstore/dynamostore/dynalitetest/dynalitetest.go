@@ -8,47 +8,28 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/parleychat/parley/internal/testbin"
 )
 
 // EnvBin names the dynalite executable to use instead of searching for it.
 const EnvBin = "DYNALITE_BIN"
-
-// installHint says how to get the binary Start looks for.
-func installHint() string {
-	root, err := moduleRoot()
-	if err != nil {
-		root = "<module root>"
-	}
-	return "npm install --no-save --prefix " + root + " dynalite@4  (or: npm install -g dynalite@4)"
-}
 
 // startTimeout bounds how long a starting dynalite may take to listen; Node
 // can be slow on a loaded machine.
 const startTimeout = 30 * time.Second
 
 // Start runs dynalite on a free loopback port until the test ends and
-// returns its endpoint URL. Without a dynalite binary the test is skipped,
-// or fails when the CI environment variable is set.
-//
-// The binary is $DYNALITE_BIN, else dynalite on PATH, else
-// node_modules/.bin/dynalite in the module root.
+// returns its endpoint URL. The binary is found by testbin.Find ($DYNALITE_BIN,
+// PATH, tools/bin).
 func Start(t testing.TB) (endpoint string) {
 	t.Helper()
-	bin, err := findBin()
-	if err != nil {
-		msg := fmt.Sprintf("dynalitetest: %v; install it with: %s", err, installHint())
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	bin := testbin.Find(t, "dynalite", EnvBin)
 	// Another process may take the port between our probe and dynalite's
 	// bind; try a few ports before giving up.
 	var errs []error
@@ -125,44 +106,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func findBin() (string, error) {
-	if p := os.Getenv(EnvBin); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("%s=%s: %w", EnvBin, p, err)
-		}
-		return p, nil
-	}
-	if p, err := exec.LookPath("dynalite"); err == nil {
-		return p, nil
-	}
-	root, err := moduleRoot()
-	if err != nil {
-		return "", fmt.Errorf("dynalite is not on PATH and %w", err)
-	}
-	p := filepath.Join(root, "node_modules", ".bin", "dynalite")
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("dynalite is neither on PATH nor at %s", p)
-	}
-	return p, nil
-}
-
-// moduleRoot walks up from the working directory (a test's package
-// directory) to the directory holding go.mod.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
