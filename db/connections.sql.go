@@ -88,6 +88,44 @@ func (q *Queries) ListConnectionsByUser(ctx context.Context, arg ListConnections
 	return items, nil
 }
 
+const listConnectionsByUsers = `-- name: ListConnectionsByUsers :many
+SELECT connection_id, user_id, connected_at, last_ping_at, expires_at FROM ws_connections
+WHERE user_id = ANY($1::bigint[]) AND expires_at > $2
+ORDER BY connected_at
+`
+
+type ListConnectionsByUsersParams struct {
+	UserIds   []int64
+	ExpiresAt time.Time
+}
+
+// Fanout's one lookup for a whole batch of events.
+func (q *Queries) ListConnectionsByUsers(ctx context.Context, arg ListConnectionsByUsersParams) ([]WsConnection, error) {
+	rows, err := q.db.Query(ctx, listConnectionsByUsers, arg.UserIds, arg.ExpiresAt)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []WsConnection
+	for rows.Next() {
+		var i WsConnection
+		if err := rows.Scan(
+			&i.ConnectionID,
+			&i.UserID,
+			&i.ConnectedAt,
+			&i.LastPingAt,
+			&i.ExpiresAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const putConnection = `-- name: PutConnection :exec
 INSERT INTO ws_connections (connection_id, user_id, connected_at, last_ping_at, expires_at)
 VALUES ($1, $2, $3, $4, $5)

@@ -69,9 +69,8 @@ func GetOrCreateDirect(ctx context.Context, conn TxBeginner, newID uuid.UUID, a,
 }
 
 // InTx runs fn in a transaction. With asyncCommit the commit does not wait
-// for the disk flush; callers use it only when a later synchronous commit on
-// the same server is guaranteed before the work is acknowledged (see
-// events.WithAckFlush).
+// for the disk flush: only for what may be lost in a crash (ephemeral
+// events), never for what a client or a queue was told is stored.
 func InTx(ctx context.Context, conn TxOptionsBeginner, asyncCommit bool, fn func(tx pgx.Tx) error) error {
 	var opts pgx.TxOptions
 	if asyncCommit {

@@ -264,17 +264,31 @@ func (q *Queries) ListParticipantIDs(ctx context.Context, conversationID uuid.UU
 	return items, nil
 }
 
-const lockConversation = `-- name: LockConversation :one
-SELECT last_seq FROM conversations WHERE id = $1 FOR UPDATE
+const lockConversations = `-- name: LockConversations :many
+SELECT id FROM conversations WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
 `
 
-// Taken first by every persister transaction that writes a conversation's
-// messages: it serializes sequence assignment per conversation.
-func (q *Queries) LockConversation(ctx context.Context, id uuid.UUID) (int64, error) {
-	row := q.db.QueryRow(ctx, lockConversation, id)
-	var last_seq int64
-	err := row.Scan(&last_seq)
-	return last_seq, err
+// Taken first by every persister transaction that writes conversations'
+// messages, in id order so that two writers never deadlock: it serializes
+// sequence assignment per conversation. Answers the ids that exist.
+func (q *Queries) LockConversations(ctx context.Context, ids []uuid.UUID) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, lockConversations, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const updateParticipantSettings = `-- name: UpdateParticipantSettings :execrows

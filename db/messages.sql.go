@@ -77,71 +77,116 @@ func (q *Queries) InsertMessageDeletion(ctx context.Context, arg InsertMessageDe
 	return err
 }
 
-const insertNextMessage = `-- name: InsertNextMessage :one
-WITH next AS (
-    SELECT (COALESCE(max(m.seq), 0) + 1)::bigint AS seq FROM messages m WHERE m.conversation_id = $1::uuid
+const insertMessages = `-- name: InsertMessages :many
+WITH input AS (
+    -- One unnest per array, zipped by position (sqlc knows only the
+    -- one-array unnest).
+    SELECT id.ord, id.id, cv.conversation_id, sd.sender_id, rc.recipient_id, ct.content_type, tx.text_content,
+           mk.media_key, ad.audio_duration, rt.reply_to_id, cm.client_message_id, ca.created_at
+    FROM unnest($1::uuid[]) WITH ORDINALITY AS id(id, ord)
+    JOIN unnest($2::uuid[]) WITH ORDINALITY AS cv(conversation_id, ord) ON cv.ord = id.ord
+    JOIN unnest($3::bigint[]) WITH ORDINALITY AS sd(sender_id, ord) ON sd.ord = id.ord
+    JOIN unnest($4::bigint[]) WITH ORDINALITY AS rc(recipient_id, ord) ON rc.ord = id.ord
+    JOIN unnest($5::text[]) WITH ORDINALITY AS ct(content_type, ord) ON ct.ord = id.ord
+    JOIN unnest($6::text[]) WITH ORDINALITY AS tx(text_content, ord) ON tx.ord = id.ord
+    JOIN unnest($7::text[]) WITH ORDINALITY AS mk(media_key, ord) ON mk.ord = id.ord
+    JOIN unnest($8::integer[]) WITH ORDINALITY AS ad(audio_duration, ord) ON ad.ord = id.ord
+    JOIN unnest($9::text[]) WITH ORDINALITY AS rt(reply_to_id, ord) ON rt.ord = id.ord
+    JOIN unnest($10::text[]) WITH ORDINALITY AS cm(client_message_id, ord) ON cm.ord = id.ord
+    JOIN unnest($11::timestamptz[]) WITH ORDINALITY AS ca(created_at, ord) ON ca.ord = id.ord
+), fresh AS (
+    SELECT DISTINCT ON (i.id) i.ord, i.id, i.conversation_id, i.sender_id, i.recipient_id, i.content_type, i.text_content, i.media_key, i.audio_duration, i.reply_to_id, i.client_message_id, i.created_at FROM input i
+    WHERE NOT EXISTS (SELECT 1 FROM messages e WHERE e.id = i.id)
+    ORDER BY i.id, i.ord
+), numbered AS (
+    SELECT f.ord, f.id, f.conversation_id, f.sender_id, f.recipient_id, f.content_type, f.text_content, f.media_key, f.audio_duration, f.reply_to_id, f.client_message_id, f.created_at,
+           (SELECT COALESCE(max(m.seq), 0) FROM messages m WHERE m.conversation_id = f.conversation_id)
+           + row_number() OVER (PARTITION BY f.conversation_id ORDER BY f.ord) AS seq
+    FROM fresh f
 ), ins AS (
     INSERT INTO messages (
         id, conversation_id, seq, sender_id, recipient_id, content_type, text_content,
         media_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at
     )
-    SELECT $2::uuid, $1::uuid, next.seq, $3::bigint, $4::bigint, $5::text,
-           $6::text, $7::text, $8::integer,
-           $9::uuid, $10::text,
-           $11::timestamptz, $12::timestamptz
-    FROM next
-    WHERE NOT EXISTS (SELECT 1 FROM messages e WHERE e.id = $2::uuid)
-    RETURNING seq
+    SELECT n.id, n.conversation_id, n.seq, n.sender_id, n.recipient_id, n.content_type, NULLIF(n.text_content, ''),
+           NULLIF(n.media_key, ''), NULLIF(n.audio_duration, -1), NULLIF(n.reply_to_id, '')::uuid,
+           NULLIF(n.client_message_id, ''), n.created_at, $12::timestamptz
+    FROM numbered n ORDER BY n.ord
+    RETURNING id, conversation_id, seq, created_at
+), last AS (
+    SELECT DISTINCT ON (l.conversation_id) l.conversation_id, l.id, l.seq,
+           max(l.created_at) OVER (PARTITION BY l.conversation_id) AS latest
+    FROM ins l ORDER BY l.conversation_id, l.seq DESC
 ), adv AS (
     UPDATE conversations c
-    SET last_seq = GREATEST(c.last_seq, ins.seq),
-        last_message_id = CASE WHEN ins.seq >= c.last_seq THEN $2::uuid ELSE c.last_message_id END,
-        last_message_at = GREATEST(COALESCE(c.last_message_at, $11::timestamptz), $11::timestamptz),
+    SET last_seq = GREATEST(c.last_seq, last.seq),
+        last_message_id = CASE WHEN last.seq >= c.last_seq THEN last.id ELSE c.last_message_id END,
+        last_message_at = GREATEST(COALESCE(c.last_message_at, last.latest), last.latest),
         updated_at = now()
-    FROM ins
-    WHERE c.id = $1::uuid
+    FROM last
+    WHERE c.id = last.conversation_id
 )
-SELECT COALESCE((SELECT seq FROM ins), 0)::bigint
+SELECT ins.id, ins.seq FROM ins
 `
 
-type InsertNextMessageParams struct {
-	ConversationID  uuid.UUID
-	ID              uuid.UUID
-	SenderID        int64
-	RecipientID     int64
-	ContentType     string
-	TextContent     *string
-	MediaKey        *string
-	AudioDuration   *int32
-	ReplyToID       *uuid.UUID
-	ClientMessageID *string
-	CreatedAt       time.Time
-	SentAt          time.Time
+type InsertMessagesParams struct {
+	Ids              []uuid.UUID
+	ConversationIds  []uuid.UUID
+	SenderIds        []int64
+	RecipientIds     []int64
+	ContentTypes     []string
+	TextContents     []string
+	MediaKeys        []string
+	AudioDurations   []int32
+	ReplyToIds       []string
+	ClientMessageIds []string
+	CreatedAts       []time.Time
+	SentAt           time.Time
 }
 
-// Stores a message with the next sequence of its conversation and moves the
-// conversation's last message, in one statement; answers 0 when the
-// message is already stored. The caller holds the conversation's row lock
-// (LockConversation), taken in an earlier statement so that this one's
-// snapshot sees every message committed before the lock was granted.
-func (q *Queries) InsertNextMessage(ctx context.Context, arg InsertNextMessageParams) (int64, error) {
-	row := q.db.QueryRow(ctx, insertNextMessage,
-		arg.ConversationID,
-		arg.ID,
-		arg.SenderID,
-		arg.RecipientID,
-		arg.ContentType,
-		arg.TextContent,
-		arg.MediaKey,
-		arg.AudioDuration,
-		arg.ReplyToID,
-		arg.ClientMessageID,
-		arg.CreatedAt,
+type InsertMessagesRow struct {
+	ID  uuid.UUID
+	Seq int64
+}
+
+// Stores a batch of messages, each with the next sequence of its
+// conversation in batch order, and moves each conversation's last message,
+// in one statement; messages already stored are skipped. Empty strings and
+// an audio duration of -1 stand for NULL (arrays cannot carry NULLs here).
+// The caller holds the conversations' row locks (LockConversations), taken
+// in an earlier statement so that this one's snapshot sees every message
+// committed before the locks were granted.
+func (q *Queries) InsertMessages(ctx context.Context, arg InsertMessagesParams) ([]InsertMessagesRow, error) {
+	rows, err := q.db.Query(ctx, insertMessages,
+		arg.Ids,
+		arg.ConversationIds,
+		arg.SenderIds,
+		arg.RecipientIds,
+		arg.ContentTypes,
+		arg.TextContents,
+		arg.MediaKeys,
+		arg.AudioDurations,
+		arg.ReplyToIds,
+		arg.ClientMessageIds,
+		arg.CreatedAts,
 		arg.SentAt,
 	)
-	var column_1 int64
-	err := row.Scan(&column_1)
-	return column_1, err
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []InsertMessagesRow
+	for rows.Next() {
+		var i InsertMessagesRow
+		if err := rows.Scan(&i.ID, &i.Seq); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const listMessagesAfter = `-- name: ListMessagesAfter :many
@@ -379,6 +424,46 @@ type MarkMessageDeliveredParams struct {
 func (q *Queries) MarkMessageDelivered(ctx context.Context, arg MarkMessageDeliveredParams) error {
 	_, err := q.db.Exec(ctx, markMessageDelivered, arg.DeliveredAt, arg.ID)
 	return err
+}
+
+const markMessagesDelivered = `-- name: MarkMessagesDelivered :many
+WITH d AS (
+    SELECT i.id, a.delivered_at
+    FROM unnest($1::uuid[]) WITH ORDINALITY AS i(id, ord)
+    JOIN unnest($2::timestamptz[]) WITH ORDINALITY AS a(delivered_at, ord) ON a.ord = i.ord
+), upd AS (
+    UPDATE messages m SET delivered_at = d.delivered_at
+    FROM d WHERE m.id = d.id AND m.delivered_at IS NULL
+    RETURNING m.id
+)
+SELECT m.id FROM messages m WHERE m.id IN (SELECT d.id FROM d)
+`
+
+type MarkMessagesDeliveredParams struct {
+	Ids          []uuid.UUID
+	DeliveredAts []time.Time
+}
+
+// Records deliveries and answers the ids of the batch that are stored
+// (delivered now or before), so that the caller knows which are not yet.
+func (q *Queries) MarkMessagesDelivered(ctx context.Context, arg MarkMessagesDeliveredParams) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, markMessagesDelivered, arg.Ids, arg.DeliveredAts)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const markMessagesRead = `-- name: MarkMessagesRead :exec

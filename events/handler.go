@@ -11,6 +11,46 @@ type Handler interface {
 	Handle(ctx context.Context, e Envelope) error
 }
 
+// BatchHandler handles several events at once, where cost is per round trip
+// (one transaction, one lookup, one publish for the whole batch), and
+// reports per event, as Lambda's partial batch responses do: the result has
+// one entry per event, in order (nil: handled), or is nil when every event
+// was handled. Events are given in queue order; a handler keeps the order of
+// one conversation's events.
+type BatchHandler interface {
+	HandleBatch(ctx context.Context, envs []Envelope) []error
+}
+
+// AsBatch returns h itself if it handles batches, else a BatchHandler that
+// handles the events one by one, in order.
+func AsBatch(h Handler) BatchHandler {
+	if b, ok := h.(BatchHandler); ok {
+		return b
+	}
+	return oneByOne{h}
+}
+
+type oneByOne struct{ h Handler }
+
+// HandleBatch stops at a context that ended: the events left get its error
+// without being handled.
+func (o oneByOne) HandleBatch(ctx context.Context, envs []Envelope) []error {
+	var errs []error
+	for i, e := range envs {
+		err := ctx.Err()
+		if err == nil {
+			err = o.h.Handle(ctx, e)
+		}
+		if err != nil {
+			if errs == nil {
+				errs = make([]error, len(envs))
+			}
+			errs[i] = err
+		}
+	}
+	return errs
+}
+
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc func(ctx context.Context, e Envelope) error
 
@@ -41,22 +81,4 @@ func Permanent(err error) error {
 func IsPermanent(err error) bool {
 	var p permanentError
 	return errors.As(err, &p) || errors.Is(err, ErrInvalid)
-}
-
-type ackFlushKey struct{}
-
-// WithAckFlush marks a handler's context when the consumer acknowledges the
-// event with a synchronous commit on the same PostgreSQL server the handler
-// writes to. That commit flushes the write-ahead log up to itself, and so
-// makes every earlier commit durable too: the handler may then commit its
-// own writes asynchronously (one disk flush per batch instead of per write)
-// without risking that an acknowledged event's effects are lost.
-func WithAckFlush(ctx context.Context) context.Context {
-	return context.WithValue(ctx, ackFlushKey{}, true)
-}
-
-// AckFlushes reports whether WithAckFlush marked ctx.
-func AckFlushes(ctx context.Context) bool {
-	v, _ := ctx.Value(ackFlushKey{}).(bool)
-	return v
 }

@@ -19,16 +19,35 @@ var ErrPanic = errors.New("handler panic")
 // policy dead-letters an event that panics every time. Only a panic whose
 // value is itself a Permanent error is permanent.
 func Invoke(ctx context.Context, h Handler, e Envelope) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			if perr, ok := p.(error); ok {
-				err = fmt.Errorf("%w: %w", ErrPanic, perr)
-			} else {
-				err = fmt.Errorf("%w: %v", ErrPanic, p)
-			}
-		}
-	}()
+	defer recoverInto(&err)
 	return h.Handle(ctx, e)
+}
+
+// InvokeBatch calls h.HandleBatch and returns one result per event. A
+// panic of the batch as a whole is returned as panicked (wrapping
+// ErrPanic), with no per-event results: the caller then handles the events
+// one at a time (undoing the batch's writes first where it can), so that an
+// event that panics fails alone instead of failing its neighbours.
+func InvokeBatch(ctx context.Context, h BatchHandler, envs []Envelope) (errs []error, panicked error) {
+	defer recoverInto(&panicked)
+	errs = h.HandleBatch(ctx, envs)
+	if errs == nil {
+		errs = make([]error, len(envs))
+	}
+	if len(errs) != len(envs) {
+		return nil, fmt.Errorf("%w: %d results for %d events", ErrPanic, len(errs), len(envs))
+	}
+	return errs, nil
+}
+
+func recoverInto(err *error) {
+	if p := recover(); p != nil {
+		if perr, ok := p.(error); ok {
+			*err = fmt.Errorf("%w: %w", ErrPanic, perr)
+		} else {
+			*err = fmt.Errorf("%w: %v", ErrPanic, p)
+		}
+	}
 }
 
 // Disposition is what a consumer does with an event once it was handled.

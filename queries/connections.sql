@@ -19,5 +19,11 @@ SELECT * FROM ws_connections
 WHERE user_id = $1 AND expires_at > $2
 ORDER BY connected_at;
 
+-- name: ListConnectionsByUsers :many
+-- Fanout's one lookup for a whole batch of events.
+SELECT * FROM ws_connections
+WHERE user_id = ANY(@user_ids::bigint[]) AND expires_at > @expires_at
+ORDER BY connected_at;
+
 -- name: DeleteExpiredConnections :execrows
 DELETE FROM ws_connections WHERE expires_at <= $1;

@@ -42,10 +42,11 @@ WHERE p.user_id = @user_id
   AND (p.deleted_at IS NULL OR c.last_message_at > p.deleted_at)
   AND (sqlc.narg('archived')::boolean IS NULL OR p.archived = sqlc.narg('archived')::boolean);
 
--- name: LockConversation :one
--- Taken first by every persister transaction that writes a conversation's
--- messages: it serializes sequence assignment per conversation.
-SELECT last_seq FROM conversations WHERE id = $1 FOR UPDATE;
+-- name: LockConversations :many
+-- Taken first by every persister transaction that writes conversations'
+-- messages, in id order so that two writers never deadlock: it serializes
+-- sequence assignment per conversation. Answers the ids that exist.
+SELECT id FROM conversations WHERE id = ANY(@ids::uuid[]) ORDER BY id FOR UPDATE;
 
 -- name: UpdateParticipantSettings :execrows
 -- Last writer wins per setting, by the time the change was made, so a

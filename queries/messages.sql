@@ -66,33 +66,74 @@ INSERT INTO message_deletions (message_id, user_id, deleted_at)
 VALUES ($1, $2, $3)
 ON CONFLICT DO NOTHING;
 
--- name: InsertNextMessage :one
--- Stores a message with the next sequence of its conversation and moves the
--- conversation's last message, in one statement; answers 0 when the
--- message is already stored. The caller holds the conversation's row lock
--- (LockConversation), taken in an earlier statement so that this one's
--- snapshot sees every message committed before the lock was granted.
-WITH next AS (
-    SELECT (COALESCE(max(m.seq), 0) + 1)::bigint AS seq FROM messages m WHERE m.conversation_id = @conversation_id::uuid
+-- name: InsertMessages :many
+-- Stores a batch of messages, each with the next sequence of its
+-- conversation in batch order, and moves each conversation's last message,
+-- in one statement; messages already stored are skipped. Empty strings and
+-- an audio duration of -1 stand for NULL (arrays cannot carry NULLs here).
+-- The caller holds the conversations' row locks (LockConversations), taken
+-- in an earlier statement so that this one's snapshot sees every message
+-- committed before the locks were granted.
+WITH input AS (
+    -- One unnest per array, zipped by position (sqlc knows only the
+    -- one-array unnest).
+    SELECT id.ord, id.id, cv.conversation_id, sd.sender_id, rc.recipient_id, ct.content_type, tx.text_content,
+           mk.media_key, ad.audio_duration, rt.reply_to_id, cm.client_message_id, ca.created_at
+    FROM unnest(@ids::uuid[]) WITH ORDINALITY AS id(id, ord)
+    JOIN unnest(@conversation_ids::uuid[]) WITH ORDINALITY AS cv(conversation_id, ord) ON cv.ord = id.ord
+    JOIN unnest(@sender_ids::bigint[]) WITH ORDINALITY AS sd(sender_id, ord) ON sd.ord = id.ord
+    JOIN unnest(@recipient_ids::bigint[]) WITH ORDINALITY AS rc(recipient_id, ord) ON rc.ord = id.ord
+    JOIN unnest(@content_types::text[]) WITH ORDINALITY AS ct(content_type, ord) ON ct.ord = id.ord
+    JOIN unnest(@text_contents::text[]) WITH ORDINALITY AS tx(text_content, ord) ON tx.ord = id.ord
+    JOIN unnest(@media_keys::text[]) WITH ORDINALITY AS mk(media_key, ord) ON mk.ord = id.ord
+    JOIN unnest(@audio_durations::integer[]) WITH ORDINALITY AS ad(audio_duration, ord) ON ad.ord = id.ord
+    JOIN unnest(@reply_to_ids::text[]) WITH ORDINALITY AS rt(reply_to_id, ord) ON rt.ord = id.ord
+    JOIN unnest(@client_message_ids::text[]) WITH ORDINALITY AS cm(client_message_id, ord) ON cm.ord = id.ord
+    JOIN unnest(@created_ats::timestamptz[]) WITH ORDINALITY AS ca(created_at, ord) ON ca.ord = id.ord
+), fresh AS (
+    SELECT DISTINCT ON (i.id) i.* FROM input i
+    WHERE NOT EXISTS (SELECT 1 FROM messages e WHERE e.id = i.id)
+    ORDER BY i.id, i.ord
+), numbered AS (
+    SELECT f.*,
+           (SELECT COALESCE(max(m.seq), 0) FROM messages m WHERE m.conversation_id = f.conversation_id)
+           + row_number() OVER (PARTITION BY f.conversation_id ORDER BY f.ord) AS seq
+    FROM fresh f
 ), ins AS (
     INSERT INTO messages (
         id, conversation_id, seq, sender_id, recipient_id, content_type, text_content,
         media_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at
     )
-    SELECT @id::uuid, @conversation_id::uuid, next.seq, @sender_id::bigint, @recipient_id::bigint, @content_type::text,
-           sqlc.narg('text_content')::text, sqlc.narg('media_key')::text, sqlc.narg('audio_duration')::integer,
-           sqlc.narg('reply_to_id')::uuid, sqlc.narg('client_message_id')::text,
-           @created_at::timestamptz, @sent_at::timestamptz
-    FROM next
-    WHERE NOT EXISTS (SELECT 1 FROM messages e WHERE e.id = @id::uuid)
-    RETURNING seq
+    SELECT n.id, n.conversation_id, n.seq, n.sender_id, n.recipient_id, n.content_type, NULLIF(n.text_content, ''),
+           NULLIF(n.media_key, ''), NULLIF(n.audio_duration, -1), NULLIF(n.reply_to_id, '')::uuid,
+           NULLIF(n.client_message_id, ''), n.created_at, @sent_at::timestamptz
+    FROM numbered n ORDER BY n.ord
+    RETURNING id, conversation_id, seq, created_at
+), last AS (
+    SELECT DISTINCT ON (l.conversation_id) l.conversation_id, l.id, l.seq,
+           max(l.created_at) OVER (PARTITION BY l.conversation_id) AS latest
+    FROM ins l ORDER BY l.conversation_id, l.seq DESC
 ), adv AS (
     UPDATE conversations c
-    SET last_seq = GREATEST(c.last_seq, ins.seq),
-        last_message_id = CASE WHEN ins.seq >= c.last_seq THEN @id::uuid ELSE c.last_message_id END,
-        last_message_at = GREATEST(COALESCE(c.last_message_at, @created_at::timestamptz), @created_at::timestamptz),
+    SET last_seq = GREATEST(c.last_seq, last.seq),
+        last_message_id = CASE WHEN last.seq >= c.last_seq THEN last.id ELSE c.last_message_id END,
+        last_message_at = GREATEST(COALESCE(c.last_message_at, last.latest), last.latest),
         updated_at = now()
-    FROM ins
-    WHERE c.id = @conversation_id::uuid
+    FROM last
+    WHERE c.id = last.conversation_id
 )
-SELECT COALESCE((SELECT seq FROM ins), 0)::bigint;
+SELECT ins.id, ins.seq FROM ins;
+
+-- name: MarkMessagesDelivered :many
+-- Records deliveries and answers the ids of the batch that are stored
+-- (delivered now or before), so that the caller knows which are not yet.
+WITH d AS (
+    SELECT i.id, a.delivered_at
+    FROM unnest(@ids::uuid[]) WITH ORDINALITY AS i(id, ord)
+    JOIN unnest(@delivered_ats::timestamptz[]) WITH ORDINALITY AS a(delivered_at, ord) ON a.ord = i.ord
+), upd AS (
+    UPDATE messages m SET delivered_at = d.delivered_at
+    FROM d WHERE m.id = d.id AND m.delivered_at IS NULL
+    RETURNING m.id
+)
+SELECT m.id FROM messages m WHERE m.id IN (SELECT d.id FROM d);

@@ -12,6 +12,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
+	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/lambdasqs"
 	"github.com/parleychat/parley/internal/awsconf"
 	"github.com/parleychat/parley/internal/lambdafn"
@@ -59,7 +60,7 @@ func lambdaHandler(ctx context.Context, name string, getenv func(string) string,
 			a.Close()
 			return nil, nil, err
 		}
-		return lambdasqs.Handler(h, logger), a.Close, nil
+		return lambdasqs.Handler(events.AsBatch(h), logger), a.Close, nil
 	}
 }
 

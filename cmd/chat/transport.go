@@ -58,9 +58,12 @@ func (t *pgTransport) Consume(ctx context.Context, worker string, h events.Handl
 	}
 	cfg := t.consume
 	if worker == events.WorkerThumbnailer {
-		cfg.HandlerTimeout = 2 * time.Minute // video poster frames
+		// A batch is handled in one transaction, and a thumbnail takes
+		// hundreds of milliseconds (video poster frames, seconds): small
+		// batches keep that transaction short.
+		cfg.BatchSize, cfg.HandlerTimeout = 4, 2*time.Minute
 	}
-	return pgbus.Consume(ctx, t.consumers, t.waker, worker, h, cfg, t.logger)
+	return pgbus.Consume(ctx, t.consumers, t.waker, worker, events.AsBatch(h), cfg, t.logger)
 }
 
 func (t *pgTransport) Replay(ctx context.Context, worker string, from, to time.Time) (string, error) {

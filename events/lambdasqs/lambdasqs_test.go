@@ -105,7 +105,7 @@ func TestHandlerRecords(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var r recorder
 			const id = "059f36b4-87a3-44ab-83d2-661975830a7d"
-			resp, err := Handler(&r, testLogger(t))(context.Background(), lambdaevents.SQSEvent{Records: []lambdaevents.SQSMessage{
+			resp, err := Handler(events.AsBatch(&r), testLogger(t))(context.Background(), lambdaevents.SQSEvent{Records: []lambdaevents.SQSMessage{
 				{MessageId: id, Body: tt.body, Attributes: map[string]string{"ApproximateReceiveCount": "1"}},
 			}})
 			if err != nil {
@@ -144,7 +144,7 @@ func TestHandlerRecordedBatch(t *testing.T) {
 		}
 		return nil
 	})
-	resp, err := Handler(h, testLogger(t))(context.Background(), ev)
+	resp, err := Handler(events.AsBatch(h), testLogger(t))(context.Background(), ev)
 	if err != nil {
 		t.Fatalf("handler error: %v", err)
 	}
@@ -163,7 +163,7 @@ func TestHandlerRecordedBatch(t *testing.T) {
 
 func TestHandlerAllSucceeded(t *testing.T) {
 	var r recorder
-	resp, err := Handler(&r, testLogger(t))(context.Background(), lambdaevents.SQSEvent{Records: []lambdaevents.SQSMessage{
+	resp, err := Handler(events.AsBatch(&r), testLogger(t))(context.Background(), lambdaevents.SQSEvent{Records: []lambdaevents.SQSMessage{
 		{MessageId: "a", Body: eventBridgeBody(t, typing(t, "0190b6f4-8a40-7000-8000-0000000000e1"), nil)},
 		{MessageId: "b", Body: eventBridgeBody(t, typing(t, "0190b6f4-8a40-7000-8000-0000000000e2"), nil)},
 	}})
@@ -192,7 +192,7 @@ func TestHandlerOutOfTime(t *testing.T) {
 		cancel() // the deadline passes while the first record is handled
 		return nil
 	})
-	resp, err := Handler(h, testLogger(t))(ctx, lambdaevents.SQSEvent{Records: []lambdaevents.SQSMessage{
+	resp, err := Handler(events.AsBatch(h), testLogger(t))(ctx, lambdaevents.SQSEvent{Records: []lambdaevents.SQSMessage{
 		{MessageId: "a", Body: eventBridgeBody(t, typing(t, "0190b6f4-8a40-7000-8000-0000000000e1"), nil)},
 		{MessageId: "b", Body: eventBridgeBody(t, typing(t, "0190b6f4-8a40-7000-8000-0000000000e2"), nil)},
 	}})

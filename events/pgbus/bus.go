@@ -1,12 +1,12 @@
 // Package pgbus is the embedded event bus: the same topology as the AWS one
 // (one durable stream per worker, an archive for replay, a dead-letter store)
-// on PostgreSQL with Watermill SQL.
+// on PostgreSQL, consumed through Watermill.
 //
-// Each worker has its own queue table (Watermill's PostgreSQL queue schema),
-// not a consumer group on a shared topic: the default schema only reads rows
-// older than the cluster's oldest open transaction, so one slow handler would
-// stall every other worker. Consumers wake on LISTEN/NOTIFY and fall back to
-// polling only when a notification is lost.
+// Each worker has its own queue table, claimed with FOR UPDATE SKIP LOCKED,
+// not a consumer group on a shared log: a log read only below the cluster's
+// oldest open transaction (as Watermill SQL's default schema reads) would let
+// one slow handler stall every other worker. Consumers wake on LISTEN/NOTIFY
+// and fall back to polling only when a notification is lost.
 package pgbus
 
 import (
@@ -18,7 +18,6 @@ import (
 	"sync"
 	"time"
 
-	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -59,62 +58,38 @@ func New(pool *pgxpool.Pool, waker *Waker, logger *slog.Logger) *Bus {
 	}
 }
 
-func queueSchema(batch int) wsql.SchemaAdapter {
-	return partitionedQueueSchema(batch, 0, 1)
-}
+// queueTable names a worker's queue table.
+func queueTable(worker string) string { return pgx.Identifier{"queue_" + worker}.Sanitize() }
 
-// partitionedQueueSchema reads only the rows of one partition of a worker's
-// queue: events are partitioned by conversation, so the consumers of one
-// worker run in parallel across conversations while each conversation's
-// events are handled one at a time, in queue order. That keeps sequential
-// sends in sequence order and lets a replay reproduce the same sequences.
-func partitionedQueueSchema(batch, partition, partitions int) wsql.SchemaAdapter {
-	schema := wsql.PostgreSQLQueueSchema{
-		GeneratePayloadType: func(string) string { return "JSONB" },
-		SubscribeBatchSize:  batch,
-	}
-	if partitions > 1 {
-		schema.GenerateWhereClause = func(wsql.GenerateWhereClauseParams) (string, []any) {
-			return `part % $1 = $2`, []any{partitions, partition}
-		}
-	}
-	return skipLockedQueueSchema{schema}
+// queueDDL creates a worker's queue. part is the event's partition, written
+// by the publisher: the consumer that owns a partition claims its rows, in
+// offset order, so one conversation's events are handled in order while
+// conversations run in parallel, and the publisher can wake just that
+// consumer. attempts and not_before hold a failed event back for its retry.
+var queueDDL = []string{
+	`CREATE TABLE IF NOT EXISTS %s (
+	"offset"   bigserial PRIMARY KEY,
+	event_id   uuid NOT NULL,
+	type       text NOT NULL,
+	payload    jsonb NOT NULL,
+	part       smallint NOT NULL DEFAULT 0,
+	attempts   integer NOT NULL DEFAULT 0,
+	not_before timestamptz,
+	created_at timestamptz NOT NULL DEFAULT now()
+)`,
+	// Where the server runs autovacuum, clean a queue after a few thousand
+	// deleted rows rather than a fraction of its size; consumers vacuum it
+	// themselves too (see vacuumEvery).
+	`ALTER TABLE %s SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 2000,
+	autovacuum_vacuum_cost_delay = 0, autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 2000)`,
 }
-
-// partitionColumns add to a queue table the event's partition, written by
-// the publisher: filtering on a column is cheap, where hashing the JSON
-// payload of every queued row on every poll made polls cost as much as the
-// backlog was long, and the publisher knowing it lets it wake only the
-// consumer that owns the row.
-var partitionColumns = []string{
-	`ALTER TABLE %s ADD COLUMN IF NOT EXISTS part smallint NOT NULL DEFAULT 0`,
-	`ALTER TABLE %s ALTER COLUMN part DROP EXPRESSION IF EXISTS`,
-	`ALTER TABLE %s ALTER COLUMN part SET DEFAULT 0`,
-}
-
-// queueVacuum makes autovacuum clean a queue table after a few thousand
-// acknowledged (deleted) rows rather than a fraction of its size: dead rows
-// at the head of the queue are what every poll walks through first.
-const queueVacuum = `ALTER TABLE %s SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 2000,
-	autovacuum_vacuum_cost_delay = 0, autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 2000)`
 
 // Init creates the worker queue tables. It is idempotent.
 func (b *Bus) Init(ctx context.Context) error {
-	schema := queueSchema(1)
 	for _, r := range b.routes {
-		qs, err := schema.SchemaInitializingQueries(wsql.SchemaInitializingQueriesParams{Topic: r.Worker})
-		if err != nil {
-			return fmt.Errorf("queue schema for %s: %w", r.Worker, err)
-		}
-		for _, q := range qs {
-			if _, err := b.pool.Exec(ctx, q.Query, q.Args...); err != nil {
+		for _, ddl := range queueDDL {
+			if _, err := b.pool.Exec(ctx, fmt.Sprintf(ddl, queueTable(r.Worker))); err != nil {
 				return fmt.Errorf("create queue %s: %w", r.Worker, err)
-			}
-		}
-		table := schema.(skipLockedQueueSchema).MessagesTable(r.Worker)
-		for _, ddl := range append(partitionColumns, queueVacuum) {
-			if _, err := b.pool.Exec(ctx, fmt.Sprintf(ddl, table)); err != nil {
-				return fmt.Errorf("prepare queue %s: %w", r.Worker, err)
 			}
 		}
 	}
@@ -125,13 +100,18 @@ func (b *Bus) Init(ctx context.Context) error {
 // route matches, atomically: when it returns nil the events are durable.
 //
 // It is one SQL statement (one round trip, atomic on its own) that writes
-// the archive and the worker queues — Watermill's queue tables, in the
-// columns its subscriber reads, plus the partition. Publishing is on every request's path, and on a small
-// machine round trips, not rows, are what it costs.
+// the archive and the worker queues. Publishing is on every request's path,
+// and on a small machine round trips, not rows, are what it costs.
+//
+// Called by a handler inside a consumer's transaction (db.ScopeFrom), the
+// events are written in that transaction: they commit with the batch that
+// caused them, and consumers are woken after that commit.
 func (b *Bus) Publish(ctx context.Context, envs ...events.Envelope) error {
-	if len(envs) == 0 || events.AckFlushes(ctx) {
-		// Asynchronous commits cost no disk flush: nothing to share.
-		return b.publish(ctx, true, b.routes, envs)
+	if len(envs) == 0 {
+		return nil
+	}
+	if scope, ok := db.ScopeFrom(ctx); ok {
+		return b.publish(ctx, scope, true, b.routes, envs)
 	}
 	for _, e := range envs {
 		// Checked before joining a group, so that one bad event cannot fail
@@ -198,7 +178,7 @@ func (b *Bus) flush() {
 		}
 		// Not any caller's context: the group outlives each of them.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := b.publish(ctx, true, b.routes, envs)
+		err := b.publish(ctx, nil, true, b.routes, envs)
 		cancel()
 		for _, r := range group {
 			r.done <- err
@@ -214,13 +194,15 @@ func (b *Bus) PublishTo(ctx context.Context, worker string, envs ...events.Envel
 		return fmt.Errorf("unknown worker %q", worker)
 	}
 	r.Types, r.Media = nil, nil // every given event, whatever its type
-	if err := b.publish(ctx, false, []events.Route{r}, envs); err != nil {
+	if err := b.publish(ctx, nil, false, []events.Route{r}, envs); err != nil {
 		return fmt.Errorf("to %s: %w", worker, err)
 	}
 	return nil
 }
 
-func (b *Bus) publish(ctx context.Context, archive bool, routes []events.Route, envs []events.Envelope) error {
+// publish writes envs in one statement: in scope's transaction when scope is
+// set, else on its own.
+func (b *Bus) publish(ctx context.Context, scope *db.Scope, archive bool, routes []events.Route, envs []events.Envelope) error {
 	if len(envs) == 0 {
 		return nil
 	}
@@ -257,22 +239,19 @@ func (b *Bus) publish(ctx context.Context, archive bool, routes []events.Route, 
 		}
 	}
 	stmt := b.publishStatement(workers, archive)
-	var err error
-	if events.AckFlushes(ctx) {
-		// From inside a worker on this bus, the worker's acknowledgement
-		// makes this commit durable (see events.WithAckFlush).
-		err = db.InTx(ctx, b.pool, true, func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, stmt, args...)
-			return err
-		})
-	} else {
-		_, err = b.pool.Exec(ctx, stmt, args...)
+	var exec db.DBTX = b.pool
+	if scope != nil {
+		exec = scope.Tx
 	}
-	if err != nil {
+	if _, err := exec.Exec(ctx, stmt, args...); err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
 	if b.waker != nil {
-		b.waker.Announce(notify)
+		if scope != nil {
+			scope.AfterCommit(func() { b.waker.Announce(notify) })
+		} else {
+			b.waker.Announce(notify)
+		}
 	}
 	return nil
 }
@@ -317,49 +296,14 @@ func (b *Bus) publishStatement(workers []string, archive bool) string {
 	ON CONFLICT (id) DO NOTHING
 )`)
 	}
-	schema := queueSchema(1).(skipLockedQueueSchema)
 	for i, w := range workers {
 		fmt.Fprintf(&sb, `, q%d AS (
-	INSERT INTO %s (uuid, payload, metadata, part)
-	SELECT id::text, envelope, json_build_object('type', type), part FROM e WHERE ord = ANY($%d::bigint[]) ORDER BY ord
-)`, i, schema.MessagesTable(w), 7+i)
+	INSERT INTO %s (event_id, type, payload, part)
+	SELECT id, type, envelope, part FROM e WHERE ord = ANY($%d::bigint[]) ORDER BY ord
+)`, i, queueTable(w), 7+i)
 	}
 	sb.WriteString("\nSELECT 1")
 	s := sb.String()
 	b.statements[key] = s
 	return s
-}
-
-// skipLockedQueueSchema lets several consumers share one worker queue: each
-// takes rows the others have not locked instead of waiting for them.
-type skipLockedQueueSchema struct {
-	wsql.PostgreSQLQueueSchema
-}
-
-func (s skipLockedQueueSchema) SelectQuery(params wsql.SelectQueryParams) (wsql.Query, error) {
-	q, err := s.PostgreSQLQueueSchema.SelectQuery(params)
-	if err != nil {
-		return q, err
-	}
-	q.Query += " SKIP LOCKED"
-	return q, nil
-}
-
-// ackUpToLastRow fixes a loss window: Watermill passes every row of the
-// fetched batch to the ack query, also those after a message it could not
-// hand over (the subscriber was closing). Acking only up to LastRow leaves
-// the rest in the queue for the next consumer.
-type ackUpToLastRow struct {
-	wsql.PostgreSQLQueueOffsetsAdapter
-}
-
-func (a ackUpToLastRow) AckMessageQuery(params wsql.AckMessageQueryParams) (wsql.Query, error) {
-	rows := make([]wsql.Row, 0, len(params.Rows))
-	for _, r := range params.Rows {
-		if r.Offset <= params.LastRow.Offset {
-			rows = append(rows, r)
-		}
-	}
-	params.Rows = rows
-	return a.PostgreSQLQueueOffsetsAdapter.AckMessageQuery(params)
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/parleychat/parley/db"
 	"github.com/parleychat/parley/db/dbtest"
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/pgbus"
@@ -125,7 +128,7 @@ func (h harness) consume(t *testing.T, worker string, handler events.Handler, cf
 		cfg.FallbackPoll = time.Hour
 	}
 	done := make(chan error, 1)
-	go func() { done <- pgbus.Consume(ctx, h.pool, h.waker, worker, handler, cfg, quiet) }()
+	go func() { done <- pgbus.Consume(ctx, h.pool, h.waker, worker, events.AsBatch(handler), cfg, quiet) }()
 	stop := func() {
 		cancel()
 		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
@@ -216,10 +219,10 @@ func TestFailingEventIsDeadLetteredAndOthersFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec.await(t, ids...)
+	dls := awaitDeadLetters(t, h.bus, 1)
 	if n := rec.count("fail:" + poison.ID); n != 3 {
 		t.Fatalf("poison tried %d times, want 3", n)
 	}
-	dls := awaitDeadLetters(t, h.bus, 1)
 	if dls[0].EventID.String() != poison.ID || dls[0].Attempts != 3 || dls[0].Worker != events.WorkerFanout || dls[0].Error != "boom" {
 		t.Fatalf("dead letter = %+v", dls[0])
 	}
@@ -260,7 +263,7 @@ func TestUndecodablePayloadIsDeadLettered(t *testing.T) {
 	h.consume(t, events.WorkerFanout, rec, pgbus.ConsumerConfig{Concurrency: 1})
 	// Written behind the bus's back, as a buggy producer or a bad manual
 	// insert would.
-	if _, err := h.pool.Exec(ctx, `INSERT INTO "watermill_fanout" (uuid, payload, metadata) VALUES ($1, '{"not":"an envelope"}', '{}')`, uuid.NewString()); err != nil {
+	if _, err := h.pool.Exec(ctx, `INSERT INTO queue_fanout (event_id, type, payload) VALUES ($1, 'Unknown', '{"not":"an envelope"}')`, uuid.NewString()); err != nil {
 		t.Fatal(err)
 	}
 	h.waker.Wake(events.WorkerFanout)
@@ -387,29 +390,51 @@ type deadLetter struct {
 
 func (d deadLetter) String() string { return fmt.Sprintf("%d %s %s", d.ID, d.EventID, d.Error) }
 
-// Handlers run by the PostgreSQL consumer may commit asynchronously: the
-// consumer's acknowledgement is a synchronous commit on the same server.
-func TestHandlersAreToldTheAckFlushes(t *testing.T) {
+// A handler runs inside the transaction that claimed its batch: what it
+// publishes is written there, invisible to others until the batch is
+// acknowledged, and then delivered.
+func TestHandlersShareTheClaimTransaction(t *testing.T) {
 	h := setup(t)
-	flagged := make(chan bool, 1)
-	h.consume(t, events.WorkerFanout, events.HandlerFunc(func(ctx context.Context, _ events.Envelope) error {
-		flagged <- events.AckFlushes(ctx)
-		return nil
+	inside := make(chan error, 1)
+	settingsID, pinned := uuid.Must(uuid.NewV7()).String(), true
+	h.consume(t, events.WorkerFanout, events.HandlerFunc(func(ctx context.Context, e events.Envelope) error {
+		if _, ok := db.ScopeFrom(ctx); !ok {
+			inside <- errors.New("no transaction in the handler's context")
+			return nil
+		}
+		if e.Type != events.TypeTyping {
+			return nil
+		}
+		env, err := events.New(settingsID, time.Now(), 1, e.ConversationID, events.ConversationSettingsChangedV1{
+			ConversationID: e.ConversationID, UserID: 1, Pinned: &pinned, ChangedAt: time.Now()})
+		if err == nil {
+			err = h.bus.Publish(ctx, env)
+		}
+		if err == nil {
+			var n int
+			err = h.pool.QueryRow(context.Background(), `SELECT count(*) FROM queue_persister`).Scan(&n)
+			if err == nil && n != 0 {
+				err = fmt.Errorf("another connection sees %d rows published by an unfinished batch", n)
+			}
+		}
+		inside <- err
+		return err
 	}), pgbus.ConsumerConfig{Concurrency: 1})
+	rec := newRecorder()
+	h.consume(t, events.WorkerPersister, rec, pgbus.ConsumerConfig{Concurrency: 1})
 	if err := h.bus.Publish(context.Background(), typing(t, 1)); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case ok := <-flagged:
-		if !ok {
-			t.Fatal("handler context not marked with WithAckFlush")
+	case err := <-inside:
+		if err != nil {
+			t.Fatal(err)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("event not delivered")
 	}
-	if events.AckFlushes(context.Background()) {
-		t.Fatal("an unmarked context reports AckFlushes")
-	}
+	// The persister is woken after the commit, not by polling (an hour).
+	rec.await(t, settingsID)
 }
 
 // Concurrent publishes are written in shared statements (group commit);
@@ -476,4 +501,195 @@ func count(t *testing.T, pool *pgxpool.Pool, q string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// batchRecorder is a native batch handler: it records the ids of every
+// batch it is given and fails events as fail says.
+type batchRecorder struct {
+	mu      sync.Mutex
+	batches [][]string
+	fail    func(e events.Envelope, attempt int) error
+	tries   map[string]int
+}
+
+func (b *batchRecorder) HandleBatch(ctx context.Context, envs []events.Envelope) []error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tries == nil {
+		b.tries = map[string]int{}
+	}
+	ids := make([]string, len(envs))
+	errs := make([]error, len(envs))
+	for i, e := range envs {
+		ids[i] = e.ID
+		b.tries[e.ID]++
+		if b.fail != nil {
+			errs[i] = b.fail(e, b.tries[e.ID])
+		}
+	}
+	b.batches = append(b.batches, ids)
+	return errs
+}
+
+func (b *batchRecorder) snapshot() ([][]string, map[string]int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	tries := map[string]int{}
+	for k, v := range b.tries {
+		tries[k] = v
+	}
+	return slices.Clone(b.batches), tries
+}
+
+func (h harness) consumeBatches(t *testing.T, worker string, bh events.BatchHandler, cfg pgbus.ConsumerConfig) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	if cfg.FallbackPoll == 0 {
+		cfg.FallbackPoll = time.Hour
+	}
+	done := make(chan error, 1)
+	go func() { done <- pgbus.Consume(ctx, h.pool, h.waker, worker, bh, cfg, quiet) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("consume %s: %v", worker, err)
+		}
+	})
+}
+
+func (h harness) queued(t *testing.T, worker string) int {
+	t.Helper()
+	var n int
+	if err := h.pool.QueryRow(context.Background(), `SELECT count(*) FROM queue_`+worker).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Events queued together are handed out as one batch, in queue order; an
+// event that fails is retried alone (its neighbours are neither handled
+// again nor lost), and one that cannot succeed is dead-lettered alone.
+func TestAFailingEventInABatchFailsAlone(t *testing.T) {
+	h := setup(t)
+	var envs []events.Envelope
+	for i := range 10 {
+		envs = append(envs, typing(t, i))
+	}
+	flaky, poison := envs[3].ID, envs[6].ID
+	b := &batchRecorder{fail: func(e events.Envelope, attempt int) error {
+		switch {
+		case e.ID == flaky && attempt == 1:
+			return errors.New("transient")
+		case e.ID == poison:
+			return events.Permanent(errors.New("never"))
+		}
+		return nil
+	}}
+	// Published before the consumer starts, so that they are claimed as
+	// one batch.
+	if err := h.bus.Publish(context.Background(), envs...); err != nil {
+		t.Fatal(err)
+	}
+	h.consumeBatches(t, events.WorkerFanout, b, pgbus.ConsumerConfig{Concurrency: 1, RetryBackoff: time.Millisecond})
+	eventually(t, "the queue is empty", func() bool { return h.queued(t, events.WorkerFanout) == 0 })
+
+	batches, tries := b.snapshot()
+	want := make([]string, len(envs))
+	for i, e := range envs {
+		want[i] = e.ID
+	}
+	if len(batches) != 2 || !slices.Equal(batches[0], want) || !slices.Equal(batches[1], []string{flaky}) {
+		t.Fatalf("batches = %v, want all ten in order, then %s alone", batches, flaky)
+	}
+	for id, n := range tries {
+		if n != 1 && id != flaky {
+			t.Errorf("event %s handled %d times", id, n)
+		}
+	}
+	dls := awaitDeadLetters(t, h.bus, 1)
+	if len(dls) != 1 || dls[0].EventID.String() != poison || dls[0].Attempts != 1 {
+		t.Fatalf("dead letters = %v, want only %s after one attempt", dls, poison)
+	}
+}
+
+// panicky panics on a batch that holds its poison event, after writing a
+// row per event in the consumer's transaction.
+type panicky struct {
+	poison string
+	mu     sync.Mutex
+	calls  [][]string
+}
+
+func (p *panicky) HandleBatch(ctx context.Context, envs []events.Envelope) []error {
+	scope, _ := db.ScopeFrom(ctx)
+	var ids []string
+	for _, e := range envs {
+		ids = append(ids, e.ID)
+		if _, err := scope.Tx.Exec(ctx, `INSERT INTO handled (id) VALUES ($1)`, e.ID); err != nil {
+			panic(err)
+		}
+	}
+	p.mu.Lock()
+	p.calls = append(p.calls, ids)
+	p.mu.Unlock()
+	if slices.Contains(ids, p.poison) {
+		panic("poison")
+	}
+	return nil
+}
+
+// A batch that panics is undone and its events handled one by one: the one
+// that panics is dead-lettered alone, every other is applied exactly once.
+func TestAPanickingBatchFallsBackToItsEvents(t *testing.T) {
+	h := setup(t)
+	if _, err := h.pool.Exec(context.Background(), `CREATE TABLE handled (id text NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	var envs []events.Envelope
+	for i := range 5 {
+		envs = append(envs, typing(t, i))
+	}
+	p := &panicky{poison: envs[2].ID}
+	if err := h.bus.Publish(context.Background(), envs...); err != nil {
+		t.Fatal(err)
+	}
+	h.consumeBatches(t, events.WorkerFanout, p, pgbus.ConsumerConfig{Concurrency: 1, MaxAttempts: 2, RetryBackoff: time.Millisecond})
+	dls := awaitDeadLetters(t, h.bus, 1)
+	if dls[0].EventID.String() != p.poison || !strings.Contains(dls[0].Error, "poison") {
+		t.Fatalf("dead letter = %v, want %s", dls[0], p.poison)
+	}
+	eventually(t, "the queue is empty", func() bool { return h.queued(t, events.WorkerFanout) == 0 })
+	rows, err := h.pool.Query(context.Background(), `SELECT id, count(*) FROM handled GROUP BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]int{}
+	for rows.Next() {
+		var id string
+		var n int
+		if err := rows.Scan(&id, &n); err != nil {
+			t.Fatal(err)
+		}
+		counts[id] = n
+	}
+	for _, e := range envs {
+		want := 1
+		if e.ID == p.poison {
+			want = 0 // its writes were undone with each attempt
+		}
+		if counts[e.ID] != want {
+			t.Errorf("event %s applied %d times, want %d (all: %v)", e.ID, counts[e.ID], want, counts)
+		}
+	}
 }

@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -211,39 +210,6 @@ func (w *Waker) connect(ctx context.Context) (*pgx.Conn, error) {
 		return nil, err
 	}
 	return pgx.ConnectConfig(ctx, cfg.ConnConfig)
-}
-
-// wakeBackoff is Watermill's BackoffManager for one consumer. The subscriber
-// calls HandleError synchronously from its consume loop after an empty
-// query, so blocking here until a wake-up (or the fallback poll) is what
-// makes delivery latency independent of the poll interval.
-type wakeBackoff struct {
-	wake     <-chan struct{}
-	done     <-chan struct{}
-	fallback time.Duration
-	retry    time.Duration
-}
-
-func (b wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
-	if err != nil {
-		select {
-		case <-b.done: // stopping: the query was cancelled, not failed
-		default:
-			logger.Error("querying queue failed", err, nil)
-		}
-		return b.retry
-	}
-	if !noMsg {
-		return 0
-	}
-	t := time.NewTimer(b.fallback)
-	defer t.Stop()
-	select {
-	case <-b.wake:
-	case <-t.C:
-	case <-b.done:
-	}
-	return 0
 }
 
 // Flush sends pending announcements once, for short-lived processes that do

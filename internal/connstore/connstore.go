@@ -35,4 +35,7 @@ type Store interface {
 	Touch(ctx context.Context, id string, at, expiresAt time.Time) error
 	// ByUser lists a user's unexpired connections.
 	ByUser(ctx context.Context, userID int64) ([]Connection, error)
+	// ByUsers lists the unexpired connections of several users at once,
+	// by user; a user without connections has no entry.
+	ByUsers(ctx context.Context, userIDs []int64) (map[int64][]Connection, error)
 }

@@ -375,7 +375,7 @@ func Eventually(t testing.TB, what string, cond func() (ok bool, state string)) 
 func (e *Env) AwaitIdle(t testing.TB) {
 	t.Helper()
 	Eventually(t, "the persister's queue drains", func() (bool, string) {
-		n := e.Count(t, `"watermill_`+events.WorkerPersister+`"`)
+		n := e.Count(t, `queue_`+events.WorkerPersister)
 		return n == 0, fmt.Sprintf("%d queued", n)
 	})
 }

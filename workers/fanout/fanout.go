@@ -8,12 +8,16 @@
 // the other frames as idempotent state; a client that missed a frame catches
 // up over REST from the last sequence it saw.
 //
+// Events come in batches (HandleBatch): one connection lookup for every user
+// the batch concerns, the posts of different connections in parallel (each
+// connection's frames in batch order), the batch's delivery receipts as one
+// publish.
+//
 // One connection never holds up the others: a connection that answers 410
 // Gone is removed from the connection store (unless it connected moments
 // ago, see connectGrace), a throttled post is retried with backoff, and any
-// other failure is logged and skipped. Only a failed
-// connection lookup or a failed publish makes Handle return an error, so
-// that the bus redelivers the event.
+// other failure is logged and skipped. Only a failed connection lookup or a
+// failed publish fails events, so that the bus redelivers them.
 package fanout
 
 import (
@@ -22,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -39,7 +44,7 @@ import (
 
 // Connections is the part of the connection store fanout uses.
 type Connections interface {
-	ByUser(ctx context.Context, userID int64) ([]connstore.Connection, error)
+	ByUsers(ctx context.Context, userIDs []int64) (map[int64][]connstore.Connection, error)
 	Delete(ctx context.Context, id string) error
 }
 
@@ -55,16 +60,18 @@ type MediaURLs interface {
 }
 
 var (
-	_ Connections    = connstore.Store(nil)
-	_ Poster         = (*apigatewaymanagementapi.Client)(nil)
-	_ events.Handler = (*Fanout)(nil)
+	_ Connections         = connstore.Store(nil)
+	_ Poster              = (*apigatewaymanagementapi.Client)(nil)
+	_ events.Handler      = (*Fanout)(nil)
+	_ events.BatchHandler = (*Fanout)(nil)
 )
 
 const (
-	// maxConcurrentPosts bounds the posts in flight for one event: enough
-	// for a user's few devices, small enough not to trip API Gateway's
-	// account rate limit from a single busy worker.
-	maxConcurrentPosts = 8
+	// maxConcurrentPosts bounds the connections posted to at once for one
+	// batch: enough to keep one slow connection from holding up the
+	// others, small enough not to trip API Gateway's account rate limit
+	// from a single busy worker.
+	maxConcurrentPosts = 32
 
 	// connectGrace is API Gateway's $connect integration timeout. A
 	// connection recorded more recently may still be in its handshake,
@@ -109,87 +116,186 @@ func New(conns Connections, poster Poster, bus events.Publisher, media MediaURLs
 	}
 }
 
-// Handle pushes one event to the connections that should see it. Event
-// types fanout does not know are ignored.
+// Handle pushes one event.
 func (f *Fanout) Handle(ctx context.Context, e events.Envelope) error {
+	return f.HandleBatch(ctx, []events.Envelope{e})[0]
+}
+
+// push is what one event sends: a frame, to the live connections of some
+// users (skipping one connection) or to one given connection.
+type push struct {
+	frame []byte
+	users []int64
+	skip  string                // the connection a message came from: it has it
+	conn  *connstore.Connection // the greeting's one connection
+	sent  *events.MessageSentV1 // a message: its receipt follows delivery
+	// recipients is how many of users, from the first, count for the
+	// receipt: a message is delivered once a recipient device has it.
+	recipients int
+}
+
+// HandleBatch pushes a batch of events. Event types fanout does not know
+// are ignored.
+func (f *Fanout) HandleBatch(ctx context.Context, envs []events.Envelope) []error {
+	errs := make([]error, len(envs))
+	pushes := make([]*push, len(envs))
+	var users []int64
+	for i, e := range envs {
+		p, err := f.plan(ctx, e)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		pushes[i] = p
+		if p != nil {
+			users = append(users, p.users...)
+		}
+	}
+	// One lookup before any post, so that a failed lookup retries the
+	// events without having sent half of them.
+	conns, err := f.conns.ByUsers(ctx, unique64(users))
+	if err != nil {
+		return failAll(errs, pushes, fmt.Errorf("fanout: connections of %d users: %w", len(users), err))
+	}
+	var out posts
+	for i, p := range pushes {
+		if p == nil {
+			continue
+		}
+		if p.conn != nil {
+			out.add(i, *p.conn, p.frame)
+			continue
+		}
+		for _, c := range targets(p, conns) {
+			out.add(i, c, p.frame)
+		}
+	}
+	delivered := f.deliver(ctx, &out)
+	if err := ctx.Err(); err != nil {
+		return failAll(errs, pushes, fmt.Errorf("fanout: %w", err))
+	}
+	f.receipts(ctx, pushes, conns, delivered, errs)
+	return errs
+}
+
+// plan decodes one event into what it sends, or nil for an event that sends
+// nothing.
+func (f *Fanout) plan(ctx context.Context, e events.Envelope) (*push, error) {
+	var fr wsproto.Frame
+	p := &push{}
 	switch e.Type {
 	case events.TypeMessageSent:
 		var m events.MessageSentV1
 		if err := e.Unmarshal(&m); err != nil {
-			return err
+			return nil, err
 		}
-		return f.messageSent(ctx, m)
+		// Recipient devices first (they decide the receipt), then the
+		// sender's other devices.
+		fr, p.sent, p.skip = f.newMessageFrame(ctx, m), &m, m.SourceConnectionID
+		p.users, p.recipients = []int64{m.RecipientID, m.SenderID}, 1
 	case events.TypeMessageRead:
 		var m events.MessageReadV1
 		if err := e.Unmarshal(&m); err != nil {
-			return err
+			return nil, err
 		}
 		// All of the reader's devices, so that the others clear their
 		// unread badges too.
-		return f.toUsers(ctx, messageReadFrame(m), append(slices.Clone(m.NotifyUserIDs), m.ReaderID)...)
+		fr, p.users = messageReadFrame(m), append(slices.Clone(m.NotifyUserIDs), m.ReaderID)
 	case events.TypeTyping:
 		var m events.TypingV1
 		if err := e.Unmarshal(&m); err != nil {
-			return err
+			return nil, err
 		}
-		return f.toUsers(ctx, typingFrame(m), m.RecipientID)
+		fr, p.users = typingFrame(m), []int64{m.RecipientID}
 	case events.TypeThumbnailReady:
 		var m events.ThumbnailReadyV1
 		if err := e.Unmarshal(&m); err != nil {
-			return err
+			return nil, err
 		}
-		return f.toUsers(ctx, f.messageUpdatedFrame(ctx, m), m.SenderID, m.RecipientID)
+		fr, p.users = f.messageUpdatedFrame(ctx, m), []int64{m.SenderID, m.RecipientID}
 	case events.TypeConnected:
 		var m events.ConnectedV1
 		if err := e.Unmarshal(&m); err != nil {
-			return err
+			return nil, err
 		}
 		// The event is published by $connect, so it is as old as the
 		// connection.
-		c := connstore.Connection{ID: m.ConnectionID, UserID: m.UserID, ConnectedAt: e.OccurredAt}
-		return f.send(ctx, wsproto.NewConnected(), []connstore.Connection{c})
+		fr, p.conn = wsproto.NewConnected(), &connstore.Connection{ID: m.ConnectionID, UserID: m.UserID, ConnectedAt: e.OccurredAt}
 	default:
-		return nil
+		return nil, nil
 	}
+	b, err := wsproto.Encode(fr)
+	if err != nil {
+		return nil, fmt.Errorf("fanout: %s %s: %w", e.Type, e.ID, err)
+	}
+	p.frame = b
+	return p, nil
 }
 
-func (f *Fanout) messageSent(ctx context.Context, m events.MessageSentV1) error {
-	// Both lookups come before any post, so that a failed lookup retries
-	// the event without having sent half of it.
-	recipients, err := f.byUser(ctx, m.RecipientID)
-	if err != nil {
-		return err
+// targets lists the connections a push goes to, without duplicates.
+func targets(p *push, conns map[int64][]connstore.Connection) []connstore.Connection {
+	lists := make([][]connstore.Connection, 0, len(p.users))
+	for _, u := range unique64(p.users) {
+		lists = append(lists, conns[u])
 	}
-	senders, err := f.byUser(ctx, m.SenderID)
-	if err != nil {
-		return err
-	}
-	fr, err := wsproto.Encode(f.newMessageFrame(ctx, m))
-	if err != nil {
-		return fmt.Errorf("fanout: message %s: %w", m.MessageID, err)
-	}
-	// Recipient connections first: delivered[:n] says whether the
-	// recipient got it. The source connection already has the message.
-	targets := unique(m.SourceConnectionID, recipients, senders)
-	n := len(unique(m.SourceConnectionID, recipients))
-	delivered := f.post(ctx, fr, targets)
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("fanout: message %s: %w", m.MessageID, err)
-	}
-	if !slices.Contains(delivered[:n], true) {
-		return nil
-	}
-	d, err := f.publishDelivered(ctx, m)
-	if err != nil {
-		return err
-	}
-	// The receipt goes to the sender from here, not through another round
-	// on the bus: all of the sender's devices, the sending one included.
-	return f.send(ctx, messageDeliveredFrame(d), senders)
+	return unique(p.skip, lists...)
 }
 
-// publishDelivered records the receipt for the persister (delivered_at).
-func (f *Fanout) publishDelivered(ctx context.Context, m events.MessageSentV1) (events.MessageDeliveredV1, error) {
+// receipts publishes, in one call, a MessageDelivered for every message of
+// the batch that reached one of its recipient's devices, then tells the
+// senders. A failed publish fails those messages' events, so they are
+// delivered again and the receipt retried.
+func (f *Fanout) receipts(ctx context.Context, pushes []*push, conns map[int64][]connstore.Connection, delivered map[int]map[string]bool, errs []error) {
+	var envs []events.Envelope
+	var which []int
+	var frames posts
+	for i, p := range pushes {
+		if p == nil || p.sent == nil || !reachedRecipient(p, conns, delivered[i]) {
+			continue
+		}
+		d, env, err := f.deliveredEvent(*p.sent)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		envs, which = append(envs, env), append(which, i)
+		b, err := wsproto.Encode(messageDeliveredFrame(d))
+		if err != nil {
+			errs[i] = fmt.Errorf("fanout: %w", err)
+			continue
+		}
+		// All of the sender's devices, the sending one included.
+		for _, c := range conns[p.sent.SenderID] {
+			frames.add(i, c, b)
+		}
+	}
+	if len(envs) == 0 {
+		return
+	}
+	if err := f.bus.Publish(ctx, envs...); err != nil {
+		err = fmt.Errorf("fanout: publish %d delivery receipts: %w", len(envs), err)
+		for _, i := range which {
+			errs[i] = err
+		}
+		return
+	}
+	f.deliver(ctx, &frames)
+}
+
+func reachedRecipient(p *push, conns map[int64][]connstore.Connection, got map[string]bool) bool {
+	for _, u := range unique64(p.users[:p.recipients]) {
+		for _, c := range conns[u] {
+			if c.ID != p.skip && got[c.ID] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// deliveredEvent is the receipt of message m, with an id derived from the
+// message's so that a redelivered MessageSent yields the same event.
+func (f *Fanout) deliveredEvent(m events.MessageSentV1) (events.MessageDeliveredV1, events.Envelope, error) {
 	now := f.now().UTC()
 	id := uuid.NewSHA1(uuid.MustParse(deliveredNamespace), []byte("delivered:"+m.MessageID)).String()
 	d := events.MessageDeliveredV1{
@@ -201,66 +307,81 @@ func (f *Fanout) publishDelivered(ctx context.Context, m events.MessageSentV1) (
 	}
 	env, err := events.New(id, now, m.RecipientID, m.ConversationID, d)
 	if err != nil {
-		return d, fmt.Errorf("fanout: delivered event of message %s: %w", m.MessageID, err)
+		return d, env, fmt.Errorf("fanout: delivered event of message %s: %w", m.MessageID, err)
 	}
-	if err := f.bus.Publish(ctx, env); err != nil {
-		return d, fmt.Errorf("fanout: publish delivered event of message %s: %w", m.MessageID, err)
-	}
-	return d, nil
+	return d, env, nil
 }
 
-// toUsers sends fr to every live connection of the given users.
-func (f *Fanout) toUsers(ctx context.Context, fr wsproto.Frame, userIDs ...int64) error {
-	var all [][]connstore.Connection
-	for _, id := range unique64(userIDs) {
-		cs, err := f.byUser(ctx, id)
-		if err != nil {
-			return err
+func failAll(errs []error, pushes []*push, err error) []error {
+	for i := range errs {
+		if errs[i] == nil && pushes[i] != nil {
+			errs[i] = err
 		}
-		all = append(all, cs)
 	}
-	return f.send(ctx, fr, unique("", all...))
+	return errs
 }
 
-func (f *Fanout) send(ctx context.Context, fr wsproto.Frame, targets []connstore.Connection) error {
-	b, err := wsproto.Encode(fr)
-	if err != nil {
-		return fmt.Errorf("fanout: %w", err)
-	}
-	f.post(ctx, b, targets)
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("fanout: %s frame: %w", fr.FrameType(), err)
-	}
-	return nil
+// posts are the frames of a batch, by connection, in batch order.
+type posts struct {
+	order []string // connection ids, first seen first
+	by    map[string]*connPosts
 }
 
-func (f *Fanout) byUser(ctx context.Context, userID int64) ([]connstore.Connection, error) {
-	cs, err := f.conns.ByUser(ctx, userID)
-	if err != nil {
-		return nil, fmt.Errorf("fanout: connections of user %d: %w", userID, err)
-	}
-	return cs, nil
+type connPosts struct {
+	conn   connstore.Connection
+	events []int // the event each frame is for
+	frames [][]byte
 }
 
-// post sends data to each target, a few at a time, and reports which posts
-// arrived. Failures are handled per connection and never returned.
-func (f *Fanout) post(ctx context.Context, data []byte, targets []connstore.Connection) []bool {
-	delivered := make([]bool, len(targets))
+func (ps *posts) add(event int, c connstore.Connection, frame []byte) {
+	if ps.by == nil {
+		ps.by = map[string]*connPosts{}
+	}
+	cp, ok := ps.by[c.ID]
+	if !ok {
+		cp = &connPosts{conn: c}
+		ps.by[c.ID] = cp
+		ps.order = append(ps.order, c.ID)
+	}
+	cp.events = append(cp.events, event)
+	cp.frames = append(cp.frames, frame)
+}
+
+// deliver posts every connection's frames, in order, connections in
+// parallel, and reports per event which connections got its frame. A
+// connection that is gone gets none of its remaining frames.
+func (f *Fanout) deliver(ctx context.Context, ps *posts) map[int]map[string]bool {
+	got := map[int]map[string]bool{}
+	var mu sync.Mutex
 	var g errgroup.Group
 	g.SetLimit(maxConcurrentPosts)
-	for i, c := range targets {
+	for _, id := range ps.order {
+		cp := ps.by[id]
 		g.Go(func() error {
-			delivered[i] = f.postOne(ctx, data, c)
+			for k, frame := range cp.frames {
+				ok, gone := f.postOne(ctx, frame, cp.conn)
+				if ok {
+					mu.Lock()
+					if got[cp.events[k]] == nil {
+						got[cp.events[k]] = map[string]bool{}
+					}
+					got[cp.events[k]][id] = true
+					mu.Unlock()
+				}
+				if gone || ctx.Err() != nil {
+					return nil
+				}
+			}
 			return nil
 		})
 	}
 	_ = g.Wait() // the goroutines return nil
-	return delivered
+	return got
 }
 
 // postOne sends data to one connection, retrying throttled posts, and
-// reports whether it arrived.
-func (f *Fanout) postOne(ctx context.Context, data []byte, c connstore.Connection) bool {
+// reports whether it arrived and whether the connection is gone.
+func (f *Fanout) postOne(ctx context.Context, data []byte, c connstore.Connection) (delivered, gone bool) {
 	in := &apigatewaymanagementapi.PostToConnectionInput{ConnectionId: aws.String(c.ID), Data: data}
 	// young is decided at each failure: the last one's answer also picks
 	// what happens to the connection below.
@@ -274,9 +395,9 @@ func (f *Fanout) postOne(ctx context.Context, data []byte, c connstore.Connectio
 		return err
 	}, retryable, nil)
 	if err == nil {
-		return true
+		return true, false
 	}
-	gone := isGone(err)
+	gone = isGone(err)
 	switch {
 	case ctx.Err() != nil:
 		// The caller returns the cancellation; the event is redelivered.
@@ -289,7 +410,7 @@ func (f *Fanout) postOne(ctx context.Context, data []byte, c connstore.Connectio
 		f.logger.WarnContext(ctx, "fanout: post to connection failed",
 			"connection_id", c.ID, "user_id", c.UserID, "attempts", attempts, "err", err)
 	}
-	return false
+	return false, gone
 }
 
 // forget deletes a connection API Gateway no longer knows, typically one

@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/parleychat/parley/db"
@@ -30,7 +32,10 @@ type Persister struct {
 	now    func() time.Time
 }
 
-var _ events.Handler = (*Persister)(nil)
+var (
+	_ events.Handler      = (*Persister)(nil)
+	_ events.BatchHandler = (*Persister)(nil)
+)
 
 // New returns a persister writing through pool.
 func New(pool *pgxpool.Pool, logger *slog.Logger) *Persister {
@@ -39,47 +44,151 @@ func New(pool *pgxpool.Pool, logger *slog.Logger) *Persister {
 
 // Handle applies one event.
 func (p *Persister) Handle(ctx context.Context, e events.Envelope) error {
-	switch e.Type {
-	case events.TypeMessageSent:
-		var m events.MessageSentV1
-		if err := e.Unmarshal(&m); err != nil {
+	return p.HandleBatch(ctx, []events.Envelope{e})[0]
+}
+
+// HandleBatch applies a batch in one transaction: the consumer's own when it
+// lends one (db.ScopeFrom: the local bus, where the acknowledgement commits
+// with it), else one of its own (an SQS batch). Consecutive messages are
+// stored with one statement, consecutive delivery receipts applied with
+// another. If a statement fails, the batch's writes are undone and each
+// event is applied alone in a savepoint of its own, so that one bad event
+// fails alone: its neighbours are neither lost nor failed with it.
+func (p *Persister) HandleBatch(ctx context.Context, envs []events.Envelope) []error {
+	errs := make([]error, len(envs))
+	if scope, ok := db.ScopeFrom(ctx); ok {
+		if err := p.apply(ctx, scope.Tx, envs, errs); err != nil {
+			fill(errs, err)
+		}
+		return errs
+	}
+	err := db.InTx(ctx, p.pool, false, func(tx pgx.Tx) error { return p.apply(ctx, tx, envs, errs) })
+	if err != nil {
+		fill(errs, err)
+	}
+	return errs
+}
+
+// classify marks what the database refused for the event's own content
+// (a data exception, SQLSTATE class 22; an integrity violation, class 23)
+// as permanent: retrying cannot fix it. Anything else (a lost connection, a
+// deadlock) may pass and is retried.
+func classify(err error) error {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) && (strings.HasPrefix(pg.Code, "22") || strings.HasPrefix(pg.Code, "23")) {
+		return events.Permanent(err)
+	}
+	return err
+}
+
+func fill(errs []error, err error) {
+	for i := range errs {
+		errs[i] = err
+	}
+}
+
+// apply applies envs in tx, writing each event's outcome to errs. It
+// returns an error only when tx itself failed.
+func (p *Persister) apply(ctx context.Context, tx pgx.Tx, envs []events.Envelope, errs []error) error {
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	if err := p.applyRuns(ctx, sp, envs, errs); err == nil {
+		return sp.Commit(ctx)
+	} else if len(envs) == 1 {
+		errs[0] = classify(err)
+		return sp.Rollback(ctx)
+	} else {
+		p.logger.Warn("a batch statement failed; applying its events one by one", "events", len(envs), "err", err)
+	}
+	if err := sp.Rollback(ctx); err != nil {
+		return fmt.Errorf("roll back to savepoint: %w", err)
+	}
+	for i, e := range envs {
+		one, err := tx.Begin(ctx)
+		if err != nil {
+			return fmt.Errorf("savepoint: %w", err)
+		}
+		res := []error{nil}
+		if failed := p.applyRuns(ctx, one, []events.Envelope{e}, res); failed != nil {
+			errs[i] = classify(failed)
+			err = one.Rollback(ctx)
+		} else {
+			errs[i] = res[0]
+			err = one.Commit(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("savepoint: %w", err)
+		}
+	}
+	return nil
+}
+
+// applyRuns applies envs in order, a run of consecutive events of one type
+// at a time. Outcomes of single events (a message not stored yet, a bad
+// payload) go to errs; a failed statement is returned, and leaves the
+// transaction to be rolled back.
+func (p *Persister) applyRuns(ctx context.Context, tx pgx.Tx, envs []events.Envelope, errs []error) error {
+	q := db.New(tx)
+	for start := 0; start < len(envs); {
+		end := start + 1
+		for end < len(envs) && envs[end].Type == envs[start].Type {
+			end++
+		}
+		var err error
+		switch envs[start].Type {
+		case events.TypeMessageSent:
+			err = p.storeMessages(ctx, tx, envs[start:end], errs[start:end])
+		case events.TypeMessageDelivered:
+			err = p.applyDelivered(ctx, q, envs[start:end], errs[start:end])
+		default:
+			for i := start; i < end && err == nil; i++ {
+				err = p.applyOne(ctx, q, envs[i], &errs[i])
+			}
+		}
+		if err != nil {
 			return err
 		}
-		return p.storeMessage(ctx, m)
+		start = end
+	}
+	return nil
+}
+
+// applyOne applies an event that is not batched. The event's own outcome
+// goes to outcome; a failed statement is returned.
+func (p *Persister) applyOne(ctx context.Context, q *db.Queries, e events.Envelope, outcome *error) error {
+	switch e.Type {
 	case events.TypeMessageRead:
 		var m events.MessageReadV1
 		if err := e.Unmarshal(&m); err != nil {
-			return err
+			*outcome = err
+			return nil
 		}
-		return p.applyRead(ctx, m)
-	case events.TypeMessageDelivered:
-		var m events.MessageDeliveredV1
-		if err := e.Unmarshal(&m); err != nil {
-			return err
-		}
-		return p.applyDelivered(ctx, m)
+		return p.applyRead(ctx, q, m, outcome)
 	case events.TypeMessageDeleted:
 		var m events.MessageDeletedV1
 		if err := e.Unmarshal(&m); err != nil {
-			return err
+			*outcome = err
+			return nil
 		}
-		return p.exec(ctx, func(q *db.Queries) error {
-			return q.InsertMessageDeletion(ctx, db.InsertMessageDeletionParams{
-				MessageID: uuid.MustParse(m.MessageID), UserID: m.UserID, DeletedAt: m.DeletedAt,
-			})
+		return q.InsertMessageDeletion(ctx, db.InsertMessageDeletionParams{
+			MessageID: uuid.MustParse(m.MessageID), UserID: m.UserID, DeletedAt: m.DeletedAt,
 		})
 	case events.TypeConversationSettingsChanged:
 		var m events.ConversationSettingsChangedV1
 		if err := e.Unmarshal(&m); err != nil {
-			return err
+			*outcome = err
+			return nil
 		}
-		return p.applySettings(ctx, m)
+		return p.applySettings(ctx, q, m)
 	case events.TypeThumbnailReady:
 		var m events.ThumbnailReadyV1
 		if err := e.Unmarshal(&m); err != nil {
-			return err
+			*outcome = err
+			return nil
 		}
-		return p.applyThumbnail(ctx, m)
+		return p.applyThumbnail(ctx, q, m, outcome)
 	default:
 		// A type this version does not know (added by a newer publisher):
 		// acknowledging it keeps the queue moving; the archive still has it.
@@ -88,45 +197,74 @@ func (p *Persister) Handle(ctx context.Context, e events.Envelope) error {
 	}
 }
 
-// storeMessage inserts a message with the next sequence of its conversation.
-// The conversation row lock serializes writers of one conversation, so the
-// sequence is gap-free and follows commit order.
-func (p *Persister) storeMessage(ctx context.Context, m events.MessageSentV1) error {
-	msgID := uuid.MustParse(m.MessageID)
-	convID := uuid.MustParse(m.ConversationID)
-	err := db.InTx(ctx, p.pool, events.AckFlushes(ctx), func(tx pgx.Tx) error {
-		q := db.New(tx)
-		if _, err := q.LockConversation(ctx, convID); errors.Is(err, pgx.ErrNoRows) {
-			// Only after a restore that lost the conversation: recreate it
-			// from the event, then lock it.
-			if err := p.recreateConversation(ctx, tx, convID, m.SenderID, m.RecipientID); err != nil {
-				return err
-			}
-			if _, err := q.LockConversation(ctx, convID); err != nil {
-				return fmt.Errorf("lock recreated conversation: %w", err)
-			}
-		} else if err != nil {
-			return fmt.Errorf("lock conversation: %w", err)
+// storeMessages inserts messages, each with the next sequence of its
+// conversation in batch order. The conversations' row locks serialize
+// writers of one conversation, so sequences are gap-free and follow commit
+// order.
+func (p *Persister) storeMessages(ctx context.Context, tx pgx.Tx, envs []events.Envelope, errs []error) error {
+	q := db.New(tx)
+	var in db.InsertMessagesParams
+	var convs []uuid.UUID
+	parties := map[uuid.UUID][2]int64{}
+	for i, e := range envs {
+		var m events.MessageSentV1
+		if err := e.Unmarshal(&m); err != nil {
+			errs[i] = err
+			continue
 		}
-		var replyTo *uuid.UUID
-		if m.ReplyToID != "" {
-			r := uuid.MustParse(m.ReplyToID)
-			replyTo = &r
+		conv := uuid.MustParse(m.ConversationID)
+		if _, ok := parties[conv]; !ok {
+			parties[conv] = [2]int64{m.SenderID, m.RecipientID}
+			convs = append(convs, conv)
 		}
-		// A new statement after the lock: its snapshot sees every message
-		// committed before the lock was granted, so the sequence is next.
-		if _, err := q.InsertNextMessage(ctx, db.InsertNextMessageParams{
-			ID: msgID, ConversationID: convID, SenderID: m.SenderID, RecipientID: m.RecipientID,
-			ContentType: m.ContentType, TextContent: nonEmpty(m.TextContent), MediaKey: nonEmpty(m.MediaKey),
-			AudioDuration: m.AudioDuration, ReplyToID: replyTo, ClientMessageID: nonEmpty(m.ClientMessageID),
-			CreatedAt: m.CreatedAt, SentAt: p.now(),
-		}); err != nil {
-			return fmt.Errorf("insert message: %w", err)
+		audio := int32(-1)
+		if m.AudioDuration != nil {
+			audio = *m.AudioDuration
 		}
+		in.Ids = append(in.Ids, uuid.MustParse(m.MessageID))
+		in.ConversationIds = append(in.ConversationIds, conv)
+		in.SenderIds = append(in.SenderIds, m.SenderID)
+		in.RecipientIds = append(in.RecipientIds, m.RecipientID)
+		in.ContentTypes = append(in.ContentTypes, m.ContentType)
+		in.TextContents = append(in.TextContents, m.TextContent)
+		in.MediaKeys = append(in.MediaKeys, m.MediaKey)
+		in.AudioDurations = append(in.AudioDurations, audio)
+		in.ReplyToIds = append(in.ReplyToIds, m.ReplyToID)
+		in.ClientMessageIds = append(in.ClientMessageIds, m.ClientMessageID)
+		in.CreatedAts = append(in.CreatedAts, m.CreatedAt)
+	}
+	if len(in.Ids) == 0 {
 		return nil
-	})
+	}
+	locked, err := q.LockConversations(ctx, convs)
 	if err != nil {
-		return fmt.Errorf("store message %s: %w", m.MessageID, err)
+		return fmt.Errorf("lock conversations: %w", err)
+	}
+	if len(locked) < len(convs) {
+		// Only after a restore that lost conversations: recreate them from
+		// the events, then lock them.
+		have := map[uuid.UUID]bool{}
+		for _, id := range locked {
+			have[id] = true
+		}
+		var missing []uuid.UUID
+		for _, id := range convs {
+			if !have[id] {
+				if err := p.recreateConversation(ctx, tx, id, parties[id][0], parties[id][1]); err != nil {
+					return err
+				}
+				missing = append(missing, id)
+			}
+		}
+		if _, err := q.LockConversations(ctx, missing); err != nil {
+			return fmt.Errorf("lock recreated conversations: %w", err)
+		}
+	}
+	// A new statement after the locks: its snapshot sees every message
+	// committed before they were granted, so each sequence is next.
+	in.SentAt = p.now()
+	if _, err := q.InsertMessages(ctx, in); err != nil {
+		return fmt.Errorf("insert %d messages: %w", len(in.Ids), err)
 	}
 	return nil
 }
@@ -142,35 +280,31 @@ func (p *Persister) recreateConversation(ctx context.Context, tx pgx.Tx, id uuid
 	return nil
 }
 
-// applyRead marks the stored messages of a receipt read at once, then, if
-// some are not stored yet, returns ErrNotYetStored so the bus retries: one
-// missing id never holds back the others, and re-applying is a no-op.
-func (p *Persister) applyRead(ctx context.Context, m events.MessageReadV1) error {
+// applyRead marks the stored messages of a receipt read at once; if some
+// are not stored yet, the event's outcome is ErrNotYetStored, so the bus
+// retries it: one missing id never holds back the others, and re-applying
+// is a no-op.
+func (p *Persister) applyRead(ctx context.Context, q *db.Queries, m events.MessageReadV1, outcome *error) error {
 	ids := make([]uuid.UUID, len(m.MessageIDs))
 	for i, s := range m.MessageIDs {
 		ids[i] = uuid.MustParse(s)
 	}
 	convID := uuid.MustParse(m.ConversationID)
+	rows, err := q.ListMessagesByIDs(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("read messages: %w", err)
+	}
+	found := make(map[uuid.UUID]bool, len(rows))
+	for _, r := range rows {
+		found[r.ID] = true
+	}
 	missing := 0
-	err := db.InTx(ctx, p.pool, events.AckFlushes(ctx), func(tx pgx.Tx) error {
-		q := db.New(tx)
-		rows, err := q.ListMessagesByIDs(ctx, ids)
-		if err != nil {
-			return fmt.Errorf("read messages: %w", err)
+	for _, id := range ids {
+		if !found[id] {
+			missing++
 		}
-		found := make(map[uuid.UUID]bool, len(rows))
-		for _, r := range rows {
-			found[r.ID] = true
-		}
-		missing = 0
-		for _, id := range ids {
-			if !found[id] {
-				missing++
-			}
-		}
-		if len(rows) == 0 {
-			return nil
-		}
+	}
+	if len(rows) > 0 {
 		if err := q.MarkMessagesRead(ctx, db.MarkMessagesReadParams{
 			ReadAt: &m.ReadAt, Ids: ids, ConversationID: convID, ReaderID: m.ReaderID,
 		}); err != nil {
@@ -180,69 +314,73 @@ func (p *Persister) applyRead(ctx context.Context, m events.MessageReadV1) error
 		if err != nil {
 			return fmt.Errorf("read position: %w", err)
 		}
-		if seq == 0 {
-			return nil
+		if seq > 0 {
+			if err := q.AdvanceReadPosition(ctx, db.AdvanceReadPositionParams{
+				Seq: seq, ReadAt: m.ReadAt, ConversationID: convID, UserID: m.ReaderID,
+			}); err != nil {
+				return fmt.Errorf("advance read position: %w", err)
+			}
 		}
-		return q.AdvanceReadPosition(ctx, db.AdvanceReadPositionParams{
-			Seq: seq, ReadAt: m.ReadAt, ConversationID: convID, UserID: m.ReaderID,
-		})
-	})
-	if err != nil {
-		return err
 	}
 	if missing > 0 {
-		return fmt.Errorf("read of %d messages, %d not stored: %w", len(ids), missing, ErrNotYetStored)
+		*outcome = fmt.Errorf("read of %d messages, %d not stored: %w", len(ids), missing, ErrNotYetStored)
 	}
 	return nil
 }
 
-// exec runs fn in one transaction, committed without waiting for the disk
-// when the consumer's acknowledgement will flush it (events.AckFlushes).
-func (p *Persister) exec(ctx context.Context, fn func(q *db.Queries) error) error {
-	return db.InTx(ctx, p.pool, events.AckFlushes(ctx), func(tx pgx.Tx) error { return fn(db.New(tx)) })
-}
-
-func (p *Persister) applyDelivered(ctx context.Context, m events.MessageDeliveredV1) error {
-	id := uuid.MustParse(m.MessageID)
-	return p.exec(ctx, func(q *db.Queries) error {
-		if err := p.requireMessage(ctx, q, id); err != nil {
-			return err
+// applyDelivered records a run of delivery receipts with one statement; a
+// receipt for a message not stored yet has ErrNotYetStored as its outcome.
+func (p *Persister) applyDelivered(ctx context.Context, q *db.Queries, envs []events.Envelope, errs []error) error {
+	var in db.MarkMessagesDeliveredParams
+	pos := map[uuid.UUID][]int{}
+	for i, e := range envs {
+		var m events.MessageDeliveredV1
+		if err := e.Unmarshal(&m); err != nil {
+			errs[i] = err
+			continue
 		}
-		return q.MarkMessageDelivered(ctx, db.MarkMessageDeliveredParams{DeliveredAt: &m.DeliveredAt, ID: id})
-	})
-}
-
-func (p *Persister) applyThumbnail(ctx context.Context, m events.ThumbnailReadyV1) error {
-	id := uuid.MustParse(m.MessageID)
-	return p.exec(ctx, func(q *db.Queries) error {
-		if err := p.requireMessage(ctx, q, id); err != nil {
-			return err
+		id := uuid.MustParse(m.MessageID)
+		in.Ids = append(in.Ids, id)
+		in.DeliveredAts = append(in.DeliveredAts, m.DeliveredAt)
+		pos[id] = append(pos[id], i)
+	}
+	if len(in.Ids) == 0 {
+		return nil
+	}
+	stored, err := q.MarkMessagesDelivered(ctx, in)
+	if err != nil {
+		return fmt.Errorf("mark %d delivered: %w", len(in.Ids), err)
+	}
+	for _, id := range stored {
+		delete(pos, id)
+	}
+	for id, is := range pos {
+		for _, i := range is {
+			errs[i] = fmt.Errorf("message %s: %w", id, ErrNotYetStored)
 		}
-		return q.SetMessageMedia(ctx, db.SetMessageMediaParams{
-			ThumbnailKey: nonEmpty(m.ThumbnailKey), AudioDuration: m.AudioDuration, ID: id,
-		})
-	})
+	}
+	return nil
 }
 
-func (p *Persister) requireMessage(ctx context.Context, q *db.Queries, id uuid.UUID) error {
+func (p *Persister) applyThumbnail(ctx context.Context, q *db.Queries, m events.ThumbnailReadyV1, outcome *error) error {
+	id := uuid.MustParse(m.MessageID)
 	ok, err := q.MessageExists(ctx, id)
 	if err != nil {
 		return fmt.Errorf("check message %s: %w", id, err)
 	}
 	if !ok {
-		return fmt.Errorf("message %s: %w", id, ErrNotYetStored)
+		*outcome = fmt.Errorf("message %s: %w", id, ErrNotYetStored)
+		return nil
 	}
-	return nil
+	return q.SetMessageMedia(ctx, db.SetMessageMediaParams{
+		ThumbnailKey: nonEmpty(m.ThumbnailKey), AudioDuration: m.AudioDuration, ID: id,
+	})
 }
 
-func (p *Persister) applySettings(ctx context.Context, m events.ConversationSettingsChangedV1) error {
-	var n int64
-	err := p.exec(ctx, func(q *db.Queries) (err error) {
-		n, err = q.UpdateParticipantSettings(ctx, db.UpdateParticipantSettingsParams{
-			Pinned: m.Pinned, Muted: m.Muted, Archived: m.Archived, Deleted: m.Deleted,
-			ChangedAt: m.ChangedAt, ConversationID: uuid.MustParse(m.ConversationID), UserID: m.UserID,
-		})
-		return err
+func (p *Persister) applySettings(ctx context.Context, q *db.Queries, m events.ConversationSettingsChangedV1) error {
+	n, err := q.UpdateParticipantSettings(ctx, db.UpdateParticipantSettingsParams{
+		Pinned: m.Pinned, Muted: m.Muted, Archived: m.Archived, Deleted: m.Deleted,
+		ChangedAt: m.ChangedAt, ConversationID: uuid.MustParse(m.ConversationID), UserID: m.UserID,
 	})
 	if err != nil {
 		return fmt.Errorf("update settings: %w", err)

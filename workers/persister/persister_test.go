@@ -650,7 +650,7 @@ func TestBusRetriesReadUntilTheMessageIsStored(t *testing.T) {
 	go func() { _ = waker.Run(ctx) }()
 	done := make(chan error, 1)
 	go func() {
-		done <- pgbus.Consume(ctx, pool, waker, events.WorkerPersister, h,
+		done <- pgbus.Consume(ctx, pool, waker, events.WorkerPersister, events.AsBatch(h),
 			pgbus.ConsumerConfig{Concurrency: 1, MaxAttempts: 50, RetryBackoff: 10 * time.Millisecond}, quiet)
 	}()
 	t.Cleanup(func() {
@@ -692,5 +692,109 @@ func TestBusRetriesReadUntilTheMessageIsStored(t *testing.T) {
 	}
 	if dls, err := bus.DeadLetters(ctx, "", true, 10); err != nil || len(dls) != 0 {
 		t.Fatalf("dead letters: %v (err %v)", dls, err)
+	}
+}
+
+// Through the real bus, consumers claiming batches that grow with load:
+// every conversation's messages get gap-free sequences in the order each
+// sender sent them, also when events are delivered again; a message the
+// database refuses fails alone, and its neighbours in the same batch are
+// stored.
+func TestBatchesKeepOrderAndGaplessSequences(t *testing.T) {
+	t.Parallel()
+	dsn, pool := dbtest.New(t)
+	f := newFixture(t, pool, persister.New(pool, quiet), 0)
+	waker := pgbus.NewWaker(dsn, quiet)
+	bus := pgbus.New(pool, waker, quiet)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := bus.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = waker.Run(ctx) }()
+	done := make(chan error, 1)
+	go func() {
+		done <- pgbus.Consume(ctx, pool, waker, events.WorkerPersister, f.p,
+			pgbus.ConsumerConfig{Concurrency: 4, BatchSize: 50, MaxAttempts: 3, RetryBackoff: time.Millisecond}, quiet)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("consume: %v", err)
+		}
+	})
+
+	const convs, each = 12, 40
+	sent := make([][]events.Envelope, convs)
+	var bad events.Envelope
+	var wg sync.WaitGroup
+	for c := range convs {
+		conv := f.direct(t, 1, int64(10+c))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				e := f.sent(t, conv, 1, int64(10+c), fmt.Sprintf("c%d-%d", c, i))
+				if c == 0 && i == each/2 {
+					// Valid as an event, refused by the table's check.
+					id, at := uuid.Must(uuid.NewV7()).String(), now()
+					neg := int32(-5)
+					e, _ = events.New(id, at, f.u(1), conv.String(), events.MessageSentV1{
+						MessageID: id, ConversationID: conv.String(), SenderID: f.u(1), RecipientID: f.u(int64(10 + c)),
+						ContentType: events.ContentAudio, MediaKey: "chat/1/" + id + ".m4a", AudioDuration: &neg, CreatedAt: at,
+					})
+					bad = e
+				} else {
+					sent[c] = append(sent[c], e)
+				}
+				if err := bus.Publish(ctx, e); err != nil {
+					t.Error(err)
+					return
+				}
+				if i == each/4 {
+					// Redelivery: earlier events of this conversation again.
+					if err := bus.PublishTo(ctx, events.WorkerPersister, sent[c][:5]...); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	deadline := time.Now().Add(30 * time.Second)
+	for c := range convs {
+		conv := uuid.MustParse(sent[c][0].ConversationID)
+		for {
+			got := seqs(t, pool, conv)
+			if len(got) == len(sent[c]) {
+				for i, e := range sent[c] {
+					if got[i] != e.ID {
+						t.Fatalf("conversation %d: position %d holds %s, want %s (sent order)", c, i+1, got[i], e.ID)
+					}
+				}
+				break
+			}
+			if len(got) > len(sent[c]) || time.Now().After(deadline) {
+				t.Fatalf("conversation %d holds %d messages, want %d", c, len(got), len(sent[c]))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	var dl struct {
+		id       uuid.UUID
+		attempts int32
+	}
+	for {
+		err := pool.QueryRow(ctx, `SELECT event_id, attempts FROM dead_letters`).Scan(&dl.id, &dl.attempts)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the refused message was not dead-lettered: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if dl.id.String() != bad.ID || dl.attempts != 1 {
+		t.Fatalf("dead letter %s after %d attempts, want %s after 1 (a refused row is permanent)", dl.id, dl.attempts, bad.ID)
 	}
 }

@@ -140,7 +140,7 @@ func TestEndToEndThroughTheBus(t *testing.T) {
 	go func() { done <- waker.Run(ctx) }()
 	for name, h := range workers {
 		go func() {
-			done <- pgbus.Consume(ctx, pool, waker, name, h, pgbus.ConsumerConfig{
+			done <- pgbus.Consume(ctx, pool, waker, name, events.AsBatch(h), pgbus.ConsumerConfig{
 				MaxAttempts: 3, RetryBackoff: 10 * time.Millisecond, FallbackPoll: 200 * time.Millisecond,
 			}, quiet)
 		}()

@@ -10,11 +10,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/parleychat/parley/internal/awsconf"
 	"github.com/parleychat/parley/internal/connstore"
@@ -199,6 +201,31 @@ func (s *Store) Touch(ctx context.Context, id string, at, expiresAt time.Time) e
 		return fmt.Errorf("dynamostore: touch %s: %w", id, err)
 	}
 	return nil
+}
+
+// ByUsers queries the user index once per user, a few at a time: DynamoDB
+// has no multi-key query on an index.
+func (s *Store) ByUsers(ctx context.Context, userIDs []int64) (map[int64][]connstore.Connection, error) {
+	out := make(map[int64][]connstore.Connection, len(userIDs))
+	var mu sync.Mutex
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, id := range slices.Compact(slices.Sorted(slices.Values(userIDs))) {
+		g.Go(func() error {
+			cs, err := s.ByUser(ctx, id)
+			if err != nil || len(cs) == 0 {
+				return err
+			}
+			mu.Lock()
+			out[id] = cs
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // ByUser lists a user's unexpired connections, oldest first. It filters

@@ -110,6 +110,22 @@ func (s *Store) ByUser(ctx context.Context, userID int64) ([]connstore.Connectio
 	return out, nil
 }
 
+// ByUsers lists the unexpired connections of several users with one query.
+func (s *Store) ByUsers(ctx context.Context, userIDs []int64) (map[int64][]connstore.Connection, error) {
+	out := map[int64][]connstore.Connection{}
+	if len(userIDs) == 0 {
+		return out, nil
+	}
+	rows, err := s.q.ListConnectionsByUsers(ctx, db.ListConnectionsByUsersParams{UserIds: userIDs, ExpiresAt: s.now()})
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: list connections of %d users: %w", len(userIDs), err)
+	}
+	for _, r := range rows {
+		out[r.UserID] = append(out[r.UserID], fromRow(r))
+	}
+	return out, nil
+}
+
 // Sweep deletes rows that expired at or before now and returns how many it
 // deleted: the local counterpart of DynamoDB's TTL deletion, run
 // periodically by whoever owns the store.

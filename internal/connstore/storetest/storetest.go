@@ -159,6 +159,40 @@ func Run(t *testing.T, newStore func(t *testing.T) connstore.Store) {
 		}
 	})
 
+	t.Run("ByUsers", func(t *testing.T) {
+		s := newStore(t)
+		alice, bob, carol := newUserID(t), newUserID(t), newUserID(t)
+		phone, laptop := conn(newID(t), alice, 2*time.Hour), conn(newID(t), alice, time.Hour)
+		stale := conn(newID(t), bob, -time.Minute)
+		other := conn(newID(t), carol, time.Hour)
+		for _, c := range []connstore.Connection{phone, laptop, stale, other} {
+			mustPut(t, s, c)
+		}
+		got, err := s.ByUsers(t.Context(), []int64{alice, bob, alice, newUserID(t)})
+		if err != nil {
+			t.Fatalf("ByUsers: %v", err)
+		}
+		if len(got) != 1 {
+			t.Fatalf("ByUsers = %v, want alice's connections only (bob's expired, carol not asked)", got)
+		}
+		gotIDs, wantIDs := ids(got[alice]), []string{phone.ID, laptop.ID}
+		slices.Sort(gotIDs)
+		slices.Sort(wantIDs)
+		if !slices.Equal(gotIDs, wantIDs) {
+			t.Fatalf("ByUsers(alice) = %v, want %v", gotIDs, wantIDs)
+		}
+		for _, c := range got[alice] {
+			want := phone
+			if c.ID == laptop.ID {
+				want = laptop
+			}
+			assertConn(t, c, want)
+		}
+		if none, err := s.ByUsers(t.Context(), nil); err != nil || len(none) != 0 {
+			t.Fatalf("ByUsers(none) = %v, %v", none, err)
+		}
+	})
+
 	t.Run("ByUserNone", func(t *testing.T) {
 		s := newStore(t)
 		got, err := s.ByUser(t.Context(), newUserID(t))
