@@ -1,10 +1,12 @@
 package pgbus
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -137,11 +139,16 @@ type runner struct {
 	acked atomic.Int64
 }
 
-// claimed is one claimed row of a worker queue.
+// claimed is one claimed row of a worker queue: claiming deletes it, and
+// a failed event's row is written back (settle).
 type claimed struct {
-	offset   int64
-	attempts int
-	raw      []byte
+	offset    int64
+	eventID   uuid.UUID
+	typ       string
+	raw       []byte
+	part      int16
+	attempts  int
+	createdAt time.Time
 }
 
 // batchKey carries a claimed batch in its Watermill message's context.
@@ -150,6 +157,11 @@ type batchKey struct{}
 type batch struct {
 	tx   pgx.Tx
 	rows []claimed
+	// broken is set when the handler left nothing in the transaction to
+	// trust (it panicked, or a statement of its own aborted the
+	// transaction): the claimer rolls back and deals with the events
+	// without it (see once).
+	broken error
 	// retries is how many events settle held back for a later attempt.
 	retries int
 }
@@ -166,6 +178,10 @@ type claimer struct {
 	// retrying: this consumer held events back for a retry, so it wakes
 	// for them rather than waiting for a publish.
 	retrying bool
+	// split holds the offsets of a batch that panicked as a whole: they
+	// are claimed again one at a time, so that the event that panics fails
+	// alone and its neighbours commit.
+	split map[int64]bool
 }
 
 var _ message.Subscriber = (*claimer)(nil)
@@ -182,7 +198,7 @@ func (c *claimer) Subscribe(ctx context.Context, _ string) (<-chan *message.Mess
 			case err != nil:
 				c.r.logger.Error("consuming a batch failed; retrying", "err", err)
 				c.sleep(ctx, time.Second)
-			case n < c.r.cfg.BatchSize:
+			case n < c.r.cfg.BatchSize && len(c.split) == 0:
 				// Drained: wait for a publish or the next retry, or poll
 				// in case a notification was lost.
 				c.sleep(ctx, c.nextWait(ctx))
@@ -255,6 +271,31 @@ func (c *claimer) once(ctx context.Context, out chan<- *message.Message) (int, e
 	case <-msg.Nacked():
 		return len(rows), errors.New("batch not acknowledged; it stays queued")
 	}
+	switch {
+	case b.broken != nil && len(rows) > 1:
+		// Claim these again one at a time, so that the event that broke
+		// the batch fails alone and its neighbours commit.
+		_ = tx.Rollback(tctx)
+		if c.split == nil {
+			c.split = map[int64]bool{}
+		}
+		for _, row := range rows {
+			c.split[row.offset] = true
+		}
+		return 0, nil
+	case b.broken != nil:
+		// One event, whose failure aborted the transaction: count the
+		// attempt (or dead-letter it) in a transaction of its own.
+		_ = tx.Rollback(tctx)
+		delete(c.split, rows[0].offset)
+		if err := c.failAlone(tctx, rows[0], b.broken); err != nil {
+			return 1, err
+		}
+		return 1, nil
+	}
+	for _, row := range rows {
+		delete(c.split, row.offset)
+	}
 	if err := tx.Commit(tctx); err != nil {
 		return len(rows), fmt.Errorf("commit batch: %w", err)
 	}
@@ -265,27 +306,67 @@ func (c *claimer) once(ctx context.Context, out chan<- *message.Message) (int, e
 	return len(rows), nil
 }
 
-func (c *claimer) claim(ctx context.Context, tx pgx.Tx) ([]claimed, error) {
-	q := `SELECT "offset", attempts, payload::text FROM ` + c.r.table + `
-WHERE part % $1 = $2 AND (not_before IS NULL OR not_before <= now())
-ORDER BY "offset" LIMIT $3 FOR UPDATE SKIP LOCKED`
-	rs, err := tx.Query(ctx, q, c.parts, c.part, c.r.cfg.BatchSize)
-	if err != nil {
-		return nil, fmt.Errorf("claim: %w", err)
-	}
-	return pgx.CollectRows(rs, func(row pgx.CollectableRow) (claimed, error) {
-		var c claimed
-		var payload string
-		err := row.Scan(&c.offset, &c.attempts, &payload)
-		c.raw = []byte(payload)
-		return c, err
+// failAlone records the failure of one event whose batch was rolled back:
+// its row is queued again, so it is held back for its next attempt, or
+// dead-lettered and deleted.
+func (c *claimer) failAlone(ctx context.Context, row claimed, cause error) error {
+	return pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+		b := &batch{tx: tx, rows: []claimed{row}}
+		if err := c.r.settle(ctx, b, []error{cause}, true); err != nil {
+			return err
+		}
+		if b.retries > 0 {
+			c.retrying = true
+		}
+		return nil
 	})
 }
 
+// claim takes the oldest events of this consumer's partitions that are not
+// held back, by deleting them: the deletion commits with the batch (the
+// acknowledgement costs no statement of its own) or rolls back with it.
+func (c *claimer) claim(ctx context.Context, tx pgx.Tx) ([]claimed, error) {
+	limit := c.r.cfg.BatchSize
+	if len(c.split) > 0 {
+		limit = 1
+	}
+	q := `DELETE FROM ` + c.r.table + ` WHERE "offset" IN (
+	SELECT "offset" FROM ` + c.r.table + `
+	WHERE part % $1 = $2 AND (not_before IS NULL OR not_before <= now())
+	ORDER BY "offset" LIMIT $3 FOR UPDATE SKIP LOCKED)
+RETURNING "offset", event_id, type, payload::text, part, attempts, created_at`
+	rs, err := tx.Query(ctx, q, c.parts, c.part, limit)
+	if err != nil {
+		return nil, fmt.Errorf("claim: %w", err)
+	}
+	rows, err := pgx.CollectRows(rs, func(row pgx.CollectableRow) (claimed, error) {
+		var c claimed
+		var payload string
+		err := row.Scan(&c.offset, &c.eventID, &c.typ, &payload, &c.part, &c.attempts, &c.createdAt)
+		c.raw = []byte(payload)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim: %w", err)
+	}
+	// RETURNING promises no order; the queue's order is the offsets'.
+	slices.SortFunc(rows, func(a, b claimed) int { return cmp.Compare(a.offset, b.offset) })
+	if len(rows) > 0 {
+		// Claims go in offset order: an earlier offset still marked was
+		// settled elsewhere, or is held back and will be claimed again.
+		for o := range c.split {
+			if o < rows[0].offset {
+				delete(c.split, o)
+			}
+		}
+	}
+	return rows, nil
+}
+
 // handle runs the handler over a batch and records each event's outcome in
-// the batch's transaction. It returns an error (the batch is rolled back
-// and claimed again later) only when that bookkeeping fails or the handler
-// was cut short.
+// the batch's transaction. It returns an error (the batch is rolled back and
+// claimed again later) only when that bookkeeping fails or the handler was
+// cut short.
 func (r *runner) handle(msg *message.Message) error {
 	ctx := msg.Context()
 	b, _ := ctx.Value(batchKey{}).(*batch)
@@ -308,120 +389,82 @@ func (r *runner) handle(msg *message.Message) error {
 		idx = append(idx, i)
 	}
 	if len(envs) > 0 {
-		res, err := r.run(hctx, b.tx, envs)
-		if err != nil {
-			return err
+		res, panicked := events.InvokeBatch(hctx, r.h, envs)
+		if hctx.Err() != nil {
+			// Out of time, or stopping: nothing is acknowledged, the
+			// batch is tried again whole, without counting an attempt.
+			return fmt.Errorf("batch of %d: %w", len(b.rows), hctx.Err())
+		}
+		if panicked == nil && b.tx.Conn().PgConn().TxStatus() == 'E' {
+			panicked = errors.New("the handler left its transaction aborted")
+		}
+		if panicked != nil {
+			r.logger.Warn("a batch failed as a whole", "events", len(b.rows), "err", panicked)
+			b.broken = panicked
+			return nil
 		}
 		for k, e := range res {
 			errs[idx[k]] = e
 		}
 	}
-	if hctx.Err() != nil {
-		// Out of time: nothing is acknowledged, the batch is tried again
-		// whole, without counting it as an attempt.
-		return fmt.Errorf("batch of %d: %w", len(b.rows), hctx.Err())
-	}
-	return r.settle(ctx, b, envs, idx, errs)
+	return r.settle(ctx, b, errs, false)
 }
 
-// run calls the handler inside a savepoint. If the batch panics as a whole,
-// its writes are rolled back and each event is handled alone, in its own
-// savepoint, so that the one that panics fails alone.
-func (r *runner) run(ctx context.Context, tx pgx.Tx, envs []events.Envelope) ([]error, error) {
-	sp, err := tx.Begin(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("savepoint: %w", err)
-	}
-	errs, panicked := events.InvokeBatch(ctx, r.h, envs)
-	if panicked == nil || len(envs) == 1 {
-		if panicked != nil {
-			errs = []error{panicked}
-			err = sp.Rollback(ctx)
-		} else {
-			err = sp.Commit(ctx)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("savepoint: %w", err)
-		}
-		return errs, nil
-	}
-	r.logger.Warn("batch handler panicked; handling its events one by one", "events", len(envs), "err", panicked)
-	if err := sp.Rollback(ctx); err != nil {
-		return nil, fmt.Errorf("roll back to savepoint: %w", err)
-	}
-	errs = make([]error, len(envs))
-	for i := range envs {
-		one, err := tx.Begin(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("savepoint: %w", err)
-		}
-		res, panicked := events.InvokeBatch(ctx, r.h, envs[i:i+1])
-		if panicked != nil {
-			errs[i] = panicked
-			err = one.Rollback(ctx)
-		} else {
-			errs[i] = res[0]
-			err = one.Commit(ctx)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("savepoint: %w", err)
-		}
-	}
-	return errs, nil
-}
-
-// settle acknowledges the batch: handled events are deleted, failed ones
-// wait for their next attempt, and those that cannot succeed (permanent
-// errors, or out of attempts) become dead letters and are deleted.
-func (r *runner) settle(ctx context.Context, b *batch, envs []events.Envelope, idx []int, errs []error) error {
-	byRow := make([]*events.Envelope, len(b.rows))
-	for k, i := range idx {
-		byRow[i] = &envs[k]
-	}
-	var done, retry []int64
+// settle acknowledges the batch in its transaction: claiming deleted every
+// row; a failed event's row is written back, with its attempt counted and
+// held back for the next try, unless it cannot succeed (a permanent error,
+// or out of attempts), when it becomes a dead letter instead. queued says
+// the rows are still in the queue (the claim was rolled back).
+func (r *runner) settle(ctx context.Context, b *batch, errs []error, queued bool) error {
 	q := db.New(b.tx)
+	var retry []claimed
+	var gone []int64
 	for i, row := range b.rows {
 		err := errs[i]
 		switch {
 		case err == nil:
-			done = append(done, row.offset)
 		case events.Classify(err) == events.Retry && row.attempts+1 < r.cfg.MaxAttempts:
-			retry = append(retry, row.offset)
-			r.logger.Debug("event handling failed; retrying later", "event_id", eventID(byRow[i]), "attempt", row.attempts+1, "err", err)
+			retry = append(retry, row)
+			r.logger.Debug("event handling failed; retrying later", "event_id", row.eventID, "attempt", row.attempts+1, "err", err)
 		default:
-			if err := r.deadLetter(ctx, q, row, byRow[i], err); err != nil {
+			if err := r.deadLetter(ctx, q, row, err); err != nil {
 				return err
 			}
-			done = append(done, row.offset)
+			gone = append(gone, row.offset)
 		}
 	}
-	if len(done) > 0 {
-		if _, err := b.tx.Exec(ctx, `DELETE FROM `+r.table+` WHERE "offset" = ANY($1)`, done); err != nil {
-			return fmt.Errorf("acknowledge: %w", err)
+	if queued && len(gone) > 0 {
+		if _, err := b.tx.Exec(ctx, `DELETE FROM `+r.table+` WHERE "offset" = ANY($1)`, gone); err != nil {
+			return fmt.Errorf("delete dead-lettered events: %w", err)
 		}
-		r.acked.Add(int64(len(done)))
+	}
+	if len(retry) == 0 {
+		return nil
 	}
 	b.retries = len(retry)
-	if len(retry) > 0 {
-		// The pause doubles with each attempt, from RetryBackoff up to
-		// maxRetryBackoff.
-		if _, err := b.tx.Exec(ctx, `UPDATE `+r.table+` SET attempts = attempts + 1,
-	not_before = now() + least($2::float8 * power(2, attempts), $3::float8) * interval '1 millisecond'
-WHERE "offset" = ANY($1)`, retry, float64(r.cfg.RetryBackoff.Milliseconds()), float64(maxRetryBackoff.Milliseconds())); err != nil {
-			return fmt.Errorf("schedule retries: %w", err)
-		}
+	// The pause doubles with each attempt, from RetryBackoff up to
+	// maxRetryBackoff. A row written back keeps its offset, so its place.
+	n := len(retry)
+	offsets, ids, types, payloads := make([]int64, n), make([]uuid.UUID, n), make([]string, n), make([]string, n)
+	parts, attempts, created := make([]int16, n), make([]int32, n), make([]time.Time, n)
+	for i, row := range retry {
+		offsets[i], ids[i], types[i], payloads[i] = row.offset, row.eventID, row.typ, string(row.raw)
+		parts[i], attempts[i], created[i] = row.part, int32(row.attempts), row.createdAt
+	}
+	_, err := b.tx.Exec(ctx, `INSERT INTO `+r.table+` ("offset", event_id, type, payload, part, attempts, not_before, created_at)
+SELECT o, e, t, p::jsonb, pt, a + 1, now() + least($8::float8 * power(2, a), $9::float8) * interval '1 millisecond', c
+FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::smallint[], $6::integer[], $7::timestamptz[]) AS x(o, e, t, p, pt, a, c)
+ON CONFLICT ("offset") DO UPDATE SET attempts = EXCLUDED.attempts, not_before = EXCLUDED.not_before`,
+		offsets, ids, types, payloads, parts, attempts, created,
+		float64(r.cfg.RetryBackoff.Milliseconds()), float64(maxRetryBackoff.Milliseconds()))
+	if err != nil {
+		return fmt.Errorf("hold back failed events: %w", err)
 	}
 	return nil
 }
 
-func (r *runner) deadLetter(ctx context.Context, q *db.Queries, row claimed, env *events.Envelope, cause error) error {
-	id, typ := uuid.Nil, "unknown"
-	if env != nil {
-		if u, err := uuid.Parse(env.ID); err == nil {
-			id = u
-		}
-		typ = env.Type
-	}
+func (r *runner) deadLetter(ctx context.Context, q *db.Queries, row claimed, cause error) error {
+	id, typ := row.eventID, row.typ
 	dl, err := q.InsertDeadLetter(ctx, db.InsertDeadLetterParams{
 		Worker: r.worker, EventID: id, EventType: typ, Envelope: validJSON(row.raw),
 		Error: cause.Error(), Attempts: int32(row.attempts + 1),
@@ -432,13 +475,6 @@ func (r *runner) deadLetter(ctx context.Context, q *db.Queries, row claimed, env
 	r.logger.Error("event dead-lettered", "event_id", id, "type", typ, "attempts", row.attempts+1,
 		"dead_letter_id", dl, "err", cause)
 	return nil
-}
-
-func eventID(e *events.Envelope) string {
-	if e == nil {
-		return ""
-	}
-	return e.ID
 }
 
 // vacuumEvery is how often a worker's queue table is vacuumed once rows

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -21,7 +20,7 @@ import (
 	"github.com/parleychat/parley/events/pgbus"
 )
 
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+var quiet = slog.New(slog.DiscardHandler)
 
 const conv = "0190b6f4-8a3e-7c2d-9f10-1234567890ab"
 
@@ -263,7 +262,7 @@ func TestUndecodablePayloadIsDeadLettered(t *testing.T) {
 	h.consume(t, events.WorkerFanout, rec, pgbus.ConsumerConfig{Concurrency: 1})
 	// Written behind the bus's back, as a buggy producer or a bad manual
 	// insert would.
-	if _, err := h.pool.Exec(ctx, `INSERT INTO queue_fanout (event_id, type, payload) VALUES ($1, 'Unknown', '{"not":"an envelope"}')`, uuid.NewString()); err != nil {
+	if _, err := h.pool.Exec(ctx, `INSERT INTO queue_fanout (event_id, type, payload) VALUES ($1, 'unknown', '{"not":"an envelope"}')`, uuid.NewString()); err != nil {
 		t.Fatal(err)
 	}
 	h.waker.Wake(events.WorkerFanout)
