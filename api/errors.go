@@ -31,9 +31,16 @@ func httpStatus(c chat.Code) int {
 		return http.StatusUnsupportedMediaType
 	case chat.CodeRateLimited:
 		return http.StatusTooManyRequests
-	case chat.CodeUnavailable, chat.CodeNotConfigured:
+	case chat.CodeUnavailable, chat.CodeNotConfigured, chat.CodeOverloaded:
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusInternalServerError
 	}
+}
+
+// logged reports whether a refusal is the server's fault, worth an error in
+// the log: not a feature left unconfigured, nor overload, which refuses by
+// design (pgbus.Backlog logs when it starts and stops).
+func logged(c chat.Code) bool {
+	return httpStatus(c) >= 500 && c != chat.CodeNotConfigured && c != chat.CodeOverloaded
 }

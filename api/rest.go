@@ -314,11 +314,12 @@ type errorBody struct {
 func (r *REST) fail(w http.ResponseWriter, req *http.Request, err error) {
 	e := chat.AsError(err)
 	status := httpStatus(e.Code)
-	if status >= 500 && e.Code != chat.CodeNotConfigured {
+	if e.RetryAfter > 0 {
+		// Whole seconds, rounded up: the header has no finer unit.
+		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
+	}
+	if logged(e.Code) {
 		r.logger.Error("request failed", "method", req.Method, "path", req.URL.Path, "code", e.Code, "err", e)
-		if e.Code == chat.CodeUnavailable {
-			w.Header().Set("Retry-After", "1")
-		}
 	} else {
 		r.logger.Debug("request refused", "method", req.Method, "path", req.URL.Path, "code", e.Code, "err", e.Message)
 	}

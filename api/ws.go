@@ -137,10 +137,14 @@ func action[In any](data json.RawMessage, run func(*In) (wsproto.Frame, error)) 
 // fail answers err as an error frame, logging what is the server's fault.
 func (w *WSRoutes) fail(ctx context.Context, connID, action string, err error) response {
 	e := chat.AsError(err)
-	if httpStatus(e.Code) >= 500 && e.Code != chat.CodeNotConfigured {
+	if logged(e.Code) {
 		w.logger.ErrorContext(ctx, "websocket action failed", "action", action, "connection_id", connID, "err", e)
 	}
-	return w.reply(wsproto.NewError(action, string(e.Code), e.Message))
+	f := wsproto.NewError(action, string(e.Code), e.Message)
+	if e.RetryAfter > 0 {
+		f = f.WithRetryAfter(e.RetryAfter)
+	}
+	return w.reply(f)
 }
 
 func (w *WSRoutes) reply(f wsproto.Frame) response {

@@ -238,6 +238,40 @@ func (q *Queries) ListConversationsForUser(ctx context.Context, arg ListConversa
 	return items, nil
 }
 
+const listMembers = `-- name: ListMembers :many
+SELECT p.user_id, c.kind FROM conversation_participants p
+JOIN conversations c ON c.id = p.conversation_id
+WHERE p.conversation_id = $1
+ORDER BY p.user_id
+`
+
+type ListMembersRow struct {
+	UserID int64
+	Kind   string
+}
+
+// The participants of a conversation with its kind, in one round trip:
+// the send path checks membership and finds the recipient from it.
+func (q *Queries) ListMembers(ctx context.Context, conversationID uuid.UUID) ([]ListMembersRow, error) {
+	rows, err := q.db.Query(ctx, listMembers, conversationID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ListMembersRow
+	for rows.Next() {
+		var i ListMembersRow
+		if err := rows.Scan(&i.UserID, &i.Kind); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listParticipantIDs = `-- name: ListParticipantIDs :many
 SELECT user_id FROM conversation_participants
 WHERE conversation_id = $1

@@ -76,3 +76,9 @@ func (r Route) Matches(e Envelope) bool {
 	}
 	return slices.Contains(r.Media, d.ContentType)
 }
+
+// Ephemeral reports whether an event is worth nothing once its moment has
+// passed (a typing indicator): a bus may carry it without archiving it and
+// without waiting for a disk flush, since losing one in a crash costs a
+// client nothing and replaying one later would be wrong.
+func Ephemeral(e Envelope) bool { return e.Type == TypeTyping }

@@ -82,3 +82,11 @@ UPDATE conversation_participants
 SET last_read_seq = GREATEST(last_read_seq, @seq::bigint),
     last_read_at  = GREATEST(COALESCE(last_read_at, @read_at::timestamptz), @read_at::timestamptz)
 WHERE conversation_id = @conversation_id AND user_id = @user_id;
+
+-- name: ListMembers :many
+-- The participants of a conversation with its kind, in one round trip:
+-- the send path checks membership and finds the recipient from it.
+SELECT p.user_id, c.kind FROM conversation_participants p
+JOIN conversations c ON c.id = p.conversation_id
+WHERE p.conversation_id = $1
+ORDER BY p.user_id;

@@ -61,9 +61,12 @@ type App struct {
 	transport transport
 
 	verifier *auth.Verifier
-	svc      *chat.Service
-	rest     *api.REST
-	conns    connstore.Store
+	// backlog refuses sends while the worker queues lag; nil when off (the
+	// AWS transport, CHAT_OVERLOAD_QUEUE_AGE=0, processes taking no sends).
+	backlog *pgbus.Backlog
+	svc     *chat.Service
+	rest    *api.REST
+	conns   connstore.Store
 	// sweep deletes expired connection records; nil where the store
 	// expires them itself (DynamoDB's TTL).
 	sweep func(ctx context.Context, now time.Time) (int64, error)
@@ -157,7 +160,12 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, p parts) (*Ap
 		}
 		limits := chat.DefaultLimits()
 		limits.MaxTextRunes, limits.SendRate, limits.SendBurst = cfg.MaxTextRunes, cfg.SendRate, cfg.SendBurst
-		a.svc = chat.NewService(a.pool, a.transport.Publisher(), store, limits, logger.With("component", "chat"))
+		var opts []chat.Option
+		if (p.api || p.gateway) && a.cfg.Transport == transportPostgres && a.cfg.OverloadQueueAge > 0 {
+			a.backlog = pgbus.NewBacklog(a.pool, a.cfg.OverloadQueueAge, a.cfg.OverloadSample, logger.With("component", "backlog"))
+			opts = append(opts, chat.WithAdmission(a.backlog))
+		}
+		a.svc = chat.NewService(a.pool, a.transport.Publisher(), store, limits, logger.With("component", "chat"), opts...)
 		a.rest = api.NewREST(a.svc, a.verifier, logger.With("component", "http"))
 	}
 	ok = true
@@ -394,6 +402,9 @@ func (a *App) run(ctx context.Context, p parts) error {
 			}
 			return nil
 		})
+	}
+	if a.backlog != nil {
+		g.Go(func() error { return a.backlog.Run(ctx) })
 	}
 	if a.sweep != nil && (p.gateway || len(p.workers) > 0) {
 		g.Go(func() error { return sweepConnections(ctx, a.sweep, a.logger) })

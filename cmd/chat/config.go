@@ -19,6 +19,14 @@ import (
 // devJWTSecret is used only by `chat dev`, which says so at start-up.
 const devJWTSecret = "parley-development-secret-do-not-use-in-production"
 
+// Overload defaults: a queue that lags 100 ms is far behind (a keeping-up
+// pipeline's oldest event is a few milliseconds old), and sampling as often
+// costs ten small queries a second per process.
+const (
+	defaultOverloadQueueAge = 100 * time.Millisecond
+	defaultOverloadSample   = 100 * time.Millisecond
+)
+
 // Transports (CHAT_TRANSPORT).
 const (
 	transportPostgres = "postgres"
@@ -44,8 +52,13 @@ type Config struct {
 	WorkerAttempts int           // CHAT_WORKER_MAX_ATTEMPTS before dead-lettering, default 5
 	WorkerConc     int           // CHAT_WORKER_CONCURRENCY consumers per worker queue, default 4
 	FallbackPoll   time.Duration // CHAT_BUS_FALLBACK_POLL, default 1s
-	ShutdownGrace  time.Duration // CHAT_SHUTDOWN_TIMEOUT, default 15s
-	PprofAddr      string        // CHAT_PPROF_ADDR: serve net/http/pprof there (loopback only); empty = off
+	// OverloadQueueAge: refuse sends while the oldest event waiting for the
+	// persister or fanout is older (CHAT_OVERLOAD_QUEUE_AGE, default 100ms;
+	// 0 = never refuse). Local transport only.
+	OverloadQueueAge time.Duration
+	OverloadSample   time.Duration // CHAT_OVERLOAD_SAMPLE_INTERVAL, default 100ms
+	ShutdownGrace    time.Duration // CHAT_SHUTDOWN_TIMEOUT, default 15s
+	PprofAddr        string        // CHAT_PPROF_ADDR: serve net/http/pprof there (loopback only); empty = off
 
 	// WebSocket gateway (local) and fanout.
 	WSIdleTimeout   time.Duration // CHAT_WS_IDLE_TIMEOUT, default 10m (API Gateway's)
@@ -192,6 +205,15 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c.WorkerConc = num("CHAT_WORKER_CONCURRENCY", consume.Concurrency, 1)
 	c.FallbackPoll = dur("CHAT_BUS_FALLBACK_POLL", consume.FallbackPoll)
 	c.ShutdownGrace = dur("CHAT_SHUTDOWN_TIMEOUT", 15*time.Second)
+	if v := strings.TrimSpace(getenv("CHAT_OVERLOAD_QUEUE_AGE")); v == "0" {
+		c.OverloadQueueAge = 0
+	} else {
+		c.OverloadQueueAge = dur("CHAT_OVERLOAD_QUEUE_AGE", defaultOverloadQueueAge)
+	}
+	c.OverloadSample = dur("CHAT_OVERLOAD_SAMPLE_INTERVAL", defaultOverloadSample)
+	if c.OverloadSample < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("CHAT_OVERLOAD_SAMPLE_INTERVAL=%s: want at least 10ms (each sample is a query)", c.OverloadSample))
+	}
 	if getenv("CHAT_PPROF_ADDR") != "" {
 		c.PprofAddr = addr("CHAT_PPROF_ADDR", "", true)
 	}

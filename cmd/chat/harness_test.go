@@ -258,10 +258,20 @@ type message struct {
 func (e *env) send(user, to int64, text string) message {
 	e.t.Helper()
 	var m message
-	if code := e.call(user, "POST", "/messages", map[string]any{"recipient_id": to, "content_type": "text", "text_content": text}, &m); code != 200 {
-		e.t.Fatalf("send: status %d", code)
+	body := map[string]any{"recipient_id": to, "content_type": "text", "text_content": text, "client_message_id": fmt.Sprintf("harness-%d", time.Now().UnixNano())}
+	// As a client should: a 503 (a worker still starting makes the queues
+	// lag, and sends are refused as overloaded) is retried with the same
+	// client_message_id, a bounded number of times.
+	for attempt := 0; ; attempt++ {
+		code := e.call(user, "POST", "/messages", body, &m)
+		if code == 200 {
+			return m
+		}
+		if code != 503 || attempt == 20 {
+			e.t.Fatalf("send: status %d", code)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
-	return m
 }
 
 // messages waits until the conversation shows at least n stored messages

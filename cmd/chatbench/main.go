@@ -1,10 +1,12 @@
 // Command chatbench is a load tool for the chat's WebSocket path. It
 // connects users in pairs, sends messages at a fixed total rate over
 // WebSocket and measures send→receive latency at the recipient, deliveries
-// per second, and (with -server-pid) the server's memory per connection.
+// per second, refusals (error frames), with -db the chat database's
+// PostgreSQL transactions per message sent, and (with -server-pid) the
+// server's memory per connection.
 //
-// Every request it makes goes to the addresses given in its flags; run it
-// only against servers on this machine or your own test hosts.
+// It talks only to loopback addresses, and bounds its sends in flight and
+// its run time.
 package main
 
 import (
@@ -28,6 +30,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/parleychat/parley/api/auth"
 )
@@ -48,7 +51,16 @@ type options struct {
 	firstUser  int64
 	dialConc   int
 	settleTime time.Duration
+	dbDSN      string
+	statsLag   time.Duration
 }
+
+// Bounds of one run: sends in flight beyond maxInFlight are skipped (and
+// counted), and a run sends for at most maxDuration.
+const (
+	maxInFlight = 2000
+	maxDuration = 10 * time.Minute
+)
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -65,9 +77,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
 	fs.StringVar(&o.wsURL, "url", "ws://127.0.0.1:8080/ws", "WebSocket endpoint")
 	fs.StringVar(&o.secret, "secret", envOr("JWT_SECRET", devSecret), "HS256 secret to mint user tokens (default: chat dev's, or $JWT_SECRET)")
-	fs.IntVar(&o.users, "users", 1000, "connections to open, one user each, paired 1↔2, 3↔4, …")
+	fs.IntVar(&o.users, "users", 200, "connections to open, one user each, paired 1↔2, 3↔4, …")
 	fs.Float64Var(&o.rate, "rate", 1000, "messages per second, all senders together (0: connect only)")
-	fs.DurationVar(&o.duration, "duration", 30*time.Second, "how long to send")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long to measure, after -warmup")
+	fs.StringVar(&o.dbDSN, "db", "", "the chat database (postgres://…/chat): report its PostgreSQL transactions per message")
+	fs.DurationVar(&o.statsLag, "stats-lag", 11*time.Second, "with -db: wait before each reading of pg_stat_database, which idle backends report up to 10s late")
 	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "sending before measuring starts")
 	fs.DurationVar(&o.idle, "idle", 0, "with -rate 0: hold the connections open this long before measuring memory")
 	fs.IntVar(&o.serverPID, "server-pid", 0, "server process to read VmRSS from (/proc/PID/status)")
@@ -81,11 +95,24 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if o.users < 2 || o.users%2 != 0 {
 		return errors.New("-users must be an even number >= 2")
 	}
-	if o.rate < 0 || o.duration <= 0 {
-		return errors.New("-rate must be >= 0 and -duration > 0")
+	if o.rate < 0 || o.duration <= 0 || o.warmup < 0 || o.warmup+o.duration > maxDuration {
+		return fmt.Errorf("-rate must be >= 0, -duration > 0, and -warmup plus -duration at most %s", maxDuration)
 	}
-	if _, err := url.Parse(o.wsURL); err != nil {
+	u, err := url.Parse(o.wsURL)
+	if err != nil {
 		return fmt.Errorf("-url: %w", err)
+	}
+	if !loopback(u.Hostname()) {
+		return fmt.Errorf("-url %s: only loopback servers", o.wsURL)
+	}
+	if o.dbDSN != "" {
+		cfg, err := pgx.ParseConfig(o.dbDSN)
+		if err != nil {
+			return fmt.Errorf("-db: %w", err)
+		}
+		if !loopback(cfg.Host) {
+			return fmt.Errorf("-db: only a loopback PostgreSQL, not %s", cfg.Host)
+		}
 	}
 	for _, s := range strings.Split(sources, ",") {
 		if s = strings.TrimSpace(s); s != "" {
@@ -96,6 +123,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 	return bench(ctx, o, out)
+}
+
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func envOr(k, def string) string {
@@ -115,15 +150,17 @@ type client struct {
 type stats struct {
 	mu        sync.Mutex
 	latencies []time.Duration // send → newMessage at the recipient, measured window only
+	refusals  map[string]int  // error frames by code
 	sent      atomic.Int64
 	received  atomic.Int64
-	errors    atomic.Int64
+	errors    atomic.Int64 // failed writes
+	skipped   atomic.Int64 // sends not made: maxInFlight reached
 	measuring atomic.Bool
 }
 
 func bench(ctx context.Context, o options, out io.Writer) error {
 	rssBefore := rss(o.serverPID)
-	st := &stats{}
+	st := &stats{refusals: map[string]int{}}
 	fmt.Fprintf(out, "connecting %d users to %s …\n", o.users, o.wsURL)
 	t0 := time.Now()
 	clients, err := connectAll(ctx, o, st)
@@ -150,6 +187,13 @@ func bench(ctx context.Context, o options, out io.Writer) error {
 		return nil
 	}
 
+	var before int64
+	if o.dbDSN != "" {
+		fmt.Fprintf(out, "waiting %s for PostgreSQL's statistics to settle …\n", o.statsLag)
+		if before, err = xacts(ctx, o); err != nil {
+			return err
+		}
+	}
 	sendCtx, cancel := context.WithTimeout(ctx, o.warmup+o.duration)
 	defer cancel()
 	interval := time.Duration(float64(time.Second) / o.rate)
@@ -157,7 +201,9 @@ func bench(ctx context.Context, o options, out io.Writer) error {
 	defer ticker.Stop()
 	measureStart := time.Now().Add(o.warmup)
 	var measuredAt time.Time
-	var sentAtMeasure, recvAtMeasure int64
+	var recvAtMeasure int64
+	inFlight := make(chan struct{}, maxInFlight)
+	var wg sync.WaitGroup
 	next := 0
 loop:
 	for {
@@ -166,24 +212,91 @@ loop:
 			break loop
 		case now := <-ticker.C:
 			if !st.measuring.Load() && now.After(measureStart) {
-				sentAtMeasure, recvAtMeasure = st.sent.Load(), st.received.Load()
+				recvAtMeasure = st.received.Load()
 				measuredAt = now
 				st.measuring.Store(true)
 			}
 			c := clients[next%len(clients)]
 			next++
-			go send(c, st)
+			select {
+			case inFlight <- struct{}{}:
+			default:
+				st.skipped.Add(1)
+				continue
+			}
+			wg.Go(func() {
+				defer func() { <-inFlight }()
+				send(c, st)
+			})
 		}
 	}
+	wg.Wait()
 	sendStop := time.Now()
 	time.Sleep(o.settleTime)
 	st.measuring.Store(false)
 	window := sendStop.Sub(measuredAt)
-	fmt.Fprintf(out, "sent %d, received %d, errors %d\n", st.sent.Load(), st.received.Load(), st.errors.Load())
-	_ = sentAtMeasure
+	st.mu.Lock()
+	refused := 0
+	for _, n := range st.refusals {
+		refused += n
+	}
+	fmt.Fprintf(out, "sent %d, delivered %d, refused %d %v, failed writes %d, skipped (over %d in flight) %d\n",
+		st.sent.Load(), st.received.Load(), refused, st.refusals, st.errors.Load(), maxInFlight, st.skipped.Load())
+	st.mu.Unlock()
 	deliveries := float64(st.received.Load()-recvAtMeasure) / (window + o.settleTime).Seconds()
 	report(out, o, st, deliveries, rssBefore)
+	if o.dbDSN != "" {
+		after, err := xacts(ctx, o)
+		if err != nil {
+			return err
+		}
+		tpm, err := txPerMessage(before, after, st.sent.Load())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "PostgreSQL transactions: %d for %d messages sent (warm-up included): %.2f per message\n",
+			after-before-ownXacts, st.sent.Load(), tpm)
+	}
 	return nil
+}
+
+// ownXacts is how many of the counted transactions are chatbench's own:
+// the first reading's (the second reading's is not in its own count).
+const ownXacts = 1
+
+// txPerMessage is the chat database's transactions (commits and rollbacks,
+// every autocommit statement included) between two readings, less
+// chatbench's own, per message sent between them.
+func txPerMessage(before, after, sent int64) (float64, error) {
+	if sent <= 0 {
+		return 0, errors.New("no messages sent: no transactions per message")
+	}
+	n := after - before - ownXacts
+	if n < 0 {
+		return 0, fmt.Errorf("pg_stat_database went back from %d to %d (statistics reset?)", before, after)
+	}
+	return float64(n) / float64(sent), nil
+}
+
+// xacts reads the chat database's transaction count once the servers'
+// backends have reported theirs, on a connection of its own, closed at
+// once so that it reports its own single transaction.
+func xacts(ctx context.Context, o options) (int64, error) {
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(o.statsLag):
+	}
+	conn, err := pgx.Connect(ctx, o.dbDSN)
+	if err != nil {
+		return 0, fmt.Errorf("-db: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var n int64
+	if err := conn.QueryRow(ctx, `SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("-db: read pg_stat_database: %w", err)
+	}
+	return n, nil
 }
 
 func connectAll(ctx context.Context, o options, st *stats) ([]*client, error) {
@@ -244,6 +357,7 @@ func dial(ctx context.Context, o options, user int64, i int) (*client, error) {
 
 type inFrame struct {
 	Type      string `json:"type"`
+	Code      string `json:"code"`
 	MessageID string `json:"messageId"`
 	Data      struct {
 		TextContent string `json:"textContent"`
@@ -282,7 +396,9 @@ func readLoop(c *client, st *stats) {
 				st.mu.Unlock()
 			}
 		case "error":
-			st.errors.Add(1)
+			st.mu.Lock()
+			st.refusals[f.Code]++
+			st.mu.Unlock()
 		}
 	}
 }
@@ -290,6 +406,7 @@ func readLoop(c *client, st *stats) {
 func send(c *client, st *stats) {
 	msg := fmt.Sprintf(`{"action":"sendMessage","data":{"recipientId":%d,"contentType":"text","textContent":"bench:%d"}}`, c.peer, time.Now().UnixNano())
 	c.wmu.Lock()
+	_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second)) // bounds the wait for a stuck server
 	err := c.conn.WriteMessage(websocket.TextMessage, []byte(msg))
 	c.wmu.Unlock()
 	if err != nil {

@@ -14,10 +14,12 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -106,21 +108,66 @@ func (b *Bus) Init(ctx context.Context) error {
 // Called by a handler inside a consumer's transaction (db.ScopeFrom), the
 // events are written in that transaction: they commit with the batch that
 // caused them, and consumers are woken after that commit.
+//
+// Ephemeral events (events.Ephemeral: typing) are the exception: they are
+// enqueued without an archive row, in a transaction that does not wait for
+// the disk flush, and never in a group with durable events, so that they
+// neither wait for nor add to a group's flush.
 func (b *Bus) Publish(ctx context.Context, envs ...events.Envelope) error {
 	if len(envs) == 0 {
 		return nil
 	}
 	if scope, ok := db.ScopeFrom(ctx); ok {
-		return b.publish(ctx, scope, true, b.routes, envs)
+		_, err := b.publish(ctx, publishOpts{archive: true, scope: scope, routes: b.routes}, envs, nil)
+		return err
 	}
-	for _, e := range envs {
+	durable := envs
+	if slices.ContainsFunc(envs, events.Ephemeral) {
+		var ephemeral []events.Envelope
+		durable = nil
+		for _, e := range envs {
+			if events.Ephemeral(e) {
+				ephemeral = append(ephemeral, e)
+			} else {
+				durable = append(durable, e)
+			}
+		}
+		if _, err := b.publish(ctx, publishOpts{async: true, routes: b.routes}, ephemeral, nil); err != nil {
+			return err
+		}
+	}
+	if len(durable) == 0 {
+		return nil
+	}
+	for _, e := range durable {
 		// Checked before joining a group, so that one bad event cannot fail
 		// the others' statement.
 		if err := e.Validate(); err != nil {
 			return fmt.Errorf("publish: %w", err)
 		}
 	}
-	return b.groupCommit(ctx, envs)
+	_, err := b.groupCommit(ctx, durable, nil)
+	return err
+}
+
+// PublishClaimed publishes env, a first attempt at a send, together with
+// the record of its client_message_id, in the same group-committed
+// statement: the event is published only if the claim was new. It reports
+// false, having published nothing, when the sender already used that
+// client_message_id; the caller then answers as for a retry. env's id must
+// be claim.MessageID.
+func (b *Bus) PublishClaimed(ctx context.Context, claim db.InsertMessageRequestParams, env events.Envelope) (claimed bool, err error) {
+	if err := env.Validate(); err != nil {
+		return false, fmt.Errorf("publish: %w", err)
+	}
+	if env.ID != claim.MessageID.String() {
+		return false, fmt.Errorf("publish: event %s claims message %s", env.ID, claim.MessageID)
+	}
+	if scope, ok := db.ScopeFrom(ctx); ok {
+		got, err := b.publish(ctx, publishOpts{archive: true, scope: scope, routes: b.routes}, []events.Envelope{env}, []db.InsertMessageRequestParams{claim})
+		return got[claim.MessageID], err
+	}
+	return b.groupCommit(ctx, []events.Envelope{env}, &claim)
 }
 
 // Group commit: concurrent publishes that arrive while earlier ones are
@@ -132,12 +179,18 @@ const (
 )
 
 type pubRequest struct {
-	envs []events.Envelope
-	done chan error
+	envs  []events.Envelope
+	claim *db.InsertMessageRequestParams // nil: publish unconditionally
+	done  chan pubResult
 }
 
-func (b *Bus) groupCommit(ctx context.Context, envs []events.Envelope) error {
-	r := &pubRequest{envs: envs, done: make(chan error, 1)}
+type pubResult struct {
+	claimed bool // the claim was new (and so the events were published)
+	err     error
+}
+
+func (b *Bus) groupCommit(ctx context.Context, envs []events.Envelope, claim *db.InsertMessageRequestParams) (bool, error) {
+	r := &pubRequest{envs: envs, claim: claim, done: make(chan pubResult, 1)}
 	b.gmu.Lock()
 	b.pending = append(b.pending, r)
 	if b.flushers < maxFlushers {
@@ -146,12 +199,12 @@ func (b *Bus) groupCommit(ctx context.Context, envs []events.Envelope) error {
 	}
 	b.gmu.Unlock()
 	select {
-	case err := <-r.done:
-		return err
+	case res := <-r.done:
+		return res.claimed, res.err
 	case <-ctx.Done():
 		// The events may still be written; the caller retries with the
 		// same ids, which every handler tolerates.
-		return fmt.Errorf("publish: %w", ctx.Err())
+		return false, fmt.Errorf("publish: %w", ctx.Err())
 	}
 }
 
@@ -173,15 +226,23 @@ func (b *Bus) flush() {
 		}
 		b.gmu.Unlock()
 		envs := make([]events.Envelope, 0, n)
+		var claims []db.InsertMessageRequestParams
 		for _, r := range group {
 			envs = append(envs, r.envs...)
+			if r.claim != nil {
+				claims = append(claims, *r.claim)
+			}
 		}
 		// Not any caller's context: the group outlives each of them.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := b.publish(ctx, nil, true, b.routes, envs)
+		claimed, err := b.publish(ctx, publishOpts{archive: true, routes: b.routes}, envs, claims)
 		cancel()
 		for _, r := range group {
-			r.done <- err
+			res := pubResult{err: err}
+			if r.claim != nil {
+				res.claimed = claimed[r.claim.MessageID]
+			}
+			r.done <- res
 		}
 	}
 }
@@ -194,34 +255,55 @@ func (b *Bus) PublishTo(ctx context.Context, worker string, envs ...events.Envel
 		return fmt.Errorf("unknown worker %q", worker)
 	}
 	r.Types, r.Media = nil, nil // every given event, whatever its type
-	if err := b.publish(ctx, nil, false, []events.Route{r}, envs); err != nil {
+	if _, err := b.publish(ctx, publishOpts{routes: []events.Route{r}}, envs, nil); err != nil {
 		return fmt.Errorf("to %s: %w", worker, err)
 	}
 	return nil
 }
 
-// publish writes envs in one statement: in scope's transaction when scope is
-// set, else on its own.
-func (b *Bus) publish(ctx context.Context, scope *db.Scope, archive bool, routes []events.Route, envs []events.Envelope) error {
+// publishOpts say how publish writes.
+type publishOpts struct {
+	archive bool // write the archive row (replay reads it)
+	// async commits without waiting for the disk flush: for ephemeral
+	// events, which a crash may lose.
+	async bool
+	// scope is a consumer's transaction to write in (see Publish).
+	scope  *db.Scope
+	routes []events.Route
+}
+
+// publish writes envs in one statement. With claims, it first records each
+// claim in message_requests and writes only the events that are not some
+// claim's message or whose claim was new; it returns the message ids whose
+// claims were new.
+func (b *Bus) publish(ctx context.Context, o publishOpts, envs []events.Envelope, claims []db.InsertMessageRequestParams) (map[uuid.UUID]bool, error) {
 	if len(envs) == 0 {
-		return nil
+		return nil, nil
 	}
 	n := len(envs)
 	ids, types, convs, raws := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	times, parts := make([]time.Time, n), make([]int16, n)
 	for i, e := range envs {
 		if err := e.Validate(); err != nil {
-			return fmt.Errorf("publish: %w", err)
+			return nil, fmt.Errorf("publish: %w", err)
 		}
 		raw, err := e.Encode()
 		if err != nil {
-			return fmt.Errorf("publish: %w", err)
+			return nil, fmt.Errorf("publish: %w", err)
 		}
 		ids[i], types[i], times[i], convs[i], raws[i], parts[i] = e.ID, e.Type, e.OccurredAt, e.ConversationID, string(raw), partition(e)
 	}
-	var workers, notify []string
 	args := []any{ids, types, times, convs, raws, parts}
-	for _, r := range routes {
+	if len(claims) > 0 {
+		k := len(claims)
+		senders, clientIDs, msgIDs, hashes, envelopes := make([]int64, k), make([]string, k), make([]uuid.UUID, k), make([]string, k), make([]string, k)
+		for i, c := range claims {
+			senders[i], clientIDs[i], msgIDs[i], hashes[i], envelopes[i] = c.SenderID, c.ClientMessageID, c.MessageID, c.RequestHash, string(c.Envelope)
+		}
+		args = append(args, senders, clientIDs, msgIDs, hashes, envelopes)
+	}
+	var workers, notify []string
+	for _, r := range o.routes {
 		var ords []int64
 		seen := map[int16]bool{}
 		for i, e := range envs {
@@ -238,22 +320,42 @@ func (b *Bus) publish(ctx context.Context, scope *db.Scope, archive bool, routes
 			args = append(args, ords)
 		}
 	}
-	stmt := b.publishStatement(workers, archive)
-	var exec db.DBTX = b.pool
-	if scope != nil {
-		exec = scope.Tx
+	stmt := b.publishStatement(workers, o.archive, len(claims) > 0)
+	claimed := map[uuid.UUID]bool{}
+	run := func(q db.DBTX) error {
+		rows, err := q.Query(ctx, stmt, args...)
+		if err != nil {
+			return err
+		}
+		// Rows are the new claims' message ids (none without claims).
+		ok, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		for _, id := range ok {
+			claimed[id] = true
+		}
+		return err
 	}
-	if _, err := exec.Exec(ctx, stmt, args...); err != nil {
-		return fmt.Errorf("publish: %w", err)
+	var err error
+	switch {
+	case o.scope != nil:
+		err = run(o.scope.Tx)
+	case o.async:
+		err = db.InTx(ctx, b.pool, true, func(tx pgx.Tx) error { return run(tx) })
+	default:
+		err = run(b.pool)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
 	}
 	if b.waker != nil {
-		if scope != nil {
-			scope.AfterCommit(func() { b.waker.Announce(notify) })
+		// Events whose claim was old were not written: their wake-ups only
+		// cost the consumers an empty poll.
+		if o.scope != nil {
+			o.scope.AfterCommit(func() { b.waker.Announce(notify) })
 		} else {
 			b.waker.Announce(notify)
 		}
 	}
-	return nil
+	return claimed, nil
 }
 
 // partitions is how many partitions a queue has; a worker's consumers
@@ -273,21 +375,40 @@ func partition(e events.Envelope) int16 {
 }
 
 // publishStatement builds (once per shape) the statement publish runs:
-// $1..$6 are the events' columns, then one array of event ordinals per
-// worker.
-func (b *Bus) publishStatement(workers []string, archive bool) string {
-	key := fmt.Sprint(archive, workers)
+// $1..$6 are the events' columns; with claims, $7..$11 are the claims'
+// columns; then one array of event ordinals per worker. It returns the
+// message ids of the claims it inserted.
+func (b *Bus) publishStatement(workers []string, archive, claims bool) string {
+	key := fmt.Sprint(archive, claims, workers)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if s, ok := b.statements[key]; ok {
 		return s
 	}
 	var sb strings.Builder
-	sb.WriteString(`WITH e AS (
+	next := 7
+	filter := ""
+	sb.WriteString("WITH ")
+	if claims {
+		// A claim that conflicts (the sender used that client_message_id
+		// before) inserts nothing, and its event is left out below.
+		sb.WriteString(`claims AS (
+	INSERT INTO message_requests (sender_id, client_message_id, message_id, request_hash, envelope)
+	SELECT c.sender_id, c.client_message_id, c.message_id, c.request_hash, c.envelope::jsonb
+	FROM unnest($7::bigint[], $8::text[], $9::uuid[], $10::text[], $11::text[])
+	     AS c(sender_id, client_message_id, message_id, request_hash, envelope)
+	ON CONFLICT DO NOTHING
+	RETURNING message_id
+), `)
+		filter = `
+	WHERE NOT (t.id::uuid = ANY($9::uuid[])) OR t.id::uuid IN (SELECT message_id FROM claims)`
+		next = 12
+	}
+	sb.WriteString(`e AS (
 	SELECT t.id::uuid AS id, t.type, t.occurred_at, NULLIF(t.conv, '')::uuid AS conversation_id,
 	       t.envelope::jsonb AS envelope, t.part, t.ord
 	FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::smallint[])
-	     WITH ORDINALITY AS t(id, type, occurred_at, conv, envelope, part, ord)
+	     WITH ORDINALITY AS t(id, type, occurred_at, conv, envelope, part, ord)` + filter + `
 )`)
 	if archive {
 		sb.WriteString(`, archived AS (
@@ -300,9 +421,13 @@ func (b *Bus) publishStatement(workers []string, archive bool) string {
 		fmt.Fprintf(&sb, `, q%d AS (
 	INSERT INTO %s (event_id, type, payload, part)
 	SELECT id, type, envelope, part FROM e WHERE ord = ANY($%d::bigint[]) ORDER BY ord
-)`, i, queueTable(w), 7+i)
+)`, i, queueTable(w), next+i)
 	}
-	sb.WriteString("\nSELECT 1")
+	if claims {
+		sb.WriteString("\nSELECT message_id FROM claims")
+	} else {
+		sb.WriteString("\nSELECT NULL::uuid WHERE false")
+	}
 	s := sb.String()
 	b.statements[key] = s
 	return s

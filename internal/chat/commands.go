@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -23,6 +24,9 @@ import (
 // MessageSent. It answers once the event is durable on the bus. The same
 // client_message_id from the same sender always yields the same message.
 func (s *Service) Send(ctx context.Context, userID int64, in SendInput) (MessageView, error) {
+	if err := s.admit(); err != nil {
+		return MessageView{}, err
+	}
 	if err := s.allowWrite(userID, "messages"); err != nil {
 		return MessageView{}, err
 	}
@@ -50,6 +54,9 @@ func (s *Service) Send(ctx context.Context, userID int64, in SendInput) (Message
 		if err != nil {
 			return MessageView{}, err
 		}
+		if env.ID == "" { // published with its claim
+			return s.sentView(ctx, payload), nil
+		}
 	}
 	if err := s.publish(ctx, env); err != nil {
 		return MessageView{}, err
@@ -60,21 +67,37 @@ func (s *Service) Send(ctx context.Context, userID int64, in SendInput) (Message
 // claimClientID records the client's id for this message, or, if the client
 // already sent it, returns the original event so that the retry re-publishes
 // the same message (handlers are idempotent) instead of a new one.
+//
+// On a bus that can claim while publishing (ClaimPublisher), a first
+// attempt is published right here, in the statement that records the claim;
+// it then returns a zero envelope: nothing is left to publish.
 func (s *Service) claimClientID(ctx context.Context, userID int64, in SendInput, convID uuid.UUID, env events.Envelope, p events.MessageSentV1) (events.Envelope, events.MessageSentV1, error) {
 	hash := requestHash(convID, in)
 	raw, err := env.Encode()
 	if err != nil {
 		return env, p, internal(err)
 	}
-	_, err = s.q.InsertMessageRequest(ctx, db.InsertMessageRequestParams{
+	claim := db.InsertMessageRequestParams{
 		SenderID: userID, ClientMessageID: in.ClientMessageID, MessageID: uuid.MustParse(p.MessageID),
 		RequestHash: hash, Envelope: raw,
-	})
-	if err == nil {
-		return env, p, nil
 	}
-	if !errors.Is(err, pgx.ErrNoRows) {
-		return env, p, unavailable("the database", err)
+	if s.claims != nil {
+		claimed, err := s.claims.PublishClaimed(ctx, claim, env)
+		if err != nil {
+			return env, p, unavailable("the event bus", err)
+		}
+		if claimed {
+			return events.Envelope{}, p, nil
+		}
+		// An earlier attempt claimed the id: answer as for a retry.
+	} else {
+		_, err = s.q.InsertMessageRequest(ctx, claim)
+		if err == nil {
+			return env, p, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return env, p, unavailable("the database", err)
+		}
 	}
 	prev, err := s.q.GetMessageRequest(ctx, db.GetMessageRequestParams{SenderID: userID, ClientMessageID: in.ClientMessageID})
 	if err != nil {
@@ -183,22 +206,19 @@ func keyFromURL(raw string) string {
 // other participant, checking the sender belongs to it.
 func (s *Service) resolveConversation(ctx context.Context, userID, recipientID int64, conversationID string) (uuid.UUID, int64, error) {
 	if conversationID == "" {
-		id, _, err := db.GetOrCreateDirect(ctx, s.pool, newID(), userID, recipientID)
+		id, err := s.directConversation(ctx, userID, recipientID)
 		if err != nil {
-			return uuid.Nil, 0, unavailable("the database", err)
+			return uuid.Nil, 0, err
 		}
 		return id, recipientID, nil
 	}
 	id := uuid.MustParse(conversationID)
-	if err := s.requireParticipant(ctx, id, userID); err != nil {
+	members, err := s.requireMember(ctx, id, userID)
+	if err != nil {
 		return uuid.Nil, 0, err
 	}
-	others, err := s.q.ListParticipantIDs(ctx, id)
-	if err != nil {
-		return uuid.Nil, 0, unavailable("the database", err)
-	}
 	var other int64
-	for _, o := range others {
+	for _, o := range members {
 		if o != userID {
 			other = o
 		}
@@ -207,6 +227,59 @@ func (s *Service) resolveConversation(ctx context.Context, userID, recipientID i
 		return uuid.Nil, 0, Errorf(CodeInvalid, "recipient_id %d is not the other participant of conversation %s", recipientID, id)
 	}
 	return id, other, nil
+}
+
+// directConversation gets or creates the direct conversation of a and b.
+// The answer is cached: a pair's direct conversation is created once and
+// never changes, and the key holds both users, so it can only ever answer a
+// conversation the caller is in.
+func (s *Service) directConversation(ctx context.Context, a, b int64) (uuid.UUID, error) {
+	key := [2]int64{min(a, b), max(a, b)}
+	if id, ok := s.direct.get(key); ok {
+		return id, nil
+	}
+	id, _, err := db.GetOrCreateDirect(ctx, s.pool, newID(), a, b)
+	if err != nil {
+		return uuid.Nil, unavailable("the database", err)
+	}
+	s.direct.put(key, id)
+	s.members.put(id, key[:])
+	return id, nil
+}
+
+// requireMember returns the participants of a conversation userID is in,
+// or refuses: not found when the conversation does not exist, forbidden
+// when userID is not one of its participants.
+//
+// The participants of direct conversations are cached: a direct
+// conversation's two participants never change and conversations are never
+// deleted (only hidden per participant). The check against the cached list
+// is the same as against the database's, so a cached conversation still
+// refuses everyone else. Groups (whose members could change) and unknown
+// ids are never cached.
+func (s *Service) requireMember(ctx context.Context, convID uuid.UUID, userID int64) ([]int64, error) {
+	members, ok := s.members.get(convID)
+	if !ok {
+		rows, err := s.q.ListMembers(ctx, convID)
+		if err != nil {
+			return nil, unavailable("the database", err)
+		}
+		if len(rows) == 0 {
+			return nil, Errorf(CodeNotFound, "conversation %s not found", convID)
+		}
+		direct := true
+		for _, r := range rows {
+			members = append(members, r.UserID)
+			direct = direct && r.Kind == "direct"
+		}
+		if direct {
+			s.members.put(convID, members)
+		}
+	}
+	if !slices.Contains(members, userID) {
+		return nil, Errorf(CodeForbidden, "you are not a participant of conversation %s", convID)
+	}
+	return members, nil
 }
 
 // CreateConversation gets or creates the direct conversation with recipient.
@@ -218,9 +291,9 @@ func (s *Service) CreateConversation(ctx context.Context, userID int64, in Conve
 	if recipientID == userID {
 		return ConversationView{}, Errorf(CodeInvalid, "you cannot start a conversation with yourself")
 	}
-	id, _, err := db.GetOrCreateDirect(ctx, s.pool, newID(), userID, recipientID)
+	id, err := s.directConversation(ctx, userID, recipientID)
 	if err != nil {
-		return ConversationView{}, unavailable("the database", err)
+		return ConversationView{}, err
 	}
 	return s.Conversation(ctx, userID, id)
 }
@@ -286,7 +359,7 @@ func (s *Service) MarkRead(ctx context.Context, userID int64, in ReadInput) (Rea
 			res.Ignored = append(res.Ignored, pending...)
 		} else {
 			cid := uuid.MustParse(conversationID)
-			if err := s.requireParticipant(ctx, cid, userID); err != nil {
+			if _, err := s.requireMember(ctx, cid, userID); err != nil {
 				return ReadResult{}, err
 			}
 			byConv[cid] = append(byConv[cid], pending...)
@@ -295,9 +368,11 @@ func (s *Service) MarkRead(ctx context.Context, userID int64, in ReadInput) (Rea
 	now := s.clock()
 	envs := make([]events.Envelope, 0, len(byConv))
 	for cid, mids := range byConv {
-		members, err := s.q.ListParticipantIDs(ctx, cid)
+		// The reader is a participant of every conversation here: one of
+		// its stored messages is addressed to them, or requireMember said so.
+		members, err := s.requireMember(ctx, cid, userID)
 		if err != nil {
-			return ReadResult{}, unavailable("the database", err)
+			return ReadResult{}, err
 		}
 		var notify []int64
 		for _, m := range members {
@@ -358,8 +433,11 @@ func (s *Service) DeleteMessage(ctx context.Context, userID int64, messageID uui
 	return s.publish(ctx, env)
 }
 
-// Typing publishes an ephemeral typing indicator.
+// Typing publishes an ephemeral typing indicator (see events.Ephemeral).
 func (s *Service) Typing(ctx context.Context, userID int64, in TypingInput) error {
+	if err := s.admit(); err != nil {
+		return err
+	}
 	if in.ConversationID == "" {
 		return Errorf(CodeBadRequest, "conversation_id is required")
 	}

@@ -3,6 +3,7 @@ package chat
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Code is a stable, documented error code clients can switch on.
@@ -19,6 +20,10 @@ const (
 	CodeUnsupportedMedia Code = "unsupported_media" // file type not allowed
 	CodeRateLimited      Code = "rate_limited"      // too many requests
 	CodeUnavailable      Code = "unavailable"       // the bus or database refused; retry
+	// CodeOverloaded refuses new work while the pipeline behind the bus
+	// lags (see Admission); nothing of the refused request happened, and
+	// a retry after Error.RetryAfter is welcome.
+	CodeOverloaded Code = "overloaded"
 	// CodeNotConfigured is a feature this server was deployed without
 	// (media without a bucket). Unlike CodeUnavailable, retrying does not
 	// help until an operator changes the configuration.
@@ -32,7 +37,15 @@ type Error struct {
 	Code    Code
 	Message string
 	Err     error // the cause, logged, never shown to clients
+	// RetryAfter is how long a client should wait before retrying, for
+	// the codes that ask for a retry (unavailable, overloaded); 0 otherwise.
+	RetryAfter time.Duration
 }
+
+// RetryAfter is the wait the retryable refusals (CodeUnavailable,
+// CodeOverloaded) ask for. A second is longer than a lagging queue's usual
+// recovery and short enough that a user barely notices; clients add jitter.
+const RetryAfter = time.Second
 
 func (e *Error) Error() string {
 	if e.Err != nil {
@@ -51,7 +64,7 @@ func Errorf(code Code, format string, args ...any) *Error {
 // unavailable wraps an infrastructure failure the client should retry;
 // what names the part that failed ("the database").
 func unavailable(what string, err error) *Error {
-	return &Error{Code: CodeUnavailable, Message: what + " is temporarily unavailable; retry", Err: err}
+	return &Error{Code: CodeUnavailable, Message: what + " is temporarily unavailable; retry", Err: err, RetryAfter: RetryAfter}
 }
 
 // internal wraps an unexpected failure.

@@ -48,27 +48,75 @@ func DefaultLimits() Limits {
 	return Limits{MaxTextRunes: 4000, SendRate: 20, SendBurst: 40, MaxReadBatch: 500, MaxClientIDLen: 128}
 }
 
+// Admission says whether the pipeline behind the bus can take more
+// messages now. pgbus.Backlog is the local bus's; on AWS there is none (SQS
+// queues and Lambda concurrency absorb the excess).
+type Admission interface {
+	Overloaded() bool
+}
+
+// ClaimPublisher is a bus that can record a send's client_message_id in
+// the statement that publishes it (pgbus.Bus): a first attempt then costs
+// one round trip instead of two. It publishes env only if the claim is new
+// and reports whether it was.
+type ClaimPublisher interface {
+	PublishClaimed(ctx context.Context, claim db.InsertMessageRequestParams, env events.Envelope) (claimed bool, err error)
+}
+
 // Service implements the chat operations shared by REST and WebSocket.
 type Service struct {
-	pool    *pgxpool.Pool
-	q       *db.Queries
-	bus     events.Publisher
-	media   MediaStore
-	limits  Limits
-	limiter *rateLimiter
-	now     func() time.Time
-	logger  *slog.Logger
+	pool      *pgxpool.Pool
+	q         *db.Queries
+	bus       events.Publisher
+	claims    ClaimPublisher // bus, when it can claim; nil otherwise
+	media     MediaStore
+	limits    Limits
+	limiter   *rateLimiter
+	admission Admission // nil: never refuse for overload
+	now       func() time.Time
+	logger    *slog.Logger
+
+	// Facts that never change, kept so that the send path does not ask
+	// the database for them on every message (sizes in cache.go).
+	direct  *boundedCache[[2]int64, uuid.UUID] // user pair (lower id first) → direct conversation
+	members *boundedCache[uuid.UUID, []int64]  // direct conversation → its two participants
 }
+
+// Option configures a Service beyond its required dependencies.
+type Option func(*Service)
+
+// WithAdmission refuses sends and typing with CodeOverloaded while a says
+// the pipeline is overloaded.
+func WithAdmission(a Admission) Option { return func(s *Service) { s.admission = a } }
 
 // NewService wires the service. media may be nil when no media store is
 // configured: media messages are then refused and uploads answer
 // CodeNotConfigured.
-func NewService(pool *pgxpool.Pool, bus events.Publisher, media MediaStore, limits Limits, logger *slog.Logger) *Service {
-	return &Service{
+func NewService(pool *pgxpool.Pool, bus events.Publisher, media MediaStore, limits Limits, logger *slog.Logger, opts ...Option) *Service {
+	s := &Service{
 		pool: pool, q: db.New(pool), bus: bus, media: media, limits: limits,
 		limiter: newRateLimiter(limits.SendRate, limits.SendBurst, time.Now),
 		now:     time.Now, logger: logger,
+		direct:  newBoundedCache[[2]int64, uuid.UUID](maxCachedDirect),
+		members: newBoundedCache[uuid.UUID, []int64](maxCachedMembers),
 	}
+	s.claims, _ = bus.(ClaimPublisher)
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// admit refuses new work while the pipeline is overloaded. Only sends and
+// typing ask: they are nearly all of the traffic, and refusing them is what
+// lets the queues drain. Receipts, settings and deletions are few (one per
+// user action, under the same per-user rate limit) and a refused one would
+// leave devices disagreeing; reads do not touch the queues at all.
+func (s *Service) admit() error {
+	if s.admission != nil && s.admission.Overloaded() {
+		return &Error{Code: CodeOverloaded, Message: "the server is overloaded; retry shortly", RetryAfter: RetryAfter}
+	}
+	return nil
 }
 
 func newID() uuid.UUID { return uuid.Must(uuid.NewV7()) }

@@ -28,6 +28,14 @@ type Sessions struct {
 	svc   *Service
 	conns Connections
 	ttl   time.Duration
+	// known caches the records Lookup found, so that a frame does not
+	// cost a read of the connection store. A connection id is never reused
+	// and never changes user, so a cached record is right as long as it has
+	// not expired; an expired one is read again (another process may have
+	// extended it). Disconnect drops it here; one that disconnected through
+	// another process stays until it ages out of the bound, harmlessly: no
+	// frame arrives on a closed connection.
+	known *boundedCache[string, connstore.Connection]
 }
 
 // Sessions returns the session use cases over conns. ttl is how long a
@@ -36,7 +44,7 @@ func (s *Service) Sessions(conns Connections, ttl time.Duration) *Sessions {
 	if ttl <= 0 {
 		ttl = DefaultSessionTTL
 	}
-	return &Sessions{svc: s, conns: conns, ttl: ttl}
+	return &Sessions{svc: s, conns: conns, ttl: ttl, known: newBoundedCache[string, connstore.Connection](maxCachedConnections)}
 }
 
 // Connect records an authenticated connection and asks fanout to greet it.
@@ -47,6 +55,7 @@ func (ss *Sessions) Connect(ctx context.Context, connID string, userID int64) er
 	if err := ss.conns.Put(ctx, c); err != nil {
 		return unavailable("the connection store", err)
 	}
+	ss.known.put(connID, c)
 	// API Gateway cannot send on a connection before $connect returns, so
 	// fanout greets it once this event arrives.
 	env, err := events.New(newID().String(), now, userID, "", events.ConnectedV1{ConnectionID: connID, UserID: userID})
@@ -61,6 +70,9 @@ func (ss *Sessions) Connect(ctx context.Context, connID string, userID int64) er
 
 // Lookup returns the connection behind connID.
 func (ss *Sessions) Lookup(ctx context.Context, connID string) (connstore.Connection, error) {
+	if c, ok := ss.known.get(connID); ok && ss.svc.clock().Before(c.ExpiresAt) {
+		return c, nil
+	}
 	c, err := ss.conns.Get(ctx, connID)
 	if errors.Is(err, connstore.ErrNotFound) {
 		return c, Errorf(CodeUnauthenticated, "this connection is not registered; reconnect")
@@ -68,6 +80,7 @@ func (ss *Sessions) Lookup(ctx context.Context, connID string) (connstore.Connec
 	if err != nil {
 		return c, unavailable("the connection store", err)
 	}
+	ss.known.put(connID, c)
 	return c, nil
 }
 
@@ -76,15 +89,21 @@ func (ss *Sessions) Ping(ctx context.Context, connID string) error {
 	now := ss.svc.clock()
 	if err := ss.conns.Touch(ctx, connID, now, now.Add(ss.ttl)); err != nil {
 		if errors.Is(err, connstore.ErrNotFound) {
+			ss.known.remove(connID)
 			return Errorf(CodeUnauthenticated, "this connection is not registered; reconnect")
 		}
 		return unavailable("the connection store", err)
+	}
+	if c, ok := ss.known.get(connID); ok {
+		c.LastPingAt, c.ExpiresAt = now, now.Add(ss.ttl)
+		ss.known.put(connID, c)
 	}
 	return nil
 }
 
 // Disconnect forgets the connection.
 func (ss *Sessions) Disconnect(ctx context.Context, connID string) error {
+	ss.known.remove(connID)
 	if err := ss.conns.Delete(ctx, connID); err != nil {
 		return unavailable("the connection store", err)
 	}

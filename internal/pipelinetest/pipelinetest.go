@@ -50,6 +50,10 @@ type Options struct {
 	NoPersister bool
 	// Logger receives every component's logs; nil discards them.
 	Logger *slog.Logger
+	// OverloadQueueAge, when set, refuses sends while the oldest event
+	// waiting for the persister or fanout is older (pgbus.Backlog, sampled
+	// every 10 ms). Fanout does not run here: its queue only grows.
+	OverloadQueueAge time.Duration
 }
 
 // Env is one running chat backend over its own database.
@@ -58,6 +62,7 @@ type Env struct {
 	Pool    *pgxpool.Pool
 	Waker   *pgbus.Waker
 	Bus     *pgbus.Bus
+	Backlog *pgbus.Backlog // nil without Options.OverloadQueueAge
 	Service *chat.Service
 	REST    *api.REST
 	Server  *httptest.Server
@@ -111,9 +116,19 @@ func New(t testing.TB, opts Options) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := chat.NewService(pool, pub, nil, limits, logger)
+	var svcOpts []chat.Option
+	var backlog *pgbus.Backlog
+	if opts.OverloadQueueAge > 0 {
+		backlog = pgbus.NewBacklog(pool, opts.OverloadQueueAge, 10*time.Millisecond, logger)
+		bctx, stopBacklog := context.WithCancel(ctx)
+		bdone := make(chan struct{})
+		go func() { defer close(bdone); _ = backlog.Run(bctx) }()
+		t.Cleanup(func() { stopBacklog(); <-bdone })
+		svcOpts = append(svcOpts, chat.WithAdmission(backlog))
+	}
+	svc := chat.NewService(pool, pub, nil, limits, logger, svcOpts...)
 	rest := api.NewREST(svc, verifier, logger)
-	e := &Env{DSN: dsn, Pool: pool, Waker: waker, Bus: bus, Service: svc, REST: rest, Logger: logger}
+	e := &Env{DSN: dsn, Pool: pool, Waker: waker, Bus: bus, Backlog: backlog, Service: svc, REST: rest, Logger: logger}
 	if !opts.NoPersister {
 		e.StartPersister(t, opts.Consumer)
 	}

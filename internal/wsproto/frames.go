@@ -194,11 +194,16 @@ func NewReadAcknowledgment(conversationID string, read, ignored []string) ReadAc
 // Error answers a frame that failed; the connection stays open. Code is
 // one of the server's stable error codes; Action is the failed action, if
 // the frame named one.
+//
+// RetryAfterMs, on the retryable codes (unavailable, overloaded), is how
+// many milliseconds the client should wait before sending the same frame
+// again; nothing of the refused frame happened.
 type Error struct {
-	Type    string `json:"type"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Action  string `json:"action,omitempty"`
+	Type         string `json:"type"`
+	Code         string `json:"code"`
+	Message      string `json:"message"`
+	Action       string `json:"action,omitempty"`
+	RetryAfterMs int64  `json:"retryAfterMs,omitempty"`
 }
 
 func (f Error) FrameType() string { return f.Type }
@@ -206,6 +211,12 @@ func (f Error) FrameType() string { return f.Type }
 // NewError builds an error frame.
 func NewError(action, code, message string) Error {
 	return Error{Type: TypeError, Code: code, Message: message, Action: action}
+}
+
+// WithRetryAfter asks the client to retry after d (at least 1 ms).
+func (f Error) WithRetryAfter(d time.Duration) Error {
+	f.RetryAfterMs = max(d.Milliseconds(), 1)
+	return f
 }
 
 // Push is a frame fanout sends: a type and its data.

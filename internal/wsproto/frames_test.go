@@ -39,7 +39,7 @@ func samples() map[string]any {
 		"frame.acknowledgment":     wsproto.NewAcknowledgment(msg, conv, "c-1", at),
 		"frame.pong":               wsproto.NewPong(),
 		"frame.readAcknowledgment": wsproto.NewReadAcknowledgment(conv, []string{msg}, []string{conv}),
-		"frame.error":              wsproto.NewError(wsproto.ActionSendMessage, "invalid_argument", "textContent must not be empty"),
+		"frame.error":              wsproto.NewError(wsproto.ActionSendMessage, "overloaded", "the server is overloaded; retry shortly").WithRetryAfter(time.Second),
 		"frame.newMessage": wsproto.NewMessage(wsproto.NewMessageData{
 			ID: msg, ConversationID: conv, SenderID: 1, RecipientID: 2, ContentType: "audio", TextContent: "a <b>&</b>",
 			MediaURL: url, MediaKey: "chat/1/a.m4a", AudioDuration: &dur, ReplyToID: conv, ClientMessageID: "c-1", CreatedAt: at,
