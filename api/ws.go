@@ -57,7 +57,10 @@ func (w *WSRoutes) Connect(ctx context.Context, req wsRequest) (response, error)
 		return response{StatusCode: http.StatusUnauthorized, Body: `{"message":"Unauthorized"}`}, nil
 	}
 	id := req.RequestContext.ConnectionID
-	if err := w.sessions.Connect(ctx, id, user); err != nil {
+	// The API id names the gateway holding the connection: API Gateway's
+	// on AWS, the local gateway's identity otherwise, which lets a
+	// restarted local gateway forget the connections it lost.
+	if err := w.sessions.Connect(ctx, id, user, req.RequestContext.APIID); err != nil {
 		w.logger.ErrorContext(ctx, "record connection", "connection_id", id, "err", err)
 		return response{StatusCode: http.StatusInternalServerError, Body: `{"message":"Internal server error"}`}, nil
 	}

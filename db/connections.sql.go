@@ -22,6 +22,18 @@ func (q *Queries) DeleteConnection(ctx context.Context, connectionID string) (in
 	return result.RowsAffected(), nil
 }
 
+const deleteConnectionsByGateway = `-- name: DeleteConnectionsByGateway :execrows
+DELETE FROM ws_connections WHERE gateway = $1
+`
+
+func (q *Queries) DeleteConnectionsByGateway(ctx context.Context, gateway string) (int64, error) {
+	result, err := q.db.Exec(ctx, deleteConnectionsByGateway, gateway)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const deleteExpiredConnections = `-- name: DeleteExpiredConnections :execrows
 DELETE FROM ws_connections WHERE expires_at <= $1
 `
@@ -35,7 +47,7 @@ func (q *Queries) DeleteExpiredConnections(ctx context.Context, expiresAt time.T
 }
 
 const getConnection = `-- name: GetConnection :one
-SELECT connection_id, user_id, connected_at, last_ping_at, expires_at FROM ws_connections WHERE connection_id = $1
+SELECT connection_id, user_id, connected_at, last_ping_at, expires_at, gateway FROM ws_connections WHERE connection_id = $1
 `
 
 func (q *Queries) GetConnection(ctx context.Context, connectionID string) (WsConnection, error) {
@@ -47,12 +59,13 @@ func (q *Queries) GetConnection(ctx context.Context, connectionID string) (WsCon
 		&i.ConnectedAt,
 		&i.LastPingAt,
 		&i.ExpiresAt,
+		&i.Gateway,
 	)
 	return i, err
 }
 
 const listConnectionsByUser = `-- name: ListConnectionsByUser :many
-SELECT connection_id, user_id, connected_at, last_ping_at, expires_at FROM ws_connections
+SELECT connection_id, user_id, connected_at, last_ping_at, expires_at, gateway FROM ws_connections
 WHERE user_id = $1 AND expires_at > $2
 ORDER BY connected_at
 `
@@ -77,6 +90,7 @@ func (q *Queries) ListConnectionsByUser(ctx context.Context, arg ListConnections
 			&i.ConnectedAt,
 			&i.LastPingAt,
 			&i.ExpiresAt,
+			&i.Gateway,
 		); err != nil {
 			return nil, err
 		}
@@ -89,7 +103,7 @@ func (q *Queries) ListConnectionsByUser(ctx context.Context, arg ListConnections
 }
 
 const listConnectionsByUsers = `-- name: ListConnectionsByUsers :many
-SELECT connection_id, user_id, connected_at, last_ping_at, expires_at FROM ws_connections
+SELECT connection_id, user_id, connected_at, last_ping_at, expires_at, gateway FROM ws_connections
 WHERE user_id = ANY($1::bigint[]) AND expires_at > $2
 ORDER BY connected_at
 `
@@ -115,6 +129,7 @@ func (q *Queries) ListConnectionsByUsers(ctx context.Context, arg ListConnection
 			&i.ConnectedAt,
 			&i.LastPingAt,
 			&i.ExpiresAt,
+			&i.Gateway,
 		); err != nil {
 			return nil, err
 		}
@@ -127,11 +142,12 @@ func (q *Queries) ListConnectionsByUsers(ctx context.Context, arg ListConnection
 }
 
 const putConnection = `-- name: PutConnection :exec
-INSERT INTO ws_connections (connection_id, user_id, connected_at, last_ping_at, expires_at)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO ws_connections (connection_id, user_id, connected_at, last_ping_at, expires_at, gateway)
+VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (connection_id) DO UPDATE
 SET user_id = EXCLUDED.user_id, connected_at = EXCLUDED.connected_at,
-    last_ping_at = EXCLUDED.last_ping_at, expires_at = EXCLUDED.expires_at
+    last_ping_at = EXCLUDED.last_ping_at, expires_at = EXCLUDED.expires_at,
+    gateway = EXCLUDED.gateway
 `
 
 type PutConnectionParams struct {
@@ -140,6 +156,7 @@ type PutConnectionParams struct {
 	ConnectedAt  time.Time
 	LastPingAt   time.Time
 	ExpiresAt    time.Time
+	Gateway      string
 }
 
 func (q *Queries) PutConnection(ctx context.Context, arg PutConnectionParams) error {
@@ -149,6 +166,7 @@ func (q *Queries) PutConnection(ctx context.Context, arg PutConnectionParams) er
 		arg.ConnectedAt,
 		arg.LastPingAt,
 		arg.ExpiresAt,
+		arg.Gateway,
 	)
 	return err
 }

@@ -123,4 +123,5 @@ type WsConnection struct {
 	ConnectedAt  time.Time
 	LastPingAt   time.Time
 	ExpiresAt    time.Time
+	Gateway      string
 }

@@ -1,9 +1,10 @@
 -- name: PutConnection :exec
-INSERT INTO ws_connections (connection_id, user_id, connected_at, last_ping_at, expires_at)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO ws_connections (connection_id, user_id, connected_at, last_ping_at, expires_at, gateway)
+VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (connection_id) DO UPDATE
 SET user_id = EXCLUDED.user_id, connected_at = EXCLUDED.connected_at,
-    last_ping_at = EXCLUDED.last_ping_at, expires_at = EXCLUDED.expires_at;
+    last_ping_at = EXCLUDED.last_ping_at, expires_at = EXCLUDED.expires_at,
+    gateway = EXCLUDED.gateway;
 
 -- name: GetConnection :one
 SELECT * FROM ws_connections WHERE connection_id = $1;
@@ -27,3 +28,6 @@ ORDER BY connected_at;
 
 -- name: DeleteExpiredConnections :execrows
 DELETE FROM ws_connections WHERE expires_at <= $1;
+
+-- name: DeleteConnectionsByGateway :execrows
+DELETE FROM ws_connections WHERE gateway = $1;

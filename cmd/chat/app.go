@@ -77,6 +77,9 @@ type App struct {
 	// managementURL is where fanout posts: CHAT_WS_MANAGEMENT_ENDPOINT, or
 	// this process's own management listener when it runs the gateway.
 	managementURL string
+	// gatewayID is the local gateway's identity, recorded with each of its
+	// connections (see forgetPreviousRun).
+	gatewayID string
 }
 
 // connBudget is the most PostgreSQL connections one process opens, by use.
@@ -379,6 +382,13 @@ func (a *App) listen(p parts) error {
 			// Our own listener, whose port the system may have chosen (":0").
 			a.managementURL = "http://" + a.adminLn.Addr().String()
 		}
+		// By default the gateway is its own management URL: stable across
+		// restarts on a fixed address, and distinct between gateways
+		// sharing a database, since no two can listen there at once.
+		a.gatewayID = a.cfg.GatewayID
+		if a.gatewayID == "" {
+			a.gatewayID = "http://" + a.adminLn.Addr().String()
+		}
 	}
 	return nil
 }
@@ -387,6 +397,11 @@ func (a *App) listen(p parts) error {
 // listeners stop accepting, WebSocket clients are told the server is going
 // away, in-flight events finish or stay queued.
 func (a *App) run(ctx context.Context, p parts) error {
+	if p.gateway {
+		if err := a.forgetPreviousRun(ctx); err != nil {
+			return err
+		}
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	if a.transport != nil {
 		g.Go(func() error { return a.transport.Run(ctx) })
@@ -428,6 +443,7 @@ func (a *App) run(ctx context.Context, p parts) error {
 	if p.gateway {
 		routes := a.wsRoutes(a.logger.With("component", "ws"))
 		gw = gateway.New(gateway.Routes{Connect: routes.Connect, Disconnect: routes.Disconnect, Default: routes.Default}, gateway.Config{
+			APIID:       a.gatewayID,
 			IdleTimeout: a.cfg.WSIdleTimeout, MaxConnectionAge: a.cfg.WSMaxAge, SendBuffer: a.cfg.WSSendBuffer,
 		}, a.logger.With("component", "gateway"))
 		a.serve(ctx, g, a.adminLn, gw.AdminHandler(), nil)
@@ -449,6 +465,22 @@ func (a *App) run(ctx context.Context, p parts) error {
 		a.serve(ctx, g, a.gatewayLn, mux, gatewayShutdown(gw))
 	}
 	return g.Wait()
+}
+
+// forgetPreviousRun deletes the connection records a previous run of this
+// gateway left behind when it stopped without running $disconnect (a
+// crash, SIGKILL): their connections died with that process, and every
+// post to them would only answer 410. It runs before the gateway serves, so
+// no connection of this run is touched.
+func (a *App) forgetPreviousRun(ctx context.Context) error {
+	n, err := a.conns.DeleteByGateway(ctx, a.gatewayID)
+	if err != nil {
+		return fmt.Errorf("forget the connections of gateway %s's previous run: %w", a.gatewayID, err)
+	}
+	if n > 0 {
+		a.logger.Info("forgot the connections of the gateway's previous run", "gateway_id", a.gatewayID, "count", n)
+	}
+	return nil
 }
 
 // wsRoutes are the WebSocket route handlers, for the local gateway and for

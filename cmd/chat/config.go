@@ -68,6 +68,7 @@ type Config struct {
 	// WSManagementURLSet: CHAT_WS_MANAGEMENT_ENDPOINT was given, so a process
 	// running the gateway does not point fanout at its own listener.
 	WSManagementURLSet bool
+	GatewayID          string // CHAT_GATEWAY_ID: the local gateway's identity; empty = its management URL
 	ConnTable          string // CHAT_CONNECTIONS_TABLE: DynamoDB table; empty = PostgreSQL
 	DynamoEndpoint     string // CHAT_DYNAMODB_ENDPOINT: a local DynamoDB (e.g. dynalite)
 
@@ -223,6 +224,7 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c.WSSendBuffer = num("CHAT_WS_SEND_BUFFER", 256, 1)
 	c.WSManagementURL = str("CHAT_WS_MANAGEMENT_ENDPOINT", "http://"+c.GatewayAdmin)
 	c.WSManagementURLSet = strings.TrimSpace(getenv("CHAT_WS_MANAGEMENT_ENDPOINT")) != ""
+	c.GatewayID = str("CHAT_GATEWAY_ID", "")
 	c.ConnTable = str("CHAT_CONNECTIONS_TABLE", "")
 	c.DynamoEndpoint = str("CHAT_DYNAMODB_ENDPOINT", "")
 

@@ -106,8 +106,8 @@ func TestRealTime(t *testing.T) {
 
 	// A connection that vanished without $disconnect (its record is still
 	// there, the gateway no longer knows it) is removed on its first 410.
-	// (A 410 within 29 s of connecting is retried instead: API Gateway answers
-	// 410 until $connect has finished.)
+	// (A 410 within 29 s of connecting keeps the record instead: API Gateway
+	// answers 410 until $connect has finished.)
 	if _, err := e.pool.Exec(context.Background(), `INSERT INTO ws_connections VALUES ('GoneConnId0001=', 2, now() - interval '5 minutes', now() - interval '5 minutes', now() + interval '1 hour')`); err != nil {
 		t.Fatal(err)
 	}

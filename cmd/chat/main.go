@@ -279,7 +279,7 @@ func (a *App) startedAttrs(p parts) []any {
 		attrs = append(attrs, "websocket", a.gatewayLn.Addr().String())
 	}
 	if a.adminLn != nil {
-		attrs = append(attrs, "management", a.adminLn.Addr().String())
+		attrs = append(attrs, "management", a.adminLn.Addr().String(), "gateway_id", a.gatewayID)
 	}
 	if a.s3Ln != nil {
 		attrs = append(attrs, "s3", a.s3Ln.Addr().String())

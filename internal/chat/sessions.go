@@ -47,11 +47,12 @@ func (s *Service) Sessions(conns Connections, ttl time.Duration) *Sessions {
 	return &Sessions{svc: s, conns: conns, ttl: ttl, known: newBoundedCache[string, connstore.Connection](maxCachedConnections)}
 }
 
-// Connect records an authenticated connection and asks fanout to greet it.
-// The greeting is best effort: a connection without it still works.
-func (ss *Sessions) Connect(ctx context.Context, connID string, userID int64) error {
+// Connect records an authenticated connection, held by gateway, and asks
+// fanout to greet it. The greeting is best effort: a connection without it
+// still works.
+func (ss *Sessions) Connect(ctx context.Context, connID string, userID int64, gateway string) error {
 	now := ss.svc.clock()
-	c := connstore.Connection{ID: connID, UserID: userID, ConnectedAt: now, LastPingAt: now, ExpiresAt: now.Add(ss.ttl)}
+	c := connstore.Connection{ID: connID, UserID: userID, ConnectedAt: now, LastPingAt: now, ExpiresAt: now.Add(ss.ttl), Gateway: gateway}
 	if err := ss.conns.Put(ctx, c); err != nil {
 		return unavailable("the connection store", err)
 	}

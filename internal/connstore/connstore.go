@@ -12,6 +12,9 @@ import (
 // ErrNotFound is returned for a connection id that is not recorded.
 var ErrNotFound = errors.New("connection not found")
 
+// ErrNoGateway is returned by DeleteByGateway for an empty gateway.
+var ErrNoGateway = errors.New("no gateway given")
+
 // Connection is one live WebSocket connection.
 type Connection struct {
 	ID          string
@@ -21,6 +24,10 @@ type Connection struct {
 	// ExpiresAt bounds how long a record outlives a connection whose
 	// $disconnect never ran (API Gateway closes every connection after 2 h).
 	ExpiresAt time.Time
+	// Gateway identifies the gateway that holds the connection: API
+	// Gateway's API id on AWS, the local gateway's own identity otherwise.
+	// Empty for records written before gateways were recorded.
+	Gateway string
 }
 
 // Store is the contract every implementation passes (see storetest).
@@ -38,4 +45,9 @@ type Store interface {
 	// ByUsers lists the unexpired connections of several users at once,
 	// by user; a user without connections has no entry.
 	ByUsers(ctx context.Context, userIDs []int64) (map[int64][]Connection, error)
+	// DeleteByGateway removes every record held by gateway and returns how
+	// many it removed: a restarted local gateway forgets the connections
+	// of its previous life. An empty gateway is refused with
+	// ErrNoGateway, since it would match records of unknown holders.
+	DeleteByGateway(ctx context.Context, gateway string) (int64, error)
 }

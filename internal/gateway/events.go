@@ -15,6 +15,7 @@ func (g *Gateway) requestContext(c *conn, routeKey, eventType string, now time.T
 	id := g.newID()
 	return lambdaevents.APIGatewayWebsocketProxyRequestContext{
 		Stage:     g.cfg.Stage,
+		APIID:     g.cfg.APIID,
 		RequestID: id,
 		Identity: lambdaevents.APIGatewayRequestIdentity{
 			SourceIP:  c.sourceIP,

@@ -63,6 +63,11 @@ type Config struct {
 	// DomainName is RequestContext.DomainName. Default: the Host of the
 	// upgrade request.
 	DomainName string
+	// APIID is RequestContext.APIID: on AWS the WebSocket API's id, here
+	// the gateway's identity, which a $connect handler may record with the
+	// connection so that the gateway's next start can forget it. Default
+	// empty.
+	APIID string
 }
 
 const (

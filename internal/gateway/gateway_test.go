@@ -286,7 +286,7 @@ func TestConnectEvent(t *testing.T) {
 		rec.connects <- req
 		return response{StatusCode: http.StatusOK, Headers: map[string]string{"Sec-WebSocket-Protocol": "chat.v1"}}, nil
 	}
-	h := start(t, newGateway(routes, Config{DomainName: "chat.example.test"}))
+	h := start(t, newGateway(routes, Config{DomainName: "chat.example.test", APIID: "gateway-7"}))
 
 	before := time.Now()
 	dialer := websocket.Dialer{Subprotocols: []string{"chat.v1"}}
@@ -322,8 +322,8 @@ func TestConnectEvent(t *testing.T) {
 	if _, err := time.Parse(requestTimeLayout, rc.RequestTime); err != nil {
 		t.Errorf("requestTime %q: %v", rc.RequestTime, err)
 	}
-	if rc.Stage != "local" || rc.DomainName != "chat.example.test" || rc.RequestID == "" {
-		t.Errorf("stage %q domain %q request id %q", rc.Stage, rc.DomainName, rc.RequestID)
+	if rc.Stage != "local" || rc.DomainName != "chat.example.test" || rc.RequestID == "" || rc.APIID != "gateway-7" {
+		t.Errorf("stage %q domain %q request id %q api id %q", rc.Stage, rc.DomainName, rc.RequestID, rc.APIID)
 	}
 	if rc.Identity.SourceIP != "127.0.0.1" || rc.Identity.UserAgent != "parley-test/1.0" {
 		t.Errorf("identity %+v", rc.Identity)

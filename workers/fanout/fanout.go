@@ -13,11 +13,15 @@
 // connection's frames in batch order), the batch's delivery receipts as one
 // publish.
 //
-// One connection never holds up the others: a connection that answers 410
-// Gone is removed from the connection store (unless it connected moments
-// ago, see connectGrace), a throttled post is retried with backoff, and any
-// other failure is logged and skipped. Only a failed connection lookup or a
-// failed publish fails events, so that the bus redelivers them.
+// One connection never holds up the others, nor the events queued behind
+// these: no post waits on a 410 Gone. A connection that answers 410 is
+// removed from the connection store, unless it connected moments ago (see
+// connectGrace), when its record is kept and the post skipped. A throttled
+// post is retried within a small budget, and any other failure is logged
+// and skipped. The one post worth retrying after a 410 is the greeting,
+// which can race its connection's handshake: it is retried apart from the
+// batch (see greet). Only a failed connection lookup or a failed publish
+// fails events, so that the bus redelivers them.
 package fanout
 
 import (
@@ -75,10 +79,19 @@ const (
 
 	// connectGrace is API Gateway's $connect integration timeout. A
 	// connection recorded more recently may still be in its handshake,
-	// when API Gateway answers 410 as well: its record is kept and the
-	// post retried, since deleting it would silence a live device. A
-	// connection that really closed is removed by $disconnect anyway.
+	// when API Gateway answers 410 as well: its record is kept, since
+	// deleting it would silence a live device, but the post is not
+	// retried, since that would make every event to its user wait (a
+	// crashed gateway leaves many such records). The device catches up
+	// over REST; a connection that really closed is removed by
+	// $disconnect, by its gateway's next start, or by a 410 once older.
 	connectGrace = 29 * time.Second
+	// maxPendingGreetings bounds the greetings being retried at once; a
+	// greeting that finds no room is dropped (it is best effort).
+	maxPendingGreetings = 64
+	// greetingBudget bounds one greeting's retries, waits and posts
+	// included.
+	greetingBudget = 2 * time.Second
 
 	// deliveredNamespace makes MessageDelivered event ids from message
 	// ids, so that a redelivered MessageSent yields the same event id.
@@ -93,10 +106,17 @@ type Fanout struct {
 	media  MediaURLs
 	logger *slog.Logger
 	now    func() time.Time
-	// retry is the policy for throttled posts (and young connections'
-	// 410s): exponential, with half of each wait random so that posts
-	// throttled together do not retry together.
+	// retry is the policy for throttled posts: a small total budget
+	// (three attempts, at most 150 ms of waits), since every wait holds up
+	// the events queued behind this one, other users' included. Half of
+	// each wait is random so that posts throttled together do not retry
+	// together.
 	retry retry.Policy
+	// greeting is the policy for a greeting answered 410 by a young
+	// connection, whose handshake is likely still finishing (see greet).
+	greeting retry.Policy
+	// greeters holds a token for each greeting being retried.
+	greeters chan struct{}
 }
 
 // New returns a Fanout. media may be nil: frames then carry no media URLs.
@@ -106,13 +126,15 @@ func New(conns Connections, poster Poster, bus events.Publisher, media MediaURLs
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Fanout{
-		conns:  conns,
-		poster: poster,
-		bus:    bus,
-		media:  media,
-		logger: logger,
-		now:    time.Now,
-		retry:  retry.Policy{Attempts: 4, Base: 100 * time.Millisecond, Max: 2 * time.Second, Jitter: 0.5},
+		conns:    conns,
+		poster:   poster,
+		bus:      bus,
+		media:    media,
+		logger:   logger,
+		now:      time.Now,
+		retry:    retry.Policy{Attempts: 3, Base: 50 * time.Millisecond, Max: 100 * time.Millisecond, Jitter: 0.5},
+		greeting: retry.Policy{Attempts: 6, Base: 25 * time.Millisecond, Max: 400 * time.Millisecond, Jitter: 0.5},
+		greeters: make(chan struct{}, maxPendingGreetings),
 	}
 }
 
@@ -158,16 +180,22 @@ func (f *Fanout) HandleBatch(ctx context.Context, envs []events.Envelope) []erro
 		return failAll(errs, pushes, fmt.Errorf("fanout: connections of %d users: %w", len(users), err))
 	}
 	var out posts
+	var greetings []int
 	for i, p := range pushes {
 		if p == nil {
 			continue
 		}
 		if p.conn != nil {
-			out.add(i, *p.conn, p.frame)
+			greetings = append(greetings, i)
 			continue
 		}
 		for _, c := range targets(p, conns) {
 			out.add(i, c, p.frame)
+		}
+	}
+	for _, i := range greetings {
+		if err := f.greet(ctx, pushes[i].frame, *pushes[i].conn); err != nil {
+			errs[i] = err
 		}
 	}
 	delivered := f.deliver(ctx, &out)
@@ -379,29 +407,35 @@ func (f *Fanout) deliver(ctx context.Context, ps *posts) map[int]map[string]bool
 	return got
 }
 
-// postOne sends data to one connection, retrying throttled posts, and
-// reports whether it arrived and whether the connection is gone.
+// postOne sends data to one connection and reports whether it arrived and
+// whether the connection is gone.
 func (f *Fanout) postOne(ctx context.Context, data []byte, c connstore.Connection) (delivered, gone bool) {
-	in := &apigatewaymanagementapi.PostToConnectionInput{ConnectionId: aws.String(c.ID), Data: data}
-	// young is decided at each failure: the last one's answer also picks
-	// what happens to the connection below.
-	var young bool
-	retryable := func(err error) bool {
-		young = f.now().Sub(c.ConnectedAt) < connectGrace
-		return isThrottle(err) || isGone(err) && young
-	}
-	attempts, err := f.retry.Do(ctx, func(ctx context.Context) error {
-		_, err := f.poster.PostToConnection(ctx, in)
-		return err
-	}, retryable, nil)
+	attempts, err := f.attempt(ctx, data, c)
 	if err == nil {
 		return true, false
 	}
-	gone = isGone(err)
+	f.failed(ctx, c, attempts, err)
+	return false, isGone(err)
+}
+
+// attempt posts data to one connection, retrying throttled posts within
+// f.retry's budget, and returns the number of attempts and the last error.
+// A 410 is returned at once.
+func (f *Fanout) attempt(ctx context.Context, data []byte, c connstore.Connection) (int, error) {
+	in := &apigatewaymanagementapi.PostToConnectionInput{ConnectionId: aws.String(c.ID), Data: data}
+	return f.retry.Do(ctx, func(ctx context.Context) error {
+		_, err := f.poster.PostToConnection(ctx, in)
+		return err
+	}, isThrottle, nil)
+}
+
+// failed handles a post to c that did not arrive.
+func (f *Fanout) failed(ctx context.Context, c connstore.Connection, attempts int, err error) {
+	gone := isGone(err)
 	switch {
 	case ctx.Err() != nil:
 		// The caller returns the cancellation; the event is redelivered.
-	case gone && young:
+	case gone && f.young(c):
 		f.logger.DebugContext(ctx, "fanout: new connection answered 410; keeping its record",
 			"connection_id", c.ID, "user_id", c.UserID)
 	case gone:
@@ -410,7 +444,61 @@ func (f *Fanout) postOne(ctx context.Context, data []byte, c connstore.Connectio
 		f.logger.WarnContext(ctx, "fanout: post to connection failed",
 			"connection_id", c.ID, "user_id", c.UserID, "attempts", attempts, "err", err)
 	}
-	return false, gone
+}
+
+// young reports whether c connected within connectGrace, when a 410 may
+// only mean that its handshake is not done yet.
+func (f *Fanout) young(c connstore.Connection) bool {
+	return f.now().Sub(c.ConnectedAt) < connectGrace
+}
+
+// greet sends the greeting to a new connection. $connect publishes the
+// event before it returns, and API Gateway (like the local gateway) answers
+// 410 until the handshake is done, so the first post can lose that race. A
+// young connection's 410 is then retried for a moment in a goroutine of its
+// own, so that no other event waits on it: Handle returns at once. The
+// greeting is best effort (the client works without it), so a retry that
+// finds maxPendingGreetings already running is dropped, and on Lambda one
+// still pending when the invocation returns resumes with the next one or is
+// lost with the environment.
+func (f *Fanout) greet(ctx context.Context, data []byte, c connstore.Connection) error {
+	attempts, err := f.attempt(ctx, data, c)
+	if err == nil {
+		return nil
+	}
+	if isGone(err) && f.young(c) && ctx.Err() == nil {
+		select {
+		case f.greeters <- struct{}{}:
+			go f.greetAgain(context.WithoutCancel(ctx), data, c, err)
+			return nil
+		default:
+		}
+	}
+	f.failed(ctx, c, attempts, err)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("fanout: greeting: %w", err)
+	}
+	return nil
+}
+
+// greetAgain retries a greeting that greet's post lost with first (a 410),
+// while the connection is young, within greetingBudget.
+func (f *Fanout) greetAgain(ctx context.Context, data []byte, c connstore.Connection, first error) {
+	defer func() { <-f.greeters }()
+	ctx, cancel := context.WithTimeout(ctx, greetingBudget)
+	defer cancel()
+	attempts, err := f.greeting.Do(ctx, func(ctx context.Context) error {
+		if err := first; err != nil {
+			// The first attempt is greet's: Do waits before the next.
+			first = nil
+			return err
+		}
+		_, err := f.attempt(ctx, data, c)
+		return err
+	}, func(err error) bool { return isGone(err) && f.young(c) }, nil)
+	if err != nil {
+		f.failed(ctx, c, attempts, err)
+	}
 }
 
 // forget deletes a connection API Gateway no longer knows, typically one

@@ -29,6 +29,9 @@ const (
 	attrConnectedAt = "connectedAt"
 	attrLastPingAt  = "lastPingAt"
 	attrExpiresAt   = "expiresAt"
+	// attrGateway is absent from items of unknown holders (written before
+	// gateways were recorded, or with none).
+	attrGateway = "gateway"
 
 	// UserIndex is the global secondary index on userId (projection ALL).
 	UserIndex = "userId-index"
@@ -41,6 +44,7 @@ type API interface {
 	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
 	DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
 	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
+	Scan(ctx context.Context, in *dynamodb.ScanInput, opts ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error)
 	CreateTable(ctx context.Context, in *dynamodb.CreateTableInput, opts ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error)
 	DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, opts ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error)
 }
@@ -126,16 +130,17 @@ func (s *Store) CreateTable(ctx context.Context) error {
 
 // Put records or replaces a connection.
 func (s *Store) Put(ctx context.Context, c connstore.Connection) error {
-	_, err := s.api.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName: aws.String(s.table),
-		Item: map[string]types.AttributeValue{
-			attrID:          &types.AttributeValueMemberS{Value: c.ID},
-			attrUserID:      &types.AttributeValueMemberN{Value: strconv.FormatInt(c.UserID, 10)},
-			attrConnectedAt: timeValue(c.ConnectedAt),
-			attrLastPingAt:  timeValue(c.LastPingAt),
-			attrExpiresAt:   expiryValue(c.ExpiresAt),
-		},
-	})
+	item := map[string]types.AttributeValue{
+		attrID:          &types.AttributeValueMemberS{Value: c.ID},
+		attrUserID:      &types.AttributeValueMemberN{Value: strconv.FormatInt(c.UserID, 10)},
+		attrConnectedAt: timeValue(c.ConnectedAt),
+		attrLastPingAt:  timeValue(c.LastPingAt),
+		attrExpiresAt:   expiryValue(c.ExpiresAt),
+	}
+	if c.Gateway != "" {
+		item[attrGateway] = &types.AttributeValueMemberS{Value: c.Gateway}
+	}
+	_, err := s.api.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(s.table), Item: item})
 	if err != nil {
 		return fmt.Errorf("dynamostore: put %s: %w", c.ID, err)
 	}
@@ -275,6 +280,62 @@ func (s *Store) ByUser(ctx context.Context, userID int64) ([]connstore.Connectio
 	return out, nil
 }
 
+// DeleteByGateway removes every item held by gateway. The table has no
+// index on the gateway, so this scans it: it runs once per start of a
+// local gateway, never on AWS, where API Gateway does not restart. Each
+// delete is conditional on the holder, so an item that changed hands
+// since the scan is left alone.
+func (s *Store) DeleteByGateway(ctx context.Context, gateway string) (int64, error) {
+	if gateway == "" {
+		return 0, fmt.Errorf("dynamostore: delete connections by gateway: %w", connstore.ErrNoGateway)
+	}
+	names := map[string]string{"#id": attrID, "#gw": attrGateway}
+	values := map[string]types.AttributeValue{":gw": &types.AttributeValueMemberS{Value: gateway}}
+	in := &dynamodb.ScanInput{
+		TableName:                 aws.String(s.table),
+		FilterExpression:          aws.String("#gw = :gw"),
+		ProjectionExpression:      aws.String("#id"),
+		ExpressionAttributeNames:  names,
+		ExpressionAttributeValues: values,
+		ConsistentRead:            aws.Bool(true),
+	}
+	if s.pageSize > 0 {
+		in.Limit = aws.Int32(s.pageSize)
+	}
+	var n int64
+	pages := dynamodb.NewScanPaginator(s.api, in)
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return n, fmt.Errorf("dynamostore: scan connections of gateway %q: %w", gateway, err)
+		}
+		for _, item := range page.Items {
+			d := decoder{item: item}
+			id := d.str(attrID)
+			if d.err != nil {
+				return n, fmt.Errorf("dynamostore: scan connections of gateway %q: %w", gateway, d.err)
+			}
+			_, err := s.api.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+				TableName:                 aws.String(s.table),
+				Key:                       key(id),
+				ConditionExpression:       aws.String("#gw = :gw"),
+				ExpressionAttributeNames:  map[string]string{"#gw": attrGateway},
+				ExpressionAttributeValues: values,
+			})
+			var failed *types.ConditionalCheckFailedException
+			switch {
+			case errors.As(err, &failed):
+				// Gone or held by another gateway since the scan.
+			case err != nil:
+				return n, fmt.Errorf("dynamostore: delete %s of gateway %q: %w", id, gateway, err)
+			default:
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
 func key(id string) map[string]types.AttributeValue {
 	return map[string]types.AttributeValue{attrID: &types.AttributeValueMemberS{Value: id}}
 }
@@ -301,6 +362,9 @@ func decode(item map[string]types.AttributeValue) (connstore.Connection, error) 
 		ConnectedAt: d.time(attrConnectedAt),
 		LastPingAt:  d.time(attrLastPingAt),
 		ExpiresAt:   time.Unix(d.num(attrExpiresAt), 0).UTC(),
+	}
+	if _, ok := item[attrGateway]; ok {
+		c.Gateway = d.str(attrGateway)
 	}
 	if d.err != nil {
 		return connstore.Connection{}, fmt.Errorf("item %q: %w", c.ID, d.err)

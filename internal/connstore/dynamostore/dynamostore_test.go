@@ -67,6 +67,7 @@ func TestItemLayout(t *testing.T) {
 		ConnectedAt: time.Date(2030, 1, 2, 3, 4, 5, 123456789, time.FixedZone("X", 3600)),
 		LastPingAt:  time.Date(2030, 1, 2, 3, 5, 0, 0, time.UTC),
 		ExpiresAt:   time.Date(2030, 1, 2, 5, 4, 5, 1, time.UTC),
+		Gateway:     "http://127.0.0.1:8081",
 	}
 	if err := s.Put(ctx, c); err != nil {
 		t.Fatalf("Put: %v", err)
@@ -79,6 +80,7 @@ func TestItemLayout(t *testing.T) {
 		"lastPingAt":   &types.AttributeValueMemberS{Value: "2030-01-02T03:05:00Z"},
 		// Rounded up: 1 ns past the second must not expire early.
 		"expiresAt": &types.AttributeValueMemberN{Value: "1893560646"},
+		"gateway":   &types.AttributeValueMemberS{Value: "http://127.0.0.1:8081"},
 	}
 	assertItem(t, got, want)
 

@@ -48,6 +48,7 @@ func (s *Store) Put(ctx context.Context, c connstore.Connection) error {
 		ConnectedAt:  c.ConnectedAt,
 		LastPingAt:   c.LastPingAt,
 		ExpiresAt:    c.ExpiresAt,
+		Gateway:      c.Gateway,
 	})
 	if err != nil {
 		return fmt.Errorf("pgstore: put %s: %w", c.ID, err)
@@ -126,6 +127,18 @@ func (s *Store) ByUsers(ctx context.Context, userIDs []int64) (map[int64][]conns
 	return out, nil
 }
 
+// DeleteByGateway removes every record held by gateway.
+func (s *Store) DeleteByGateway(ctx context.Context, gateway string) (int64, error) {
+	if gateway == "" {
+		return 0, fmt.Errorf("pgstore: delete connections by gateway: %w", connstore.ErrNoGateway)
+	}
+	n, err := s.q.DeleteConnectionsByGateway(ctx, gateway)
+	if err != nil {
+		return 0, fmt.Errorf("pgstore: delete connections of gateway %q: %w", gateway, err)
+	}
+	return n, nil
+}
+
 // Sweep deletes rows that expired at or before now and returns how many it
 // deleted: the local counterpart of DynamoDB's TTL deletion, run
 // periodically by whoever owns the store.
@@ -144,5 +157,6 @@ func fromRow(r db.WsConnection) connstore.Connection {
 		ConnectedAt: r.ConnectedAt.UTC(),
 		LastPingAt:  r.LastPingAt.UTC(),
 		ExpiresAt:   r.ExpiresAt.UTC(),
+		Gateway:     r.Gateway,
 	}
 }

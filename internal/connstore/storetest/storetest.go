@@ -59,6 +59,7 @@ func Run(t *testing.T, newStore func(t *testing.T) connstore.Store) {
 		second := conn(first.ID, newUserID(t), 2*time.Hour)
 		second.ConnectedAt = first.ConnectedAt.Add(time.Minute)
 		second.LastPingAt = second.ConnectedAt
+		second.Gateway = "another " + first.Gateway
 		mustPut(t, s, second)
 		got, err := s.Get(ctx, first.ID)
 		if err != nil {
@@ -93,6 +94,85 @@ func Run(t *testing.T, newStore func(t *testing.T) connstore.Store) {
 		s := newStore(t)
 		if err := s.Delete(t.Context(), newID(t)); err != nil {
 			t.Fatalf("Delete unknown: %v, want nil", err)
+		}
+	})
+
+	t.Run("NoGatewayRoundTrip", func(t *testing.T) {
+		// Records written before gateways were recorded have none.
+		s, ctx := newStore(t), t.Context()
+		want := conn(newID(t), newUserID(t), time.Hour)
+		want.Gateway = ""
+		mustPut(t, s, want)
+		got, err := s.Get(ctx, want.ID)
+		if err != nil {
+			t.Fatalf("Get: %v", err)
+		}
+		assertConn(t, got, want)
+	})
+
+	t.Run("DeleteByGateway", func(t *testing.T) {
+		s, ctx := newStore(t), t.Context()
+		mine, other := "gateway-"+newID(t), "gateway-"+newID(t)
+		alice, bob := newUserID(t), newUserID(t)
+		// More of mine than a small page, over two users, one expired.
+		var doomed []connstore.Connection
+		for i := range 7 {
+			c := conn(newID(t), []int64{alice, bob}[i%2], time.Hour)
+			if i == 0 {
+				c = conn(c.ID, c.UserID, -time.Minute)
+			}
+			c.Gateway = mine
+			doomed = append(doomed, c)
+		}
+		kept := conn(newID(t), alice, time.Hour)
+		kept.Gateway = other
+		unclaimed := conn(newID(t), bob, time.Hour)
+		unclaimed.Gateway = ""
+		for _, c := range append(slices.Clone(doomed), kept, unclaimed) {
+			mustPut(t, s, c)
+		}
+
+		n, err := s.DeleteByGateway(ctx, mine)
+		if err != nil {
+			t.Fatalf("DeleteByGateway: %v", err)
+		}
+		if n != int64(len(doomed)) {
+			t.Errorf("DeleteByGateway removed %d records, want %d", n, len(doomed))
+		}
+		for _, c := range doomed {
+			if _, err := s.Get(ctx, c.ID); !errors.Is(err, connstore.ErrNotFound) {
+				t.Errorf("Get %s of the deleted gateway: err = %v, want ErrNotFound", c.ID, err)
+			}
+		}
+		for _, c := range []connstore.Connection{kept, unclaimed} {
+			got, err := s.Get(ctx, c.ID)
+			if err != nil {
+				t.Errorf("Get %s of gateway %q: %v", c.ID, c.Gateway, err)
+				continue
+			}
+			assertConn(t, got, c)
+		}
+		if got := ids(mustByUser(t, s, alice)); !slices.Equal(got, []string{kept.ID}) {
+			t.Errorf("ByUser(alice) = %v, want [%s]", got, kept.ID)
+		}
+		if got := ids(mustByUser(t, s, bob)); !slices.Equal(got, []string{unclaimed.ID}) {
+			t.Errorf("ByUser(bob) = %v, want [%s]", got, unclaimed.ID)
+		}
+		if n, err := s.DeleteByGateway(ctx, mine); err != nil || n != 0 {
+			t.Errorf("second DeleteByGateway = %d, %v; want 0, nil", n, err)
+		}
+	})
+
+	t.Run("DeleteByGatewayRefusesEmpty", func(t *testing.T) {
+		s, ctx := newStore(t), t.Context()
+		c := conn(newID(t), newUserID(t), time.Hour)
+		c.Gateway = ""
+		mustPut(t, s, c)
+		if _, err := s.DeleteByGateway(ctx, ""); !errors.Is(err, connstore.ErrNoGateway) {
+			t.Fatalf("DeleteByGateway(\"\"): err = %v, want ErrNoGateway", err)
+		}
+		if _, err := s.Get(ctx, c.ID); err != nil {
+			t.Fatalf("Get after refused DeleteByGateway: %v", err)
 		}
 	})
 
@@ -314,8 +394,9 @@ func worker(ctx context.Context, s connstore.Store, i int, own, shared connstore
 	return nil
 }
 
-// conn builds a connection opened a minute ago that expires ttl from now.
-// Times carry sub-millisecond digits on purpose: stores may drop them.
+// conn builds a connection opened a minute ago that expires ttl from now,
+// held by a gateway of its own. Times carry sub-millisecond digits on
+// purpose: stores may drop them.
 func conn(id string, userID int64, ttl time.Duration) connstore.Connection {
 	now := time.Now()
 	connected := now.Add(-time.Minute).Add(-123456 * time.Nanosecond)
@@ -325,13 +406,14 @@ func conn(id string, userID int64, ttl time.Duration) connstore.Connection {
 		ConnectedAt: connected,
 		LastPingAt:  connected.Add(30*time.Second + 654321*time.Nanosecond),
 		ExpiresAt:   now.Add(ttl).Add(789 * time.Millisecond),
+		Gateway:     "gateway-of-" + id,
 	}
 }
 
 func assertConn(t *testing.T, got, want connstore.Connection) {
 	t.Helper()
-	if got.ID != want.ID || got.UserID != want.UserID {
-		t.Errorf("got id/user %q/%d, want %q/%d", got.ID, got.UserID, want.ID, want.UserID)
+	if got.ID != want.ID || got.UserID != want.UserID || got.Gateway != want.Gateway {
+		t.Errorf("got id/user/gateway %q/%d/%q, want %q/%d/%q", got.ID, got.UserID, got.Gateway, want.ID, want.UserID, want.Gateway)
 	}
 	if !sameMilli(got.ConnectedAt, want.ConnectedAt) {
 		t.Errorf("ConnectedAt = %v, want %v", got.ConnectedAt, ms(want.ConnectedAt))
@@ -345,7 +427,7 @@ func assertConn(t *testing.T, got, want connstore.Connection) {
 }
 
 func sameConn(got, want connstore.Connection) bool {
-	return got.ID == want.ID && got.UserID == want.UserID &&
+	return got.ID == want.ID && got.UserID == want.UserID && got.Gateway == want.Gateway &&
 		sameMilli(got.ConnectedAt, want.ConnectedAt) &&
 		sameMilli(got.LastPingAt, want.LastPingAt) &&
 		expiryOK(got.ExpiresAt, want.ExpiresAt)
