@@ -109,14 +109,18 @@ func budgetFor(cfg Config, p parts) connBudget {
 		if p.api || p.gateway {
 			b.main += requestConns
 		}
-		b.main += len(p.workers) * (cfg.WorkerConc + 2)
+		for _, w := range p.workers {
+			b.main += cfg.concurrency(w) + 2
+		}
 		b.main = max(b.main, 2) // one-shot commands
 	}
 	if cfg.DBMaxConns > 0 {
 		b.main = cfg.DBMaxConns
 	}
 	if cfg.Transport == transportPostgres && p.bus {
-		b.consumers = len(p.workers) * cfg.WorkerConc
+		for _, w := range p.workers {
+			b.consumers += cfg.concurrency(w)
+		}
 		b.dedicated = 2
 	}
 	return b
@@ -241,7 +245,7 @@ func (a *App) openTransport(ctx context.Context, p parts) error {
 				return err
 			}
 		}
-		a.transport = &pgTransport{bus: bus, waker: waker, consumers: a.consumers, logger: a.logger,
+		a.transport = &pgTransport{cfg: a.cfg, bus: bus, waker: waker, consumers: a.consumers, logger: a.logger,
 			consume: pgbus.ConsumerConfig{Concurrency: a.cfg.WorkerConc, MaxAttempts: a.cfg.WorkerAttempts, FallbackPoll: a.cfg.FallbackPoll}}
 	}
 	return nil
@@ -323,23 +327,29 @@ func (a *App) Close() {
 	}
 }
 
-// workerHandler builds the handler of a named worker.
-func (a *App) workerHandler(ctx context.Context, name string) (events.Handler, error) {
+// workerHandler builds the handler of a named worker. gw is this process's
+// own gateway, if it runs one: fanout then posts to it in-process, unless
+// CHAT_WS_MANAGEMENT_ENDPOINT names another.
+func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gateway) (events.Handler, error) {
 	logger := a.logger.With("worker", name)
 	publisher := a.transport.Publisher()
 	switch name {
 	case events.WorkerPersister:
 		return persister.New(a.pool, logger), nil
 	case events.WorkerFanout:
-		client, err := fanout.NewManagementClient(ctx, a.managementURL, a.cfg.AWSKeys)
-		if err != nil {
-			return nil, fmt.Errorf("CHAT_WS_MANAGEMENT_ENDPOINT: %w", err)
+		var poster fanout.Poster = gw
+		if gw == nil || a.cfg.WSManagementURLSet {
+			client, err := fanout.NewManagementClient(ctx, a.managementURL, a.cfg.AWSKeys)
+			if err != nil {
+				return nil, fmt.Errorf("CHAT_WS_MANAGEMENT_ENDPOINT: %w", err)
+			}
+			poster = client
 		}
 		var urls fanout.MediaURLs
 		if a.media != nil {
 			urls = a.media
 		}
-		return fanout.New(a.conns, client, publisher, urls, logger), nil
+		return fanout.New(a.conns, poster, publisher, urls, logger), nil
 	case events.WorkerThumbnailer:
 		if a.media == nil {
 			return nil, errors.New("the thumbnailer needs a media store: set CHAT_S3_BUCKET (and CHAT_S3_ENDPOINT for a non-AWS S3)")
@@ -406,8 +416,17 @@ func (a *App) run(ctx context.Context, p parts) error {
 	if a.transport != nil {
 		g.Go(func() error { return a.transport.Run(ctx) })
 	}
+	var gw *gateway.Gateway
+	if p.gateway {
+		routes := a.wsRoutes(a.logger.With("component", "ws"))
+		gw = gateway.New(gateway.Routes{Connect: routes.Connect, Disconnect: routes.Disconnect, Default: routes.Default}, gateway.Config{
+			APIID:       a.gatewayID,
+			IdleTimeout: a.cfg.WSIdleTimeout, MaxConnectionAge: a.cfg.WSMaxAge, SendBuffer: a.cfg.WSSendBuffer,
+		}, a.logger.With("component", "gateway"))
+		a.serve(ctx, g, a.adminLn, gw.AdminHandler(), nil)
+	}
 	for _, name := range p.workers {
-		h, err := a.workerHandler(ctx, name)
+		h, err := a.workerHandler(ctx, name, gw)
 		if err != nil {
 			return err
 		}
@@ -439,15 +458,6 @@ func (a *App) run(ctx context.Context, p parts) error {
 		a.serve(ctx, g, ln, pm, nil)
 	}
 
-	var gw *gateway.Gateway
-	if p.gateway {
-		routes := a.wsRoutes(a.logger.With("component", "ws"))
-		gw = gateway.New(gateway.Routes{Connect: routes.Connect, Disconnect: routes.Disconnect, Default: routes.Default}, gateway.Config{
-			APIID:       a.gatewayID,
-			IdleTimeout: a.cfg.WSIdleTimeout, MaxConnectionAge: a.cfg.WSMaxAge, SendBuffer: a.cfg.WSSendBuffer,
-		}, a.logger.With("component", "gateway"))
-		a.serve(ctx, g, a.adminLn, gw.AdminHandler(), nil)
-	}
 	if a.httpLn != nil {
 		mux := http.NewServeMux()
 		if gw != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/pgbus"
 	"github.com/parleychat/parley/internal/awsconf"
 	"github.com/parleychat/parley/internal/chat"
@@ -50,7 +51,8 @@ type Config struct {
 	SendRate       float64       // CHAT_SEND_RATE per user per second, default 20; 0 = no limit
 	SendBurst      int           // CHAT_SEND_BURST, default 40
 	WorkerAttempts int           // CHAT_WORKER_MAX_ATTEMPTS before dead-lettering, default 5
-	WorkerConc     int           // CHAT_WORKER_CONCURRENCY consumers per worker queue, default 4
+	WorkerConc     int           // CHAT_WORKER_CONCURRENCY consumers per worker queue, default 1
+	ThumbConc      int           // CHAT_THUMBNAILER_CONCURRENCY consumers of the thumbnailer, default 2
 	FallbackPoll   time.Duration // CHAT_BUS_FALLBACK_POLL, default 1s
 	// OverloadQueueAge: refuse sends while the oldest event waiting for the
 	// persister or fanout is older (CHAT_OVERLOAD_QUEUE_AGE, default 100ms;
@@ -106,6 +108,14 @@ type Config struct {
 
 // loadConfig reads the environment through getenv and validates it,
 // naming the variable in every error.
+// concurrency is how many consumers a worker runs.
+func (c Config) concurrency(worker string) int {
+	if worker == events.WorkerThumbnailer {
+		return c.ThumbConc
+	}
+	return c.WorkerConc
+}
+
 func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c := Config{DevMode: dev}
 	var errs []error
@@ -204,6 +214,9 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	consume := pgbus.DefaultConsumerConfig()
 	c.WorkerAttempts = num("CHAT_WORKER_MAX_ATTEMPTS", consume.MaxAttempts, 1)
 	c.WorkerConc = num("CHAT_WORKER_CONCURRENCY", consume.Concurrency, 1)
+	// Thumbnails are CPU work, not round trips: a second consumer keeps
+	// one slow image from holding up the next.
+	c.ThumbConc = num("CHAT_THUMBNAILER_CONCURRENCY", 2, 1)
 	c.FallbackPoll = dur("CHAT_BUS_FALLBACK_POLL", consume.FallbackPoll)
 	c.ShutdownGrace = dur("CHAT_SHUTDOWN_TIMEOUT", 15*time.Second)
 	if v := strings.TrimSpace(getenv("CHAT_OVERLOAD_QUEUE_AGE")); v == "0" {

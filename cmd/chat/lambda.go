@@ -55,7 +55,7 @@ func lambdaHandler(ctx context.Context, name string, getenv func(string) string,
 		h := map[string]any{lambdafn.WSConnect: routes.Connect, lambdafn.WSDisconnect: routes.Disconnect, lambdafn.WSDefault: routes.Default}[name]
 		return h, a.Close, nil
 	default:
-		h, err := a.workerHandler(ctx, fn.Worker)
+		h, err := a.workerHandler(ctx, fn.Worker, nil)
 		if err != nil {
 			a.Close()
 			return nil, nil, err

@@ -169,7 +169,7 @@ func TestReadmeSeparateProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	conns -= int(e.pool.Stat().TotalConns())
-	const documented = 56 // README.md, "PostgreSQL connections"
+	const documented = 40 // README.md, "PostgreSQL connections"
 	if conns > documented {
 		t.Fatalf("the split deployment holds %d connections, more than the documented %d", conns, documented)
 	}
@@ -202,9 +202,9 @@ func TestConnectionBudget(t *testing.T) {
 	}{
 		{"api", parts{api: true, db: true, bus: true}, 10},
 		{"gateway", parts{gateway: true, db: true, bus: true}, 10},
-		{"worker persister", parts{workers: []string{"persister"}, db: true, bus: true}, 12},
-		{"worker fanout", parts{workers: []string{"fanout"}, db: true, bus: true}, 12},
-		{"worker thumbnailer", parts{workers: []string{"thumbnailer"}, db: true, bus: true}, 12},
+		{"worker persister", parts{workers: []string{"persister"}, db: true, bus: true}, 6},
+		{"worker fanout", parts{workers: []string{"fanout"}, db: true, bus: true}, 6},
+		{"worker thumbnailer", parts{workers: []string{"thumbnailer"}, db: true, bus: true}, 8},
 	} {
 		got := budgetFor(cfg, c.p).total()
 		if got != c.want {
@@ -212,12 +212,12 @@ func TestConnectionBudget(t *testing.T) {
 		}
 		total += got
 	}
-	if total != 56 {
-		t.Errorf("the split deployment may open %d connections; README.md says 56", total)
+	if total != 40 {
+		t.Errorf("the split deployment may open %d connections; README.md says 40", total)
 	}
 	dev := budgetFor(cfg, parts{api: true, gateway: true, workers: events.Workers(), db: true, bus: true}).total()
-	if dev != 40 {
-		t.Errorf("chat dev may open %d connections; README.md says 40", dev)
+	if dev != 24 {
+		t.Errorf("chat dev may open %d connections; README.md says 24", dev)
 	}
 }
 

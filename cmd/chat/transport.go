@@ -41,6 +41,7 @@ type transport interface {
 // pgTransport is the embedded default: queue tables on the chat's own
 // PostgreSQL, woken by LISTEN/NOTIFY.
 type pgTransport struct {
+	cfg       Config
 	bus       *pgbus.Bus
 	waker     *pgbus.Waker
 	consumers *pgxpool.Pool // nil in a process that runs no worker
@@ -57,6 +58,7 @@ func (t *pgTransport) Consume(ctx context.Context, worker string, h events.Handl
 		return fmt.Errorf("worker %s: this process has no consumer connections", worker)
 	}
 	cfg := t.consume
+	cfg.Concurrency = t.cfg.concurrency(worker)
 	if worker == events.WorkerThumbnailer {
 		// A batch is handled in one transaction, and a thumbnail takes
 		// hundreds of milliseconds (video poster frames, seconds): small
@@ -117,7 +119,7 @@ func (t *awsTransport) Consume(ctx context.Context, worker string, h events.Hand
 	if t.cfg.QueueURL == "" {
 		return fmt.Errorf("worker %s: CHAT_QUEUE_URL is required with CHAT_TRANSPORT=aws", worker)
 	}
-	return sqs.Run(ctx, sqs.Config{QueueURL: t.cfg.QueueURL, AWS: t.cfg.awsAt(t.cfg.SQSEndpoint), Concurrency: t.cfg.WorkerConc}, h, t.logger.With("worker", worker))
+	return sqs.Run(ctx, sqs.Config{QueueURL: t.cfg.QueueURL, AWS: t.cfg.awsAt(t.cfg.SQSEndpoint), Concurrency: t.cfg.concurrency(worker)}, h, t.logger.With("worker", worker))
 }
 
 func (t *awsTransport) DeadLetters(context.Context, string, bool) ([]db.DeadLetter, error) {

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsretry "github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi"
 
 	"github.com/parleychat/parley/internal/awsconf"
@@ -49,7 +51,24 @@ func NewManagementClient(ctx context.Context, endpoint string, keys awsconf.Keys
 	return apigatewaymanagementapi.NewFromConfig(cfg, func(o *apigatewaymanagementapi.Options) {
 		o.BaseEndpoint = aws.String(endpoint)
 		o.Retryer = sdkRetryer()
+		o.HTTPClient = keepAlive(cfg.HTTPClient)
 	}), nil
+}
+
+// keepAlive keeps an idle connection for each post fanout may have in
+// flight: the SDK's default keeps 10 per host, and under load every post
+// beyond those dialed a new connection (and closed it), which cost more
+// than the post. The configuration's own client (its CA bundle, say) is
+// kept when it is the SDK's buildable one.
+func keepAlive(c aws.HTTPClient) aws.HTTPClient {
+	bc, ok := c.(*awshttp.BuildableClient)
+	if !ok || bc == nil {
+		bc = awshttp.NewBuildableClient()
+	}
+	return bc.WithTransportOptions(func(t *http.Transport) {
+		t.MaxIdleConns = 2 * maxConcurrentPosts
+		t.MaxIdleConnsPerHost = 2 * maxConcurrentPosts
+	})
 }
 
 // sdkRetryer is the SDK's standard retryer (transient network and 5xx
