@@ -79,24 +79,27 @@ func (q *Queries) InsertMessageDeletion(ctx context.Context, arg InsertMessageDe
 
 const insertMessages = `-- name: InsertMessages :many
 WITH input AS (
-    -- One unnest per array, zipped by position (sqlc knows only the
-    -- one-array unnest).
-    SELECT id.ord, id.id, cv.conversation_id, sd.sender_id, rc.recipient_id, ct.content_type, tx.text_content,
-           mk.media_key, ad.audio_duration, rt.reply_to_id, cm.client_message_id, ca.created_at
-    FROM unnest($1::uuid[]) WITH ORDINALITY AS id(id, ord)
-    JOIN unnest($2::uuid[]) WITH ORDINALITY AS cv(conversation_id, ord) ON cv.ord = id.ord
-    JOIN unnest($3::bigint[]) WITH ORDINALITY AS sd(sender_id, ord) ON sd.ord = id.ord
-    JOIN unnest($4::bigint[]) WITH ORDINALITY AS rc(recipient_id, ord) ON rc.ord = id.ord
-    JOIN unnest($5::text[]) WITH ORDINALITY AS ct(content_type, ord) ON ct.ord = id.ord
-    JOIN unnest($6::text[]) WITH ORDINALITY AS tx(text_content, ord) ON tx.ord = id.ord
-    JOIN unnest($7::text[]) WITH ORDINALITY AS mk(media_key, ord) ON mk.ord = id.ord
-    JOIN unnest($8::integer[]) WITH ORDINALITY AS ad(audio_duration, ord) ON ad.ord = id.ord
-    JOIN unnest($9::text[]) WITH ORDINALITY AS rt(reply_to_id, ord) ON rt.ord = id.ord
-    JOIN unnest($10::text[]) WITH ORDINALITY AS cm(client_message_id, ord) ON cm.ord = id.ord
-    JOIN unnest($11::timestamptz[]) WITH ORDINALITY AS ca(created_at, ord) ON ca.ord = id.ord
+    -- The arrays zipped by position. Subscripts, not one unnest per array
+    -- joined on its ordinality: planning that many joins cost more than
+    -- running the statement.
+    SELECT g.ord,
+           ($1::uuid[])[g.ord] AS id,
+           ($2::uuid[])[g.ord] AS conversation_id,
+           ($3::bigint[])[g.ord] AS sender_id,
+           ($4::bigint[])[g.ord] AS recipient_id,
+           ($5::text[])[g.ord] AS content_type,
+           ($6::text[])[g.ord] AS text_content,
+           ($7::text[])[g.ord] AS media_key,
+           ($8::integer[])[g.ord] AS audio_duration,
+           ($9::text[])[g.ord] AS reply_to_id,
+           ($10::text[])[g.ord] AS client_message_id,
+           ($11::timestamptz[])[g.ord] AS created_at
+    FROM generate_series(1, cardinality($1::uuid[])) AS g(ord)
 ), fresh AS (
+    -- Already stored ones are looked up by key (= ANY of an array): an
+    -- anti-join here was planned as a scan of the whole table.
     SELECT DISTINCT ON (i.id) i.ord, i.id, i.conversation_id, i.sender_id, i.recipient_id, i.content_type, i.text_content, i.media_key, i.audio_duration, i.reply_to_id, i.client_message_id, i.created_at FROM input i
-    WHERE NOT EXISTS (SELECT 1 FROM messages e WHERE e.id = i.id)
+    WHERE i.id <> ALL (ARRAY(SELECT e.id FROM messages e WHERE e.id = ANY($1::uuid[])))
     ORDER BY i.id, i.ord
 ), numbered AS (
     SELECT f.ord, f.id, f.conversation_id, f.sender_id, f.recipient_id, f.content_type, f.text_content, f.media_key, f.audio_duration, f.reply_to_id, f.client_message_id, f.created_at,
@@ -124,7 +127,7 @@ WITH input AS (
         last_message_at = GREATEST(COALESCE(c.last_message_at, last.latest), last.latest),
         updated_at = now()
     FROM last
-    WHERE c.id = last.conversation_id
+    WHERE c.id = ANY(ARRAY(SELECT l.conversation_id FROM last l)) AND c.id = last.conversation_id
 )
 SELECT ins.id, ins.seq FROM ins
 `
@@ -428,15 +431,14 @@ func (q *Queries) MarkMessageDelivered(ctx context.Context, arg MarkMessageDeliv
 
 const markMessagesDelivered = `-- name: MarkMessagesDelivered :many
 WITH d AS (
-    SELECT i.id, a.delivered_at
-    FROM unnest($1::uuid[]) WITH ORDINALITY AS i(id, ord)
-    JOIN unnest($2::timestamptz[]) WITH ORDINALITY AS a(delivered_at, ord) ON a.ord = i.ord
+    SELECT ($1::uuid[])[g.ord] AS id, ($2::timestamptz[])[g.ord] AS delivered_at
+    FROM generate_series(1, cardinality($1::uuid[])) AS g(ord)
 ), upd AS (
     UPDATE messages m SET delivered_at = d.delivered_at
-    FROM d WHERE m.id = d.id AND m.delivered_at IS NULL
+    FROM d WHERE m.id = ANY($1::uuid[]) AND m.id = d.id AND m.delivered_at IS NULL
     RETURNING m.id
 )
-SELECT m.id FROM messages m WHERE m.id IN (SELECT d.id FROM d)
+SELECT m.id FROM messages m WHERE m.id = ANY($1::uuid[])
 `
 
 type MarkMessagesDeliveredParams struct {

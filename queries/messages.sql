@@ -75,24 +75,27 @@ ON CONFLICT DO NOTHING;
 -- in an earlier statement so that this one's snapshot sees every message
 -- committed before the locks were granted.
 WITH input AS (
-    -- One unnest per array, zipped by position (sqlc knows only the
-    -- one-array unnest).
-    SELECT id.ord, id.id, cv.conversation_id, sd.sender_id, rc.recipient_id, ct.content_type, tx.text_content,
-           mk.media_key, ad.audio_duration, rt.reply_to_id, cm.client_message_id, ca.created_at
-    FROM unnest(@ids::uuid[]) WITH ORDINALITY AS id(id, ord)
-    JOIN unnest(@conversation_ids::uuid[]) WITH ORDINALITY AS cv(conversation_id, ord) ON cv.ord = id.ord
-    JOIN unnest(@sender_ids::bigint[]) WITH ORDINALITY AS sd(sender_id, ord) ON sd.ord = id.ord
-    JOIN unnest(@recipient_ids::bigint[]) WITH ORDINALITY AS rc(recipient_id, ord) ON rc.ord = id.ord
-    JOIN unnest(@content_types::text[]) WITH ORDINALITY AS ct(content_type, ord) ON ct.ord = id.ord
-    JOIN unnest(@text_contents::text[]) WITH ORDINALITY AS tx(text_content, ord) ON tx.ord = id.ord
-    JOIN unnest(@media_keys::text[]) WITH ORDINALITY AS mk(media_key, ord) ON mk.ord = id.ord
-    JOIN unnest(@audio_durations::integer[]) WITH ORDINALITY AS ad(audio_duration, ord) ON ad.ord = id.ord
-    JOIN unnest(@reply_to_ids::text[]) WITH ORDINALITY AS rt(reply_to_id, ord) ON rt.ord = id.ord
-    JOIN unnest(@client_message_ids::text[]) WITH ORDINALITY AS cm(client_message_id, ord) ON cm.ord = id.ord
-    JOIN unnest(@created_ats::timestamptz[]) WITH ORDINALITY AS ca(created_at, ord) ON ca.ord = id.ord
+    -- The arrays zipped by position. Subscripts, not one unnest per array
+    -- joined on its ordinality: planning that many joins cost more than
+    -- running the statement.
+    SELECT g.ord,
+           (@ids::uuid[])[g.ord] AS id,
+           (@conversation_ids::uuid[])[g.ord] AS conversation_id,
+           (@sender_ids::bigint[])[g.ord] AS sender_id,
+           (@recipient_ids::bigint[])[g.ord] AS recipient_id,
+           (@content_types::text[])[g.ord] AS content_type,
+           (@text_contents::text[])[g.ord] AS text_content,
+           (@media_keys::text[])[g.ord] AS media_key,
+           (@audio_durations::integer[])[g.ord] AS audio_duration,
+           (@reply_to_ids::text[])[g.ord] AS reply_to_id,
+           (@client_message_ids::text[])[g.ord] AS client_message_id,
+           (@created_ats::timestamptz[])[g.ord] AS created_at
+    FROM generate_series(1, cardinality(@ids::uuid[])) AS g(ord)
 ), fresh AS (
+    -- Already stored ones are looked up by key (= ANY of an array): an
+    -- anti-join here was planned as a scan of the whole table.
     SELECT DISTINCT ON (i.id) i.* FROM input i
-    WHERE NOT EXISTS (SELECT 1 FROM messages e WHERE e.id = i.id)
+    WHERE i.id <> ALL (ARRAY(SELECT e.id FROM messages e WHERE e.id = ANY(@ids::uuid[])))
     ORDER BY i.id, i.ord
 ), numbered AS (
     SELECT f.*,
@@ -120,7 +123,7 @@ WITH input AS (
         last_message_at = GREATEST(COALESCE(c.last_message_at, last.latest), last.latest),
         updated_at = now()
     FROM last
-    WHERE c.id = last.conversation_id
+    WHERE c.id = ANY(ARRAY(SELECT l.conversation_id FROM last l)) AND c.id = last.conversation_id
 )
 SELECT ins.id, ins.seq FROM ins;
 
@@ -128,12 +131,11 @@ SELECT ins.id, ins.seq FROM ins;
 -- Records deliveries and answers the ids of the batch that are stored
 -- (delivered now or before), so that the caller knows which are not yet.
 WITH d AS (
-    SELECT i.id, a.delivered_at
-    FROM unnest(@ids::uuid[]) WITH ORDINALITY AS i(id, ord)
-    JOIN unnest(@delivered_ats::timestamptz[]) WITH ORDINALITY AS a(delivered_at, ord) ON a.ord = i.ord
+    SELECT (@ids::uuid[])[g.ord] AS id, (@delivered_ats::timestamptz[])[g.ord] AS delivered_at
+    FROM generate_series(1, cardinality(@ids::uuid[])) AS g(ord)
 ), upd AS (
     UPDATE messages m SET delivered_at = d.delivered_at
-    FROM d WHERE m.id = d.id AND m.delivered_at IS NULL
+    FROM d WHERE m.id = ANY(@ids::uuid[]) AND m.id = d.id AND m.delivered_at IS NULL
     RETURNING m.id
 )
-SELECT m.id FROM messages m WHERE m.id IN (SELECT d.id FROM d);
+SELECT m.id FROM messages m WHERE m.id = ANY(@ids::uuid[]);

@@ -24,7 +24,7 @@ const devJWTSecret = "parley-development-secret-do-not-use-in-production"
 // pipeline's oldest event is a few milliseconds old), and sampling as often
 // costs ten small queries a second per process.
 const (
-	defaultOverloadQueueAge = 100 * time.Millisecond
+	defaultOverloadQueueAge = 150 * time.Millisecond
 	defaultOverloadSample   = 100 * time.Millisecond
 )
 
@@ -55,7 +55,7 @@ type Config struct {
 	ThumbConc      int           // CHAT_THUMBNAILER_CONCURRENCY consumers of the thumbnailer, default 2
 	FallbackPoll   time.Duration // CHAT_BUS_FALLBACK_POLL, default 1s
 	// OverloadQueueAge: refuse sends while the oldest event waiting for the
-	// persister or fanout is older (CHAT_OVERLOAD_QUEUE_AGE, default 100ms;
+	// persister or fanout is older (CHAT_OVERLOAD_QUEUE_AGE, default 150ms;
 	// 0 = never refuse). Local transport only.
 	OverloadQueueAge time.Duration
 	OverloadSample   time.Duration // CHAT_OVERLOAD_SAMPLE_INTERVAL, default 100ms

@@ -171,7 +171,9 @@ func TestWorkerKilledMidStream(t *testing.T) {
 		t.Fatalf("migrate exited %d", code)
 	}
 	e.waitHTTP(e.start("api"))
-	const n = 400
+	// Enough that the persister, which stores them a batch at a time, is
+	// still at it when it is killed.
+	const n = 3000
 	var wg sync.WaitGroup
 	ids := make([]string, n)
 	for w := range 8 {
@@ -190,9 +192,13 @@ func TestWorkerKilledMidStream(t *testing.T) {
 	}
 
 	worker := e.start("worker", "persister")
-	waitUntil(t, "the persister is mid-stream", func() bool {
-		return count(t, e.pool, `SELECT count(*) FROM messages`) >= 20
-	})
+	deadline := time.Now().Add(30 * time.Second)
+	for count(t, e.pool, `SELECT count(*) FROM messages`) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the persister stored nothing")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	worker.kill() // SIGKILL: no graceful shutdown
 	stored := count(t, e.pool, `SELECT count(*) FROM messages`)
 	if stored >= n {

@@ -31,7 +31,17 @@ type Backlog struct {
 
 	age  atomic.Int64 // nanoseconds, of the last sample
 	over atomic.Bool
+	// above counts consecutive samples over the limit (Sample's caller
+	// is one goroutine).
+	above int
 }
+
+// confirmSamples is how many samples in a row must exceed the limit before
+// sends are refused: a single one over it is as likely a WAL flush stalled
+// behind the kernel's writeback (100–400 ms on a small machine) as a
+// backlog, and refusing then would refuse a machine that keeps up. A
+// backlog that grows stays over it.
+const confirmSamples = 3
 
 // BacklogWorkers are the workers whose lag decides: those that consume
 // every message sent. The thumbnailer takes only media and is slow by
@@ -65,7 +75,8 @@ func NewBacklog(pool *pgxpool.Pool, maxAge, interval time.Duration, logger *slog
 	return &Backlog{pool: pool, maxAge: maxAge, interval: interval, query: q, logger: logger}
 }
 
-// Overloaded reports whether the last sample exceeded the limit.
+// Overloaded reports whether the last confirmSamples samples exceeded the
+// limit.
 func (b *Backlog) Overloaded() bool { return b.over.Load() }
 
 // Age is the last sampled age of the oldest waiting event.
@@ -81,7 +92,11 @@ func (b *Backlog) Sample(ctx context.Context) (time.Duration, error) {
 		return 0, fmt.Errorf("sample queue backlog: %w", err)
 	}
 	b.age.Store(int64(age))
-	over := age > b.maxAge
+	b.above++
+	if age <= b.maxAge {
+		b.above = 0
+	}
+	over := b.above >= confirmSamples
 	if was := b.over.Swap(over); was != over {
 		if over {
 			b.logger.WarnContext(ctx, "refusing sends: the worker queues lag", "oldest_event_age", age, "limit", b.maxAge)

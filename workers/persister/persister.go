@@ -125,32 +125,61 @@ func (p *Persister) apply(ctx context.Context, tx pgx.Tx, envs []events.Envelope
 	return nil
 }
 
-// applyRuns applies envs in order, a run of consecutive events of one type
-// at a time. Outcomes of single events (a message not stored yet, a bad
-// payload) go to errs; a failed statement is returned, and leaves the
-// transaction to be rolled back.
+// applyRuns applies envs: first every message of the batch with one
+// statement, then every delivery receipt with another, then the other
+// events one by one, in queue order. Messages first is the order the other
+// events need (each refers to a message); among themselves, receipts only
+// set a missing time and settings keep the latest change, so neither
+// depends on the order. (In a queue, receipts and messages alternate: runs
+// of one type would be one or two events long.) Outcomes of single events
+// (a message not stored yet, a bad payload) go to errs; a failed statement
+// is returned, and leaves the transaction to be rolled back.
 func (p *Persister) applyRuns(ctx context.Context, tx pgx.Tx, envs []events.Envelope, errs []error) error {
 	q := db.New(tx)
-	for start := 0; start < len(envs); {
-		end := start + 1
-		for end < len(envs) && envs[end].Type == envs[start].Type {
-			end++
-		}
-		var err error
-		switch envs[start].Type {
+	var sent, delivered, other []int
+	for i, e := range envs {
+		switch e.Type {
 		case events.TypeMessageSent:
-			err = p.storeMessages(ctx, tx, envs[start:end], errs[start:end])
+			sent = append(sent, i)
 		case events.TypeMessageDelivered:
-			err = p.applyDelivered(ctx, q, envs[start:end], errs[start:end])
+			delivered = append(delivered, i)
 		default:
-			for i := start; i < end && err == nil; i++ {
-				err = p.applyOne(ctx, q, envs[i], &errs[i])
-			}
+			other = append(other, i)
 		}
-		if err != nil {
+	}
+	if err := apply(envs, errs, sent, func(es []events.Envelope, out []error) error {
+		return p.storeMessages(ctx, tx, es, out)
+	}); err != nil {
+		return err
+	}
+	if err := apply(envs, errs, delivered, func(es []events.Envelope, out []error) error {
+		return p.applyDelivered(ctx, q, es, out)
+	}); err != nil {
+		return err
+	}
+	for _, i := range other {
+		if err := p.applyOne(ctx, q, envs[i], &errs[i]); err != nil {
 			return err
 		}
-		start = end
+	}
+	return nil
+}
+
+// apply runs fn over the events at idx, in order, and copies their
+// outcomes back to errs.
+func apply(envs []events.Envelope, errs []error, idx []int, fn func([]events.Envelope, []error) error) error {
+	if len(idx) == 0 {
+		return nil
+	}
+	es, out := make([]events.Envelope, len(idx)), make([]error, len(idx))
+	for k, i := range idx {
+		es[k] = envs[i]
+	}
+	if err := fn(es, out); err != nil {
+		return err
+	}
+	for k, i := range idx {
+		errs[i] = out[k]
 	}
 	return nil
 }
