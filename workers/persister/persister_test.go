@@ -638,27 +638,10 @@ func (f *failures) seen() []error {
 // message is stored; nothing is dead-lettered.
 func TestBusRetriesReadUntilTheMessageIsStored(t *testing.T) {
 	t.Parallel()
-	dsn, pool := dbtest.New(t)
+	_, pool := dbtest.New(t)
 	f := newFixture(t, pool, persister.New(pool, quiet), 0)
-	waker := pgbus.NewWaker(dsn, quiet)
-	bus := pgbus.New(pool, waker, quiet)
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := bus.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
 	h := &failures{Handler: f.p}
-	go func() { _ = waker.Run(ctx) }()
-	done := make(chan error, 1)
-	go func() {
-		done <- pgbus.Consume(ctx, pool, waker, events.WorkerPersister, events.AsBatch(h),
-			pgbus.ConsumerConfig{Concurrency: 1, MaxAttempts: 50, RetryBackoff: 10 * time.Millisecond}, quiet)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("consume: %v", err)
-		}
-	})
+	ctx, bus := consume(t, pool, events.AsBatch(h), pgbus.ConsumerConfig{Concurrency: 1, MaxAttempts: 50, RetryBackoff: 10 * time.Millisecond})
 
 	msg := f.sent(t, f.conv, 1, 2, "slow")
 	at := now()
@@ -702,26 +685,9 @@ func TestBusRetriesReadUntilTheMessageIsStored(t *testing.T) {
 // stored.
 func TestBatchesKeepOrderAndGaplessSequences(t *testing.T) {
 	t.Parallel()
-	dsn, pool := dbtest.New(t)
+	_, pool := dbtest.New(t)
 	f := newFixture(t, pool, persister.New(pool, quiet), 0)
-	waker := pgbus.NewWaker(dsn, quiet)
-	bus := pgbus.New(pool, waker, quiet)
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := bus.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = waker.Run(ctx) }()
-	done := make(chan error, 1)
-	go func() {
-		done <- pgbus.Consume(ctx, pool, waker, events.WorkerPersister, f.p,
-			pgbus.ConsumerConfig{Concurrency: 4, BatchSize: 50, MaxAttempts: 3, RetryBackoff: time.Millisecond}, quiet)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("consume: %v", err)
-		}
-	})
+	ctx, bus := consume(t, pool, f.p, pgbus.ConsumerConfig{Concurrency: 4, BatchSize: 50, MaxAttempts: 3, RetryBackoff: time.Millisecond})
 
 	const convs, each = 12, 40
 	sent := make([][]events.Envelope, convs)
@@ -797,4 +763,27 @@ func TestBatchesKeepOrderAndGaplessSequences(t *testing.T) {
 	if dl.id.String() != bad.ID || dl.attempts != 1 {
 		t.Fatalf("dead letter %s after %d attempts, want %s after 1 (a refused row is permanent)", dl.id, dl.attempts, bad.ID)
 	}
+}
+
+// consume runs h as the persister worker over the real bus until the test
+// ends, and returns the bus to publish to and a context ended with it.
+func consume(t *testing.T, pool *pgxpool.Pool, h events.BatchHandler, cfg pgbus.ConsumerConfig) (context.Context, *pgbus.Bus) {
+	t.Helper()
+	dsn := pool.Config().ConnString()
+	waker := pgbus.NewWaker(dsn, quiet)
+	bus := pgbus.New(pool, waker, quiet)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := bus.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = waker.Run(ctx) }()
+	done := make(chan error, 1)
+	go func() { done <- pgbus.Consume(ctx, pool, waker, events.WorkerPersister, h, cfg, quiet) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("consume: %v", err)
+		}
+	})
+	return ctx, bus
 }
