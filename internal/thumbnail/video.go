@@ -36,12 +36,6 @@ type FFmpeg struct {
 	Limits Limits
 }
 
-// Video returns a JPEG poster frame of the video file at path, as
-// FFmpeg{}.Poster does.
-func Video(ctx context.Context, path string, maxSide int) (thumb []byte, width, height int, err error) {
-	return FFmpeg{}.Poster(ctx, path, maxSide)
-}
-
 // Poster returns a JPEG of the frame one second into the video at path (the
 // first frame if the video is shorter), no larger than maxSide on its
 // longest side, turned upright per the video's rotation metadata.

@@ -130,7 +130,7 @@ func TestVideoRealFFmpeg(t *testing.T) {
 			if err != nil {
 				t.Fatalf("make test video: %v: %s", err, out)
 			}
-			thumb, w, h, err := thumbnail.Video(t.Context(), clip, 320)
+			thumb, w, h, err := thumbnail.FFmpeg{}.Poster(t.Context(), clip, 320)
 			if err != nil {
 				t.Fatalf("Video: %v", err)
 			}
