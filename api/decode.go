@@ -115,6 +115,12 @@ func (w wire) decode(r io.Reader, dst any) error {
 		if !w.valid(k) {
 			return chat.Errorf(chat.CodeBadRequest, "unknown field %q (fields are %s)", k, w.style)
 		}
+		if hasNUL(v) {
+			// PostgreSQL cannot store it (text nor jsonb): refused here, it
+			// can neither fail later nor fail a statement shared with
+			// other users' requests.
+			return chat.Errorf(chat.CodeInvalid, "field %q contains a NUL character (U+0000), which cannot be stored", k)
+		}
 		canon[w.canonical(k)] = v
 	}
 	raw, err := json.Marshal(canon)
@@ -134,6 +140,39 @@ func (w wire) decode(r io.Reader, dst any) error {
 		return chat.Errorf(chat.CodeBadRequest, "invalid %s: %s", w.what, strings.TrimPrefix(err.Error(), "json: "))
 	}
 	return nil
+}
+
+// hasNUL reports whether a JSON value holds a string with U+0000, which
+// JSON can only write as the escape \u0000.
+func hasNUL(v json.RawMessage) bool {
+	if !bytes.Contains(v, []byte(`\u0000`)) {
+		return false
+	}
+	var x any
+	if json.Unmarshal(v, &x) != nil {
+		return false // reported by the strict decode
+	}
+	return nulIn(x)
+}
+
+func nulIn(x any) bool {
+	switch x := x.(type) {
+	case string:
+		return strings.ContainsRune(x, 0)
+	case []any:
+		for _, e := range x {
+			if nulIn(e) {
+				return true
+			}
+		}
+	case map[string]any:
+		for k, e := range x {
+			if strings.ContainsRune(k, 0) || nulIn(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // rename rewrites the canonical field names of in that err's message

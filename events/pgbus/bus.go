@@ -236,6 +236,13 @@ func (b *Bus) flush() {
 		// Not any caller's context: the group outlives each of them.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		claimed, err := b.publish(ctx, publishOpts{archive: true, routes: b.routes}, envs, claims)
+		if err != nil && len(group) > 1 {
+			// One member's events may be what the server refused: each
+			// member is written alone, so that it fails alone.
+			b.publishAlone(ctx, group)
+			cancel()
+			continue
+		}
 		cancel()
 		for _, r := range group {
 			res := pubResult{err: err}
@@ -244,6 +251,23 @@ func (b *Bus) flush() {
 			}
 			r.done <- res
 		}
+	}
+}
+
+// publishAlone writes each request of a group that failed as a whole in a
+// statement of its own and answers it with its own result.
+func (b *Bus) publishAlone(ctx context.Context, group []*pubRequest) {
+	for _, r := range group {
+		var claims []db.InsertMessageRequestParams
+		if r.claim != nil {
+			claims = []db.InsertMessageRequestParams{*r.claim}
+		}
+		claimed, err := b.publish(ctx, publishOpts{archive: true, routes: b.routes}, r.envs, claims)
+		res := pubResult{err: err}
+		if r.claim != nil {
+			res.claimed = claimed[r.claim.MessageID]
+		}
+		r.done <- res
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/parleychat/parley/db"
@@ -703,5 +704,80 @@ func TestAPanickingBatchFallsBackToItsEvents(t *testing.T) {
 		if counts[e.ID] != want {
 			t.Errorf("event %s applied %d times, want %d (all: %v)", e.ID, counts[e.ID], want, counts)
 		}
+	}
+}
+
+// An event the server refuses (a NUL in its JSON, which jsonb cannot
+// hold) fails its own publish only: a group commit it shared with others'
+// publishes falls back to writing them one by one.
+func TestARefusedPublishFailsAlone(t *testing.T) {
+	h := setup(t)
+	poison := connected(t, 0)
+	poison.Data = []byte(`{"connection_id":"c\u0000","user_id":1}`)
+	const callers = 40
+	envs := []events.Envelope{poison}
+	for i := 1; i < callers; i++ {
+		envs = append(envs, connected(t, i))
+	}
+	// Hold the archive so that the bus's writers block and the publishes
+	// below wait, together, for the next group. The lock and the checks
+	// use connections of their own: the writers hold the pool's.
+	ctx := context.Background()
+	side, err := pgx.Connect(ctx, h.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer side.Close(ctx)
+	watch, err := pgx.Connect(ctx, h.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close(ctx)
+	lock, err := side.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lock.Rollback(ctx) }()
+	if _, err := lock.Exec(ctx, `LOCK TABLE event_archive IN SHARE ROW EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 4 { // as many as the bus writes at once
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := h.bus.Publish(ctx, connected(t, 100+i)); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	eventually(t, "the bus's writers wait for the lock", func() bool {
+		var n int
+		err := watch.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE relation = 'event_archive'::regclass AND NOT granted`).Scan(&n)
+		return err == nil && n >= 1
+	})
+	errs := make([]error, callers)
+	for i, e := range envs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = h.bus.Publish(ctx, e)
+		}()
+	}
+	time.Sleep(200 * time.Millisecond) // let them queue; no assertion depends on it
+	if err := lock.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if errs[0] == nil {
+		t.Fatal("the refused event was published")
+	}
+	for i, err := range errs[1:] {
+		if err != nil {
+			t.Errorf("publish %d failed with the refused one's group: %v", i+1, err)
+		}
+	}
+	if n := count(t, h.pool, `SELECT count(*) FROM event_archive`); n != callers-1+4 {
+		t.Fatalf("archive holds %d events, want %d", n, callers-1+4)
 	}
 }
