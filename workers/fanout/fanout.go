@@ -193,12 +193,19 @@ func (f *Fanout) HandleBatch(ctx context.Context, envs []events.Envelope) []erro
 			out.add(i, c, p.frame)
 		}
 	}
+	// Greetings go to connections of their own, alongside the batch's
+	// other posts rather than before them: a burst of connects must not
+	// hold up the messages behind it.
+	var greeters errgroup.Group
+	greeters.SetLimit(maxConcurrentPosts)
 	for _, i := range greetings {
-		if err := f.greet(ctx, pushes[i].frame, *pushes[i].conn); err != nil {
-			errs[i] = err
-		}
+		greeters.Go(func() error {
+			errs[i] = f.greet(ctx, pushes[i].frame, *pushes[i].conn)
+			return nil
+		})
 	}
 	delivered := f.deliver(ctx, &out)
+	_ = greeters.Wait() // the goroutines return nil
 	if err := ctx.Err(); err != nil {
 		return failAll(errs, pushes, fmt.Errorf("fanout: %w", err))
 	}
