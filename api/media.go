@@ -118,5 +118,8 @@ func (m *mediaRoutes) messageMedia(w http.ResponseWriter, req *http.Request, use
 	}
 	// The target expires; a cached redirect would outlive it.
 	w.Header().Set("Cache-Control", "private, no-store")
+	// Media is user content: a browser must take it for the type it is
+	// stored as, never sniff an upload into HTML or script.
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	http.Redirect(w, req, u, http.StatusFound)
 }

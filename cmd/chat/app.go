@@ -28,6 +28,7 @@ import (
 	"github.com/parleychat/parley/internal/gateway"
 	"github.com/parleychat/parley/internal/media"
 	"github.com/parleychat/parley/internal/s3local"
+	"github.com/parleychat/parley/internal/thumbnail"
 	"github.com/parleychat/parley/workers/fanout"
 	"github.com/parleychat/parley/workers/persister"
 	"github.com/parleychat/parley/workers/thumbnailer"
@@ -167,6 +168,7 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, p parts) (*Ap
 		}
 		limits := chat.DefaultLimits()
 		limits.MaxTextRunes, limits.SendRate, limits.SendBurst = cfg.MaxTextRunes, cfg.SendRate, cfg.SendBurst
+		limits.MaxUploads, limits.MaxUserUploads = cfg.MaxUploads, cfg.MaxUserUploads
 		var opts []chat.Option
 		if (p.api || p.gateway) && a.cfg.Transport == transportPostgres && a.cfg.OverloadQueueAge > 0 {
 			a.backlog = pgbus.NewBacklog(a.pool, a.cfg.OverloadQueueAge, a.cfg.OverloadSample, logger.With("component", "backlog"))
@@ -263,6 +265,7 @@ func (a *App) openMedia(ctx context.Context, p parts) error {
 		// AWS itself (no endpoint) the defaults stay.
 		PathStyle: a.cfg.S3Endpoint != "", Local: a.cfg.S3Endpoint != "",
 		MaxImageBytes: int64(a.cfg.MaxImageBytes), MaxVideoBytes: int64(a.cfg.MaxVideoBytes), MaxAudioBytes: int64(a.cfg.MaxAudioBytes),
+		Images: a.cfg.imageLimits(),
 	}
 	if p.s3 {
 		srv, err := s3local.New(filepath.Join(a.cfg.DataDir, "s3"), a.logger.With("component", "s3"))
@@ -354,7 +357,9 @@ func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gatewa
 		if a.media == nil {
 			return nil, errors.New("the thumbnailer needs a media store: set CHAT_S3_BUCKET (and CHAT_S3_ENDPOINT for a non-AWS S3)")
 		}
-		return thumbnailer.New(a.media, publisher, thumbnailer.Config{MaxSide: a.cfg.ThumbnailSide}, logger), nil
+		limits := a.cfg.imageLimits()
+		limits.Memory = thumbnail.NewBudget(a.cfg.ThumbnailMemory)
+		return thumbnailer.New(a.media, publisher, thumbnailer.Config{MaxSide: a.cfg.ThumbnailSide, Limits: limits}, logger), nil
 	}
 	return nil, unknownWorker(name)
 }

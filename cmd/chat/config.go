@@ -15,6 +15,7 @@ import (
 	"github.com/parleychat/parley/events/pgbus"
 	"github.com/parleychat/parley/internal/awsconf"
 	"github.com/parleychat/parley/internal/chat"
+	"github.com/parleychat/parley/internal/thumbnail"
 )
 
 // devJWTSecret is used only by `chat dev`, which says so at start-up.
@@ -75,14 +76,18 @@ type Config struct {
 	DynamoEndpoint     string // CHAT_DYNAMODB_ENDPOINT: a local DynamoDB (e.g. dynalite)
 
 	// Media.
-	S3Bucket      string // CHAT_S3_BUCKET, default parley-media
-	S3Endpoint    string // CHAT_S3_ENDPOINT: an S3-compatible endpoint; empty = embedded (dev) or AWS
-	S3Addr        string // CHAT_S3_ADDR: embedded S3 listener in chat dev, default 127.0.0.1:8083
-	S3Region      string // AWS_REGION, default us-east-1
-	MaxImageBytes int    // CHAT_MAX_IMAGE_BYTES, default 10 MiB
-	MaxVideoBytes int    // CHAT_MAX_VIDEO_BYTES, default 100 MiB
-	MaxAudioBytes int    // CHAT_MAX_AUDIO_BYTES, default 20 MiB
-	ThumbnailSide int    // CHAT_THUMBNAIL_SIZE longest side in pixels, default 320
+	S3Bucket        string // CHAT_S3_BUCKET, default parley-media
+	S3Endpoint      string // CHAT_S3_ENDPOINT: an S3-compatible endpoint; empty = embedded (dev) or AWS
+	S3Addr          string // CHAT_S3_ADDR: embedded S3 listener in chat dev, default 127.0.0.1:8083
+	S3Region        string // AWS_REGION, default us-east-1
+	MaxImageBytes   int    // CHAT_MAX_IMAGE_BYTES, default 10 MiB
+	MaxVideoBytes   int    // CHAT_MAX_VIDEO_BYTES, default 100 MiB
+	MaxAudioBytes   int    // CHAT_MAX_AUDIO_BYTES, default 20 MiB
+	ThumbnailSide   int    // CHAT_THUMBNAIL_SIZE longest side in pixels, default 320
+	MaxImagePixels  int    // CHAT_MAX_IMAGE_PIXELS width×height, default 24 million
+	ThumbnailMemory int64  // CHAT_THUMBNAIL_MEMORY bytes of decoded pixels at once, default 256 MiB
+	MaxUploads      int    // CHAT_MAX_UPLOADS streaming through one process at once, default 32
+	MaxUserUploads  int    // CHAT_MAX_USER_UPLOADS at once per user, default 3
 	// MediaConfigured: a bucket is there to use (CHAT_S3_BUCKET or
 	// CHAT_S3_ENDPOINT given, or the AWS transport, whose stack makes one).
 	// Without it, uploads answer 503 rather than point at a bucket nobody
@@ -249,6 +254,14 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c.MaxVideoBytes = num("CHAT_MAX_VIDEO_BYTES", 100<<20, 1)
 	c.MaxAudioBytes = num("CHAT_MAX_AUDIO_BYTES", 20<<20, 1)
 	c.ThumbnailSide = num("CHAT_THUMBNAIL_SIZE", 320, 16)
+	c.MaxImagePixels = num("CHAT_MAX_IMAGE_PIXELS", thumbnail.DefaultMaxPixels, 1)
+	c.ThumbnailMemory = int64(num("CHAT_THUMBNAIL_MEMORY", thumbnail.DefaultMemory, 1))
+	if need := thumbnail.MaxDecodeCost(c.imageLimits()); c.ThumbnailMemory < need {
+		errs = append(errs, fmt.Errorf("CHAT_THUMBNAIL_MEMORY=%d: want at least %d bytes, what decoding one image of CHAT_MAX_IMAGE_PIXELS=%d may take (8 bytes a pixel)",
+			c.ThumbnailMemory, need, c.MaxImagePixels))
+	}
+	c.MaxUploads = num("CHAT_MAX_UPLOADS", limits.MaxUploads, 1)
+	c.MaxUserUploads = num("CHAT_MAX_USER_UPLOADS", limits.MaxUserUploads, 1)
 	c.MediaConfigured = strings.TrimSpace(getenv("CHAT_S3_BUCKET")) != "" || c.S3Endpoint != "" || c.Transport == transportAWS
 
 	c.EventBusName = str("CHAT_EVENT_BUS_NAME", "parley")
@@ -260,6 +273,12 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c.RuleARNPrefix = str("CHAT_RULE_ARN_PREFIX", "")
 	c.AWSKeys = awsconf.Keys{AccessKeyID: str("AWS_ACCESS_KEY_ID", ""), SecretAccessKey: str("AWS_SECRET_ACCESS_KEY", "")}
 	return c, errors.Join(errs...)
+}
+
+// imageLimits are the bounds images are held to, at upload and when
+// thumbnailed (the memory budget is the thumbnailer's own).
+func (c Config) imageLimits() thumbnail.Limits {
+	return thumbnail.Limits{MaxPixels: int64(c.MaxImagePixels), MaxBytes: int64(c.MaxImageBytes)}
 }
 
 // awsAt returns the AWS client options for a custom endpoint, or for AWS

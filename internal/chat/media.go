@@ -67,6 +67,11 @@ func (s *Service) Upload(ctx context.Context, userID int64, src UploadSource) (U
 	if err := s.acceptUpload(userID); err != nil {
 		return UploadView{}, err
 	}
+	done, err := s.uploads.take(userID)
+	if err != nil {
+		return UploadView{}, err
+	}
+	defer done()
 	maxSize := max(s.media.MaxSize(media.KindImage), s.media.MaxSize(media.KindVideo), s.media.MaxSize(media.KindAudio))
 	file, contentType, err := src(maxSize)
 	if err != nil {
@@ -184,6 +189,8 @@ func mediaError(err error) *Error {
 			"; allowed are JPEG, PNG, GIF, WebP and HEIC images, MP4, QuickTime, 3GP and WebM videos, and MP3, M4A, AAC, Ogg, WAV, AMR and WebM audio", Err: err}
 	case errors.Is(err, media.ErrTooLarge), errors.As(err, &tooBig):
 		return &Error{Code: CodeTooLarge, Message: clientDetail(err), Err: err}
+	case errors.Is(err, media.ErrCorrupt):
+		return &Error{Code: CodeInvalid, Message: clientDetail(err), Err: err}
 	case errors.Is(err, media.ErrInvalidSize):
 		return &Error{Code: CodeBadRequest, Message: clientDetail(err), Err: err}
 	case errors.Is(err, media.ErrInvalidKey):

@@ -41,11 +41,14 @@ type Limits struct {
 	SendBurst      int     // burst of writes per user (at least 1 when SendRate is set)
 	MaxReadBatch   int     // message ids per read receipt
 	MaxClientIDLen int     // client_message_id length in bytes
+	MaxUploads     int     // uploads streaming through one process at once (0: no bound)
+	MaxUserUploads int     // of those, per user (0: no bound)
 }
 
 // DefaultLimits are the limits a server runs with unless configured.
 func DefaultLimits() Limits {
-	return Limits{MaxTextRunes: 4000, SendRate: 20, SendBurst: 40, MaxReadBatch: 500, MaxClientIDLen: 128}
+	return Limits{MaxTextRunes: 4000, SendRate: 20, SendBurst: 40, MaxReadBatch: 500, MaxClientIDLen: 128,
+		MaxUploads: 32, MaxUserUploads: 3}
 }
 
 // Admission says whether the pipeline behind the bus can take more
@@ -72,6 +75,7 @@ type Service struct {
 	media     MediaStore
 	limits    Limits
 	limiter   *rateLimiter
+	uploads   *uploadSlots
 	admission Admission // nil: never refuse for overload
 	now       func() time.Time
 	logger    *slog.Logger
@@ -96,6 +100,7 @@ func NewService(pool *pgxpool.Pool, bus events.Publisher, media MediaStore, limi
 	s := &Service{
 		pool: pool, q: db.New(pool), bus: bus, media: media, limits: limits,
 		limiter: newRateLimiter(limits.SendRate, limits.SendBurst, time.Now),
+		uploads: newUploadSlots(limits.MaxUploads, limits.MaxUserUploads),
 		now:     time.Now, logger: logger,
 		direct:  newBoundedCache[[2]int64, uuid.UUID](maxCachedDirect),
 		members: newBoundedCache[uuid.UUID, []int64](maxCachedMembers),

@@ -12,6 +12,7 @@
 package media
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -31,6 +32,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/parleychat/parley/internal/awsconf"
+	"github.com/parleychat/parley/internal/thumbnail"
 )
 
 // Errors callers map to responses. ErrTypeMismatch always comes wrapped
@@ -39,6 +41,7 @@ var (
 	ErrUnsupportedType = errors.New("media: unsupported type")                         // 415
 	ErrTypeMismatch    = errors.New("media: content does not match the declared type") // 415
 	ErrTooLarge        = errors.New("media: too large")                                // 413
+	ErrCorrupt         = errors.New("media: corrupt file")                             // 422
 	ErrInvalidSize     = errors.New("media: invalid size")                             // 400
 	ErrInvalidKey      = errors.New("media: invalid key")                              // 400
 	ErrNotFound        = errors.New("media: not found")                                // 404
@@ -54,10 +57,6 @@ const (
 	DefaultUploadGrace   = 30 * time.Minute
 	DefaultRegion        = awsconf.DefaultRegion
 )
-
-// spoolMem is how much of an upload Upload keeps in memory before moving it
-// to a temporary file; most photos fit.
-const spoolMem = 8 << 20
 
 // Config configures a Store. Zero fields take the defaults above.
 type Config struct {
@@ -85,9 +84,13 @@ type Config struct {
 	// still complete: S3 checks expiry when a request starts, and a large
 	// file on a slow mobile link takes a while.
 	UploadGrace time.Duration
-	// TempDir holds large uploads while they are sent on; empty means the
-	// system default.
+	// TempDir holds uploads while they are checked and sent on; empty
+	// means the system default.
 	TempDir string
+	// Images are the limits the thumbnailer decodes within (MaxPixels,
+	// MaxDimension): an image beyond them, or whose header no decoder
+	// reads, is refused at upload rather than sent without a preview.
+	Images thumbnail.Limits
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -266,6 +269,9 @@ func (s *Store) Upload(ctx context.Context, userID int64, r io.Reader, declaredS
 	if size > limit {
 		return Object{}, tooLarge(t.Kind, limit)
 	}
+	if err := s.checkImage(t, io.NewSectionReader(body, 0, size), body, size); err != nil {
+		return Object{}, err
+	}
 	key := Key(userID, s.cfg.Now(), t.Ext)
 	_, err = s.client.PutObject(ctx, &s3.PutObjectInput{
 		Bucket:        aws.String(s.cfg.Bucket),
@@ -281,18 +287,10 @@ func (s *Store) Upload(ctx context.Context, userID int64, r io.Reader, declaredS
 	return Object{Key: key, Size: size, MIME: t.MIME, Kind: t.Kind}, nil
 }
 
-// spool copies at most limit+1 bytes of r into a seekable body: memory for
-// small files, a temporary file beyond spoolMem.
-func (s *Store) spool(r io.Reader, limit int64) (body io.ReadSeeker, size int64, cleanup func(), err error) {
-	lr := io.LimitReader(r, limit+1)
-	var buf bytes.Buffer
-	n, err := io.CopyN(&buf, lr, spoolMem)
-	if errors.Is(err, io.EOF) {
-		return bytes.NewReader(buf.Bytes()), n, func() {}, nil
-	}
-	if err != nil {
-		return nil, 0, nil, fmt.Errorf("media: read upload: %w", err)
-	}
+// spool copies at most limit+1 bytes of r into a temporary file, which
+// cleanup removes. A file rather than memory: a buffer grown to the size
+// of each upload in flight is what would bound the process's memory.
+func (s *Store) spool(r io.Reader, limit int64) (body *os.File, size int64, cleanup func(), err error) {
 	f, err := os.CreateTemp(s.cfg.TempDir, "media-upload-*")
 	if err != nil {
 		return nil, 0, nil, fmt.Errorf("media: spool upload: %w", err)
@@ -301,11 +299,7 @@ func (s *Store) spool(r io.Reader, limit int64) (body io.ReadSeeker, size int64,
 		f.Close()
 		os.Remove(f.Name())
 	}
-	if _, err := buf.WriteTo(f); err != nil {
-		cleanup()
-		return nil, 0, nil, fmt.Errorf("media: spool upload: %w", err)
-	}
-	m, err := io.Copy(f, lr)
+	n, err := io.Copy(f, io.LimitReader(r, limit+1))
 	if err != nil {
 		cleanup()
 		return nil, 0, nil, fmt.Errorf("media: read upload: %w", err)
@@ -314,7 +308,7 @@ func (s *Store) spool(r io.Reader, limit int64) (body io.ReadSeeker, size int64,
 		cleanup()
 		return nil, 0, nil, fmt.Errorf("media: spool upload: %w", err)
 	}
-	return f, n + m, cleanup, nil
+	return f, n, cleanup, nil
 }
 
 // resolveType sniffs head and reconciles it with the declared type.
@@ -467,22 +461,29 @@ func (s *Store) Verify(ctx context.Context, key string) (Object, error) {
 			ErrExpired, head.LastModified.UTC().Format(time.RFC3339), deadline.Format(time.RFC3339)))
 	}
 
-	got, err := s.client.GetObject(ctx, &s3.GetObjectInput{
-		Bucket: aws.String(s.cfg.Bucket),
-		Key:    aws.String(key),
-		Range:  aws.String(fmt.Sprintf("bytes=0-%d", SniffLen-1)),
-	})
+	in := &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)}
+	if want.Kind != KindImage {
+		in.Range = aws.String(fmt.Sprintf("bytes=0-%d", SniffLen-1))
+	} // an image's header is read on from the same stream, as far as it goes
+	got, err := s.client.GetObject(ctx, in)
 	if err != nil {
 		return Object{}, s.mapErr("get", key, err)
 	}
 	defer got.Body.Close()
-	buf, err := io.ReadAll(io.LimitReader(got.Body, SniffLen))
-	if err != nil {
+	br := bufio.NewReaderSize(io.LimitReader(got.Body, size), SniffLen)
+	buf, err := br.Peek(SniffLen)
+	if err != nil && !errors.Is(err, io.EOF) {
 		return Object{}, fmt.Errorf("media: read %s: %w", key, err)
 	}
 	t, err := resolveType(buf, want.MIME)
 	if err != nil {
 		return Object{}, s.reject(ctx, key, err)
+	}
+	if err := s.checkImage(t, br, objectRange{ctx, s, key}, size); err != nil {
+		if errors.Is(err, ErrTooLarge) || errors.Is(err, ErrCorrupt) {
+			return Object{}, s.reject(ctx, key, err)
+		}
+		return Object{}, err
 	}
 	return Object{Key: key, Size: size, MIME: t.MIME, Kind: t.Kind}, nil
 }

@@ -82,7 +82,10 @@ func (s *Server) EnsureBucket(ctx context.Context, name string) error {
 }
 
 // ServeHTTP implements the S3 REST API (path-style addressing only).
+// Objects are user uploads: as S3 does for the app's bucket, browsers are
+// told not to sniff them into another type (HTML, script).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	s.handler.ServeHTTP(w, r)
 }
 

@@ -1,11 +1,14 @@
 // Package thumbnail makes small JPEG previews of chat images and videos.
 //
 // Images are untrusted input: dimensions are checked from the header before
-// any pixel is decoded (a few kilobytes of PNG can claim 10 gigapixels), and
-// decoder panics become errors.
+// any pixel is decoded (a few kilobytes of PNG can claim 10 gigapixels),
+// decodes running at once share a memory Budget, and decoder panics become
+// errors. Probe runs the same header checks for uploads, so that what would
+// get no thumbnail is refused before it is sent.
 package thumbnail
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -31,8 +34,10 @@ var (
 
 // Defaults for zero arguments and Limits fields.
 const (
-	DefaultMaxSide      = 320
-	DefaultMaxPixels    = 50_000_000
+	DefaultMaxSide = 320
+	// DefaultMaxPixels admits 24-megapixel photos (6000×4000); phones send
+	// 12 MP by default.
+	DefaultMaxPixels    = 24_000_000
 	DefaultMaxDimension = 20_000
 	DefaultMaxBytes     = 64 << 20
 	// Quality is the JPEG quality of thumbnails: small files, no visible
@@ -48,6 +53,9 @@ type Limits struct {
 	MaxDimension int
 	// MaxBytes caps the encoded input read from src.
 	MaxBytes int64
+	// Memory, if set, is shared by every decode using these limits; nil
+	// leaves decodes running at once unbounded.
+	Memory *Budget
 }
 
 func (l Limits) withDefaults() Limits {
@@ -102,37 +110,17 @@ func Image(ctx context.Context, src io.Reader, maxSide int, limits Limits) (thum
 	if int64(len(data)) > limits.MaxBytes {
 		return nil, 0, 0, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, limits.MaxBytes)
 	}
-	f, ok := detect(data)
-	if !ok {
-		return nil, 0, 0, fmt.Errorf("%w: not a JPEG, PNG, GIF or WebP", ErrBadImage)
-	}
-
-	var cfg image.Config
-	if err := guard(func() (err error) { cfg, err = f.config(bytes.NewReader(data)); return err }); err != nil {
-		return nil, 0, 0, fmt.Errorf("%w: %s header: %w", ErrBadImage, f.name, err)
-	}
-	if err := checkSize(cfg.Width, cfg.Height, limits); err != nil {
+	f, cfg, err := probe(bytes.NewReader(data), limits)
+	if err != nil {
 		return nil, 0, 0, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, 0, 0, err
 	}
-
-	var img image.Image
-	if err := guard(func() (err error) { img, err = f.decode(bytes.NewReader(data)); return err }); err != nil {
-		return nil, 0, 0, fmt.Errorf("%w: decode %s: %w", ErrBadImage, f.name, err)
-	}
-	// A decoder may trust a different header than DecodeConfig did.
-	if b := img.Bounds(); b.Dx() != cfg.Width || b.Dy() != cfg.Height {
-		if err := checkSize(b.Dx(), b.Dy(), limits); err != nil {
-			return nil, 0, 0, err
-		}
-	}
-	if err := ctx.Err(); err != nil {
+	small, err := decodeFit(ctx, f, cfg, data, maxSide, limits)
+	if err != nil {
 		return nil, 0, 0, err
 	}
-
-	small := fit(img, maxSide)
 	// Rotating after scaling touches ~100k pixels instead of millions.
 	if f.name == "jpeg" {
 		small = orient(small, jpegOrientation(data))
@@ -145,6 +133,58 @@ func Image(ctx context.Context, src io.Reader, maxSide int, limits Limits) (thum
 		return nil, 0, 0, fmt.Errorf("thumbnail: encode: %w", err)
 	}
 	return buf.Bytes(), out.Bounds().Dx(), out.Bounds().Dy(), nil
+}
+
+// Probe reads only the header of a JPEG, PNG, GIF or WebP from r and checks
+// it as Image would before decoding: ErrBadImage for a file no decoder
+// reads, ErrTooLarge for too many pixels. It returns the format name
+// ("jpeg", "png", "gif", "webp") and the dimensions.
+func Probe(r io.Reader, limits Limits) (format string, width, height int, err error) {
+	f, cfg, err := probe(r, limits.withDefaults())
+	return f.name, cfg.Width, cfg.Height, err
+}
+
+func probe(r io.Reader, limits Limits) (format, image.Config, error) {
+	br := bufio.NewReader(r)
+	magic, _ := br.Peek(12) // shorter files fail detection below
+	f, ok := detect(magic)
+	if !ok {
+		return format{}, image.Config{}, fmt.Errorf("%w: not a JPEG, PNG, GIF or WebP", ErrBadImage)
+	}
+	var cfg image.Config
+	if err := guard(func() (err error) { cfg, err = f.config(br); return err }); err != nil {
+		return format{}, image.Config{}, fmt.Errorf("%w: %s header: %w", ErrBadImage, f.name, err)
+	}
+	if err := checkSize(cfg.Width, cfg.Height, limits); err != nil {
+		return format{}, image.Config{}, err
+	}
+	return f, cfg, nil
+}
+
+// decodeFit decodes data and scales it down to maxSide, holding the
+// image's share of limits.Memory until the full-size pixels are garbage.
+func decodeFit(ctx context.Context, f format, cfg image.Config, data []byte, maxSide int, limits Limits) (*image.NRGBA, error) {
+	if limits.Memory != nil {
+		release, err := limits.Memory.acquire(ctx, DecodeCost(f.name, cfg))
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+	}
+	var img image.Image
+	if err := guard(func() (err error) { img, err = f.decode(bytes.NewReader(data)); return err }); err != nil {
+		return nil, fmt.Errorf("%w: decode %s: %w", ErrBadImage, f.name, err)
+	}
+	// A decoder may trust a different header than DecodeConfig did.
+	if b := img.Bounds(); b.Dx() != cfg.Width || b.Dy() != cfg.Height {
+		if err := checkSize(b.Dx(), b.Dy(), limits); err != nil {
+			return nil, err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return fit(img, maxSide), nil
 }
 
 func checkSize(w, h int, l Limits) error {

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/parleychat/parley/internal/mediatest"
 
 	"github.com/parleychat/parley/api"
@@ -176,7 +178,28 @@ func TestEndToEndThroughTheBus(t *testing.T) {
 		t.Fatalf("thumbnail behind media_thumbnail_url: %v, err %v", img.Bounds(), err)
 	}
 
-	hostile, _ := alice.sendImage(mediatest.PNGHeaderOnly(100000, 100000))
+	// A bomb is refused at upload now. One stored before that check (put
+	// here as it was then) still reaches the worker, which dead-letters it.
+	bomb := mediatest.PNGHeaderOnly(100000, 100000)
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	fw, _ := mw.CreateFormFile("file", "bomb.png")
+	fw.Write(bomb)
+	mw.Close()
+	if code := alice.do("POST", api.Prefix+"/upload", mw.FormDataContentType(), &body, nil); code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("bomb upload: status %d, want 413", code)
+	}
+	old := putRaw(t, store, 1, bomb, "png")
+	hostile := uuid.Must(uuid.NewV7()).String()
+	sent := events.MessageSentV1{MessageID: hostile, ConversationID: conv, SenderID: 1, RecipientID: 2,
+		ContentType: events.ContentImage, MediaKey: old.Key, CreatedAt: time.Now().UTC()}
+	env, err := events.New(hostile, sent.CreatedAt, 1, conv, sent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Publish(ctx, env); err != nil {
+		t.Fatal(err)
+	}
 	good, _ := alice.sendImage(mediatest.Photo(t, 800, 600))
 	bob.awaitMessage(conv, good, hasThumb)
 

@@ -27,6 +27,17 @@ func upload(t testing.TB, store *media.Store, user int64, b []byte) media.Object
 	return obj
 }
 
+// putRaw stores a file as an upload of user without the upload checks:
+// files stored before those checks, or by other means, reach the worker too.
+func putRaw(t testing.TB, store *media.Store, user int64, b []byte, ext string) media.Object {
+	t.Helper()
+	key := media.Key(user, time.Now(), ext)
+	if err := store.Put(context.Background(), key, b, "application/octet-stream"); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	return media.Object{Key: key, Size: int64(len(b)), Kind: media.KindImage}
+}
+
 // recorder is a Publisher that keeps what it was given.
 type recorder struct {
 	mu   sync.Mutex

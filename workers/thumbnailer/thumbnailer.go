@@ -38,7 +38,9 @@ type Config struct {
 	// MaxSide is the longest side of a thumbnail in pixels; default 320.
 	MaxSide int
 	// Limits bound the work one image may cause. MaxBytes defaults to the
-	// store's image limit (see withDefaults) rather than thumbnail's 64 MiB.
+	// store's image limit (see withDefaults) rather than thumbnail's 64 MiB;
+	// Memory to a budget of thumbnail.DefaultMemory shared by every
+	// consumer of this handler.
 	Limits thumbnail.Limits
 	// FFmpeg makes video poster frames.
 	FFmpeg thumbnail.FFmpeg
@@ -71,8 +73,14 @@ func (c Config) withDefaults(store Store) Config {
 	if c.Limits.MaxBytes <= 0 {
 		c.Limits.MaxBytes = limit(media.KindImage, media.DefaultMaxImageBytes)
 	}
+	if c.Limits.Memory == nil {
+		c.Limits.Memory = thumbnail.NewBudget(thumbnail.DefaultMemory)
+	}
 	if c.FFmpeg.Limits == (thumbnail.Limits{}) {
 		c.FFmpeg.Limits = c.Limits
+	}
+	if c.FFmpeg.Limits.Memory == nil {
+		c.FFmpeg.Limits.Memory = c.Limits.Memory // poster frames are decoded here too
 	}
 	if c.MaxVideoBytes <= 0 {
 		c.MaxVideoBytes = limit(media.KindVideo, media.DefaultMaxVideoBytes)
