@@ -117,6 +117,14 @@ type ParticipantConversation struct {
 	LastMessageCreatedAt   *time.Time
 }
 
+type PendingRead struct {
+	MessageID      uuid.UUID
+	ReaderID       int64
+	ConversationID uuid.UUID
+	ReadAt         time.Time
+	RecordedAt     time.Time
+}
+
 type WsConnection struct {
 	ConnectionID string
 	UserID       int64

@@ -46,6 +46,15 @@ UPDATE messages SET read_at = @read_at
 WHERE id = ANY(@ids::uuid[]) AND conversation_id = @conversation_id
   AND recipient_id = @reader_id AND read_at IS NULL;
 
+-- name: InsertPendingReads :exec
+-- Records a read of messages not stored yet; InsertMessages applies it.
+INSERT INTO pending_reads (message_id, reader_id, conversation_id, read_at)
+SELECT unnest(@message_ids::uuid[]), @reader_id::bigint, @conversation_id::uuid, @read_at::timestamptz
+ON CONFLICT DO NOTHING;
+
+-- name: PrunePendingReads :exec
+DELETE FROM pending_reads WHERE recorded_at < @before::timestamptz;
+
 -- name: MaxSeqOfMessages :one
 SELECT COALESCE(max(seq), 0)::bigint FROM messages
 WHERE id = ANY(@ids::uuid[]) AND conversation_id = @conversation_id AND recipient_id = @reader_id;
@@ -105,13 +114,29 @@ WITH input AS (
 ), ins AS (
     INSERT INTO messages (
         id, conversation_id, seq, sender_id, recipient_id, content_type, text_content,
-        media_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at
+        media_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at, read_at
     )
     SELECT n.id, n.conversation_id, n.seq, n.sender_id, n.recipient_id, n.content_type, NULLIF(n.text_content, ''),
            NULLIF(n.media_key, ''), NULLIF(n.audio_duration, -1), NULLIF(n.reply_to_id, '')::uuid,
-           NULLIF(n.client_message_id, ''), n.created_at, @sent_at::timestamptz
-    FROM numbered n ORDER BY n.ord
-    RETURNING id, conversation_id, seq, created_at
+           NULLIF(n.client_message_id, ''), n.created_at, @sent_at::timestamptz, pr.read_at
+    FROM numbered n
+    -- A read that arrived before its message (InsertPendingReads) counts
+    -- only by the message's recipient in its conversation.
+    LEFT JOIN pending_reads pr ON pr.message_id = n.id AND pr.reader_id = n.recipient_id
+                              AND pr.conversation_id = n.conversation_id
+    ORDER BY n.ord
+    RETURNING id, conversation_id, seq, created_at, recipient_id, read_at
+), early AS (
+    -- Settled either way once the message is stored: applied above, or
+    -- naming a reader or conversation the message does not have.
+    DELETE FROM pending_reads pr WHERE pr.message_id = ANY(ARRAY(SELECT i.id FROM ins i))
+), early_position AS (
+    UPDATE conversation_participants p
+    SET last_read_seq = GREATEST(p.last_read_seq, r.seq),
+        last_read_at  = GREATEST(COALESCE(p.last_read_at, r.read_at), r.read_at)
+    FROM (SELECT i.conversation_id, i.recipient_id, max(i.seq) AS seq, max(i.read_at) AS read_at
+          FROM ins i WHERE i.read_at IS NOT NULL GROUP BY i.conversation_id, i.recipient_id) r
+    WHERE p.conversation_id = r.conversation_id AND p.user_id = r.recipient_id
 ), last AS (
     SELECT DISTINCT ON (l.conversation_id) l.conversation_id, l.id, l.seq,
            max(l.created_at) OVER (PARTITION BY l.conversation_id) AS latest

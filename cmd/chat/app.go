@@ -338,7 +338,7 @@ func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gatewa
 	publisher := a.transport.Publisher()
 	switch name {
 	case events.WorkerPersister:
-		return persister.New(a.pool, logger), nil
+		return persister.New(a.pool, logger, persister.WithPendingReadRetention(a.cfg.PendingReadRetention)), nil
 	case events.WorkerFanout:
 		var poster fanout.Poster = gw
 		if gw == nil || a.cfg.WSManagementURLSet {

@@ -16,6 +16,7 @@ import (
 	"github.com/parleychat/parley/internal/awsconf"
 	"github.com/parleychat/parley/internal/chat"
 	"github.com/parleychat/parley/internal/thumbnail"
+	"github.com/parleychat/parley/workers/persister"
 )
 
 // devJWTSecret is used only by `chat dev`, which says so at start-up.
@@ -38,23 +39,26 @@ const (
 // Config is every setting, read from the environment once at start-up.
 // Each field names its variable; README.md documents them.
 type Config struct {
-	Transport      string        // CHAT_TRANSPORT: postgres (default) or aws
-	HTTPAddr       string        // CHAT_HTTP_ADDR: REST (and /ws in chat dev), default 127.0.0.1:8080
-	GatewayAddr    string        // CHAT_GATEWAY_ADDR: /ws of chat gateway, default 127.0.0.1:8082
-	GatewayAdmin   string        // CHAT_GATEWAY_ADMIN_ADDR, default 127.0.0.1:8081
-	DatabaseURL    string        // DATABASE_URL
-	DBMaxConns     int           // CHAT_DB_MAX_CONNS: main pool size; 0 = sized by what the process runs
-	JWTSecret      string        // JWT_SECRET
-	DataDir        string        // CHAT_DATA_DIR, default ./.chat-data
-	LogLevel       slog.Level    // CHAT_LOG_LEVEL: debug, info (default), warn, error
-	LogFormat      string        // CHAT_LOG_FORMAT: text (default) or json
-	MaxTextRunes   int           // CHAT_MAX_TEXT_CHARS, default 4000
-	SendRate       float64       // CHAT_SEND_RATE per user per second, default 20; 0 = no limit
-	SendBurst      int           // CHAT_SEND_BURST, default 40
-	WorkerAttempts int           // CHAT_WORKER_MAX_ATTEMPTS before dead-lettering, default 5
-	WorkerConc     int           // CHAT_WORKER_CONCURRENCY consumers per worker queue, default 1
-	ThumbConc      int           // CHAT_THUMBNAILER_CONCURRENCY consumers of the thumbnailer, default 2
-	FallbackPoll   time.Duration // CHAT_BUS_FALLBACK_POLL, default 1s
+	Transport      string     // CHAT_TRANSPORT: postgres (default) or aws
+	HTTPAddr       string     // CHAT_HTTP_ADDR: REST (and /ws in chat dev), default 127.0.0.1:8080
+	GatewayAddr    string     // CHAT_GATEWAY_ADDR: /ws of chat gateway, default 127.0.0.1:8082
+	GatewayAdmin   string     // CHAT_GATEWAY_ADMIN_ADDR, default 127.0.0.1:8081
+	DatabaseURL    string     // DATABASE_URL
+	DBMaxConns     int        // CHAT_DB_MAX_CONNS: main pool size; 0 = sized by what the process runs
+	JWTSecret      string     // JWT_SECRET
+	DataDir        string     // CHAT_DATA_DIR, default ./.chat-data
+	LogLevel       slog.Level // CHAT_LOG_LEVEL: debug, info (default), warn, error
+	LogFormat      string     // CHAT_LOG_FORMAT: text (default) or json
+	MaxTextRunes   int        // CHAT_MAX_TEXT_CHARS, default 4000
+	SendRate       float64    // CHAT_SEND_RATE per user per second, default 20; 0 = no limit
+	SendBurst      int        // CHAT_SEND_BURST, default 40
+	WorkerAttempts int        // CHAT_WORKER_MAX_ATTEMPTS before dead-lettering, default 5
+	// PendingReadRetention (CHAT_PENDING_READ_RETENTION, default 24h): how
+	// long a read of a message not stored yet waits for it.
+	PendingReadRetention time.Duration
+	WorkerConc           int           // CHAT_WORKER_CONCURRENCY consumers per worker queue, default 1
+	ThumbConc            int           // CHAT_THUMBNAILER_CONCURRENCY consumers of the thumbnailer, default 2
+	FallbackPoll         time.Duration // CHAT_BUS_FALLBACK_POLL, default 1s
 	// OverloadQueueAge: refuse sends while the oldest event waiting for the
 	// persister or fanout is older (CHAT_OVERLOAD_QUEUE_AGE, default 150ms;
 	// 0 = never refuse). Local transport only.
@@ -260,6 +264,7 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 		errs = append(errs, fmt.Errorf("CHAT_THUMBNAIL_MEMORY=%d: want at least %d bytes, what decoding one image of CHAT_MAX_IMAGE_PIXELS=%d may take (8 bytes a pixel)",
 			c.ThumbnailMemory, need, c.MaxImagePixels))
 	}
+	c.PendingReadRetention = dur("CHAT_PENDING_READ_RETENTION", persister.DefaultPendingReadRetention)
 	c.MaxUploads = num("CHAT_MAX_UPLOADS", limits.MaxUploads, 1)
 	c.MaxUserUploads = num("CHAT_MAX_USER_UPLOADS", limits.MaxUserUploads, 1)
 	c.MediaConfigured = strings.TrimSpace(getenv("CHAT_S3_BUCKET")) != "" || c.S3Endpoint != "" || c.Transport == transportAWS

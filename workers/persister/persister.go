@@ -25,11 +25,27 @@ import (
 // stored yet (queues do not promise order); retrying later resolves it.
 var ErrNotYetStored = errors.New("referenced message is not stored yet")
 
+// DefaultPendingReadRetention is how long a read of a message not stored
+// yet waits for it. Both wait in the same queue, so a legitimate read's
+// message comes far sooner; what stays is an id that never was a message.
+const DefaultPendingReadRetention = 24 * time.Hour
+
 // Persister handles events for the persister worker.
 type Persister struct {
 	pool   *pgxpool.Pool
 	logger *slog.Logger
 	now    func() time.Time
+
+	pendingRetention time.Duration
+}
+
+// Option configures a Persister.
+type Option func(*Persister)
+
+// WithPendingReadRetention sets how long a read of a message not stored yet
+// is kept for it (DefaultPendingReadRetention by default).
+func WithPendingReadRetention(d time.Duration) Option {
+	return func(p *Persister) { p.pendingRetention = d }
 }
 
 var (
@@ -38,8 +54,12 @@ var (
 )
 
 // New returns a persister writing through pool.
-func New(pool *pgxpool.Pool, logger *slog.Logger) *Persister {
-	return &Persister{pool: pool, logger: logger, now: time.Now}
+func New(pool *pgxpool.Pool, logger *slog.Logger, opts ...Option) *Persister {
+	p := &Persister{pool: pool, logger: logger, now: time.Now, pendingRetention: DefaultPendingReadRetention}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
 }
 
 // Handle applies one event.
@@ -194,7 +214,7 @@ func (p *Persister) applyOne(ctx context.Context, q *db.Queries, e events.Envelo
 			*outcome = err
 			return nil
 		}
-		return p.applyRead(ctx, q, m, outcome)
+		return p.applyRead(ctx, q, m)
 	case events.TypeMessageDeleted:
 		var m events.MessageDeletedV1
 		if err := e.Unmarshal(&m); err != nil {
@@ -309,31 +329,33 @@ func (p *Persister) recreateConversation(ctx context.Context, tx pgx.Tx, id uuid
 	return nil
 }
 
-// applyRead marks the stored messages of a receipt read at once; if some
-// are not stored yet, the event's outcome is ErrNotYetStored, so the bus
-// retries it: one missing id never holds back the others, and re-applying
-// is a no-op.
-func (p *Persister) applyRead(ctx context.Context, q *db.Queries, m events.MessageReadV1, outcome *error) error {
+// applyRead marks the stored messages of a receipt read and records the
+// others as pending reads, which storing the message applies (queues do
+// not promise order). Nothing is retried: an id that never becomes a
+// message, or one of another conversation or addressed to someone else, is
+// a client's mistake, and applies to nothing. Re-applying is a no-op.
+func (p *Persister) applyRead(ctx context.Context, q *db.Queries, m events.MessageReadV1) error {
 	ids := make([]uuid.UUID, len(m.MessageIDs))
 	for i, s := range m.MessageIDs {
 		ids[i] = uuid.MustParse(s)
 	}
 	convID := uuid.MustParse(m.ConversationID)
-	rows, err := q.ListMessagesByIDs(ctx, ids)
+	missing, err := missingMessages(ctx, q, ids)
 	if err != nil {
-		return fmt.Errorf("read messages: %w", err)
+		return err
 	}
-	found := make(map[uuid.UUID]bool, len(rows))
-	for _, r := range rows {
-		found[r.ID] = true
-	}
-	missing := 0
-	for _, id := range ids {
-		if !found[id] {
-			missing++
+	if len(missing) > 0 {
+		// Serialize with a writer storing one of them right now (it holds
+		// this lock): after it, the message is visible here; before it,
+		// its insert sees the pending row.
+		if _, err := q.LockConversations(ctx, []uuid.UUID{convID}); err != nil {
+			return fmt.Errorf("lock conversation: %w", err)
+		}
+		if missing, err = missingMessages(ctx, q, missing); err != nil {
+			return err
 		}
 	}
-	if len(rows) > 0 {
+	if len(missing) < len(ids) {
 		if err := q.MarkMessagesRead(ctx, db.MarkMessagesReadParams{
 			ReadAt: &m.ReadAt, Ids: ids, ConversationID: convID, ReaderID: m.ReaderID,
 		}); err != nil {
@@ -351,10 +373,39 @@ func (p *Persister) applyRead(ctx context.Context, q *db.Queries, m events.Messa
 			}
 		}
 	}
-	if missing > 0 {
-		*outcome = fmt.Errorf("read of %d messages, %d not stored: %w", len(ids), missing, ErrNotYetStored)
+	if len(missing) == 0 {
+		return nil
 	}
+	if err := q.InsertPendingReads(ctx, db.InsertPendingReadsParams{
+		MessageIds: missing, ReaderID: m.ReaderID, ConversationID: convID, ReadAt: m.ReadAt,
+	}); err != nil {
+		return fmt.Errorf("record pending reads: %w", err)
+	}
+	if err := q.PrunePendingReads(ctx, p.now().Add(-p.pendingRetention)); err != nil {
+		return fmt.Errorf("prune pending reads: %w", err)
+	}
+	p.logger.DebugContext(ctx, "read of messages not stored yet: applied when they are",
+		"conversation_id", m.ConversationID, "reader_id", m.ReaderID, "pending", len(missing))
 	return nil
+}
+
+// missingMessages returns those of ids not stored.
+func missingMessages(ctx context.Context, q *db.Queries, ids []uuid.UUID) ([]uuid.UUID, error) {
+	rows, err := q.ListMessagesByIDs(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("read messages: %w", err)
+	}
+	found := make(map[uuid.UUID]bool, len(rows))
+	for _, r := range rows {
+		found[r.ID] = true
+	}
+	var missing []uuid.UUID
+	for _, id := range ids {
+		if !found[id] {
+			missing = append(missing, id)
+		}
+	}
+	return missing, nil
 }
 
 // applyDelivered records a run of delivery receipts with one statement; a

@@ -40,6 +40,7 @@ func TestPersister(t *testing.T) {
 		{"every event is idempotent", everyEventIsIdempotent},
 		{"events before their message are retried", eventsBeforeTheirMessage},
 		{"a read receipt applies stored messages first", readAppliesStoredFirst},
+		{"a read of unknown or foreign messages applies to nothing", readOfUnknownMessages},
 		{"the sender's own read receipt changes nothing", readBySender},
 		{"settings: last writer wins", settingsLastWriterWins},
 		{"bad events", badEvents},
@@ -441,15 +442,20 @@ func TestReplayAfterTruncateRestoresState(t *testing.T) {
 	}
 }
 
-// Queues do not promise order: an event about a message not stored yet is
-// an error the bus retries, and applies once the message is there.
+// Queues do not promise order: a delivery or thumbnail of a message not
+// stored yet is an error the bus retries, and applies once the message is
+// there; a read is recorded as pending and applied when the message is
+// stored, with no retry.
 func eventsBeforeTheirMessage(t *testing.T, f fixture) {
 	ctx := context.Background()
 	at := now()
 	msg := f.sent(t, f.conv, 1, 2, "late")
 	img := f.image(t, f.conv, 1, 2)
+	read := f.read(t, f.conv, 2, at, msg.ID)
+	if err := f.p.Handle(ctx, read); err != nil {
+		t.Fatalf("read before its message: %v, want it recorded without a retry", err)
+	}
 	early := []events.Envelope{
-		f.read(t, f.conv, 2, at, msg.ID),
 		f.envelope(t, 2, f.conv, at, events.MessageDeliveredV1{MessageID: img.ID, ConversationID: f.conv.String(), DeliveredAt: at}),
 		f.envelope(t, 1, f.conv, at, events.ThumbnailReadyV1{MessageID: img.ID, ConversationID: f.conv.String(), ThumbnailKey: "t.jpg"}),
 	}
@@ -463,34 +469,41 @@ func eventsBeforeTheirMessage(t *testing.T, f fixture) {
 		}
 	}
 	handle(t, f.p, msg, img)
-	handle(t, f.p, early...)
 	m, _ := message(t, f.pool, msg.ID)
 	if m.ReadAt == nil || !m.ReadAt.Equal(at) {
-		t.Fatalf("read_at = %v after the retry, want %v", m.ReadAt, at)
+		t.Fatalf("read_at = %v once stored, want %v", m.ReadAt, at)
 	}
 	if p := f.participant(t, f.conv, 2); p.LastReadSeq != m.Seq {
 		t.Fatalf("last_read_seq = %d, want %d", p.LastReadSeq, m.Seq)
 	}
+	handle(t, f.p, early...)
 	if i, _ := message(t, f.pool, img.ID); i.Deliver == nil || i.Thumb == nil {
 		t.Fatalf("delivery or thumbnail not applied after the retry: %+v", i)
+	}
+	if n := pendingReads(t, f.pool, f.conv); n != 0 {
+		t.Errorf("%d pending reads left after their messages were stored", n)
+	}
+	// Redelivery and replay change nothing.
+	handle(t, f.p, read, msg)
+	if m2, _ := message(t, f.pool, msg.ID); !m2.ReadAt.Equal(at) || m2.Seq != m.Seq {
+		t.Fatalf("after redelivery: %+v, want %+v", m2, m)
 	}
 }
 
 // A read receipt naming stored and not-yet-stored messages marks the stored
-// ones at once, so one missing id cannot hold back the others, and still
-// asks to be retried for the rest.
+// ones at once, and the rest when they are stored.
 func readAppliesStoredFirst(t *testing.T, f fixture) {
 	at := now()
 	here, later := f.sent(t, f.conv, 1, 2, "here"), f.sent(t, f.conv, 1, 2, "later")
 	handle(t, f.p, here)
 	r := f.read(t, f.conv, 2, at, here.ID, later.ID)
-	if err := f.p.Handle(context.Background(), r); !errors.Is(err, persister.ErrNotYetStored) {
-		t.Fatalf("err = %v, want ErrNotYetStored", err)
+	if err := f.p.Handle(context.Background(), r); err != nil {
+		t.Fatalf("err = %v, want none", err)
 	}
 	if m, _ := message(t, f.pool, here.ID); m.ReadAt == nil {
 		t.Fatal("the stored message was not marked read")
 	}
-	handle(t, f.p, later, r)
+	handle(t, f.p, later)
 	for _, id := range []string{here.ID, later.ID} {
 		if m, _ := message(t, f.pool, id); m.ReadAt == nil || !m.ReadAt.Equal(at) {
 			t.Fatalf("message %s read_at = %v, want %v", id, m.ReadAt, at)
@@ -498,6 +511,37 @@ func readAppliesStoredFirst(t *testing.T, f fixture) {
 	}
 	if p := f.participant(t, f.conv, 2); p.LastReadSeq != 2 {
 		t.Fatalf("last_read_seq = %d, want 2", p.LastReadSeq)
+	}
+}
+
+// A read naming an id that is no message, a message of another
+// conversation, or a later message of that id in another conversation
+// succeeds and changes nothing: a client's mistake is not the operator's.
+func readOfUnknownMessages(t *testing.T, f fixture) {
+	other := f.direct(t, 1, 3)
+	theirs := f.sent(t, other, 1, 3, "not yours")
+	handle(t, f.p, theirs)
+	before := f.snapshot(t, true)
+	random := uuid.Must(uuid.NewV7()).String()
+	late := f.sent(t, other, 1, 3, "sent elsewhere")
+	for _, r := range []events.Envelope{
+		f.read(t, f.conv, 2, now(), random),
+		f.read(t, f.conv, 2, now(), theirs.ID),
+		f.read(t, f.conv, 2, now(), late.ID),
+	} {
+		if err := f.p.Handle(context.Background(), r); err != nil {
+			t.Fatalf("read of an unknown or foreign message: %v, want none", err)
+		}
+	}
+	if after := f.snapshot(t, true); after != before {
+		t.Fatalf("state changed:\nbefore %s\nafter  %s", before, after)
+	}
+	handle(t, f.p, late)
+	if m, _ := message(t, f.pool, late.ID); m.ReadAt != nil {
+		t.Fatalf("a read from another conversation marked %s read", late.ID)
+	}
+	if p := f.participant(t, other, 3); p.LastReadSeq != 0 {
+		t.Fatalf("last_read_seq of the real recipient = %d", p.LastReadSeq)
 	}
 }
 
@@ -610,21 +654,29 @@ func lostConversation(t *testing.T, f fixture) {
 	}
 }
 
-// failures counts the handler's errors, to see the bus retry.
+// failures counts the handler's calls and errors, to see the bus retry.
 type failures struct {
 	events.Handler
-	mu   sync.Mutex
-	errs []error
+	mu    sync.Mutex
+	calls int
+	errs  []error
 }
 
 func (f *failures) Handle(ctx context.Context, e events.Envelope) error {
 	err := f.Handler.Handle(ctx, e)
+	f.mu.Lock()
+	f.calls++
 	if err != nil {
-		f.mu.Lock()
 		f.errs = append(f.errs, err)
-		f.mu.Unlock()
 	}
+	f.mu.Unlock()
 	return err
+}
+
+func (f *failures) handled() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls
 }
 
 func (f *failures) seen() []error {
@@ -633,34 +685,36 @@ func (f *failures) seen() []error {
 	return slices.Clone(f.errs)
 }
 
-// Through the real bus: a read receipt that arrives before its message
-// fails with ErrNotYetStored, the bus retries it, and it applies once the
-// message is stored; nothing is dead-lettered.
-func TestBusRetriesReadUntilTheMessageIsStored(t *testing.T) {
+// Through the real bus: a read receipt that arrives before its message is
+// handled once, without an error, and applies when the message is stored;
+// one naming an id that is no message is handled once too. Nothing is
+// retried or dead-lettered.
+func TestBusReadBeforeItsMessage(t *testing.T) {
 	t.Parallel()
 	_, pool := dbtest.New(t)
 	f := newFixture(t, pool, persister.New(pool, quiet), 0)
 	h := &failures{Handler: f.p}
-	ctx, bus := consume(t, pool, events.AsBatch(h), pgbus.ConsumerConfig{Concurrency: 1, MaxAttempts: 50, RetryBackoff: 10 * time.Millisecond})
+	ctx, bus := consume(t, pool, events.AsBatch(h), pgbus.ConsumerConfig{Concurrency: 1, MaxAttempts: 5, RetryBackoff: 10 * time.Millisecond})
 
 	msg := f.sent(t, f.conv, 1, 2, "slow")
 	at := now()
-	if err := bus.Publish(ctx, f.read(t, f.conv, 2, at, msg.ID)); err != nil {
+	reads := []events.Envelope{f.read(t, f.conv, 2, at, msg.ID), f.read(t, f.conv, 2, at, uuid.Must(uuid.NewV7()).String())}
+	if err := bus.Publish(ctx, reads...); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	for len(h.seen()) == 0 {
+	for h.handled() < len(reads) || queued(t, pool) > 0 {
 		if time.Now().After(deadline) {
-			t.Fatal("the early read receipt never failed")
+			t.Fatal("the read receipts were never handled")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if err := h.seen()[0]; !errors.Is(err, persister.ErrNotYetStored) {
-		t.Fatalf("early read failed with %v, want ErrNotYetStored", err)
+	if errs := h.seen(); len(errs) != 0 || h.handled() != len(reads) {
+		t.Fatalf("%d calls for %d receipts, errors %v: want each handled once", h.handled(), len(reads), errs)
 	}
-	// The consumer is busy retrying the receipt; the message is stored
-	// meanwhile, as another consumer would.
-	handle(t, f.p, msg)
+	if err := bus.Publish(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
 	for {
 		if m, _ := message(t, pool, msg.ID); m.ReadAt != nil {
 			if !m.ReadAt.Equal(at) {
@@ -676,6 +730,29 @@ func TestBusRetriesReadUntilTheMessageIsStored(t *testing.T) {
 	if dls, err := bus.DeadLetters(ctx, "", true, 10); err != nil || len(dls) != 0 {
 		t.Fatalf("dead letters: %v (err %v)", dls, err)
 	}
+	if errs := h.seen(); len(errs) != 0 {
+		t.Fatalf("errors: %v", errs)
+	}
+}
+
+// pendingReads counts the reads in a conversation waiting for their message.
+func pendingReads(t *testing.T, pool *pgxpool.Pool, conv uuid.UUID) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), "SELECT count(*) FROM pending_reads WHERE conversation_id = $1", conv).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// queued counts the persister's events waiting in its queue, retries too.
+func queued(t *testing.T, pool *pgxpool.Pool) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), "SELECT count(*) FROM queue_persister").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // Through the real bus, consumers claiming batches that grow with load:
