@@ -25,7 +25,7 @@ const testBucket = "chat-media"
 // until the test ends or stop is called, and returns its base URL.
 func serveLocal(t *testing.T, dir string) (endpoint string, stop func()) {
 	t.Helper()
-	srv, err := s3local.New(dir, slog.New(slog.DiscardHandler))
+	srv, err := s3local.New(dir, s3local.Config{}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("s3local.New: %v", err)
 	}
