@@ -496,9 +496,9 @@ func (s *Store) Verify(ctx context.Context, key string) (Object, error) {
 		return Object{}, err
 	}
 	if err := s.Delete(ctx, key); err != nil {
-		// The copy is what counts; the bucket lifecycle rule removes
-		// leftovers under chat/upload/.
-		s.logger.WarnContext(ctx, "media: delete verified upload", "key", key, "err", err)
+		// The copy is what counts. On AWS the functions may not delete;
+		// the bucket lifecycle rule removes the upload.
+		s.logger.InfoContext(ctx, "media: verified upload left for the lifecycle rule", "key", key, "err", err)
 	}
 	return obj, nil
 }
