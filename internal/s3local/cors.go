@@ -35,7 +35,11 @@ func (c *cors) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	allow := origin != "" && slices.Contains(c.origins, origin) && slices.Contains(corsMethods, r.Method)
-	c.next.ServeHTTP(&corsWriter{ResponseWriter: w, origin: origin, allow: allow}, r)
+	cw := &corsWriter{ResponseWriter: w, origin: origin, allow: allow}
+	c.next.ServeHTTP(cw, r)
+	if !cw.wroteHeader {
+		cw.WriteHeader(http.StatusOK) // what net/http would send, with our headers
+	}
 }
 
 func (c *cors) preflight(w http.ResponseWriter, r *http.Request, origin string) {

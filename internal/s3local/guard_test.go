@@ -262,6 +262,10 @@ func TestCORS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	head, err := s3.NewPresignClient(c).PresignHeadObject(t.Context(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	obj := srv.endpoint + "/" + bucket + "/" + key
 
 	preflight := func(t *testing.T, origin, method, headers string) *http.Response {
@@ -305,12 +309,17 @@ func TestCORS(t *testing.T) {
 	}{
 		{"get from the allowed origin", http.MethodGet, get.URL, origin, origin},
 		{"get from another origin", http.MethodGet, get.URL, "https://evil.example", ""},
+		{"head from the allowed origin", http.MethodHead, head.URL, origin, origin},
+		{"head from another origin", http.MethodHead, head.URL, "https://evil.example", ""},
+		{"head without an origin", http.MethodHead, head.URL, "", ""},
 		{"refusal to the allowed origin", http.MethodGet, obj, origin, origin},
 		{"delete from the allowed origin", http.MethodDelete, obj, origin, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			req := mustRequest(t, tt.method, tt.url)
-			req.Header.Set("Origin", tt.origin)
+			if tt.origin != "" {
+				req.Header.Set("Origin", tt.origin)
+			}
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
