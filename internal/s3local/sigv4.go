@@ -1,7 +1,6 @@
 package s3local
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -150,7 +149,7 @@ func (v *verifier) checkHeader(r *http.Request, auth string) *s3Error {
 	if err != nil {
 		return err
 	}
-	if serr := v.signer.SignHTTP(context.Background(), v.credentials(), c, payloadHash, service, cred.region, signedAt); serr != nil {
+	if serr := v.signer.SignHTTP(r.Context(), v.credentials(), c, payloadHash, service, cred.region, signedAt); serr != nil {
 		return badSignature()
 	}
 	_, want, _ := strings.Cut(c.Header.Get("Authorization"), "Signature=")
@@ -197,7 +196,7 @@ func (v *verifier) checkPresigned(r *http.Request, q url.Values) *s3Error {
 	if err != nil {
 		return err
 	}
-	signed, _, serr := v.signer.PresignHTTP(context.Background(), v.credentials(), c, unsignedPayload, service, cred.region, signedAt,
+	signed, _, serr := v.signer.PresignHTTP(r.Context(), v.credentials(), c, unsignedPayload, service, cred.region, signedAt,
 		func(o *v4.SignerOptions) { o.DisableHeaderHoisting = true })
 	if serr != nil {
 		return badSignature()
