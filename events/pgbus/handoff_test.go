@@ -59,7 +59,7 @@ func TestHandOffGetsCommittedEventsBeforeTheConsumer(t *testing.T) {
 	ctx := context.Background()
 	fast := h.handOff(t, events.WorkerFanout, false)
 	stored := h.handOff(t, events.WorkerPersister, true) // no consumer
-	var early atomic.Int32 // events the consumer found already handed over
+	var early atomic.Int32                               // events the consumer found already handed over
 	rec := newRecorder()
 	h.consume(t, events.WorkerFanout, events.HandlerFunc(func(ctx context.Context, e events.Envelope) error {
 		if fast.count(e.ID) == 1 {
@@ -104,7 +104,7 @@ func TestHandOffGetsCommittedEventsBeforeTheConsumer(t *testing.T) {
 func TestHandOffFollowsTheConsumersCommit(t *testing.T) {
 	h := setup(t)
 	fast := h.handOff(t, events.WorkerFanout, true) // no consumer
-	out := typing(t, 7) // published by the persister's handler
+	out := typing(t, 7)                             // published by the persister's handler
 	var attempts atomic.Int32
 	rec := newRecorder()
 	h.consume(t, events.WorkerPersister, events.HandlerFunc(func(ctx context.Context, e events.Envelope) error {
