@@ -456,13 +456,33 @@ func (b *Bus) committed(envs []events.Envelope, workers []string, matched map[st
 				fn(out)
 			}
 		}
-		if b.waker != nil {
-			// Events whose claim was old were not written: their wake-ups
-			// only cost the consumers an empty poll.
-			b.waker.Announce(notify)
+		if b.waker == nil {
+			return
 		}
+		// Events whose claim was old were not written: their wake-ups
+		// only cost the consumers an empty poll.
+		if len(fast) == 0 {
+			b.waker.Announce(notify)
+			return
+		}
+		var now, later []string
+		for _, p := range notify {
+			if w, _ := parsePayload(p); fast[w] != nil {
+				later = append(later, p)
+			} else {
+				now = append(now, p)
+			}
+		}
+		b.waker.Announce(now)
+		b.waker.AnnounceWithin(later, handedOffWake)
 	}
 }
+
+// handedOffWake is how soon the consumers of a queue whose events were
+// handed to a fast path are woken: what is left for them (fanout's
+// delivery receipts) is not urgent, and the events of several publishes
+// then share one batch and one transaction.
+const handedOffWake = 10 * time.Millisecond
 
 // partitions is how many partitions a queue has; a worker's consumers
 // share them (consumer i of n owns p with p%n == i).
