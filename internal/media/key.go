@@ -9,40 +9,34 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/parleychat/parley/internal/media/mediakeys"
 )
 
-const (
-	keyPrefix = "chat"
-	// uploadDir is where presigned PUTs land: chat/upload/{userId}/…. No
-	// presigned PUT is ever issued outside it, so once Verify has copied an
-	// upload out (to the same key without "upload/") the checked bytes
-	// cannot be swapped by anyone holding the upload's URL.
-	uploadDir   = "upload"
-	thumbSuffix = ".thumb.jpg"
-)
+const thumbSuffix = ".thumb.jpg"
 
 // Key returns a new object key for userID's upload at time now:
 // chat/{userId}/{yyyy}/{mm}/{uuidv7}.{ext}. The UUIDv7 carries now to the
 // millisecond, which Verify uses to tell when the upload was granted.
 func Key(userID int64, now time.Time, ext string) string {
-	return keyUnder(keyPrefix, userID, now, ext)
+	return keyUnder(mediakeys.Prefix, userID, now, ext)
 }
 
 // uploadKey is Key under chat/upload/: the key a presigned PUT is for.
 func uploadKey(userID int64, now time.Time, ext string) string {
-	return keyUnder(keyPrefix+"/"+uploadDir, userID, now, ext)
+	return keyUnder(mediakeys.Upload, userID, now, ext)
 }
 
 func keyUnder(prefix string, userID int64, now time.Time, ext string) string {
 	now = now.UTC()
 	ext = strings.ToLower(strings.TrimPrefix(ext, "."))
-	return fmt.Sprintf("%s/%d/%04d/%02d/%s.%s", prefix, userID, now.Year(), int(now.Month()), newUUIDv7(now), ext)
+	return fmt.Sprintf("%s%d/%04d/%02d/%s.%s", prefix, userID, now.Year(), int(now.Month()), newUUIDv7(now), ext)
 }
 
 // verifiedKey is where Verify puts the upload under key (chat/upload/…):
 // the same key outside chat/upload/.
 func verifiedKey(key string) string {
-	return keyPrefix + "/" + strings.TrimPrefix(key, keyPrefix+"/"+uploadDir+"/")
+	return mediakeys.Prefix + strings.TrimPrefix(key, mediakeys.Upload)
 }
 
 // newUUIDv7 builds a version 7 UUID from t rather than the wall clock, so
@@ -85,12 +79,12 @@ func ParseKey(key string) (KeyInfo, error) {
 		return bad("too long")
 	}
 	var info KeyInfo
-	parts := strings.Split(key, "/")
-	if len(parts) == 6 && parts[0] == keyPrefix && parts[1] == uploadDir {
+	if rest, ok := strings.CutPrefix(key, mediakeys.Upload); ok {
 		info.Upload = true
-		parts = append(parts[:1], parts[2:]...)
+		key = mediakeys.Prefix + rest
 	}
-	if len(parts) != 5 || parts[0] != keyPrefix {
+	parts := strings.Split(key, "/")
+	if len(parts) != 5 || parts[0]+"/" != mediakeys.Prefix {
 		return bad("want chat/{userId}/{yyyy}/{mm}/{file} or chat/upload/{userId}/{yyyy}/{mm}/{file}")
 	}
 	uid, err := strconv.ParseInt(parts[1], 10, 64)
