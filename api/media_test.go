@@ -359,6 +359,13 @@ func (h *mediaHarness) presignedPut(user int64, contentType string, file []byte)
 	h.t.Helper()
 	p := mediaDecode[chat.PresignedUploadView](h.t, h.doJSON(user, "POST", api.Prefix+"/uploads",
 		map[string]any{"content_type": contentType, "size": len(file)}), http.StatusOK)
+	h.putTo(p, file)
+	return p
+}
+
+// putTo PUTs file to a presigned upload's URL, as a client would.
+func (h *mediaHarness) putTo(p chat.PresignedUploadView, file []byte) {
+	h.t.Helper()
 	req, err := http.NewRequest(p.Method, p.UploadURL, bytes.NewReader(file))
 	if err != nil {
 		h.t.Fatal(err)
@@ -375,7 +382,6 @@ func (h *mediaHarness) presignedPut(user int64, contentType string, file []byte)
 	if resp.StatusCode != http.StatusOK {
 		h.t.Fatalf("PUT to the presigned URL: %d %s", resp.StatusCode, b)
 	}
-	return p
 }
 
 func (h *mediaHarness) send(user int64, body map[string]any) mediaResponse {
@@ -405,12 +411,29 @@ func TestMediaPresignedUpload(t *testing.T) {
 	}
 
 	msg := mediaDecode[chat.MessageView](t, h.send(1, map[string]any{"recipient_id": 2, "content_type": "image", "media_key": p.Key}), http.StatusOK)
-	if msg.MediaKey == nil || *msg.MediaKey != p.Key || msg.MediaURL == nil {
-		t.Fatalf("message %+v", msg)
+	// The message refers to the verified copy, which no URL can overwrite.
+	verified := "chat/" + strings.TrimPrefix(p.Key, "chat/upload/")
+	if msg.MediaKey == nil || *msg.MediaKey != verified || msg.MediaURL == nil {
+		t.Fatalf("message %+v, want media_key %s", msg, verified)
 	}
 	if got := mediaFetch(t, *msg.MediaURL); !bytes.Equal(got, file) {
 		t.Error("media_url serves other bytes")
 	}
+
+	t.Run("the upload's URL used again", func(t *testing.T) {
+		// Still valid, and S3 lets it overwrite what it names.
+		h.putTo(p, bytes.Repeat([]byte{'<'}, len(file)))
+		if got := mediaFetch(t, *msg.MediaURL); !bytes.Equal(got, file) {
+			t.Error("media_url serves the bytes PUT after the send")
+		}
+		r := h.do(2, "GET", api.Prefix+"/messages/"+msg.ID+"/media", "", nil)
+		if r.status != http.StatusFound {
+			t.Fatalf("media of the message: status %d: %s", r.status, r.body)
+		}
+		if got := mediaFetch(t, r.header.Get("Location")); !bytes.Equal(got, file) {
+			t.Error("the message's media is the bytes PUT after the send")
+		}
+	})
 
 	t.Run("someone else's key", func(t *testing.T) {
 		r := h.send(3, map[string]any{"recipient_id": 2, "content_type": "image", "media_key": p.Key})

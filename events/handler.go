@@ -21,6 +21,16 @@ type BatchHandler interface {
 	HandleBatch(ctx context.Context, envs []Envelope) []error
 }
 
+// EarlyHandler is a handler that can also act on events the moment their
+// publish commits, in the publishing process, ahead of their queued
+// delivery: the in-process fast path of a local bus (pgbus.Bus.HandOff).
+// The queued copy still arrives, through HandleBatch, and stays the durable
+// record: HandleEarly only saves latency, and HandleBatch completes whatever
+// it did not do (after a crash, everything). HandleEarly must not block.
+type EarlyHandler interface {
+	HandleEarly(ctx context.Context, envs []Envelope)
+}
+
 // AsBatch returns h itself if it handles batches, else a BatchHandler that
 // handles the events one by one, in order.
 func AsBatch(h Handler) BatchHandler {

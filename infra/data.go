@@ -6,10 +6,9 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
 	"github.com/aws/jsii-runtime-go"
-)
 
-// MediaPrefix is the only key prefix functions may read or write.
-const MediaPrefix = "chat/"
+	"github.com/parleychat/parley/internal/media/mediakeys"
+)
 
 // removalPolicy keeps prod data when the stack or a resource goes away, and
 // lets dev stacks be torn down cleanly.
@@ -66,9 +65,17 @@ func newMediaBucket(stack awscdk.Stack, cfg Config) awss3.Bucket {
 		LifecycleRules: &[]*awss3.LifecycleRule{
 			{
 				Id:                          jsii.String("expire-chat-media"),
-				Prefix:                      jsii.String(MediaPrefix),
+				Prefix:                      jsii.String(mediakeys.Prefix),
 				Expiration:                  awscdk.Duration_Days(jsii.Number(365)),
 				NoncurrentVersionExpiration: awscdk.Duration_Days(jsii.Number(30)),
+			},
+			{
+				// Verified uploads are copied out of chat/upload/ and the
+				// originals deleted; an upload never sent is dropped here.
+				Id:                          jsii.String("expire-unsent-uploads"),
+				Prefix:                      jsii.String(mediakeys.Upload),
+				Expiration:                  awscdk.Duration_Days(jsii.Number(2)),
+				NoncurrentVersionExpiration: awscdk.Duration_Days(jsii.Number(1)),
 			},
 			{
 				// Versioning keeps overwritten and deleted objects; this caps

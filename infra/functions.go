@@ -7,6 +7,8 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
 	"github.com/aws/jsii-runtime-go"
+
+	"github.com/parleychat/parley/internal/media/mediakeys"
 )
 
 // functionFactory builds every Lambda from the one `chat` binary; only
@@ -78,10 +80,16 @@ func (f *functionFactory) New(s functionSpec) awslambda.Function {
 	return awslambda.NewFunction(f.stack, jsii.String(s.ID), props)
 }
 
-// grantMedia allows get/put under chat/ only: no list, no delete, no other prefix.
+// grantMedia allows get/put under chat/ only, and delete under chat/upload/
+// only (a verified upload's original, once copied out): no list, no other
+// prefix.
 func grantMedia(fn awslambda.Function, bucket awss3.IBucket) {
 	fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 		Actions:   jsii.Strings("s3:GetObject", "s3:PutObject"),
-		Resources: jsii.Strings(*bucket.ArnForObjects(jsii.String(MediaPrefix + "*"))),
+		Resources: jsii.Strings(*bucket.ArnForObjects(jsii.String(mediakeys.Prefix + "*"))),
+	}))
+	fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Actions:   jsii.Strings("s3:DeleteObject"),
+		Resources: jsii.Strings(*bucket.ArnForObjects(jsii.String(mediakeys.Upload + "*"))),
 	}))
 }

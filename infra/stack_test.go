@@ -143,6 +143,9 @@ func TestBucketLifecycleAndCors(t *testing.T) {
 				"NoncurrentVersionExpiration": map[string]any{"NoncurrentDays": 30},
 			}),
 			assertions.Match_ObjectLike(&map[string]any{
+				"Prefix": "chat/upload/", "Status": "Enabled", "ExpirationInDays": 2,
+			}),
+			assertions.Match_ObjectLike(&map[string]any{
 				"AbortIncompleteMultipartUpload": map[string]any{"DaysAfterInitiation": 7},
 			}),
 		})},
@@ -288,12 +291,20 @@ func TestLeastPrivilege(t *testing.T) {
 			t.Errorf("%s reads the JWT secret = %v, want %v", h, reads, want)
 		}
 	}
-	// Media access is confined to chat/.
+	// Media access is confined to chat/, deletes to chat/upload/.
 	for _, h := range []string{"api", "worker-thumbnailer"} {
-		for a, res := range tp.roleActions(t, fns[h]) {
-			if strings.HasPrefix(a, "s3:") && !strings.Contains(fmt.Sprint(res), "/chat/*") {
-				t.Errorf("%s: %s on %v, want only chat/*", h, a, res)
+		actions := tp.roleActions(t, fns[h])
+		for a, res := range actions {
+			want := "/chat/*"
+			if a == "s3:DeleteObject" {
+				want = "/chat/upload/*"
 			}
+			if strings.HasPrefix(a, "s3:") && !strings.Contains(fmt.Sprint(res), want) {
+				t.Errorf("%s: %s on %v, want only %s", h, a, res, want)
+			}
+		}
+		if _, ok := actions["s3:DeleteObject"]; !ok {
+			t.Errorf("%s cannot delete a verified upload's original", h)
 		}
 	}
 	// fanout may manage connections of this stage only.

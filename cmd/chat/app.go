@@ -268,7 +268,8 @@ func (a *App) openMedia(ctx context.Context, p parts) error {
 		Images: a.cfg.imageLimits(),
 	}
 	if p.s3 {
-		srv, err := s3local.New(filepath.Join(a.cfg.DataDir, "s3"), a.logger.With("component", "s3"))
+		srv, err := s3local.New(filepath.Join(a.cfg.DataDir, "s3"),
+			s3local.Config{Keys: a.cfg.AWSKeys, AllowedOrigins: a.cfg.S3CORSOrigins}, a.logger.With("component", "s3"))
 		if err != nil {
 			return fmt.Errorf("embedded S3 under CHAT_DATA_DIR: %w", err)
 		}

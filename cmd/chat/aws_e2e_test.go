@@ -79,7 +79,7 @@ func startAWSLocal(t *testing.T) *awsLocal {
 
 	l.dynamo = dynalitetest.Start(t)
 
-	s3srv, err := s3local.New(t.TempDir(), nil)
+	s3srv, err := s3local.New(t.TempDir(), s3local.Config{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -80,9 +81,15 @@ type Config struct {
 	DynamoEndpoint     string // CHAT_DYNAMODB_ENDPOINT: a local DynamoDB (e.g. dynalite)
 
 	// Media.
-	S3Bucket        string // CHAT_S3_BUCKET, default parley-media
-	S3Endpoint      string // CHAT_S3_ENDPOINT: an S3-compatible endpoint; empty = embedded (dev) or AWS
-	S3Addr          string // CHAT_S3_ADDR: embedded S3 listener in chat dev, default 127.0.0.1:8083
+	S3Bucket   string // CHAT_S3_BUCKET, default parley-media
+	S3Endpoint string // CHAT_S3_ENDPOINT: an S3-compatible endpoint; empty = embedded (dev) or AWS
+	S3Addr     string // CHAT_S3_ADDR: embedded S3 listener in chat dev, default 127.0.0.1:8083; loopback unless S3Public
+	// S3Public: CHAT_S3_PUBLIC=true lets CHAT_S3_ADDR be a non-loopback
+	// address (a phone on the LAN uploading to a laptop).
+	S3Public bool
+	// S3CORSOrigins: CHAT_S3_CORS_ORIGINS, the browser origins the embedded
+	// S3 allows (GET, HEAD, PUT); default the API's own, http://CHAT_HTTP_ADDR.
+	S3CORSOrigins   []string
 	S3Region        string // AWS_REGION, default us-east-1
 	MaxImageBytes   int    // CHAT_MAX_IMAGE_BYTES, default 10 MiB
 	MaxVideoBytes   int    // CHAT_MAX_VIDEO_BYTES, default 100 MiB
@@ -163,20 +170,34 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	if c.Transport != transportPostgres && c.Transport != transportAWS {
 		errs = append(errs, fmt.Errorf("CHAT_TRANSPORT=%q: want postgres or aws", c.Transport))
 	}
-	addr := func(name, def string, loopback bool) string {
+	boolean := func(name string) bool {
+		v := strings.TrimSpace(getenv(name))
+		if v == "" {
+			return false
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: want true or false", name, v))
+		}
+		return b
+	}
+	// addr reads a listen address; a non-empty loopbackOnly says why it
+	// must be a loopback one.
+	addr := func(name, def, loopbackOnly string) string {
 		v := str(name, def)
 		host, _, err := net.SplitHostPort(v)
 		switch {
 		case err != nil:
 			errs = append(errs, fmt.Errorf("%s=%q: want host:port: %v", name, v, err))
-		case loopback && host != "localhost" && !net.ParseIP(host).IsLoopback():
-			errs = append(errs, fmt.Errorf("%s=%q: must be a loopback address (it is not protected by authentication)", name, v))
+		case loopbackOnly != "" && host != "localhost" && !net.ParseIP(host).IsLoopback():
+			errs = append(errs, fmt.Errorf("%s=%q: must be a loopback address (%s)", name, v, loopbackOnly))
 		}
 		return v
 	}
-	c.HTTPAddr = addr("CHAT_HTTP_ADDR", "127.0.0.1:8080", false)
-	c.GatewayAddr = addr("CHAT_GATEWAY_ADDR", "127.0.0.1:8082", false)
-	c.GatewayAdmin = addr("CHAT_GATEWAY_ADMIN_ADDR", "127.0.0.1:8081", true)
+	const unprotected = "it is not protected by authentication"
+	c.HTTPAddr = addr("CHAT_HTTP_ADDR", "127.0.0.1:8080", "")
+	c.GatewayAddr = addr("CHAT_GATEWAY_ADDR", "127.0.0.1:8082", "")
+	c.GatewayAdmin = addr("CHAT_GATEWAY_ADMIN_ADDR", "127.0.0.1:8081", unprotected)
 	c.DatabaseURL = str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chat?sslmode=disable")
 	if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil {
 		errs = append(errs, fmt.Errorf("DATABASE_URL: %w", err))
@@ -238,7 +259,7 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 		errs = append(errs, fmt.Errorf("CHAT_OVERLOAD_SAMPLE_INTERVAL=%s: want at least 10ms (each sample is a query)", c.OverloadSample))
 	}
 	if getenv("CHAT_PPROF_ADDR") != "" {
-		c.PprofAddr = addr("CHAT_PPROF_ADDR", "", true)
+		c.PprofAddr = addr("CHAT_PPROF_ADDR", "", unprotected)
 	}
 
 	c.WSIdleTimeout = dur("CHAT_WS_IDLE_TIMEOUT", 10*time.Minute)
@@ -252,7 +273,24 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 
 	c.S3Bucket = str("CHAT_S3_BUCKET", "parley-media")
 	c.S3Endpoint = str("CHAT_S3_ENDPOINT", "")
-	c.S3Addr = addr("CHAT_S3_ADDR", "127.0.0.1:8083", false)
+	c.S3Public = boolean("CHAT_S3_PUBLIC")
+	s3Loopback := "a development server; set CHAT_S3_PUBLIC=true to serve it beyond this machine"
+	if c.S3Public {
+		s3Loopback = ""
+	}
+	c.S3Addr = addr("CHAT_S3_ADDR", "127.0.0.1:8083", s3Loopback)
+	c.S3CORSOrigins = []string{apiOrigin(c.HTTPAddr)}
+	if v := strings.TrimSpace(getenv("CHAT_S3_CORS_ORIGINS")); v != "" {
+		c.S3CORSOrigins = nil
+		for o := range strings.SplitSeq(v, ",") {
+			o = strings.TrimSpace(o)
+			if err := checkOrigin(o); err != nil {
+				errs = append(errs, fmt.Errorf("CHAT_S3_CORS_ORIGINS=%q: %w", v, err))
+				continue
+			}
+			c.S3CORSOrigins = append(c.S3CORSOrigins, o)
+		}
+	}
 	c.S3Region = str("AWS_REGION", "us-east-1")
 	c.MaxImageBytes = num("CHAT_MAX_IMAGE_BYTES", 10<<20, 1)
 	c.MaxVideoBytes = num("CHAT_MAX_VIDEO_BYTES", 100<<20, 1)
@@ -284,6 +322,28 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 // thumbnailed (the memory budget is the thumbnailer's own).
 func (c Config) imageLimits() thumbnail.Limits {
 	return thumbnail.Limits{MaxPixels: int64(c.MaxImagePixels), MaxBytes: int64(c.MaxImageBytes)}
+}
+
+// apiOrigin is the browser origin of the API on httpAddr: a page the dev
+// server serves there. An unspecified host is reached as 127.0.0.1.
+func apiOrigin(httpAddr string) string {
+	host, port, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		return "http://" + httpAddr // already reported by addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// checkOrigin accepts a browser origin: scheme://host[:port], nothing more.
+func checkOrigin(o string) error {
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || o != u.Scheme+"://"+u.Host {
+		return fmt.Errorf("%q is not an origin like https://chat.example.com or http://127.0.0.1:8080", o)
+	}
+	return nil
 }
 
 // awsAt returns the AWS client options for a custom endpoint, or for AWS

@@ -65,6 +65,12 @@ func (t *pgTransport) Consume(ctx context.Context, worker string, h events.Handl
 		// batches keep that transaction short.
 		cfg.BatchSize, cfg.HandlerTimeout = 4, 2*time.Minute
 	}
+	if eh, ok := h.(events.EarlyHandler); ok {
+		// This process's publishes reach the worker the moment they
+		// commit; the queue delivers them again, durably.
+		stop := t.bus.HandOff(worker, func(envs []events.Envelope) { eh.HandleEarly(ctx, envs) })
+		defer stop()
+	}
 	return pgbus.Consume(ctx, t.consumers, t.waker, worker, events.AsBatch(h), cfg, t.logger)
 }
 

@@ -44,7 +44,13 @@ type Bus struct {
 	gmu      sync.Mutex
 	pending  []*pubRequest // publishes waiting for a group
 	flushers int           // goroutines writing groups
+
+	hmu      sync.Mutex
+	handoffs map[string]*handoff // by worker (see HandOff)
 }
+
+// handoff is one registered fast path.
+type handoff struct{ fn func([]events.Envelope) }
 
 var _ events.Publisher = (*Bus)(nil)
 
@@ -57,7 +63,47 @@ func New(pool *pgxpool.Pool, waker *Waker, logger *slog.Logger) *Bus {
 		waker:      waker,
 		logger:     logger,
 		statements: map[string]string{},
+		handoffs:   map[string]*handoff{},
 	}
+}
+
+// HandOff gives fn the events this bus publishes for worker, right after
+// they commit and before the worker's consumers are woken: the in-process
+// fast path of a consumer in this process (events.EarlyHandler). The queue
+// rows are written all the same and remain the durable record, which the
+// consumer handles as usual. fn must not block: it runs on the publisher's
+// path. stop ends the hand-off; a later HandOff for the worker replaces it.
+func (b *Bus) HandOff(worker string, fn func([]events.Envelope)) (stop func()) {
+	h := &handoff{fn: fn}
+	b.hmu.Lock()
+	b.handoffs[worker] = h
+	b.hmu.Unlock()
+	return func() {
+		b.hmu.Lock()
+		if b.handoffs[worker] == h {
+			delete(b.handoffs, worker)
+		}
+		b.hmu.Unlock()
+	}
+}
+
+// handOffs returns the registered fast paths of these workers, or nil.
+func (b *Bus) handOffs(workers []string) map[string]func([]events.Envelope) {
+	b.hmu.Lock()
+	defer b.hmu.Unlock()
+	if len(b.handoffs) == 0 {
+		return nil
+	}
+	var out map[string]func([]events.Envelope)
+	for _, w := range workers {
+		if h, ok := b.handoffs[w]; ok {
+			if out == nil {
+				out = map[string]func([]events.Envelope){}
+			}
+			out[w] = h.fn
+		}
+	}
+	return out
 }
 
 // queueTable names a worker's queue table.
@@ -327,12 +373,14 @@ func (b *Bus) publish(ctx context.Context, o publishOpts, envs []events.Envelope
 		args = append(args, senders, clientIDs, msgIDs, hashes, envelopes)
 	}
 	var workers, notify []string
+	matched := map[string][]int{} // events (by index) enqueued per worker
 	for _, r := range o.routes {
 		var ords []int64
 		seen := map[int16]bool{}
 		for i, e := range envs {
 			if len(r.Types) == 0 || r.Matches(e) {
 				ords = append(ords, int64(i+1))
+				matched[r.Worker] = append(matched[r.Worker], i)
 				if !seen[parts[i]] {
 					seen[parts[i]] = true
 					notify = append(notify, fmt.Sprintf("%s/%d", r.Worker, parts[i]))
@@ -370,17 +418,71 @@ func (b *Bus) publish(ctx context.Context, o publishOpts, envs []events.Envelope
 	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
-	if b.waker != nil {
-		// Events whose claim was old were not written: their wake-ups only
-		// cost the consumers an empty poll.
-		if o.scope != nil {
-			o.scope.AfterCommit(func() { b.waker.Announce(notify) })
-		} else {
-			b.waker.Announce(notify)
-		}
+	committed := b.committed(envs, workers, matched, claims, claimed, notify)
+	if o.scope != nil {
+		o.scope.AfterCommit(committed)
+	} else {
+		committed()
 	}
 	return claimed, nil
 }
+
+// committed returns what follows a publish's commit: the hand-off to the
+// fast paths, then the wake-up of the consumers, in that order, so that a
+// consumer woken by this publish finds the fast path's record of the events.
+func (b *Bus) committed(envs []events.Envelope, workers []string, matched map[string][]int,
+	claims []db.InsertMessageRequestParams, claimed map[uuid.UUID]bool, notify []string) func() {
+	fast := b.handOffs(workers)
+	// An event that is some claim's message was written only if its claim
+	// was new; the fast path must not see the others.
+	var skip map[string]bool
+	if len(fast) > 0 && len(claims) > 0 {
+		skip = map[string]bool{}
+		for _, c := range claims {
+			if !claimed[c.MessageID] {
+				skip[c.MessageID.String()] = true
+			}
+		}
+	}
+	return func() {
+		for w, fn := range fast {
+			out := make([]events.Envelope, 0, len(matched[w]))
+			for _, i := range matched[w] {
+				if !skip[envs[i].ID] {
+					out = append(out, envs[i])
+				}
+			}
+			if len(out) > 0 {
+				fn(out)
+			}
+		}
+		if b.waker == nil {
+			return
+		}
+		// Events whose claim was old were not written: their wake-ups
+		// only cost the consumers an empty poll.
+		if len(fast) == 0 {
+			b.waker.Announce(notify)
+			return
+		}
+		var now, later []string
+		for _, p := range notify {
+			if w, _ := parsePayload(p); fast[w] != nil {
+				later = append(later, p)
+			} else {
+				now = append(now, p)
+			}
+		}
+		b.waker.Announce(now)
+		b.waker.AnnounceWithin(later, handedOffWake)
+	}
+}
+
+// handedOffWake is how soon the consumers of a queue whose events were
+// handed to a fast path are woken: what is left for them (fanout's
+// delivery receipts) is not urgent, and the events of several publishes
+// then share one batch and one transaction.
+const handedOffWake = 10 * time.Millisecond
 
 // partitions is how many partitions a queue has; a worker's consumers
 // share them (consumer i of n owns p with p%n == i).

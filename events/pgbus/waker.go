@@ -33,6 +33,8 @@ type Waker struct {
 	subs    map[string][]wakeSub
 	pending map[string]bool // payloads to notify other processes of
 	kick    chan struct{}
+	later   map[string]bool // payloads to announce when the timer fires
+	timer   *time.Timer     // pending AnnounceWithin; nil when none
 }
 
 // wakeSub is one consumer: it owns the queue partitions p with p%parts == part.
@@ -56,6 +58,9 @@ func NewWaker(dsn string, logger *slog.Logger) *Waker {
 // (PostgreSQL serializes the commits of notifying transactions, disk flush
 // included; publishing must not queue behind that.)
 func (w *Waker) Announce(payloads []string) {
+	if len(payloads) == 0 {
+		return
+	}
 	for _, p := range payloads {
 		w.wake(parsePayload(p))
 	}
@@ -67,6 +72,37 @@ func (w *Waker) Announce(payloads []string) {
 	select {
 	case w.kick <- struct{}{}:
 	default:
+	}
+}
+
+// AnnounceWithin announces payloads within d rather than at once, together
+// with whatever else is announced this way meanwhile: for queues whose
+// events a fast path handles already (Bus.HandOff), whose consumers then
+// gain more from larger batches than from promptness.
+func (w *Waker) AnnounceWithin(payloads []string, d time.Duration) {
+	if len(payloads) == 0 {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.later == nil {
+		w.later = map[string]bool{}
+	}
+	for _, p := range payloads {
+		w.later[p] = true
+	}
+	if w.timer == nil {
+		w.timer = time.AfterFunc(d, func() {
+			w.mu.Lock()
+			batch := make([]string, 0, len(w.later))
+			for p := range w.later {
+				batch = append(batch, p)
+			}
+			clear(w.later)
+			w.timer = nil
+			w.mu.Unlock()
+			w.Announce(batch)
+		})
 	}
 }
 

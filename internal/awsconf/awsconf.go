@@ -22,7 +22,8 @@ import (
 const DefaultRegion = "us-east-1"
 
 // localKey is the access key ID and secret that sign requests to a custom
-// endpoint when no keys are given: the local stand-ins check no signature.
+// endpoint when no keys are given. The embedded S3 server checks signatures
+// against the same pair (see Keys.OrLocal); other stand-ins check none.
 const localKey = "local"
 
 // Keys are a static access key pair.
@@ -32,6 +33,16 @@ type Keys struct {
 }
 
 func (k Keys) complete() bool { return k.AccessKeyID != "" && k.SecretAccessKey != "" }
+
+// OrLocal returns k, or the fixed local pair unless both of k's halves are
+// set: what a client of a custom endpoint signs with, and so what a local
+// server verifies against.
+func (k Keys) OrLocal() Keys {
+	if k.complete() {
+		return k
+	}
+	return Keys{AccessKeyID: localKey, SecretAccessKey: localKey}
+}
 
 // Options say which AWS to talk to.
 type Options struct {
@@ -78,10 +89,7 @@ func Load(ctx context.Context, o Options) (aws.Config, error) {
 	if region == "" {
 		region = DefaultRegion
 	}
-	keys := o.Keys
-	if !keys.complete() {
-		keys = Keys{AccessKeyID: localKey, SecretAccessKey: localKey}
-	}
+	keys := o.Keys.OrLocal()
 	return aws.Config{
 		Region:       region,
 		Credentials:  credentials.NewStaticCredentialsProvider(keys.AccessKeyID, keys.SecretAccessKey, ""),

@@ -165,10 +165,12 @@ func (s *Service) validateSend(ctx context.Context, userID int64, in *SendInput)
 			problems = append(problems, fmt.Sprintf("media_key: %v", err))
 		} else if owner != userID {
 			return Errorf(CodeForbidden, "you can only send media you uploaded")
-		} else if kind, err := s.verifyUpload(ctx, in.MediaKey); err != nil {
+		} else if obj, err := s.verifyUpload(ctx, in.MediaKey); err != nil {
 			return AsError(err)
-		} else if kind != in.ContentType {
-			problems = append(problems, fmt.Sprintf("media_key holds %s, but content_type is %s", kind, in.ContentType))
+		} else if string(obj.Kind) != in.ContentType {
+			problems = append(problems, fmt.Sprintf("media_key holds %s, but content_type is %s", obj.Kind, in.ContentType))
+		} else {
+			in.MediaKey = obj.Key // a presigned upload's verified copy
 		}
 	}
 	if n := utf8.RuneCountInString(in.TextContent); n > s.limits.MaxTextRunes {

@@ -163,20 +163,21 @@ func (s *Service) messageMediaKey(ctx context.Context, userID int64, messageID u
 	return *key, nil
 }
 
-// verifyUpload checks the object behind key the way a presigned upload must
-// be checked before a message may reference it (it exists, fits its limit,
+// verifyUpload checks the object behind key the way an upload must be
+// checked before a message may reference it (it exists, fits its limit,
 // arrived in time, its bytes are of the kind its key names), and returns
-// that kind. The store deletes objects that fail, so a rejected upload
-// cannot be referenced later either.
-func (s *Service) verifyUpload(ctx context.Context, key string) (string, error) {
+// the object the message is to reference: for a presigned upload, its
+// verified copy, which the upload's URL cannot overwrite. The store deletes
+// objects that fail, so a rejected upload cannot be referenced later either.
+func (s *Service) verifyUpload(ctx context.Context, key string) (media.Object, error) {
 	obj, err := s.media.Verify(ctx, key)
 	if errors.Is(err, media.ErrNotFound) {
-		return "", &Error{Code: CodeInvalid, Message: "media_key does not name an uploaded object", Err: err}
+		return media.Object{}, &Error{Code: CodeInvalid, Message: "media_key does not name an uploaded object", Err: err}
 	}
 	if err != nil {
-		return "", mediaError(err)
+		return media.Object{}, mediaError(err)
 	}
-	return string(obj.Kind), nil
+	return obj, nil
 }
 
 // mediaError maps the media store's errors to codes; anything else is the

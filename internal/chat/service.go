@@ -25,7 +25,9 @@ type MediaStore interface {
 	PresignGet(ctx context.Context, key string) (string, time.Time, error)
 	PresignPut(ctx context.Context, userID int64, contentType string, size int64) (media.PresignedUpload, error)
 	Upload(ctx context.Context, userID int64, r io.Reader, declaredSize int64, declaredType string) (media.Object, error)
-	// Verify checks an uploaded object and deletes it when it fails.
+	// Verify checks an uploaded object and deletes it when it fails. The
+	// returned Object's Key is what a message refers to: for a presigned
+	// upload, a verified copy its URL cannot overwrite.
 	Verify(ctx context.Context, key string) (media.Object, error)
 	Exists(ctx context.Context, key string) (bool, error)
 	MaxSize(k media.Kind) int64

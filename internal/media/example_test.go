@@ -27,7 +27,7 @@ func Example_local() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	srv, err := s3local.New(dir, logger)
+	srv, err := s3local.New(dir, s3local.Config{}, logger)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -9,20 +9,34 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/parleychat/parley/internal/media/mediakeys"
 )
 
-const (
-	keyPrefix   = "chat"
-	thumbSuffix = ".thumb.jpg"
-)
+const thumbSuffix = ".thumb.jpg"
 
 // Key returns a new object key for userID's upload at time now:
 // chat/{userId}/{yyyy}/{mm}/{uuidv7}.{ext}. The UUIDv7 carries now to the
 // millisecond, which Verify uses to tell when the upload was granted.
 func Key(userID int64, now time.Time, ext string) string {
+	return keyUnder(mediakeys.Prefix, userID, now, ext)
+}
+
+// uploadKey is Key under chat/upload/: the key a presigned PUT is for.
+func uploadKey(userID int64, now time.Time, ext string) string {
+	return keyUnder(mediakeys.Upload, userID, now, ext)
+}
+
+func keyUnder(prefix string, userID int64, now time.Time, ext string) string {
 	now = now.UTC()
 	ext = strings.ToLower(strings.TrimPrefix(ext, "."))
-	return fmt.Sprintf("%s/%d/%04d/%02d/%s.%s", keyPrefix, userID, now.Year(), int(now.Month()), newUUIDv7(now), ext)
+	return fmt.Sprintf("%s%d/%04d/%02d/%s.%s", prefix, userID, now.Year(), int(now.Month()), newUUIDv7(now), ext)
+}
+
+// verifiedKey is where Verify puts the upload under key (chat/upload/…):
+// the same key outside chat/upload/.
+func verifiedKey(key string) string {
+	return mediakeys.Prefix + strings.TrimPrefix(key, mediakeys.Upload)
 }
 
 // newUUIDv7 builds a version 7 UUID from t rather than the wall clock, so
@@ -49,11 +63,14 @@ type KeyInfo struct {
 	Thumbnail bool
 	// Created is when the key was issued, from the UUIDv7 timestamp.
 	Created time.Time
+	// Upload: the key of a presigned PUT (chat/upload/…), not yet verified.
+	Upload bool
 }
 
-// ParseKey validates an original's or a thumbnail's key, accepting only the
-// exact form Key and ThumbnailKey produce: no "..", empty or extra segments,
-// non-canonical numbers or UUIDs, or unknown extensions.
+// ParseKey validates an original's, an upload's or a thumbnail's key,
+// accepting only the exact form Key, PresignPut and ThumbnailKey produce: no
+// "..", empty or extra segments, non-canonical numbers or UUIDs, or unknown
+// extensions.
 func ParseKey(key string) (KeyInfo, error) {
 	bad := func(why string) (KeyInfo, error) {
 		return KeyInfo{}, fmt.Errorf("%w: %s", ErrInvalidKey, why)
@@ -61,11 +78,15 @@ func ParseKey(key string) (KeyInfo, error) {
 	if len(key) > 200 {
 		return bad("too long")
 	}
-	parts := strings.Split(key, "/")
-	if len(parts) != 5 || parts[0] != keyPrefix {
-		return bad("want chat/{userId}/{yyyy}/{mm}/{file}")
-	}
 	var info KeyInfo
+	if rest, ok := strings.CutPrefix(key, mediakeys.Upload); ok {
+		info.Upload = true
+		key = mediakeys.Prefix + rest
+	}
+	parts := strings.Split(key, "/")
+	if len(parts) != 5 || parts[0]+"/" != mediakeys.Prefix {
+		return bad("want chat/{userId}/{yyyy}/{mm}/{file} or chat/upload/{userId}/{yyyy}/{mm}/{file}")
+	}
 	uid, err := strconv.ParseInt(parts[1], 10, 64)
 	if err != nil || uid <= 0 || strconv.FormatInt(uid, 10) != parts[1] {
 		return bad("user id")
@@ -84,6 +105,9 @@ func ParseKey(key string) (KeyInfo, error) {
 
 	name := parts[4]
 	if strings.HasSuffix(name, thumbSuffix) {
+		if info.Upload {
+			return bad("thumbnails are never uploaded")
+		}
 		info.Thumbnail = true
 		info.Ext = "jpg"
 		name = strings.TrimSuffix(name, thumbSuffix)

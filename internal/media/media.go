@@ -7,8 +7,10 @@
 // uploaded (OwnerOf).
 //
 // Two upload paths exist. Upload streams a file through the server. For
-// large files the client can instead PUT to a presigned URL (PresignPut) and
-// the server then calls Verify, which re-checks the stored bytes.
+// large files the client can instead PUT to a presigned URL (PresignPut),
+// under chat/upload/, and the server then calls Verify, which copies the
+// object out of chat/upload/ and checks the copy: the copy's key never had a
+// presigned PUT, so what was checked is what is served, on AWS as locally.
 package media
 
 import (
@@ -356,10 +358,11 @@ func resolveType(head []byte, declared string) (fileType, error) {
 }
 
 // PresignPut grants userID a URL to upload one file of contentType and
-// exactly size bytes. After the client's PUT, call Verify with the Key.
+// exactly size bytes, to a key under chat/upload/. After the client's PUT,
+// call Verify with the Key; messages refer to the key Verify returns.
 //
-// S3 enforces the signed Content-Type, Content-Length and expiry. The
-// embedded local server checks expiry only; Verify re-checks the rest.
+// S3 and the embedded server enforce the signed Content-Type,
+// Content-Length and expiry; Verify checks the bytes.
 func (s *Store) PresignPut(ctx context.Context, userID int64, contentType string, size int64) (PresignedUpload, error) {
 	if userID <= 0 {
 		return PresignedUpload{}, fmt.Errorf("media: presign: invalid user id %d", userID)
@@ -374,7 +377,7 @@ func (s *Store) PresignPut(ctx context.Context, userID int64, contentType string
 	if limit := s.MaxSize(kind); size > limit {
 		return PresignedUpload{}, tooLarge(kind, limit)
 	}
-	key := Key(userID, s.cfg.Now(), ext)
+	key := uploadKey(userID, s.cfg.Now(), ext)
 	req, err := s.presign.PresignPutObject(ctx, &s3.PutObjectInput{
 		Bucket:        aws.String(s.cfg.Bucket),
 		Key:           aws.String(key),
@@ -427,12 +430,20 @@ func presignExpiry(raw string) (time.Time, error) {
 	return signed.Add(d), nil
 }
 
-// Verify checks an object uploaded through a presigned URL: it must exist,
-// fit the limit for the kind its key names, have arrived in time, and its
-// bytes must be of that kind. A subtype mix-up within the kind is accepted
+// Verify checks an object a message is to refer to and returns it.
+//
+// An upload through a presigned URL (a chat/upload/ key) must exist and
+// have arrived in time; Verify then copies it to its verified key (the same
+// key outside chat/upload/, which no presigned URL was issued for) and
+// checks the copy, deletes the upload, and returns the copy: a later PUT
+// with the same URL cannot change what was checked. Any other key was
+// written by the server (Upload, an earlier Verify) and is checked where it
+// is. The checks: the object fits the limit for the kind its key names and
+// its bytes are of that kind. A subtype mix-up within the kind is accepted
 // and the returned MIME is the sniffed one; the stored Content-Type stays as
 // uploaded (image decoders and players sniff anyway). Objects that fail are
-// deleted before the error is returned. Calling Verify again is harmless.
+// deleted before the error is returned. Calling Verify again, with either
+// key, returns the same object.
 func (s *Store) Verify(ctx context.Context, key string) (Object, error) {
 	info, err := ParseKey(key)
 	if err != nil {
@@ -442,6 +453,53 @@ func (s *Store) Verify(ctx context.Context, key string) (Object, error) {
 		return Object{}, fmt.Errorf("%w: thumbnail key", ErrInvalidKey)
 	}
 	want, _ := typeByExt(info.Ext) // ParseKey checked the extension
+	if !info.Upload {
+		return s.check(ctx, key, want)
+	}
+	final := verifiedKey(key)
+	switch done, err := s.Exists(ctx, final); {
+	case err != nil:
+		return Object{}, err
+	case done: // verified before, e.g. for a send that is retried
+		return s.check(ctx, final, want)
+	}
+	head, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{
+		Bucket: aws.String(s.cfg.Bucket),
+		Key:    aws.String(key),
+	})
+	if err != nil {
+		return Object{}, s.mapErr("head", key, err)
+	}
+	if deadline := info.Created.Add(s.cfg.PresignTTL + s.cfg.UploadGrace); head.LastModified != nil && head.LastModified.After(deadline) {
+		return Object{}, s.reject(ctx, key, fmt.Errorf("%w: stored %s, deadline %s",
+			ErrExpired, head.LastModified.UTC().Format(time.RFC3339), deadline.Format(time.RFC3339)))
+	}
+	_, err = s.client.CopyObject(ctx, &s3.CopyObjectInput{
+		Bucket:     aws.String(s.cfg.Bucket),
+		Key:        aws.String(final),
+		CopySource: aws.String(s.cfg.Bucket + "/" + key), // keys hold nothing to escape
+	})
+	if err != nil {
+		return Object{}, s.mapErr("copy", key, err)
+	}
+	obj, err := s.check(ctx, final, want)
+	if errors.Is(err, ErrTooLarge) || errors.Is(err, ErrUnsupportedType) || errors.Is(err, ErrCorrupt) {
+		return Object{}, s.reject(ctx, key, err) // the copy is deleted already
+	}
+	if err != nil {
+		return Object{}, err
+	}
+	if err := s.Delete(ctx, key); err != nil {
+		// The copy is what counts. On AWS the functions may not delete;
+		// the bucket lifecycle rule removes the upload.
+		s.logger.InfoContext(ctx, "media: verified upload left for the lifecycle rule", "key", key, "err", err)
+	}
+	return obj, nil
+}
+
+// check reads the size and the first bytes of the object under key, which
+// must be of want's kind; one that is not is deleted.
+func (s *Store) check(ctx context.Context, key string, want fileType) (Object, error) {
 	head, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{
 		Bucket: aws.String(s.cfg.Bucket),
 		Key:    aws.String(key),
@@ -450,15 +508,11 @@ func (s *Store) Verify(ctx context.Context, key string) (Object, error) {
 		return Object{}, s.mapErr("head", key, err)
 	}
 	size := aws.ToInt64(head.ContentLength)
-	limit := s.MaxSize(want.Kind)
-	switch deadline := info.Created.Add(s.cfg.PresignTTL + s.cfg.UploadGrace); {
+	switch limit := s.MaxSize(want.Kind); {
 	case size > limit:
 		return Object{}, s.reject(ctx, key, tooLarge(want.Kind, limit))
 	case size == 0:
 		return Object{}, s.reject(ctx, key, fmt.Errorf("%w: empty file", ErrUnsupportedType))
-	case head.LastModified != nil && head.LastModified.After(deadline):
-		return Object{}, s.reject(ctx, key, fmt.Errorf("%w: stored %s, deadline %s",
-			ErrExpired, head.LastModified.UTC().Format(time.RFC3339), deadline.Format(time.RFC3339)))
 	}
 
 	in := &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)}

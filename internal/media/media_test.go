@@ -25,7 +25,7 @@ const testBucket = "chat-media"
 // until the test ends or stop is called, and returns its base URL.
 func serveLocal(t *testing.T, dir string) (endpoint string, stop func()) {
 	t.Helper()
-	srv, err := s3local.New(dir, slog.New(slog.DiscardHandler))
+	srv, err := s3local.New(dir, s3local.Config{}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("s3local.New: %v", err)
 	}
@@ -267,7 +267,7 @@ func TestPresignedUploadFlow(t *testing.T) {
 	if up.Method != http.MethodPut || up.Headers["Content-Type"] != "image/jpeg" || up.MIME != "image/jpeg" || up.Kind != media.KindImage {
 		t.Errorf("presigned upload = %+v", up)
 	}
-	if !strings.HasPrefix(up.Key, "chat/5/") || !strings.HasSuffix(up.Key, ".jpg") {
+	if !strings.HasPrefix(up.Key, "chat/upload/5/") || !strings.HasSuffix(up.Key, ".jpg") {
 		t.Errorf("key %q", up.Key)
 	}
 	// The URL's own expiry is second-granular.
@@ -287,14 +287,20 @@ func TestPresignedUploadFlow(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
-	if want := (media.Object{Key: up.Key, Size: int64(len(body)), MIME: "image/jpeg", Kind: media.KindImage}); obj != want {
+	verified := "chat/" + strings.TrimPrefix(up.Key, "chat/upload/")
+	if want := (media.Object{Key: verified, Size: int64(len(body)), MIME: "image/jpeg", Kind: media.KindImage}); obj != want {
 		t.Errorf("Verify = %+v, want %+v", obj, want)
 	}
-	if _, err := s.Verify(ctx, up.Key); err != nil {
-		t.Errorf("second Verify: %v", err)
+	if ok, err := s.Exists(ctx, up.Key); err != nil || ok {
+		t.Errorf("the upload is still there after Verify: %v, %v", ok, err)
+	}
+	for _, key := range []string{up.Key, obj.Key} {
+		if again, err := s.Verify(ctx, key); err != nil || again != obj {
+			t.Errorf("Verify(%s) again = %+v, %v; want %+v", key, again, err, obj)
+		}
 	}
 
-	url, expires, err := s.PresignGet(ctx, up.Key)
+	url, expires, err := s.PresignGet(ctx, obj.Key)
 	if err != nil {
 		t.Fatalf("PresignGet: %v", err)
 	}
@@ -318,6 +324,39 @@ func TestPresignedUploadFlow(t *testing.T) {
 	}
 }
 
+// A presigned URL stays valid after Verify; PUTting other bytes with it
+// must not change the object messages refer to.
+func TestVerifiedUploadCannotBeSwapped(t *testing.T) {
+	endpoint, _ := serveLocal(t, t.TempDir())
+	s := newStore(t, endpoint, nil)
+	ctx := t.Context()
+	body := jpegFile(t, 64, 48)
+	up, err := s.PresignPut(ctx, 6, "image/jpeg", int64(len(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	presignedPut(t, up, body)
+	obj, err := s.Verify(ctx, up.Key)
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+
+	// Same length and signed type, other bytes: all the URL allows.
+	swapped := bytes.Repeat([]byte("<html>"), len(body)/6+1)[:len(body)]
+	presignedPut(t, up, swapped)
+	if got, _ := readObject(t, s, obj.Key); !bytes.Equal(got, body) {
+		t.Fatalf("the verified object changed after a second PUT with the upload's URL")
+	}
+	// A send retried with the upload's key still gets the verified object.
+	again, err := s.Verify(ctx, up.Key)
+	if err != nil || again != obj {
+		t.Fatalf("Verify after the swap = %+v, %v; want %+v", again, err, obj)
+	}
+	if got, _ := readObject(t, s, again.Key); !bytes.Equal(got, body) {
+		t.Fatal("Verify after the swap returned other bytes")
+	}
+}
+
 func TestVerifyRejects(t *testing.T) {
 	endpoint, _ := serveLocal(t, t.TempDir())
 	s := newStore(t, endpoint, func(c *media.Config) { c.MaxImageBytes = 5000 })
@@ -333,7 +372,8 @@ func TestVerifyRejects(t *testing.T) {
 	}{
 		{"not an image at all", "image/png", 40, []byte(strings.Repeat("not an image. ", 3)), media.ErrUnsupportedType},
 		{"video instead of an image", "image/png", 700, mp4File("isom", 600, mvhd0(1, 1)), media.ErrTypeMismatch},
-		// The local server does not enforce the signed Content-Length.
+		// S3 refuses a body longer than the signed Content-Length; this one
+		// is written past the URL, as a misbehaving store might.
 		{"more bytes than the limit", "image/png", 100, append(pngFile(t, 8, 8), make([]byte, 6000)...), media.ErrTooLarge},
 	}
 	for _, tt := range tests {
@@ -342,12 +382,18 @@ func TestVerifyRejects(t *testing.T) {
 			if err != nil {
 				t.Fatalf("PresignPut: %v", err)
 			}
-			presignedPut(t, up, tt.body)
+			if int64(len(tt.body)) == tt.size {
+				presignedPut(t, up, tt.body)
+			} else if err := s.Put(ctx, up.Key, tt.body, tt.declared); err != nil {
+				t.Fatal(err)
+			}
 			if _, err := s.Verify(ctx, up.Key); !errors.Is(err, tt.want) {
 				t.Fatalf("Verify: %v, want %v", err, tt.want)
 			}
-			if ok, err := s.Exists(ctx, up.Key); err != nil || ok {
-				t.Errorf("rejected object still exists: %v, %v", ok, err)
+			for _, key := range []string{up.Key, "chat/" + strings.TrimPrefix(up.Key, "chat/upload/")} {
+				if ok, err := s.Exists(ctx, key); err != nil || ok {
+					t.Errorf("rejected object %s still exists: %v, %v", key, ok, err)
+				}
 			}
 		})
 	}
@@ -366,14 +412,16 @@ func TestVerifyRejects(t *testing.T) {
 
 	t.Run("uploaded long after the URL expired", func(t *testing.T) {
 		// A key issued two hours ago: its UUIDv7 says so.
-		key := media.Key(3, time.Now().Add(-2*time.Hour), "png")
-		if err := s.Put(ctx, key, png, "image/png"); err != nil {
+		earlier := newStore(t, endpoint, func(c *media.Config) { c.Now = func() time.Time { return time.Now().Add(-2 * time.Hour) } })
+		up, err := earlier.PresignPut(ctx, 3, "image/png", int64(len(png)))
+		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Verify(ctx, key); !errors.Is(err, media.ErrExpired) {
+		presignedPut(t, up, png)
+		if _, err := s.Verify(ctx, up.Key); !errors.Is(err, media.ErrExpired) {
 			t.Fatalf("Verify: %v, want ErrExpired", err)
 		}
-		if ok, _ := s.Exists(ctx, key); ok {
+		if ok, _ := s.Exists(ctx, up.Key); ok {
 			t.Error("expired upload still exists")
 		}
 	})

@@ -31,7 +31,7 @@ const Bucket = "chat-media"
 func Store(t testing.TB, edit func(*media.Config)) *media.Store {
 	t.Helper()
 	quiet := slog.New(slog.DiscardHandler)
-	srv, err := s3local.New(t.TempDir(), quiet)
+	srv, err := s3local.New(t.TempDir(), s3local.Config{}, quiet)
 	if err != nil {
 		t.Fatalf("s3local.New: %v", err)
 	}

@@ -1,46 +1,67 @@
 // Package s3local serves an S3-compatible API from files on disk, so the
-// app runs locally without AWS. It is meant for development and tests only:
-// request signatures are not checked.
+// app runs locally without AWS. It is meant for development and tests: it
+// checks every request's AWS Signature Version 4 against one key pair, as
+// S3 would, but has no users, policies or ACLs beyond that.
 package s3local
 
 import (
 	"context"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"strconv"
+	"strings"
 	"time"
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3afero"
 	"github.com/spf13/afero"
+
+	"github.com/parleychat/parley/internal/awsconf"
 )
+
+// Config is what a Server accepts. The zero value takes the local key pair
+// and allows no browser origin.
+type Config struct {
+	// Keys is the one access key pair requests must be signed with; unless
+	// both halves are set, the fixed local pair the app's clients sign
+	// with by default (awsconf.Keys.OrLocal).
+	Keys awsconf.Keys
+	// AllowedOrigins are the browser origins (scheme://host[:port]) that
+	// may GET, HEAD and PUT through CORS.
+	AllowedOrigins []string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
 
 // Server is an embedded S3 endpoint backed by files under one directory.
 // Objects and their metadata survive a restart over the same directory.
 //
-// It accepts any credentials and ignores signatures. The one part of
-// presigning it does honour is expiry (X-Amz-Date + X-Amz-Expires), so that
-// expired presigned URLs fail locally as they would on AWS.
+// Every request must be signed (Authorization header or presigned query),
+// within 15 minutes of the server's clock and, when presigned, before it
+// expires; anything else is refused with S3's XML errors. Object keys must
+// not hold "." or ".." segments, empty segments, backslashes or NUL.
 type Server struct {
 	backend *s3afero.MultiBucketBackend
 	handler http.Handler
 	logger  *slog.Logger
-	now     func() time.Time
 }
 
 var _ http.Handler = (*Server)(nil)
 
 // New opens (or creates) the store under dir.
-func New(dir string, logger *slog.Logger) (*Server, error) {
+func New(dir string, cfg Config, logger *slog.Logger) (*Server, error) {
 	if dir == "" {
 		return nil, errors.New("s3local: empty directory")
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("s3local: create %s: %w", dir, err)
@@ -54,8 +75,8 @@ func New(dir string, logger *slog.Logger) (*Server, error) {
 		// Versioning would keep every overwritten thumbnail forever.
 		gofakes3.WithoutVersioning(),
 	)
-	s := &Server{backend: backend, logger: logger, now: time.Now}
-	s.handler = s.checkExpiry(fake.Server())
+	s := &Server{backend: backend, logger: logger}
+	s.handler = &cors{origins: cfg.AllowedOrigins, next: guard(newVerifier(cfg.Keys.OrLocal(), cfg.Now), logger, fake.Server())}
 	return s, nil
 }
 
@@ -82,10 +103,7 @@ func (s *Server) EnsureBucket(ctx context.Context, name string) error {
 }
 
 // ServeHTTP implements the S3 REST API (path-style addressing only).
-// Objects are user uploads: as S3 does for the app's bucket, browsers are
-// told not to sniff them into another type (HTML, script).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("X-Content-Type-Options", "nosniff")
 	s.handler.ServeHTTP(w, r)
 }
 
@@ -125,35 +143,58 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// checkExpiry refuses presigned requests whose validity window has passed,
-// with the same status and code as S3. Malformed values are refused too.
-func (s *Server) checkExpiry(next http.Handler) http.Handler {
+// guard refuses what gofakes3 must not see: unsafe keys (its file backend
+// joins them into paths) and requests without a valid signature.
+func guard(v *verifier, logger *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		expires, date := q.Get("X-Amz-Expires"), q.Get("X-Amz-Date")
-		if expires == "" && date == "" {
-			next.ServeHTTP(w, r)
+		// Stored bytes are served as their declared type, never sniffed
+		// into HTML by a browser.
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		if err := checkPath(r.URL.Path); err != nil {
+			writeError(w, err)
 			return
 		}
-		signedAt, errDate := time.Parse("20060102T150405Z", date)
-		secs, errExp := strconv.Atoi(expires)
-		switch {
-		case errDate != nil || errExp != nil || secs < 0:
-			writeError(w, http.StatusForbidden, "AuthorizationQueryParametersError",
-				"X-Amz-Date and X-Amz-Expires must be a valid date and a non-negative number of seconds")
-		case s.now().After(signedAt.Add(time.Duration(secs) * time.Second)):
-			writeError(w, http.StatusForbidden, "AccessDenied", "Request has expired")
-		default:
-			next.ServeHTTP(w, r)
+		cleanup, err := v.authenticate(r)
+		if err != nil {
+			logger.DebugContext(r.Context(), "s3local: request refused", "method", r.Method, "path", r.URL.Path, "code", err.code, "reason", err.message)
+			writeError(w, err)
+			return
 		}
+		defer cleanup()
+		next.ServeHTTP(w, r)
 	})
 }
 
-func writeError(w http.ResponseWriter, status int, code, msg string) {
+// checkPath accepts "/", "/bucket", "/bucket/" and "/bucket/key" where no
+// segment of the bucket or key is empty, "." or "..", and none holds a
+// backslash or NUL.
+func checkPath(p string) *s3Error {
+	if p == "/" {
+		return nil
+	}
+	bucket, key, hasKey := strings.Cut(strings.TrimPrefix(p, "/"), "/")
+	segments := []string{bucket}
+	if hasKey && key != "" {
+		segments = append(segments, strings.Split(key, "/")...)
+	}
+	for _, seg := range segments {
+		switch {
+		case seg == "", seg == ".", seg == "..":
+			return refuse(http.StatusBadRequest, "InvalidArgument", "Object keys must not have empty, \".\" or \"..\" segments: %q", p)
+		case strings.ContainsAny(seg, "\\\x00"):
+			return refuse(http.StatusBadRequest, "InvalidArgument", "Object keys must not hold a backslash or NUL: %q", p)
+		}
+	}
+	return nil
+}
+
+func writeError(w http.ResponseWriter, e *s3Error) {
 	w.Header().Set("Content-Type", "application/xml")
-	w.WriteHeader(status)
+	w.WriteHeader(e.status)
+	var msg strings.Builder
+	_ = xml.EscapeText(&msg, []byte(e.message))
 	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>`+"\n"+
-		`<Error><Code>%s</Code><Message>%s</Message></Error>`, code, msg)
+		`<Error><Code>%s</Code><Message>%s</Message></Error>`, e.code, msg.String())
 }
 
 // slogAdapter routes gofakes3's log lines to slog. Its INFO lines are one

@@ -68,6 +68,7 @@ var (
 	_ Poster              = (*apigatewaymanagementapi.Client)(nil)
 	_ events.Handler      = (*Fanout)(nil)
 	_ events.BatchHandler = (*Fanout)(nil)
+	_ events.EarlyHandler = (*Fanout)(nil)
 )
 
 const (
@@ -117,6 +118,7 @@ type Fanout struct {
 	greeting retry.Policy
 	// greeters holds a token for each greeting being retried.
 	greeters chan struct{}
+	early    early
 }
 
 // New returns a Fanout. media may be nil: frames then carry no media URLs.
@@ -135,6 +137,7 @@ func New(conns Connections, poster Poster, bus events.Publisher, media MediaURLs
 		retry:    retry.Policy{Attempts: 3, Base: 50 * time.Millisecond, Max: 100 * time.Millisecond, Jitter: 0.5},
 		greeting: retry.Policy{Attempts: 6, Base: 25 * time.Millisecond, Max: 400 * time.Millisecond, Jitter: 0.5},
 		greeters: make(chan struct{}, maxPendingGreetings),
+		early:    early{byID: map[string]*earlyResult{}},
 	}
 }
 
@@ -157,18 +160,63 @@ type push struct {
 }
 
 // HandleBatch pushes a batch of events. Event types fanout does not know
-// are ignored.
+// are ignored. Events the fast path (HandleEarly) posted already are not
+// posted again: the batch publishes their receipts.
 func (f *Fanout) HandleBatch(ctx context.Context, envs []events.Envelope) []error {
-	errs := make([]error, len(envs))
-	pushes := make([]*push, len(envs))
+	prior, err := f.early.collect(ctx, envs)
+	if err != nil {
+		errs := make([]error, len(envs))
+		for i := range errs {
+			errs[i] = fmt.Errorf("fanout: %w", err)
+		}
+		return errs
+	}
+	s := f.send(ctx, envs, prior)
+	if err := ctx.Err(); err != nil {
+		return failAll(s.errs, s.pushes, fmt.Errorf("fanout: %w", err))
+	}
+	f.receipts(ctx, s)
+	return s.errs
+}
+
+// sent is what send did with a batch.
+type sent struct {
+	pushes []*push
+	errs   []error
+	conns  map[int64][]connstore.Connection
+	// reached says, per event, that a message reached a recipient's device.
+	reached []bool
+}
+
+// send plans and posts a batch: one connection lookup, then every
+// connection's frames. prior (nil, or one entry per event) holds what the
+// fast path did already: events it posted are not posted again, and only
+// their senders are looked up, for the receipts.
+func (f *Fanout) send(ctx context.Context, envs []events.Envelope, prior []*earlyResult) sent {
+	s := sent{pushes: make([]*push, len(envs)), errs: make([]error, len(envs)), reached: make([]bool, len(envs))}
+	done := func(i int) bool { return prior != nil && prior[i] != nil && prior[i].posted }
 	var users []int64
 	for i, e := range envs {
-		p, err := f.plan(ctx, e)
-		if err != nil {
-			errs[i] = err
+		if done(i) {
+			// Posted: only a message's receipt is left to do.
+			s.reached[i] = prior[i].reached
+			if e.Type == events.TypeMessageSent && s.reached[i] {
+				var m events.MessageSentV1
+				if err := e.Unmarshal(&m); err != nil {
+					s.errs[i] = err
+					continue
+				}
+				s.pushes[i] = &push{sent: &m}
+				users = append(users, m.SenderID)
+			}
 			continue
 		}
-		pushes[i] = p
+		p, err := f.plan(ctx, e)
+		if err != nil {
+			s.errs[i] = err
+			continue
+		}
+		s.pushes[i] = p
 		if p != nil {
 			users = append(users, p.users...)
 		}
@@ -177,12 +225,14 @@ func (f *Fanout) HandleBatch(ctx context.Context, envs []events.Envelope) []erro
 	// events without having sent half of them.
 	conns, err := f.conns.ByUsers(ctx, unique64(users))
 	if err != nil {
-		return failAll(errs, pushes, fmt.Errorf("fanout: connections of %d users: %w", len(users), err))
+		failAll(s.errs, s.pushes, fmt.Errorf("fanout: connections of %d users: %w", len(users), err))
+		return s
 	}
+	s.conns = conns
 	var out posts
 	var greetings []int
-	for i, p := range pushes {
-		if p == nil {
+	for i, p := range s.pushes {
+		if p == nil || done(i) {
 			continue
 		}
 		if p.conn != nil {
@@ -200,17 +250,18 @@ func (f *Fanout) HandleBatch(ctx context.Context, envs []events.Envelope) []erro
 	greeters.SetLimit(maxConcurrentPosts)
 	for _, i := range greetings {
 		greeters.Go(func() error {
-			errs[i] = f.greet(ctx, pushes[i].frame, *pushes[i].conn)
+			s.errs[i] = f.greet(ctx, s.pushes[i].frame, *s.pushes[i].conn)
 			return nil
 		})
 	}
 	delivered := f.deliver(ctx, &out)
 	_ = greeters.Wait() // the goroutines return nil
-	if err := ctx.Err(); err != nil {
-		return failAll(errs, pushes, fmt.Errorf("fanout: %w", err))
+	for i, p := range s.pushes {
+		if p != nil && p.sent != nil && !done(i) {
+			s.reached[i] = reachedRecipient(p, conns, delivered[i])
+		}
 	}
-	f.receipts(ctx, pushes, conns, delivered, errs)
-	return errs
+	return s
 }
 
 // plan decodes one event into what it sends, or nil for an event that sends
@@ -280,27 +331,27 @@ func targets(p *push, conns map[int64][]connstore.Connection) []connstore.Connec
 // the batch that reached one of its recipient's devices, then tells the
 // senders. A failed publish fails those messages' events, so they are
 // delivered again and the receipt retried.
-func (f *Fanout) receipts(ctx context.Context, pushes []*push, conns map[int64][]connstore.Connection, delivered map[int]map[string]bool, errs []error) {
+func (f *Fanout) receipts(ctx context.Context, s sent) {
 	var envs []events.Envelope
 	var which []int
 	var frames posts
-	for i, p := range pushes {
-		if p == nil || p.sent == nil || !reachedRecipient(p, conns, delivered[i]) {
+	for i, p := range s.pushes {
+		if p == nil || p.sent == nil || s.errs[i] != nil || !s.reached[i] {
 			continue
 		}
 		d, env, err := f.deliveredEvent(*p.sent)
 		if err != nil {
-			errs[i] = err
+			s.errs[i] = err
 			continue
 		}
 		envs, which = append(envs, env), append(which, i)
 		b, err := wsproto.Encode(messageDeliveredFrame(d))
 		if err != nil {
-			errs[i] = fmt.Errorf("fanout: %w", err)
+			s.errs[i] = fmt.Errorf("fanout: %w", err)
 			continue
 		}
 		// All of the sender's devices, the sending one included.
-		for _, c := range conns[p.sent.SenderID] {
+		for _, c := range s.conns[p.sent.SenderID] {
 			frames.add(i, c, b)
 		}
 	}
@@ -310,7 +361,7 @@ func (f *Fanout) receipts(ctx context.Context, pushes []*push, conns map[int64][
 	if err := f.bus.Publish(ctx, envs...); err != nil {
 		err = fmt.Errorf("fanout: publish %d delivery receipts: %w", len(envs), err)
 		for _, i := range which {
-			errs[i] = err
+			s.errs[i] = err
 		}
 		return
 	}
