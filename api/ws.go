@@ -84,11 +84,9 @@ func (w *WSRoutes) Default(ctx context.Context, req wsRequest) (response, error)
 	if err != nil {
 		return w.fail(ctx, id, "", err), nil
 	}
-	var in wsproto.Inbound
-	dec := json.NewDecoder(strings.NewReader(req.Body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil || dec.More() {
-		return w.fail(ctx, id, "", chat.Errorf(chat.CodeBadRequest, `frame must be a JSON object {"action":...,"data":{...}}`)), nil
+	in, err := decodeFrame(req.Body)
+	if err != nil {
+		return w.fail(ctx, id, "", err), nil
 	}
 	var out wsproto.Frame
 	switch in.Action {

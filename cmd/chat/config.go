@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/parleychat/parley/api/auth"
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/pgbus"
 	"github.com/parleychat/parley/internal/awsconf"
@@ -179,6 +180,14 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	}
 	if c.JWTSecret == "" && needJWT {
 		errs = append(errs, errors.New("JWT_SECRET is required (the HS256 secret shared with the auth service)"))
+	} else if c.JWTSecret != "" && !dev {
+		// A server verifying real users' tokens: the secret must be one
+		// nobody can know or guess.
+		if c.JWTSecret == devJWTSecret {
+			errs = append(errs, errors.New("JWT_SECRET is the published development secret, which only chat dev may use: set the secret shared with the auth service"))
+		} else if err := auth.CheckSecret([]byte(c.JWTSecret)); err != nil {
+			errs = append(errs, fmt.Errorf("JWT_SECRET: %w", err))
+		}
 	} else if c.JWTSecret != "" && len(c.JWTSecret) < 16 {
 		errs = append(errs, errors.New("JWT_SECRET must be at least 16 bytes"))
 	}

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -35,6 +36,9 @@ func (s *Service) Send(ctx context.Context, userID int64, in SendInput) (Message
 	}
 	convID, recipientID, err := s.resolveConversation(ctx, userID, in.RecipientID, in.ConversationID)
 	if err != nil {
+		return MessageView{}, err
+	}
+	if err := s.checkReply(ctx, convID, in.ReplyToID); err != nil {
 		return MessageView{}, err
 	}
 	now := s.clock()
@@ -147,7 +151,7 @@ func (s *Service) validateSend(ctx context.Context, userID int64, in *SendInput)
 	case !events.ValidContentType(in.ContentType):
 		problems = append(problems, fmt.Sprintf("content_type %q is not one of text, image, video, audio", in.ContentType))
 	case in.ContentType == events.ContentText:
-		if strings.TrimSpace(in.TextContent) == "" {
+		if blank(in.TextContent) {
 			problems = append(problems, "text_content must not be empty")
 		}
 		if in.MediaKey != "" || in.MediaURL != "" {
@@ -185,6 +189,27 @@ func (s *Service) validateSend(ctx context.Context, userID int64, in *SendInput)
 	}
 	if len(problems) > 0 {
 		return Errorf(CodeInvalid, "%s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// checkReply refuses a reply to a stored message of another conversation.
+// An id not stored (yet) is accepted: the message replied to may have been
+// pushed to the sender before the persister stored it. The persister drops
+// a reply_to_id that turns out to be another conversation's.
+func (s *Service) checkReply(ctx context.Context, convID uuid.UUID, replyToID string) error {
+	if replyToID == "" {
+		return nil
+	}
+	m, err := s.q.GetMessage(ctx, uuid.MustParse(replyToID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return unavailable("the database", err)
+	}
+	if m.ConversationID != convID {
+		return Errorf(CodeInvalid, "reply_to_id %s is a message of another conversation; a reply must be in the same conversation", replyToID)
 	}
 	return nil
 }
@@ -454,4 +479,19 @@ func (s *Service) Typing(ctx context.Context, userID int64, in TypingInput) erro
 		return internal(err)
 	}
 	return s.publish(ctx, env)
+}
+
+// blank reports whether text shows nothing: only whitespace and invisible
+// characters (zero-width spaces and joiners, the byte order mark, and the
+// filler characters apps use to fake an empty message).
+func blank(text string) bool {
+	for _, r := range text {
+		switch {
+		case unicode.IsSpace(r), unicode.Is(unicode.Cf, r): // Cf: U+200B..U+200F, U+2060, U+FEFF, ...
+		case r == '\u115F', r == '\u1160', r == '\u3164', r == '\uFFA0', r == '\u2800': // Hangul fillers, blank Braille
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+// vars is a getenv over fixed variables.
+func vars(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// A server that verifies real users' tokens refuses, at start-up and
+// naming the variable, a secret anyone knows or can guess; chat dev may run
+// with the published development secret.
+func TestWeakJWTSecretsAreRefusedAtStartup(t *testing.T) {
+	for name, secret := range map[string]string{
+		"the development secret": devJWTSecret,
+		"16 spaces":              strings.Repeat(" ", 16),
+		"too short":              "0123456789abcdef0123",
+		"all one character":      strings.Repeat("x", 64),
+		"two characters":         strings.Repeat("ab", 32),
+	} {
+		t.Run(name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			code := run(context.Background(), []string{"api"}, vars(map[string]string{"JWT_SECRET": secret}), &bytes.Buffer{}, &stderr)
+			if code != 2 || !strings.Contains(stderr.String(), "invalid configuration") || !strings.Contains(stderr.String(), "JWT_SECRET") {
+				t.Fatalf("chat api with %s: exit %d, stderr %q; want exit 2 naming JWT_SECRET", name, code, stderr.String())
+			}
+		})
+	}
+	for _, dev := range []bool{true, false} {
+		secret := "Zq8v!Lr2#Tn5@Kx9$Wm3%Hb7^Gd4&Fs1"
+		if dev {
+			secret = devJWTSecret
+		}
+		if _, err := loadConfig(vars(map[string]string{"JWT_SECRET": secret}), dev, true); err != nil {
+			t.Errorf("dev=%v: a fine secret refused: %v", dev, err)
+		}
+	}
+	if cfg, err := loadConfig(vars(nil), true, true); err != nil || cfg.JWTSecret != devJWTSecret {
+		t.Errorf("chat dev without JWT_SECRET: %v", err)
+	}
+}
