@@ -61,7 +61,11 @@ type Config struct {
 	OverloadQueueAge time.Duration
 	OverloadSample   time.Duration // CHAT_OVERLOAD_SAMPLE_INTERVAL, default 100ms
 	ShutdownGrace    time.Duration // CHAT_SHUTDOWN_TIMEOUT, default 15s
-	PprofAddr        string        // CHAT_PPROF_ADDR: serve net/http/pprof there (loopback only); empty = off
+	// HTTP servers (REST, the gateway's /ws and management API, pprof).
+	HTTPReadTimeout   time.Duration // CHAT_HTTP_READ_TIMEOUT: a request's headers and body, default 30s
+	HTTPIdleTimeout   time.Duration // CHAT_HTTP_IDLE_TIMEOUT: a kept-alive connection between requests, default 2m
+	HTTPUploadTimeout time.Duration // CHAT_HTTP_UPLOAD_TIMEOUT: the body of POST /upload instead, default 10m
+	PprofAddr         string        // CHAT_PPROF_ADDR: serve net/http/pprof there (loopback only); empty = off
 
 	// WebSocket gateway (local) and fanout.
 	WSIdleTimeout   time.Duration // CHAT_WS_IDLE_TIMEOUT, default 10m (API Gateway's)
@@ -228,6 +232,14 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c.ThumbConc = num("CHAT_THUMBNAILER_CONCURRENCY", 2, 1)
 	c.FallbackPoll = dur("CHAT_BUS_FALLBACK_POLL", consume.FallbackPoll)
 	c.ShutdownGrace = dur("CHAT_SHUTDOWN_TIMEOUT", 15*time.Second)
+	// A client that sends its request slower than this holds a connection
+	// and a goroutine for nothing; 30 s is ages for 64 KiB of JSON.
+	c.HTTPReadTimeout = dur("CHAT_HTTP_READ_TIMEOUT", 30*time.Second)
+	c.HTTPIdleTimeout = dur("CHAT_HTTP_IDLE_TIMEOUT", 2*time.Minute)
+	// Uploads stream through the API: 10 minutes carries the largest
+	// default file (100 MiB video) at about 170 KB/s. Presigned uploads go
+	// straight to S3 and are not bound by it.
+	c.HTTPUploadTimeout = dur("CHAT_HTTP_UPLOAD_TIMEOUT", 10*time.Minute)
 	if v := strings.TrimSpace(getenv("CHAT_OVERLOAD_QUEUE_AGE")); v == "0" {
 		c.OverloadQueueAge = 0
 	} else {
