@@ -49,8 +49,7 @@ type Config struct {
 	LogLevel       slog.Level    // CHAT_LOG_LEVEL: debug, info (default), warn, error
 	LogFormat      string        // CHAT_LOG_FORMAT: text (default) or json
 	MaxTextRunes   int           // CHAT_MAX_TEXT_CHARS, default 4000
-	SendRate       float64       // CHAT_SEND_RATE per user per second, default 20; 0 = no limit
-	SendBurst      int           // CHAT_SEND_BURST, default 40
+	Rates          chat.Rates    // CHAT_RATE_<KIND> per user: N/PERIOD[,BURST], 0 = no limit (chat.DefaultRates)
 	WorkerAttempts int           // CHAT_WORKER_MAX_ATTEMPTS before dead-lettering, default 5
 	WorkerConc     int           // CHAT_WORKER_CONCURRENCY consumers per worker queue, default 1
 	ThumbConc      int           // CHAT_THUMBNAILER_CONCURRENCY consumers of the thumbnailer, default 2
@@ -214,16 +213,18 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	}
 	limits := chat.DefaultLimits()
 	c.MaxTextRunes = num("CHAT_MAX_TEXT_CHARS", limits.MaxTextRunes, 1)
-	c.SendRate = limits.SendRate
-	if v := getenv("CHAT_SEND_RATE"); v != "" {
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || f < 0 {
-			errs = append(errs, fmt.Errorf("CHAT_SEND_RATE=%q: want a non-negative number (0 disables)", v))
-		} else {
-			c.SendRate = f // 0: no limit
+	c.Rates = limits.Rates
+	for _, w := range chat.Writes() {
+		name := "CHAT_RATE_" + strings.ToUpper(w.String())
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			r, err := parseRate(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
+				continue
+			}
+			c.Rates[w] = r
 		}
 	}
-	c.SendBurst = num("CHAT_SEND_BURST", limits.SendBurst, 1)
 	consume := pgbus.DefaultConsumerConfig()
 	c.WorkerAttempts = num("CHAT_WORKER_MAX_ATTEMPTS", consume.MaxAttempts, 1)
 	c.WorkerConc = num("CHAT_WORKER_CONCURRENCY", consume.Concurrency, 1)
@@ -281,6 +282,40 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c.RuleARNPrefix = str("CHAT_RULE_ARN_PREFIX", "")
 	c.AWSKeys = awsconf.Keys{AccessKeyID: str("AWS_ACCESS_KEY_ID", ""), SecretAccessKey: str("AWS_SECRET_ACCESS_KEY", "")}
 	return c, errors.Join(errs...)
+}
+
+// parseRate reads a rate limit written N/PERIOD[,BURST]: N writes per
+// PERIOD (a Go duration; a bare unit means one of it: 20/s, 30/1h), with
+// bursts of up to BURST (default N); "0" switches the limit off.
+func parseRate(v string) (chat.Rate, error) {
+	if v == "0" {
+		return chat.Rate{}, nil
+	}
+	const want = "want N/PERIOD[,BURST] such as 20/1s,40 or 30/1h, or 0 for no limit"
+	spec, burstText, hasBurst := strings.Cut(v, ",")
+	countText, periodText, ok := strings.Cut(spec, "/")
+	if !ok {
+		return chat.Rate{}, errors.New(want)
+	}
+	count, err := strconv.Atoi(strings.TrimSpace(countText))
+	if err != nil || count < 1 {
+		return chat.Rate{}, fmt.Errorf("the count must be a positive integer: %s", want)
+	}
+	periodText = strings.TrimSpace(periodText)
+	if periodText != "" && (periodText[0] < '0' || periodText[0] > '9') {
+		periodText = "1" + periodText
+	}
+	period, err := time.ParseDuration(periodText)
+	if err != nil || period <= 0 {
+		return chat.Rate{}, fmt.Errorf("the period must be a positive duration: %s", want)
+	}
+	burst := count
+	if hasBurst {
+		if burst, err = strconv.Atoi(strings.TrimSpace(burstText)); err != nil || burst < 1 {
+			return chat.Rate{}, fmt.Errorf("the burst must be a positive integer: %s", want)
+		}
+	}
+	return chat.Rate{PerSecond: float64(count) / period.Seconds(), Burst: burst}, nil
 }
 
 // awsAt returns the AWS client options for a custom endpoint, or for AWS

@@ -5,6 +5,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/parleychat/parley/internal/chat"
 )
 
 // vars is a getenv over fixed variables.
@@ -42,5 +44,33 @@ func TestWeakJWTSecretsAreRefusedAtStartup(t *testing.T) {
 	}
 	if cfg, err := loadConfig(vars(nil), true, true); err != nil || cfg.JWTSecret != devJWTSecret {
 		t.Errorf("chat dev without JWT_SECRET: %v", err)
+	}
+}
+
+// Each kind of write has its limit from CHAT_RATE_<KIND>, documented
+// defaults otherwise; a bad value is refused naming the variable.
+func TestRateConfiguration(t *testing.T) {
+	cfg, err := loadConfig(vars(map[string]string{
+		"CHAT_RATE_TYPING":       "5/s",
+		"CHAT_RATE_CONVERSATION": "30/1h,10",
+		"CHAT_RATE_PING":         "0",
+		"CHAT_RATE_SEND":         "100/2s,7",
+	}), true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := chat.DefaultRates()
+	want[chat.WriteTyping] = chat.Rate{PerSecond: 5, Burst: 5}
+	want[chat.WriteConversation] = chat.Rate{PerSecond: 30.0 / 3600, Burst: 10}
+	want[chat.WritePing] = chat.Rate{}
+	want[chat.WriteSend] = chat.Rate{PerSecond: 50, Burst: 7}
+	if cfg.Rates != want {
+		t.Fatalf("rates %v, want %v", cfg.Rates, want)
+	}
+	for _, bad := range []string{"5", "5/", "x/s", "0/s", "-1/s", "5/0s", "5/s,0", "5/s,x", "5/fortnight"} {
+		_, err := loadConfig(vars(map[string]string{"CHAT_RATE_UPLOAD": bad}), true, true)
+		if err == nil || !strings.Contains(err.Error(), "CHAT_RATE_UPLOAD") {
+			t.Errorf("CHAT_RATE_UPLOAD=%q: %v, want an error naming it", bad, err)
+		}
 	}
 }

@@ -28,7 +28,7 @@ func (s *Service) Send(ctx context.Context, userID int64, in SendInput) (Message
 	if err := s.admit(); err != nil {
 		return MessageView{}, err
 	}
-	if err := s.allowWrite(userID, "messages"); err != nil {
+	if err := s.allowWrite(userID, WriteSend, "messages"); err != nil {
 		return MessageView{}, err
 	}
 	if err := s.validateSend(ctx, userID, &in); err != nil {
@@ -254,7 +254,8 @@ func (s *Service) resolveConversation(ctx context.Context, userID, recipientID i
 	return id, other, nil
 }
 
-// directConversation gets or creates the direct conversation of a and b.
+// directConversation gets or creates the direct conversation of a and b;
+// creating one takes one of a's WriteConversation tokens.
 // The answer is cached: a pair's direct conversation is created once and
 // never changes, and the key holds both users, so it can only ever answer a
 // conversation the caller is in.
@@ -263,7 +264,21 @@ func (s *Service) directConversation(ctx context.Context, a, b int64) (uuid.UUID
 	if id, ok := s.direct.get(key); ok {
 		return id, nil
 	}
-	id, _, err := db.GetOrCreateDirect(ctx, s.pool, newID(), a, b)
+	// Only a conversation that would be created costs a token: look first.
+	dk := db.DirectKey(a, b)
+	id, err := s.q.GetConversationByDirectKey(ctx, &dk)
+	switch {
+	case err == nil:
+		s.direct.put(key, id)
+		s.members.put(id, key[:])
+		return id, nil
+	case !errors.Is(err, pgx.ErrNoRows):
+		return uuid.Nil, unavailable("the database", err)
+	}
+	if err := s.allowWrite(a, WriteConversation, "new conversations"); err != nil {
+		return uuid.Nil, err
+	}
+	id, _, err = db.GetOrCreateDirect(ctx, s.pool, newID(), a, b)
 	if err != nil {
 		return uuid.Nil, unavailable("the database", err)
 	}
@@ -340,7 +355,7 @@ func (s *Service) MarkRead(ctx context.Context, userID int64, in ReadInput) (Rea
 	if len(ids) > s.limits.MaxReadBatch {
 		return ReadResult{}, Errorf(CodeInvalid, "at most %d message_ids per request", s.limits.MaxReadBatch)
 	}
-	if err := s.allowWrite(userID, "requests"); err != nil {
+	if err := s.allowWrite(userID, WriteRead, "read receipts"); err != nil {
 		return ReadResult{}, err
 	}
 	uids := make([]uuid.UUID, 0, len(ids))
@@ -424,6 +439,9 @@ func (s *Service) UpdateSettings(ctx context.Context, userID int64, convID uuid.
 	if st.Pinned == nil && st.Muted == nil && st.Archived == nil && st.Deleted == nil {
 		return Errorf(CodeInvalid, "nothing to change: give pinned, muted, archived or deleted")
 	}
+	if err := s.allowWrite(userID, WriteSettings, "settings changes"); err != nil {
+		return err
+	}
 	if err := s.requireParticipant(ctx, convID, userID); err != nil {
 		return err
 	}
@@ -439,6 +457,9 @@ func (s *Service) UpdateSettings(ctx context.Context, userID int64, convID uuid.
 
 // DeleteMessage hides a stored message for the user ("delete for me").
 func (s *Service) DeleteMessage(ctx context.Context, userID int64, messageID uuid.UUID) error {
+	if err := s.allowWrite(userID, WriteSettings, "deletions"); err != nil {
+		return err
+	}
 	m, err := s.q.GetMessage(ctx, messageID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Errorf(CodeNotFound, "message %s not found", messageID)
@@ -459,6 +480,9 @@ func (s *Service) DeleteMessage(ctx context.Context, userID int64, messageID uui
 }
 
 // Typing publishes an ephemeral typing indicator (see events.Ephemeral).
+// Over the user's typing rate it does nothing and reports no error: an
+// indicator is a hint, the next keystroke sends another, and a client
+// needs no retry for it.
 func (s *Service) Typing(ctx context.Context, userID int64, in TypingInput) error {
 	if err := s.admit(); err != nil {
 		return err
@@ -468,6 +492,9 @@ func (s *Service) Typing(ctx context.Context, userID int64, in TypingInput) erro
 	}
 	if !events.IsUUID(in.ConversationID) {
 		return Errorf(CodeBadRequest, "conversation_id %q is not a UUID", in.ConversationID)
+	}
+	if ok, _ := s.limiter.take(WriteTyping, userID); !ok {
+		return nil
 	}
 	convID, other, err := s.resolveConversation(ctx, userID, in.RecipientID, in.ConversationID)
 	if err != nil {
