@@ -276,6 +276,8 @@ func (a *App) openMedia(ctx context.Context, p parts) error {
 		if err != nil {
 			return fmt.Errorf("CHAT_S3_ADDR %s: %w", a.cfg.S3Addr, err)
 		}
+		// Presigned uploads stream here: they get the upload's deadline.
+		srv.ReadTimeout, srv.IdleTimeout = a.cfg.HTTPUploadTimeout, a.cfg.HTTPIdleTimeout
 		a.s3, a.s3Ln = srv, ln
 		cfg.Endpoint, cfg.PathStyle, cfg.Local = "http://"+ln.Addr().String(), true, true
 	} else if !a.cfg.MediaConfigured {
