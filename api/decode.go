@@ -7,10 +7,14 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/parleychat/parley/internal/chat"
+	"github.com/parleychat/parley/internal/wsproto"
 )
 
 // wire is a transport's naming of JSON fields. The input types in package
@@ -24,6 +28,8 @@ type wire struct {
 var (
 	restWire = wire{style: "snake_case", what: "request body"}
 	wsWire   = wire{style: "camelCase", what: "data"}
+	// frameWire reads the envelope of a WebSocket frame around its data.
+	frameWire = wire{style: "camelCase", what: "frame"}
 )
 
 func (w wire) camel() bool { return w.style == "camelCase" }
@@ -81,45 +87,36 @@ func (w wire) name(canonical string) string {
 }
 
 // decode reads exactly one JSON object from r into dst, an input type of
-// package chat. Every key must be in w's style and name a field of dst;
-// errors name fields as the client wrote them. JSON null leaves dst as it
-// is, so that the service reports what is missing.
+// package chat. Every key must be in w's style and name a field of dst
+// exactly (encoding/json alone would match "Pinned" to "pinned"); errors
+// name fields as the client wrote them. Strings must be valid UTF-8 without
+// NUL: encoding/json would silently replace invalid bytes with U+FFFD.
+// JSON null leaves dst as it is, so that the service reports what is
+// missing.
 func (w wire) decode(r io.Reader, dst any) error {
-	dec := json.NewDecoder(r)
-	var obj map[string]json.RawMessage
-	if err := dec.Decode(&obj); err != nil {
-		var tooBig *http.MaxBytesError
-		var syntax *json.SyntaxError
-		var typ *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &tooBig):
-			return chat.Errorf(chat.CodeTooLarge, "%s is larger than %d bytes", w.what, tooBig.Limit)
-		case errors.Is(err, io.EOF):
-			return chat.Errorf(chat.CodeBadRequest, "%s is empty", w.what)
-		case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):
-			return chat.Errorf(chat.CodeBadRequest, "%s is not valid JSON", w.what)
-		case errors.As(err, &typ):
-			return chat.Errorf(chat.CodeBadRequest, "%s must be a JSON object", w.what)
-		default:
-			return chat.Errorf(chat.CodeBadRequest, "%s is not valid JSON: %v", w.what, err)
-		}
+	body, err := io.ReadAll(r)
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return chat.Errorf(chat.CodeTooLarge, "%s is larger than %d bytes", w.what, tooBig.Limit)
 	}
-	if dec.More() {
-		return chat.Errorf(chat.CodeBadRequest, "%s must hold a single JSON object", w.what)
+	if err != nil {
+		return chat.Errorf(chat.CodeBadRequest, "could not read the %s: %v", w.what, err)
 	}
-	if obj == nil {
-		return nil
+	obj, err := w.object(body)
+	if err != nil || obj == nil {
+		return err
 	}
+	if err := w.storable(obj, body); err != nil {
+		return err
+	}
+	fields := jsonFields(reflect.TypeOf(dst))
 	canon := make(map[string]json.RawMessage, len(obj))
 	for k, v := range obj {
 		if !w.valid(k) {
 			return chat.Errorf(chat.CodeBadRequest, "unknown field %q (fields are %s)", k, w.style)
 		}
-		if hasNUL(v) {
-			// PostgreSQL cannot store it (text nor jsonb): refused here, it
-			// can neither fail later nor fail a statement shared with
-			// other users' requests.
-			return chat.Errorf(chat.CodeInvalid, "field %q contains a NUL character (U+0000), which cannot be stored", k)
+		if !slices.Contains(fields, w.canonical(k)) {
+			return chat.Errorf(chat.CodeBadRequest, "unknown field %q", k)
 		}
 		canon[w.canonical(k)] = v
 	}
@@ -142,37 +139,92 @@ func (w wire) decode(r io.Reader, dst any) error {
 	return nil
 }
 
-// hasNUL reports whether a JSON value holds a string with U+0000, which
-// JSON can only write as the escape \u0000.
-func hasNUL(v json.RawMessage) bool {
-	if !bytes.Contains(v, []byte(`\u0000`)) {
-		return false
+// object parses body as exactly one JSON object (nil for JSON null).
+func (w wire) object(body []byte) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var obj map[string]json.RawMessage
+	if err := dec.Decode(&obj); err != nil {
+		var syntax *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil, chat.Errorf(chat.CodeBadRequest, "%s is empty", w.what)
+		case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):
+			return nil, chat.Errorf(chat.CodeBadRequest, "%s is not valid JSON", w.what)
+		case errors.As(err, &typ):
+			return nil, chat.Errorf(chat.CodeBadRequest, "%s must be a JSON object", w.what)
+		default:
+			return nil, chat.Errorf(chat.CodeBadRequest, "%s is not valid JSON: %v", w.what, err)
+		}
 	}
-	var x any
-	if json.Unmarshal(v, &x) != nil {
-		return false // reported by the strict decode
+	if dec.More() {
+		return nil, chat.Errorf(chat.CodeBadRequest, "%s must hold a single JSON object", w.what)
 	}
-	return nulIn(x)
+	return obj, nil
 }
 
-func nulIn(x any) bool {
-	switch x := x.(type) {
-	case string:
-		return strings.ContainsRune(x, 0)
-	case []any:
-		for _, e := range x {
-			if nulIn(e) {
-				return true
-			}
+// storable refuses an object whose strings cannot be stored as text.
+// PostgreSQL cannot store NUL nor invalid UTF-8 (text nor jsonb): refused
+// here, they can neither fail later nor fail a statement shared with other
+// users' requests.
+func (w wire) storable(obj map[string]json.RawMessage, body []byte) error {
+	for k, v := range obj {
+		if problem := textProblem(v); problem != "" {
+			return chat.Errorf(chat.CodeInvalid, "field %q %s", k, problem)
 		}
-	case map[string]any:
-		for k, e := range x {
-			if strings.ContainsRune(k, 0) || nulIn(e) {
-				return true
+	}
+	if !utf8.Valid(body) { // not in a value: in a key
+		return chat.Errorf(chat.CodeInvalid, "a field name in the %s is not valid UTF-8", w.what)
+	}
+	return nil
+}
+
+// textProblem says why the strings of a JSON value cannot be stored as
+// text, or "" when they can. Besides raw bytes that are not UTF-8, JSON can
+// smuggle U+0000 and unpaired UTF-16 surrogates in as \u escapes.
+func textProblem(v []byte) string {
+	if !utf8.Valid(v) {
+		return "is not valid UTF-8"
+	}
+	if !bytes.Contains(v, []byte(`\u`)) {
+		return ""
+	}
+	inString := false
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '"':
+			inString = !inString
+		case c == '\\' && inString:
+			if i+5 >= len(v) || v[i+1] != 'u' {
+				i++ // an escape of one character
+				continue
+			}
+			r := hex4(v[i+2 : i+6])
+			i += 5
+			switch {
+			case r == 0:
+				return "contains a NUL character (U+0000), which cannot be stored"
+			case r >= 0xD800 && r <= 0xDBFF && i+6 < len(v) && v[i+1] == '\\' && v[i+2] == 'u':
+				if lo := hex4(v[i+3 : i+7]); lo >= 0xDC00 && lo <= 0xDFFF {
+					i += 6 // a surrogate pair: one character
+					continue
+				}
+				return "is not valid UTF-8 (an unpaired UTF-16 surrogate escape)"
+			case r >= 0xD800 && r <= 0xDFFF:
+				return "is not valid UTF-8 (an unpaired UTF-16 surrogate escape)"
 			}
 		}
 	}
-	return false
+	return ""
+}
+
+// hex4 reads four hex digits (-1 if they are not).
+func hex4(b []byte) rune {
+	n, err := strconv.ParseUint(string(b), 16, 16)
+	if err != nil {
+		return -1
+	}
+	return rune(n)
 }
 
 // rename rewrites the canonical field names of in that err's message
@@ -215,6 +267,33 @@ func jsonFields(t reflect.Type) []string {
 // labelled as a form.
 func decodeJSON(w http.ResponseWriter, req *http.Request, dst any) error {
 	return restWire.decode(http.MaxBytesReader(w, req.Body, maxJSONBody), dst)
+}
+
+// decodeFrame reads a client WebSocket frame: a JSON object with exactly
+// the keys "action" and "data", written in that case.
+func decodeFrame(body string) (wsproto.Inbound, error) {
+	bad := chat.Errorf(chat.CodeBadRequest, `frame must be a JSON object {"action":...,"data":{...}}`)
+	obj, err := frameWire.object([]byte(body))
+	if err != nil {
+		return wsproto.Inbound{}, bad
+	}
+	var in wsproto.Inbound
+	for k, v := range obj {
+		switch k {
+		case "action": // data is checked as it is decoded, naming its fields
+			if json.Unmarshal(v, &in.Action) != nil {
+				return wsproto.Inbound{}, bad
+			}
+			if problem := textProblem(v); problem != "" {
+				return wsproto.Inbound{}, chat.Errorf(chat.CodeInvalid, "action %s", problem)
+			}
+		case "data":
+			in.Data = v
+		default:
+			return wsproto.Inbound{}, bad
+		}
+	}
+	return in, nil
 }
 
 // decodeData reads a WebSocket frame's data into dst.

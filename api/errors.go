@@ -6,6 +6,8 @@ package api
 
 import (
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/parleychat/parley/internal/chat"
 )
@@ -43,4 +45,10 @@ func httpStatus(c chat.Code) int {
 // design (pgbus.Backlog logs when it starts and stops).
 func logged(c chat.Code) bool {
 	return httpStatus(c) >= 500 && c != chat.CodeNotConfigured && c != chat.CodeOverloaded
+}
+
+// retryAfter is the Retry-After header of a refusal: whole seconds,
+// rounded up (the header has no finer unit), at least 1.
+func retryAfter(e *chat.Error) string {
+	return strconv.Itoa(max(1, int((e.RetryAfter+time.Second-1)/time.Second)))
 }

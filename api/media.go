@@ -6,6 +6,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/parleychat/parley/internal/chat"
 )
@@ -40,6 +41,13 @@ func (m *mediaRoutes) upload(w http.ResponseWriter, req *http.Request, user int6
 		maxBody := maxSize + multipartOverhead
 		if req.ContentLength > maxBody {
 			return nil, "", chat.Errorf(chat.CodeTooLarge, "request body of %d bytes exceeds %d bytes", req.ContentLength, maxBody)
+		}
+		if m.rest.uploadTimeout > 0 {
+			// Not supported off a net/http server (Lambda): nothing to extend.
+			err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(m.rest.uploadTimeout))
+			if err != nil && !errors.Is(err, http.ErrNotSupported) {
+				m.rest.logger.WarnContext(req.Context(), "upload keeps the server's read deadline", "err", err)
+			}
 		}
 		req.Body = http.MaxBytesReader(w, req.Body, maxBody)
 		mr, err := req.MultipartReader()

@@ -335,7 +335,8 @@ func TestMediaUploadRefusals(t *testing.T) {
 
 func TestMediaUploadRateLimited(t *testing.T) {
 	limits := chat.DefaultLimits()
-	limits.SendRate, limits.SendBurst = 0.001, 2
+	limits.Rates = chat.Rates{}
+	limits.Rates[chat.WriteUpload] = chat.Rate{PerSecond: 0.001, Burst: 2}
 	h := newMediaHarness(t, nil, limits)
 	file := mediaPNG(t, 8, 8)
 	for i := range 2 {

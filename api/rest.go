@@ -26,12 +26,26 @@ type REST struct {
 	verifier *auth.Verifier
 	logger   *slog.Logger
 	mux      *http.ServeMux
+	// uploadTimeout is the read deadline of an upload's body, replacing
+	// the server's ReadTimeout; 0 keeps the server's.
+	uploadTimeout time.Duration
 }
+
+// RESTOption configures a REST handler.
+type RESTOption func(*REST)
+
+// WithUploadTimeout gives POST /upload's body d to arrive, from when the
+// upload is accepted, instead of the server's ReadTimeout: files are far
+// larger than JSON bodies.
+func WithUploadTimeout(d time.Duration) RESTOption { return func(r *REST) { r.uploadTimeout = d } }
 
 // NewREST builds the handler, media routes included. Extra routes (the
 // WebSocket endpoint) are added with Handle before serving.
-func NewREST(svc *chat.Service, verifier *auth.Verifier, logger *slog.Logger) *REST {
+func NewREST(svc *chat.Service, verifier *auth.Verifier, logger *slog.Logger, opts ...RESTOption) *REST {
 	r := &REST{svc: svc, verifier: verifier, logger: logger, mux: http.NewServeMux()}
+	for _, o := range opts {
+		o(r)
+	}
 	r.mux.HandleFunc("GET /health", r.health)
 	r.mux.HandleFunc("GET "+Prefix+"/conversations", r.authed(r.listConversations))
 	r.mux.HandleFunc("POST "+Prefix+"/conversations", r.authed(r.createConversation))
@@ -314,9 +328,8 @@ type errorBody struct {
 func (r *REST) fail(w http.ResponseWriter, req *http.Request, err error) {
 	e := chat.AsError(err)
 	status := httpStatus(e.Code)
-	if e.RetryAfter > 0 {
-		// Whole seconds, rounded up: the header has no finer unit.
-		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
+	if e.RetryAfter > 0 || status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", retryAfter(e))
 	}
 	if logged(e.Code) {
 		r.logger.Error("request failed", "method", req.Method, "path", req.URL.Path, "code", e.Code, "err", e)

@@ -302,7 +302,8 @@ func TestSendRateLimit(t *testing.T) {
 	t.Parallel()
 	const burst = 3
 	limits := chat.DefaultLimits()
-	limits.SendRate, limits.SendBurst = 0.001, burst
+	limits.Rates = chat.Rates{}
+	limits.Rates[chat.WriteSend] = chat.Rate{PerSecond: 0.001, Burst: burst}
 	e := pipelinetest.New(t, pipelinetest.Options{Limits: limits})
 	conv := e.Conversation(t, 1, 2)
 	for i := range burst {

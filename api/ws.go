@@ -61,6 +61,10 @@ func (w *WSRoutes) Connect(ctx context.Context, req wsRequest) (response, error)
 	// on AWS, the local gateway's identity otherwise, which lets a
 	// restarted local gateway forget the connections it lost.
 	if err := w.sessions.Connect(ctx, id, user, req.RequestContext.APIID); err != nil {
+		if e := chat.AsError(err); e.Code == chat.CodeRateLimited {
+			return response{StatusCode: http.StatusTooManyRequests, Headers: map[string]string{"Retry-After": retryAfter(e)},
+				Body: `{"message":"Too many connections; retry later"}`}, nil
+		}
 		w.logger.ErrorContext(ctx, "record connection", "connection_id", id, "err", err)
 		return response{StatusCode: http.StatusInternalServerError, Body: `{"message":"Internal server error"}`}, nil
 	}
@@ -84,11 +88,9 @@ func (w *WSRoutes) Default(ctx context.Context, req wsRequest) (response, error)
 	if err != nil {
 		return w.fail(ctx, id, "", err), nil
 	}
-	var in wsproto.Inbound
-	dec := json.NewDecoder(strings.NewReader(req.Body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil || dec.More() {
-		return w.fail(ctx, id, "", chat.Errorf(chat.CodeBadRequest, `frame must be a JSON object {"action":...,"data":{...}}`)), nil
+	in, err := decodeFrame(req.Body)
+	if err != nil {
+		return w.fail(ctx, id, "", err), nil
 	}
 	var out wsproto.Frame
 	switch in.Action {
@@ -99,7 +101,7 @@ func (w *WSRoutes) Default(ctx context.Context, req wsRequest) (response, error)
 			return wsproto.NewAcknowledgment(m.ID, m.ConversationID, d.ClientMessageID, m.CreatedAt), err
 		})
 	case wsproto.ActionPing:
-		out, err = wsproto.NewPong(), w.sessions.Ping(ctx, id)
+		out, err = wsproto.NewPong(), w.sessions.Ping(ctx, id, conn.UserID)
 	case wsproto.ActionTyping:
 		out, err = action(in.Data, func(d *chat.TypingInput) (wsproto.Frame, error) {
 			return nil, w.svc.Typing(ctx, conn.UserID, *d)

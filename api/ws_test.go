@@ -25,6 +25,13 @@ import (
 // service, as chat dev does.
 func wsEnv(t *testing.T, e *pipelinetest.Env) (dial func(user int64) *websocket.Conn) {
 	t.Helper()
+	_, dial = wsServer(t, e)
+	return dial
+}
+
+// wsServer is wsEnv that also answers the endpoint's ws:// URL.
+func wsServer(t *testing.T, e *pipelinetest.Env) (url string, dial func(user int64) *websocket.Conn) {
+	t.Helper()
 	verifier, err := auth.NewVerifier(pipelinetest.Secret)
 	if err != nil {
 		t.Fatal(err)
@@ -34,10 +41,11 @@ func wsEnv(t *testing.T, e *pipelinetest.Env) (dial func(user int64) *websocket.
 	gw := gateway.New(gateway.Routes{Connect: routes.Connect, Disconnect: routes.Disconnect, Default: routes.Default}, gateway.Config{}, quiet)
 	srv := httptest.NewServer(gw)
 	t.Cleanup(srv.Close)
-	return func(user int64) *websocket.Conn {
+	url = "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+	return url, func(user int64) *websocket.Conn {
 		t.Helper()
 		token := strings.TrimPrefix(pipelinetest.Auth(user).Get("Authorization"), "Bearer ")
-		c, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/ws?token="+token, nil)
+		c, resp, err := websocket.DefaultDialer.Dial(url+"?token="+token, nil)
 		if err != nil {
 			t.Fatalf("dial as user %d: %v", user, err)
 		}

@@ -112,7 +112,15 @@ WITH input AS (
         media_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at, read_at
     )
     SELECT n.id, n.conversation_id, n.seq, n.sender_id, n.recipient_id, n.content_type, NULLIF(n.text_content, ''),
-           NULLIF(n.media_key, ''), NULLIF(n.audio_duration, -1), NULLIF(n.reply_to_id, '')::uuid,
+           NULLIF(n.media_key, ''), NULLIF(n.audio_duration, -1),
+           -- A reply to another conversation's message (stored, or in this
+           -- batch, after the ingress checked it) loses its reference
+           -- rather than fail.
+           CASE WHEN EXISTS (SELECT 1 FROM messages r WHERE r.id = NULLIF(n.reply_to_id, '')::uuid
+                                                       AND r.conversation_id <> n.conversation_id)
+                  OR EXISTS (SELECT 1 FROM input r WHERE r.id = NULLIF(n.reply_to_id, '')::uuid
+                                                    AND r.conversation_id <> n.conversation_id)
+                THEN NULL ELSE NULLIF(n.reply_to_id, '')::uuid END,
            NULLIF(n.client_message_id, ''), n.created_at, $12::timestamptz, pr.read_at
     FROM numbered n
     -- A read that arrived before its message (InsertPendingReads) counts

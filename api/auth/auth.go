@@ -3,6 +3,7 @@
 package auth
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -29,8 +30,39 @@ func NewVerifier(secret []byte) (*Verifier, error) {
 	return &Verifier{secret: secret, leeway: 30 * time.Second, now: time.Now}, nil
 }
 
+// MinSecretBytes is the shortest secret CheckSecret accepts: HS256's key
+// should be as long as its 32-byte output.
+const MinSecretBytes = 32
+
+// minSecretSymbols is how many distinct bytes a secret must hold: a random
+// 32-byte secret has about 30, hex about 16; "aaaa…" or "abab…" has 1 or 2.
+const minSecretSymbols = 8
+
+// CheckSecret refuses a secret that is too short or so repetitive that it
+// can be guessed, for servers that verify real users' tokens.
+func CheckSecret(secret []byte) error {
+	if len(secret) < MinSecretBytes {
+		return fmt.Errorf("JWT secret must be at least %d bytes (it has %d)", MinSecretBytes, len(secret))
+	}
+	var seen [256]bool
+	n := 0
+	for _, b := range secret {
+		if !seen[b] {
+			seen[b] = true
+			n++
+		}
+	}
+	if n < minSecretSymbols {
+		return fmt.Errorf("JWT secret must hold at least %d distinct characters (it has %d): use a random secret", minSecretSymbols, n)
+	}
+	return nil
+}
+
 // UserID returns the user a token was issued for. The user id is the `sub`
-// claim (an integer or a numeric string) or, failing that, `user_id`. Tokens
+// claim or, failing that, `user_id`: a positive integer written in canonical
+// decimal, as a JSON number or a string ("42" or 42; not "042", "+42", 42.0
+// or 4.2e1). Numbers are read exactly, not through float64, which would turn
+// 9007199254740993 into another user. Tokens
 // without an expiry, expired, not signed with HS256 or with a bad signature
 // are refused.
 func (v *Verifier) UserID(token string) (int64, error) {
@@ -43,6 +75,7 @@ func (v *Verifier) UserID(token string) (int64, error) {
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(v.leeway),
 		jwt.WithTimeFunc(v.now),
+		jwt.WithJSONNumber(),
 	)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
@@ -60,26 +93,37 @@ func (v *Verifier) UserID(token string) (int64, error) {
 }
 
 func parseUserID(raw any) (int64, error) {
-	var id int64
+	var digits string
 	switch v := raw.(type) {
-	case float64:
-		if v != float64(int64(v)) {
-			return 0, fmt.Errorf("%v is not an integer", v)
-		}
-		id = int64(v)
+	case json.Number:
+		digits = v.String()
 	case string:
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("%q is not a numeric user id", v)
-		}
-		id = n
+		digits = v
 	default:
 		return 0, fmt.Errorf("unexpected type %T", raw)
 	}
-	if id <= 0 {
-		return 0, fmt.Errorf("user id %d is not positive", id)
+	if !canonicalDecimal(digits) {
+		return 0, fmt.Errorf("%q is not a positive integer in canonical decimal", digits)
+	}
+	id, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("user id %s is out of range", digits)
 	}
 	return id, nil
+}
+
+// canonicalDecimal reports whether s is a positive integer written the one
+// way: digits only, no sign, no leading zero.
+func canonicalDecimal(s string) bool {
+	if s == "" || s[0] == '0' {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // Issue signs a token for userID valid for ttl, shaped like the auth

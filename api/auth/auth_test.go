@@ -54,6 +54,16 @@ func TestUserID(t *testing.T) {
 		{"negative sub", sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": -3, "exp": exp}), 0},
 		{"fractional sub", sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": 1.5, "exp": exp}), 0},
 		{"no subject", sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"exp": exp}), 0},
+		{"sub past float64's integers", signRaw(t, `{"sub":9007199254740993,"exp":`+itoa(exp)+`}`), 9007199254740993},
+		{"sub as the largest id", signRaw(t, `{"sub":"9223372036854775807","exp":`+itoa(exp)+`}`), 9223372036854775807},
+		{"sub past int64", signRaw(t, `{"sub":9223372036854775808,"exp":`+itoa(exp)+`}`), 0},
+		{"sub with a fraction of zero", signRaw(t, `{"sub":42.0,"exp":`+itoa(exp)+`}`), 0},
+		{"sub with an exponent", signRaw(t, `{"sub":4.2e1,"exp":`+itoa(exp)+`}`), 0},
+		{"sub with a leading zero", signRaw(t, `{"sub":"042","exp":`+itoa(exp)+`}`), 0},
+		{"sub with a sign", signRaw(t, `{"sub":"+42","exp":`+itoa(exp)+`}`), 0},
+		{"sub with spaces", signRaw(t, `{"sub":" 42","exp":`+itoa(exp)+`}`), 0},
+		{"sub zero", signRaw(t, `{"sub":0,"exp":`+itoa(exp)+`}`), 0},
+		{"sub true", signRaw(t, `{"sub":true,"exp":`+itoa(exp)+`}`), 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -74,6 +84,34 @@ func TestUserID(t *testing.T) {
 func TestShortSecretRefused(t *testing.T) {
 	if _, err := NewVerifier([]byte("short")); err == nil || !strings.Contains(err.Error(), "16 bytes") {
 		t.Fatalf("short secret accepted: %v", err)
+	}
+}
+
+// signRaw signs a payload exactly as written, so that numbers reach the
+// verifier with every digit.
+func signRaw(t *testing.T, payload string) string {
+	t.Helper()
+	b64 := base64.RawURLEncoding.EncodeToString
+	unsigned := b64([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + b64([]byte(payload))
+	sig, err := jwt.SigningMethodHS256.Sign(unsigned, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return unsigned + "." + b64(sig)
+}
+
+func TestCheckSecret(t *testing.T) {
+	for secret, ok := range map[string]bool{
+		strings.Repeat(" ", 32):            false,
+		strings.Repeat(" ", 16):            false,
+		strings.Repeat("ab", 20):           false,
+		"short-but-varied-0123456789":      false,
+		"0123456789abcdef0123456789abcdef": true,
+		"kR7#pQ2!vX9@mN4$wL8%zT3^bY6&cF1*": true,
+	} {
+		if err := CheckSecret([]byte(secret)); (err == nil) != ok {
+			t.Errorf("CheckSecret(%q) = %v, want ok=%v", secret, err, ok)
+		}
 	}
 }
 

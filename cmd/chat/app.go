@@ -167,7 +167,7 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, p parts) (*Ap
 			store = a.media
 		}
 		limits := chat.DefaultLimits()
-		limits.MaxTextRunes, limits.SendRate, limits.SendBurst = cfg.MaxTextRunes, cfg.SendRate, cfg.SendBurst
+		limits.MaxTextRunes, limits.Rates = cfg.MaxTextRunes, cfg.Rates
 		limits.MaxUploads, limits.MaxUserUploads = cfg.MaxUploads, cfg.MaxUserUploads
 		var opts []chat.Option
 		if (p.api || p.gateway) && a.cfg.Transport == transportPostgres && a.cfg.OverloadQueueAge > 0 {
@@ -175,7 +175,7 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, p parts) (*Ap
 			opts = append(opts, chat.WithAdmission(a.backlog))
 		}
 		a.svc = chat.NewService(a.pool, a.transport.Publisher(), store, limits, logger.With("component", "chat"), opts...)
-		a.rest = api.NewREST(a.svc, a.verifier, logger.With("component", "http"))
+		a.rest = api.NewREST(a.svc, a.verifier, logger.With("component", "http"), api.WithUploadTimeout(cfg.HTTPUploadTimeout))
 	}
 	ok = true
 	return a, nil
@@ -280,6 +280,8 @@ func (a *App) openMedia(ctx context.Context, p parts) error {
 		if err != nil {
 			return fmt.Errorf("CHAT_S3_ADDR %s: %w", a.cfg.S3Addr, err)
 		}
+		// Presigned uploads stream here: they get the upload's deadline.
+		srv.ReadTimeout, srv.IdleTimeout = a.cfg.HTTPUploadTimeout, a.cfg.HTTPIdleTimeout
 		a.s3, a.s3Ln = srv, ln
 		cfg.Endpoint, cfg.PathStyle, cfg.Local = "http://"+ln.Addr().String(), true, true
 	} else if !a.cfg.MediaConfigured {
@@ -516,7 +518,15 @@ func gatewayShutdown(gw *gateway.Gateway) func(context.Context) error {
 }
 
 func (a *App) serve(ctx context.Context, g *errgroup.Group, ln net.Listener, h http.Handler, before func(context.Context) error) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn)}
+	// ReadTimeout bounds a request's headers and body (POST /upload extends
+	// it for its body); a WebSocket upgrade clears it once hijacked.
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: min(10*time.Second, a.cfg.HTTPReadTimeout),
+		ReadTimeout:       a.cfg.HTTPReadTimeout,
+		IdleTimeout:       a.cfg.HTTPIdleTimeout,
+		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
+	}
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http %s: %w", ln.Addr(), err)

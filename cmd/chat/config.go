@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/parleychat/parley/api/auth"
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/pgbus"
 	"github.com/parleychat/parley/internal/awsconf"
@@ -51,8 +52,7 @@ type Config struct {
 	LogLevel       slog.Level // CHAT_LOG_LEVEL: debug, info (default), warn, error
 	LogFormat      string     // CHAT_LOG_FORMAT: text (default) or json
 	MaxTextRunes   int        // CHAT_MAX_TEXT_CHARS, default 4000
-	SendRate       float64    // CHAT_SEND_RATE per user per second, default 20; 0 = no limit
-	SendBurst      int        // CHAT_SEND_BURST, default 40
+	Rates          chat.Rates // CHAT_RATE_<KIND> per user: N/PERIOD[,BURST], 0 = no limit (chat.DefaultRates)
 	WorkerAttempts int        // CHAT_WORKER_MAX_ATTEMPTS before dead-lettering, default 5
 	// PendingReadRetention (CHAT_PENDING_READ_RETENTION, default 24h): how
 	// long a read of a message not stored yet waits for it.
@@ -66,7 +66,11 @@ type Config struct {
 	OverloadQueueAge time.Duration
 	OverloadSample   time.Duration // CHAT_OVERLOAD_SAMPLE_INTERVAL, default 100ms
 	ShutdownGrace    time.Duration // CHAT_SHUTDOWN_TIMEOUT, default 15s
-	PprofAddr        string        // CHAT_PPROF_ADDR: serve net/http/pprof there (loopback only); empty = off
+	// HTTP servers (REST, the gateway's /ws and management API, pprof).
+	HTTPReadTimeout   time.Duration // CHAT_HTTP_READ_TIMEOUT: a request's headers and body, default 30s
+	HTTPIdleTimeout   time.Duration // CHAT_HTTP_IDLE_TIMEOUT: a kept-alive connection between requests, default 2m
+	HTTPUploadTimeout time.Duration // CHAT_HTTP_UPLOAD_TIMEOUT: the body of POST /upload instead, default 10m
+	PprofAddr         string        // CHAT_PPROF_ADDR: serve net/http/pprof there (loopback only); empty = off
 
 	// WebSocket gateway (local) and fanout.
 	WSIdleTimeout   time.Duration // CHAT_WS_IDLE_TIMEOUT, default 10m (API Gateway's)
@@ -209,6 +213,14 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	}
 	if c.JWTSecret == "" && needJWT {
 		errs = append(errs, errors.New("JWT_SECRET is required (the HS256 secret shared with the auth service)"))
+	} else if c.JWTSecret != "" && !dev {
+		// A server verifying real users' tokens: the secret must be one
+		// nobody can know or guess.
+		if c.JWTSecret == devJWTSecret {
+			errs = append(errs, errors.New("JWT_SECRET is the published development secret, which only chat dev may use: set the secret shared with the auth service"))
+		} else if err := auth.CheckSecret([]byte(c.JWTSecret)); err != nil {
+			errs = append(errs, fmt.Errorf("JWT_SECRET: %w", err))
+		}
 	} else if c.JWTSecret != "" && len(c.JWTSecret) < 16 {
 		errs = append(errs, errors.New("JWT_SECRET must be at least 16 bytes"))
 	}
@@ -231,16 +243,25 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	}
 	limits := chat.DefaultLimits()
 	c.MaxTextRunes = num("CHAT_MAX_TEXT_CHARS", limits.MaxTextRunes, 1)
-	c.SendRate = limits.SendRate
-	if v := getenv("CHAT_SEND_RATE"); v != "" {
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || f < 0 {
-			errs = append(errs, fmt.Errorf("CHAT_SEND_RATE=%q: want a non-negative number (0 disables)", v))
-		} else {
-			c.SendRate = f // 0: no limit
+	c.Rates = limits.Rates
+	for _, w := range chat.Writes() {
+		name := "CHAT_RATE_" + strings.ToUpper(w.String())
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			r, err := parseRate(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
+				continue
+			}
+			c.Rates[w] = r
 		}
 	}
-	c.SendBurst = num("CHAT_SEND_BURST", limits.SendBurst, 1)
+	// Earlier names of the send limit: refused rather than ignored, so that
+	// a deployment setting them does not silently lose its limit.
+	for _, old := range []string{"CHAT_SEND_RATE", "CHAT_SEND_BURST"} {
+		if getenv(old) != "" {
+			errs = append(errs, fmt.Errorf("%s is no longer read: set CHAT_RATE_SEND=N/1s,BURST instead (default %s)", old, limits.Rates[chat.WriteSend]))
+		}
+	}
 	consume := pgbus.DefaultConsumerConfig()
 	c.WorkerAttempts = num("CHAT_WORKER_MAX_ATTEMPTS", consume.MaxAttempts, 1)
 	c.WorkerConc = num("CHAT_WORKER_CONCURRENCY", consume.Concurrency, 1)
@@ -249,6 +270,14 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c.ThumbConc = num("CHAT_THUMBNAILER_CONCURRENCY", 2, 1)
 	c.FallbackPoll = dur("CHAT_BUS_FALLBACK_POLL", consume.FallbackPoll)
 	c.ShutdownGrace = dur("CHAT_SHUTDOWN_TIMEOUT", 15*time.Second)
+	// A client that sends its request slower than this holds a connection
+	// and a goroutine for nothing; 30 s is ages for 64 KiB of JSON.
+	c.HTTPReadTimeout = dur("CHAT_HTTP_READ_TIMEOUT", 30*time.Second)
+	c.HTTPIdleTimeout = dur("CHAT_HTTP_IDLE_TIMEOUT", 2*time.Minute)
+	// Uploads stream through the API: 10 minutes carries the largest
+	// default file (100 MiB video) at about 170 KB/s. Presigned uploads go
+	// straight to S3 and are not bound by it.
+	c.HTTPUploadTimeout = dur("CHAT_HTTP_UPLOAD_TIMEOUT", 10*time.Minute)
 	if v := strings.TrimSpace(getenv("CHAT_OVERLOAD_QUEUE_AGE")); v == "0" {
 		c.OverloadQueueAge = 0
 	} else {
@@ -344,6 +373,40 @@ func checkOrigin(o string) error {
 		return fmt.Errorf("%q is not an origin like https://chat.example.com or http://127.0.0.1:8080", o)
 	}
 	return nil
+}
+
+// parseRate reads a rate limit written N/PERIOD[,BURST]: N writes per
+// PERIOD (a Go duration; a bare unit means one of it: 20/s, 30/1h), with
+// bursts of up to BURST (default N); "0" switches the limit off.
+func parseRate(v string) (chat.Rate, error) {
+	if v == "0" {
+		return chat.Rate{}, nil
+	}
+	const want = "want N/PERIOD[,BURST] such as 20/1s,40 or 30/1h, or 0 for no limit"
+	spec, burstText, hasBurst := strings.Cut(v, ",")
+	countText, periodText, ok := strings.Cut(spec, "/")
+	if !ok {
+		return chat.Rate{}, errors.New(want)
+	}
+	count, err := strconv.Atoi(strings.TrimSpace(countText))
+	if err != nil || count < 1 {
+		return chat.Rate{}, fmt.Errorf("the count must be a positive integer: %s", want)
+	}
+	periodText = strings.TrimSpace(periodText)
+	if periodText != "" && (periodText[0] < '0' || periodText[0] > '9') {
+		periodText = "1" + periodText
+	}
+	period, err := time.ParseDuration(periodText)
+	if err != nil || period <= 0 {
+		return chat.Rate{}, fmt.Errorf("the period must be a positive duration: %s", want)
+	}
+	burst := count
+	if hasBurst {
+		if burst, err = strconv.Atoi(strings.TrimSpace(burstText)); err != nil || burst < 1 {
+			return chat.Rate{}, fmt.Errorf("the burst must be a positive integer: %s", want)
+		}
+	}
+	return chat.Rate{PerSecond: float64(count) / period.Seconds(), Burst: burst}, nil
 }
 
 // awsAt returns the AWS client options for a custom endpoint, or for AWS

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/parleychat/parley/internal/chat"
 )
 
 func TestS3ListenerAndOrigins(t *testing.T) {
@@ -42,5 +46,74 @@ func TestS3ListenerAndOrigins(t *testing.T) {
 				t.Fatalf("S3Addr %q, origins %q; want %q, %q", cfg.S3Addr, cfg.S3CORSOrigins, tt.addr, tt.origins)
 			}
 		})
+	}
+}
+
+// vars is a getenv over fixed variables.
+func vars(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// A server that verifies real users' tokens refuses, at start-up and
+// naming the variable, a secret anyone knows or can guess; chat dev may run
+// with the published development secret.
+func TestWeakJWTSecretsAreRefusedAtStartup(t *testing.T) {
+	for name, secret := range map[string]string{
+		"the development secret": devJWTSecret,
+		"16 spaces":              strings.Repeat(" ", 16),
+		"too short":              "0123456789abcdef0123",
+		"all one character":      strings.Repeat("x", 64),
+		"two characters":         strings.Repeat("ab", 32),
+	} {
+		t.Run(name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			code := run(context.Background(), []string{"api"}, vars(map[string]string{"JWT_SECRET": secret}), &bytes.Buffer{}, &stderr)
+			if code != 2 || !strings.Contains(stderr.String(), "invalid configuration") || !strings.Contains(stderr.String(), "JWT_SECRET") {
+				t.Fatalf("chat api with %s: exit %d, stderr %q; want exit 2 naming JWT_SECRET", name, code, stderr.String())
+			}
+		})
+	}
+	for _, dev := range []bool{true, false} {
+		secret := "Zq8v!Lr2#Tn5@Kx9$Wm3%Hb7^Gd4&Fs1"
+		if dev {
+			secret = devJWTSecret
+		}
+		if _, err := loadConfig(vars(map[string]string{"JWT_SECRET": secret}), dev, true); err != nil {
+			t.Errorf("dev=%v: a fine secret refused: %v", dev, err)
+		}
+	}
+	if cfg, err := loadConfig(vars(nil), true, true); err != nil || cfg.JWTSecret != devJWTSecret {
+		t.Errorf("chat dev without JWT_SECRET: %v", err)
+	}
+}
+
+// Each kind of write has its limit from CHAT_RATE_<KIND>, documented
+// defaults otherwise; a bad value is refused naming the variable.
+func TestRateConfiguration(t *testing.T) {
+	cfg, err := loadConfig(vars(map[string]string{
+		"CHAT_RATE_TYPING":       "5/s",
+		"CHAT_RATE_CONVERSATION": "30/1h,10",
+		"CHAT_RATE_PING":         "0",
+		"CHAT_RATE_SEND":         "100/2s,7",
+	}), true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := chat.DefaultRates()
+	want[chat.WriteTyping] = chat.Rate{PerSecond: 5, Burst: 5}
+	want[chat.WriteConversation] = chat.Rate{PerSecond: 30.0 / 3600, Burst: 10}
+	want[chat.WritePing] = chat.Rate{}
+	want[chat.WriteSend] = chat.Rate{PerSecond: 50, Burst: 7}
+	if cfg.Rates != want {
+		t.Fatalf("rates %v, want %v", cfg.Rates, want)
+	}
+	if _, err := loadConfig(vars(map[string]string{"CHAT_SEND_RATE": "5"}), true, true); err == nil || !strings.Contains(err.Error(), "CHAT_RATE_SEND") {
+		t.Errorf("the old CHAT_SEND_RATE: %v, want an error pointing to CHAT_RATE_SEND", err)
+	}
+	for _, bad := range []string{"5", "5/", "x/s", "0/s", "-1/s", "5/0s", "5/s,0", "5/s,x", "5/fortnight"} {
+		_, err := loadConfig(vars(map[string]string{"CHAT_RATE_UPLOAD": bad}), true, true)
+		if err == nil || !strings.Contains(err.Error(), "CHAT_RATE_UPLOAD") {
+			t.Errorf("CHAT_RATE_UPLOAD=%q: %v, want an error naming it", bad, err)
+		}
 	}
 }

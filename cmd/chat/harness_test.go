@@ -22,6 +22,7 @@ import (
 
 	"github.com/parleychat/parley/api/auth"
 	"github.com/parleychat/parley/db/dbtest"
+	"github.com/parleychat/parley/internal/chat"
 )
 
 // These end-to-end tests run the real binary as separate processes, against
@@ -111,10 +112,19 @@ func (e *env) vars() []string {
 		"CHAT_S3_ADDR=" + e.s3,
 		"CHAT_DATA_DIR=" + e.dataDir,
 		"CHAT_LOG_LEVEL=debug",
-		"CHAT_SEND_RATE=0",
 		"PATH=" + os.Getenv("PATH"),
 		"HOME=" + os.Getenv("HOME"),
-	}, e.extra...)
+	}, append(noRateLimits(), e.extra...)...)
+}
+
+// noRateLimits switches every per-user rate limit off: the tests write as
+// fast as they like, as few users.
+func noRateLimits() []string {
+	var out []string
+	for _, w := range chat.Writes() {
+		out = append(out, "CHAT_RATE_"+strings.ToUpper(w.String())+"=0")
+	}
+	return out
 }
 
 type proc struct {

@@ -186,8 +186,11 @@ func TestLambdaHandlers(t *testing.T) {
 		"CHAT_DYNAMODB_ENDPOINT":    l.dynamo,
 		"CHAT_S3_BUCKET":            testBucket,
 		"CHAT_S3_ENDPOINT":          l.s3URL,
-		"CHAT_SEND_RATE":            "0",
 		"CHAT_LOG_LEVEL":            "debug",
+	}
+	for _, kv := range noRateLimits() {
+		k, v, _ := strings.Cut(kv, "=")
+		common[k] = v
 	}
 	with := func(extra ...string) func(string) string {
 		m := map[string]string{}

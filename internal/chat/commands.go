@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -27,7 +28,7 @@ func (s *Service) Send(ctx context.Context, userID int64, in SendInput) (Message
 	if err := s.admit(); err != nil {
 		return MessageView{}, err
 	}
-	if err := s.allowWrite(userID, "messages"); err != nil {
+	if err := s.allowWrite(userID, WriteSend, "messages"); err != nil {
 		return MessageView{}, err
 	}
 	if err := s.validateSend(ctx, userID, &in); err != nil {
@@ -35,6 +36,9 @@ func (s *Service) Send(ctx context.Context, userID int64, in SendInput) (Message
 	}
 	convID, recipientID, err := s.resolveConversation(ctx, userID, in.RecipientID, in.ConversationID)
 	if err != nil {
+		return MessageView{}, err
+	}
+	if err := s.checkReply(ctx, convID, in.ReplyToID); err != nil {
 		return MessageView{}, err
 	}
 	now := s.clock()
@@ -147,7 +151,7 @@ func (s *Service) validateSend(ctx context.Context, userID int64, in *SendInput)
 	case !events.ValidContentType(in.ContentType):
 		problems = append(problems, fmt.Sprintf("content_type %q is not one of text, image, video, audio", in.ContentType))
 	case in.ContentType == events.ContentText:
-		if strings.TrimSpace(in.TextContent) == "" {
+		if blank(in.TextContent) {
 			problems = append(problems, "text_content must not be empty")
 		}
 		if in.MediaKey != "" || in.MediaURL != "" {
@@ -187,6 +191,27 @@ func (s *Service) validateSend(ctx context.Context, userID int64, in *SendInput)
 	}
 	if len(problems) > 0 {
 		return Errorf(CodeInvalid, "%s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// checkReply refuses a reply to a stored message of another conversation.
+// An id not stored (yet) is accepted: the message replied to may have been
+// pushed to the sender before the persister stored it. The persister drops
+// a reply_to_id that turns out to be another conversation's.
+func (s *Service) checkReply(ctx context.Context, convID uuid.UUID, replyToID string) error {
+	if replyToID == "" {
+		return nil
+	}
+	m, err := s.q.GetMessage(ctx, uuid.MustParse(replyToID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return unavailable("the database", err)
+	}
+	if m.ConversationID != convID {
+		return Errorf(CodeInvalid, "reply_to_id %s is a message of another conversation; a reply must be in the same conversation", replyToID)
 	}
 	return nil
 }
@@ -231,7 +256,8 @@ func (s *Service) resolveConversation(ctx context.Context, userID, recipientID i
 	return id, other, nil
 }
 
-// directConversation gets or creates the direct conversation of a and b.
+// directConversation gets or creates the direct conversation of a and b;
+// creating one takes one of a's WriteConversation tokens.
 // The answer is cached: a pair's direct conversation is created once and
 // never changes, and the key holds both users, so it can only ever answer a
 // conversation the caller is in.
@@ -240,7 +266,21 @@ func (s *Service) directConversation(ctx context.Context, a, b int64) (uuid.UUID
 	if id, ok := s.direct.get(key); ok {
 		return id, nil
 	}
-	id, _, err := db.GetOrCreateDirect(ctx, s.pool, newID(), a, b)
+	// Only a conversation that would be created costs a token: look first.
+	dk := db.DirectKey(a, b)
+	id, err := s.q.GetConversationByDirectKey(ctx, &dk)
+	switch {
+	case err == nil:
+		s.direct.put(key, id)
+		s.members.put(id, key[:])
+		return id, nil
+	case !errors.Is(err, pgx.ErrNoRows):
+		return uuid.Nil, unavailable("the database", err)
+	}
+	if err := s.allowWrite(a, WriteConversation, "new conversations"); err != nil {
+		return uuid.Nil, err
+	}
+	id, _, err = db.GetOrCreateDirect(ctx, s.pool, newID(), a, b)
 	if err != nil {
 		return uuid.Nil, unavailable("the database", err)
 	}
@@ -317,7 +357,7 @@ func (s *Service) MarkRead(ctx context.Context, userID int64, in ReadInput) (Rea
 	if len(ids) > s.limits.MaxReadBatch {
 		return ReadResult{}, Errorf(CodeInvalid, "at most %d message_ids per request", s.limits.MaxReadBatch)
 	}
-	if err := s.allowWrite(userID, "requests"); err != nil {
+	if err := s.allowWrite(userID, WriteRead, "read receipts"); err != nil {
 		return ReadResult{}, err
 	}
 	uids := make([]uuid.UUID, 0, len(ids))
@@ -411,6 +451,9 @@ func (s *Service) UpdateSettings(ctx context.Context, userID int64, convID uuid.
 	if st.Pinned == nil && st.Muted == nil && st.Archived == nil && st.Deleted == nil {
 		return Errorf(CodeInvalid, "nothing to change: give pinned, muted, archived or deleted")
 	}
+	if err := s.allowWrite(userID, WriteSettings, "settings changes"); err != nil {
+		return err
+	}
 	if err := s.requireParticipant(ctx, convID, userID); err != nil {
 		return err
 	}
@@ -426,6 +469,9 @@ func (s *Service) UpdateSettings(ctx context.Context, userID int64, convID uuid.
 
 // DeleteMessage hides a stored message for the user ("delete for me").
 func (s *Service) DeleteMessage(ctx context.Context, userID int64, messageID uuid.UUID) error {
+	if err := s.allowWrite(userID, WriteSettings, "deletions"); err != nil {
+		return err
+	}
 	m, err := s.q.GetMessage(ctx, messageID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Errorf(CodeNotFound, "message %s not found", messageID)
@@ -446,6 +492,9 @@ func (s *Service) DeleteMessage(ctx context.Context, userID int64, messageID uui
 }
 
 // Typing publishes an ephemeral typing indicator (see events.Ephemeral).
+// Over the user's typing rate it does nothing and reports no error: an
+// indicator is a hint, the next keystroke sends another, and a client
+// needs no retry for it.
 func (s *Service) Typing(ctx context.Context, userID int64, in TypingInput) error {
 	if err := s.admit(); err != nil {
 		return err
@@ -455,6 +504,9 @@ func (s *Service) Typing(ctx context.Context, userID int64, in TypingInput) erro
 	}
 	if !events.IsUUID(in.ConversationID) {
 		return Errorf(CodeBadRequest, "conversation_id %q is not a UUID", in.ConversationID)
+	}
+	if ok, _ := s.limiter.take(WriteTyping, userID); !ok {
+		return nil
 	}
 	convID, other, err := s.resolveConversation(ctx, userID, in.RecipientID, in.ConversationID)
 	if err != nil {
@@ -466,4 +518,19 @@ func (s *Service) Typing(ctx context.Context, userID int64, in TypingInput) erro
 		return internal(err)
 	}
 	return s.publish(ctx, env)
+}
+
+// blank reports whether text shows nothing: only whitespace and invisible
+// characters (zero-width spaces and joiners, the byte order mark, and the
+// filler characters apps use to fake an empty message).
+func blank(text string) bool {
+	for _, r := range text {
+		switch {
+		case unicode.IsSpace(r), unicode.Is(unicode.Cf, r): // Cf: U+200B..U+200F, U+2060, U+FEFF, ...
+		case r == '\u115F', r == '\u1160', r == '\u3164', r == '\uFFA0', r == '\u2800': // Hangul fillers, blank Braille
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -38,7 +38,8 @@ type Error struct {
 	Message string
 	Err     error // the cause, logged, never shown to clients
 	// RetryAfter is how long a client should wait before retrying, for
-	// the codes that ask for a retry (unavailable, overloaded); 0 otherwise.
+	// the codes that ask for a retry (unavailable, overloaded,
+	// rate_limited); 0 otherwise.
 	RetryAfter time.Duration
 }
 

@@ -58,11 +58,11 @@ func (s *Service) acceptUpload(userID int64) error {
 	if s.media == nil {
 		return errNoMedia
 	}
-	return s.allowWrite(userID, "uploads")
+	return s.allowWrite(userID, WriteUpload, "uploads")
 }
 
-// Upload streams a file to storage and answers where it is. Uploads share
-// the per-user write rate limit with sending messages.
+// Upload streams a file to storage and answers where it is. Uploads and
+// presigned uploads share the per-user WriteUpload limit.
 func (s *Service) Upload(ctx context.Context, userID int64, src UploadSource) (UploadView, error) {
 	if err := s.acceptUpload(userID); err != nil {
 		return UploadView{}, err

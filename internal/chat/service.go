@@ -8,6 +8,7 @@ package chat
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"time"
@@ -38,18 +39,17 @@ var _ MediaStore = (*media.Store)(nil)
 // Limits bound what one request may carry. A zero field switches its limit
 // off; DefaultLimits gives the production values.
 type Limits struct {
-	MaxTextRunes   int     // longest text message
-	SendRate       float64 // sustained writes per second per user
-	SendBurst      int     // burst of writes per user (at least 1 when SendRate is set)
-	MaxReadBatch   int     // message ids per read receipt
-	MaxClientIDLen int     // client_message_id length in bytes
-	MaxUploads     int     // uploads streaming through one process at once (0: no bound)
-	MaxUserUploads int     // of those, per user (0: no bound)
+	MaxTextRunes   int   // longest text message
+	Rates          Rates // writes per user, by kind
+	MaxReadBatch   int   // message ids per read receipt
+	MaxClientIDLen int   // client_message_id length in bytes
+	MaxUploads     int   // uploads streaming through one process at once (0: no bound)
+	MaxUserUploads int   // of those, per user (0: no bound)
 }
 
 // DefaultLimits are the limits a server runs with unless configured.
 func DefaultLimits() Limits {
-	return Limits{MaxTextRunes: 4000, SendRate: 20, SendBurst: 40, MaxReadBatch: 500, MaxClientIDLen: 128,
+	return Limits{MaxTextRunes: 4000, Rates: DefaultRates(), MaxReadBatch: 500, MaxClientIDLen: 128,
 		MaxUploads: 32, MaxUserUploads: 3}
 }
 
@@ -76,7 +76,7 @@ type Service struct {
 	claims    ClaimPublisher // bus, when it can claim; nil otherwise
 	media     MediaStore
 	limits    Limits
-	limiter   *rateLimiter
+	limiter   *limiter
 	uploads   *uploadSlots
 	admission Admission // nil: never refuse for overload
 	now       func() time.Time
@@ -101,7 +101,7 @@ func WithAdmission(a Admission) Option { return func(s *Service) { s.admission =
 func NewService(pool *pgxpool.Pool, bus events.Publisher, media MediaStore, limits Limits, logger *slog.Logger, opts ...Option) *Service {
 	s := &Service{
 		pool: pool, q: db.New(pool), bus: bus, media: media, limits: limits,
-		limiter: newRateLimiter(limits.SendRate, limits.SendBurst, time.Now),
+		limiter: newLimiter(limits.Rates, time.Now),
 		uploads: newUploadSlots(limits.MaxUploads, limits.MaxUserUploads),
 		now:     time.Now, logger: logger,
 		direct:  newBoundedCache[[2]int64, uuid.UUID](maxCachedDirect),
@@ -132,11 +132,13 @@ func newID() uuid.UUID { return uuid.Must(uuid.NewV7()) }
 // reads back exactly as it was sent.
 func (s *Service) clock() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
 
-// allowWrite takes one of the user's write tokens; what names the writes
-// in the refusal ("messages", "uploads").
-func (s *Service) allowWrite(userID int64, what string) error {
-	if !s.limiter.allow(userID) {
-		return Errorf(CodeRateLimited, "too many %s; slow down", what)
+// allowWrite takes one of the user's tokens for w; what names the writes
+// in the refusal ("messages", "uploads"), which says when to retry.
+func (s *Service) allowWrite(userID int64, w Write, what string) error {
+	ok, wait := s.limiter.take(w, userID)
+	if !ok {
+		return &Error{Code: CodeRateLimited, RetryAfter: wait,
+			Message: fmt.Sprintf("too many %s; retry in %s", what, wait.Round(time.Millisecond))}
 	}
 	return nil
 }

@@ -50,7 +50,13 @@ func (s *Service) Sessions(conns Connections, ttl time.Duration) *Sessions {
 // Connect records an authenticated connection, held by gateway, and asks
 // fanout to greet it. The greeting is best effort: a connection without it
 // still works.
+//
+// Over the user's WriteConnect rate it refuses with CodeRateLimited and
+// records nothing: each connection publishes a greeting event.
 func (ss *Sessions) Connect(ctx context.Context, connID string, userID int64, gateway string) error {
+	if err := ss.svc.allowWrite(userID, WriteConnect, "connections"); err != nil {
+		return err
+	}
 	now := ss.svc.clock()
 	c := connstore.Connection{ID: connID, UserID: userID, ConnectedAt: now, LastPingAt: now, ExpiresAt: now.Add(ss.ttl), Gateway: gateway}
 	if err := ss.conns.Put(ctx, c); err != nil {
@@ -85,8 +91,12 @@ func (ss *Sessions) Lookup(ctx context.Context, connID string) (connstore.Connec
 	return c, nil
 }
 
-// Ping refreshes the connection's last ping and expiry.
-func (ss *Sessions) Ping(ctx context.Context, connID string) error {
+// Ping refreshes the connection's last ping and expiry, a write of the
+// connection store each, under userID's WritePing rate.
+func (ss *Sessions) Ping(ctx context.Context, connID string, userID int64) error {
+	if err := ss.svc.allowWrite(userID, WritePing, "pings"); err != nil {
+		return err
+	}
 	now := ss.svc.clock()
 	if err := ss.conns.Touch(ctx, connID, now, now.Add(ss.ttl)); err != nil {
 		if errors.Is(err, connstore.ErrNotFound) {

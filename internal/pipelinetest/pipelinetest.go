@@ -110,7 +110,7 @@ func New(t testing.TB, opts Options) *Env {
 	limits := opts.Limits
 	if limits == (chat.Limits{}) {
 		limits = chat.DefaultLimits()
-		limits.SendRate = 0
+		limits.Rates = chat.Rates{}
 	}
 	verifier, err := auth.NewVerifier(Secret)
 	if err != nil {

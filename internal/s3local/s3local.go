@@ -48,6 +48,11 @@ type Server struct {
 	backend *s3afero.MultiBucketBackend
 	handler http.Handler
 	logger  *slog.Logger
+
+	// ReadTimeout bounds a request's headers and body (a presigned PUT of
+	// a large file arrives here), IdleTimeout a kept-alive connection
+	// between requests; 0 means none. Set them before Serve.
+	ReadTimeout, IdleTimeout time.Duration
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -114,6 +119,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       s.ReadTimeout,
+		IdleTimeout:       s.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
 	}
 	var shutdownErr error

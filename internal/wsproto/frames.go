@@ -195,9 +195,9 @@ func NewReadAcknowledgment(conversationID string, read, ignored []string) ReadAc
 // one of the server's stable error codes; Action is the failed action, if
 // the frame named one.
 //
-// RetryAfterMs, on the retryable codes (unavailable, overloaded), is how
-// many milliseconds the client should wait before sending the same frame
-// again; nothing of the refused frame happened.
+// RetryAfterMs, on the retryable codes (unavailable, overloaded,
+// rate_limited), is how many milliseconds the client should wait before
+// sending the same frame again; nothing of the refused frame happened.
 type Error struct {
 	Type         string `json:"type"`
 	Code         string `json:"code"`
