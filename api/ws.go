@@ -84,11 +84,9 @@ func (w *WSRoutes) Default(ctx context.Context, req wsRequest) (response, error)
 	if err != nil {
 		return w.fail(ctx, id, "", err), nil
 	}
-	var in wsproto.Inbound
-	dec := json.NewDecoder(strings.NewReader(req.Body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil || dec.More() {
-		return w.fail(ctx, id, "", chat.Errorf(chat.CodeBadRequest, `frame must be a JSON object {"action":...,"data":{...}}`)), nil
+	in, err := decodeFrame(req.Body)
+	if err != nil {
+		return w.fail(ctx, id, "", err), nil
 	}
 	var out wsproto.Frame
 	switch in.Action {
@@ -121,6 +119,18 @@ func (w *WSRoutes) Default(ctx context.Context, req wsRequest) (response, error)
 		return response{StatusCode: http.StatusOK}, nil
 	}
 	return w.reply(out), nil
+}
+
+// decodeFrame reads a client frame's envelope; its data is decoded per
+// action.
+func decodeFrame(body string) (wsproto.Inbound, error) {
+	var in wsproto.Inbound
+	dec := json.NewDecoder(strings.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil || dec.More() {
+		return wsproto.Inbound{}, chat.Errorf(chat.CodeBadRequest, `frame must be a JSON object {"action":...,"data":{...}}`)
+	}
+	return in, nil
 }
 
 // action decodes a frame's data into the action's input and runs it. The

@@ -76,7 +76,18 @@ func TestSystemSurvivesFaults(t *testing.T) {
 			p = gwEnv.start("gateway")
 			gwEnv.waitHTTP(p)
 		default:
+			// Started means connected: a worker that is still starting when
+			// the next fault restarts PostgreSQL exits (its first connection
+			// fails fast), which is a supervisor's concern, not this test's.
 			p = e.start("worker", name)
+			waitFor(t, "chat worker "+name+" has started", time.Minute, func() bool {
+				select {
+				case <-p.done:
+					t.Fatalf("chat worker %s exited: %v\n%s", name, p.exited, tail(p.output(), 40))
+				default:
+				}
+				return strings.Contains(p.output(), "msg=started")
+			})
 		}
 		procsMu.Lock()
 		procs[name] = p
@@ -124,6 +135,15 @@ func TestSystemSurvivesFaults(t *testing.T) {
 			if err := load.failure(); err != nil {
 				t.Fatal(err)
 			}
+			procsMu.Lock()
+			for name, p := range procs {
+				select {
+				case <-p.done:
+					t.Fatalf("chat %s exited on its own after %s: %v\n%s", name, what, p.exited, tail(p.output(), 40))
+				default:
+				}
+			}
+			procsMu.Unlock()
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
