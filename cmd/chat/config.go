@@ -28,6 +28,10 @@ const (
 	defaultOverloadSample   = 100 * time.Millisecond
 )
 
+// defaultArchiveRetention keeps a week of events: enough to restore a
+// backup a day or more old and replay what happened since.
+const defaultArchiveRetention = 7 * 24 * time.Hour
+
 // Transports (CHAT_TRANSPORT).
 const (
 	transportPostgres = "postgres"
@@ -60,7 +64,15 @@ type Config struct {
 	OverloadQueueAge time.Duration
 	OverloadSample   time.Duration // CHAT_OVERLOAD_SAMPLE_INTERVAL, default 100ms
 	ShutdownGrace    time.Duration // CHAT_SHUTDOWN_TIMEOUT, default 15s
-	PprofAddr        string        // CHAT_PPROF_ADDR: serve net/http/pprof there (loopback only); empty = off
+	// ArchiveRetention: archived events older than this are pruned
+	// (CHAT_ARCHIVE_RETENTION, default 7 days; 0 = keep them forever), by
+	// the persister's process every ArchivePruneEvery
+	// (CHAT_ARCHIVE_PRUNE_INTERVAL, default 1h) in batches of
+	// ArchivePruneBatch rows (CHAT_ARCHIVE_PRUNE_BATCH, default 1000).
+	ArchiveRetention  time.Duration
+	ArchivePruneEvery time.Duration
+	ArchivePruneBatch int
+	PprofAddr         string // CHAT_PPROF_ADDR: serve net/http/pprof there (loopback only); empty = off
 
 	// WebSocket gateway (local) and fanout.
 	WSIdleTimeout   time.Duration // CHAT_WS_IDLE_TIMEOUT, default 10m (API Gateway's)
@@ -219,6 +231,16 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c.ThumbConc = num("CHAT_THUMBNAILER_CONCURRENCY", 2, 1)
 	c.FallbackPoll = dur("CHAT_BUS_FALLBACK_POLL", consume.FallbackPoll)
 	c.ShutdownGrace = dur("CHAT_SHUTDOWN_TIMEOUT", 15*time.Second)
+	if v := strings.TrimSpace(getenv("CHAT_ARCHIVE_RETENTION")); v == "0" {
+		c.ArchiveRetention = 0
+	} else {
+		c.ArchiveRetention = dur("CHAT_ARCHIVE_RETENTION", defaultArchiveRetention)
+		if c.ArchiveRetention < time.Hour {
+			errs = append(errs, fmt.Errorf("CHAT_ARCHIVE_RETENTION=%s: want at least 1h (replay needs the recent past), or 0 to keep everything", c.ArchiveRetention))
+		}
+	}
+	c.ArchivePruneEvery = dur("CHAT_ARCHIVE_PRUNE_INTERVAL", time.Hour)
+	c.ArchivePruneBatch = num("CHAT_ARCHIVE_PRUNE_BATCH", 1000, 1)
 	if v := strings.TrimSpace(getenv("CHAT_OVERLOAD_QUEUE_AGE")); v == "0" {
 		c.OverloadQueueAge = 0
 	} else {

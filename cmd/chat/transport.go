@@ -33,6 +33,12 @@ type transport interface {
 	DeadLetters(ctx context.Context, worker string, all bool) ([]db.DeadLetter, error)
 	// Redrive puts one dead letter back on its worker's queue.
 	Redrive(ctx context.Context, id int64) error
+	// PurgeDeadLetters deletes dead letter id, or when id is 0 every dead
+	// letter of worker ("" = every worker), and says what it did.
+	PurgeDeadLetters(ctx context.Context, worker string, id int64) (string, error)
+	// PruneArchive deletes the archived events that occurred before before
+	// and returns how many.
+	PruneArchive(ctx context.Context, before time.Time) (int64, error)
 	// Run runs what the transport needs in the background (wake-ups) until
 	// ctx ends.
 	Run(ctx context.Context) error
@@ -89,6 +95,18 @@ func (t *pgTransport) Redrive(ctx context.Context, id int64) error {
 	return nil
 }
 
+func (t *pgTransport) PurgeDeadLetters(ctx context.Context, worker string, id int64) (string, error) {
+	n, err := t.bus.PurgeDeadLetters(ctx, worker, id)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("purged %d dead letters", n), nil
+}
+
+func (t *pgTransport) PruneArchive(ctx context.Context, before time.Time) (int64, error) {
+	return t.bus.PruneArchive(ctx, before, t.cfg.ArchivePruneBatch)
+}
+
 // flush tells running workers now, for one-shot commands that do not run
 // the waker; failing that, their fallback poll finds the rows.
 func (t *pgTransport) flush(ctx context.Context, fallback string) {
@@ -127,6 +145,16 @@ func (t *awsTransport) DeadLetters(context.Context, string, bool) ([]db.DeadLett
 }
 
 func (t *awsTransport) Redrive(context.Context, int64) error { return errAWSDeadLetters }
+
+func (t *awsTransport) PurgeDeadLetters(context.Context, string, int64) (string, error) {
+	return "", errAWSDeadLetters
+}
+
+// PruneArchive has nothing to do on AWS: the EventBridge archive expires
+// events itself, after the retention the stack sets on it.
+func (t *awsTransport) PruneArchive(context.Context, time.Time) (int64, error) {
+	return 0, errors.New("with CHAT_TRANSPORT=aws the EventBridge archive expires events itself (its RetentionDays, set by the stack)")
+}
 
 func (t *awsTransport) Run(ctx context.Context) error { return nil }
 
