@@ -105,12 +105,15 @@ type Config struct {
 	EventBusName   string // CHAT_EVENT_BUS_NAME, default parley
 	EventBridgeURL string // CHAT_EVENTBRIDGE_ENDPOINT: a local stand-in; empty = AWS
 	QueueURL       string // CHAT_QUEUE_URL: the SQS queue of `chat worker NAME` on AWS
-	SQSEndpoint    string // CHAT_SQS_ENDPOINT: a local SQS; empty = AWS
-	ArchiveARN     string // CHAT_EVENT_ARCHIVE_ARN: for chat replay on AWS
-	EventBusARN    string // CHAT_EVENT_BUS_ARN: for chat replay on AWS
-	RuleARNPrefix  string // CHAT_RULE_ARN_PREFIX: rule ARN without the worker name, for replay
-	DevMode        bool   // set by `chat dev`
-	DevSecretInUse bool
+	// DeadLetterQueueURL: CHAT_DEAD_LETTER_QUEUE_URL, the dead-letter queue
+	// `chat deadletters purge` empties on AWS.
+	DeadLetterQueueURL string
+	SQSEndpoint        string // CHAT_SQS_ENDPOINT: a local SQS; empty = AWS
+	ArchiveARN         string // CHAT_EVENT_ARCHIVE_ARN: for chat replay on AWS
+	EventBusARN        string // CHAT_EVENT_BUS_ARN: for chat replay on AWS
+	RuleARNPrefix      string // CHAT_RULE_ARN_PREFIX: rule ARN without the worker name, for replay
+	DevMode            bool   // set by `chat dev`
+	DevSecretInUse     bool
 
 	// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: sign requests to the custom
 	// endpoints above (a dummy pair when unset); AWS itself reads the SDK's
@@ -276,6 +279,7 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c.EventBusName = str("CHAT_EVENT_BUS_NAME", "parley")
 	c.EventBridgeURL = str("CHAT_EVENTBRIDGE_ENDPOINT", "")
 	c.QueueURL = str("CHAT_QUEUE_URL", "")
+	c.DeadLetterQueueURL = str("CHAT_DEAD_LETTER_QUEUE_URL", "")
 	c.SQSEndpoint = str("CHAT_SQS_ENDPOINT", "")
 	c.ArchiveARN = str("CHAT_EVENT_ARCHIVE_ARN", "")
 	c.EventBusARN = str("CHAT_EVENT_BUS_ARN", "")

@@ -146,8 +146,19 @@ func (t *awsTransport) DeadLetters(context.Context, string, bool) ([]db.DeadLett
 
 func (t *awsTransport) Redrive(context.Context, int64) error { return errAWSDeadLetters }
 
-func (t *awsTransport) PurgeDeadLetters(context.Context, string, int64) (string, error) {
-	return "", errAWSDeadLetters
+// PurgeDeadLetters empties the dead-letter queue CHAT_DEAD_LETTER_QUEUE_URL
+// names (one worker's). SQS deletes a queue's messages only all at once.
+func (t *awsTransport) PurgeDeadLetters(ctx context.Context, _ string, id int64) (string, error) {
+	if id != 0 {
+		return "", errors.New("with CHAT_TRANSPORT=aws purge empties a whole dead-letter queue: drop the ID (delete one message with aws sqs delete-message)")
+	}
+	if t.cfg.DeadLetterQueueURL == "" {
+		return "", errors.New("CHAT_DEAD_LETTER_QUEUE_URL is required for chat deadletters purge with CHAT_TRANSPORT=aws (the worker's queue parley-<stage>-<worker>-dlq)")
+	}
+	if err := sqs.Purge(ctx, t.cfg.awsAt(t.cfg.SQSEndpoint), t.cfg.DeadLetterQueueURL); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("purged %s (SQS deletes its messages within a minute)", t.cfg.DeadLetterQueueURL), nil
 }
 
 // PruneArchive has nothing to do on AWS: the EventBridge archive expires
