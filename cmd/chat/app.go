@@ -28,6 +28,7 @@ import (
 	"github.com/parleychat/parley/internal/connstore/pgstore"
 	"github.com/parleychat/parley/internal/gateway"
 	"github.com/parleychat/parley/internal/media"
+	"github.com/parleychat/parley/internal/retry"
 	"github.com/parleychat/parley/internal/s3local"
 	"github.com/parleychat/parley/workers/fanout"
 	"github.com/parleychat/parley/workers/persister"
@@ -200,8 +201,15 @@ func (a *App) openDB(ctx context.Context, migrate bool) error {
 	if a.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
 		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
-	if err := a.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("connect to PostgreSQL at %s: %w", redact(a.cfg.DatabaseURL), err)
+	// A process started while PostgreSQL restarts (or before it, on a
+	// booting machine) waits for it rather than exiting at once.
+	wait, cancel := context.WithTimeout(ctx, a.cfg.DBConnectTimeout)
+	defer cancel()
+	policy := retry.Policy{Base: 100 * time.Millisecond, Max: 2 * time.Second, Jitter: 0.2}
+	if _, err := policy.Do(wait, a.pool.Ping, nil, func(attempt int, err error, d time.Duration) {
+		a.logger.Warn("waiting for PostgreSQL", "attempt", attempt, "retry_in", d.Round(time.Millisecond), "err", err)
+	}); err != nil {
+		return fmt.Errorf("connect to PostgreSQL at %s (waited up to CHAT_DB_CONNECT_TIMEOUT=%s): %w", redact(a.cfg.DatabaseURL), a.cfg.DBConnectTimeout, err)
 	}
 	if migrate {
 		applied, err := db.Migrate(ctx, a.pool)

@@ -41,23 +41,26 @@ const (
 // Config is every setting, read from the environment once at start-up.
 // Each field names its variable; README.md documents them.
 type Config struct {
-	Transport      string        // CHAT_TRANSPORT: postgres (default) or aws
-	HTTPAddr       string        // CHAT_HTTP_ADDR: REST (and /ws in chat dev), default 127.0.0.1:8080
-	GatewayAddr    string        // CHAT_GATEWAY_ADDR: /ws of chat gateway, default 127.0.0.1:8082
-	GatewayAdmin   string        // CHAT_GATEWAY_ADMIN_ADDR, default 127.0.0.1:8081
-	DatabaseURL    string        // DATABASE_URL
-	DBMaxConns     int           // CHAT_DB_MAX_CONNS: main pool size; 0 = sized by what the process runs
-	JWTSecret      string        // JWT_SECRET
-	DataDir        string        // CHAT_DATA_DIR, default ./.chat-data
-	LogLevel       slog.Level    // CHAT_LOG_LEVEL: debug, info (default), warn, error
-	LogFormat      string        // CHAT_LOG_FORMAT: text (default) or json
-	MaxTextRunes   int           // CHAT_MAX_TEXT_CHARS, default 4000
-	SendRate       float64       // CHAT_SEND_RATE per user per second, default 20; 0 = no limit
-	SendBurst      int           // CHAT_SEND_BURST, default 40
-	WorkerAttempts int           // CHAT_WORKER_MAX_ATTEMPTS before dead-lettering, default 5
-	WorkerConc     int           // CHAT_WORKER_CONCURRENCY consumers per worker queue, default 1
-	ThumbConc      int           // CHAT_THUMBNAILER_CONCURRENCY consumers of the thumbnailer, default 2
-	FallbackPoll   time.Duration // CHAT_BUS_FALLBACK_POLL, default 1s
+	Transport    string // CHAT_TRANSPORT: postgres (default) or aws
+	HTTPAddr     string // CHAT_HTTP_ADDR: REST (and /ws in chat dev), default 127.0.0.1:8080
+	GatewayAddr  string // CHAT_GATEWAY_ADDR: /ws of chat gateway, default 127.0.0.1:8082
+	GatewayAdmin string // CHAT_GATEWAY_ADMIN_ADDR, default 127.0.0.1:8081
+	DatabaseURL  string // DATABASE_URL
+	DBMaxConns   int    // CHAT_DB_MAX_CONNS: main pool size; 0 = sized by what the process runs
+	// DBConnectTimeout: how long a starting process waits for PostgreSQL
+	// (CHAT_DB_CONNECT_TIMEOUT, default 30s).
+	DBConnectTimeout time.Duration
+	JWTSecret        string        // JWT_SECRET
+	DataDir          string        // CHAT_DATA_DIR, default ./.chat-data
+	LogLevel         slog.Level    // CHAT_LOG_LEVEL: debug, info (default), warn, error
+	LogFormat        string        // CHAT_LOG_FORMAT: text (default) or json
+	MaxTextRunes     int           // CHAT_MAX_TEXT_CHARS, default 4000
+	SendRate         float64       // CHAT_SEND_RATE per user per second, default 20; 0 = no limit
+	SendBurst        int           // CHAT_SEND_BURST, default 40
+	WorkerAttempts   int           // CHAT_WORKER_MAX_ATTEMPTS before dead-lettering, default 5
+	WorkerConc       int           // CHAT_WORKER_CONCURRENCY consumers per worker queue, default 1
+	ThumbConc        int           // CHAT_THUMBNAILER_CONCURRENCY consumers of the thumbnailer, default 2
+	FallbackPoll     time.Duration // CHAT_BUS_FALLBACK_POLL, default 1s
 	// OverloadQueueAge: refuse sends while the oldest event waiting for the
 	// persister or fanout is older (CHAT_OVERLOAD_QUEUE_AGE, default 150ms;
 	// 0 = never refuse). Local transport only.
@@ -188,6 +191,7 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 		errs = append(errs, fmt.Errorf("DATABASE_URL: %w", err))
 	}
 	c.DBMaxConns = num("CHAT_DB_MAX_CONNS", 0, 0)
+	c.DBConnectTimeout = dur("CHAT_DB_CONNECT_TIMEOUT", 30*time.Second)
 	c.JWTSecret = getenv("JWT_SECRET")
 	if c.JWTSecret == "" && dev {
 		c.JWTSecret, c.DevSecretInUse = devJWTSecret, true

@@ -76,18 +76,9 @@ func TestSystemSurvivesFaults(t *testing.T) {
 			p = gwEnv.start("gateway")
 			gwEnv.waitHTTP(p)
 		default:
-			// Started means connected: a worker that is still starting when
-			// the next fault restarts PostgreSQL exits (its first connection
-			// fails fast), which is a supervisor's concern, not this test's.
+			// Started, so that each fault finds the pieces running.
 			p = e.start("worker", name)
-			waitFor(t, "chat worker "+name+" has started", time.Minute, func() bool {
-				select {
-				case <-p.done:
-					t.Fatalf("chat worker %s exited: %v\n%s", name, p.exited, tail(p.output(), 40))
-				default:
-				}
-				return strings.Contains(p.output(), "msg=started")
-			})
+			waitLogged(t, p, "msg=started")
 		}
 		procsMu.Lock()
 		procs[name] = p
@@ -287,6 +278,35 @@ func TestSystemSurvivesFaults(t *testing.T) {
 	}
 	t.Logf("fault test: %d rounds, %d faults; %d messages acknowledged (%d REST, %d WebSocket), %d retried sends; %d lost, %d duplicated; %d pushed to recipients; queues drained %v after the load ended",
 		rounds, faults, len(acked), load.restAcked.Load(), load.wsAcked.Load(), load.retries.Load(), lost, duplicated, pushed, drained.Round(time.Millisecond))
+}
+
+// TestWorkerStartsBeforePostgreSQL: a process started while PostgreSQL is
+// down (restarting, or a machine still booting) waits for it and starts
+// once it is up, instead of exiting.
+func TestWorkerStartsBeforePostgreSQL(t *testing.T) {
+	pg := startCluster(t)
+	e := &env{t: t, dbURL: pg.url("chat"), http: freeAddr(t), gateway: freeAddr(t), admin: freeAddr(t), s3: freeAddr(t), dataDir: t.TempDir()}
+	if code := runCmd(t, e, "migrate"); code != 0 {
+		t.Fatalf("migrate exited %d", code)
+	}
+	pg.stop(t)
+	p := e.start("worker", "persister")
+	waitLogged(t, p, "waiting for PostgreSQL")
+	pg.start(t)
+	waitLogged(t, p, "msg=started")
+}
+
+// waitLogged waits until p has logged s, failing if p exits first.
+func waitLogged(t *testing.T, p *proc, s string) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("chat %s logged %q", strings.Join(p.cmd.Args[1:], " "), s), time.Minute, func() bool {
+		select {
+		case <-p.done:
+			t.Fatalf("chat %s exited: %v\n%s", strings.Join(p.cmd.Args[1:], " "), p.exited, tail(p.output(), 40))
+		default:
+		}
+		return strings.Contains(p.output(), s)
+	})
 }
 
 type storedMessage struct {
@@ -678,10 +698,16 @@ func (c *cluster) start(t *testing.T) {
 // every connection cut) and starts it again, which replays the WAL.
 func (c *cluster) restart(t *testing.T) {
 	t.Helper()
+	c.stop(t)
+	c.start(t)
+}
+
+// stop stops the server as a crash would.
+func (c *cluster) stop(t *testing.T) {
+	t.Helper()
 	if out, err := c.command(c.pgCtl, "-D", c.dir, "stop", "-m", "immediate", "-w").CombinedOutput(); err != nil {
 		t.Fatalf("pg_ctl stop: %v\n%s", err, out)
 	}
-	c.start(t)
 }
 
 // pgCount is count that survives the test's own pool meeting a connection

@@ -129,7 +129,7 @@ var _ transport = (*awsTransport)(nil)
 
 // errAWSDeadLetters says where dead letters are on AWS.
 var errAWSDeadLetters = errors.New("with CHAT_TRANSPORT=aws dead letters are in each worker's SQS dead-letter queue (parley-<stage>-<worker>-dlq): " +
-	"inspect them with aws sqs receive-message and move them back with aws sqs start-message-move-task (see DEPLOY.md)")
+	"inspect them with aws sqs receive-message, move them back with aws sqs start-message-move-task, or drop them with chat deadletters purge (see DEPLOY.md)")
 
 func (t *awsTransport) Publisher() events.Publisher { return t.publisher }
 
