@@ -411,11 +411,7 @@ func (e *env) sendImage(user, to int64, file []byte) message {
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(raw, &up) != nil {
 		e.t.Fatalf("upload: status %d: %s", resp.StatusCode, raw)
 	}
-	var m message
-	if code := e.call(user, "POST", "/messages", map[string]any{"recipient_id": to, "content_type": "image", "media_url": up.URL}, &m); code != http.StatusOK {
-		e.t.Fatalf("send image: status %d", code)
-	}
-	return m
+	return e.post(user, map[string]any{"recipient_id": to, "content_type": "image", "media_url": up.URL})
 }
 
 // testJPEG is a w×h photo-like JPEG (a gradient).

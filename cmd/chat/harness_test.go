@@ -257,8 +257,14 @@ type message struct {
 
 func (e *env) send(user, to int64, text string) message {
 	e.t.Helper()
+	return e.post(user, map[string]any{"recipient_id": to, "content_type": "text", "text_content": text})
+}
+
+// post sends a message as user, with a client_message_id of its own.
+func (e *env) post(user int64, body map[string]any) message {
+	e.t.Helper()
 	var m message
-	body := map[string]any{"recipient_id": to, "content_type": "text", "text_content": text, "client_message_id": fmt.Sprintf("harness-%d", time.Now().UnixNano())}
+	body["client_message_id"] = fmt.Sprintf("harness-%d", time.Now().UnixNano())
 	// As a client should: a 503 (a worker still starting makes the queues
 	// lag, and sends are refused as overloaded) is retried with the same
 	// client_message_id, a bounded number of times.
