@@ -10,7 +10,7 @@ BIN := $(CURDIR)/tools/bin
 export PATH := $(BIN):$(PATH)
 TOOL := $(GO) tool -modfile=tools/go.mod
 
-.PHONY: dev build test check generate test-deps postgres bench lambda infra-test
+.PHONY: dev build test check generate test-deps postgres bench lambda infra-test fuzz
 
 # Built, then run with exec, so that Ctrl-C reaches chat alone and its exit
 # status (0 after a clean shutdown) is make's.
@@ -24,7 +24,18 @@ build:
 # either is only tested once the infra tests have run too.
 test: test-deps check
 	$(GO) test -count=1 ./...
+	$(MAKE) fuzz
 	$(MAKE) infra-test
+
+# Fuzz targets, each fuzzed for FUZZ_TIME (go test ./... runs only their
+# seed corpora, in testdata/fuzz). A crasher is written to that package's
+# testdata/fuzz: fix the bug and commit the file as a seed.
+FUZZ_TIME ?= 3s
+FUZZ_TARGETS := events:FuzzDecode api:FuzzWebSocketFrame api/auth:FuzzVerifier api/auth:FuzzIssueVerify \
+	internal/media:FuzzSniff internal/media:FuzzAudioDuration internal/thumbnail:FuzzImage
+fuzz:
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZ_TIME) ./$$pkg || exit 1; done
 
 # Static checks, including that committed sqlc output matches the queries.
 check:

@@ -113,3 +113,23 @@ func (q *Queries) MarkDeadLetterRedriven(ctx context.Context, id int64) error {
 	_, err := q.db.Exec(ctx, markDeadLetterRedriven, id)
 	return err
 }
+
+const purgeDeadLetters = `-- name: PurgeDeadLetters :execrows
+DELETE FROM dead_letters
+WHERE ($1::text IS NULL OR worker = $1::text)
+  AND ($2::bigint IS NULL OR id = $2::bigint)
+`
+
+type PurgeDeadLettersParams struct {
+	Worker *string
+	ID     *int64
+}
+
+// Deletes dead letters: one by id, a worker's, or every one.
+func (q *Queries) PurgeDeadLetters(ctx context.Context, arg PurgeDeadLettersParams) (int64, error) {
+	result, err := q.db.Exec(ctx, purgeDeadLetters, arg.Worker, arg.ID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}

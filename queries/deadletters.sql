@@ -15,3 +15,9 @@ SELECT * FROM dead_letters WHERE id = $1;
 
 -- name: MarkDeadLetterRedriven :exec
 UPDATE dead_letters SET redriven_at = now() WHERE id = $1;
+
+-- name: PurgeDeadLetters :execrows
+-- Deletes dead letters: one by id, a worker's, or every one.
+DELETE FROM dead_letters
+WHERE (sqlc.narg('worker')::text IS NULL OR worker = sqlc.narg('worker')::text)
+  AND (sqlc.narg('id')::bigint IS NULL OR id = sqlc.narg('id')::bigint);

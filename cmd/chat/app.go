@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/parleychat/parley/internal/connstore/pgstore"
 	"github.com/parleychat/parley/internal/gateway"
 	"github.com/parleychat/parley/internal/media"
+	"github.com/parleychat/parley/internal/retry"
 	"github.com/parleychat/parley/internal/s3local"
 	"github.com/parleychat/parley/internal/thumbnail"
 	"github.com/parleychat/parley/workers/fanout"
@@ -201,8 +203,15 @@ func (a *App) openDB(ctx context.Context, migrate bool) error {
 	if a.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
 		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
-	if err := a.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("connect to PostgreSQL at %s: %w", redact(a.cfg.DatabaseURL), err)
+	// A process started while PostgreSQL restarts (or before it, on a
+	// booting machine) waits for it rather than exiting at once.
+	wait, cancel := context.WithTimeout(ctx, a.cfg.DBConnectTimeout)
+	defer cancel()
+	policy := retry.Policy{Base: 100 * time.Millisecond, Max: 2 * time.Second, Jitter: 0.2}
+	if _, err := policy.Do(wait, a.pool.Ping, nil, func(attempt int, err error, d time.Duration) {
+		a.logger.Warn("waiting for PostgreSQL", "attempt", attempt, "retry_in", d.Round(time.Millisecond), "err", err)
+	}); err != nil {
+		return fmt.Errorf("connect to PostgreSQL at %s (waited up to CHAT_DB_CONNECT_TIMEOUT=%s): %w", redact(a.cfg.DatabaseURL), a.cfg.DBConnectTimeout, err)
 	}
 	if migrate {
 		applied, err := db.Migrate(ctx, a.pool)
@@ -451,6 +460,11 @@ func (a *App) run(ctx context.Context, p parts) error {
 	if a.sweep != nil && (p.gateway || len(p.workers) > 0) {
 		g.Go(func() error { return sweepConnections(ctx, a.sweep, a.logger) })
 	}
+	// The persister's process prunes the archive: one pruner per
+	// deployment, on the transport whose archive is a table.
+	if a.cfg.ArchiveRetention > 0 && a.cfg.Transport == transportPostgres && slices.Contains(p.workers, events.WorkerPersister) {
+		g.Go(func() error { return a.pruneArchive(ctx) })
+	}
 	if a.s3 != nil {
 		g.Go(func() error { return a.s3.Serve(ctx, a.s3Ln) })
 	}
@@ -548,6 +562,29 @@ func (a *App) serve(ctx context.Context, g *errgroup.Group, ln net.Listener, h h
 
 // sweepConnections deletes expired connection records: the local stand-in
 // for DynamoDB's TTL.
+// pruneArchive deletes archived events older than the retention, at start
+// and then every CHAT_ARCHIVE_PRUNE_INTERVAL. A failure is logged and
+// tried again at the next interval: an archive a little too long harms
+// nobody.
+func (a *App) pruneArchive(ctx context.Context) error {
+	logger := a.logger.With("component", "archive")
+	t := time.NewTicker(a.cfg.ArchivePruneEvery)
+	defer t.Stop()
+	for now := time.Now(); ; {
+		before := now.Add(-a.cfg.ArchiveRetention)
+		if n, err := a.transport.PruneArchive(ctx, before); err != nil && ctx.Err() == nil {
+			logger.Warn("prune the event archive", "err", err)
+		} else if n > 0 {
+			logger.Info("pruned the event archive", "count", n, "before", before.UTC().Format(time.RFC3339))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case now = <-t.C:
+		}
+	}
+}
+
 func sweepConnections(ctx context.Context, sweep func(context.Context, time.Time) (int64, error), logger *slog.Logger) error {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()

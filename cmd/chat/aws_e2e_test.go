@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/eventbridge/ebfake"
@@ -409,11 +411,7 @@ func (e *env) sendImage(user, to int64, file []byte) message {
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(raw, &up) != nil {
 		e.t.Fatalf("upload: status %d: %s", resp.StatusCode, raw)
 	}
-	var m message
-	if code := e.call(user, "POST", "/messages", map[string]any{"recipient_id": to, "content_type": "image", "media_url": up.URL}, &m); code != http.StatusOK {
-		e.t.Fatalf("send image: status %d", code)
-	}
-	return m
+	return e.post(user, map[string]any{"recipient_id": to, "content_type": "image", "media_url": up.URL})
 }
 
 // testJPEG is a w×h photo-like JPEG (a gradient).
@@ -530,4 +528,46 @@ func runChat(t *testing.T, vars []string, args ...string) (string, int) {
 	cmd.Env = vars
 	out, _ := cmd.CombinedOutput()
 	return string(out), cmd.ProcessState.ExitCode()
+}
+
+// TestDeadLettersPurgeOnAWS: on the AWS transport `chat deadletters purge`
+// empties the dead-letter queue CHAT_DEAD_LETTER_QUEUE_URL names, and
+// refuses to purge one message by id (SQS cannot) or without the queue.
+func TestDeadLettersPurgeOnAWS(t *testing.T) {
+	endpoint, client := sqstest.StartGoaws(t, sqstest.QueueSpec{Name: "fanout", DLQ: "fanout-dlq"})
+	dlq := sqstest.QueueURL(t, client, "fanout-dlq")
+	ctx := context.Background()
+	for i := range 3 {
+		if _, err := client.SendMessage(ctx, &awssqs.SendMessageInput{QueueUrl: aws.String(dlq), MessageBody: aws.String(fmt.Sprintf(`{"n":%d}`, i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waiting := func() int {
+		out, err := client.GetQueueAttributes(ctx, &awssqs.GetQueueAttributesInput{QueueUrl: aws.String(dlq),
+			AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameApproximateNumberOfMessages}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := strconv.Atoi(out.Attributes[string(sqstypes.QueueAttributeNameApproximateNumberOfMessages)])
+		return n
+	}
+	if n := waiting(); n != 3 {
+		t.Fatalf("%d messages in the dead-letter queue before the purge, want 3", n)
+	}
+	e := newEnv(t)
+	e.extra = []string{"CHAT_TRANSPORT=aws", "CHAT_SQS_ENDPOINT=" + endpoint}
+	if code := runCmd(t, e, "deadletters", "purge"); code == 0 {
+		t.Error("purge without CHAT_DEAD_LETTER_QUEUE_URL succeeded")
+	}
+	e.extra = append(e.extra, "CHAT_DEAD_LETTER_QUEUE_URL="+dlq)
+	if code := runCmd(t, e, "deadletters", "purge", "7"); code == 0 {
+		t.Error("purging one message by id succeeded on SQS")
+	}
+	if n := waiting(); n != 3 {
+		t.Fatalf("%d messages in the dead-letter queue after refused purges, want 3", n)
+	}
+	if out := chatOutput(t, e, "deadletters", "purge"); !strings.Contains(out, "purged "+dlq) {
+		t.Fatalf("purge: %q", out)
+	}
+	waitUntil(t, "the dead-letter queue is empty", func() bool { return waiting() == 0 })
 }

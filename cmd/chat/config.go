@@ -32,6 +32,10 @@ const (
 	defaultOverloadSample   = 100 * time.Millisecond
 )
 
+// defaultArchiveRetention keeps a week of events: enough to restore a
+// backup a day or more old and replay what happened since.
+const defaultArchiveRetention = 7 * 24 * time.Hour
+
 // Transports (CHAT_TRANSPORT).
 const (
 	transportPostgres = "postgres"
@@ -41,19 +45,22 @@ const (
 // Config is every setting, read from the environment once at start-up.
 // Each field names its variable; README.md documents them.
 type Config struct {
-	Transport      string     // CHAT_TRANSPORT: postgres (default) or aws
-	HTTPAddr       string     // CHAT_HTTP_ADDR: REST (and /ws in chat dev), default 127.0.0.1:8080
-	GatewayAddr    string     // CHAT_GATEWAY_ADDR: /ws of chat gateway, default 127.0.0.1:8082
-	GatewayAdmin   string     // CHAT_GATEWAY_ADMIN_ADDR, default 127.0.0.1:8081
-	DatabaseURL    string     // DATABASE_URL
-	DBMaxConns     int        // CHAT_DB_MAX_CONNS: main pool size; 0 = sized by what the process runs
-	JWTSecret      string     // JWT_SECRET
-	DataDir        string     // CHAT_DATA_DIR, default ./.chat-data
-	LogLevel       slog.Level // CHAT_LOG_LEVEL: debug, info (default), warn, error
-	LogFormat      string     // CHAT_LOG_FORMAT: text (default) or json
-	MaxTextRunes   int        // CHAT_MAX_TEXT_CHARS, default 4000
-	Rates          chat.Rates // CHAT_RATE_<KIND> per user: N/PERIOD[,BURST], 0 = no limit (chat.DefaultRates)
-	WorkerAttempts int        // CHAT_WORKER_MAX_ATTEMPTS before dead-lettering, default 5
+	Transport    string // CHAT_TRANSPORT: postgres (default) or aws
+	HTTPAddr     string // CHAT_HTTP_ADDR: REST (and /ws in chat dev), default 127.0.0.1:8080
+	GatewayAddr  string // CHAT_GATEWAY_ADDR: /ws of chat gateway, default 127.0.0.1:8082
+	GatewayAdmin string // CHAT_GATEWAY_ADMIN_ADDR, default 127.0.0.1:8081
+	DatabaseURL  string // DATABASE_URL
+	DBMaxConns   int    // CHAT_DB_MAX_CONNS: main pool size; 0 = sized by what the process runs
+	// DBConnectTimeout: how long a starting process waits for PostgreSQL
+	// (CHAT_DB_CONNECT_TIMEOUT, default 30s).
+	DBConnectTimeout time.Duration
+	JWTSecret        string     // JWT_SECRET
+	DataDir          string     // CHAT_DATA_DIR, default ./.chat-data
+	LogLevel         slog.Level // CHAT_LOG_LEVEL: debug, info (default), warn, error
+	LogFormat        string     // CHAT_LOG_FORMAT: text (default) or json
+	MaxTextRunes     int        // CHAT_MAX_TEXT_CHARS, default 4000
+	Rates            chat.Rates // CHAT_RATE_<KIND> per user: N/PERIOD[,BURST], 0 = no limit (chat.DefaultRates)
+	WorkerAttempts   int        // CHAT_WORKER_MAX_ATTEMPTS before dead-lettering, default 5
 	// PendingReadRetention (CHAT_PENDING_READ_RETENTION, default 24h): how
 	// long a read of a message not stored yet waits for it.
 	PendingReadRetention time.Duration
@@ -70,7 +77,15 @@ type Config struct {
 	HTTPReadTimeout   time.Duration // CHAT_HTTP_READ_TIMEOUT: a request's headers and body, default 30s
 	HTTPIdleTimeout   time.Duration // CHAT_HTTP_IDLE_TIMEOUT: a kept-alive connection between requests, default 2m
 	HTTPUploadTimeout time.Duration // CHAT_HTTP_UPLOAD_TIMEOUT: the body of POST /upload instead, default 10m
-	PprofAddr         string        // CHAT_PPROF_ADDR: serve net/http/pprof there (loopback only); empty = off
+	// ArchiveRetention: archived events older than this are pruned
+	// (CHAT_ARCHIVE_RETENTION, default 7 days; 0 = keep them forever), by
+	// the persister's process every ArchivePruneEvery
+	// (CHAT_ARCHIVE_PRUNE_INTERVAL, default 1h) in batches of
+	// ArchivePruneBatch rows (CHAT_ARCHIVE_PRUNE_BATCH, default 1000).
+	ArchiveRetention  time.Duration
+	ArchivePruneEvery time.Duration
+	ArchivePruneBatch int
+	PprofAddr         string // CHAT_PPROF_ADDR: serve net/http/pprof there (loopback only); empty = off
 
 	// WebSocket gateway (local) and fanout.
 	WSIdleTimeout   time.Duration // CHAT_WS_IDLE_TIMEOUT, default 10m (API Gateway's)
@@ -113,12 +128,15 @@ type Config struct {
 	EventBusName   string // CHAT_EVENT_BUS_NAME, default parley
 	EventBridgeURL string // CHAT_EVENTBRIDGE_ENDPOINT: a local stand-in; empty = AWS
 	QueueURL       string // CHAT_QUEUE_URL: the SQS queue of `chat worker NAME` on AWS
-	SQSEndpoint    string // CHAT_SQS_ENDPOINT: a local SQS; empty = AWS
-	ArchiveARN     string // CHAT_EVENT_ARCHIVE_ARN: for chat replay on AWS
-	EventBusARN    string // CHAT_EVENT_BUS_ARN: for chat replay on AWS
-	RuleARNPrefix  string // CHAT_RULE_ARN_PREFIX: rule ARN without the worker name, for replay
-	DevMode        bool   // set by `chat dev`
-	DevSecretInUse bool
+	// DeadLetterQueueURL: CHAT_DEAD_LETTER_QUEUE_URL, the dead-letter queue
+	// `chat deadletters purge` empties on AWS.
+	DeadLetterQueueURL string
+	SQSEndpoint        string // CHAT_SQS_ENDPOINT: a local SQS; empty = AWS
+	ArchiveARN         string // CHAT_EVENT_ARCHIVE_ARN: for chat replay on AWS
+	EventBusARN        string // CHAT_EVENT_BUS_ARN: for chat replay on AWS
+	RuleARNPrefix      string // CHAT_RULE_ARN_PREFIX: rule ARN without the worker name, for replay
+	DevMode            bool   // set by `chat dev`
+	DevSecretInUse     bool
 
 	// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: sign requests to the custom
 	// endpoints above (a dummy pair when unset); AWS itself reads the SDK's
@@ -207,6 +225,7 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 		errs = append(errs, fmt.Errorf("DATABASE_URL: %w", err))
 	}
 	c.DBMaxConns = num("CHAT_DB_MAX_CONNS", 0, 0)
+	c.DBConnectTimeout = dur("CHAT_DB_CONNECT_TIMEOUT", 30*time.Second)
 	c.JWTSecret = getenv("JWT_SECRET")
 	if c.JWTSecret == "" && dev {
 		c.JWTSecret, c.DevSecretInUse = devJWTSecret, true
@@ -278,6 +297,16 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	// default file (100 MiB video) at about 170 KB/s. Presigned uploads go
 	// straight to S3 and are not bound by it.
 	c.HTTPUploadTimeout = dur("CHAT_HTTP_UPLOAD_TIMEOUT", 10*time.Minute)
+	if v := strings.TrimSpace(getenv("CHAT_ARCHIVE_RETENTION")); v == "0" {
+		c.ArchiveRetention = 0
+	} else {
+		c.ArchiveRetention = dur("CHAT_ARCHIVE_RETENTION", defaultArchiveRetention)
+		if c.ArchiveRetention < time.Hour {
+			errs = append(errs, fmt.Errorf("CHAT_ARCHIVE_RETENTION=%s: want at least 1h (replay needs the recent past), or 0 to keep everything", c.ArchiveRetention))
+		}
+	}
+	c.ArchivePruneEvery = dur("CHAT_ARCHIVE_PRUNE_INTERVAL", time.Hour)
+	c.HTTPUploadTimeout = dur("CHAT_HTTP_UPLOAD_TIMEOUT", 10*time.Minute)
 	if v := strings.TrimSpace(getenv("CHAT_OVERLOAD_QUEUE_AGE")); v == "0" {
 		c.OverloadQueueAge = 0
 	} else {
@@ -339,6 +368,7 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c.EventBusName = str("CHAT_EVENT_BUS_NAME", "parley")
 	c.EventBridgeURL = str("CHAT_EVENTBRIDGE_ENDPOINT", "")
 	c.QueueURL = str("CHAT_QUEUE_URL", "")
+	c.DeadLetterQueueURL = str("CHAT_DEAD_LETTER_QUEUE_URL", "")
 	c.SQSEndpoint = str("CHAT_SQS_ENDPOINT", "")
 	c.ArchiveARN = str("CHAT_EVENT_ARCHIVE_ARN", "")
 	c.EventBusARN = str("CHAT_EVENT_BUS_ARN", "")

@@ -267,8 +267,14 @@ type message struct {
 
 func (e *env) send(user, to int64, text string) message {
 	e.t.Helper()
+	return e.post(user, map[string]any{"recipient_id": to, "content_type": "text", "text_content": text})
+}
+
+// post sends a message as user, with a client_message_id of its own.
+func (e *env) post(user int64, body map[string]any) message {
+	e.t.Helper()
 	var m message
-	body := map[string]any{"recipient_id": to, "content_type": "text", "text_content": text, "client_message_id": fmt.Sprintf("harness-%d", time.Now().UnixNano())}
+	body["client_message_id"] = fmt.Sprintf("harness-%d", time.Now().UnixNano())
 	// As a client should: a 503 (a worker still starting makes the queues
 	// lag, and sends are refused as overloaded) is retried with the same
 	// client_message_id, a bounded number of times.
@@ -290,22 +296,7 @@ func (e *env) messages(user int64, conv string, n int) []message {
 	e.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		var all []message
-		after := int64(0)
-		for {
-			var page struct {
-				Data    []message `json:"data"`
-				HasMore bool      `json:"has_more"`
-			}
-			if code := e.call(user, "GET", fmt.Sprintf("/conversations/%s/messages?after_seq=%d&page_size=100", conv, after), nil, &page); code != 200 {
-				e.t.Fatalf("list messages: status %d", code)
-			}
-			all = append(all, page.Data...)
-			if len(page.Data) == 0 || !page.HasMore {
-				break
-			}
-			after = page.Data[len(page.Data)-1].Seq
-		}
+		all := e.catchUp(user, conv, 0)
 		if len(all) >= n {
 			return all
 		}
@@ -313,6 +304,27 @@ func (e *env) messages(user int64, conv string, n int) []message {
 			e.t.Fatalf("conversation %s shows %d messages, want %d", conv, len(all), n)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// catchUp pages through a conversation after sequence after, as a client
+// does after a gap.
+func (e *env) catchUp(user int64, conv string, after int64) []message {
+	e.t.Helper()
+	var all []message
+	for {
+		var page struct {
+			Data    []message `json:"data"`
+			HasMore bool      `json:"has_more"`
+		}
+		if code := e.call(user, "GET", fmt.Sprintf("/conversations/%s/messages?after_seq=%d&page_size=100", conv, after), nil, &page); code != 200 {
+			e.t.Fatalf("catch up: status %d", code)
+		}
+		all = append(all, page.Data...)
+		if len(page.Data) == 0 || !page.HasMore {
+			return all
+		}
+		after = page.Data[len(page.Data)-1].Seq
 	}
 }
 
@@ -421,10 +433,16 @@ func data(f map[string]any) map[string]any {
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	waitFor(t, what, 30*time.Second, cond)
+}
+
+// waitFor polls cond until it holds, failing the test after d.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
+			t.Fatalf("timed out after %v waiting until %s", d, what)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -89,9 +89,12 @@ func commands() []command {
 		{name: "replay",
 			summary: "re-deliver archived events to one worker (with CHAT_TRANSPORT=aws: start an EventBridge archive replay)",
 			setup:   replayCmd},
-		{name: "deadletters", args: "list | redrive ID",
-			summary: "list the events a worker gave up on, or put one back on its worker's queue",
+		{name: "deadletters", args: "list | redrive ID | purge [ID]",
+			summary: "list the events a worker gave up on, put one back on its worker's queue, or delete them",
 			setup:   deadLettersCmd},
+		{name: "archive", args: "prune",
+			summary: "delete archived events older than CHAT_ARCHIVE_RETENTION (or --before) in short batches",
+			setup:   archiveCmd},
 		{name: "token", dev: true, needJWT: true,
 			summary: "print a signed JWT for a user (development)",
 			setup:   tokenCmd},
@@ -377,6 +380,42 @@ func replay(ctx context.Context, x cmdEnv, worker string, from, to time.Time) er
 	return nil
 }
 
+func archiveCmd(fs *flag.FlagSet) prepare {
+	before := fs.String("before", "", "RFC 3339 time or a duration ago, e.g. 720h (default: CHAT_ARCHIVE_RETENTION ago)")
+	return func(args []string) (runner, error) {
+		if len(args) != 1 || args[0] != "prune" {
+			return nil, usageError{errors.New("want: archive [--before TIME] prune")}
+		}
+		var cutoff time.Time
+		if *before != "" {
+			t, err := parseTime(*before, time.Now())
+			if err != nil {
+				return nil, usageError{fmt.Errorf("--before %q: want an RFC 3339 time or a duration like 720h", *before)}
+			}
+			cutoff = t
+		}
+		return func(ctx context.Context, x cmdEnv) error {
+			if cutoff.IsZero() {
+				if x.cfg.ArchiveRetention == 0 {
+					return errors.New("CHAT_ARCHIVE_RETENTION=0 keeps every archived event: pass --before to prune anyway")
+				}
+				cutoff = time.Now().Add(-x.cfg.ArchiveRetention)
+			}
+			a, err := operator(ctx, x)
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			n, err := a.transport.PruneArchive(ctx, cutoff)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(x.stdout, "pruned %d archived events that occurred before %s\n", n, cutoff.UTC().Format(time.RFC3339))
+			return nil
+		}, nil
+	}
+}
+
 func parseTime(s string, now time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(s); err == nil {
 		return now.Add(-d), nil
@@ -385,41 +424,56 @@ func parseTime(s string, now time.Time) (time.Time, error) {
 }
 
 func deadLettersCmd(fs *flag.FlagSet) prepare {
-	worker := fs.String("worker", "", "list: only this worker")
+	worker := fs.String("worker", "", "list, purge: only this worker's")
 	all := fs.Bool("all", false, "list: include redriven ones")
 	return func(args []string) (runner, error) {
+		op := ""
+		if len(args) > 0 {
+			op = args[0]
+		}
 		var id int64
 		switch {
-		case len(args) == 1 && args[0] == "list":
-		case len(args) == 2 && args[0] == "redrive":
+		case len(args) == 1 && (op == "list" || op == "purge"):
+		case len(args) == 2 && (op == "redrive" || op == "purge"):
 			var err error
 			if id, err = strconv.ParseInt(args[1], 10, 64); err != nil {
 				return nil, usageError{fmt.Errorf("ID %q is not a number", args[1])}
 			}
+			if id <= 0 {
+				return nil, usageError{fmt.Errorf("ID %d: dead letter ids are positive", id)}
+			}
 		default:
-			return nil, usageError{errors.New("want: deadletters [flags] list, or deadletters redrive ID")}
+			return nil, usageError{errors.New("want: deadletters [flags] list, deadletters redrive ID, or deadletters [--worker NAME] purge [ID]")}
 		}
 		if *worker != "" {
 			if _, ok := events.RouteFor(*worker); !ok {
 				return nil, usageError{unknownWorker(*worker)}
 			}
 		}
-		return func(ctx context.Context, x cmdEnv) error { return deadLetters(ctx, x, id, *worker, *all) }, nil
+		return func(ctx context.Context, x cmdEnv) error { return deadLetters(ctx, x, op, id, *worker, *all) }, nil
 	}
 }
 
-// deadLetters redrives dead letter id, or lists them when id is 0.
-func deadLetters(ctx context.Context, x cmdEnv, id int64, worker string, all bool) error {
+// deadLetters lists, redrives or purges dead letters.
+func deadLetters(ctx context.Context, x cmdEnv, op string, id int64, worker string, all bool) error {
 	a, err := operator(ctx, x)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	if id != 0 {
+	switch op {
+	case "redrive":
 		if err := a.transport.Redrive(ctx, id); err != nil {
 			return err
 		}
 		fmt.Fprintf(x.stdout, "dead letter %d redriven\n", id)
+		return nil
+	case "purge":
+		msg, err := a.transport.PurgeDeadLetters(ctx, worker, id)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(x.stdout, msg)
 		return nil
 	}
 	rows, err := a.transport.DeadLetters(ctx, worker, all)

@@ -33,6 +33,12 @@ type transport interface {
 	DeadLetters(ctx context.Context, worker string, all bool) ([]db.DeadLetter, error)
 	// Redrive puts one dead letter back on its worker's queue.
 	Redrive(ctx context.Context, id int64) error
+	// PurgeDeadLetters deletes dead letter id, or when id is 0 every dead
+	// letter of worker ("" = every worker), and says what it did.
+	PurgeDeadLetters(ctx context.Context, worker string, id int64) (string, error)
+	// PruneArchive deletes the archived events that occurred before before
+	// and returns how many.
+	PruneArchive(ctx context.Context, before time.Time) (int64, error)
 	// Run runs what the transport needs in the background (wake-ups) until
 	// ctx ends.
 	Run(ctx context.Context) error
@@ -95,6 +101,18 @@ func (t *pgTransport) Redrive(ctx context.Context, id int64) error {
 	return nil
 }
 
+func (t *pgTransport) PurgeDeadLetters(ctx context.Context, worker string, id int64) (string, error) {
+	n, err := t.bus.PurgeDeadLetters(ctx, worker, id)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("purged %d dead letters", n), nil
+}
+
+func (t *pgTransport) PruneArchive(ctx context.Context, before time.Time) (int64, error) {
+	return t.bus.PruneArchive(ctx, before, t.cfg.ArchivePruneBatch)
+}
+
 // flush tells running workers now, for one-shot commands that do not run
 // the waker; failing that, their fallback poll finds the rows.
 func (t *pgTransport) flush(ctx context.Context, fallback string) {
@@ -117,7 +135,7 @@ var _ transport = (*awsTransport)(nil)
 
 // errAWSDeadLetters says where dead letters are on AWS.
 var errAWSDeadLetters = errors.New("with CHAT_TRANSPORT=aws dead letters are in each worker's SQS dead-letter queue (parley-<stage>-<worker>-dlq): " +
-	"inspect them with aws sqs receive-message and move them back with aws sqs start-message-move-task (see DEPLOY.md)")
+	"inspect them with aws sqs receive-message, move them back with aws sqs start-message-move-task, or drop them with chat deadletters purge (see DEPLOY.md)")
 
 func (t *awsTransport) Publisher() events.Publisher { return t.publisher }
 
@@ -133,6 +151,27 @@ func (t *awsTransport) DeadLetters(context.Context, string, bool) ([]db.DeadLett
 }
 
 func (t *awsTransport) Redrive(context.Context, int64) error { return errAWSDeadLetters }
+
+// PurgeDeadLetters empties the dead-letter queue CHAT_DEAD_LETTER_QUEUE_URL
+// names (one worker's). SQS deletes a queue's messages only all at once.
+func (t *awsTransport) PurgeDeadLetters(ctx context.Context, _ string, id int64) (string, error) {
+	if id != 0 {
+		return "", errors.New("with CHAT_TRANSPORT=aws purge empties a whole dead-letter queue: drop the ID (delete one message with aws sqs delete-message)")
+	}
+	if t.cfg.DeadLetterQueueURL == "" {
+		return "", errors.New("CHAT_DEAD_LETTER_QUEUE_URL is required for chat deadletters purge with CHAT_TRANSPORT=aws (the worker's queue parley-<stage>-<worker>-dlq)")
+	}
+	if err := sqs.Purge(ctx, t.cfg.awsAt(t.cfg.SQSEndpoint), t.cfg.DeadLetterQueueURL); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("purged %s (SQS deletes its messages within a minute)", t.cfg.DeadLetterQueueURL), nil
+}
+
+// PruneArchive has nothing to do on AWS: the EventBridge archive expires
+// events itself, after the retention the stack sets on it.
+func (t *awsTransport) PruneArchive(context.Context, time.Time) (int64, error) {
+	return 0, errors.New("with CHAT_TRANSPORT=aws the EventBridge archive expires events itself (its RetentionDays, set by the stack)")
+}
 
 func (t *awsTransport) Run(ctx context.Context) error { return nil }
 

@@ -91,4 +91,45 @@ func (b *Bus) Redrive(ctx context.Context, id int64) error {
 	return nil
 }
 
+// PruneArchive deletes the archived events that occurred before before, in
+// batches of batch rows, each its own short statement, so that publishes
+// appending to the archive never wait on it. It returns how many it deleted.
+func (b *Bus) PruneArchive(ctx context.Context, before time.Time, batch int) (int64, error) {
+	if batch < 1 {
+		return 0, fmt.Errorf("prune archive: batch size %d", batch)
+	}
+	q := db.New(b.pool)
+	var total int64
+	for {
+		n, err := q.PruneArchive(ctx, db.PruneArchiveParams{Before: before, BatchSize: int32(batch)})
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("prune archive: %w", err)
+		}
+		if n < int64(batch) {
+			return total, nil
+		}
+	}
+}
+
+// PurgeDeadLetters deletes dead letter id, or when id is 0 every dead letter
+// of worker ("" = of every worker). It returns how many it deleted.
+func (b *Bus) PurgeDeadLetters(ctx context.Context, worker string, id int64) (int64, error) {
+	var arg db.PurgeDeadLettersParams
+	if worker != "" {
+		arg.Worker = &worker
+	}
+	if id != 0 {
+		arg.ID = &id
+	}
+	n, err := db.New(b.pool).PurgeDeadLetters(ctx, arg)
+	if err != nil {
+		return 0, fmt.Errorf("purge dead letters: %w", err)
+	}
+	if id != 0 && n == 0 {
+		return 0, fmt.Errorf("dead letter %d: no such dead letter", id)
+	}
+	return n, nil
+}
+
 func jsonString(b []byte) ([]byte, error) { return json.Marshal(map[string]string{"raw": string(b)}) }

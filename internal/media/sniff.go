@@ -147,6 +147,11 @@ func Sniff(head []byte) (kind Kind, mimeType, ext string, err error) {
 }
 
 func sniff(b []byte) (fileType, error) {
+	// The first SniffLen bytes decide, however many a caller has: Upload
+	// and Verify read only those, and a longer head must not change the
+	// answer (an MP3 frame longer than the head is checked for a second
+	// frame header only when the caller happens to pass one).
+	b = b[:min(len(b), SniffLen)]
 	switch {
 	case len(b) == 0:
 		return fileType{}, fmt.Errorf("%w: empty file", ErrUnsupportedType)

@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -22,13 +24,68 @@ func Find(t testing.TB, name, envVar string) string {
 	t.Helper()
 	p, err := lookup(name, envVar)
 	if err != nil {
-		msg := name + " not found (" + err.Error() + "); install it with: make test-deps"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		missing(t, name+" not found ("+err.Error()+"); install it with: make test-deps")
 	}
 	return p
+}
+
+// missing skips the test, or fails it under CI.
+func missing(t testing.TB, msg string) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+// FindPostgres returns the path of one of PostgreSQL's server programs
+// (initdb, pg_ctl), which distributions keep off PATH: $POSTGRES_BINDIR/name
+// if that is set, else name on PATH, else in the directory pg_config
+// names, else in the newest /usr/lib/postgresql/*/bin.
+func FindPostgres(t testing.TB, name string) string {
+	t.Helper()
+	p, err := lookupPostgres(name)
+	if err != nil {
+		missing(t, name+" not found ("+err.Error()+"); install PostgreSQL's server package or set POSTGRES_BINDIR")
+	}
+	return p
+}
+
+func lookupPostgres(name string) (string, error) {
+	var dirs []string
+	if d := os.Getenv("POSTGRES_BINDIR"); d != "" {
+		dirs = append(dirs, d)
+	} else {
+		if p, err := exec.LookPath(name); err == nil {
+			return p, nil
+		}
+		if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
+			dirs = append(dirs, strings.TrimSpace(string(out)))
+		}
+		installed, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+		// Newest first; the glob sorts "9" after "16", so compare numerically.
+		slices.SortFunc(installed, func(a, b string) int { return versionOf(b) - versionOf(a) })
+		dirs = append(dirs, installed...)
+	}
+	for _, d := range dirs {
+		p := filepath.Join(d, name)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p, nil
+		}
+	}
+	return "", errors.New("not in POSTGRES_BINDIR, on PATH, in pg_config --bindir or under /usr/lib/postgresql")
+}
+
+// versionOf reads the major version from /usr/lib/postgresql/NN/bin.
+func versionOf(dir string) int {
+	n := 0
+	for _, c := range filepath.Base(filepath.Dir(dir)) {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
 }
 
 func lookup(name, envVar string) (string, error) {

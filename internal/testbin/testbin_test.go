@@ -57,3 +57,21 @@ func TestLookupUnderModuleRoot(t *testing.T) {
 		t.Fatal("found a removed binary")
 	}
 }
+
+func TestLookupPostgres(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "initdb")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("POSTGRES_BINDIR", dir)
+	if p, err := lookupPostgres("initdb"); err != nil || p != bin {
+		t.Fatalf("from POSTGRES_BINDIR: %q, %v", p, err)
+	}
+	if _, err := lookupPostgres("pg_ctl"); err == nil {
+		t.Fatal("a program missing from POSTGRES_BINDIR was found elsewhere")
+	}
+	if v := versionOf("/usr/lib/postgresql/16/bin"); v != 16 {
+		t.Fatalf("versionOf: %d, want 16", v)
+	}
+}
