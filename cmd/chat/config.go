@@ -306,7 +306,7 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 		}
 	}
 	c.ArchivePruneEvery = dur("CHAT_ARCHIVE_PRUNE_INTERVAL", time.Hour)
-	c.HTTPUploadTimeout = dur("CHAT_HTTP_UPLOAD_TIMEOUT", 10*time.Minute)
+	c.ArchivePruneBatch = num("CHAT_ARCHIVE_PRUNE_BATCH", 1000, 1)
 	if v := strings.TrimSpace(getenv("CHAT_OVERLOAD_QUEUE_AGE")); v == "0" {
 		c.OverloadQueueAge = 0
 	} else {
