@@ -339,9 +339,9 @@ func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gatewa
 	case events.WorkerFanout:
 		var poster fanout.Poster = gw
 		if gw == nil || a.cfg.WSManagementURLSet {
-			client, err := fanout.NewManagementClient(ctx, a.managementURL, a.cfg.AWSKeys)
+			client, err := fanout.NewManagementClient(ctx, a.managementURL, a.cfg.AWSKeys, a.cfg.GatewaySecret)
 			if err != nil {
-				return nil, fmt.Errorf("CHAT_WS_MANAGEMENT_ENDPOINT: %w", err)
+				return nil, fmt.Errorf("CHAT_WS_MANAGEMENT_ENDPOINT, CHAT_GATEWAY_ADMIN_SECRET: %w", err)
 			}
 			poster = client
 		}
@@ -418,9 +418,12 @@ func (a *App) run(ctx context.Context, p parts) error {
 	}
 	var gw *gateway.Gateway
 	if p.gateway {
+		if a.cfg.GatewaySecret == "" {
+			return errors.New("CHAT_GATEWAY_ADMIN_SECRET is required: the shared secret of the gateway's management API, also given to fanout")
+		}
 		routes := a.wsRoutes(a.logger.With("component", "ws"))
 		gw = gateway.New(gateway.Routes{Connect: routes.Connect, Disconnect: routes.Disconnect, Default: routes.Default}, gateway.Config{
-			APIID:       a.gatewayID,
+			APIID: a.gatewayID, AdminSecret: a.cfg.GatewaySecret,
 			IdleTimeout: a.cfg.WSIdleTimeout, MaxConnectionAge: a.cfg.WSMaxAge, SendBuffer: a.cfg.WSSendBuffer,
 		}, a.logger.With("component", "gateway"))
 		a.serve(ctx, g, a.adminLn, gw.AdminHandler(), nil)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -71,8 +72,12 @@ type Config struct {
 	// running the gateway does not point fanout at its own listener.
 	WSManagementURLSet bool
 	GatewayID          string // CHAT_GATEWAY_ID: the local gateway's identity; empty = its management URL
-	ConnTable          string // CHAT_CONNECTIONS_TABLE: DynamoDB table; empty = PostgreSQL
-	DynamoEndpoint     string // CHAT_DYNAMODB_ENDPOINT: a local DynamoDB (e.g. dynalite)
+	// GatewaySecret guards the local gateway's management API
+	// (CHAT_GATEWAY_ADMIN_SECRET): required by chat gateway and by a fanout
+	// posting to it; chat dev makes one up when unset.
+	GatewaySecret  string
+	ConnTable      string // CHAT_CONNECTIONS_TABLE: DynamoDB table; empty = PostgreSQL
+	DynamoEndpoint string // CHAT_DYNAMODB_ENDPOINT: a local DynamoDB (e.g. dynalite)
 
 	// Media.
 	S3Bucket      string // CHAT_S3_BUCKET, default parley-media
@@ -238,6 +243,13 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c.WSManagementURL = str("CHAT_WS_MANAGEMENT_ENDPOINT", "http://"+c.GatewayAdmin)
 	c.WSManagementURLSet = strings.TrimSpace(getenv("CHAT_WS_MANAGEMENT_ENDPOINT")) != ""
 	c.GatewayID = str("CHAT_GATEWAY_ID", "")
+	c.GatewaySecret = str("CHAT_GATEWAY_ADMIN_SECRET", "")
+	switch {
+	case c.GatewaySecret == "" && dev:
+		c.GatewaySecret = rand.Text() // only this process knows it
+	case c.GatewaySecret != "" && len(c.GatewaySecret) < 16:
+		errs = append(errs, errors.New("CHAT_GATEWAY_ADMIN_SECRET: want at least 16 characters"))
+	}
 	c.ConnTable = str("CHAT_CONNECTIONS_TABLE", "")
 	c.DynamoEndpoint = str("CHAT_DYNAMODB_ENDPOINT", "")
 

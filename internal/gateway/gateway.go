@@ -68,6 +68,12 @@ type Config struct {
 	// connection so that the gateway's next start can forget it. Default
 	// empty.
 	APIID string
+	// AdminSecret is the shared secret every management API request must
+	// carry in the SecretHeader header (WithSecret sets it on the SDK's
+	// client): loopback alone would let any local process push frames to
+	// any user. Empty refuses every request. API Gateway needs none: IAM
+	// signs its calls.
+	AdminSecret string
 }
 
 const (

@@ -84,7 +84,7 @@ func newHarness(t *testing.T) *harness {
 	t.Helper()
 	dbURL, pool := dbtest.New(t)
 	h := &harness{dbURL: dbURL, store: pgstore.New(pool), bus: &bus{}, ids: make(chan string, 16)}
-	h.gw = gateway.New(gateway.Routes{Connect: h.connect, Disconnect: h.disconnect}, gateway.Config{}, testLogger(t))
+	h.gw = gateway.New(gateway.Routes{Connect: h.connect, Disconnect: h.disconnect}, gateway.Config{AdminSecret: testSecret}, testLogger(t))
 
 	ws := httptest.NewServer(h.gw)
 	admin := httptest.NewServer(h.gw.AdminHandler())
@@ -122,9 +122,12 @@ func (h *harness) disconnect(ctx context.Context, req lambdaevents.APIGatewayWeb
 	return lambdaevents.APIGatewayProxyResponse{StatusCode: http.StatusOK}, h.store.Delete(ctx, req.RequestContext.ConnectionID)
 }
 
+// testSecret is the local gateway's management secret in these tests.
+const testSecret = "fanout-test-secret"
+
 func managementClient(t *testing.T, endpoint string) *apigatewaymanagementapi.Client {
 	t.Helper()
-	c, err := fanout.NewManagementClient(context.Background(), endpoint, awsconf.Keys{})
+	c, err := fanout.NewManagementClient(context.Background(), endpoint, awsconf.Keys{}, testSecret)
 	if err != nil {
 		t.Fatalf("NewManagementClient(%s): %v", endpoint, err)
 	}
@@ -682,15 +685,18 @@ func TestNewManagementClient(t *testing.T) {
 	t.Setenv("AWS_PROFILE", "")
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "config"))
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "credentials"))
-	c, err := fanout.NewManagementClient(context.Background(), "https://abc123.execute-api.eu-west-1.amazonaws.com/prod", awsconf.Keys{})
+	c, err := fanout.NewManagementClient(context.Background(), "https://abc123.execute-api.eu-west-1.amazonaws.com/prod", awsconf.Keys{}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r := c.Options().Region; r != "eu-west-1" {
 		t.Errorf("region %q, want eu-west-1", r)
 	}
+	if _, err := fanout.NewManagementClient(context.Background(), "http://127.0.0.1:8081", awsconf.Keys{}, ""); err == nil {
+		t.Error("a local gateway endpoint without its secret was accepted")
+	}
 	for _, bad := range []string{"", "127.0.0.1:8081", "ftp://127.0.0.1/", "http://"} {
-		if _, err := fanout.NewManagementClient(context.Background(), bad, awsconf.Keys{}); err == nil {
+		if _, err := fanout.NewManagementClient(context.Background(), bad, awsconf.Keys{}, testSecret); err == nil {
 			t.Errorf("NewManagementClient(%q) succeeded", bad)
 		}
 	}
