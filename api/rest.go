@@ -303,6 +303,12 @@ func (r *REST) deleteMessage(w http.ResponseWriter, req *http.Request, user int6
 	writeJSON(w, http.StatusAccepted, map[string]any{"status": "accepted", "message_id": id})
 }
 
+// retryAfterSeconds is a Retry-After header value: whole seconds, rounded
+// up, since the header has no finer unit.
+func retryAfterSeconds(d time.Duration) string {
+	return strconv.Itoa(int((d + time.Second - 1) / time.Second))
+}
+
 // errorBody is the JSON shape of every error.
 type errorBody struct {
 	Error struct {
@@ -315,8 +321,7 @@ func (r *REST) fail(w http.ResponseWriter, req *http.Request, err error) {
 	e := chat.AsError(err)
 	status := httpStatus(e.Code)
 	if e.RetryAfter > 0 {
-		// Whole seconds, rounded up: the header has no finer unit.
-		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
+		w.Header().Set("Retry-After", retryAfterSeconds(e.RetryAfter))
 	}
 	if logged(e.Code) {
 		r.logger.Error("request failed", "method", req.Method, "path", req.URL.Path, "code", e.Code, "err", e)

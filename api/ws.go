@@ -61,10 +61,27 @@ func (w *WSRoutes) Connect(ctx context.Context, req wsRequest) (response, error)
 	// on AWS, the local gateway's identity otherwise, which lets a
 	// restarted local gateway forget the connections it lost.
 	if err := w.sessions.Connect(ctx, id, user, req.RequestContext.APIID); err != nil {
-		w.logger.ErrorContext(ctx, "record connection", "connection_id", id, "err", err)
-		return response{StatusCode: http.StatusInternalServerError, Body: `{"message":"Internal server error"}`}, nil
+		return w.refuseConnect(ctx, id, err), nil
 	}
 	return response{StatusCode: http.StatusOK}, nil
+}
+
+// refuseConnect answers a $connect the service refused with the code's
+// HTTP status, its reason and Retry-After, in API Gateway's shape.
+func (w *WSRoutes) refuseConnect(ctx context.Context, connID string, err error) response {
+	e := chat.AsError(err)
+	status := httpStatus(e.Code)
+	if logged(e.Code) {
+		w.logger.ErrorContext(ctx, "record connection", "connection_id", connID, "err", e)
+	} else {
+		w.logger.DebugContext(ctx, "websocket connect refused", "connection_id", connID, "code", e.Code, "err", e.Message)
+	}
+	body, _ := json.Marshal(map[string]string{"message": e.Message, "code": string(e.Code)}) // strings only
+	resp := response{StatusCode: status, Body: string(body), Headers: map[string]string{"Content-Type": "application/json"}}
+	if e.RetryAfter > 0 {
+		resp.Headers["Retry-After"] = retryAfterSeconds(e.RetryAfter)
+	}
+	return resp
 }
 
 // Disconnect forgets the connection.

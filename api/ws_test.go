@@ -25,6 +25,28 @@ import (
 // service, as chat dev does.
 func wsEnv(t *testing.T, e *pipelinetest.Env) (dial func(user int64) *websocket.Conn) {
 	t.Helper()
+	url := wsGateway(t, e)
+	return func(user int64) *websocket.Conn {
+		t.Helper()
+		return wsAccept(t, url, user)
+	}
+}
+
+// wsAccept dials url as user and fails the test unless it is accepted.
+func wsAccept(t *testing.T, url string, user int64) *websocket.Conn {
+	t.Helper()
+	c, resp, err := wsDial(url, wsToken(user))
+	if err != nil {
+		t.Fatalf("dial as user %d: %v", user, err)
+	}
+	resp.Body.Close()
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// wsGateway starts a local gateway over e's service and returns its /ws URL.
+func wsGateway(t *testing.T, e *pipelinetest.Env) string {
+	t.Helper()
 	verifier, err := auth.NewVerifier(pipelinetest.Secret)
 	if err != nil {
 		t.Fatal(err)
@@ -34,17 +56,15 @@ func wsEnv(t *testing.T, e *pipelinetest.Env) (dial func(user int64) *websocket.
 	gw := gateway.New(gateway.Routes{Connect: routes.Connect, Disconnect: routes.Disconnect, Default: routes.Default}, gateway.Config{}, quiet)
 	srv := httptest.NewServer(gw)
 	t.Cleanup(srv.Close)
-	return func(user int64) *websocket.Conn {
-		t.Helper()
-		token := strings.TrimPrefix(pipelinetest.Auth(user).Get("Authorization"), "Bearer ")
-		c, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/ws?token="+token, nil)
-		if err != nil {
-			t.Fatalf("dial as user %d: %v", user, err)
-		}
-		resp.Body.Close()
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+}
+
+func wsToken(user int64) string {
+	return strings.TrimPrefix(pipelinetest.Auth(user).Get("Authorization"), "Bearer ")
+}
+
+func wsDial(url, token string) (*websocket.Conn, *http.Response, error) {
+	return websocket.DefaultDialer.Dial(url+"?token="+token, nil)
 }
 
 // roundTrip sends frame and returns the raw reply.
@@ -164,5 +184,86 @@ func TestRESTErrorsNameFieldsInSnakeCase(t *testing.T) {
 		if resp.Status/100 != 4 || !strings.Contains(string(resp.Body), want) {
 			t.Errorf("%s answered %d %s, want it to say %s", body, resp.Status, resp.Body, want)
 		}
+	}
+}
+
+// TestWebSocketConnectionCap: a user holds at most MaxConnectionsPerUser
+// sockets, counted over every gateway sharing the connection store; one
+// more is refused with 429 and a reason, and leaves no record.
+func TestWebSocketConnectionCap(t *testing.T) {
+	t.Parallel()
+	limits := chat.DefaultLimits()
+	limits.SendRate, limits.MaxConnectionsPerUser = 0, 2
+	e := pipelinetest.New(t, pipelinetest.Options{Limits: limits})
+	gwA, gwB := wsGateway(t, e), wsGateway(t, e)
+	store := pgstore.New(e.Pool)
+	held := func(user int64) int {
+		t.Helper()
+		cs, err := store.ByUser(t.Context(), user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(cs)
+	}
+	accept := func(url string, user int64) *websocket.Conn { return wsAccept(t, url, user) }
+	refused := func(url string, user int64) {
+		t.Helper()
+		c, resp, err := wsDial(url, wsToken(user))
+		if err == nil {
+			c.Close()
+			t.Fatalf("user %d: connection over the cap accepted", user)
+		}
+		if resp == nil {
+			t.Fatalf("user %d: %v, want a 429 answer", user, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "30" ||
+			!strings.Contains(string(body), "the limit is 2") || !strings.Contains(string(body), `"code":"rate_limited"`) {
+			t.Fatalf("user %d over the cap: %d Retry-After %q %s", user, resp.StatusCode, resp.Header.Get("Retry-After"), body)
+		}
+	}
+
+	first := accept(gwA, 1)
+	accept(gwB, 1)
+	refused(gwA, 1)
+	refused(gwB, 1)
+	if n := held(1); n != 2 {
+		t.Fatalf("user 1 has %d records, want 2: a refused connection left one", n)
+	}
+	accept(gwA, 2) // another user is not affected
+
+	// Closing one frees its place once its $disconnect has run.
+	if err := first.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(pipelinetest.Wait); held(1) != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("user 1 still has %d records after closing one", held(1))
+		}
+	}
+	accept(gwB, 1)
+
+	// Racing connects across both gateways: exactly the cap gets in.
+	const racers = 8
+	results := make(chan *websocket.Conn, racers)
+	for i := range racers {
+		go func() {
+			c, resp, _ := wsDial([]string{gwA, gwB}[i%2], wsToken(3))
+			if resp != nil {
+				resp.Body.Close()
+			}
+			results <- c
+		}()
+	}
+	accepted := 0
+	for range racers {
+		if c := <-results; c != nil {
+			accepted++
+			t.Cleanup(func() { c.Close() })
+		}
+	}
+	if accepted != 2 || held(3) != 2 {
+		t.Fatalf("%d of %d racing connections accepted, %d recorded; want 2 and 2", accepted, racers, held(3))
 	}
 }

@@ -167,6 +167,7 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, p parts) (*Ap
 		}
 		limits := chat.DefaultLimits()
 		limits.MaxTextRunes, limits.SendRate, limits.SendBurst = cfg.MaxTextRunes, cfg.SendRate, cfg.SendBurst
+		limits.MaxConnectionsPerUser = cfg.WSMaxPerUser
 		var opts []chat.Option
 		if (p.api || p.gateway) && a.cfg.Transport == transportPostgres && a.cfg.OverloadQueueAge > 0 {
 			a.backlog = pgbus.NewBacklog(a.pool, a.cfg.OverloadQueueAge, a.cfg.OverloadSample, logger.With("component", "backlog"))

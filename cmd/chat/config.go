@@ -67,6 +67,7 @@ type Config struct {
 	WSIdleTimeout   time.Duration // CHAT_WS_IDLE_TIMEOUT, default 10m (API Gateway's)
 	WSMaxAge        time.Duration // CHAT_WS_MAX_CONNECTION_AGE, default 2h (API Gateway's)
 	WSSendBuffer    int           // CHAT_WS_SEND_BUFFER queued frames per connection, default 256
+	WSMaxPerUser    int           // CHAT_WS_MAX_CONNECTIONS_PER_USER, default 10; 0 = no limit
 	WSManagementURL string        // CHAT_WS_MANAGEMENT_ENDPOINT, default http://CHAT_GATEWAY_ADMIN_ADDR
 	// WSManagementURLSet: CHAT_WS_MANAGEMENT_ENDPOINT was given, so a process
 	// running the gateway does not point fanout at its own listener.
@@ -240,6 +241,7 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c.WSIdleTimeout = dur("CHAT_WS_IDLE_TIMEOUT", 10*time.Minute)
 	c.WSMaxAge = dur("CHAT_WS_MAX_CONNECTION_AGE", 2*time.Hour)
 	c.WSSendBuffer = num("CHAT_WS_SEND_BUFFER", 256, 1)
+	c.WSMaxPerUser = num("CHAT_WS_MAX_CONNECTIONS_PER_USER", limits.MaxConnectionsPerUser, 0)
 	c.WSManagementURL = str("CHAT_WS_MANAGEMENT_ENDPOINT", "http://"+c.GatewayAdmin)
 	c.WSManagementURLSet = strings.TrimSpace(getenv("CHAT_WS_MANAGEMENT_ENDPOINT")) != ""
 	c.GatewayID = str("CHAT_GATEWAY_ID", "")

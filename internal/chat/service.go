@@ -41,11 +41,14 @@ type Limits struct {
 	SendBurst      int     // burst of writes per user (at least 1 when SendRate is set)
 	MaxReadBatch   int     // message ids per read receipt
 	MaxClientIDLen int     // client_message_id length in bytes
+	// MaxConnectionsPerUser bounds the WebSocket connections one user holds
+	// at once, counted in the shared connection store, so across gateways.
+	MaxConnectionsPerUser int
 }
 
 // DefaultLimits are the limits a server runs with unless configured.
 func DefaultLimits() Limits {
-	return Limits{MaxTextRunes: 4000, SendRate: 20, SendBurst: 40, MaxReadBatch: 500, MaxClientIDLen: 128}
+	return Limits{MaxTextRunes: 4000, SendRate: 20, SendBurst: 40, MaxReadBatch: 500, MaxClientIDLen: 128, MaxConnectionsPerUser: 10}
 }
 
 // Admission says whether the pipeline behind the bus can take more
