@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/parleychat/parley/api/auth"
 	"github.com/parleychat/parley/internal/chat"
+	"github.com/parleychat/parley/internal/gateway"
 	"github.com/parleychat/parley/internal/wsproto"
 )
 
@@ -48,9 +50,9 @@ func (w *WSRoutes) Connect(ctx context.Context, req wsRequest) (response, error)
 			}
 		}
 	}
-	var user int64
+	var claims auth.Claims
 	if err == nil {
-		user, err = authenticate(w.verifier, token)
+		claims, err = authenticate(w.verifier, token)
 	}
 	if err != nil {
 		w.logger.DebugContext(ctx, "websocket connect refused", "err", err)
@@ -60,10 +62,22 @@ func (w *WSRoutes) Connect(ctx context.Context, req wsRequest) (response, error)
 	// The API id names the gateway holding the connection: API Gateway's
 	// on AWS, the local gateway's identity otherwise, which lets a
 	// restarted local gateway forget the connections it lost.
-	if err := w.sessions.Connect(ctx, id, user, req.RequestContext.APIID); err != nil {
+	if err := w.sessions.Connect(ctx, id, claims.UserID, req.RequestContext.APIID, claims.ValidUntil); err != nil {
 		return w.refuseConnect(ctx, id, err), nil
 	}
-	return response{StatusCode: http.StatusOK}, nil
+	// The local gateway closes the connection when its token expires; API
+	// Gateway ignores the header, and the record's expiry refuses frames.
+	return response{StatusCode: http.StatusOK, Headers: map[string]string{
+		gateway.ExpiresHeader: strconv.FormatInt(claims.ValidUntil.UnixMilli(), 10),
+	}}, nil
+}
+
+// TokenExpiredFrame is the error frame a connection gets when its token
+// expires, before it is closed.
+func TokenExpiredFrame() []byte {
+	e := chat.ErrTokenExpired()
+	b, _ := wsproto.Encode(wsproto.NewError("", string(e.Code), e.Message)) // plain strings
+	return b
 }
 
 // refuseConnect answers a $connect the service refused with the code's

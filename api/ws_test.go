@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	lambdaevents "github.com/aws/aws-lambda-go/events"
 	"github.com/gorilla/websocket"
 
 	"github.com/parleychat/parley/api"
@@ -44,19 +46,26 @@ func wsAccept(t *testing.T, url string, user int64) *websocket.Conn {
 	return c
 }
 
-// wsGateway starts a local gateway over e's service and returns its /ws URL.
-func wsGateway(t *testing.T, e *pipelinetest.Env) string {
+// wsGateway starts a local gateway over e's service, configured as chat
+// dev's, and returns its /ws URL.
+func wsGateway(t *testing.T, e *pipelinetest.Env, opts ...auth.Option) string {
 	t.Helper()
-	verifier, err := auth.NewVerifier(pipelinetest.Secret)
-	if err != nil {
-		t.Fatal(err)
-	}
+	routes := wsRoutes(t, e, opts...)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	routes := api.NewWSRoutes(e.Service, verifier, pgstore.New(e.Pool), 0, quiet)
-	gw := gateway.New(gateway.Routes{Connect: routes.Connect, Disconnect: routes.Disconnect, Default: routes.Default}, gateway.Config{}, quiet)
+	gw := gateway.New(gateway.Routes{Connect: routes.Connect, Disconnect: routes.Disconnect, Default: routes.Default},
+		gateway.Config{ExpiredFrame: api.TokenExpiredFrame()}, quiet)
 	srv := httptest.NewServer(gw)
 	t.Cleanup(srv.Close)
 	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+}
+
+func wsRoutes(t *testing.T, e *pipelinetest.Env, opts ...auth.Option) *api.WSRoutes {
+	t.Helper()
+	verifier, err := auth.NewVerifier(pipelinetest.Secret, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return api.NewWSRoutes(e.Service, verifier, pgstore.New(e.Pool), 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
 }
 
 func wsToken(user int64) string {
@@ -265,5 +274,82 @@ func TestWebSocketConnectionCap(t *testing.T) {
 	}
 	if accepted != 2 || held(3) != 2 {
 		t.Fatalf("%d of %d racing connections accepted, %d recorded; want 2 and 2", accepted, racers, held(3))
+	}
+}
+
+// shortToken is a token for user that expires in about a second.
+func shortToken(t *testing.T, user int64) (token string, validUntil time.Time) {
+	t.Helper()
+	exp := time.Now().Add(time.Second)
+	token, err := auth.Issue(pipelinetest.Secret, user, time.Second, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token, time.Unix(exp.Unix(), 0) // exp has whole seconds
+}
+
+// TestWebSocketClosedWhenTokenExpires: an open socket does not outlive its
+// token. It is told why, with the error frame, then closed with 4001.
+func TestWebSocketClosedWhenTokenExpires(t *testing.T) {
+	t.Parallel()
+	e := pipelinetest.New(t, pipelinetest.Options{})
+	url := wsGateway(t, e, auth.WithLeeway(0))
+	token, _ := shortToken(t, 1)
+	c, resp, err := wsDial(url, token)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	resp.Body.Close()
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(pipelinetest.Wait))
+	var frames []string
+	for {
+		_, b, err := c.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != gateway.CloseTokenExpired || ce.Text != "Token expired" {
+				t.Fatalf("after frames %q: %v, want close %d", frames, err, gateway.CloseTokenExpired)
+			}
+			break
+		}
+		frames = append(frames, string(b))
+	}
+	want := string(api.TokenExpiredFrame())
+	if len(frames) == 0 || frames[len(frames)-1] != want {
+		t.Fatalf("frames before the close %q, want the last to be %s", frames, want)
+	}
+	var f wsproto.Error
+	if err := json.Unmarshal([]byte(want), &f); err != nil || f.Code != string(chat.CodeUnauthenticated) || !strings.Contains(f.Message, "fresh token") {
+		t.Fatalf("expiry frame %s (%v)", want, err)
+	}
+}
+
+// TestWebSocketFramesRefusedAfterTokenExpiry is the AWS path, where no
+// timer closes the socket: $default refuses every frame once the token
+// has expired, with the same error frame.
+func TestWebSocketFramesRefusedAfterTokenExpiry(t *testing.T) {
+	t.Parallel()
+	e := pipelinetest.New(t, pipelinetest.Options{})
+	routes := wsRoutes(t, e, auth.WithLeeway(0))
+	ctx := t.Context()
+	token, validUntil := shortToken(t, 1)
+	req := lambdaevents.APIGatewayWebsocketProxyRequest{
+		QueryStringParameters: map[string]string{"token": token},
+		RequestContext:        lambdaevents.APIGatewayWebsocketProxyRequestContext{ConnectionID: "expiring-conn=", APIID: "api"},
+	}
+	if resp, err := routes.Connect(ctx, req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("connect: %+v %v", resp, err)
+	}
+	req.Body = `{"action":"ping"}`
+	if resp, _ := routes.Default(ctx, req); resp.Body != `{"type":"pong"}` {
+		t.Fatalf("ping before expiry answered %s", resp.Body)
+	}
+	// Waits for a moment of the clock, not for another goroutine.
+	time.Sleep(time.Until(validUntil))
+	resp, err := routes.Default(ctx, req)
+	var f wsproto.Error
+	if err != nil || json.Unmarshal([]byte(resp.Body), &f) != nil || f.Code != string(chat.CodeUnauthenticated) ||
+		f.Message != chat.ErrTokenExpired().Message {
+		t.Fatalf("ping after expiry answered %s (%v)", resp.Body, err)
 	}
 }

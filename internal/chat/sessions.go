@@ -59,10 +59,14 @@ func (s *Service) Sessions(conns Connections, ttl time.Duration) *Sessions {
 // Connect records an authenticated connection, held by gateway, and asks
 // fanout to greet it. The greeting is best effort: a connection without it
 // still works. A user over Limits.MaxConnectionsPerUser is refused with
-// CodeRateLimited.
-func (ss *Sessions) Connect(ctx context.Context, connID string, userID int64, gateway string) error {
+// CodeRateLimited. From tokenExpiresAt on (zero: never), the connection's
+// frames are refused with ErrTokenExpired.
+func (ss *Sessions) Connect(ctx context.Context, connID string, userID int64, gateway string, tokenExpiresAt time.Time) error {
 	now := ss.svc.clock()
-	c := connstore.Connection{ID: connID, UserID: userID, ConnectedAt: now, LastPingAt: now, ExpiresAt: now.Add(ss.ttl), Gateway: gateway}
+	c := connstore.Connection{
+		ID: connID, UserID: userID, ConnectedAt: now, LastPingAt: now, ExpiresAt: now.Add(ss.ttl),
+		Gateway: gateway, TokenExpiresAt: tokenExpiresAt,
+	}
 	if err := ss.conns.Put(ctx, c); err != nil {
 		return unavailable("the connection store", err)
 	}
@@ -119,19 +123,31 @@ func (ss *Sessions) forget(ctx context.Context, connID string) {
 	}
 }
 
-// Lookup returns the connection behind connID.
+// ErrTokenExpired refuses a frame of a connection whose token has expired:
+// the client reconnects with a fresh token.
+func ErrTokenExpired() *Error {
+	return Errorf(CodeUnauthenticated, "the token this connection was opened with has expired; reconnect with a fresh token")
+}
+
+// Lookup returns the connection behind connID, or ErrTokenExpired once its
+// token has expired.
 func (ss *Sessions) Lookup(ctx context.Context, connID string) (connstore.Connection, error) {
-	if c, ok := ss.known.get(connID); ok && ss.svc.clock().Before(c.ExpiresAt) {
-		return c, nil
+	now := ss.svc.clock()
+	c, ok := ss.known.get(connID)
+	if !ok || !now.Before(c.ExpiresAt) {
+		var err error
+		c, err = ss.conns.Get(ctx, connID)
+		if errors.Is(err, connstore.ErrNotFound) {
+			return c, Errorf(CodeUnauthenticated, "this connection is not registered; reconnect")
+		}
+		if err != nil {
+			return c, unavailable("the connection store", err)
+		}
+		ss.known.put(connID, c)
 	}
-	c, err := ss.conns.Get(ctx, connID)
-	if errors.Is(err, connstore.ErrNotFound) {
-		return c, Errorf(CodeUnauthenticated, "this connection is not registered; reconnect")
+	if c.TokenExpired(now) {
+		return c, ErrTokenExpired()
 	}
-	if err != nil {
-		return c, unavailable("the connection store", err)
-	}
-	ss.known.put(connID, c)
 	return c, nil
 }
 

@@ -39,6 +39,9 @@ type conn struct {
 	host        string
 	domain      string
 	connectedAt time.Time
+	// credentialsExpireAt, when set, closes the connection with
+	// CloseTokenExpired (see ExpiresHeader).
+	credentialsExpireAt time.Time
 	// ws and nc are set once the handshake is done; nc is guarded by mu
 	// until the connection's goroutines start.
 	ws *websocket.Conn
@@ -188,18 +191,21 @@ func (g *Gateway) serve(base context.Context, c *conn) {
 	g.disconnect(base, c)
 }
 
-// startExpiry arms one timer for both the idle and the age limit. It does
+// startExpiry arms one timer for the idle and age limits and the
+// credentials' expiry. It does
 // not move on every message: when it fires early it re-arms for the new
 // deadline. A timer rather than a read deadline keeps the reader usable to
 // receive the client's close frame.
 func (g *Gateway) startExpiry(c *conn) {
 	maxAgeAt := c.connectedAt.Add(g.cfg.MaxConnectionAge)
+	tokenAt := c.credentialsExpireAt
 	next := func() time.Time {
 		idleAt := time.Unix(0, c.lastActive.Load()).Add(g.cfg.IdleTimeout)
-		if maxAgeAt.Before(idleAt) {
-			return maxAgeAt
+		at := min(maxAgeAt.UnixNano(), idleAt.UnixNano())
+		if !tokenAt.IsZero() {
+			at = min(at, tokenAt.UnixNano())
 		}
-		return idleAt
+		return time.Unix(0, at)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -212,7 +218,16 @@ func (g *Gateway) startExpiry(c *conn) {
 			c.mu.Unlock()
 			return
 		}
-		// API Gateway says "Going away" for both limits.
+		if !tokenAt.IsZero() && !time.Now().Before(tokenAt) {
+			// Told why first, so the client reconnects with a fresh token
+			// instead of retrying the old one.
+			if g.cfg.ExpiredFrame != nil {
+				c.push(g.cfg.ExpiredFrame, g.cfg.SendBuffer+1)
+			}
+			g.terminate(c, CloseTokenExpired, "Token expired", closeGraceful)
+			return
+		}
+		// API Gateway says "Going away" for both of its limits.
 		g.terminate(c, websocket.CloseGoingAway, "Going away", closeGraceful)
 	})
 }
