@@ -307,8 +307,8 @@ func TestWebSocketClosedWhenTokenExpires(t *testing.T) {
 		_, b, err := c.ReadMessage()
 		if err != nil {
 			var ce *websocket.CloseError
-			if !errors.As(err, &ce) || ce.Code != gateway.CloseTokenExpired || ce.Text != "Token expired" {
-				t.Fatalf("after frames %q: %v, want close %d", frames, err, gateway.CloseTokenExpired)
+			if !errors.As(err, &ce) || ce.Code != wsproto.CloseTokenExpired || ce.Text != wsproto.CloseTokenExpiredReason {
+				t.Fatalf("after frames %q: %v, want close %d", frames, err, wsproto.CloseTokenExpired)
 			}
 			break
 		}

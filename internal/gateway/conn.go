@@ -12,6 +12,8 @@ import (
 
 	lambdaevents "github.com/aws/aws-lambda-go/events"
 	"github.com/gorilla/websocket"
+
+	"github.com/parleychat/parley/internal/wsproto"
 )
 
 // closeMode says how a connection ends.
@@ -40,7 +42,7 @@ type conn struct {
 	domain      string
 	connectedAt time.Time
 	// credentialsExpireAt, when set, closes the connection with
-	// CloseTokenExpired (see ExpiresHeader).
+	// wsproto.CloseTokenExpired (see ExpiresHeader).
 	credentialsExpireAt time.Time
 	// ws and nc are set once the handshake is done; nc is guarded by mu
 	// until the connection's goroutines start.
@@ -224,7 +226,7 @@ func (g *Gateway) startExpiry(c *conn) {
 			if g.cfg.ExpiredFrame != nil {
 				c.push(g.cfg.ExpiredFrame, g.cfg.SendBuffer+1)
 			}
-			g.terminate(c, CloseTokenExpired, "Token expired", closeGraceful)
+			g.terminate(c, wsproto.CloseTokenExpired, wsproto.CloseTokenExpiredReason, closeGraceful)
 			return
 		}
 		// API Gateway says "Going away" for both of its limits.

@@ -41,13 +41,9 @@ type Routes struct {
 
 // ExpiresHeader, in a successful $connect response, is when the
 // connection's credentials expire, in Unix milliseconds: the gateway then
-// sends Config.ExpiredFrame and closes it with CloseTokenExpired. API
-// Gateway has no such feature and ignores the header.
+// sends Config.ExpiredFrame and closes it with wsproto.CloseTokenExpired.
+// API Gateway has no such feature and ignores the header.
 const ExpiresHeader = "X-Parley-Connection-Expires"
-
-// CloseTokenExpired is the close code of a connection whose credentials
-// expired (a private-use code, RFC 6455 7.4.2): reconnect with fresh ones.
-const CloseTokenExpired = 4001
 
 // Config holds the limits. Zero values take API Gateway's defaults.
 type Config struct {
