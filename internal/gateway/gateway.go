@@ -209,7 +209,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		host:        r.Host,
 		domain:      g.cfg.DomainName,
 		connectedAt: now,
-		wake:        make(chan struct{}, 1),
 		done:        make(chan struct{}),
 		writerDone:  make(chan struct{}),
 	}

@@ -999,3 +999,31 @@ func TestStagePrefixWithSDK(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+// TestWriterRunsOnlyWhileWriting: an idle connection holds no writer
+// goroutine; a post starts one, which exits once the queue is empty, and
+// the next post starts another.
+func TestWriterRunsOnlyWhileWriting(t *testing.T) {
+	rec := newRecorder()
+	h := start(t, newGateway(rec.routes(nil), Config{}))
+	ws, id := h.dialID(t, rec)
+	c := h.g.lookup(id)
+	writing := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.writing
+	}
+	for _, frame := range []string{"first", "second"} {
+		if err := post(t, h, id, frame); err != nil {
+			t.Fatalf("post %s: %v", frame, err)
+		}
+		if got := readText(t, ws); got != frame {
+			t.Fatalf("got %q, want %q", got, frame)
+		}
+		for deadline := time.Now().Add(waitFor); writing(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("after %s: the writer still runs with nothing to write", frame)
+			}
+		}
+	}
+}
