@@ -155,8 +155,9 @@ func New(routes Routes, cfg Config, logger *slog.Logger) *Gateway {
 		upgrader: websocket.Upgrader{
 			HandshakeTimeout: cfg.WriteTimeout,
 			// Small per-connection buffers and one shared write pool keep
-			// idle connections cheap.
-			ReadBufferSize:  1 << 10,
+			// idle connections cheap. The read buffer holds frame headers
+			// and small frames; a read larger than it bypasses it.
+			ReadBufferSize:  256,
 			WriteBufferSize: 4 << 10,
 			WriteBufferPool: &sync.Pool{},
 			// API Gateway does not check Origin; a $connect handler can.
@@ -217,8 +218,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c.lastActive.Store(now.UnixNano())
 	c.lastPong.Store(now.UnixNano())
-	// Route handlers outlive the request; keep its values, not its cancel.
-	base := context.WithoutCancel(r.Context())
+	// Route handlers outlive the request, so they get a context of their
+	// own: keeping the request's (even without its cancel) kept its chain
+	// of contexts alive for the connection's life, and nothing reads its
+	// values.
+	base := context.Background()
 
 	resp, err := g.invoke(r.Context(), g.routes.Connect, g.connectEvent(r, c, now))
 	if err != nil {
