@@ -277,11 +277,14 @@ func TestWebSocketConnectionCap(t *testing.T) {
 	}
 }
 
-// shortToken is a token for user that expires in about a second.
+// shortToken is a token for user that expires in two to three seconds
+// (exp has whole seconds): time for a connect and a frame before it does.
 func shortToken(t *testing.T, user int64) (token string, validUntil time.Time) {
 	t.Helper()
-	exp := time.Now().Add(time.Second)
-	token, err := auth.Issue(pipelinetest.Secret, user, time.Second, time.Now())
+	const ttl = 3 * time.Second
+	now := time.Now()
+	exp := now.Add(ttl)
+	token, err := auth.Issue(pipelinetest.Secret, user, ttl, now)
 	if err != nil {
 		t.Fatal(err)
 	}
