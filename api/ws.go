@@ -65,8 +65,9 @@ func (w *WSRoutes) Connect(ctx context.Context, req wsRequest) (response, error)
 	if err := w.sessions.Connect(ctx, id, claims.UserID, req.RequestContext.APIID, claims.ValidUntil); err != nil {
 		return w.refuseConnect(ctx, id, err), nil
 	}
-	// The local gateway closes the connection when its token expires; API
-	// Gateway ignores the header, and the record's expiry refuses frames.
+	// The local gateway closes the connection when its token expires. On
+	// API Gateway the header has no such effect; there the record's token
+	// expiry refuses the connection's frames (Sessions.Lookup).
 	return response{StatusCode: http.StatusOK, Headers: map[string]string{
 		gateway.ExpiresHeader: strconv.FormatInt(claims.ValidUntil.UnixMilli(), 10),
 	}}, nil

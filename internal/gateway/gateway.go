@@ -42,7 +42,7 @@ type Routes struct {
 // ExpiresHeader, in a successful $connect response, is when the
 // connection's credentials expire, in Unix milliseconds: the gateway then
 // sends Config.ExpiredFrame and closes it with wsproto.CloseTokenExpired.
-// API Gateway has no such feature and ignores the header.
+// API Gateway has no such feature.
 const ExpiresHeader = "X-Parley-Connection-Expires"
 
 // Config holds the limits. Zero values take API Gateway's defaults.
