@@ -350,7 +350,7 @@ func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gatewa
 		if a.media != nil {
 			urls = a.media
 		}
-		return fanout.New(a.conns, poster, publisher, urls, logger), nil
+		return fanout.New(a.conns, poster, publisher, urls, logger, fanout.WithExpiredFrame(api.TokenExpiredFrame())), nil
 	case events.WorkerThumbnailer:
 		if a.media == nil {
 			return nil, errors.New("the thumbnailer needs a media store: set CHAT_S3_BUCKET (and CHAT_S3_ENDPOINT for a non-AWS S3)")

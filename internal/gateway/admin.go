@@ -68,7 +68,7 @@ func (g *Gateway) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	case http.MethodGet:
 		g.getConnection(w, id)
 	case http.MethodDelete:
-		g.deleteConnection(w, id)
+		g.deleteConnection(w, r, id)
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		writeAWSError(w, http.StatusMethodNotAllowed, "MethodNotAllowedException", "Method Not Allowed")
@@ -148,13 +148,11 @@ func (g *Gateway) getConnection(w http.ResponseWriter, id string) {
 	})
 }
 
-func (g *Gateway) deleteConnection(w http.ResponseWriter, id string) {
-	c := g.lookup(id)
-	if c == nil {
+func (g *Gateway) deleteConnection(w http.ResponseWriter, r *http.Request, id string) {
+	if _, err := g.DeleteConnection(r.Context(), &apigatewaymanagementapi.DeleteConnectionInput{ConnectionId: aws.String(id)}); err != nil {
 		writeGone(w)
 		return
 	}
-	g.terminate(c, websocket.CloseNormalClosure, "", closeGraceful)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -186,4 +184,15 @@ func (g *Gateway) PostToConnection(_ context.Context, in *apigatewaymanagementap
 		return nil, &types.GoneException{Message: aws.String("Gone")}
 	}
 	return &apigatewaymanagementapi.PostToConnectionOutput{}, nil
+}
+
+// DeleteConnection closes one connection in-process, as the Management
+// API's DELETE does (GoneException for a connection that is not here).
+func (g *Gateway) DeleteConnection(_ context.Context, in *apigatewaymanagementapi.DeleteConnectionInput, _ ...func(*apigatewaymanagementapi.Options)) (*apigatewaymanagementapi.DeleteConnectionOutput, error) {
+	c := g.lookup(aws.ToString(in.ConnectionId))
+	if c == nil {
+		return nil, &types.GoneException{Message: aws.String("Gone")}
+	}
+	g.terminate(c, websocket.CloseNormalClosure, "", closeGraceful)
+	return &apigatewaymanagementapi.DeleteConnectionOutput{}, nil
 }

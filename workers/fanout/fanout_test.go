@@ -701,3 +701,33 @@ func TestNewManagementClient(t *testing.T) {
 		}
 	}
 }
+
+// TestExpiredTokenConnectionIsClosed is what closes a connection whose
+// token expired on API Gateway, which has no timer for it: the first push
+// meant for it sends the frame saying why instead, then closes it.
+func TestExpiredTokenConnectionIsClosed(t *testing.T) {
+	h := newHarness(t)
+	const expiredFrame = `{"type":"error","code":"unauthenticated","message":"expired"}`
+	f := fanout.New(h.store, h.client, h.bus, nil, testLogger(t), fanout.WithExpiredFrame([]byte(expiredFrame)))
+	live, expired := h.dial(t, 2), h.dial(t, 2)
+	ctx := context.Background()
+	rec, err := h.store.Get(ctx, expired.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.TokenExpiresAt = time.Now().Add(-time.Second)
+	if err := h.store.Put(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+
+	m := textMessage(1, 2, "")
+	handle(t, f, envelope(t, 1, m.ConversationID, m))
+	live.expectJSON(t, newMessageJSON(m))
+	if got := string(expired.read(t)); got != expiredFrame {
+		t.Fatalf("expired connection got %s, want the expiry frame and nothing else", got)
+	}
+	_ = expired.ws.SetReadDeadline(time.Now().Add(waitFor))
+	if _, _, err := expired.ws.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+		t.Fatalf("expired connection: %v, want it closed", err)
+	}
+}
