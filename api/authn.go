@@ -17,11 +17,11 @@ func bearerToken(header string) (string, error) {
 	return token, nil
 }
 
-// authenticate returns the user a token was issued to.
-func authenticate(v *auth.Verifier, token string) (int64, error) {
-	user, err := v.UserID(token)
+// authenticate returns who a token was issued to, and until when.
+func authenticate(v *auth.Verifier, token string) (auth.Claims, error) {
+	c, err := v.Verify(token)
 	if err != nil {
-		return 0, &chat.Error{Code: chat.CodeUnauthenticated, Message: "invalid or expired token", Err: err}
+		return c, &chat.Error{Code: chat.CodeUnauthenticated, Message: "invalid or expired token", Err: err}
 	}
-	return user, nil
+	return c, nil
 }

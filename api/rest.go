@@ -106,9 +106,9 @@ func (r *REST) authed(h func(http.ResponseWriter, *http.Request, int64)) http.Ha
 	return func(w http.ResponseWriter, req *http.Request) {
 		token, err := bearerToken(req.Header.Get("Authorization"))
 		if err == nil {
-			var user int64
-			if user, err = authenticate(r.verifier, token); err == nil {
-				h(w, req, user)
+			var c auth.Claims
+			if c, err = authenticate(r.verifier, token); err == nil {
+				h(w, req, c.UserID)
 				return
 			}
 		}

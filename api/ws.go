@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/parleychat/parley/api/auth"
 	"github.com/parleychat/parley/internal/chat"
+	"github.com/parleychat/parley/internal/gateway"
 	"github.com/parleychat/parley/internal/wsproto"
 )
 
@@ -48,9 +50,9 @@ func (w *WSRoutes) Connect(ctx context.Context, req wsRequest) (response, error)
 			}
 		}
 	}
-	var user int64
+	var claims auth.Claims
 	if err == nil {
-		user, err = authenticate(w.verifier, token)
+		claims, err = authenticate(w.verifier, token)
 	}
 	if err != nil {
 		w.logger.DebugContext(ctx, "websocket connect refused", "err", err)
@@ -60,15 +62,41 @@ func (w *WSRoutes) Connect(ctx context.Context, req wsRequest) (response, error)
 	// The API id names the gateway holding the connection: API Gateway's
 	// on AWS, the local gateway's identity otherwise, which lets a
 	// restarted local gateway forget the connections it lost.
-	if err := w.sessions.Connect(ctx, id, user, req.RequestContext.APIID); err != nil {
-		if e := chat.AsError(err); e.Code == chat.CodeRateLimited {
-			return response{StatusCode: http.StatusTooManyRequests, Headers: map[string]string{"Retry-After": retryAfter(e)},
-				Body: `{"message":"Too many connections; retry later"}`}, nil
-		}
-		w.logger.ErrorContext(ctx, "record connection", "connection_id", id, "err", err)
-		return response{StatusCode: http.StatusInternalServerError, Body: `{"message":"Internal server error"}`}, nil
+	if err := w.sessions.Connect(ctx, id, claims.UserID, req.RequestContext.APIID, claims.ValidUntil); err != nil {
+		return w.refuseConnect(ctx, id, err), nil
 	}
-	return response{StatusCode: http.StatusOK}, nil
+	// The local gateway closes the connection when its token expires. On
+	// API Gateway the header has no such effect; there the record's token
+	// expiry refuses the connection's frames (Sessions.Lookup).
+	return response{StatusCode: http.StatusOK, Headers: map[string]string{
+		gateway.ExpiresHeader: strconv.FormatInt(claims.ValidUntil.UnixMilli(), 10),
+	}}, nil
+}
+
+// TokenExpiredFrame is the error frame a connection gets when its token
+// expires, before it is closed.
+func TokenExpiredFrame() []byte {
+	e := chat.ErrTokenExpired()
+	b, _ := wsproto.Encode(wsproto.NewError("", string(e.Code), e.Message)) // plain strings
+	return b
+}
+
+// refuseConnect answers a $connect the service refused with the code's
+// HTTP status, its reason and Retry-After, in API Gateway's shape.
+func (w *WSRoutes) refuseConnect(ctx context.Context, connID string, err error) response {
+	e := chat.AsError(err)
+	status := httpStatus(e.Code)
+	if logged(e.Code) {
+		w.logger.ErrorContext(ctx, "record connection", "connection_id", connID, "err", e)
+	} else {
+		w.logger.DebugContext(ctx, "websocket connect refused", "connection_id", connID, "code", e.Code, "err", e.Message)
+	}
+	body, _ := json.Marshal(map[string]string{"message": e.Message, "code": string(e.Code)}) // strings only
+	resp := response{StatusCode: status, Body: string(body), Headers: map[string]string{"Content-Type": "application/json"}}
+	if e.RetryAfter > 0 || status == http.StatusTooManyRequests {
+		resp.Headers["Retry-After"] = retryAfter(e)
+	}
+	return resp
 }
 
 // Disconnect forgets the connection.

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	lambdaevents "github.com/aws/aws-lambda-go/events"
 	"github.com/gorilla/websocket"
 
 	"github.com/parleychat/parley/api"
@@ -32,27 +34,53 @@ func wsEnv(t *testing.T, e *pipelinetest.Env) (dial func(user int64) *websocket.
 // wsServer is wsEnv that also answers the endpoint's ws:// URL.
 func wsServer(t *testing.T, e *pipelinetest.Env) (url string, dial func(user int64) *websocket.Conn) {
 	t.Helper()
-	verifier, err := auth.NewVerifier(pipelinetest.Secret)
+	url = wsGateway(t, e)
+	return url, func(user int64) *websocket.Conn {
+		t.Helper()
+		return wsAccept(t, url, user)
+	}
+}
+
+// wsAccept dials url as user and fails the test unless it is accepted.
+func wsAccept(t *testing.T, url string, user int64) *websocket.Conn {
+	t.Helper()
+	c, resp, err := wsDial(url, wsToken(user))
+	if err != nil {
+		t.Fatalf("dial as user %d: %v", user, err)
+	}
+	resp.Body.Close()
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// wsGateway starts a local gateway over e's service, configured as chat
+// dev's, and returns its /ws URL.
+func wsGateway(t *testing.T, e *pipelinetest.Env, opts ...auth.Option) string {
+	t.Helper()
+	routes := wsRoutes(t, e, opts...)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	gw := gateway.New(gateway.Routes{Connect: routes.Connect, Disconnect: routes.Disconnect, Default: routes.Default},
+		gateway.Config{ExpiredFrame: api.TokenExpiredFrame()}, quiet)
+	srv := httptest.NewServer(gw)
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+}
+
+func wsRoutes(t *testing.T, e *pipelinetest.Env, opts ...auth.Option) *api.WSRoutes {
+	t.Helper()
+	verifier, err := auth.NewVerifier(pipelinetest.Secret, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	routes := api.NewWSRoutes(e.Service, verifier, pgstore.New(e.Pool), 0, quiet)
-	gw := gateway.New(gateway.Routes{Connect: routes.Connect, Disconnect: routes.Disconnect, Default: routes.Default}, gateway.Config{}, quiet)
-	srv := httptest.NewServer(gw)
-	t.Cleanup(srv.Close)
-	url = "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
-	return url, func(user int64) *websocket.Conn {
-		t.Helper()
-		token := strings.TrimPrefix(pipelinetest.Auth(user).Get("Authorization"), "Bearer ")
-		c, resp, err := websocket.DefaultDialer.Dial(url+"?token="+token, nil)
-		if err != nil {
-			t.Fatalf("dial as user %d: %v", user, err)
-		}
-		resp.Body.Close()
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	return api.NewWSRoutes(e.Service, verifier, pgstore.New(e.Pool), 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+func wsToken(user int64) string {
+	return strings.TrimPrefix(pipelinetest.Auth(user).Get("Authorization"), "Bearer ")
+}
+
+func wsDial(url, token string) (*websocket.Conn, *http.Response, error) {
+	return websocket.DefaultDialer.Dial(url+"?token="+token, nil)
 }
 
 // roundTrip sends frame and returns the raw reply.
@@ -172,5 +200,166 @@ func TestRESTErrorsNameFieldsInSnakeCase(t *testing.T) {
 		if resp.Status/100 != 4 || !strings.Contains(string(resp.Body), want) {
 			t.Errorf("%s answered %d %s, want it to say %s", body, resp.Status, resp.Body, want)
 		}
+	}
+}
+
+// TestWebSocketConnectionCap: a user holds at most MaxConnectionsPerUser
+// sockets, counted over every gateway sharing the connection store; one
+// more is refused with 429 and a reason, and leaves no record.
+func TestWebSocketConnectionCap(t *testing.T) {
+	t.Parallel()
+	limits := chat.DefaultLimits()
+	limits.Rates, limits.MaxConnectionsPerUser = chat.Rates{}, 2
+	e := pipelinetest.New(t, pipelinetest.Options{Limits: limits})
+	gwA, gwB := wsGateway(t, e), wsGateway(t, e)
+	store := pgstore.New(e.Pool)
+	held := func(user int64) int {
+		t.Helper()
+		cs, err := store.ByUser(t.Context(), user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(cs)
+	}
+	accept := func(url string, user int64) *websocket.Conn { return wsAccept(t, url, user) }
+	refused := func(url string, user int64) {
+		t.Helper()
+		c, resp, err := wsDial(url, wsToken(user))
+		if err == nil {
+			c.Close()
+			t.Fatalf("user %d: connection over the cap accepted", user)
+		}
+		if resp == nil {
+			t.Fatalf("user %d: %v, want a 429 answer", user, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "30" ||
+			!strings.Contains(string(body), "the limit is 2") || !strings.Contains(string(body), `"code":"rate_limited"`) {
+			t.Fatalf("user %d over the cap: %d Retry-After %q %s", user, resp.StatusCode, resp.Header.Get("Retry-After"), body)
+		}
+	}
+
+	first := accept(gwA, 1)
+	accept(gwB, 1)
+	refused(gwA, 1)
+	refused(gwB, 1)
+	if n := held(1); n != 2 {
+		t.Fatalf("user 1 has %d records, want 2: a refused connection left one", n)
+	}
+	accept(gwA, 2) // another user is not affected
+
+	// Closing one frees its place once its $disconnect has run.
+	if err := first.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(pipelinetest.Wait); held(1) != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("user 1 still has %d records after closing one", held(1))
+		}
+	}
+	accept(gwB, 1)
+
+	// Racing connects across both gateways: exactly the cap gets in.
+	const racers = 8
+	results := make(chan *websocket.Conn, racers)
+	for i := range racers {
+		go func() {
+			c, resp, _ := wsDial([]string{gwA, gwB}[i%2], wsToken(3))
+			if resp != nil {
+				resp.Body.Close()
+			}
+			results <- c
+		}()
+	}
+	accepted := 0
+	for range racers {
+		if c := <-results; c != nil {
+			accepted++
+			t.Cleanup(func() { c.Close() })
+		}
+	}
+	if accepted != 2 || held(3) != 2 {
+		t.Fatalf("%d of %d racing connections accepted, %d recorded; want 2 and 2", accepted, racers, held(3))
+	}
+}
+
+// shortToken is a token for user that expires in two to three seconds
+// (exp has whole seconds): time for a connect and a frame before it does.
+func shortToken(t *testing.T, user int64) (token string, validUntil time.Time) {
+	t.Helper()
+	const ttl = 3 * time.Second
+	now := time.Now()
+	exp := now.Add(ttl)
+	token, err := auth.Issue(pipelinetest.Secret, user, ttl, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token, time.Unix(exp.Unix(), 0) // exp has whole seconds
+}
+
+// TestWebSocketClosedWhenTokenExpires: an open socket does not outlive its
+// token. It is told why, with the error frame, then closed with 4001.
+func TestWebSocketClosedWhenTokenExpires(t *testing.T) {
+	t.Parallel()
+	e := pipelinetest.New(t, pipelinetest.Options{})
+	url := wsGateway(t, e, auth.WithLeeway(0))
+	token, _ := shortToken(t, 1)
+	c, resp, err := wsDial(url, token)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	resp.Body.Close()
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(pipelinetest.Wait))
+	var frames []string
+	for {
+		_, b, err := c.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != wsproto.CloseTokenExpired || ce.Text != wsproto.CloseTokenExpiredReason {
+				t.Fatalf("after frames %q: %v, want close %d", frames, err, wsproto.CloseTokenExpired)
+			}
+			break
+		}
+		frames = append(frames, string(b))
+	}
+	want := string(api.TokenExpiredFrame())
+	if len(frames) == 0 || frames[len(frames)-1] != want {
+		t.Fatalf("frames before the close %q, want the last to be %s", frames, want)
+	}
+	var f wsproto.Error
+	if err := json.Unmarshal([]byte(want), &f); err != nil || f.Code != string(chat.CodeUnauthenticated) || !strings.Contains(f.Message, "fresh token") {
+		t.Fatalf("expiry frame %s (%v)", want, err)
+	}
+}
+
+// TestWebSocketFramesRefusedAfterTokenExpiry is the AWS path, where no
+// timer closes the socket: $default refuses every frame once the token
+// has expired, with the same error frame.
+func TestWebSocketFramesRefusedAfterTokenExpiry(t *testing.T) {
+	t.Parallel()
+	e := pipelinetest.New(t, pipelinetest.Options{})
+	routes := wsRoutes(t, e, auth.WithLeeway(0))
+	ctx := t.Context()
+	token, validUntil := shortToken(t, 1)
+	req := lambdaevents.APIGatewayWebsocketProxyRequest{
+		QueryStringParameters: map[string]string{"token": token},
+		RequestContext:        lambdaevents.APIGatewayWebsocketProxyRequestContext{ConnectionID: "expiring-conn=", APIID: "api"},
+	}
+	if resp, err := routes.Connect(ctx, req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("connect: %+v %v", resp, err)
+	}
+	req.Body = `{"action":"ping"}`
+	if resp, _ := routes.Default(ctx, req); resp.Body != `{"type":"pong"}` {
+		t.Fatalf("ping before expiry answered %s", resp.Body)
+	}
+	// Waits for a moment of the clock, not for another goroutine.
+	time.Sleep(time.Until(validUntil))
+	resp, err := routes.Default(ctx, req)
+	var f wsproto.Error
+	if err != nil || json.Unmarshal([]byte(resp.Body), &f) != nil || f.Code != string(chat.CodeUnauthenticated) ||
+		f.Message != chat.ErrTokenExpired().Message {
+		t.Fatalf("ping after expiry answered %s (%v)", resp.Body, err)
 	}
 }

@@ -47,7 +47,7 @@ func (q *Queries) DeleteExpiredConnections(ctx context.Context, expiresAt time.T
 }
 
 const getConnection = `-- name: GetConnection :one
-SELECT connection_id, user_id, connected_at, last_ping_at, expires_at, gateway FROM ws_connections WHERE connection_id = $1
+SELECT connection_id, user_id, connected_at, last_ping_at, expires_at, gateway, token_expires_at FROM ws_connections WHERE connection_id = $1
 `
 
 func (q *Queries) GetConnection(ctx context.Context, connectionID string) (WsConnection, error) {
@@ -60,12 +60,13 @@ func (q *Queries) GetConnection(ctx context.Context, connectionID string) (WsCon
 		&i.LastPingAt,
 		&i.ExpiresAt,
 		&i.Gateway,
+		&i.TokenExpiresAt,
 	)
 	return i, err
 }
 
 const listConnectionsByUser = `-- name: ListConnectionsByUser :many
-SELECT connection_id, user_id, connected_at, last_ping_at, expires_at, gateway FROM ws_connections
+SELECT connection_id, user_id, connected_at, last_ping_at, expires_at, gateway, token_expires_at FROM ws_connections
 WHERE user_id = $1 AND expires_at > $2
 ORDER BY connected_at
 `
@@ -91,6 +92,7 @@ func (q *Queries) ListConnectionsByUser(ctx context.Context, arg ListConnections
 			&i.LastPingAt,
 			&i.ExpiresAt,
 			&i.Gateway,
+			&i.TokenExpiresAt,
 		); err != nil {
 			return nil, err
 		}
@@ -103,7 +105,7 @@ func (q *Queries) ListConnectionsByUser(ctx context.Context, arg ListConnections
 }
 
 const listConnectionsByUsers = `-- name: ListConnectionsByUsers :many
-SELECT connection_id, user_id, connected_at, last_ping_at, expires_at, gateway FROM ws_connections
+SELECT connection_id, user_id, connected_at, last_ping_at, expires_at, gateway, token_expires_at FROM ws_connections
 WHERE user_id = ANY($1::bigint[]) AND expires_at > $2
 ORDER BY connected_at
 `
@@ -130,6 +132,7 @@ func (q *Queries) ListConnectionsByUsers(ctx context.Context, arg ListConnection
 			&i.LastPingAt,
 			&i.ExpiresAt,
 			&i.Gateway,
+			&i.TokenExpiresAt,
 		); err != nil {
 			return nil, err
 		}
@@ -142,21 +145,22 @@ func (q *Queries) ListConnectionsByUsers(ctx context.Context, arg ListConnection
 }
 
 const putConnection = `-- name: PutConnection :exec
-INSERT INTO ws_connections (connection_id, user_id, connected_at, last_ping_at, expires_at, gateway)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO ws_connections (connection_id, user_id, connected_at, last_ping_at, expires_at, gateway, token_expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (connection_id) DO UPDATE
 SET user_id = EXCLUDED.user_id, connected_at = EXCLUDED.connected_at,
     last_ping_at = EXCLUDED.last_ping_at, expires_at = EXCLUDED.expires_at,
-    gateway = EXCLUDED.gateway
+    gateway = EXCLUDED.gateway, token_expires_at = EXCLUDED.token_expires_at
 `
 
 type PutConnectionParams struct {
-	ConnectionID string
-	UserID       int64
-	ConnectedAt  time.Time
-	LastPingAt   time.Time
-	ExpiresAt    time.Time
-	Gateway      string
+	ConnectionID   string
+	UserID         int64
+	ConnectedAt    time.Time
+	LastPingAt     time.Time
+	ExpiresAt      time.Time
+	Gateway        string
+	TokenExpiresAt *time.Time
 }
 
 func (q *Queries) PutConnection(ctx context.Context, arg PutConnectionParams) error {
@@ -167,6 +171,7 @@ func (q *Queries) PutConnection(ctx context.Context, arg PutConnectionParams) er
 		arg.LastPingAt,
 		arg.ExpiresAt,
 		arg.Gateway,
+		arg.TokenExpiresAt,
 	)
 	return err
 }

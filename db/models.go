@@ -126,10 +126,11 @@ type PendingRead struct {
 }
 
 type WsConnection struct {
-	ConnectionID string
-	UserID       int64
-	ConnectedAt  time.Time
-	LastPingAt   time.Time
-	ExpiresAt    time.Time
-	Gateway      string
+	ConnectionID   string
+	UserID         int64
+	ConnectedAt    time.Time
+	LastPingAt     time.Time
+	ExpiresAt      time.Time
+	Gateway        string
+	TokenExpiresAt *time.Time
 }

@@ -22,12 +22,27 @@ type Verifier struct {
 	now    func() time.Time
 }
 
+// DefaultLeeway is the clock skew allowed on a token's expiry.
+const DefaultLeeway = 30 * time.Second
+
+// Option configures a Verifier.
+type Option func(*Verifier)
+
+// WithLeeway sets the clock skew allowed on a token's expiry (at least 0).
+func WithLeeway(d time.Duration) Option {
+	return func(v *Verifier) { v.leeway = max(d, 0) }
+}
+
 // NewVerifier refuses secrets too short to be safe with HS256.
-func NewVerifier(secret []byte) (*Verifier, error) {
+func NewVerifier(secret []byte, opts ...Option) (*Verifier, error) {
 	if len(secret) < 16 {
 		return nil, errors.New("JWT secret must be at least 16 bytes")
 	}
-	return &Verifier{secret: secret, leeway: 30 * time.Second, now: time.Now}, nil
+	v := &Verifier{secret: secret, leeway: DefaultLeeway, now: time.Now}
+	for _, o := range opts {
+		o(v)
+	}
+	return v, nil
 }
 
 // MinSecretBytes is the shortest secret CheckSecret accepts: HS256's key
@@ -66,8 +81,23 @@ func CheckSecret(secret []byte) error {
 // without an expiry, expired, not signed with HS256 or with a bad signature
 // are refused.
 func (v *Verifier) UserID(token string) (int64, error) {
+	c, err := v.Verify(token)
+	return c.UserID, err
+}
+
+// Claims is what a verified token says.
+type Claims struct {
+	UserID int64
+	// ValidUntil is the last moment the verifier accepts the token: its
+	// expiry plus the clock-skew leeway. Whatever the token opened (a
+	// WebSocket connection) ends then.
+	ValidUntil time.Time
+}
+
+// Verify checks a token as UserID does and returns its claims.
+func (v *Verifier) Verify(token string) (Claims, error) {
 	if token == "" {
-		return 0, fmt.Errorf("%w: missing token", ErrUnauthenticated)
+		return Claims{}, fmt.Errorf("%w: missing token", ErrUnauthenticated)
 	}
 	claims := jwt.MapClaims{}
 	_, err := jwt.ParseWithClaims(token, claims, func(*jwt.Token) (any, error) { return v.secret, nil },
@@ -78,18 +108,22 @@ func (v *Verifier) UserID(token string) (int64, error) {
 		jwt.WithJSONNumber(),
 	)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+		return Claims{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+	}
+	exp, err := claims.GetExpirationTime() // required, so present
+	if err != nil || exp == nil {
+		return Claims{}, fmt.Errorf("%w: exp: %v", ErrUnauthenticated, err)
 	}
 	for _, name := range []string{"sub", "user_id"} {
 		if raw, ok := claims[name]; ok {
 			id, err := parseUserID(raw)
 			if err != nil {
-				return 0, fmt.Errorf("%w: claim %s: %v", ErrUnauthenticated, name, err)
+				return Claims{}, fmt.Errorf("%w: claim %s: %v", ErrUnauthenticated, name, err)
 			}
-			return id, nil
+			return Claims{UserID: id, ValidUntil: exp.Add(v.leeway)}, nil
 		}
 	}
-	return 0, fmt.Errorf("%w: token has neither sub nor user_id", ErrUnauthenticated)
+	return Claims{}, fmt.Errorf("%w: token has neither sub nor user_id", ErrUnauthenticated)
 }
 
 func parseUserID(raw any) (int64, error) {

@@ -116,3 +116,18 @@ func TestCheckSecret(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func TestVerifyValidUntil(t *testing.T) {
+	v, err := NewVerifier(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(5 * time.Second).Truncate(time.Second)
+	c, err := v.Verify(sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "3", "exp": exp.Unix()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.UserID != 3 || !c.ValidUntil.Equal(exp.Add(v.leeway)) {
+		t.Fatalf("got %+v, want user 3 valid until %v (exp plus leeway)", c, exp.Add(v.leeway))
+	}
+}

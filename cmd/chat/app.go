@@ -171,6 +171,7 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, p parts) (*Ap
 		limits := chat.DefaultLimits()
 		limits.MaxTextRunes, limits.Rates = cfg.MaxTextRunes, cfg.Rates
 		limits.MaxUploads, limits.MaxUserUploads = cfg.MaxUploads, cfg.MaxUserUploads
+		limits.MaxConnectionsPerUser = cfg.WSMaxPerUser
 		var opts []chat.Option
 		if (p.api || p.gateway) && a.cfg.Transport == transportPostgres && a.cfg.OverloadQueueAge > 0 {
 			a.backlog = pgbus.NewBacklog(a.pool, a.cfg.OverloadQueueAge, a.cfg.OverloadSample, logger.With("component", "backlog"))
@@ -354,9 +355,9 @@ func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gatewa
 	case events.WorkerFanout:
 		var poster fanout.Poster = gw
 		if gw == nil || a.cfg.WSManagementURLSet {
-			client, err := fanout.NewManagementClient(ctx, a.managementURL, a.cfg.AWSKeys)
+			client, err := fanout.NewManagementClient(ctx, a.managementURL, a.cfg.AWSKeys, a.cfg.GatewaySecret)
 			if err != nil {
-				return nil, fmt.Errorf("CHAT_WS_MANAGEMENT_ENDPOINT: %w", err)
+				return nil, fmt.Errorf("CHAT_WS_MANAGEMENT_ENDPOINT, CHAT_GATEWAY_ADMIN_SECRET: %w", err)
 			}
 			poster = client
 		}
@@ -364,7 +365,7 @@ func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gatewa
 		if a.media != nil {
 			urls = a.media
 		}
-		return fanout.New(a.conns, poster, publisher, urls, logger), nil
+		return fanout.New(a.conns, poster, publisher, urls, logger, fanout.WithExpiredFrame(api.TokenExpiredFrame())), nil
 	case events.WorkerThumbnailer:
 		if a.media == nil {
 			return nil, errors.New("the thumbnailer needs a media store: set CHAT_S3_BUCKET (and CHAT_S3_ENDPOINT for a non-AWS S3)")
@@ -435,9 +436,12 @@ func (a *App) run(ctx context.Context, p parts) error {
 	}
 	var gw *gateway.Gateway
 	if p.gateway {
+		if a.cfg.GatewaySecret == "" {
+			return errors.New("CHAT_GATEWAY_ADMIN_SECRET is required: the shared secret of the gateway's management API, also given to fanout")
+		}
 		routes := a.wsRoutes(a.logger.With("component", "ws"))
 		gw = gateway.New(gateway.Routes{Connect: routes.Connect, Disconnect: routes.Disconnect, Default: routes.Default}, gateway.Config{
-			APIID:       a.gatewayID,
+			APIID: a.gatewayID, AdminSecret: a.cfg.GatewaySecret,
 			IdleTimeout: a.cfg.WSIdleTimeout, MaxConnectionAge: a.cfg.WSMaxAge, SendBuffer: a.cfg.WSSendBuffer,
 		}, a.logger.With("component", "gateway"))
 		a.serve(ctx, g, a.adminLn, gw.AdminHandler(), nil)

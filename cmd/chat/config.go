@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -91,13 +92,18 @@ type Config struct {
 	WSIdleTimeout   time.Duration // CHAT_WS_IDLE_TIMEOUT, default 10m (API Gateway's)
 	WSMaxAge        time.Duration // CHAT_WS_MAX_CONNECTION_AGE, default 2h (API Gateway's)
 	WSSendBuffer    int           // CHAT_WS_SEND_BUFFER queued frames per connection, default 256
+	WSMaxPerUser    int           // CHAT_WS_MAX_CONNECTIONS_PER_USER, default 10; 0 = no limit
 	WSManagementURL string        // CHAT_WS_MANAGEMENT_ENDPOINT, default http://CHAT_GATEWAY_ADMIN_ADDR
 	// WSManagementURLSet: CHAT_WS_MANAGEMENT_ENDPOINT was given, so a process
 	// running the gateway does not point fanout at its own listener.
 	WSManagementURLSet bool
 	GatewayID          string // CHAT_GATEWAY_ID: the local gateway's identity; empty = its management URL
-	ConnTable          string // CHAT_CONNECTIONS_TABLE: DynamoDB table; empty = PostgreSQL
-	DynamoEndpoint     string // CHAT_DYNAMODB_ENDPOINT: a local DynamoDB (e.g. dynalite)
+	// GatewaySecret guards the local gateway's management API
+	// (CHAT_GATEWAY_ADMIN_SECRET): required by chat gateway and by a fanout
+	// posting to it; chat dev makes one up when unset.
+	GatewaySecret  string
+	ConnTable      string // CHAT_CONNECTIONS_TABLE: DynamoDB table; empty = PostgreSQL
+	DynamoEndpoint string // CHAT_DYNAMODB_ENDPOINT: a local DynamoDB (e.g. dynalite)
 
 	// Media.
 	S3Bucket   string // CHAT_S3_BUCKET, default parley-media
@@ -323,9 +329,17 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c.WSIdleTimeout = dur("CHAT_WS_IDLE_TIMEOUT", 10*time.Minute)
 	c.WSMaxAge = dur("CHAT_WS_MAX_CONNECTION_AGE", 2*time.Hour)
 	c.WSSendBuffer = num("CHAT_WS_SEND_BUFFER", 256, 1)
+	c.WSMaxPerUser = num("CHAT_WS_MAX_CONNECTIONS_PER_USER", limits.MaxConnectionsPerUser, 0)
 	c.WSManagementURL = str("CHAT_WS_MANAGEMENT_ENDPOINT", "http://"+c.GatewayAdmin)
 	c.WSManagementURLSet = strings.TrimSpace(getenv("CHAT_WS_MANAGEMENT_ENDPOINT")) != ""
 	c.GatewayID = str("CHAT_GATEWAY_ID", "")
+	c.GatewaySecret = str("CHAT_GATEWAY_ADMIN_SECRET", "")
+	switch {
+	case c.GatewaySecret == "" && dev:
+		c.GatewaySecret = rand.Text() // only this process knows it
+	case c.GatewaySecret != "" && len(c.GatewaySecret) < 16:
+		errs = append(errs, errors.New("CHAT_GATEWAY_ADMIN_SECRET: want at least 16 characters"))
+	}
 	c.ConnTable = str("CHAT_CONNECTIONS_TABLE", "")
 	c.DynamoEndpoint = str("CHAT_DYNAMODB_ENDPOINT", "")
 

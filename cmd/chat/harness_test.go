@@ -109,6 +109,7 @@ func (e *env) vars() []string {
 		"CHAT_HTTP_ADDR=" + e.http,
 		"CHAT_GATEWAY_ADDR=" + e.gateway,
 		"CHAT_GATEWAY_ADMIN_ADDR=" + e.admin,
+		"CHAT_GATEWAY_ADMIN_SECRET=test-gateway-management-secret",
 		"CHAT_S3_ADDR=" + e.s3,
 		"CHAT_DATA_DIR=" + e.dataDir,
 		"CHAT_LOG_LEVEL=debug",

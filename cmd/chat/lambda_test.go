@@ -187,6 +187,9 @@ func TestLambdaHandlers(t *testing.T) {
 		"CHAT_S3_BUCKET":            testBucket,
 		"CHAT_S3_ENDPOINT":          l.s3URL,
 		"CHAT_LOG_LEVEL":            "debug",
+		// The management endpoint stands in for API Gateway on loopback,
+		// where a local gateway would ask for its secret.
+		"CHAT_GATEWAY_ADMIN_SECRET": "lambda-test-management-secret",
 	}
 	for _, kv := range noRateLimits() {
 		k, v, _ := strings.Cut(kv, "=")
@@ -504,6 +507,7 @@ func TestLambdaWorkersNeedNoJWTSecret(t *testing.T) {
 		"CHAT_S3_BUCKET":              "parley-test-media",
 		"CHAT_LOG_LEVEL":              "info",
 		"CHAT_WS_MANAGEMENT_ENDPOINT": "http://127.0.0.1:9/test", // never called here
+		"CHAT_GATEWAY_ADMIN_SECRET":   "lambda-test-management-secret",
 	}
 	getenv := func(k string) string { return stackEnv[k] }
 	for _, w := range events.Workers() {

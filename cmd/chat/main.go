@@ -306,7 +306,7 @@ Parley is running (development mode).
   REST API      %[1]s/api/v1/chat
   WebSocket     ws://%[4]s/ws?token=TOKEN
   Health        %[1]s/health
-  Management    %[5]s/@connections/{id}  (loopback only)
+  Management    %[5]s/@connections/{id}  (loopback only, with CHAT_GATEWAY_ADMIN_SECRET)
   Embedded S3   %[6]s  (bucket %[7]s)
   Database      %[2]s
   Data dir      %[3]s

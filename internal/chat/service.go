@@ -45,12 +45,15 @@ type Limits struct {
 	MaxClientIDLen int   // client_message_id length in bytes
 	MaxUploads     int   // uploads streaming through one process at once (0: no bound)
 	MaxUserUploads int   // of those, per user (0: no bound)
+	// MaxConnectionsPerUser bounds the WebSocket connections one user holds
+	// at once, counted in the shared connection store, so across gateways.
+	MaxConnectionsPerUser int
 }
 
 // DefaultLimits are the limits a server runs with unless configured.
 func DefaultLimits() Limits {
 	return Limits{MaxTextRunes: 4000, Rates: DefaultRates(), MaxReadBatch: 500, MaxClientIDLen: 128,
-		MaxUploads: 32, MaxUserUploads: 3}
+		MaxUploads: 32, MaxUserUploads: 3, MaxConnectionsPerUser: 10}
 }
 
 // Admission says whether the pipeline behind the bus can take more

@@ -1,8 +1,11 @@
 package chat
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/parleychat/parley/events"
@@ -15,9 +18,15 @@ type Connections interface {
 	Get(ctx context.Context, id string) (connstore.Connection, error)
 	Delete(ctx context.Context, id string) error
 	Touch(ctx context.Context, id string, at, expiresAt time.Time) error
+	ByUser(ctx context.Context, userID int64) ([]connstore.Connection, error)
 }
 
 var _ Connections = connstore.Store(nil)
+
+// connectionCapRetryAfter is the wait suggested to a client refused for
+// holding too many connections: long enough for a device to close one, and
+// for a retry loop not to hammer the store.
+const connectionCapRetryAfter = 30 * time.Second
 
 // DefaultSessionTTL outlives API Gateway's hard 2-hour connection limit.
 const DefaultSessionTTL = 2*time.Hour + 5*time.Minute
@@ -49,18 +58,26 @@ func (s *Service) Sessions(conns Connections, ttl time.Duration) *Sessions {
 
 // Connect records an authenticated connection, held by gateway, and asks
 // fanout to greet it. The greeting is best effort: a connection without it
-// still works.
+// still works. A user over Limits.MaxConnectionsPerUser is refused with
+// CodeRateLimited. From tokenExpiresAt on (zero: never), the connection's
+// frames are refused with ErrTokenExpired.
 //
 // Over the user's WriteConnect rate it refuses with CodeRateLimited and
 // records nothing: each connection publishes a greeting event.
-func (ss *Sessions) Connect(ctx context.Context, connID string, userID int64, gateway string) error {
+func (ss *Sessions) Connect(ctx context.Context, connID string, userID int64, gateway string, tokenExpiresAt time.Time) error {
 	if err := ss.svc.allowWrite(userID, WriteConnect, "connections"); err != nil {
 		return err
 	}
 	now := ss.svc.clock()
-	c := connstore.Connection{ID: connID, UserID: userID, ConnectedAt: now, LastPingAt: now, ExpiresAt: now.Add(ss.ttl), Gateway: gateway}
+	c := connstore.Connection{
+		ID: connID, UserID: userID, ConnectedAt: now, LastPingAt: now, ExpiresAt: now.Add(ss.ttl),
+		Gateway: gateway, TokenExpiresAt: tokenExpiresAt,
+	}
 	if err := ss.conns.Put(ctx, c); err != nil {
 		return unavailable("the connection store", err)
+	}
+	if err := ss.admit(ctx, c); err != nil {
+		return err
 	}
 	ss.known.put(connID, c)
 	// API Gateway cannot send on a connection before $connect returns, so
@@ -75,19 +92,68 @@ func (ss *Sessions) Connect(ctx context.Context, connID string, userID int64, ga
 	return nil
 }
 
-// Lookup returns the connection behind connID.
-func (ss *Sessions) Lookup(ctx context.Context, connID string) (connstore.Connection, error) {
-	if c, ok := ss.known.get(connID); ok && ss.svc.clock().Before(c.ExpiresAt) {
-		return c, nil
+// admit enforces the per-user cap on the recorded connection c. It counts
+// after recording, and keeps the user's oldest connections: of two racing
+// for the last place, on one gateway or two, exactly one is kept, whichever
+// was recorded first.
+func (ss *Sessions) admit(ctx context.Context, c connstore.Connection) error {
+	limit := ss.svc.limits.MaxConnectionsPerUser
+	if limit <= 0 {
+		return nil
 	}
-	c, err := ss.conns.Get(ctx, connID)
-	if errors.Is(err, connstore.ErrNotFound) {
-		return c, Errorf(CodeUnauthenticated, "this connection is not registered; reconnect")
-	}
+	held, err := ss.conns.ByUser(ctx, c.UserID)
 	if err != nil {
-		return c, unavailable("the connection store", err)
+		ss.forget(ctx, c.ID)
+		return unavailable("the connection store", err)
 	}
-	ss.known.put(connID, c)
+	slices.SortFunc(held, func(a, b connstore.Connection) int {
+		return cmp.Or(a.ConnectedAt.Compare(b.ConnectedAt), cmp.Compare(a.ID, b.ID))
+	})
+	place := slices.IndexFunc(held, func(h connstore.Connection) bool { return h.ID == c.ID })
+	if place < limit {
+		return nil // place -1: already gone (a racing disconnect); nothing to refuse
+	}
+	ss.forget(ctx, c.ID)
+	return &Error{
+		Code:       CodeRateLimited,
+		Message:    fmt.Sprintf("user %d already holds %d WebSocket connections; the limit is %d: close one and retry", c.UserID, place, limit),
+		RetryAfter: connectionCapRetryAfter,
+	}
+}
+
+// forget deletes the record of a connection refused after it was recorded;
+// a failure only leaves a record to expire.
+func (ss *Sessions) forget(ctx context.Context, connID string) {
+	if err := ss.conns.Delete(ctx, connID); err != nil {
+		ss.svc.logger.WarnContext(ctx, "could not forget a refused connection", "connection_id", connID, "err", err)
+	}
+}
+
+// ErrTokenExpired refuses a frame of a connection whose token has expired:
+// the client reconnects with a fresh token.
+func ErrTokenExpired() *Error {
+	return Errorf(CodeUnauthenticated, "the token this connection was opened with has expired; reconnect with a fresh token")
+}
+
+// Lookup returns the connection behind connID, or ErrTokenExpired once its
+// token has expired.
+func (ss *Sessions) Lookup(ctx context.Context, connID string) (connstore.Connection, error) {
+	now := ss.svc.clock()
+	c, ok := ss.known.get(connID)
+	if !ok || !now.Before(c.ExpiresAt) {
+		var err error
+		c, err = ss.conns.Get(ctx, connID)
+		if errors.Is(err, connstore.ErrNotFound) {
+			return c, Errorf(CodeUnauthenticated, "this connection is not registered; reconnect")
+		}
+		if err != nil {
+			return c, unavailable("the connection store", err)
+		}
+		ss.known.put(connID, c)
+	}
+	if c.TokenExpired(now) {
+		return c, ErrTokenExpired()
+	}
 	return c, nil
 }
 

@@ -28,6 +28,15 @@ type Connection struct {
 	// Gateway's API id on AWS, the local gateway's own identity otherwise.
 	// Empty for records written before gateways were recorded.
 	Gateway string
+	// TokenExpiresAt is when the token the connection was opened with
+	// stops being valid; from then on the connection must not be served.
+	// Zero: not recorded, no bound.
+	TokenExpiresAt time.Time
+}
+
+// TokenExpired reports whether c's token has expired at now.
+func (c Connection) TokenExpired(now time.Time) bool {
+	return !c.TokenExpiresAt.IsZero() && !now.Before(c.TokenExpiresAt)
 }
 
 // Store is the contract every implementation passes (see storetest).

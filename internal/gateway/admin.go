@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/subtle"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi"
 	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi/types"
+	"github.com/aws/smithy-go/middleware"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/gorilla/websocket"
 )
 
@@ -19,15 +22,39 @@ import (
 // POST, GET and DELETE /@connections/{id}, also under /{stage}/. Errors carry
 // x-amzn-ErrorType so that the SDK returns its typed errors (GoneException,
 // PayloadTooLargeException, ForbiddenException). Signatures are not
-// checked, so callers from anywhere but loopback are refused; serve it on a
-// listener bound to loopback, as the root handler (ids may hold %2F).
+// checked: a request must carry Config.AdminSecret in SecretHeader, and
+// callers from anywhere but loopback are refused; serve it on a listener
+// bound to loopback, as the root handler (ids may hold %2F).
 func (g *Gateway) AdminHandler() http.Handler {
 	return http.HandlerFunc(g.serveAdmin)
+}
+
+// SecretHeader carries the management API's shared secret.
+const SecretHeader = "X-Parley-Gateway-Secret"
+
+// WithSecret makes a Management API client send secret with every request,
+// as the local gateway requires.
+func WithSecret(secret string) func(*apigatewaymanagementapi.Options) {
+	return func(o *apigatewaymanagementapi.Options) {
+		o.APIOptions = append(o.APIOptions, func(s *middleware.Stack) error {
+			// Before signing (Finalize), so the signature covers it.
+			return s.Build.Add(middleware.BuildMiddlewareFunc("GatewaySecret", func(ctx context.Context, in middleware.BuildInput, next middleware.BuildHandler) (middleware.BuildOutput, middleware.Metadata, error) {
+				if req, ok := in.Request.(*smithyhttp.Request); ok {
+					req.Header.Set(SecretHeader, secret)
+				}
+				return next.HandleBuild(ctx, in)
+			}), middleware.After)
+		})
+	}
 }
 
 func (g *Gateway) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	if ip := net.ParseIP(hostOnly(r.RemoteAddr)); ip == nil || !ip.IsLoopback() {
 		writeAWSError(w, http.StatusForbidden, "ForbiddenException", "Forbidden")
+		return
+	}
+	if !g.authorizedAdmin(r) {
+		writeAWSError(w, http.StatusForbidden, "ForbiddenException", "Forbidden: missing or wrong "+SecretHeader)
 		return
 	}
 	id, ok := g.connectionID(r.URL.EscapedPath())
@@ -41,11 +68,18 @@ func (g *Gateway) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	case http.MethodGet:
 		g.getConnection(w, id)
 	case http.MethodDelete:
-		g.deleteConnection(w, id)
+		g.deleteConnection(w, r, id)
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		writeAWSError(w, http.StatusMethodNotAllowed, "MethodNotAllowedException", "Method Not Allowed")
 	}
+}
+
+// authorizedAdmin reports whether r carries the configured secret; with
+// none configured, nothing is authorized.
+func (g *Gateway) authorizedAdmin(r *http.Request) bool {
+	got := r.Header.Get(SecretHeader)
+	return g.cfg.AdminSecret != "" && subtle.ConstantTimeCompare([]byte(got), []byte(g.cfg.AdminSecret)) == 1
 }
 
 // connectionID takes the id from /@connections/{id} or
@@ -114,13 +148,11 @@ func (g *Gateway) getConnection(w http.ResponseWriter, id string) {
 	})
 }
 
-func (g *Gateway) deleteConnection(w http.ResponseWriter, id string) {
-	c := g.lookup(id)
-	if c == nil {
+func (g *Gateway) deleteConnection(w http.ResponseWriter, r *http.Request, id string) {
+	if _, err := g.DeleteConnection(r.Context(), &apigatewaymanagementapi.DeleteConnectionInput{ConnectionId: aws.String(id)}); err != nil {
 		writeGone(w)
 		return
 	}
-	g.terminate(c, websocket.CloseNormalClosure, "", closeGraceful)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -152,4 +184,15 @@ func (g *Gateway) PostToConnection(_ context.Context, in *apigatewaymanagementap
 		return nil, &types.GoneException{Message: aws.String("Gone")}
 	}
 	return &apigatewaymanagementapi.PostToConnectionOutput{}, nil
+}
+
+// DeleteConnection closes one connection in-process, as the Management
+// API's DELETE does (GoneException for a connection that is not here).
+func (g *Gateway) DeleteConnection(_ context.Context, in *apigatewaymanagementapi.DeleteConnectionInput, _ ...func(*apigatewaymanagementapi.Options)) (*apigatewaymanagementapi.DeleteConnectionOutput, error) {
+	c := g.lookup(aws.ToString(in.ConnectionId))
+	if c == nil {
+		return nil, &types.GoneException{Message: aws.String("Gone")}
+	}
+	g.terminate(c, websocket.CloseNormalClosure, "", closeGraceful)
+	return &apigatewaymanagementapi.DeleteConnectionOutput{}, nil
 }

@@ -12,6 +12,8 @@ import (
 
 	lambdaevents "github.com/aws/aws-lambda-go/events"
 	"github.com/gorilla/websocket"
+
+	"github.com/parleychat/parley/internal/wsproto"
 )
 
 // closeMode says how a connection ends.
@@ -28,10 +30,12 @@ const (
 	closeAbort
 )
 
-// conn is one client. One goroutine reads and runs the routes; one writer
+// conn is one client. One goroutine reads and runs the routes; a writer
 // goroutine drains the queue, since gorilla allows a single concurrent
-// writer. The queue is a slice rather than a buffered
-// channel so that an idle connection holds no buffer.
+// writer. The writer runs only while there is something to write: an idle
+// connection holds no writer goroutine (its stack was a third of what an
+// idle connection cost), and the queue is a slice rather than a buffered
+// channel so that it holds no buffer either.
 type conn struct {
 	id          string
 	sourceIP    string
@@ -39,6 +43,9 @@ type conn struct {
 	host        string
 	domain      string
 	connectedAt time.Time
+	// credentialsExpireAt, when set, closes the connection with
+	// wsproto.CloseTokenExpired (see ExpiresHeader).
+	credentialsExpireAt time.Time
 	// ws and nc are set once the handshake is done; nc is guarded by mu
 	// until the connection's goroutines start.
 	ws *websocket.Conn
@@ -50,10 +57,16 @@ type conn struct {
 	mu     sync.Mutex
 	queue  [][]byte
 	closed bool
+	// served: the socket is attached and serve runs, so a writer may start.
+	served bool
+	// writing: a writer goroutine runs; once the connection is closed it
+	// stays set, so that the writer's final step runs once.
+	writing bool
+	// writeFailed: the socket failed a write; nothing more is written.
+	writeFailed bool
 
-	wake       chan struct{} // cap 1: the queue has something
 	done       chan struct{} // closed by terminate
-	writerDone chan struct{}
+	writerDone chan struct{} // closed by the writer's final step
 
 	expiry *time.Timer // idle and age limit; guarded by mu
 
@@ -90,7 +103,7 @@ func (c *conn) isDone() bool {
 }
 
 // push queues msg without blocking; it reports full when the buffer is.
-func (c *conn) push(msg []byte, limit int) (ok, full bool) {
+func (g *Gateway) push(c *conn, msg []byte, limit int) (ok, full bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -100,32 +113,46 @@ func (c *conn) push(msg []byte, limit int) (ok, full bool) {
 		return false, true
 	}
 	c.queue = append(c.queue, msg)
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
+	g.startWriterLocked(c)
 	return true, false
 }
 
-func (c *conn) pop() ([]byte, bool) {
+// startWriterLocked starts a writer if c has something to do (a queued
+// message, or its close) and none runs. c.mu is held.
+func (g *Gateway) startWriterLocked(c *conn) {
+	if !c.served || c.writing || (len(c.queue) == 0 && !c.closed) {
+		return
+	}
+	c.writing = true
+	go g.writeLoop(c)
+}
+
+// next is the writer's next step: a message to write, or else whether the
+// connection is closing (the final step). When there is neither, the
+// writer is done for now and exits.
+func (c *conn) next() (msg []byte, closing bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.queue) == 0 {
-		return nil, false
+	if len(c.queue) > 0 && !c.writeFailed {
+		msg = c.queue[0]
+		c.queue[0] = nil
+		c.queue = c.queue[1:]
+		if len(c.queue) == 0 {
+			c.queue = nil // release the backing array of a burst
+		}
+		return msg, false
 	}
-	msg := c.queue[0]
-	c.queue[0] = nil
-	c.queue = c.queue[1:]
-	if len(c.queue) == 0 {
-		c.queue = nil // release the backing array of a burst
+	if c.closed {
+		return nil, true
 	}
-	return msg, true
+	c.writing = false
+	return nil, false
 }
 
 // send queues msg for c. A full buffer means the client does not keep up:
 // it is dropped, as API Gateway would rather than buffer without bound.
 func (g *Gateway) send(c *conn, msg []byte) bool {
-	ok, full := c.push(msg, g.cfg.SendBuffer)
+	ok, full := g.push(c, msg, g.cfg.SendBuffer)
 	if full {
 		g.log.Warn("gateway: send buffer full, dropping slow client", "connection_id", c.id)
 		g.terminate(c, websocket.ClosePolicyViolation, "Slow consumer", closeAbort)
@@ -146,8 +173,9 @@ func (g *Gateway) terminate(c *conn, code int, reason string, mode closeMode) {
 			c.queue = nil
 		}
 		nc := c.nc
-		c.mu.Unlock()
 		close(c.done)
+		g.startWriterLocked(c) // for the close frame
+		c.mu.Unlock()
 		if mode == closeAbort && nc != nil {
 			_ = nc.Close()
 		}
@@ -169,13 +197,18 @@ func (g *Gateway) serve(base context.Context, c *conn) {
 		return nil
 	})
 	g.startExpiry(c)
-	go g.writeLoop(c)
+	stopPings := g.startPings(c)
+	c.mu.Lock()
+	c.served = true
+	g.startWriterLocked(c) // posts made during the handshake, or a close
+	c.mu.Unlock()
 
 	code, reason, mode, err := g.readLoop(base, c)
 	g.terminate(c, code, reason, mode)
 	c.mu.Lock()
 	c.expiry.Stop()
 	c.mu.Unlock()
+	stopPings()
 	<-c.writerDone
 	if errors.Is(err, websocket.ErrReadLimit) {
 		g.lingerClose(c.nc)
@@ -188,18 +221,21 @@ func (g *Gateway) serve(base context.Context, c *conn) {
 	g.disconnect(base, c)
 }
 
-// startExpiry arms one timer for both the idle and the age limit. It does
+// startExpiry arms one timer for the idle and age limits and the
+// credentials' expiry. It does
 // not move on every message: when it fires early it re-arms for the new
 // deadline. A timer rather than a read deadline keeps the reader usable to
 // receive the client's close frame.
 func (g *Gateway) startExpiry(c *conn) {
 	maxAgeAt := c.connectedAt.Add(g.cfg.MaxConnectionAge)
+	tokenAt := c.credentialsExpireAt
 	next := func() time.Time {
 		idleAt := time.Unix(0, c.lastActive.Load()).Add(g.cfg.IdleTimeout)
-		if maxAgeAt.Before(idleAt) {
-			return maxAgeAt
+		at := min(maxAgeAt.UnixNano(), idleAt.UnixNano())
+		if !tokenAt.IsZero() {
+			at = min(at, tokenAt.UnixNano())
 		}
-		return idleAt
+		return time.Unix(0, at)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -212,7 +248,16 @@ func (g *Gateway) startExpiry(c *conn) {
 			c.mu.Unlock()
 			return
 		}
-		// API Gateway says "Going away" for both limits.
+		if !tokenAt.IsZero() && !time.Now().Before(tokenAt) {
+			// Told why first, so the client reconnects with a fresh token
+			// instead of retrying the old one.
+			if g.cfg.ExpiredFrame != nil {
+				g.push(c, g.cfg.ExpiredFrame, g.cfg.SendBuffer+1)
+			}
+			g.terminate(c, wsproto.CloseTokenExpired, wsproto.CloseTokenExpiredReason, closeGraceful)
+			return
+		}
+		// API Gateway says "Going away" for both of its limits.
 		g.terminate(c, websocket.CloseGoingAway, "Going away", closeGraceful)
 	})
 }
@@ -288,58 +333,74 @@ func (g *Gateway) handleMessage(base context.Context, c *conn, data []byte) {
 	g.send(c, body)
 }
 
-// writeLoop is the only writer of data frames and pings for c.
+// writeLoop writes what is queued and exits when the queue is empty; push
+// starts it again. It is the only writer of data frames. Its final step,
+// once the connection is closing, sends the close frame (after the queue,
+// when graceful) and wakes the reader to wait only briefly for the peer's.
 func (g *Gateway) writeLoop(c *conn) {
-	defer func() {
-		// However the writer ends, the connection is closing: wake the
-		// reader to wait only briefly for the peer's close frame.
-		_ = c.ws.SetReadDeadline(time.Now().Add(g.closeGrace))
-		close(c.writerDone)
-	}()
-	var tick <-chan time.Time
-	if g.cfg.PingInterval > 0 {
-		t := time.NewTicker(g.cfg.PingInterval)
-		defer t.Stop()
-		tick = t.C
-	}
 	for {
-		select {
-		case <-c.wake:
-			if !g.flush(c) {
-				return
-			}
-		case <-tick:
-			if time.Since(time.Unix(0, c.lastPong.Load())) > 2*g.cfg.PingInterval+g.cfg.PingInterval/2 {
-				g.terminate(c, websocket.CloseAbnormalClosure, "Ping timeout", closeAbort)
-				return
-			}
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(g.cfg.WriteTimeout)); err != nil {
+		msg, closing := c.next()
+		switch {
+		case msg != nil:
+			_ = c.ws.SetWriteDeadline(time.Now().Add(g.cfg.WriteTimeout))
+			if err := c.ws.WriteMessage(websocket.TextMessage, msg); err != nil {
+				c.mu.Lock()
+				c.writeFailed = true
+				c.mu.Unlock()
 				g.terminate(c, websocket.CloseAbnormalClosure, "Write failed", closeAbort)
-				return
+				_ = c.nc.Close() // also when a graceful close was under way
 			}
-		case <-c.done:
-			if c.mode == closeGraceful && g.flush(c) {
+		case closing:
+			c.mu.Lock()
+			failed := c.writeFailed
+			c.mu.Unlock()
+			if c.mode == closeGraceful && !failed {
 				msg := websocket.FormatCloseMessage(c.closeCode, c.closeReason)
 				_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(g.closeGrace))
 			}
+			_ = c.ws.SetReadDeadline(time.Now().Add(g.closeGrace))
+			close(c.writerDone)
+			return
+		default:
 			return
 		}
 	}
 }
 
-// flush writes every queued message; false means the socket failed.
-func (g *Gateway) flush(c *conn) bool {
-	for {
-		msg, ok := c.pop()
-		if !ok {
-			return true
+// startPings sends protocol pings every PingInterval, when set, and drops
+// a peer that missed two pongs. A timer rather than a goroutine: gorilla
+// lets WriteControl run alongside the writer. It returns the stop.
+func (g *Gateway) startPings(c *conn) (stop func()) {
+	if g.cfg.PingInterval <= 0 {
+		return func() {}
+	}
+	var (
+		mu      sync.Mutex
+		stopped bool
+		t       *time.Timer
+	)
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(g.cfg.PingInterval, func() {
+		if time.Since(time.Unix(0, c.lastPong.Load())) > 2*g.cfg.PingInterval+g.cfg.PingInterval/2 {
+			g.terminate(c, websocket.CloseAbnormalClosure, "Ping timeout", closeAbort)
+			return
 		}
-		_ = c.ws.SetWriteDeadline(time.Now().Add(g.cfg.WriteTimeout))
-		if err := c.ws.WriteMessage(websocket.TextMessage, msg); err != nil {
+		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(g.cfg.WriteTimeout)); err != nil {
 			g.terminate(c, websocket.CloseAbnormalClosure, "Write failed", closeAbort)
-			_ = c.nc.Close() // also when a graceful close was under way
-			return false
+			return
 		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			t.Reset(g.cfg.PingInterval)
+		}
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -37,6 +38,12 @@ type Handler func(ctx context.Context, req lambdaevents.APIGatewayWebsocketProxy
 type Routes struct {
 	Connect, Disconnect, Default Handler
 }
+
+// ExpiresHeader, in a successful $connect response, is when the
+// connection's credentials expire, in Unix milliseconds: the gateway then
+// sends Config.ExpiredFrame and closes it with wsproto.CloseTokenExpired.
+// API Gateway has no such feature.
+const ExpiresHeader = "X-Parley-Connection-Expires"
 
 // Config holds the limits. Zero values take API Gateway's defaults.
 type Config struct {
@@ -68,6 +75,15 @@ type Config struct {
 	// connection so that the gateway's next start can forget it. Default
 	// empty.
 	APIID string
+	// ExpiredFrame is sent to a connection whose credentials expired (see
+	// ExpiresHeader) before it is closed; nil sends none.
+	ExpiredFrame []byte
+	// AdminSecret is the shared secret every management API request must
+	// carry in the SecretHeader header (WithSecret sets it on the SDK's
+	// client): loopback alone would let any local process push frames to
+	// any user. Empty refuses every request. API Gateway needs none: IAM
+	// signs its calls.
+	AdminSecret string
 }
 
 const (
@@ -139,8 +155,9 @@ func New(routes Routes, cfg Config, logger *slog.Logger) *Gateway {
 		upgrader: websocket.Upgrader{
 			HandshakeTimeout: cfg.WriteTimeout,
 			// Small per-connection buffers and one shared write pool keep
-			// idle connections cheap.
-			ReadBufferSize:  1 << 10,
+			// idle connections cheap. The read buffer holds frame headers
+			// and small frames; a read larger than it bypasses it.
+			ReadBufferSize:  256,
 			WriteBufferSize: 4 << 10,
 			WriteBufferPool: &sync.Pool{},
 			// API Gateway does not check Origin; a $connect handler can.
@@ -193,7 +210,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		host:        r.Host,
 		domain:      g.cfg.DomainName,
 		connectedAt: now,
-		wake:        make(chan struct{}, 1),
 		done:        make(chan struct{}),
 		writerDone:  make(chan struct{}),
 	}
@@ -202,8 +218,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c.lastActive.Store(now.UnixNano())
 	c.lastPong.Store(now.UnixNano())
-	// Route handlers outlive the request; keep its values, not its cancel.
-	base := context.WithoutCancel(r.Context())
+	// Route handlers outlive the request, so they get a context of their
+	// own: keeping the request's (even without its cancel) kept its chain
+	// of contexts alive for the connection's life, and nothing reads its
+	// values.
+	base := context.Background()
 
 	resp, err := g.invoke(r.Context(), g.routes.Connect, g.connectEvent(r, c, now))
 	if err != nil {
@@ -216,6 +235,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if c.credentialsExpireAt, err = credentialsExpiry(resp); err != nil {
+		// The connection is served without the bound rather than refused.
+		g.log.ErrorContext(r.Context(), "gateway: $connect answered a bad header", "connection_id", c.id, "err", err)
+	}
+
 	// Registered before the handshake completes, so that the id can be
 	// posted to as soon as the client sees 101; posts made meanwhile wait
 	// in the queue.
@@ -226,7 +250,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var hdr http.Header
-	if p := subprotocol(resp); p != "" {
+	if p := responseHeader(resp, "Sec-Websocket-Protocol"); p != "" {
 		hdr = http.Header{"Sec-Websocket-Protocol": {p}}
 	}
 	ws, err := g.upgrader.Upgrade(w, r, hdr)
@@ -367,18 +391,32 @@ func hostOnly(addr string) string {
 	return host
 }
 
-func subprotocol(resp lambdaevents.APIGatewayProxyResponse) string {
+// responseHeader returns a header of a route's response; name is canonical.
+func responseHeader(resp lambdaevents.APIGatewayProxyResponse, name string) string {
 	for k, v := range resp.Headers {
-		if http.CanonicalHeaderKey(k) == "Sec-Websocket-Protocol" {
+		if http.CanonicalHeaderKey(k) == name {
 			return v
 		}
 	}
 	for k, vs := range resp.MultiValueHeaders {
-		if http.CanonicalHeaderKey(k) == "Sec-Websocket-Protocol" && len(vs) > 0 {
+		if http.CanonicalHeaderKey(k) == name && len(vs) > 0 {
 			return vs[0]
 		}
 	}
 	return ""
+}
+
+// credentialsExpiry reads ExpiresHeader; zero when absent or malformed.
+func credentialsExpiry(resp lambdaevents.APIGatewayProxyResponse) (time.Time, error) {
+	v := responseHeader(resp, http.CanonicalHeaderKey(ExpiresHeader))
+	if v == "" {
+		return time.Time{}, nil
+	}
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || ms <= 0 {
+		return time.Time{}, fmt.Errorf("%s %q: want Unix milliseconds", ExpiresHeader, v)
+	}
+	return time.UnixMilli(ms), nil
 }
 
 // writeProxyResponse answers a refused upgrade the way API Gateway relays a

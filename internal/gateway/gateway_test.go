@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -105,17 +106,27 @@ func start(t *testing.T, g *Gateway) *harness {
 	}
 }
 
+// testSecret is the management API's secret in tests that do not set one.
+const testSecret = "test-management-secret"
+
 func newGateway(routes Routes, cfg Config) *Gateway {
+	if cfg.AdminSecret == "" {
+		cfg.AdminSecret = testSecret
+	}
 	return New(routes, cfg, slog.New(slog.DiscardHandler))
 }
 
 func newAPIClient(endpoint string) *apigatewaymanagementapi.Client {
+	return newAPIClientWith(endpoint, WithSecret(testSecret))
+}
+
+func newAPIClientWith(endpoint string, opts ...func(*apigatewaymanagementapi.Options)) *apigatewaymanagementapi.Client {
 	return apigatewaymanagementapi.New(apigatewaymanagementapi.Options{
 		Region:           "us-east-1",
 		Credentials:      credentials.NewStaticCredentialsProvider("local", "local", ""),
 		BaseEndpoint:     aws.String(endpoint),
 		RetryMaxAttempts: 1,
-	})
+	}, opts...)
 }
 
 func (h *harness) dial(t *testing.T, query string, hdr http.Header) *websocket.Conn {
@@ -599,7 +610,12 @@ func TestUnknownConnectionIsGone(t *testing.T) {
 		t.Errorf("delete: %v, want GoneException", err)
 	}
 
-	resp, err := http.Post(h.admin+"/@connections/AAAAAAAAAAAAAAA%3D", "application/octet-stream", strings.NewReader("x"))
+	req, err := http.NewRequest(http.MethodPost, h.admin+"/@connections/AAAAAAAAAAAAAAA%3D", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(SecretHeader, testSecret)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -894,6 +910,7 @@ func TestAdminRefusesNonLoopback(t *testing.T) {
 	}
 	for _, tt := range tests {
 		r := httptest.NewRequest(http.MethodPost, "/@connections/AAAAAAAAAAAAAAA%3D", strings.NewReader("x"))
+		r.Header.Set(SecretHeader, testSecret)
 		r.RemoteAddr = tt.remote
 		w := httptest.NewRecorder()
 		g.AdminHandler().ServeHTTP(w, r)
@@ -903,6 +920,45 @@ func TestAdminRefusesNonLoopback(t *testing.T) {
 		if tt.want == http.StatusForbidden && w.Header().Get("X-Amzn-ErrorType") != "ForbiddenException" {
 			t.Errorf("%s: error type %q", tt.remote, w.Header().Get("X-Amzn-ErrorType"))
 		}
+	}
+}
+
+// TestAdminRequiresSecret: a local process that does not know the secret
+// cannot push to, inspect or close anyone's connection.
+func TestAdminRequiresSecret(t *testing.T) {
+	rec := newRecorder()
+	h := start(t, newGateway(rec.routes(nil), Config{}))
+	ws, id := h.dialID(t, rec)
+	ctx := context.Background()
+	in := &apigatewaymanagementapi.PostToConnectionInput{ConnectionId: aws.String(id), Data: []byte("injected")}
+	var forbidden *types.ForbiddenException
+	for name, c := range map[string]*apigatewaymanagementapi.Client{
+		"no secret":    newAPIClientWith(h.admin),
+		"wrong secret": newAPIClientWith(h.admin, WithSecret("not-the-secret")),
+	} {
+		if _, err := c.PostToConnection(ctx, in); !errors.As(err, &forbidden) {
+			t.Errorf("%s: post: %v, want ForbiddenException", name, err)
+		}
+		if _, err := c.DeleteConnection(ctx, &apigatewaymanagementapi.DeleteConnectionInput{ConnectionId: aws.String(id)}); !errors.As(err, &forbidden) {
+			t.Errorf("%s: delete: %v, want ForbiddenException", name, err)
+		}
+	}
+	in.Data = []byte("allowed")
+	if _, err := h.api.PostToConnection(ctx, in); err != nil {
+		t.Fatalf("post with the secret: %v", err)
+	}
+	if got := readText(t, ws); got != "allowed" {
+		t.Errorf("first frame %q, want the post made with the secret", got)
+	}
+
+	// A gateway configured without a secret refuses everyone.
+	r := httptest.NewRequest(http.MethodPost, "/@connections/"+url.PathEscape(id), strings.NewReader("x"))
+	r.RemoteAddr = "127.0.0.1:4000"
+	r.Header.Set(SecretHeader, "")
+	w := httptest.NewRecorder()
+	New(Routes{}, Config{}, nil).AdminHandler().ServeHTTP(w, r)
+	if w.Code != http.StatusForbidden {
+		t.Errorf("no secret configured: status %d, want 403", w.Code)
 	}
 }
 
@@ -941,5 +997,33 @@ func TestStagePrefixWithSDK(t *testing.T) {
 	}
 	if got := readText(t, ws); got != "staged" {
 		t.Errorf("got %q", got)
+	}
+}
+
+// TestWriterRunsOnlyWhileWriting: an idle connection holds no writer
+// goroutine; a post starts one, which exits once the queue is empty, and
+// the next post starts another.
+func TestWriterRunsOnlyWhileWriting(t *testing.T) {
+	rec := newRecorder()
+	h := start(t, newGateway(rec.routes(nil), Config{}))
+	ws, id := h.dialID(t, rec)
+	c := h.g.lookup(id)
+	writing := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.writing
+	}
+	for _, frame := range []string{"first", "second"} {
+		if err := post(t, h, id, frame); err != nil {
+			t.Fatalf("post %s: %v", frame, err)
+		}
+		if got := readText(t, ws); got != frame {
+			t.Fatalf("got %q, want %q", got, frame)
+		}
+		for deadline := time.Now().Add(waitFor); writing(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("after %s: the writer still runs with nothing to write", frame)
+			}
+		}
 	}
 }

@@ -14,14 +14,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/parleychat/parley/internal/wsproto"
 )
 
 // asyncAPI is the part of the document the tests read.
 type asyncAPI struct {
 	AsyncAPI string `json:"asyncapi"`
 	Channels map[string]struct {
-		Address  string                     `json:"address"`
-		Messages map[string]json.RawMessage `json:"messages"`
+		Address     string                     `json:"address"`
+		Description string                     `json:"description"`
+		Messages    map[string]json.RawMessage `json:"messages"`
 	} `json:"channels"`
 	Operations map[string]struct {
 		Action   string `json:"action"`
@@ -314,4 +317,15 @@ func (s *schema) validate(v any, path string) []string {
 		out = append(out, bad("%v is not one of %v", v, s.Enum)...)
 	}
 	return out
+}
+
+// TestCloseCodesAreDocumented: the close code a client acts on is in the
+// document, as the code defines it.
+func TestCloseCodesAreDocumented(t *testing.T) {
+	desc := loadAsyncAPI(t).Channels["chat"].Description
+	for _, want := range []string{"close code " + strconv.Itoa(wsproto.CloseTokenExpired), strconv.Quote(wsproto.CloseTokenExpiredReason)} {
+		if !strings.Contains(desc, want) {
+			t.Errorf("the chat channel's description does not say %s", want)
+		}
+	}
 }

@@ -23,6 +23,17 @@ const (
 	ActionMarkRead    = "markRead"
 )
 
+// The close the server ends a connection with when the token it was opened
+// with expires, after an unauthenticated error frame (a private-use code,
+// RFC 6455 section 7.4.2): reconnect with a fresh token. Where no timer can
+// close it (API Gateway), every frame after expiry is refused with that
+// error frame, and fanout closes it (with 1000) on the first push meant for
+// it, sending that error frame instead.
+const (
+	CloseTokenExpired       = 4001
+	CloseTokenExpiredReason = "Token expired"
+)
+
 // Actions lists every client action, for error messages.
 func Actions() []string {
 	return []string{ActionSendMessage, ActionPing, ActionTyping, ActionMarkRead}

@@ -14,29 +14,35 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi"
 
 	"github.com/parleychat/parley/internal/awsconf"
+	"github.com/parleychat/parley/internal/gateway"
 )
 
 // NewManagementClient returns a Management API client for endpoint.
 //
 // A loopback endpoint (http://127.0.0.1:8081, optionally with a /{stage}
 // path) is the local gateway: it is a custom endpoint for awsconf.Load,
-// signed with keys (the local pair when empty), and no AWS configuration is
-// read. Any other endpoint is an API Gateway callback URL,
+// signed with keys (the local pair when empty), every request carries the
+// gateway's shared secret, and no AWS configuration is read. Any other endpoint is an API Gateway callback URL,
 // https://{api-id}.execute-api.{region}.amazonaws.com/{stage}, used with the
 // default AWS configuration; when that names no region, the region is taken
 // from the URL.
 //
 // The SDK's own retries skip throttling errors, which Fanout retries per
 // post: both together would multiply attempts and delays.
-func NewManagementClient(ctx context.Context, endpoint string, keys awsconf.Keys) (*apigatewaymanagementapi.Client, error) {
+func NewManagementClient(ctx context.Context, endpoint string, keys awsconf.Keys, secret string) (*apigatewaymanagementapi.Client, error) {
 	if err := awsconf.CheckEndpoint(endpoint); err != nil {
 		return nil, fmt.Errorf("fanout: management %w", err)
 	}
 	u, _ := url.Parse(endpoint) // CheckEndpoint parsed it
 	host := u.Hostname()
 	var o awsconf.Options // AWS itself
+	var local []func(*apigatewaymanagementapi.Options)
 	if isLoopback(host) {
+		if secret == "" {
+			return nil, fmt.Errorf("fanout: the local gateway at %q needs its management secret", endpoint)
+		}
 		o = awsconf.Options{Endpoint: endpoint, Keys: keys}
+		local = append(local, gateway.WithSecret(secret))
 	}
 	cfg, err := awsconf.Load(ctx, o)
 	if err != nil {
@@ -48,11 +54,12 @@ func NewManagementClient(ctx context.Context, endpoint string, keys awsconf.Keys
 	if cfg.Region == "" {
 		return nil, fmt.Errorf("fanout: no AWS region configured for management endpoint %q (set AWS_REGION)", endpoint)
 	}
-	return apigatewaymanagementapi.NewFromConfig(cfg, func(o *apigatewaymanagementapi.Options) {
+	opts := append([]func(*apigatewaymanagementapi.Options){func(o *apigatewaymanagementapi.Options) {
 		o.BaseEndpoint = aws.String(endpoint)
 		o.Retryer = sdkRetryer()
 		o.HTTPClient = keepAlive(cfg.HTTPClient)
-	}), nil
+	}}, local...)
+	return apigatewaymanagementapi.NewFromConfig(cfg, opts...), nil
 }
 
 // keepAlive keeps an idle connection for each post fanout may have in

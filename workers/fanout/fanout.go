@@ -119,15 +119,36 @@ type Fanout struct {
 	// greeters holds a token for each greeting being retried.
 	greeters chan struct{}
 	early    early
+	// expiredFrame tells a connection whose token expired why it is
+	// closed (see WithExpiredFrame).
+	expiredFrame []byte
+}
+
+// Closer closes a connection: the Management API's DeleteConnection, which
+// *apigatewaymanagementapi.Client and the local gateway serve. A Poster
+// that is also a Closer closes connections whose token has expired.
+type Closer interface {
+	DeleteConnection(ctx context.Context, in *apigatewaymanagementapi.DeleteConnectionInput, optFns ...func(*apigatewaymanagementapi.Options)) (*apigatewaymanagementapi.DeleteConnectionOutput, error)
+}
+
+var _ Closer = (*apigatewaymanagementapi.Client)(nil)
+
+// Option configures a Fanout.
+type Option func(*Fanout)
+
+// WithExpiredFrame sets the frame sent to a connection whose token has
+// expired before it is closed.
+func WithExpiredFrame(frame []byte) Option {
+	return func(f *Fanout) { f.expiredFrame = frame }
 }
 
 // New returns a Fanout. media may be nil: frames then carry no media URLs.
 // A nil logger discards logs.
-func New(conns Connections, poster Poster, bus events.Publisher, media MediaURLs, logger *slog.Logger) *Fanout {
+func New(conns Connections, poster Poster, bus events.Publisher, media MediaURLs, logger *slog.Logger, opts ...Option) *Fanout {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Fanout{
+	f := &Fanout{
 		conns:    conns,
 		poster:   poster,
 		bus:      bus,
@@ -139,6 +160,10 @@ func New(conns Connections, poster Poster, bus events.Publisher, media MediaURLs
 		greeters: make(chan struct{}, maxPendingGreetings),
 		early:    early{byID: map[string]*earlyResult{}},
 	}
+	for _, o := range opts {
+		o(f)
+	}
+	return f
 }
 
 // Handle pushes one event.
@@ -228,6 +253,7 @@ func (f *Fanout) send(ctx context.Context, envs []events.Envelope, prior []*earl
 		failAll(s.errs, s.pushes, fmt.Errorf("fanout: connections of %d users: %w", len(users), err))
 		return s
 	}
+	f.closeExpired(ctx, conns)
 	s.conns = conns
 	var out posts
 	var greetings []int
@@ -557,6 +583,56 @@ func (f *Fanout) greetAgain(ctx context.Context, data []byte, c connstore.Connec
 	if err != nil {
 		f.failed(ctx, c, attempts, err)
 	}
+}
+
+// closeExpired takes the connections whose token has expired out of conns:
+// they get nothing more, but the frame saying why, and are closed. API
+// Gateway has no timer to close them when the token expires; this closes
+// them on the first push meant for them.
+func (f *Fanout) closeExpired(ctx context.Context, conns map[int64][]connstore.Connection) {
+	now := f.now()
+	var expired []connstore.Connection
+	for user, cs := range conns {
+		live := slices.DeleteFunc(cs, func(c connstore.Connection) bool {
+			if c.TokenExpired(now) {
+				expired = append(expired, c)
+				return true
+			}
+			return false
+		})
+		if len(live) == 0 {
+			delete(conns, user)
+		} else {
+			conns[user] = live
+		}
+	}
+	closer, ok := f.poster.(Closer)
+	var g errgroup.Group
+	g.SetLimit(maxConcurrentPosts)
+	for _, c := range expired {
+		g.Go(func() error {
+			if f.expiredFrame != nil {
+				if _, gone := f.postOne(ctx, f.expiredFrame, c); gone {
+					return nil
+				}
+			}
+			if !ok {
+				return nil
+			}
+			_, err := closer.DeleteConnection(ctx, &apigatewaymanagementapi.DeleteConnectionInput{ConnectionId: aws.String(c.ID)})
+			switch {
+			case isGone(err):
+				f.forget(ctx, c)
+			case err != nil:
+				// Its frames are refused anyway; the next push tries again.
+				f.logger.WarnContext(ctx, "fanout: close connection whose token expired", "connection_id", c.ID, "err", err)
+			default:
+				f.logger.InfoContext(ctx, "fanout: closed connection whose token expired", "connection_id", c.ID, "user_id", c.UserID)
+			}
+			return nil
+		})
+	}
+	_ = g.Wait() // the goroutines return nil
 }
 
 // forget deletes a connection API Gateway no longer knows, typically one

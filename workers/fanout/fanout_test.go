@@ -84,7 +84,7 @@ func newHarness(t *testing.T) *harness {
 	t.Helper()
 	dbURL, pool := dbtest.New(t)
 	h := &harness{dbURL: dbURL, store: pgstore.New(pool), bus: &bus{}, ids: make(chan string, 16)}
-	h.gw = gateway.New(gateway.Routes{Connect: h.connect, Disconnect: h.disconnect}, gateway.Config{}, testLogger(t))
+	h.gw = gateway.New(gateway.Routes{Connect: h.connect, Disconnect: h.disconnect}, gateway.Config{AdminSecret: testSecret}, testLogger(t))
 
 	ws := httptest.NewServer(h.gw)
 	admin := httptest.NewServer(h.gw.AdminHandler())
@@ -122,9 +122,12 @@ func (h *harness) disconnect(ctx context.Context, req lambdaevents.APIGatewayWeb
 	return lambdaevents.APIGatewayProxyResponse{StatusCode: http.StatusOK}, h.store.Delete(ctx, req.RequestContext.ConnectionID)
 }
 
+// testSecret is the local gateway's management secret in these tests.
+const testSecret = "fanout-test-secret"
+
 func managementClient(t *testing.T, endpoint string) *apigatewaymanagementapi.Client {
 	t.Helper()
-	c, err := fanout.NewManagementClient(context.Background(), endpoint, awsconf.Keys{})
+	c, err := fanout.NewManagementClient(context.Background(), endpoint, awsconf.Keys{}, testSecret)
 	if err != nil {
 		t.Fatalf("NewManagementClient(%s): %v", endpoint, err)
 	}
@@ -682,16 +685,49 @@ func TestNewManagementClient(t *testing.T) {
 	t.Setenv("AWS_PROFILE", "")
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "config"))
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "credentials"))
-	c, err := fanout.NewManagementClient(context.Background(), "https://abc123.execute-api.eu-west-1.amazonaws.com/prod", awsconf.Keys{})
+	c, err := fanout.NewManagementClient(context.Background(), "https://abc123.execute-api.eu-west-1.amazonaws.com/prod", awsconf.Keys{}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r := c.Options().Region; r != "eu-west-1" {
 		t.Errorf("region %q, want eu-west-1", r)
 	}
+	if _, err := fanout.NewManagementClient(context.Background(), "http://127.0.0.1:8081", awsconf.Keys{}, ""); err == nil {
+		t.Error("a local gateway endpoint without its secret was accepted")
+	}
 	for _, bad := range []string{"", "127.0.0.1:8081", "ftp://127.0.0.1/", "http://"} {
-		if _, err := fanout.NewManagementClient(context.Background(), bad, awsconf.Keys{}); err == nil {
+		if _, err := fanout.NewManagementClient(context.Background(), bad, awsconf.Keys{}, testSecret); err == nil {
 			t.Errorf("NewManagementClient(%q) succeeded", bad)
 		}
+	}
+}
+
+// TestExpiredTokenConnectionIsClosed is what closes a connection whose
+// token expired on API Gateway, which has no timer for it: the first push
+// meant for it sends the frame saying why instead, then closes it.
+func TestExpiredTokenConnectionIsClosed(t *testing.T) {
+	h := newHarness(t)
+	const expiredFrame = `{"type":"error","code":"unauthenticated","message":"expired"}`
+	f := fanout.New(h.store, h.client, h.bus, nil, testLogger(t), fanout.WithExpiredFrame([]byte(expiredFrame)))
+	live, expired := h.dial(t, 2), h.dial(t, 2)
+	ctx := context.Background()
+	rec, err := h.store.Get(ctx, expired.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.TokenExpiresAt = time.Now().Add(-time.Second)
+	if err := h.store.Put(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+
+	m := textMessage(1, 2, "")
+	handle(t, f, envelope(t, 1, m.ConversationID, m))
+	live.expectJSON(t, newMessageJSON(m))
+	if got := string(expired.read(t)); got != expiredFrame {
+		t.Fatalf("expired connection got %s, want the expiry frame and nothing else", got)
+	}
+	_ = expired.ws.SetReadDeadline(time.Now().Add(waitFor))
+	if _, _, err := expired.ws.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+		t.Fatalf("expired connection: %v, want it closed", err)
 	}
 }

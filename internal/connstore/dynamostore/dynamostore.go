@@ -32,6 +32,8 @@ const (
 	// attrGateway is absent from items of unknown holders (written before
 	// gateways were recorded, or with none).
 	attrGateway = "gateway"
+	// attrTokenExpiresAt is absent when the token's expiry is not recorded.
+	attrTokenExpiresAt = "tokenExpiresAt"
 
 	// UserIndex is the global secondary index on userId (projection ALL).
 	UserIndex = "userId-index"
@@ -139,6 +141,9 @@ func (s *Store) Put(ctx context.Context, c connstore.Connection) error {
 	}
 	if c.Gateway != "" {
 		item[attrGateway] = &types.AttributeValueMemberS{Value: c.Gateway}
+	}
+	if !c.TokenExpiresAt.IsZero() {
+		item[attrTokenExpiresAt] = timeValue(c.TokenExpiresAt)
 	}
 	_, err := s.api.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(s.table), Item: item})
 	if err != nil {
@@ -365,6 +370,9 @@ func decode(item map[string]types.AttributeValue) (connstore.Connection, error) 
 	}
 	if _, ok := item[attrGateway]; ok {
 		c.Gateway = d.str(attrGateway)
+	}
+	if _, ok := item[attrTokenExpiresAt]; ok {
+		c.TokenExpiresAt = d.time(attrTokenExpiresAt)
 	}
 	if d.err != nil {
 		return connstore.Connection{}, fmt.Errorf("item %q: %w", c.ID, d.err)

@@ -43,12 +43,13 @@ func New(pool *pgxpool.Pool, opts ...Option) *Store {
 // Put records or replaces a connection.
 func (s *Store) Put(ctx context.Context, c connstore.Connection) error {
 	err := s.q.PutConnection(ctx, db.PutConnectionParams{
-		ConnectionID: c.ID,
-		UserID:       c.UserID,
-		ConnectedAt:  c.ConnectedAt,
-		LastPingAt:   c.LastPingAt,
-		ExpiresAt:    c.ExpiresAt,
-		Gateway:      c.Gateway,
+		ConnectionID:   c.ID,
+		UserID:         c.UserID,
+		ConnectedAt:    c.ConnectedAt,
+		LastPingAt:     c.LastPingAt,
+		ExpiresAt:      c.ExpiresAt,
+		Gateway:        c.Gateway,
+		TokenExpiresAt: optionalTime(c.TokenExpiresAt),
 	})
 	if err != nil {
 		return fmt.Errorf("pgstore: put %s: %w", c.ID, err)
@@ -151,7 +152,7 @@ func (s *Store) Sweep(ctx context.Context, now time.Time) (int64, error) {
 }
 
 func fromRow(r db.WsConnection) connstore.Connection {
-	return connstore.Connection{
+	c := connstore.Connection{
 		ID:          r.ConnectionID,
 		UserID:      r.UserID,
 		ConnectedAt: r.ConnectedAt.UTC(),
@@ -159,4 +160,16 @@ func fromRow(r db.WsConnection) connstore.Connection {
 		ExpiresAt:   r.ExpiresAt.UTC(),
 		Gateway:     r.Gateway,
 	}
+	if r.TokenExpiresAt != nil {
+		c.TokenExpiresAt = r.TokenExpiresAt.UTC()
+	}
+	return c
+}
+
+// optionalTime stores a zero time as NULL.
+func optionalTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }

@@ -98,10 +98,12 @@ func Run(t *testing.T, newStore func(t *testing.T) connstore.Store) {
 	})
 
 	t.Run("NoGatewayRoundTrip", func(t *testing.T) {
-		// Records written before gateways were recorded have none.
+		// Records written before gateways and token expiries were
+		// recorded have neither.
 		s, ctx := newStore(t), t.Context()
 		want := conn(newID(t), newUserID(t), time.Hour)
 		want.Gateway = ""
+		want.TokenExpiresAt = time.Time{} // not recorded: no bound
 		mustPut(t, s, want)
 		got, err := s.Get(ctx, want.ID)
 		if err != nil {
@@ -407,6 +409,9 @@ func conn(id string, userID int64, ttl time.Duration) connstore.Connection {
 		LastPingAt:  connected.Add(30*time.Second + 654321*time.Nanosecond),
 		ExpiresAt:   now.Add(ttl).Add(789 * time.Millisecond),
 		Gateway:     "gateway-of-" + id,
+		// Its own instant, so that a store mixing it up with another
+		// field fails.
+		TokenExpiresAt: now.Add(ttl / 2).Add(321 * time.Millisecond),
 	}
 }
 
@@ -421,6 +426,9 @@ func assertConn(t *testing.T, got, want connstore.Connection) {
 	if !sameMilli(got.LastPingAt, want.LastPingAt) {
 		t.Errorf("LastPingAt = %v, want %v", got.LastPingAt, ms(want.LastPingAt))
 	}
+	if !sameMilli(got.TokenExpiresAt, want.TokenExpiresAt) {
+		t.Errorf("TokenExpiresAt = %v, want %v", got.TokenExpiresAt, ms(want.TokenExpiresAt))
+	}
 	if !expiryOK(got.ExpiresAt, want.ExpiresAt) {
 		t.Errorf("ExpiresAt = %v, want %v (or up to 1 s later)", got.ExpiresAt, ms(want.ExpiresAt))
 	}
@@ -430,6 +438,7 @@ func sameConn(got, want connstore.Connection) bool {
 	return got.ID == want.ID && got.UserID == want.UserID && got.Gateway == want.Gateway &&
 		sameMilli(got.ConnectedAt, want.ConnectedAt) &&
 		sameMilli(got.LastPingAt, want.LastPingAt) &&
+		sameMilli(got.TokenExpiresAt, want.TokenExpiresAt) &&
 		expiryOK(got.ExpiresAt, want.ExpiresAt)
 }
 
