@@ -12,7 +12,7 @@ import (
 // from the environment, are validated, and chat dev makes up a secret.
 func TestGatewayLimitsConfig(t *testing.T) {
 	env := func(kv ...string) func(string) string {
-		m := map[string]string{"JWT_SECRET": "a-secret-of-sixteen-bytes"}
+		m := map[string]string{"JWT_SECRET": "a-production-secret-of-32+-bytes-7Kq"}
 		for i := 0; i+1 < len(kv); i += 2 {
 			m[kv[i]] = kv[i+1]
 		}
