@@ -430,8 +430,8 @@ func parseTime(s string, now time.Time) (time.Time, error) {
 }
 
 func deadLettersCmd(fs *flag.FlagSet) prepare {
-	worker := fs.String("worker", "", "list, purge: only this worker's")
-	all := fs.Bool("all", false, "list: include redriven ones")
+	worker := fs.String("worker", "", "list, purge: only this worker's (on AWS the queue says whose)")
+	all := fs.Bool("all", false, "list: include redriven ones (PostgreSQL)")
 	return func(args []string) (runner, error) {
 		op := ""
 		if len(args) > 0 {
