@@ -86,6 +86,9 @@ func TestDeadLettersPurge(t *testing.T) {
 	insert("persister")
 	insert("thumbnailer")
 	left := func() int { return count(t, e.pool, `SELECT count(*) FROM dead_letters`) }
+	if out := chatOutput(t, e, "deadletters", "list"); !strings.Contains(out, fmt.Sprintf("\n%d  ", one)) || !strings.Contains(out, "boom") {
+		t.Fatalf("list does not show dead letter %d:\n%s", one, out)
+	}
 
 	out := chatOutput(t, e, "deadletters", "purge", fmt.Sprint(one))
 	if !strings.Contains(out, "purged 1 dead letters") || left() != 3 {

@@ -24,6 +24,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/google/uuid"
 
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/eventbridge/ebfake"
@@ -570,4 +571,91 @@ func TestDeadLettersPurgeOnAWS(t *testing.T) {
 		t.Fatalf("purge: %q", out)
 	}
 	waitUntil(t, "the dead-letter queue is empty", func() bool { return waiting() == 0 })
+}
+
+// TestDeadLettersListAndRedriveOnAWS: on the AWS transport `chat
+// deadletters list` shows the messages of CHAT_DEAD_LETTER_QUEUE_URL and
+// leaves them there; `redrive ID` moves one, by its SQS message id, and
+// `redrive` the rest, to CHAT_QUEUE_URL with the same bodies. No database is
+// needed.
+func TestDeadLettersListAndRedriveOnAWS(t *testing.T) {
+	endpoint, client := sqstest.StartGoaws(t, sqstest.QueueSpec{Name: "fanout", DLQ: "fanout-dlq"})
+	source, dlq := sqstest.QueueURL(t, client, "fanout"), sqstest.QueueURL(t, client, "fanout-dlq")
+	ctx := context.Background()
+	bodies := map[string]string{} // SQS message id → body
+	var ids []string
+	evs := map[string]string{} // SQS message id → event id
+	for range 3 {
+		conv := uuid.NewString()
+		env, err := events.New(uuid.NewString(), time.Now(), 1, conv, events.TypingV1{ConversationID: conv, UserID: 1, RecipientID: 2, IsTyping: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := sqstest.EventBridgeBody(t, env)
+		out, err := client.SendMessage(ctx, &awssqs.SendMessageInput{QueueUrl: aws.String(dlq), MessageBody: aws.String(body)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := aws.ToString(out.MessageId)
+		bodies[id], evs[id] = body, env.ID
+		ids = append(ids, id)
+	}
+	base := []string{
+		"CHAT_TRANSPORT=aws", "CHAT_SQS_ENDPOINT=" + endpoint,
+		"DATABASE_URL=postgres://nobody@127.0.0.1:1/none?sslmode=disable",
+		"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
+	}
+	withDLQ := append(slices.Clone(base), "CHAT_DEAD_LETTER_QUEUE_URL="+dlq)
+	full := append(slices.Clone(withDLQ), "CHAT_QUEUE_URL="+source)
+
+	if out, code := runChat(t, base, "deadletters", "list"); code == 0 || !strings.Contains(out, "CHAT_DEAD_LETTER_QUEUE_URL") {
+		t.Fatalf("list without CHAT_DEAD_LETTER_QUEUE_URL: exit %d:\n%s", code, out)
+	}
+	if out, code := runChat(t, withDLQ, "deadletters", "--all", "list"); code == 0 || !strings.Contains(out, "--all") {
+		t.Fatalf("list --all: exit %d:\n%s", code, out)
+	}
+	for range 2 { // a listing deletes nothing and hides nothing for long
+		out, code := runChat(t, withDLQ, "deadletters", "list")
+		if code != 0 {
+			t.Fatalf("list exited %d:\n%s", code, out)
+		}
+		for id, ev := range evs {
+			if !strings.Contains(out, id+"  ") || !strings.Contains(out, ev) || !strings.Contains(out, events.TypeTyping) {
+				t.Fatalf("list does not show message %s (event %s):\n%s", id, ev, out)
+			}
+		}
+	}
+
+	for _, c := range []struct {
+		vars    []string
+		missing string
+	}{{base, "CHAT_DEAD_LETTER_QUEUE_URL"}, {withDLQ, "CHAT_QUEUE_URL"}} {
+		if out, code := runChat(t, c.vars, "deadletters", "redrive"); code == 0 || !strings.Contains(out, c.missing) {
+			t.Fatalf("redrive without %s: exit %d:\n%s", c.missing, code, out)
+		}
+	}
+	if out, code := runChat(t, full, "deadletters", "redrive", ids[0]); code != 0 || !strings.Contains(out, "moved 1 messages") {
+		t.Fatalf("redrive %s: exit %d:\n%s", ids[0], code, out)
+	}
+	if got := sqstest.Drain(t, client, source, 0); len(got) != 1 || aws.ToString(got[0].Body) != bodies[ids[0]] {
+		t.Fatalf("the worker's queue got %d messages, want the body of %s", len(got), ids[0])
+	}
+	if out, code := runChat(t, full, "deadletters", "redrive"); code != 0 || !strings.Contains(out, "moved 2 messages") {
+		t.Fatalf("redrive: exit %d:\n%s", code, out)
+	}
+	var got, want []string
+	for _, m := range sqstest.Drain(t, client, source, 0) {
+		got = append(got, aws.ToString(m.Body))
+	}
+	for _, id := range ids[1:] {
+		want = append(want, bodies[id])
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("the worker's queue got %q, want %q", got, want)
+	}
+	if left := sqstest.Drain(t, client, dlq, 0); len(left) != 0 {
+		t.Fatalf("%d messages left in the dead-letter queue", len(left))
+	}
 }

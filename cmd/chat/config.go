@@ -133,9 +133,11 @@ type Config struct {
 	// AWS transport.
 	EventBusName   string // CHAT_EVENT_BUS_NAME, default parley
 	EventBridgeURL string // CHAT_EVENTBRIDGE_ENDPOINT: a local stand-in; empty = AWS
-	QueueURL       string // CHAT_QUEUE_URL: the SQS queue of `chat worker NAME` on AWS
+	// QueueURL: CHAT_QUEUE_URL, the SQS queue of `chat worker NAME` on AWS,
+	// and where `chat deadletters redrive` moves its dead letters back to.
+	QueueURL string
 	// DeadLetterQueueURL: CHAT_DEAD_LETTER_QUEUE_URL, the dead-letter queue
-	// `chat deadletters purge` empties on AWS.
+	// `chat deadletters list`, `redrive` and `purge` work on with AWS.
 	DeadLetterQueueURL string
 	SQSEndpoint        string // CHAT_SQS_ENDPOINT: a local SQS; empty = AWS
 	ArchiveARN         string // CHAT_EVENT_ARCHIVE_ARN: for chat replay on AWS

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -89,8 +88,8 @@ func commands() []command {
 		{name: "replay",
 			summary: "re-deliver archived events to one worker (with CHAT_TRANSPORT=aws: start an EventBridge archive replay)",
 			setup:   replayCmd},
-		{name: "deadletters", args: "list | redrive ID | purge [ID]",
-			summary: "list the events a worker gave up on, put one back on its worker's queue, or delete them",
+		{name: "deadletters", args: "list | redrive [ID] | purge [ID]",
+			summary: "list the events a worker gave up on, put them back on their worker's queue (with CHAT_TRANSPORT=aws, all without an ID), or delete them",
 			setup:   deadLettersCmd},
 		{name: "archive", args: "prune",
 			summary: "delete archived events older than CHAT_ARCHIVE_RETENTION (or --before) in short batches",
@@ -196,6 +195,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		x.logger = slog.New(slog.NewTextHandler(stderr, nil))
 	}
 	if err := runCmd(ctx, x); err != nil {
+		// A mistake only the configuration reveals (what a transport's
+		// IDs look like), found before anything was opened.
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "chat %s: %v\n\n%s", c.name, err, commandUsage(c, fs))
+			return 2
+		}
 		x.logger.Error("chat "+c.name+" failed", "err", err)
 		return 1
 	}
@@ -424,26 +430,22 @@ func parseTime(s string, now time.Time) (time.Time, error) {
 }
 
 func deadLettersCmd(fs *flag.FlagSet) prepare {
-	worker := fs.String("worker", "", "list, purge: only this worker's")
-	all := fs.Bool("all", false, "list: include redriven ones")
+	worker := fs.String("worker", "", "list, purge: only this worker's (on AWS the queue says whose)")
+	all := fs.Bool("all", false, "list: include redriven ones (PostgreSQL)")
 	return func(args []string) (runner, error) {
 		op := ""
 		if len(args) > 0 {
 			op = args[0]
 		}
-		var id int64
+		// What an ID looks like depends on the transport: checked once
+		// the configuration is read (checkDeadLetterID).
+		id := ""
 		switch {
-		case len(args) == 1 && (op == "list" || op == "purge"):
+		case len(args) == 1 && (op == "list" || op == "purge" || op == "redrive"):
 		case len(args) == 2 && (op == "redrive" || op == "purge"):
-			var err error
-			if id, err = strconv.ParseInt(args[1], 10, 64); err != nil {
-				return nil, usageError{fmt.Errorf("ID %q is not a number", args[1])}
-			}
-			if id <= 0 {
-				return nil, usageError{fmt.Errorf("ID %d: dead letter ids are positive", id)}
-			}
+			id = args[1]
 		default:
-			return nil, usageError{errors.New("want: deadletters [flags] list, deadletters redrive ID, or deadletters [--worker NAME] purge [ID]")}
+			return nil, usageError{errors.New("want: deadletters [flags] list, deadletters redrive [ID], or deadletters [--worker NAME] purge [ID]")}
 		}
 		if *worker != "" {
 			if _, ok := events.RouteFor(*worker); !ok {
@@ -455,7 +457,12 @@ func deadLettersCmd(fs *flag.FlagSet) prepare {
 }
 
 // deadLetters lists, redrives or purges dead letters.
-func deadLetters(ctx context.Context, x cmdEnv, op string, id int64, worker string, all bool) error {
+func deadLetters(ctx context.Context, x cmdEnv, op, id, worker string, all bool) error {
+	if op != "list" {
+		if err := checkDeadLetterID(x.cfg.Transport, op, id); err != nil {
+			return err
+		}
+	}
 	a, err := operator(ctx, x)
 	if err != nil {
 		return err
@@ -463,10 +470,11 @@ func deadLetters(ctx context.Context, x cmdEnv, op string, id int64, worker stri
 	defer a.Close()
 	switch op {
 	case "redrive":
-		if err := a.transport.Redrive(ctx, id); err != nil {
+		msg, err := a.transport.Redrive(ctx, id)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(x.stdout, "dead letter %d redriven\n", id)
+		fmt.Fprintln(x.stdout, msg)
 		return nil
 	case "purge":
 		msg, err := a.transport.PurgeDeadLetters(ctx, worker, id)
@@ -483,14 +491,25 @@ func deadLetters(ctx context.Context, x cmdEnv, op string, id int64, worker stri
 	tw := tabwriter.NewWriter(x.stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tWORKER\tEVENT\tTYPE\tATTEMPTS\tFAILED AT\tREDRIVEN\tERROR")
 	for _, r := range rows {
-		redriven := "-"
+		redriven, failed := "-", "-"
 		if r.RedrivenAt != nil {
 			redriven = r.RedrivenAt.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.ID, r.Worker, r.EventID, r.EventType, r.Attempts,
-			r.FailedAt.Format(time.RFC3339), redriven, r.Error)
+		if !r.FailedAt.IsZero() {
+			failed = r.FailedAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.ID, orDash(r.Worker), orDash(r.EventID), orDash(r.EventType), r.Attempts,
+			failed, redriven, orDash(r.Error))
 	}
 	return tw.Flush()
+}
+
+// orDash shows an unknown field of a table.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func tokenCmd(fs *flag.FlagSet) prepare {

@@ -260,6 +260,8 @@ func TestCommandLineWithoutDatabase(t *testing.T) {
 		{[]string{"replay", "--worker", "persister"}, "--since"},
 		{[]string{"deadletters"}, "want: deadletters"},
 		{[]string{"deadletters", "redrive", "x"}, `ID "x" is not a number`},
+		{[]string{"deadletters", "redrive"}, "redrive takes the ID of one dead letter"},
+		{[]string{"deadletters", "purge", "0"}, "dead letter ids are positive"},
 		{[]string{"api", "extra"}, `unexpected argument "extra"`},
 		{[]string{"bogus"}, `unknown command "bogus"`},
 		{[]string{"token", "--nope"}, "flag provided but not defined"},

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/parleychat/parley/db"
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/eventbridge"
 	"github.com/parleychat/parley/events/pgbus"
@@ -30,18 +30,64 @@ type transport interface {
 	// says what it did, for the operator.
 	Replay(ctx context.Context, worker string, from, to time.Time) (string, error)
 	// DeadLetters lists the events a worker gave up on ("" = every worker).
-	DeadLetters(ctx context.Context, worker string, all bool) ([]db.DeadLetter, error)
-	// Redrive puts one dead letter back on its worker's queue.
-	Redrive(ctx context.Context, id int64) error
-	// PurgeDeadLetters deletes dead letter id, or when id is 0 every dead
+	DeadLetters(ctx context.Context, worker string, all bool) ([]deadLetter, error)
+	// Redrive puts dead letter id back on its worker's queue, or every one
+	// when id is "", and says what it did. An id is checked by
+	// checkDeadLetterID first.
+	Redrive(ctx context.Context, id string) (string, error)
+	// PurgeDeadLetters deletes dead letter id, or when id is "" every dead
 	// letter of worker ("" = every worker), and says what it did.
-	PurgeDeadLetters(ctx context.Context, worker string, id int64) (string, error)
+	PurgeDeadLetters(ctx context.Context, worker string, id string) (string, error)
 	// PruneArchive deletes the archived events that occurred before before
 	// and returns how many.
 	PruneArchive(ctx context.Context, before time.Time) (int64, error)
 	// Run runs what the transport needs in the background (wake-ups) until
 	// ctx ends.
 	Run(ctx context.Context) error
+}
+
+// deadLetter is one line of chat deadletters list, whichever transport
+// keeps it. Fields a transport does not know are zero.
+type deadLetter struct {
+	// ID is what redrive and purge take: a row id on PostgreSQL, an SQS
+	// message id on AWS.
+	ID         string
+	Worker     string
+	EventID    string
+	EventType  string
+	Attempts   int
+	FailedAt   time.Time
+	RedrivenAt *time.Time
+	Error      string
+}
+
+// checkDeadLetterID checks the ID given to chat deadletters op (redrive or
+// purge; "" when none is given) against what the transport names dead
+// letters with, before anything is opened: a wrong one is a usage error.
+func checkDeadLetterID(transport, op, id string) error {
+	if transport == transportAWS {
+		return nil // any SQS message id; purge refuses one itself
+	}
+	if op == "redrive" && id == "" {
+		return usageError{errors.New("redrive takes the ID of one dead letter (see chat deadletters list)")}
+	}
+	_, err := pgDeadLetterID(id)
+	return err
+}
+
+// pgDeadLetterID reads a dead letter's row id; "" is 0, none.
+func pgDeadLetterID(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, usageError{fmt.Errorf("ID %q is not a number", s)}
+	}
+	if id <= 0 {
+		return 0, usageError{fmt.Errorf("ID %d: dead letter ids are positive", id)}
+	}
+	return id, nil
 }
 
 // pgTransport is the embedded default: queue tables on the chat's own
@@ -89,20 +135,37 @@ func (t *pgTransport) Replay(ctx context.Context, worker string, from, to time.T
 	return fmt.Sprintf("re-delivered %d events to %s", n, worker), nil
 }
 
-func (t *pgTransport) DeadLetters(ctx context.Context, worker string, all bool) ([]db.DeadLetter, error) {
-	return t.bus.DeadLetters(ctx, worker, all, 1000)
+func (t *pgTransport) DeadLetters(ctx context.Context, worker string, all bool) ([]deadLetter, error) {
+	rows, err := t.bus.DeadLetters(ctx, worker, all, 1000)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]deadLetter, len(rows))
+	for i, r := range rows {
+		out[i] = deadLetter{ID: strconv.FormatInt(r.ID, 10), Worker: r.Worker, EventID: r.EventID.String(), EventType: r.EventType,
+			Attempts: int(r.Attempts), FailedAt: r.FailedAt, RedrivenAt: r.RedrivenAt, Error: r.Error}
+	}
+	return out, nil
 }
 
-func (t *pgTransport) Redrive(ctx context.Context, id int64) error {
-	if err := t.bus.Redrive(ctx, id); err != nil {
-		return err
+func (t *pgTransport) Redrive(ctx context.Context, id string) (string, error) {
+	n, err := pgDeadLetterID(id)
+	if err != nil {
+		return "", err
+	}
+	if err := t.bus.Redrive(ctx, n); err != nil {
+		return "", err
 	}
 	t.flush(ctx, "the worker will find the event at its next poll")
-	return nil
+	return fmt.Sprintf("dead letter %d redriven", n), nil
 }
 
-func (t *pgTransport) PurgeDeadLetters(ctx context.Context, worker string, id int64) (string, error) {
-	n, err := t.bus.PurgeDeadLetters(ctx, worker, id)
+func (t *pgTransport) PurgeDeadLetters(ctx context.Context, worker string, id string) (string, error) {
+	nid, err := pgDeadLetterID(id)
+	if err != nil {
+		return "", err
+	}
+	n, err := t.bus.PurgeDeadLetters(ctx, worker, nid)
 	if err != nil {
 		return "", err
 	}
@@ -133,10 +196,6 @@ type awsTransport struct {
 
 var _ transport = (*awsTransport)(nil)
 
-// errAWSDeadLetters says where dead letters are on AWS.
-var errAWSDeadLetters = errors.New("with CHAT_TRANSPORT=aws dead letters are in each worker's SQS dead-letter queue (parley-<stage>-<worker>-dlq): " +
-	"inspect them with aws sqs receive-message, move them back with aws sqs start-message-move-task, or drop them with chat deadletters purge (see DEPLOY.md)")
-
 func (t *awsTransport) Publisher() events.Publisher { return t.publisher }
 
 func (t *awsTransport) Consume(ctx context.Context, worker string, h events.Handler) error {
@@ -146,20 +205,69 @@ func (t *awsTransport) Consume(ctx context.Context, worker string, h events.Hand
 	return sqs.Run(ctx, sqs.Config{QueueURL: t.cfg.QueueURL, AWS: t.cfg.awsAt(t.cfg.SQSEndpoint), Concurrency: t.cfg.concurrency(worker)}, h, t.logger.With("worker", worker))
 }
 
-func (t *awsTransport) DeadLetters(context.Context, string, bool) ([]db.DeadLetter, error) {
-	return nil, errAWSDeadLetters
+// awsListLimit is how many messages chat deadletters list shows on AWS:
+// each one is received, and hidden meanwhile, to be shown.
+const awsListLimit = 1000
+
+// DeadLetters lists the messages of the dead-letter queue
+// CHAT_DEAD_LETTER_QUEUE_URL names (one worker's, so worker is not used).
+// Listing receives them: see sqs.List.
+func (t *awsTransport) DeadLetters(ctx context.Context, _ string, all bool) ([]deadLetter, error) {
+	if all {
+		return nil, errors.New("with CHAT_TRANSPORT=aws redriven messages leave the dead-letter queue: there are none to include, drop --all")
+	}
+	if err := t.needQueues("list", false); err != nil {
+		return nil, err
+	}
+	msgs, err := sqs.List(ctx, t.cfg.awsAt(t.cfg.SQSEndpoint), t.cfg.DeadLetterQueueURL, awsListLimit, t.logger)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]deadLetter, len(msgs))
+	for i, m := range msgs {
+		// The worker's error is in its logs, not on the message.
+		out[i] = deadLetter{ID: m.MessageID, EventID: m.EventID, EventType: m.EventType, Attempts: m.ReceiveCount, Error: m.Invalid}
+	}
+	return out, nil
 }
 
-func (t *awsTransport) Redrive(context.Context, int64) error { return errAWSDeadLetters }
+// Redrive moves message id (an SQS message id), or every message, of the
+// dead-letter queue back to the worker's queue CHAT_QUEUE_URL.
+func (t *awsTransport) Redrive(ctx context.Context, id string) (string, error) {
+	if err := t.needQueues("redrive", true); err != nil {
+		return "", err
+	}
+	n, err := sqs.Redrive(ctx, t.cfg.awsAt(t.cfg.SQSEndpoint), t.cfg.DeadLetterQueueURL, t.cfg.QueueURL, id, t.logger)
+	if err != nil {
+		if n > 0 {
+			return "", fmt.Errorf("moved %d messages to %s, then: %w", n, t.cfg.QueueURL, err)
+		}
+		return "", err
+	}
+	return fmt.Sprintf("moved %d messages from %s to %s", n, t.cfg.DeadLetterQueueURL, t.cfg.QueueURL), nil
+}
+
+// needQueues says which of the queue variables chat deadletters op needs
+// is missing.
+func (t *awsTransport) needQueues(op string, source bool) error {
+	var errs []error
+	if t.cfg.DeadLetterQueueURL == "" {
+		errs = append(errs, fmt.Errorf("CHAT_DEAD_LETTER_QUEUE_URL is required for chat deadletters %s with CHAT_TRANSPORT=aws (the worker's queue parley-<stage>-<worker>-dlq)", op))
+	}
+	if source && t.cfg.QueueURL == "" {
+		errs = append(errs, fmt.Errorf("CHAT_QUEUE_URL is required for chat deadletters %s with CHAT_TRANSPORT=aws (the worker's queue parley-<stage>-<worker>, where the messages go back)", op))
+	}
+	return errors.Join(errs...)
+}
 
 // PurgeDeadLetters empties the dead-letter queue CHAT_DEAD_LETTER_QUEUE_URL
 // names (one worker's). SQS deletes a queue's messages only all at once.
-func (t *awsTransport) PurgeDeadLetters(ctx context.Context, _ string, id int64) (string, error) {
-	if id != 0 {
+func (t *awsTransport) PurgeDeadLetters(ctx context.Context, _ string, id string) (string, error) {
+	if id != "" {
 		return "", errors.New("with CHAT_TRANSPORT=aws purge empties a whole dead-letter queue: drop the ID (delete one message with aws sqs delete-message)")
 	}
-	if t.cfg.DeadLetterQueueURL == "" {
-		return "", errors.New("CHAT_DEAD_LETTER_QUEUE_URL is required for chat deadletters purge with CHAT_TRANSPORT=aws (the worker's queue parley-<stage>-<worker>-dlq)")
+	if err := t.needQueues("purge", false); err != nil {
+		return "", err
 	}
 	if err := sqs.Purge(ctx, t.cfg.awsAt(t.cfg.SQSEndpoint), t.cfg.DeadLetterQueueURL); err != nil {
 		return "", err

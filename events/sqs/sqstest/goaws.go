@@ -19,7 +19,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/google/uuid"
 
+	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/events/eventbridge/ebevent"
 	"github.com/parleychat/parley/internal/awsconf"
 	"github.com/parleychat/parley/internal/testbin"
 )
@@ -214,4 +217,20 @@ func Drain(t testing.TB, client *sqs.Client, queueURL string, wait time.Duration
 		}
 		all = append(all, out.Messages...)
 	}
+}
+
+// EventBridgeBody is the body an EventBridge rule puts on a worker's queue
+// for env.
+func EventBridgeBody(t testing.TB, env events.Envelope) string {
+	t.Helper()
+	detail, err := env.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := json.Marshal(ebevent.Event{Version: "0", ID: uuid.NewString(), DetailType: env.Type, Source: events.Source,
+		Account: Account, Time: env.OccurredAt.UTC().Truncate(time.Second), Region: awsconf.DefaultRegion, Resources: []string{}, Detail: detail})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
 }
