@@ -25,11 +25,14 @@ import (
 // devJWTSecret is used only by `chat dev`, which says so at start-up.
 const devJWTSecret = "parley-development-secret-do-not-use-in-production"
 
-// Overload defaults: a queue that lags 100 ms is far behind (a keeping-up
-// pipeline's oldest event is a few milliseconds old), and sampling as often
-// costs ten small queries a second per process.
+// Overload defaults: a keeping-up pipeline's oldest event is a few
+// milliseconds old, but a disk flush stalled behind the kernel's writeback
+// holds it for 100-400 ms now and then; 400 ms is past those and still
+// refuses well before accepted messages wait long (measured: at twice the
+// capacity, accepted p99 about 60 ms). Sampling every 100 ms costs ten small
+// queries a second per process.
 const (
-	defaultOverloadQueueAge = 150 * time.Millisecond
+	defaultOverloadQueueAge = 400 * time.Millisecond
 	defaultOverloadSample   = 100 * time.Millisecond
 )
 
@@ -69,7 +72,7 @@ type Config struct {
 	ThumbConc            int           // CHAT_THUMBNAILER_CONCURRENCY consumers of the thumbnailer, default 2
 	FallbackPoll         time.Duration // CHAT_BUS_FALLBACK_POLL, default 1s
 	// OverloadQueueAge: refuse sends while the oldest event waiting for the
-	// persister or fanout is older (CHAT_OVERLOAD_QUEUE_AGE, default 150ms;
+	// persister or fanout is older (CHAT_OVERLOAD_QUEUE_AGE, default 400ms;
 	// 0 = never refuse). Local transport only.
 	OverloadQueueAge time.Duration
 	OverloadSample   time.Duration // CHAT_OVERLOAD_SAMPLE_INTERVAL, default 100ms
