@@ -87,24 +87,29 @@ func (b *Bus) HandOff(worker string, fn func([]events.Envelope)) (stop func()) {
 	}
 }
 
-// handOffs returns the registered fast paths of these workers, or nil.
-func (b *Bus) handOffs(workers []string) map[string]func([]events.Envelope) {
+// handOffs returns the registered fast paths of these routes' workers, by
+// worker, or nil.
+func (b *Bus) handOffs(routes []events.Route) map[string]func([]events.Envelope) {
 	b.hmu.Lock()
 	defer b.hmu.Unlock()
 	if len(b.handoffs) == 0 {
 		return nil
 	}
 	var out map[string]func([]events.Envelope)
-	for _, w := range workers {
-		if h, ok := b.handoffs[w]; ok {
+	for _, r := range routes {
+		if h, ok := b.handoffs[r.Worker]; ok {
 			if out == nil {
 				out = map[string]func([]events.Envelope){}
 			}
-			out[w] = h.fn
+			out[r.Worker] = h.fn
 		}
 	}
 	return out
 }
+
+// enqueues reports whether publish writes e to r's queue; a route without
+// types (PublishTo) takes every event.
+func enqueues(r events.Route, e events.Envelope) bool { return len(r.Types) == 0 || r.Matches(e) }
 
 // queueTable names a worker's queue table.
 func queueTable(worker string) string { return pgx.Identifier{"queue_" + worker}.Sanitize() }
@@ -373,14 +378,12 @@ func (b *Bus) publish(ctx context.Context, o publishOpts, envs []events.Envelope
 		args = append(args, senders, clientIDs, msgIDs, hashes, envelopes)
 	}
 	var workers, notify []string
-	matched := map[string][]int{} // events (by index) enqueued per worker
 	for _, r := range o.routes {
 		var ords []int64
 		seen := map[int16]bool{}
 		for i, e := range envs {
-			if len(r.Types) == 0 || r.Matches(e) {
+			if enqueues(r, e) {
 				ords = append(ords, int64(i+1))
-				matched[r.Worker] = append(matched[r.Worker], i)
 				if !seen[parts[i]] {
 					seen[parts[i]] = true
 					notify = append(notify, fmt.Sprintf("%s/%d", r.Worker, parts[i]))
@@ -418,7 +421,7 @@ func (b *Bus) publish(ctx context.Context, o publishOpts, envs []events.Envelope
 	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
-	committed := b.committed(envs, workers, matched, claims, claimed, notify)
+	committed := b.committed(envs, o.routes, claims, claimed, notify)
 	if o.scope != nil {
 		o.scope.AfterCommit(committed)
 	} else {
@@ -430,9 +433,9 @@ func (b *Bus) publish(ctx context.Context, o publishOpts, envs []events.Envelope
 // committed returns what follows a publish's commit: the hand-off to the
 // fast paths, then the wake-up of the consumers, in that order, so that a
 // consumer woken by this publish finds the fast path's record of the events.
-func (b *Bus) committed(envs []events.Envelope, workers []string, matched map[string][]int,
+func (b *Bus) committed(envs []events.Envelope, routes []events.Route,
 	claims []db.InsertMessageRequestParams, claimed map[uuid.UUID]bool, notify []string) func() {
-	fast := b.handOffs(workers)
+	fast := b.handOffs(routes)
 	// An event that is some claim's message was written only if its claim
 	// was new; the fast path must not see the others.
 	var skip map[string]bool
@@ -445,11 +448,15 @@ func (b *Bus) committed(envs []events.Envelope, workers []string, matched map[st
 		}
 	}
 	return func() {
-		for w, fn := range fast {
-			out := make([]events.Envelope, 0, len(matched[w]))
-			for _, i := range matched[w] {
-				if !skip[envs[i].ID] {
-					out = append(out, envs[i])
+		for _, r := range routes {
+			fn := fast[r.Worker]
+			if fn == nil {
+				continue
+			}
+			var out []events.Envelope
+			for _, e := range envs {
+				if enqueues(r, e) && !skip[e.ID] {
+					out = append(out, e)
 				}
 			}
 			if len(out) > 0 {
