@@ -244,7 +244,9 @@ func (w wire) rename(err error, in any) error {
 	if msg == e.Message {
 		return err
 	}
-	return &chat.Error{Code: e.Code, Message: msg, Err: e.Err}
+	c := *e // the code, the retry hint and the cause stay
+	c.Message = msg
+	return &c
 }
 
 // jsonFields lists the JSON names of a struct type's fields.

@@ -47,8 +47,12 @@ func logged(c chat.Code) bool {
 	return httpStatus(c) >= 500 && c != chat.CodeNotConfigured && c != chat.CodeOverloaded
 }
 
-// retryAfter is the Retry-After header of a refusal: whole seconds,
-// rounded up (the header has no finer unit), at least 1.
-func retryAfter(e *chat.Error) string {
-	return strconv.Itoa(max(1, int((e.RetryAfter+time.Second-1)/time.Second)))
+// retryAfter is the Retry-After header of a refusal, and whether it has
+// one: a refusal with a retry hint, and every 429. Whole seconds, rounded up
+// (the header has no finer unit), at least 1.
+func retryAfter(e *chat.Error) (string, bool) {
+	if e.RetryAfter <= 0 && httpStatus(e.Code) != http.StatusTooManyRequests {
+		return "", false
+	}
+	return strconv.Itoa(max(1, int((e.RetryAfter+time.Second-1)/time.Second))), true
 }

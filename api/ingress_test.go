@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/parleychat/parley/internal/chat"
@@ -91,6 +93,18 @@ func TestOverloadRefusesSends(t *testing.T) {
 	if err := json.Unmarshal(b, &f); err != nil || f.Type != wsproto.TypeError || f.Code != string(chat.CodeOverloaded) ||
 		f.Action != wsproto.ActionSendMessage || f.RetryAfterMs != chat.RetryAfter.Milliseconds() {
 		t.Fatalf("overloaded WebSocket send answered %s", b)
+	}
+	// A typing frame is dropped without a reply (the next reply is the
+	// ping's) and enqueues nothing.
+	typing := e.Count(t, "queue_fanout")
+	if err := alice.WriteMessage(websocket.TextMessage, []byte(`{"action":"typing","data":{"conversationId":"`+conv+`","isTyping":true}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if b := roundTrip(t, alice, `{"action":"ping"}`); !strings.Contains(string(b), `"pong"`) {
+		t.Fatalf("after an overloaded typing frame the next reply is %s, want the pong", b)
+	}
+	if n := e.Count(t, "queue_fanout"); n != typing {
+		t.Fatalf("an overloaded typing frame enqueued %d events", n-typing)
 	}
 	// Reads are never refused; receipts are accepted (see chat.Service.admit).
 	e.MustDo(t, 2, http.MethodGet, messagesPath(conv), nil, http.StatusOK, nil)

@@ -328,8 +328,8 @@ type errorBody struct {
 func (r *REST) fail(w http.ResponseWriter, req *http.Request, err error) {
 	e := chat.AsError(err)
 	status := httpStatus(e.Code)
-	if e.RetryAfter > 0 || status == http.StatusTooManyRequests {
-		w.Header().Set("Retry-After", retryAfter(e))
+	if ra, ok := retryAfter(e); ok {
+		w.Header().Set("Retry-After", ra)
 	}
 	if logged(e.Code) {
 		r.logger.Error("request failed", "method", req.Method, "path", req.URL.Path, "code", e.Code, "err", e)

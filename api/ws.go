@@ -93,8 +93,8 @@ func (w *WSRoutes) refuseConnect(ctx context.Context, connID string, err error) 
 	}
 	body, _ := json.Marshal(map[string]string{"message": e.Message, "code": string(e.Code)}) // strings only
 	resp := response{StatusCode: status, Body: string(body), Headers: map[string]string{"Content-Type": "application/json"}}
-	if e.RetryAfter > 0 || status == http.StatusTooManyRequests {
-		resp.Headers["Retry-After"] = retryAfter(e)
+	if ra, ok := retryAfter(e); ok {
+		resp.Headers["Retry-After"] = ra
 	}
 	return resp
 }

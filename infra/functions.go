@@ -80,9 +80,9 @@ func (f *functionFactory) New(s functionSpec) awslambda.Function {
 	return awslambda.NewFunction(f.stack, jsii.String(s.ID), props)
 }
 
-// grantMedia allows get/put under chat/ only, and delete under chat/upload/
-// only (a verified upload's original, once copied out): no list, no other
-// prefix.
+// grantMedia allows get/put under chat/ only, delete under chat/upload/
+// only (a verified upload's original, once copied out), and listing the
+// bucket (for 404s, below): no other prefix.
 func grantMedia(fn awslambda.Function, bucket awss3.IBucket) {
 	fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 		Actions:   jsii.Strings("s3:GetObject", "s3:PutObject"),
@@ -91,5 +91,12 @@ func grantMedia(fn awslambda.Function, bucket awss3.IBucket) {
 	fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 		Actions:   jsii.Strings("s3:DeleteObject"),
 		Resources: jsii.Strings(*bucket.ArnForObjects(jsii.String(mediakeys.Upload + "*"))),
+	}))
+	// S3 answers a HEAD of a missing key with 404 only to a caller that may
+	// list the bucket, and with 403 to others, which the app cannot tell
+	// from a refusal: Verify asks whether an upload was copied out already.
+	fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Actions:   jsii.Strings("s3:ListBucket"),
+		Resources: jsii.Strings(*bucket.BucketArn()),
 	}))
 }

@@ -191,28 +191,42 @@ func (a *App) openDB(ctx context.Context, migrate bool) error {
 	if err != nil {
 		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
-	if !strings.Contains(a.cfg.DatabaseURL, "pool_max_conns") {
+	if strings.Contains(a.cfg.DatabaseURL, "pool_max_conns") {
+		a.budget.main = int(pcfg.MaxConns) // the URL's size wins; logged as such
+	} else {
 		pcfg.MaxConns = int32(a.budget.main)
 	}
+	// A process started while PostgreSQL restarts (or before it, on a
+	// booting machine) waits for it rather than exiting at once; with
+	// migrate, creating the database is the first thing that waits.
+	wait, cancel := context.WithTimeout(ctx, a.cfg.DBConnectTimeout)
+	defer cancel()
+	policy := retry.Policy{Base: 100 * time.Millisecond, Max: 2 * time.Second, Jitter: 0.2}
+	waitFor := func(step func(context.Context) error) error {
+		if _, err := policy.Do(wait, step, nil, func(attempt int, err error, d time.Duration) {
+			a.logger.Warn("waiting for PostgreSQL", "attempt", attempt, "retry_in", d.Round(time.Millisecond), "err", err)
+		}); err != nil {
+			return fmt.Errorf("connect to PostgreSQL at %s (waited up to CHAT_DB_CONNECT_TIMEOUT=%s): %w", redact(a.cfg.DatabaseURL), a.cfg.DBConnectTimeout, err)
+		}
+		return nil
+	}
 	if migrate {
-		if created, err := db.EnsureDatabase(ctx, a.cfg.DatabaseURL); err != nil {
+		var created bool
+		if err := waitFor(func(ctx context.Context) (err error) {
+			created, err = db.EnsureDatabase(ctx, a.cfg.DatabaseURL)
 			return err
-		} else if created {
+		}); err != nil {
+			return err
+		}
+		if created {
 			a.logger.Info("created database", "url", redact(a.cfg.DatabaseURL))
 		}
 	}
 	if a.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
 		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
-	// A process started while PostgreSQL restarts (or before it, on a
-	// booting machine) waits for it rather than exiting at once.
-	wait, cancel := context.WithTimeout(ctx, a.cfg.DBConnectTimeout)
-	defer cancel()
-	policy := retry.Policy{Base: 100 * time.Millisecond, Max: 2 * time.Second, Jitter: 0.2}
-	if _, err := policy.Do(wait, a.pool.Ping, nil, func(attempt int, err error, d time.Duration) {
-		a.logger.Warn("waiting for PostgreSQL", "attempt", attempt, "retry_in", d.Round(time.Millisecond), "err", err)
-	}); err != nil {
-		return fmt.Errorf("connect to PostgreSQL at %s (waited up to CHAT_DB_CONNECT_TIMEOUT=%s): %w", redact(a.cfg.DatabaseURL), a.cfg.DBConnectTimeout, err)
+	if err := waitFor(a.pool.Ping); err != nil {
+		return err
 	}
 	if migrate {
 		applied, err := db.Migrate(ctx, a.pool)
@@ -258,7 +272,7 @@ func (a *App) openTransport(ctx context.Context, p parts) error {
 			}
 		}
 		a.transport = &pgTransport{cfg: a.cfg, bus: bus, waker: waker, consumers: a.consumers, logger: a.logger,
-			consume: pgbus.ConsumerConfig{Concurrency: a.cfg.WorkerConc, MaxAttempts: a.cfg.WorkerAttempts, FallbackPoll: a.cfg.FallbackPoll}}
+			consume: pgbus.ConsumerConfig{MaxAttempts: a.cfg.WorkerAttempts, FallbackPoll: a.cfg.FallbackPoll}}
 	}
 	return nil
 }
@@ -425,32 +439,49 @@ func (a *App) listen(p parts) error {
 // listeners stop accepting, WebSocket clients are told the server is going
 // away, in-flight events finish or stay queued.
 func (a *App) run(ctx context.Context, p parts) error {
+	// Everything that can refuse to start does so before anything runs.
+	if p.gateway && a.cfg.GatewaySecret == "" {
+		return errors.New("CHAT_GATEWAY_ADMIN_SECRET is required: the shared secret of the gateway's management API, also given to fanout")
+	}
+	var gw *gateway.Gateway
+	if p.gateway {
+		routes := a.wsRoutes(a.logger.With("component", "ws"))
+		gw = gateway.New(gateway.Routes{Connect: routes.Connect, Disconnect: routes.Disconnect, Default: routes.Default}, gateway.Config{
+			APIID: a.gatewayID, AdminSecret: a.cfg.GatewaySecret, ExpiredFrame: api.TokenExpiredFrame(),
+			IdleTimeout: a.cfg.WSIdleTimeout, MaxConnectionAge: a.cfg.WSMaxAge, SendBuffer: a.cfg.WSSendBuffer,
+		}, a.logger.With("component", "gateway"))
+	}
+	handlers := make([]events.Handler, len(p.workers))
+	for i, name := range p.workers {
+		h, err := a.workerHandler(ctx, name, gw)
+		if err != nil {
+			return err
+		}
+		handlers[i] = h
+	}
 	if p.gateway {
 		if err := a.forgetPreviousRun(ctx); err != nil {
 			return err
 		}
 	}
+	var pprofLn net.Listener
+	if a.cfg.PprofAddr != "" {
+		ln, err := net.Listen("tcp", a.cfg.PprofAddr)
+		if err != nil {
+			return fmt.Errorf("CHAT_PPROF_ADDR %s: %w", a.cfg.PprofAddr, err)
+		}
+		pprofLn = ln
+	}
+
 	g, ctx := errgroup.WithContext(ctx)
 	if a.transport != nil {
 		g.Go(func() error { return a.transport.Run(ctx) })
 	}
-	var gw *gateway.Gateway
-	if p.gateway {
-		if a.cfg.GatewaySecret == "" {
-			return errors.New("CHAT_GATEWAY_ADMIN_SECRET is required: the shared secret of the gateway's management API, also given to fanout")
-		}
-		routes := a.wsRoutes(a.logger.With("component", "ws"))
-		gw = gateway.New(gateway.Routes{Connect: routes.Connect, Disconnect: routes.Disconnect, Default: routes.Default}, gateway.Config{
-			APIID: a.gatewayID, AdminSecret: a.cfg.GatewaySecret,
-			IdleTimeout: a.cfg.WSIdleTimeout, MaxConnectionAge: a.cfg.WSMaxAge, SendBuffer: a.cfg.WSSendBuffer,
-		}, a.logger.With("component", "gateway"))
+	if gw != nil {
 		a.serve(ctx, g, a.adminLn, gw.AdminHandler(), nil)
 	}
-	for _, name := range p.workers {
-		h, err := a.workerHandler(ctx, name, gw)
-		if err != nil {
-			return err
-		}
+	for i, name := range p.workers {
+		h := handlers[i]
 		g.Go(func() error {
 			if err := a.transport.Consume(ctx, name, h); err != nil {
 				return fmt.Errorf("worker %s: %w", name, err)
@@ -472,16 +503,12 @@ func (a *App) run(ctx context.Context, p parts) error {
 	if a.s3 != nil {
 		g.Go(func() error { return a.s3.Serve(ctx, a.s3Ln) })
 	}
-	if a.cfg.PprofAddr != "" {
-		ln, err := net.Listen("tcp", a.cfg.PprofAddr)
-		if err != nil {
-			return fmt.Errorf("CHAT_PPROF_ADDR %s: %w", a.cfg.PprofAddr, err)
-		}
+	if pprofLn != nil {
 		pm := http.NewServeMux()
 		pm.HandleFunc("/debug/pprof/", pprof.Index)
 		pm.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		pm.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		a.serve(ctx, g, ln, pm, nil)
+		a.serve(ctx, g, pprofLn, pm, nil)
 	}
 
 	if a.httpLn != nil {
@@ -564,8 +591,6 @@ func (a *App) serve(ctx context.Context, g *errgroup.Group, ln net.Listener, h h
 	})
 }
 
-// sweepConnections deletes expired connection records: the local stand-in
-// for DynamoDB's TTL.
 // pruneArchive deletes archived events older than the retention, at start
 // and then every CHAT_ARCHIVE_PRUNE_INTERVAL. A failure is logged and
 // tried again at the next interval: an archive a little too long harms
@@ -589,6 +614,8 @@ func (a *App) pruneArchive(ctx context.Context) error {
 	}
 }
 
+// sweepConnections deletes expired connection records: the local stand-in
+// for DynamoDB's TTL.
 func sweepConnections(ctx context.Context, sweep func(context.Context, time.Time) (int64, error), logger *slog.Logger) error {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()

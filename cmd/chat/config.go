@@ -29,7 +29,7 @@ const devJWTSecret = "parley-development-secret-do-not-use-in-production"
 // milliseconds old, but a disk flush stalled behind the kernel's writeback
 // holds it for 100-400 ms now and then; 400 ms is past those and still
 // refuses well before accepted messages wait long (measured: at twice the
-// capacity, accepted p99 about 60 ms). Sampling every 100 ms costs ten small
+// capacity, accepted p99 under 100 ms). Sampling every 100 ms costs ten small
 // queries a second per process.
 const (
 	defaultOverloadQueueAge = 400 * time.Millisecond
@@ -155,8 +155,6 @@ type Config struct {
 	AWSKeys awsconf.Keys
 }
 
-// loadConfig reads the environment through getenv and validates it,
-// naming the variable in every error.
 // concurrency is how many consumers a worker runs.
 func (c Config) concurrency(worker string) int {
 	if worker == events.WorkerThumbnailer {
@@ -165,6 +163,8 @@ func (c Config) concurrency(worker string) int {
 	return c.WorkerConc
 }
 
+// loadConfig reads the environment through getenv and validates it,
+// naming the variable in every error.
 func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c := Config{DevMode: dev}
 	var errs []error

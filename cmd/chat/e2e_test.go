@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"image/jpeg"
 	"io"
@@ -13,6 +15,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/parleychat/parley/internal/wsproto"
 )
 
 // TestRealTime runs `chat dev` and drives it with real WebSocket clients:
@@ -336,5 +340,41 @@ func TestDevServesUploadedMedia(t *testing.T) {
 	}
 	if _, body := get(resp.Header.Get("Location")); !bytes.Equal(body, photo) {
 		t.Fatalf("after a restart the media has %d bytes, want %d", len(body), len(photo))
+	}
+}
+
+// TestDevClosesSocketWhenTokenExpires: the binary's own gateway tells a
+// connection whose token expires why, then closes it with the documented
+// code, so the app reconnects with a fresh token.
+func TestDevClosesSocketWhenTokenExpires(t *testing.T) {
+	e := newEnv(t)
+	e.waitHTTP(e.start("dev"))
+	// Valid for about 2 s more: an hour-long token, issued an hour ago,
+	// plus the verifier's 30 s of leeway.
+	token := issueAt(t, 1, time.Now().Add(-time.Hour-28*time.Second))
+	conn, resp, err := websocket.DefaultDialer.Dial("ws://"+e.http+"/ws?token="+token, nil)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	resp.Body.Close()
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	var sawError bool
+	for {
+		_, b, err := conn.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != wsproto.CloseTokenExpired {
+				t.Fatalf("connection ended with %v, want close code %d", err, wsproto.CloseTokenExpired)
+			}
+			break
+		}
+		var f map[string]any
+		if json.Unmarshal(b, &f) == nil && f["type"] == "error" && f["code"] == "unauthenticated" {
+			sawError = true
+		}
+	}
+	if !sawError {
+		t.Error("closed without the unauthenticated error frame")
 	}
 }

@@ -132,7 +132,7 @@ var queueDDL = []string{
 )`,
 	// Where the server runs autovacuum, clean a queue after a few thousand
 	// deleted rows rather than a fraction of its size; consumers vacuum it
-	// themselves too (see vacuumEvery).
+	// themselves too (see ConsumerConfig.VacuumEvery).
 	`ALTER TABLE %s SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 2000,
 	autovacuum_vacuum_cost_delay = 0, autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 2000)`,
 }

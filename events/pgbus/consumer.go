@@ -39,6 +39,11 @@ type ConsumerConfig struct {
 	HandlerTimeout time.Duration
 	// FallbackPoll is the poll interval used when no notification arrives.
 	FallbackPoll time.Duration
+	// VacuumEvery is how often the consumers vacuum the worker's queue
+	// table once rows were deleted from it. A queue is mostly dead rows at
+	// its head; without this, claims slow down as they walk them, and
+	// this does not rely on the server's autovacuum being on.
+	VacuumEvery time.Duration
 }
 
 // DefaultConsumerConfig is what a zero field of ConsumerConfig means; the
@@ -54,6 +59,7 @@ func DefaultConsumerConfig() ConsumerConfig {
 		RetryBackoff:   100 * time.Millisecond,
 		HandlerTimeout: 30 * time.Second,
 		FallbackPoll:   time.Second,
+		VacuumEvery:    10 * time.Second,
 	}
 }
 
@@ -76,6 +82,9 @@ func (c ConsumerConfig) withDefaults() ConsumerConfig {
 	}
 	if c.FallbackPoll <= 0 {
 		c.FallbackPoll = d.FallbackPoll
+	}
+	if c.VacuumEvery <= 0 {
+		c.VacuumEvery = d.VacuumEvery
 	}
 	return c
 }
@@ -294,6 +303,7 @@ func (c *claimer) once(ctx context.Context, out chan<- *message.Message) (int, e
 		if err := c.failAlone(tctx, rows[0], b.broken); err != nil {
 			return 1, err
 		}
+		c.r.acked.Add(1) // its row was deleted or rewritten
 		return 1, nil
 	}
 	for _, row := range rows {
@@ -302,6 +312,7 @@ func (c *claimer) once(ctx context.Context, out chan<- *message.Message) (int, e
 	if err := tx.Commit(tctx); err != nil {
 		return len(rows), fmt.Errorf("commit batch: %w", err)
 	}
+	c.r.acked.Add(int64(len(rows))) // each claimed row left a dead tuple
 	scope.Committed()
 	if b.retries > 0 {
 		c.retrying = true
@@ -480,14 +491,8 @@ func (r *runner) deadLetter(ctx context.Context, q *db.Queries, row claimed, cau
 	return nil
 }
 
-// vacuumEvery is how often a worker's queue table is vacuumed once rows
-// were deleted from it. A queue is mostly dead rows at its head; without
-// this, claims slow down as they walk them, and this does not rely on the
-// server's autovacuum being on.
-const vacuumEvery = 10 * time.Second
-
 func (r *runner) vacuum(ctx context.Context, pool *pgxpool.Pool) {
-	t := time.NewTicker(vacuumEvery)
+	t := time.NewTicker(r.cfg.VacuumEvery)
 	defer t.Stop()
 	for {
 		select {

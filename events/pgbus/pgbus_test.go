@@ -781,3 +781,23 @@ func TestARefusedPublishFailsAlone(t *testing.T) {
 		t.Fatalf("archive holds %d events, want %d", n, callers-1+4)
 	}
 }
+
+// Consumers vacuum their queue table once they have deleted rows from it,
+// whether or not the server runs autovacuum.
+func TestConsumersVacuumTheirQueue(t *testing.T) {
+	h := setup(t)
+	rec := newRecorder()
+	h.consume(t, events.WorkerFanout, rec, pgbus.ConsumerConfig{VacuumEvery: 50 * time.Millisecond})
+	var ids []string
+	for i := range 20 {
+		e := connected(t, i+1)
+		ids = append(ids, e.ID)
+		if err := h.bus.Publish(context.Background(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec.await(t, ids...)
+	eventually(t, "a vacuum of queue_fanout", func() bool {
+		return count(t, h.pool, `SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'queue_fanout'`) > 0
+	})
+}

@@ -93,9 +93,12 @@ func (ss *Sessions) Connect(ctx context.Context, connID string, userID int64, ga
 }
 
 // admit enforces the per-user cap on the recorded connection c. It counts
-// after recording, and keeps the user's oldest connections: of two racing
-// for the last place, on one gateway or two, exactly one is kept, whichever
-// was recorded first.
+// after recording, and keeps the user's oldest connections (by the time
+// each was accepted), so that two racing for the last place do not both
+// get in; only a record that lands later than a younger one's count (a
+// stalled gateway, clocks apart) can let one more in for a moment.
+// Connections whose token has expired do not count: their frames are
+// refused, and on API Gateway nothing closes them at expiry.
 func (ss *Sessions) admit(ctx context.Context, c connstore.Connection) error {
 	limit := ss.svc.limits.MaxConnectionsPerUser
 	if limit <= 0 {
@@ -106,6 +109,8 @@ func (ss *Sessions) admit(ctx context.Context, c connstore.Connection) error {
 		ss.forget(ctx, c.ID)
 		return unavailable("the connection store", err)
 	}
+	now := ss.svc.clock()
+	held = slices.DeleteFunc(held, func(h connstore.Connection) bool { return h.ID != c.ID && h.TokenExpired(now) })
 	slices.SortFunc(held, func(a, b connstore.Connection) int {
 		return cmp.Or(a.ConnectedAt.Compare(b.ConnectedAt), cmp.Compare(a.ID, b.ID))
 	})

@@ -69,7 +69,8 @@ type Config struct {
 	// may reach a local server under another address than the app does.
 	PublicEndpoint string
 	Region         string
-	// Keys sign requests to a custom Endpoint; empty means dummy ones.
+	// Keys sign requests to a custom Endpoint; empty means the fixed local
+	// pair the embedded server accepts.
 	// Against AWS itself the SDK's default chain applies instead.
 	Keys      awsconf.Keys
 	PathStyle bool
@@ -174,7 +175,8 @@ type PresignedUpload struct {
 
 // New builds a Store and its S3 client (see awsconf.Load): against AWS
 // itself credentials come from the SDK's default chain; a custom Endpoint
-// gets cfg.Keys, or dummy ones (the embedded server ignores signatures).
+// gets cfg.Keys, or the fixed local pair (awsconf.Keys.OrLocal), which is
+// what the embedded server verifies signatures against.
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -454,6 +456,8 @@ func (s *Store) Verify(ctx context.Context, key string) (Object, error) {
 	}
 	want, _ := typeByExt(info.Ext) // ParseKey checked the extension
 	if !info.Upload {
+		// Written by the server, maybe referenced by earlier messages:
+		// checked, never deleted here.
 		return s.check(ctx, key, want)
 	}
 	final := verifiedKey(key)
@@ -484,21 +488,26 @@ func (s *Store) Verify(ctx context.Context, key string) (Object, error) {
 	}
 	obj, err := s.check(ctx, final, want)
 	if errors.Is(err, ErrTooLarge) || errors.Is(err, ErrUnsupportedType) || errors.Is(err, ErrCorrupt) {
-		return Object{}, s.reject(ctx, key, err) // the copy is deleted already
+		// Nothing refers to this copy yet. (On AWS the functions may
+		// delete only uploads: a refused copy stays for the lifecycle
+		// rule, and Verify of its upload refuses it again.)
+		_ = s.reject(ctx, final, err)
+		return Object{}, s.reject(ctx, key, err)
 	}
 	if err != nil {
 		return Object{}, err
 	}
 	if err := s.Delete(ctx, key); err != nil {
-		// The copy is what counts. On AWS the functions may not delete;
-		// the bucket lifecycle rule removes the upload.
+		// The copy is what counts; the bucket lifecycle rule removes the
+		// upload.
 		s.logger.InfoContext(ctx, "media: verified upload left for the lifecycle rule", "key", key, "err", err)
 	}
 	return obj, nil
 }
 
 // check reads the size and the first bytes of the object under key, which
-// must be of want's kind; one that is not is deleted.
+// must be of want's kind. It deletes nothing: only Verify knows whether an
+// object is an unreferenced copy.
 func (s *Store) check(ctx context.Context, key string, want fileType) (Object, error) {
 	head, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{
 		Bucket: aws.String(s.cfg.Bucket),
@@ -510,9 +519,9 @@ func (s *Store) check(ctx context.Context, key string, want fileType) (Object, e
 	size := aws.ToInt64(head.ContentLength)
 	switch limit := s.MaxSize(want.Kind); {
 	case size > limit:
-		return Object{}, s.reject(ctx, key, tooLarge(want.Kind, limit))
+		return Object{}, tooLarge(want.Kind, limit)
 	case size == 0:
-		return Object{}, s.reject(ctx, key, fmt.Errorf("%w: empty file", ErrUnsupportedType))
+		return Object{}, fmt.Errorf("%w: empty file", ErrUnsupportedType)
 	}
 
 	in := &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)}
@@ -531,18 +540,16 @@ func (s *Store) check(ctx context.Context, key string, want fileType) (Object, e
 	}
 	t, err := resolveType(buf, want.MIME)
 	if err != nil {
-		return Object{}, s.reject(ctx, key, err)
+		return Object{}, err
 	}
 	if err := s.checkImage(t, br, objectRange{ctx, s, key}, size); err != nil {
-		if errors.Is(err, ErrTooLarge) || errors.Is(err, ErrCorrupt) {
-			return Object{}, s.reject(ctx, key, err)
-		}
 		return Object{}, err
 	}
 	return Object{Key: key, Size: size, MIME: t.MIME, Kind: t.Kind}, nil
 }
 
-// reject deletes an upload that failed Verify and returns why it failed.
+// reject deletes an object that failed Verify and nothing refers to, and
+// returns why it failed.
 func (s *Store) reject(ctx context.Context, key string, cause error) error {
 	s.logger.InfoContext(ctx, "media: deleting rejected upload", "key", key, "reason", cause.Error())
 	if err := s.Delete(ctx, key); err != nil {

@@ -426,6 +426,21 @@ func TestVerifyRejects(t *testing.T) {
 		}
 	})
 
+	t.Run("a stored object that no longer passes is kept", func(t *testing.T) {
+		// Written by the server and maybe referred to by earlier messages,
+		// under limits that have since been tightened.
+		key := media.Key(3, time.Now(), "png")
+		if err := s.Put(ctx, key, append(pngFile(t, 8, 8), make([]byte, 6000)...), "image/png"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Verify(ctx, key); !errors.Is(err, media.ErrTooLarge) {
+			t.Fatalf("Verify: %v, want ErrTooLarge", err)
+		}
+		if ok, err := s.Exists(ctx, key); err != nil || !ok {
+			t.Errorf("stored object %s deleted by Verify: %v, %v", key, ok, err)
+		}
+	})
+
 	t.Run("thumbnail key", func(t *testing.T) {
 		key := media.ThumbnailKey(media.Key(3, time.Now(), "png"))
 		if _, err := s.Verify(ctx, key); !errors.Is(err, media.ErrInvalidKey) {

@@ -339,3 +339,37 @@ func TestEnsureBucket(t *testing.T) {
 		t.Error("New with an empty dir succeeded")
 	}
 }
+
+// A presigned PUT cannot be turned into something it was not signed for by
+// adding x-amz-* headers (x-amz-copy-source would copy another object,
+// wherever its path points).
+func TestUnsignedAmzHeadersAreRefused(t *testing.T) {
+	srv := start(t, t.TempDir())
+	c := client(srv.endpoint)
+	secret := "chat/9/2026/11/secret.jpg"
+	put(t, c, secret, payload(64))
+	key := "chat/2/2026/11/c.jpg"
+	up, err := s3.NewPresignClient(c, s3.WithPresignExpires(time.Minute)).PresignPutObject(t.Context(), &s3.PutObjectInput{
+		Bucket: aws.String(bucket), Key: aws.String(key), ContentType: aws.String("image/jpeg"), ContentLength: aws.Int64(4),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, value := range map[string]string{
+		"X-Amz-Copy-Source": bucket + "/" + secret,
+		"X-Amz-Meta-Owner":  "someone else",
+	} {
+		req, err := http.NewRequestWithContext(t.Context(), up.Method, up.URL, bytes.NewReader([]byte("abcd")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "image/jpeg")
+		req.Header.Set(name, value)
+		if status, code, body := do(t, req); status != http.StatusForbidden || code != "AccessDenied" {
+			t.Errorf("%s: status %d %q, want 403 AccessDenied: %s", name, status, code, body)
+		}
+	}
+	if _, err := c.HeadObject(t.Context(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}); err == nil {
+		t.Error("a refused PUT stored the object")
+	}
+}

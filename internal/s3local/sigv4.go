@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -253,6 +254,17 @@ func signedCopy(r *http.Request, signedHeaders, rawQuery string) (*http.Request,
 				return nil, refuse(http.StatusForbidden, "SignatureDoesNotMatch", "The signed header %q is not in the request.", h)
 			}
 			c.Header[http.CanonicalHeaderKey(h)] = vals
+		}
+	}
+	// As S3 does, refuse x-amz-* headers the client did not sign: the store
+	// acts on them (x-amz-copy-source turns a PUT into a copy of another
+	// key) or keeps them as metadata. The payload hash is checked against
+	// the body instead.
+	signed := strings.Split(signedHeaders, ";")
+	for name := range r.Header {
+		h := strings.ToLower(name)
+		if strings.HasPrefix(h, "x-amz-") && h != "x-amz-content-sha256" && !slices.Contains(signed, h) {
+			return nil, accessDenied("There were headers present in the request which were not signed: %s", h)
 		}
 	}
 	return c, nil

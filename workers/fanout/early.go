@@ -22,9 +22,11 @@ const (
 	// maxEarly bounds the events the fast path tracks; beyond it, events
 	// take the queued path only.
 	maxEarly = 20000
-	// earlyTTL is how long an outcome waits for its queued copy before it
-	// may be dropped (a copy redriven or purged by an operator never
-	// comes); a copy arriving later is simply posted again.
+	// earlyTTL is how long a record waits for the other path: an outcome
+	// for its queued copy (a copy redriven or purged by an operator never
+	// comes; one arriving later is simply posted again), or the mark of a
+	// queued copy handled first, for its late hand-over. Records are
+	// swept by age every earlyTTL/4.
 	earlyTTL = time.Minute
 )
 
@@ -34,6 +36,10 @@ type early struct {
 	pending []earlyItem // handed over, not yet being posted
 	running bool        // a goroutine is posting pending events
 	byID    map[string]*earlyResult
+	// active: events have been handed over, so the queued path marks the
+	// events it handles first (see collect).
+	active bool
+	swept  time.Time // the last sweep of old records
 }
 
 type earlyItem struct {
@@ -48,6 +54,10 @@ type earlyResult struct {
 	at      time.Time
 	posted  bool // its frames went out: the queued copy does not post them
 	reached bool // a message reached one of its recipient's devices
+	// queued: the queued copy was handled before the hand-over arrived
+	// (a claim can follow the commit before the bus hands the events
+	// over); the hand-over is then ignored.
+	queued bool
 }
 
 // HandleEarly posts committed events ahead of their queued copy. It returns
@@ -58,8 +68,9 @@ func (f *Fanout) HandleEarly(ctx context.Context, envs []events.Envelope) {
 	now := time.Now()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if len(e.byID)+len(envs) > maxEarly {
-		e.expire(now)
+	e.active = true
+	if now.Sub(e.swept) > earlyTTL/4 {
+		e.sweep(now)
 	}
 	for _, env := range envs {
 		if _, ok := e.byID[env.ID]; ok || len(e.byID) >= maxEarly {
@@ -88,36 +99,65 @@ func (f *Fanout) runEarly(ctx context.Context) {
 			return
 		}
 		e.mu.Unlock()
-		var s sent
-		if ctx.Err() == nil {
-			envs := make([]events.Envelope, len(batch))
-			for i, it := range batch {
-				envs[i] = it.env
-			}
-			s = f.send(ctx, envs, nil)
-		}
+		posted, reached := f.postEarly(ctx, batch)
 		for i, it := range batch {
-			if s.errs != nil && s.errs[i] == nil && ctx.Err() == nil {
-				it.res.posted, it.res.reached = true, s.reached[i]
-			}
+			it.res.posted, it.res.reached = posted[i], reached[i]
 			close(it.res.done)
 		}
 	}
 }
 
+// postEarly posts a batch and reports, per event, whether its frames went
+// out and whether a message reached its recipient. A panic (one event's
+// bad payload) is contained: nothing counts as posted, and the queued
+// copies are handled with the consumer's isolation of failing events.
+func (f *Fanout) postEarly(ctx context.Context, batch []earlyItem) (posted, reached []bool) {
+	posted, reached = make([]bool, len(batch)), make([]bool, len(batch))
+	if ctx.Err() != nil {
+		return posted, reached
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			f.logger.ErrorContext(ctx, "fanout: the fast path panicked; the queued copies are handled instead", "events", len(batch), "panic", p)
+			clear(posted)
+		}
+	}()
+	envs := make([]events.Envelope, len(batch))
+	for i, it := range batch {
+		envs[i] = it.env
+	}
+	s := f.send(ctx, envs, nil)
+	if ctx.Err() != nil {
+		return posted, reached
+	}
+	for i := range batch {
+		posted[i], reached[i] = s.errs[i] == nil, s.reached[i]
+	}
+	return posted, reached
+}
+
 // collect takes, for each event of a queued batch, the fast path's outcome
 // (nil where it has none), waiting for the ones still being posted. It
-// returns nil when the fast path had none of them.
+// returns nil when the fast path had none of them. While the fast path is
+// active, an event it has no record of is marked, so that its hand-over,
+// should it come later, posts nothing.
 func (e *early) collect(ctx context.Context, envs []events.Envelope) ([]*earlyResult, error) {
 	e.mu.Lock()
-	if len(e.byID) == 0 {
+	if !e.active {
 		e.mu.Unlock()
 		return nil, nil
 	}
+	now := time.Now()
 	var out []*earlyResult
 	for i, env := range envs {
 		r, ok := e.byID[env.ID]
-		if !ok {
+		switch {
+		case !ok:
+			if len(e.byID) < maxEarly {
+				e.byID[env.ID] = &earlyResult{at: now, queued: true}
+			}
+			continue
+		case r.queued: // a redelivery: posted again, as always
 			continue
 		}
 		if out == nil {
@@ -140,14 +180,21 @@ func (e *early) collect(ctx context.Context, envs []events.Envelope) ([]*earlyRe
 	return out, nil
 }
 
-// expire drops outcomes whose queued copy is overdue. e.mu is held.
-func (e *early) expire(now time.Time) {
+// sweep drops records older than earlyTTL whose outcome is known (or that
+// mark a queued copy). e.mu is held.
+func (e *early) sweep(now time.Time) {
+	e.swept = now
 	for id, r := range e.byID {
+		if now.Sub(r.at) <= earlyTTL {
+			continue
+		}
+		if r.queued {
+			delete(e.byID, id)
+			continue
+		}
 		select {
 		case <-r.done:
-			if now.Sub(r.at) > earlyTTL {
-				delete(e.byID, id)
-			}
+			delete(e.byID, id)
 		default:
 		}
 	}

@@ -253,7 +253,13 @@ func (f *Fanout) send(ctx context.Context, envs []events.Envelope, prior []*earl
 		failAll(s.errs, s.pushes, fmt.Errorf("fanout: connections of %d users: %w", len(users), err))
 		return s
 	}
-	f.closeExpired(ctx, conns)
+	expired := takeExpired(f.now(), conns)
+	if slices.ContainsFunc(s.pushes, func(p *push) bool { return p != nil && p.frame != nil }) {
+		// Closed by a batch that posts; a queued copy of what the fast
+		// path posted (only receipts left) leaves that to the fast path,
+		// which met the same connections moments ago.
+		f.closeExpired(ctx, expired)
+	}
 	s.conns = conns
 	var out posts
 	var greetings []int
@@ -585,12 +591,9 @@ func (f *Fanout) greetAgain(ctx context.Context, data []byte, c connstore.Connec
 	}
 }
 
-// closeExpired takes the connections whose token has expired out of conns:
-// they get nothing more, but the frame saying why, and are closed. API
-// Gateway has no timer to close them when the token expires; this closes
-// them on the first push meant for them.
-func (f *Fanout) closeExpired(ctx context.Context, conns map[int64][]connstore.Connection) {
-	now := f.now()
+// takeExpired takes the connections whose token has expired out of conns,
+// and returns them: they get nothing more but the frame saying why.
+func takeExpired(now time.Time, conns map[int64][]connstore.Connection) []connstore.Connection {
 	var expired []connstore.Connection
 	for user, cs := range conns {
 		live := slices.DeleteFunc(cs, func(c connstore.Connection) bool {
@@ -606,6 +609,13 @@ func (f *Fanout) closeExpired(ctx context.Context, conns map[int64][]connstore.C
 			conns[user] = live
 		}
 	}
+	return expired
+}
+
+// closeExpired sends connections whose token has expired the frame saying
+// why, and closes them. API Gateway has no timer to close them when the
+// token expires; this closes them on the first push meant for them.
+func (f *Fanout) closeExpired(ctx context.Context, expired []connstore.Connection) {
 	closer, ok := f.poster.(Closer)
 	var g errgroup.Group
 	g.SetLimit(maxConcurrentPosts)

@@ -74,7 +74,7 @@ func (c Config) withDefaults(store Store) Config {
 		c.Limits.MaxBytes = limit(media.KindImage, media.DefaultMaxImageBytes)
 	}
 	if c.Limits.Memory == nil {
-		c.Limits.Memory = thumbnail.NewBudget(thumbnail.DefaultMemory)
+		c.Limits.Memory = thumbnail.NewBudget(max(thumbnail.DefaultMemory, thumbnail.MaxDecodeCost(c.Limits)))
 	}
 	if c.FFmpeg.Limits == (thumbnail.Limits{}) {
 		c.FFmpeg.Limits = c.Limits
