@@ -197,6 +197,7 @@ func QueueURL(t testing.TB, client *sqs.Client, name string) string {
 func Drain(t testing.TB, client *sqs.Client, queueURL string, wait time.Duration) []sqstypes.Message {
 	t.Helper()
 	ctx := context.Background()
+	giveUp := time.Now().Add(30 * time.Second) // messages in flight come back after their visibility timeout
 	var all []sqstypes.Message
 	for {
 		out, err := client.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
@@ -208,7 +209,12 @@ func Drain(t testing.TB, client *sqs.Client, queueURL string, wait time.Duration
 			t.Fatalf("receive from %s: %v", queueURL, err)
 		}
 		if len(out.Messages) == 0 {
-			return all
+			// A long poll on a busy local SQS can come back empty with
+			// messages still queued: the queue's own count decides.
+			if queued(ctx, client, queueURL) == 0 || time.Now().After(giveUp) {
+				return all
+			}
+			continue
 		}
 		for _, m := range out.Messages {
 			if _, err := client.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: aws.String(queueURL), ReceiptHandle: m.ReceiptHandle}); err != nil {
@@ -217,6 +223,27 @@ func Drain(t testing.TB, client *sqs.Client, queueURL string, wait time.Duration
 		}
 		all = append(all, out.Messages...)
 	}
+}
+
+// queued is how many messages the queue reports, visible or in flight; 0
+// when it cannot say.
+func queued(ctx context.Context, client *sqs.Client, queueURL string) int {
+	out, err := client.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+		QueueUrl: aws.String(queueURL),
+		AttributeNames: []sqstypes.QueueAttributeName{
+			sqstypes.QueueAttributeNameApproximateNumberOfMessages,
+			sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible,
+		},
+	})
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, v := range out.Attributes {
+		k, _ := strconv.Atoi(v)
+		n += k
+	}
+	return n
 }
 
 // EventBridgeBody is the body an EventBridge rule puts on a worker's queue
