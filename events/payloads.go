@@ -40,6 +40,10 @@ type MessageSentV1 struct {
 	// SourceConnectionID is the WebSocket connection the message came from,
 	// if any: fanout skips it, since that device already has the message.
 	SourceConnectionID string `json:"source_connection_id,omitempty"`
+	// WithheldFromRecipient is set at ingress when the recipient blocks the
+	// sender: the message is kept for the sender only and is never posted or
+	// pushed to the recipient. Fixed at ingress, so a replay withholds it too.
+	WithheldFromRecipient bool `json:"withheld_from_recipient,omitempty"`
 }
 
 func (MessageSentV1) EventType() string { return TypeMessageSent }
