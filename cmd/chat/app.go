@@ -70,6 +70,9 @@ type App struct {
 	svc     *chat.Service
 	rest    *api.REST
 	conns   connstore.Store
+	// index is conns with this process's gateway's connections kept in
+	// memory; nil in a process without a gateway.
+	index *connstore.Index
 	// sweep deletes expired connection records; nil where the store
 	// expires them itself (DynamoDB's TTL).
 	sweep func(ctx context.Context, now time.Time) (int64, error)
@@ -368,18 +371,23 @@ func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gatewa
 		return persister.New(a.pool, logger, persister.WithPendingReadRetention(a.cfg.PendingReadRetention)), nil
 	case events.WorkerFanout:
 		var poster fanout.Poster = gw
+		var conns fanout.Connections = a.conns
 		if gw == nil || a.cfg.WSManagementURLSet {
 			client, err := fanout.NewManagementClient(ctx, a.managementURL, a.cfg.AWSKeys, a.cfg.GatewaySecret)
 			if err != nil {
 				return nil, fmt.Errorf("CHAT_WS_MANAGEMENT_ENDPOINT, CHAT_GATEWAY_ADMIN_SECRET: %w", err)
 			}
 			poster = client
+		} else if a.index != nil {
+			// Posting to this process's gateway reaches its connections
+			// only, and those are known here without a query.
+			conns = a.index.Held()
 		}
 		var urls fanout.MediaURLs
 		if a.media != nil {
 			urls = a.media
 		}
-		return fanout.New(a.conns, poster, publisher, urls, logger, fanout.WithExpiredFrame(api.TokenExpiredFrame())), nil
+		return fanout.New(conns, poster, publisher, urls, logger, fanout.WithExpiredFrame(api.TokenExpiredFrame())), nil
 	case events.WorkerThumbnailer:
 		if a.media == nil {
 			return nil, errors.New("the thumbnailer needs a media store: set CHAT_S3_BUCKET (and CHAT_S3_ENDPOINT for a non-AWS S3)")
@@ -445,6 +453,11 @@ func (a *App) run(ctx context.Context, p parts) error {
 	}
 	var gw *gateway.Gateway
 	if p.gateway {
+		// Every record of this gateway's connections is written by its
+		// route handlers here, through the index, so a fanout posting to
+		// it in-process looks up connections in memory (see workerHandler).
+		a.index = connstore.NewIndex(a.conns, a.gatewayID)
+		a.conns = a.index
 		routes := a.wsRoutes(a.logger.With("component", "ws"))
 		gw = gateway.New(gateway.Routes{Connect: routes.Connect, Disconnect: routes.Disconnect, Default: routes.Default}, gateway.Config{
 			APIID: a.gatewayID, AdminSecret: a.cfg.GatewaySecret, ExpiredFrame: api.TokenExpiredFrame(),
