@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -109,34 +108,44 @@ func (w wire) decode(r io.Reader, dst any) error {
 	if err := w.storable(obj, body); err != nil {
 		return err
 	}
-	fields := jsonFields(reflect.TypeOf(dst))
-	canon := make(map[string]json.RawMessage, len(obj))
-	for k, v := range obj {
+	// Each value is decoded straight into its field: the keys were checked
+	// against dst's fields above, so no pass over the whole object is left.
+	v := reflect.ValueOf(dst).Elem()
+	fields := fieldIndexes(v.Type())
+	for k, raw := range obj {
 		if !w.valid(k) {
 			return chat.Errorf(chat.CodeBadRequest, "unknown field %q (fields are %s)", k, w.style)
 		}
-		if !slices.Contains(fields, w.canonical(k)) {
+		i, ok := fields[w.canonical(k)]
+		if !ok {
 			return chat.Errorf(chat.CodeBadRequest, "unknown field %q", k)
 		}
-		canon[w.canonical(k)] = v
-	}
-	raw, err := json.Marshal(canon)
-	if err != nil {
-		return chat.Errorf(chat.CodeBadRequest, "%s is not valid JSON", w.what)
-	}
-	strict := json.NewDecoder(bytes.NewReader(raw))
-	strict.DisallowUnknownFields()
-	if err := strict.Decode(dst); err != nil {
-		var typ *json.UnmarshalTypeError
-		if errors.As(err, &typ) {
-			return chat.Errorf(chat.CodeBadRequest, "field %q must be %s", w.name(typ.Field), typ.Type)
+		if err := json.Unmarshal(raw, v.Field(i).Addr().Interface()); err != nil {
+			var typ *json.UnmarshalTypeError
+			if errors.As(err, &typ) {
+				name := k
+				if typ.Field != "" {
+					name += "." + w.name(typ.Field)
+				}
+				return chat.Errorf(chat.CodeBadRequest, "field %q must be %s", name, typ.Type)
+			}
+			return chat.Errorf(chat.CodeBadRequest, "invalid %s: field %q: %s", w.what, k, strings.TrimPrefix(err.Error(), "json: "))
 		}
-		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			return chat.Errorf(chat.CodeBadRequest, "unknown field %q", w.name(strings.Trim(name, `"`)))
-		}
-		return chat.Errorf(chat.CodeBadRequest, "invalid %s: %s", w.what, strings.TrimPrefix(err.Error(), "json: "))
 	}
 	return nil
+}
+
+// fieldIndexes maps the JSON names of a struct type's fields to their
+// indexes.
+func fieldIndexes(t reflect.Type) map[string]int {
+	out := map[string]int{}
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			out[name] = i
+		}
+	}
+	return out
 }
 
 // object parses body as exactly one JSON object (nil for JSON null).
