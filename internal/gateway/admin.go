@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -113,16 +114,16 @@ func (g *Gateway) postToConnection(w http.ResponseWriter, r *http.Request, id st
 		writeAWSError(w, http.StatusBadRequest, "BadRequestException", "Could not read the request body")
 		return
 	}
-	if int64(len(data)) > limit {
+	_, err = g.PostToConnection(r.Context(), &apigatewaymanagementapi.PostToConnectionInput{ConnectionId: aws.String(id), Data: data})
+	var tooLarge *types.PayloadTooLargeException
+	switch {
+	case errors.As(err, &tooLarge):
 		writeAWSError(w, http.StatusRequestEntityTooLarge, "PayloadTooLargeException", "Message too long")
-		return
-	}
-	c := g.lookup(id)
-	if c == nil || !g.send(c, data) {
+	case err != nil:
 		writeGone(w)
-		return
+	default:
+		w.WriteHeader(http.StatusOK)
 	}
-	w.WriteHeader(http.StatusOK)
 }
 
 func (g *Gateway) getConnection(w http.ResponseWriter, id string) {
