@@ -29,7 +29,7 @@ func FuzzVerifier(f *testing.F) {
 	}
 	v.now = func() time.Time { return now }
 	f.Fuzz(func(t *testing.T, token string) {
-		id, err := v.UserID(token)
+		id, err := v.UserID(t.Context(), token)
 		if err != nil {
 			if !errors.Is(err, ErrUnauthenticated) {
 				t.Fatalf("refusal is not ErrUnauthenticated: %v", err)
@@ -65,7 +65,7 @@ func FuzzIssueVerify(f *testing.F) {
 			t.Fatalf("Issue: %v", err)
 		}
 		v.now = func() time.Time { return now }
-		id, err := v.UserID(tok)
+		id, err := v.UserID(t.Context(), tok)
 		switch {
 		case user <= 0 && err == nil:
 			t.Fatalf("a token for user %d was accepted as %d", user, id)
@@ -73,7 +73,7 @@ func FuzzIssueVerify(f *testing.F) {
 			t.Fatalf("a token for user %d verified as %d, %v", user, id, err)
 		}
 		v.now = func() time.Time { return now.Add(ttl + v.leeway + time.Second) }
-		if _, err := v.UserID(tok); !errors.Is(err, ErrUnauthenticated) {
+		if _, err := v.UserID(t.Context(), tok); !errors.Is(err, ErrUnauthenticated) {
 			t.Fatalf("an expired token was not refused: %v", err)
 		}
 	})
