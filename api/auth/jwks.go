@@ -206,6 +206,12 @@ func (s *KeySet) key(ctx context.Context, kid string) (jwk, error) {
 	if err != nil {
 		return jwk{}, fmt.Errorf("no key %q: %w", kid, err)
 	}
+	s.mu.RLock()
+	fetched := s.fetched
+	s.mu.RUnlock()
+	if fetched.IsZero() {
+		return jwk{}, fmt.Errorf("no key %q: the key set could not be fetched yet", kid)
+	}
 	return jwk{}, fmt.Errorf("the key set holds no key %q", kid)
 }
 
