@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -31,8 +32,13 @@ func lambdaHandler(ctx context.Context, name string, getenv func(string) string,
 	// secret: resolving it anyway would fail their cold start.
 	needJWT := fn.Worker == ""
 	secrets := []string{"DATABASE_URL"}
-	if needJWT {
+	// With a key set there is no secret to read, even where the stack
+	// still names one; during an overlap the previous secret is read too.
+	if needJWT && strings.TrimSpace(getenv("CHAT_JWKS_URL")) == "" {
 		secrets = append(secrets, "JWT_SECRET")
+		if previousUntilSet(getenv, time.Now()) {
+			secrets = append(secrets, "CHAT_JWT_PREVIOUS_SECRET")
+		}
 	}
 	getenv, err := withSecrets(ctx, getenv, secrets)
 	if err != nil {
@@ -76,28 +82,33 @@ func runLambda(ctx context.Context, name string, getenv func(string) string, std
 	return 0
 }
 
-// secretARNVar names the variable holding a secret setting's Secrets Manager
-// ARN, as infra/stack.go sets it ("" for a setting that is not a secret).
-func secretARNVar(name string) string {
+// secretSource says where a secret setting is in Secrets Manager: the
+// variable holding its ARN, as infra/stack.go sets it ("" for a setting
+// that is not a secret), and the version stage ("" for the current one).
+func secretSource(name string) (arnVar, stage string) {
 	switch name {
 	case "JWT_SECRET":
-		return "JWT_SECRET_ARN"
+		return "JWT_SECRET_ARN", ""
+	case "CHAT_JWT_PREVIOUS_SECRET":
+		// put-secret-value labels the version it replaces AWSPREVIOUS: the
+		// same secret, the same grant, no second secret to manage.
+		return "JWT_SECRET_ARN", "AWSPREVIOUS"
 	case "DATABASE_URL":
-		return "DATABASE_URL_SECRET_ARN"
+		return "DATABASE_URL_SECRET_ARN", ""
 	}
-	return ""
+	return "", ""
 }
 
-// withSecrets resolves each of names (JWT_SECRET, DATABASE_URL) from Secrets
-// Manager when only its ARN variable is set, as the stack configures
-// Lambdas, so secrets never sit in function configuration. Secrets not in
+// withSecrets resolves each of names (JWT_SECRET, CHAT_JWT_PREVIOUS_SECRET,
+// DATABASE_URL) from Secrets Manager when only its ARN variable is set, as
+// the stack configures Lambdas, so secrets never sit in function configuration. Secrets not in
 // names are not read even when their ARN is set: the stack gives every
 // function the same variables but lets each read only the secrets it uses.
 func withSecrets(ctx context.Context, getenv func(string) string, names []string) (func(string) string, error) {
 	resolved := map[string]string{}
 	var client *secretsmanager.Client
 	for _, name := range names {
-		arnVar := secretARNVar(name)
+		arnVar, stage := secretSource(name)
 		if arnVar == "" {
 			return nil, fmt.Errorf("no secret ARN variable for %s", name)
 		}
@@ -112,8 +123,15 @@ func withSecrets(ctx context.Context, getenv func(string) string, names []string
 			}
 			client = secretsmanager.NewFromConfig(cfg)
 		}
-		out, err := client.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(arn)})
+		in := &secretsmanager.GetSecretValueInput{SecretId: aws.String(arn)}
+		if stage != "" {
+			in.VersionStage = aws.String(stage)
+		}
+		out, err := client.GetSecretValue(ctx, in)
 		if err != nil {
+			if stage != "" {
+				return nil, fmt.Errorf("%s: read %s (version %s, for %s): %w", arnVar, arn, stage, name, err)
+			}
 			return nil, fmt.Errorf("%s: read %s: %w", arnVar, arn, err)
 		}
 		resolved[name] = aws.ToString(out.SecretString)

@@ -523,6 +523,9 @@ func tokenCmd(fs *flag.FlagSet) prepare {
 			return nil, usageError{errors.New("--user must be a positive user id")}
 		}
 		return func(_ context.Context, x cmdEnv) error {
+			if x.cfg.JWT.JWKSURL != "" {
+				return errors.New("chat token signs HS256 development tokens, which a server with CHAT_JWKS_URL refuses: get a token from your identity provider")
+			}
 			t, err := auth.Issue([]byte(x.cfg.JWTSecret), *user, *ttl, time.Now())
 			if err != nil {
 				return err
