@@ -484,17 +484,7 @@ func TestLambdaWorkersNeedNoJWTSecret(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"ARN": dbARN, "Name": "parley/test/database-url", "SecretString": dbURL, "VersionId": "v1", "CreatedDate": 1795953600})
 	}))
 	t.Cleanup(sm.Close)
-	// The SDK reads these from the process environment, as on Lambda.
-	t.Setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", sm.URL)
-	t.Setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9") // any other AWS call fails here, never leaves the machine
-	t.Setenv("AWS_REGION", "us-east-1")
-	t.Setenv("AWS_ACCESS_KEY_ID", "test")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
-	t.Setenv("AWS_SESSION_TOKEN", "")
-	t.Setenv("AWS_PROFILE", "")
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	useSecretsManager(t, sm.URL)
 
 	// infra/stack.go's common environment, plus fanout's endpoint. Nothing
 	// is called at start-up but PostgreSQL and Secrets Manager.
@@ -542,6 +532,22 @@ func TestLambdaWorkersNeedNoJWTSecret(t *testing.T) {
 	if resp["statusCode"] != float64(200) || bodyJSON(t, resp)["page_size"] != float64(20) {
 		t.Fatalf("GET /conversations with a token signed with the resolved secret = %v", resp)
 	}
+}
+
+// useSecretsManager points the SDK at a stand-in Secrets Manager through
+// the process environment, as on Lambda; any other AWS call fails here and
+// never leaves the machine.
+func useSecretsManager(t *testing.T, url string) {
+	t.Setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", url)
+	t.Setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Setenv("AWS_ACCESS_KEY_ID", "test")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+	t.Setenv("AWS_SESSION_TOKEN", "")
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 }
 
 // TestLambdaBootstrapUnderRIE builds the Lambda binary as it is deployed
