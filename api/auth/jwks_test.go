@@ -353,15 +353,15 @@ func TestParseJWKS(t *testing.T) {
 func TestCheckJWKSURL(t *testing.T) {
 	for u, ok := range map[string]bool{
 		"https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_X/.well-known/jwks.json": true,
-		"http://127.0.0.1:9000/jwks.json":               true,
-		"http://localhost:9000/jwks.json":               true,
-		"http://[::1]:9000/jwks.json":                   true,
-		"http://issuer.example.com/jwks.json":           false,
-		"ftp://issuer.example.com/jwks.json":            false,
-		"https://user:pw@issuer.example.com/jwks.json":  false,
-		"issuer.example.com/jwks.json":                  false,
-		"https:///jwks.json":                            false,
-		"https://issuer.example.com/jwks.json#fragment": false,
+		"http://127.0.0.1:9000/jwks.json":                                               true,
+		"http://localhost:9000/jwks.json":                                               true,
+		"http://[::1]:9000/jwks.json":                                                   true,
+		"http://issuer.example.com/jwks.json":                                           false,
+		"ftp://issuer.example.com/jwks.json":                                            false,
+		"https://user:pw@issuer.example.com/jwks.json":                                  false,
+		"issuer.example.com/jwks.json":                                                  false,
+		"https:///jwks.json":                                                            false,
+		"https://issuer.example.com/jwks.json#fragment":                                 false,
 	} {
 		if err := CheckJWKSURL(u); (err == nil) != ok {
 			t.Errorf("CheckJWKSURL(%q) = %v, want ok=%v", u, err, ok)
