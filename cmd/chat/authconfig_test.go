@@ -44,6 +44,12 @@ func TestJWTConfiguration(t *testing.T) {
 			t.Fatalf("an ended overlap: %+v, %v; want the previous secret dropped", cfg.JWT, err)
 		}
 	})
+	t.Run("worker", func(t *testing.T) {
+		// Workers get the stack's variables but no secret.
+		if _, err := loadConfig(vars(map[string]string{"CHAT_JWT_PREVIOUS_SECRET_UNTIL": later.Format(time.RFC3339)}), false, false); err != nil {
+			t.Fatalf("a worker with the overlap's end but no secret: %v", err)
+		}
+	})
 	t.Run("key set", func(t *testing.T) {
 		cfg, err := loadConfig(vars(with(keySet, "CHAT_JWT_USER_ID_CLAIM", "custom:user_id")), false, true)
 		if err != nil || cfg.JWTSecret != "" || cfg.JWT.JWKSURL != jwks || cfg.JWT.UserIDClaim != "custom:user_id" ||
