@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"errors"
 	"net/http"
 	"strconv"
 	"testing"
@@ -13,7 +11,6 @@ import (
 
 	"github.com/parleychat/parley/api/auth"
 	"github.com/parleychat/parley/api/auth/authtest"
-	"github.com/parleychat/parley/internal/wsproto"
 )
 
 // TestDevVerifiesKeySetTokens runs `chat dev` with CHAT_JWKS_URL pointing
@@ -83,25 +80,7 @@ func TestDevVerifiesKeySetTokens(t *testing.T) {
 	}
 	resp.Body.Close()
 	defer conn.Close()
-	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
-	var sawError bool
-	for {
-		_, msg, err := conn.ReadMessage()
-		if err != nil {
-			var ce *websocket.CloseError
-			if !errors.As(err, &ce) || ce.Code != wsproto.CloseTokenExpired {
-				t.Fatalf("connection ended with %v, want close code %d", err, wsproto.CloseTokenExpired)
-			}
-			break
-		}
-		var f map[string]any
-		if json.Unmarshal(msg, &f) == nil && f["type"] == "error" && f["code"] == "unauthenticated" {
-			sawError = true
-		}
-	}
-	if !sawError {
-		t.Error("closed without the unauthenticated error frame")
-	}
+	expectExpiryClose(t, conn)
 
 	if code := runCmd(t, e, "token", "--user", "1"); code == 0 {
 		t.Error("chat token minted an HS256 token for a server verifying against a key set")

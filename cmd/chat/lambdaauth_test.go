@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,22 +26,16 @@ import (
 // accepts the key set's tokens.
 func TestLambdaJWTRotationAndKeySet(t *testing.T) {
 	dbURL, _ := dbtest.New(t)
-	const (
-		dbARN  = "arn:aws:secretsmanager:us-east-1:123456789012:secret:parley/test/database-url-AbC123"
-		jwtARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:parley/test/jwt-XyZ789"
-	)
+	dbARN, jwtARN := testDBSecretARN, testJWTSecretARN
 	previous := "the-previous-secret-Qw3#Er5$Ty7%Ui9"
-	var mu sync.Mutex
-	var asked []string // ARN and stage of each request
+	var asked secretRequests // ARN and stage of each request
 	sm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var in struct{ SecretId, VersionStage string }
 		if r.Header.Get("X-Amz-Target") != "secretsmanager.GetSecretValue" || json.NewDecoder(r.Body).Decode(&in) != nil {
 			http.Error(w, "unexpected request", http.StatusBadRequest)
 			return
 		}
-		mu.Lock()
-		asked = append(asked, in.SecretId+" "+in.VersionStage)
-		mu.Unlock()
+		asked.add(in.SecretId + " " + in.VersionStage)
 		value := map[string]string{dbARN + " ": dbURL, jwtARN + " ": testSecret, jwtARN + " AWSPREVIOUS": previous}[in.SecretId+" "+in.VersionStage]
 		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 		if value == "" {
@@ -54,21 +47,8 @@ func TestLambdaJWTRotationAndKeySet(t *testing.T) {
 	}))
 	t.Cleanup(sm.Close)
 	useSecretsManager(t, sm.URL)
-	takeAsked := func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		a := asked
-		asked = nil
-		return a
-	}
-	stackEnv := map[string]string{
-		"CHAT_TRANSPORT":          "aws",
-		"CHAT_EVENT_BUS_NAME":     "parley-test",
-		"JWT_SECRET_ARN":          jwtARN,
-		"DATABASE_URL_SECRET_ARN": dbARN,
-		"CHAT_CONNECTIONS_TABLE":  "parley-test-connections",
-		"CHAT_S3_BUCKET":          "parley-test-media",
-	}
+	takeAsked := asked.take
+	stackEnv := lambdaStackEnv()
 	start := func(t *testing.T, extra map[string]string) any {
 		t.Helper()
 		getenv := func(k string) string {
