@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	smtypes "github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
 
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/lambdasqs"
@@ -34,9 +36,10 @@ func lambdaHandler(ctx context.Context, name string, getenv func(string) string,
 	secrets := []string{"DATABASE_URL"}
 	// With a key set there is no secret to read, even where the stack
 	// still names one; during an overlap the previous secret is read too.
+	overlap := false
 	if needJWT && strings.TrimSpace(getenv("CHAT_JWKS_URL")) == "" {
 		secrets = append(secrets, "JWT_SECRET")
-		if previousUntilSet(getenv, time.Now()) {
+		if overlap = previousUntilSet(getenv, time.Now()); overlap {
 			secrets = append(secrets, "CHAT_JWT_PREVIOUS_SECRET")
 		}
 	}
@@ -44,11 +47,26 @@ func lambdaHandler(ctx context.Context, name string, getenv func(string) string,
 	if err != nil {
 		return nil, nil, err
 	}
+	// A secret never rotated has no previous version: there is nothing to
+	// overlap with, which must not fail the cold start.
+	noPrevious := overlap && getenv("CHAT_JWT_PREVIOUS_SECRET") == ""
+	if noPrevious {
+		withoutUntil := getenv
+		getenv = func(k string) string {
+			if k == "CHAT_JWT_PREVIOUS_SECRET_UNTIL" {
+				return ""
+			}
+			return withoutUntil(k)
+		}
+	}
 	cfg, err := loadConfig(getenv, false, needJWT)
 	if err != nil {
 		return nil, nil, fmt.Errorf("invalid configuration: %w", err)
 	}
 	logger := newLogger(cfg, stderr).With("handler", name)
+	if noPrevious {
+		logger.Warn("CHAT_JWT_PREVIOUS_SECRET_UNTIL is set but the JWT secret has no AWSPREVIOUS version: only the current secret is accepted")
+	}
 	a, err := openApp(ctx, cfg, logger, parts{lambda: true, db: true, bus: true})
 	if err != nil {
 		return nil, nil, err
@@ -128,6 +146,10 @@ func withSecrets(ctx context.Context, getenv func(string) string, names []string
 			in.VersionStage = aws.String(stage)
 		}
 		out, err := client.GetSecretValue(ctx, in)
+		var missing *smtypes.ResourceNotFoundException
+		if stage != "" && errors.As(err, &missing) {
+			continue // no such version: the caller decides what that means
+		}
 		if err != nil {
 			if stage != "" {
 				return nil, fmt.Errorf("%s: read %s (version %s, for %s): %w", arnVar, arn, stage, name, err)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,7 +29,8 @@ func TestLambdaJWTRotationAndKeySet(t *testing.T) {
 	dbURL, _ := dbtest.New(t)
 	dbARN, jwtARN := testDBSecretARN, testJWTSecretARN
 	previous := "the-previous-secret-Qw3#Er5$Ty7%Ui9"
-	var asked secretRequests // ARN and stage of each request
+	var asked secretRequests     // ARN and stage of each request
+	var neverRotated atomic.Bool // the secret has no AWSPREVIOUS version
 	sm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var in struct{ SecretId, VersionStage string }
 		if r.Header.Get("X-Amz-Target") != "secretsmanager.GetSecretValue" || json.NewDecoder(r.Body).Decode(&in) != nil {
@@ -36,7 +38,11 @@ func TestLambdaJWTRotationAndKeySet(t *testing.T) {
 			return
 		}
 		asked.add(in.SecretId + " " + in.VersionStage)
-		value := map[string]string{dbARN + " ": dbURL, jwtARN + " ": testSecret, jwtARN + " AWSPREVIOUS": previous}[in.SecretId+" "+in.VersionStage]
+		versions := map[string]string{dbARN + " ": dbURL, jwtARN + " ": testSecret}
+		if !neverRotated.Load() {
+			versions[jwtARN+" AWSPREVIOUS"] = previous
+		}
+		value := versions[in.SecretId+" "+in.VersionStage]
 		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 		if value == "" {
 			w.WriteHeader(http.StatusBadRequest)
@@ -90,6 +96,18 @@ func TestLambdaJWTRotationAndKeySet(t *testing.T) {
 		}
 		if got := status(t, h, signed(t, "neither-secret-Zx1!Cv2@Bn3#Mq4$Wp5")); got != float64(401) {
 			t.Errorf("token signed with another secret: status %v", got)
+		}
+	})
+
+	t.Run("overlap with a secret never rotated", func(t *testing.T) {
+		neverRotated.Store(true)
+		defer neverRotated.Store(false)
+		h := start(t, map[string]string{"CHAT_JWT_PREVIOUS_SECRET_UNTIL": time.Now().Add(2 * time.Hour).Format(time.RFC3339)})
+		if got := takeAsked(); !slices.Contains(got, jwtARN+" AWSPREVIOUS") {
+			t.Fatalf("asked Secrets Manager for %q, want the previous version tried", got)
+		}
+		if got := status(t, h, signed(t, testSecret)); got != float64(200) {
+			t.Errorf("token signed with the current secret: status %v", got)
 		}
 	})
 
