@@ -24,7 +24,10 @@ func TestWebSocketClosedWhenPreviousSecretOverlapEnds(t *testing.T) {
 	t.Parallel()
 	e := pipelinetest.New(t, pipelinetest.Options{})
 	previous := []byte("the-previous-secret-of-this-test-0123")
-	url := wsGateway(t, e, auth.WithPreviousSecret(previous, time.Now().Add(2*time.Second)))
+	// Whole milliseconds, as the gateway's expiry header carries it (a
+	// configured end has whole seconds).
+	until := time.Now().Add(2 * time.Second).Truncate(time.Millisecond)
+	url := wsGateway(t, e, auth.WithPreviousSecret(previous, until))
 	token, err := auth.Issue(previous, 1, time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
