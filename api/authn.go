@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"strings"
 
 	"github.com/parleychat/parley/api/auth"
@@ -18,8 +19,8 @@ func bearerToken(header string) (string, error) {
 }
 
 // authenticate returns who a token was issued to, and until when.
-func authenticate(v *auth.Verifier, token string) (auth.Claims, error) {
-	c, err := v.Verify(token)
+func authenticate(ctx context.Context, v *auth.Verifier, token string) (auth.Claims, error) {
+	c, err := v.Verify(ctx, token)
 	if err != nil {
 		return c, &chat.Error{Code: chat.CodeUnauthenticated, Message: "invalid or expired token", Err: err}
 	}

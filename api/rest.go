@@ -107,7 +107,7 @@ func (r *REST) authed(h func(http.ResponseWriter, *http.Request, int64)) http.Ha
 		token, err := bearerToken(req.Header.Get("Authorization"))
 		if err == nil {
 			var c auth.Claims
-			if c, err = authenticate(r.verifier, token); err == nil {
+			if c, err = authenticate(req.Context(), r.verifier, token); err == nil {
 				h(w, req, c.UserID)
 				return
 			}

@@ -52,7 +52,7 @@ func (w *WSRoutes) Connect(ctx context.Context, req wsRequest) (response, error)
 	}
 	var claims auth.Claims
 	if err == nil {
-		claims, err = authenticate(w.verifier, token)
+		claims, err = authenticate(ctx, w.verifier, token)
 	}
 	if err != nil {
 		w.logger.DebugContext(ctx, "websocket connect refused", "err", err)

@@ -44,9 +44,15 @@ func wsServer(t *testing.T, e *pipelinetest.Env) (url string, dial func(user int
 // wsAccept dials url as user and fails the test unless it is accepted.
 func wsAccept(t *testing.T, url string, user int64) *websocket.Conn {
 	t.Helper()
-	c, resp, err := wsDial(url, wsToken(user))
+	return wsAcceptToken(t, url, wsToken(user))
+}
+
+// wsAcceptToken dials url with token and fails the test unless it is accepted.
+func wsAcceptToken(t *testing.T, url, token string) *websocket.Conn {
+	t.Helper()
+	c, resp, err := wsDial(url, token)
 	if err != nil {
-		t.Fatalf("dial as user %d: %v", user, err)
+		t.Fatalf("dial: %v", err)
 	}
 	resp.Body.Close()
 	t.Cleanup(func() { c.Close() })
@@ -57,7 +63,12 @@ func wsAccept(t *testing.T, url string, user int64) *websocket.Conn {
 // dev's, and returns its /ws URL.
 func wsGateway(t *testing.T, e *pipelinetest.Env, opts ...auth.Option) string {
 	t.Helper()
-	routes := wsRoutes(t, e, opts...)
+	return wsGatewayWith(t, e, wsRoutes(t, e, opts...))
+}
+
+// wsGatewayWith is wsGateway over routes built by the test.
+func wsGatewayWith(t *testing.T, e *pipelinetest.Env, routes *api.WSRoutes) string {
+	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	gw := gateway.New(gateway.Routes{Connect: routes.Connect, Disconnect: routes.Disconnect, Default: routes.Default},
 		gateway.Config{ExpiredFrame: api.TokenExpiredFrame()}, quiet)
@@ -72,6 +83,10 @@ func wsRoutes(t *testing.T, e *pipelinetest.Env, opts ...auth.Option) *api.WSRou
 	if err != nil {
 		t.Fatal(err)
 	}
+	return wsRoutesWith(e, verifier)
+}
+
+func wsRoutesWith(e *pipelinetest.Env, verifier *auth.Verifier) *api.WSRoutes {
 	return api.NewWSRoutes(e.Service, verifier, pgstore.New(e.Pool), 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
 }
 
@@ -313,6 +328,13 @@ func TestWebSocketClosedWhenTokenExpires(t *testing.T) {
 	}
 	resp.Body.Close()
 	defer c.Close()
+	awaitExpiryClose(t, c)
+}
+
+// awaitExpiryClose reads c until it is closed, which must be with the
+// token-expiry code right after the expiry error frame.
+func awaitExpiryClose(t *testing.T, c *websocket.Conn) {
+	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(pipelinetest.Wait))
 	var frames []string
 	for {

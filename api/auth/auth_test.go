@@ -67,7 +67,7 @@ func TestUserID(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := v.UserID(c.token)
+			got, err := v.UserID(t.Context(), c.token)
 			if c.want == 0 {
 				if !errors.Is(err, ErrUnauthenticated) {
 					t.Fatalf("want ErrUnauthenticated, got id=%d err=%v", got, err)
@@ -123,7 +123,7 @@ func TestVerifyValidUntil(t *testing.T) {
 		t.Fatal(err)
 	}
 	exp := time.Now().Add(5 * time.Second).Truncate(time.Second)
-	c, err := v.Verify(sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "3", "exp": exp.Unix()}))
+	c, err := v.Verify(t.Context(), sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "3", "exp": exp.Unix()}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,9 @@
 package auth
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
 	"errors"
 	"testing"
 	"time"
@@ -23,13 +26,18 @@ func FuzzVerifier(f *testing.F) {
 	f.Add("")
 	f.Add("a.b.c")
 	f.Add("eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.")
-	v, err := NewVerifier(secret)
+	// Mid-rotation, with a previous secret still accepted.
+	previous := []byte("fuzz-previous-secret-0123456789")
+	if tok, err := Issue(previous, 7, time.Hour, now); err == nil {
+		f.Add(tok)
+	}
+	v, err := NewVerifier(secret, WithPreviousSecret(previous, now.Add(time.Minute)))
 	if err != nil {
 		f.Fatal(err)
 	}
 	v.now = func() time.Time { return now }
 	f.Fuzz(func(t *testing.T, token string) {
-		id, err := v.UserID(token)
+		id, err := v.UserID(t.Context(), token)
 		if err != nil {
 			if !errors.Is(err, ErrUnauthenticated) {
 				t.Fatalf("refusal is not ErrUnauthenticated: %v", err)
@@ -65,7 +73,7 @@ func FuzzIssueVerify(f *testing.F) {
 			t.Fatalf("Issue: %v", err)
 		}
 		v.now = func() time.Time { return now }
-		id, err := v.UserID(tok)
+		id, err := v.UserID(t.Context(), tok)
 		switch {
 		case user <= 0 && err == nil:
 			t.Fatalf("a token for user %d was accepted as %d", user, id)
@@ -73,8 +81,36 @@ func FuzzIssueVerify(f *testing.F) {
 			t.Fatalf("a token for user %d verified as %d, %v", user, id, err)
 		}
 		v.now = func() time.Time { return now.Add(ttl + v.leeway + time.Second) }
-		if _, err := v.UserID(tok); !errors.Is(err, ErrUnauthenticated) {
+		if _, err := v.UserID(t.Context(), tok); !errors.Is(err, ErrUnauthenticated) {
 			t.Fatalf("an expired token was not refused: %v", err)
+		}
+	})
+}
+
+// FuzzJWKS feeds arbitrary documents to the key set parser, which reads
+// what the identity provider's endpoint answers. Properties: no panic;
+// every key kept is an RS256 RSA key or an ES256 P-256 key under a kid.
+func FuzzJWKS(f *testing.F) {
+	f.Add([]byte(`{"keys":[{"kty":"EC","kid":"e","crv":"P-256","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}]}`))
+	f.Add([]byte(`{"keys":[{"kty":"RSA","kid":"r","alg":"RS256","n":"AQAB","e":"AQAB"}]}`))
+	f.Add([]byte(`{"keys":[{"kty":"oct","kid":"o","k":"c2VjcmV0"}]}`))
+	f.Add([]byte(`{"keys":[{"kty":"EC","kid":"e","alg":"RS256"},{"kid":"e"}]}`))
+	f.Add([]byte(`{"keys":null}`))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		keys, _, err := parseJWKS(doc)
+		if err != nil {
+			return
+		}
+		for kid, k := range keys {
+			_, isRSA := k.key.(*rsa.PublicKey)
+			ec, isEC := k.key.(*ecdsa.PublicKey)
+			switch {
+			case kid == "":
+				t.Fatal("a key without kid was kept")
+			case k.alg == "RS256" && isRSA, k.alg == "ES256" && isEC && ec.Curve == elliptic.P256():
+			default:
+				t.Fatalf("key %q kept as %s with %T", kid, k.alg, k.key)
+			}
 		}
 	})
 }

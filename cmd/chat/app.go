@@ -152,10 +152,10 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, p parts) (*Ap
 			return nil, err
 		}
 	}
-	if cfg.JWTSecret != "" { // workers verify no tokens
+	if cfg.verifiesTokens() { // workers verify no tokens
 		var err error
-		if a.verifier, err = auth.NewVerifier([]byte(cfg.JWTSecret)); err != nil {
-			return nil, fmt.Errorf("JWT_SECRET: %w", err)
+		if a.verifier, err = cfg.verifier(ctx, logger); err != nil {
+			return nil, err
 		}
 	}
 	if err := a.openMedia(ctx, p); err != nil {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/parleychat/parley/api/auth"
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/pgbus"
 	"github.com/parleychat/parley/internal/awsconf"
@@ -59,6 +58,7 @@ type Config struct {
 	// (CHAT_DB_CONNECT_TIMEOUT, default 30s).
 	DBConnectTimeout time.Duration
 	JWTSecret        string     // JWT_SECRET
+	JWT              jwtConfig  // the rest of token verification (authconfig.go)
 	DataDir          string     // CHAT_DATA_DIR, default ./.chat-data
 	LogLevel         slog.Level // CHAT_LOG_LEVEL: debug, info (default), warn, error
 	LogFormat        string     // CHAT_LOG_FORMAT: text (default) or json
@@ -237,23 +237,7 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	}
 	c.DBMaxConns = num("CHAT_DB_MAX_CONNS", 0, 0)
 	c.DBConnectTimeout = dur("CHAT_DB_CONNECT_TIMEOUT", 30*time.Second)
-	c.JWTSecret = getenv("JWT_SECRET")
-	if c.JWTSecret == "" && dev {
-		c.JWTSecret, c.DevSecretInUse = devJWTSecret, true
-	}
-	if c.JWTSecret == "" && needJWT {
-		errs = append(errs, errors.New("JWT_SECRET is required (the HS256 secret shared with the auth service)"))
-	} else if c.JWTSecret != "" && !dev {
-		// A server verifying real users' tokens: the secret must be one
-		// nobody can know or guess.
-		if c.JWTSecret == devJWTSecret {
-			errs = append(errs, errors.New("JWT_SECRET is the published development secret, which only chat dev may use: set the secret shared with the auth service"))
-		} else if err := auth.CheckSecret([]byte(c.JWTSecret)); err != nil {
-			errs = append(errs, fmt.Errorf("JWT_SECRET: %w", err))
-		}
-	} else if c.JWTSecret != "" && len(c.JWTSecret) < 16 {
-		errs = append(errs, errors.New("JWT_SECRET must be at least 16 bytes"))
-	}
+	errs = append(errs, c.loadJWT(getenv, dev, needJWT, dur)...)
 	c.DataDir = str("CHAT_DATA_DIR", "./.chat-data")
 	switch lv := strings.ToLower(str("CHAT_LOG_LEVEL", "info")); lv {
 	case "debug":

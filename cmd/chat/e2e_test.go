@@ -372,6 +372,13 @@ func TestDevClosesSocketWhenTokenExpires(t *testing.T) {
 	}
 	resp.Body.Close()
 	defer conn.Close()
+	expectExpiryClose(t, conn)
+}
+
+// expectExpiryClose reads conn until it is closed, which must be with the
+// token-expiry code after the unauthenticated error frame.
+func expectExpiryClose(t *testing.T, conn *websocket.Conn) {
+	t.Helper()
 	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 	var sawError bool
 	for {

@@ -72,11 +72,16 @@ type env struct {
 	extra   []string
 	// secret signs the tests' tokens; empty means testSecret.
 	secret string
+	// tokenFor, if set, makes the tests' tokens instead (a key set's).
+	tokenFor func(user int64) string
 }
 
 // token is a JWT for user, signed as this deployment expects.
 func (e *env) token(user int64) string {
 	e.t.Helper()
+	if e.tokenFor != nil {
+		return e.tokenFor(user)
+	}
 	secret := e.secret
 	if secret == "" {
 		secret = testSecret

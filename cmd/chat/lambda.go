@@ -2,15 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	smtypes "github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
 
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/lambdasqs"
@@ -31,18 +34,39 @@ func lambdaHandler(ctx context.Context, name string, getenv func(string) string,
 	// secret: resolving it anyway would fail their cold start.
 	needJWT := fn.Worker == ""
 	secrets := []string{"DATABASE_URL"}
-	if needJWT {
+	// With a key set there is no secret to read, even where the stack
+	// still names one; during an overlap the previous secret is read too.
+	overlap := false
+	if needJWT && strings.TrimSpace(getenv("CHAT_JWKS_URL")) == "" {
 		secrets = append(secrets, "JWT_SECRET")
+		if overlap = previousUntilSet(getenv, time.Now()); overlap {
+			secrets = append(secrets, "CHAT_JWT_PREVIOUS_SECRET")
+		}
 	}
 	getenv, err := withSecrets(ctx, getenv, secrets)
 	if err != nil {
 		return nil, nil, err
+	}
+	// A secret never rotated has no previous version: there is nothing to
+	// overlap with, which must not fail the cold start.
+	noPrevious := overlap && getenv("CHAT_JWT_PREVIOUS_SECRET") == ""
+	if noPrevious {
+		withoutUntil := getenv
+		getenv = func(k string) string {
+			if k == "CHAT_JWT_PREVIOUS_SECRET_UNTIL" {
+				return ""
+			}
+			return withoutUntil(k)
+		}
 	}
 	cfg, err := loadConfig(getenv, false, needJWT)
 	if err != nil {
 		return nil, nil, fmt.Errorf("invalid configuration: %w", err)
 	}
 	logger := newLogger(cfg, stderr).With("handler", name)
+	if noPrevious {
+		logger.Warn("CHAT_JWT_PREVIOUS_SECRET_UNTIL is set but the JWT secret has no AWSPREVIOUS version: only the current secret is accepted")
+	}
 	a, err := openApp(ctx, cfg, logger, parts{lambda: true, db: true, bus: true})
 	if err != nil {
 		return nil, nil, err
@@ -76,28 +100,33 @@ func runLambda(ctx context.Context, name string, getenv func(string) string, std
 	return 0
 }
 
-// secretARNVar names the variable holding a secret setting's Secrets Manager
-// ARN, as infra/stack.go sets it ("" for a setting that is not a secret).
-func secretARNVar(name string) string {
+// secretSource says where a secret setting is in Secrets Manager: the
+// variable holding its ARN, as infra/stack.go sets it ("" for a setting
+// that is not a secret), and the version stage ("" for the current one).
+func secretSource(name string) (arnVar, stage string) {
 	switch name {
 	case "JWT_SECRET":
-		return "JWT_SECRET_ARN"
+		return "JWT_SECRET_ARN", ""
+	case "CHAT_JWT_PREVIOUS_SECRET":
+		// put-secret-value labels the version it replaces AWSPREVIOUS: the
+		// same secret, the same grant, no second secret to manage.
+		return "JWT_SECRET_ARN", "AWSPREVIOUS"
 	case "DATABASE_URL":
-		return "DATABASE_URL_SECRET_ARN"
+		return "DATABASE_URL_SECRET_ARN", ""
 	}
-	return ""
+	return "", ""
 }
 
-// withSecrets resolves each of names (JWT_SECRET, DATABASE_URL) from Secrets
-// Manager when only its ARN variable is set, as the stack configures
-// Lambdas, so secrets never sit in function configuration. Secrets not in
+// withSecrets resolves each of names (JWT_SECRET, CHAT_JWT_PREVIOUS_SECRET,
+// DATABASE_URL) from Secrets Manager when only its ARN variable is set, as
+// the stack configures Lambdas, so secrets never sit in function configuration. Secrets not in
 // names are not read even when their ARN is set: the stack gives every
 // function the same variables but lets each read only the secrets it uses.
 func withSecrets(ctx context.Context, getenv func(string) string, names []string) (func(string) string, error) {
 	resolved := map[string]string{}
 	var client *secretsmanager.Client
 	for _, name := range names {
-		arnVar := secretARNVar(name)
+		arnVar, stage := secretSource(name)
 		if arnVar == "" {
 			return nil, fmt.Errorf("no secret ARN variable for %s", name)
 		}
@@ -112,8 +141,19 @@ func withSecrets(ctx context.Context, getenv func(string) string, names []string
 			}
 			client = secretsmanager.NewFromConfig(cfg)
 		}
-		out, err := client.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(arn)})
+		in := &secretsmanager.GetSecretValueInput{SecretId: aws.String(arn)}
+		if stage != "" {
+			in.VersionStage = aws.String(stage)
+		}
+		out, err := client.GetSecretValue(ctx, in)
+		var missing *smtypes.ResourceNotFoundException
+		if stage != "" && errors.As(err, &missing) {
+			continue // no such version: the caller decides what that means
+		}
 		if err != nil {
+			if stage != "" {
+				return nil, fmt.Errorf("%s: read %s (version %s, for %s): %w", arnVar, arn, stage, name, err)
+			}
 			return nil, fmt.Errorf("%s: read %s: %w", arnVar, arn, err)
 		}
 		resolved[name] = aws.ToString(out.SecretString)

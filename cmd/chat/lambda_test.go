@@ -446,20 +446,9 @@ func TestLambdaHandlers(t *testing.T) {
 // start without ever asking for the JWT secret; the edge functions need it.
 func TestLambdaWorkersNeedNoJWTSecret(t *testing.T) {
 	dbURL, _ := dbtest.New(t)
-	const (
-		dbARN  = "arn:aws:secretsmanager:us-east-1:123456789012:secret:parley/test/database-url-AbC123"
-		jwtARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:parley/test/jwt-XyZ789"
-	)
-	var mu sync.Mutex
-	var asked []string
-	// takeAsked returns and forgets the secrets asked for so far.
-	takeAsked := func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		a := asked
-		asked = nil
-		return a
-	}
+	dbARN, jwtARN := testDBSecretARN, testJWTSecretARN
+	var asked secretRequests
+	takeAsked := asked.take
 	var jwtAllowed atomic.Bool // the edge functions' grant
 	sm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var in struct{ SecretId string }
@@ -467,9 +456,7 @@ func TestLambdaWorkersNeedNoJWTSecret(t *testing.T) {
 			http.Error(w, "unexpected request", http.StatusBadRequest)
 			return
 		}
-		mu.Lock()
-		asked = append(asked, in.SecretId)
-		mu.Unlock()
+		asked.add(in.SecretId)
 		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 		switch {
 		case in.SecretId == jwtARN && jwtAllowed.Load():
@@ -484,31 +471,14 @@ func TestLambdaWorkersNeedNoJWTSecret(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"ARN": dbARN, "Name": "parley/test/database-url", "SecretString": dbURL, "VersionId": "v1", "CreatedDate": 1795953600})
 	}))
 	t.Cleanup(sm.Close)
-	// The SDK reads these from the process environment, as on Lambda.
-	t.Setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", sm.URL)
-	t.Setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9") // any other AWS call fails here, never leaves the machine
-	t.Setenv("AWS_REGION", "us-east-1")
-	t.Setenv("AWS_ACCESS_KEY_ID", "test")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
-	t.Setenv("AWS_SESSION_TOKEN", "")
-	t.Setenv("AWS_PROFILE", "")
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	useSecretsManager(t, sm.URL)
 
 	// infra/stack.go's common environment, plus fanout's endpoint. Nothing
 	// is called at start-up but PostgreSQL and Secrets Manager.
-	stackEnv := map[string]string{
-		"CHAT_TRANSPORT":              "aws",
-		"CHAT_EVENT_BUS_NAME":         "parley-test",
-		"JWT_SECRET_ARN":              jwtARN,
-		"DATABASE_URL_SECRET_ARN":     dbARN,
-		"CHAT_CONNECTIONS_TABLE":      "parley-test-connections",
-		"CHAT_S3_BUCKET":              "parley-test-media",
-		"CHAT_LOG_LEVEL":              "info",
-		"CHAT_WS_MANAGEMENT_ENDPOINT": "http://127.0.0.1:9/test", // never called here
-		"CHAT_GATEWAY_ADMIN_SECRET":   "lambda-test-management-secret",
-	}
+	stackEnv := lambdaStackEnv()
+	stackEnv["CHAT_LOG_LEVEL"] = "info"
+	stackEnv["CHAT_WS_MANAGEMENT_ENDPOINT"] = "http://127.0.0.1:9/test" // never called here
+	stackEnv["CHAT_GATEWAY_ADMIN_SECRET"] = "lambda-test-management-secret"
 	getenv := func(k string) string { return stackEnv[k] }
 	for _, w := range events.Workers() {
 		takeAsked()
@@ -542,6 +512,62 @@ func TestLambdaWorkersNeedNoJWTSecret(t *testing.T) {
 	if resp["statusCode"] != float64(200) || bodyJSON(t, resp)["page_size"] != float64(20) {
 		t.Fatalf("GET /conversations with a token signed with the resolved secret = %v", resp)
 	}
+}
+
+// The stand-in Secrets Manager's secrets, named as the stack names them.
+const (
+	testDBSecretARN  = "arn:aws:secretsmanager:us-east-1:123456789012:secret:parley/test/database-url-AbC123"
+	testJWTSecretARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:parley/test/jwt-XyZ789"
+)
+
+// lambdaStackEnv is infra/stack.go's common environment: secret ARNs, not
+// values.
+func lambdaStackEnv() map[string]string {
+	return map[string]string{
+		"CHAT_TRANSPORT":          "aws",
+		"CHAT_EVENT_BUS_NAME":     "parley-test",
+		"JWT_SECRET_ARN":          testJWTSecretARN,
+		"DATABASE_URL_SECRET_ARN": testDBSecretARN,
+		"CHAT_CONNECTIONS_TABLE":  "parley-test-connections",
+		"CHAT_S3_BUCKET":          "parley-test-media",
+	}
+}
+
+// secretRequests records what a stand-in Secrets Manager is asked for.
+type secretRequests struct {
+	mu    sync.Mutex
+	asked []string
+}
+
+func (r *secretRequests) add(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.asked = append(r.asked, s)
+}
+
+// take returns and forgets the requests so far.
+func (r *secretRequests) take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a := r.asked
+	r.asked = nil
+	return a
+}
+
+// useSecretsManager points the SDK at a stand-in Secrets Manager through
+// the process environment, as on Lambda; any other AWS call fails here and
+// never leaves the machine.
+func useSecretsManager(t *testing.T, url string) {
+	t.Setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", url)
+	t.Setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Setenv("AWS_ACCESS_KEY_ID", "test")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+	t.Setenv("AWS_SESSION_TOKEN", "")
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 }
 
 // TestLambdaBootstrapUnderRIE builds the Lambda binary as it is deployed

@@ -320,12 +320,16 @@ Parley is running (development mode).
 	if cfg.DevSecretInUse {
 		fmt.Fprintf(w, "\n  JWT_SECRET is not set: using the fixed development secret. Never use it in production.\n")
 	}
+	getToken := "dist/chat token --user 1"
+	if cfg.JWT.JWKSURL != "" {
+		getToken = "from your identity provider (tokens are verified against " + cfg.JWT.JWKSURL + ")"
+	}
 	fmt.Fprintf(w, `
-Get a token:    dist/chat token --user 1
+Get a token:    %s
 Try it:         curl -H "Authorization: Bearer $TOKEN" %s/api/v1/chat/conversations
 Stop with Ctrl-C.
 
-`, base)
+`, getToken, base)
 }
 
 func migrateCmd(*flag.FlagSet) prepare {
@@ -523,6 +527,9 @@ func tokenCmd(fs *flag.FlagSet) prepare {
 			return nil, usageError{errors.New("--user must be a positive user id")}
 		}
 		return func(_ context.Context, x cmdEnv) error {
+			if x.cfg.JWT.JWKSURL != "" {
+				return errors.New("chat token signs HS256 development tokens, which a server with CHAT_JWKS_URL refuses: get a token from your identity provider")
+			}
 			t, err := auth.Issue([]byte(x.cfg.JWTSecret), *user, *ttl, time.Now())
 			if err != nil {
 				return err
