@@ -59,14 +59,13 @@ func TestHandOffGetsCommittedEventsBeforeTheConsumer(t *testing.T) {
 	ctx := context.Background()
 	fast := h.handOff(t, events.WorkerFanout, false)
 	stored := h.handOff(t, events.WorkerPersister, true) // no consumer
-	var early atomic.Int32                               // events the consumer found already handed over
 	rec := newRecorder()
-	h.consume(t, events.WorkerFanout, events.HandlerFunc(func(ctx context.Context, e events.Envelope) error {
-		if fast.count(e.ID) == 1 {
-			early.Add(1)
-		}
-		return rec.Handle(ctx, e)
-	}), pgbus.ConsumerConfig{})
+	// Whether the consumer meets an event after its hand-over is not
+	// asserted here: a consumer claiming again right after a batch may
+	// meet a row between its commit and its hand-over (fanout marks such
+	// events; see TestLateHandOffPostsNothing). The order of hand-over and
+	// wake-up is TestCommittedHandsOffBeforeWaking's.
+	h.consume(t, events.WorkerFanout, rec, pgbus.ConsumerConfig{})
 
 	msg, typ := sent(t, "hello"), typing(t, 1)
 	if err := h.bus.Publish(ctx, msg, typ); err != nil {
@@ -85,9 +84,6 @@ func TestHandOffGetsCommittedEventsBeforeTheConsumer(t *testing.T) {
 		if n := fast.count(id); n != want {
 			t.Errorf("event %s handed over %d times, want %d", id, n, want)
 		}
-	}
-	if n := early.Load(); n != 3 {
-		t.Errorf("the consumer got %d of 3 events after their hand-off", n)
 	}
 	for id, want := range map[string]int{msg.ID: 1, typ.ID: 0, first.ID: 1, again.ID: 0} {
 		if n := stored.count(id); n != want {
