@@ -223,6 +223,7 @@ function newClientId() {
 }
 
 function sendMessage(data, local) {
+  if (!state.open) { status("pick a conversation first"); return; }
   const clientMessageId = newClientId();
   const m = Object.assign({ id: "pending-" + clientMessageId, conversationId: state.open, seq: 0,
     senderId: state.user, status: "pending", thumb: "", mediaUrl: "", createdAt: new Date().toISOString() }, local);
