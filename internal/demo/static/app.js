@@ -317,6 +317,12 @@ function renderConversations() {
   }
 }
 
+// safeURL: only http(s) URLs are loaded or opened; a message's media_url
+// can come from its sender.
+function safeURL(u) {
+  try { return u !== "" && ["http:", "https:"].includes(new URL(u, location.href).protocol); } catch { return false; }
+}
+
 const ticks = { pending: "…", sent: "✓", delivered: "✓✓", read: "✓✓" };
 
 function renderMessages() {
@@ -331,11 +337,11 @@ function renderMessages() {
     li.dataset.id = m.id;
     li.dataset.status = m.status;
     if (m.contentType === "image") {
-      if (m.thumb) {
+      if (safeURL(m.thumb)) {
         const img = el("img", "thumb");
         img.alt = "image";
         img.src = m.thumb;
-        if (m.mediaUrl) { img.onclick = () => window.open(m.mediaUrl, "_blank", "noopener"); }
+        if (safeURL(m.mediaUrl)) { img.onclick = () => window.open(m.mediaUrl, "_blank", "noopener"); }
         li.append(img);
       } else {
         li.append(el("span", "pending", "image: making its thumbnail…"));
