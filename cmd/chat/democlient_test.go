@@ -303,14 +303,43 @@ func TestDemoClient(t *testing.T) {
 	const away = "Sent while you were away"
 	run(p1, "send while user 2 is away", chromedp.SendKeys(chromedp.CSS("#text"), away), chromedp.Click(chromedp.CSS("#compose button")))
 	until(p1, "the message is accepted", statusOf(away, "sent"))
+	// What user 2 writes offline waits, and goes out on reconnecting.
+	const queued = "Written while offline"
+	run(p2, "write while offline", chromedp.SendKeys(chromedp.CSS("#text"), queued), chromedp.Click(chromedp.CSS("#compose button")))
+	until(p2, "the offline message waits", statusOf(queued, "pending"))
 	run(p2, "go online", chromedp.Click(chromedp.CSS("#toggle")))
 	until(p2, "user 2 is online again", `document.querySelector("#conn.on") !== null`)
 	until(p2, "user 2 caught up", msgWith(away)+` !== undefined`)
 	until(p1, "user 1 sees it read", statusOf(away, "read"))
+	until(p1, "user 1 gets the offline message", msgWith(queued)+` !== undefined`)
+	until(p2, "user 2's offline message is read", statusOf(queued, "read"))
+	var n int
+	for _, m := range e.messages(1, conversationOf(t, e), 5) {
+		if m.TextContent != nil && *m.TextContent == queued {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("the offline message is stored %d times, want once", n)
+	}
 
 	shot(t, p1, shots, "user1")
 	shot(t, p2, shots, "user2")
 	t.Logf("screenshots in %s", shots)
+}
+
+// conversationOf is user 1's one conversation.
+func conversationOf(t *testing.T, e *env) string {
+	t.Helper()
+	var page struct {
+		Data []struct {
+			ID string `json:"id"`
+		} `json:"data"`
+	}
+	if code := e.call(1, "GET", "/conversations", nil, &page); code != http.StatusOK || len(page.Data) != 1 {
+		t.Fatalf("user 1's conversations: %d %v", code, page.Data)
+	}
+	return page.Data[0].ID
 }
 
 // shot saves a screenshot of page as dir/name.png.

@@ -12,14 +12,19 @@ const state = {
   token: "",
   ws: null,
   online: false,
+  devToken: false, // the token came from the token endpoint, which can renew it
   wantOnline: true, // false while the user chose "Go offline"
   retry: 0,
   convs: new Map(), // id -> conversation view from REST
   open: "", // the conversation on screen
   msgs: new Map(), // conversation id -> Map(message id -> message)
   lastSeq: new Map(), // conversation id -> highest seq seen: catch up after it
-  pending: new Map(), // clientMessageId -> message waiting for its acknowledgment
+  // clientMessageId -> {m, frame}: a message not acknowledged yet, sent
+  // again (same clientMessageId, so at most one is stored) after a
+  // reconnect or a retryable refusal.
+  pending: new Map(),
   typingTimer: 0,
+  resendTimer: 0,
   typingSentAt: 0,
   partnerTypingTimer: 0,
 };
@@ -81,7 +86,7 @@ function fromPush(d) {
   };
 }
 
-const rank = { pending: 0, sent: 1, delivered: 2, read: 3 };
+const rank = { failed: 0, pending: 0, sent: 1, delivered: 2, read: 3 };
 
 // addMessage merges a message into its conversation: frames may arrive more
 // than once and catch-up repeats what pushes brought, so merge by id and
@@ -121,8 +126,14 @@ function connect() {
     if (state.ws !== ws) return;
     state.ws = null;
     setOnline(false);
-    if (ev.code === 4001) status("token expired: sign in again");
-    if (!state.wantOnline || ev.code === 4001) return;
+    if (ev.code === 4001) {
+      // The token expired: a fresh one from the token endpoint, or sign in
+      // again with a pasted one.
+      if (state.devToken) fetchToken(state.user).then((t) => { state.token = t.token; connect(); }, (e) => status(e.message));
+      else status("the token expired: reload and sign in with a fresh one");
+      return;
+    }
+    if (!state.wantOnline) return;
     // Back off, up to 10 s, then connect again and catch up.
     const wait = Math.min(10000, 500 * 2 ** state.retry++);
     setTimeout(() => { if (state.wantOnline && !state.ws) connect(); }, wait);
@@ -151,6 +162,11 @@ async function onConnected() {
     await loadConversations();
     for (const id of state.convs.keys()) await catchUp(id);
   } catch (e) { status(e.message); }
+  resendPending();
+}
+
+function resendPending() {
+  for (const p of state.pending.values()) send("sendMessage", p.frame);
 }
 
 function onFrame(f) {
@@ -158,9 +174,10 @@ function onFrame(f) {
   switch (f.type) {
     case "connected": onConnected(); break;
     case "acknowledgment": {
-      const m = state.pending.get(f.clientMessageId);
-      if (!m) break;
+      const p = state.pending.get(f.clientMessageId);
+      if (!p) break;
       state.pending.delete(f.clientMessageId);
+      const m = p.m;
       m.id = f.messageId;
       m.conversationId = f.conversationId;
       m.createdAt = f.createdAt;
@@ -189,8 +206,26 @@ function onFrame(f) {
     case "typing":
       if (d.conversationId === state.open && d.userId !== state.user) showPartnerTyping(d.isTyping);
       break;
-    case "error": status(`${f.action || "frame"}: ${f.code}: ${f.message}`); break;
+    case "error": onError(f); break;
   }
+}
+
+// onError shows a refused frame. A send refused for now (overloaded,
+// unavailable, rate limited) is sent again after retryAfterMs; one refused
+// for good is the oldest waiting, as the server answers a connection's
+// frames in order.
+function onError(f) {
+  status(`${f.action || "frame"}: ${f.code}: ${f.message}`);
+  if (f.action !== "sendMessage" || state.pending.size === 0) return;
+  if (f.retryAfterMs) {
+    clearTimeout(state.resendTimer);
+    state.resendTimer = setTimeout(resendPending, f.retryAfterMs + Math.random() * 500);
+    return;
+  }
+  const [id, p] = state.pending.entries().next().value;
+  state.pending.delete(id);
+  p.m.status = "failed";
+  if (p.m.conversationId === state.open) renderMessages();
 }
 
 function setStatus(convId, ids, st) {
@@ -227,11 +262,10 @@ function sendMessage(data, local) {
   const clientMessageId = newClientId();
   const m = Object.assign({ id: "pending-" + clientMessageId, conversationId: state.open, seq: 0,
     senderId: state.user, status: "pending", thumb: "", mediaUrl: "", createdAt: new Date().toISOString() }, local);
-  if (!send("sendMessage", Object.assign({ conversationId: state.open, clientMessageId }, data))) {
-    status("not connected: message not sent");
-    return;
-  }
-  state.pending.set(clientMessageId, m);
+  const frame = Object.assign({ conversationId: state.open, clientMessageId }, data);
+  state.pending.set(clientMessageId, { m, frame });
+  // Offline, it waits: onConnected sends what is pending.
+  if (!send("sendMessage", frame)) status("offline: the message is sent when the connection is back");
   addMessage(m);
   renderMessages();
 }
@@ -323,7 +357,7 @@ function safeURL(u) {
   try { return u !== "" && ["http:", "https:"].includes(new URL(u, location.href).protocol); } catch { return false; }
 }
 
-const ticks = { pending: "…", sent: "✓", delivered: "✓✓", read: "✓✓" };
+const ticks = { failed: "not sent", pending: "…", sent: "✓", delivered: "✓✓", read: "✓✓" };
 
 function renderMessages() {
   const ol = $("messages");
@@ -373,13 +407,19 @@ async function openConversation(id) {
 
 // ---- sign-in and controls ------------------------------------------------
 
-async function signIn(user) {
+async function fetchToken(user) {
   const resp = await fetch("/dev/token", { method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ user_id: user }) });
   const data = await resp.json().catch(() => ({}));
   if (resp.status === 404) { $("token-form").hidden = false; throw new Error((data.error || {}).message || "no token endpoint"); }
   if (!resp.ok) throw new Error((data.error || {}).message || "sign-in failed: " + resp.status);
-  start(data.token, data.user_id);
+  return data;
+}
+
+async function signIn(user) {
+  const t = await fetchToken(user);
+  state.devToken = true;
+  start(t.token, t.user_id);
 }
 
 function start(token, user) {
