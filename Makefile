@@ -10,7 +10,7 @@ BIN := $(CURDIR)/tools/bin
 export PATH := $(BIN):$(PATH)
 TOOL := $(GO) tool -modfile=tools/go.mod
 
-.PHONY: dev build test check generate test-deps postgres bench lambda infra-test fuzz
+.PHONY: dev build test check generate test-deps postgres bench lambda infra-test fuzz browser browser-check
 
 # Built, then run with exec, so that Ctrl-C reaches chat alone and its exit
 # status (0 after a clean shutdown) is make's.
@@ -24,6 +24,7 @@ build:
 # either is only tested once the infra tests have run too.
 test: test-deps check
 	$(GO) test -count=1 ./...
+	@$(MAKE) -s browser-check
 	$(MAKE) fuzz
 	$(MAKE) infra-test
 
@@ -63,6 +64,24 @@ test-deps: postgres
 	  echo "installing dynalite (local DynamoDB)"; \
 	  npm install --prefix tools/node --no-save --no-audit --no-fund --no-package-lock dynalite@4 >/dev/null && \
 	  ln -sf ../node/node_modules/.bin/dynalite $(BIN)/dynalite; }
+
+# The demo client's browser test (cmd/chat/democlient_test.go) drives a
+# headless Chromium (CHAT_CHROMIUM, or one of these on PATH). Without one it
+# skips, unless CHAT_REQUIRE_BROWSER=1 (CI), which makes that a failure.
+CHROMIUM := $(or $(CHAT_CHROMIUM),chromium chromium-browser google-chrome google-chrome-stable headless_shell)
+HAVE_CHROMIUM = for b in $(CHROMIUM); do command -v $$b >/dev/null && exit 0; done
+browser-check:
+	@$(HAVE_CHROMIUM); \
+	  echo "NOTE: no Chromium found, so the demo client's browser test was skipped."; \
+	  echo "      Install it with 'apt-get install -y chromium' (Debian/Ubuntu) or 'make browser', then run make test again."
+
+# Installs Chromium from the OS packages if none is there (.ci/run does this).
+browser:
+	@$(HAVE_CHROMIUM); \
+	  command -v apt-get >/dev/null || { echo "no Chromium and no apt-get: install Chromium and put it on PATH (or set CHAT_CHROMIUM)"; exit 1; }; \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); echo "installing Chromium (apt-get install chromium)"; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 
 # Starts the machine's PostgreSQL cluster if it is installed but down.
 postgres:

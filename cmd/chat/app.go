@@ -26,6 +26,7 @@ import (
 	"github.com/parleychat/parley/internal/connstore"
 	"github.com/parleychat/parley/internal/connstore/dynamostore"
 	"github.com/parleychat/parley/internal/connstore/pgstore"
+	"github.com/parleychat/parley/internal/demo"
 	"github.com/parleychat/parley/internal/gateway"
 	"github.com/parleychat/parley/internal/media"
 	"github.com/parleychat/parley/internal/retry"
@@ -50,6 +51,8 @@ type parts struct {
 	oneAddr bool
 	// lambda: one invocation at a time, so a small pool.
 	lambda bool
+	// demo serves the demo web client at / (chat dev only).
+	demo bool
 }
 
 // App is the composition root: every long-running piece is built here and
@@ -529,6 +532,9 @@ func (a *App) run(ctx context.Context, p parts) error {
 		if gw != nil {
 			mux.Handle("/ws", gw)
 		}
+		if p.demo {
+			a.demoClient().Register(mux)
+		}
 		mux.Handle("/", a.rest)
 		a.serve(ctx, g, a.httpLn, mux, gatewayShutdown(gw))
 	}
@@ -541,6 +547,21 @@ func (a *App) run(ctx context.Context, p parts) error {
 		a.serve(ctx, g, a.gatewayLn, mux, gatewayShutdown(gw))
 	}
 	return g.Wait()
+}
+
+// demoTokenTTL is how long a token from the demo's token endpoint lasts, as
+// long as one from `chat token`.
+const demoTokenTTL = 24 * time.Hour
+
+// demoClient is the demo web client; it mints tokens only with the
+// published development secret (see demo.New).
+func (a *App) demoClient() *demo.Handler {
+	var issue demo.Issuer
+	if a.cfg.DevSecretInUse {
+		secret := []byte(a.cfg.JWTSecret)
+		issue = func(user int64) (string, error) { return auth.Issue(secret, user, demoTokenTTL, time.Now()) }
+	}
+	return demo.New(issue)
 }
 
 // forgetPreviousRun deletes the connection records a previous run of this

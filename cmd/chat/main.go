@@ -69,7 +69,7 @@ func commands() []command {
 	return []command{
 		{name: "dev", dev: true, needJWT: true,
 			summary: "migrate, then run the API, the WebSocket gateway, the embedded S3 and every worker in one process",
-			setup:   server(parts{api: true, gateway: true, workers: events.Workers(), db: true, bus: true, migrate: true, oneAddr: true})},
+			setup:   server(parts{api: true, gateway: true, workers: events.Workers(), db: true, bus: true, migrate: true, oneAddr: true, demo: true})},
 		{name: "api", needJWT: true,
 			summary: "run the REST API on CHAT_HTTP_ADDR",
 			setup:   server(parts{api: true, db: true, bus: true})},
@@ -309,6 +309,7 @@ func printDevBanner(w io.Writer, a *App, cfg Config) {
 	base := "http://" + a.httpLn.Addr().String()
 	fmt.Fprintf(w, `
 Parley is running (development mode).
+  Demo client   %[1]s/?user=1 and %[1]s/?user=2 in two windows
   REST API      %[1]s/api/v1/chat
   WebSocket     ws://%[4]s/ws?token=TOKEN
   Health        %[1]s/health
