@@ -10,7 +10,7 @@ BIN := $(CURDIR)/tools/bin
 export PATH := $(BIN):$(PATH)
 TOOL := $(GO) tool -modfile=tools/go.mod
 
-.PHONY: dev build test check generate test-deps postgres bench lambda infra-test fuzz
+.PHONY: dev build test check generate test-deps postgres bench lambda infra-test fuzz deploy destroy outputs smoke deploy-test
 
 # Built, then run with exec, so that Ctrl-C reaches chat alone and its exit
 # status (0 after a clean shutdown) is make's.
@@ -25,6 +25,7 @@ build:
 test: test-deps check
 	$(GO) test -count=1 ./...
 	$(MAKE) fuzz
+	$(MAKE) deploy-test
 	$(MAKE) infra-test
 
 # Fuzz targets, each fuzzed for FUZZ_TIME (go test ./... runs only their
@@ -82,3 +83,17 @@ lambda:
 # Node.js; runs `npm ci` in infra/ the first time.
 infra-test:
 	cd infra && ./test.sh
+
+# One stage's stack, ParleyChat-$(STAGE): STAGE is required, nothing
+# defaults to production (see DEPLOY.md and infra/deploy.sh). deploy builds
+# the bootstrap, deploys (migrations run inside the deploy) and prints the
+# app's URLs; destroy refuses prod without CONFIRM_PROD=ParleyChat-prod.
+deploy: lambda
+	STAGE="$(STAGE)" infra/deploy.sh deploy
+
+destroy outputs smoke:
+	STAGE="$(STAGE)" infra/deploy.sh $@
+
+# deploy.sh's stage safety, with aws and cdk stubbed (no AWS needed).
+deploy-test:
+	infra/deploy_test.sh
