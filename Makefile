@@ -97,3 +97,4 @@ destroy outputs smoke:
 # deploy.sh's stage safety, with aws and cdk stubbed (no AWS needed).
 deploy-test:
 	infra/deploy_test.sh
+	@if command -v shellcheck >/dev/null; then shellcheck infra/deploy.sh infra/deploy_test.sh; fi

@@ -46,7 +46,7 @@ out() {
   local v
   v="$("$AWS" cloudformation describe-stacks --stack-name "$STACK" \
     --query "Stacks[0].Outputs[?OutputKey=='$1'].OutputValue" --output text)"
-  [ -n "$v" ] && [ "$v" != None ] || die "$STACK has no output $1 (is it deployed?)"
+  if [ -z "$v" ] || [ "$v" = None ]; then die "$STACK has no output $1 (is it deployed?)"; fi
   printf '%s\n' "$v"
 }
 
@@ -103,6 +103,7 @@ cmd_empty_bucket() {
   bucket="$(out MediaBucketName)"
   echo "deploy: deleting every object version in $bucket ($STACK)"
   while :; do
+    # shellcheck disable=SC2016 # `true` is a JMESPath literal
     batch="$("$AWS" s3api list-object-versions --bucket "$bucket" --no-paginate --max-keys 1000 --output json \
       --query '{Objects: [Versions,DeleteMarkers][].{Key:Key,VersionId:VersionId}, Quiet: `true`}')"
     [[ "$batch" == *'"Key"'* ]] || break
