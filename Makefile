@@ -88,7 +88,9 @@ infra-test:
 # defaults to production (see DEPLOY.md and infra/deploy.sh). deploy builds
 # the bootstrap, deploys (migrations run inside the deploy) and prints the
 # app's URLs; destroy refuses prod without CONFIRM_PROD=ParleyChat-prod.
-deploy: lambda
+deploy:
+	@[ -n "$(STAGE)" ] || { echo "STAGE is required, e.g. make deploy STAGE=dev"; exit 1; }
+	$(MAKE) lambda
 	STAGE="$(STAGE)" infra/deploy.sh deploy
 
 destroy outputs smoke:

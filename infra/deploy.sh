@@ -69,7 +69,10 @@ context() {
 
 cdk_deploy() {
   context
-  (cd "$here" && "$CDK" deploy "$STACK" "${CONTEXT[@]}" "$@" --require-approval never --no-notices)
+  # Production stops to show widened IAM or security group rules first.
+  local approval=never
+  if is_prod; then approval=broadening; fi
+  (cd "$here" && "$CDK" deploy "$STACK" "${CONTEXT[@]}" "$@" --require-approval "$approval" --no-notices)
 }
 
 cmd_deploy() {

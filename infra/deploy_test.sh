@@ -135,7 +135,15 @@ fi
 run dev NEW_DATABASE_URL=mysql://x -- deploy
 if [ "$status" -ne 0 ] && [[ "$calls" != *put-secret-value* ]]; then ok "a non-postgres URL is refused"; else fail "bad NEW_DATABASE_URL"; fi
 
-# 9. The context file cannot switch the stage.
+# 9. Production asks before widening permissions; other stages do not.
+run prod -- deploy
+if [ "$status" -eq 0 ] && [[ "$(grep '^cdk' <<<"$calls")" == "cdk deploy ParleyChat-prod -c stage=prod --require-approval broadening --no-notices" ]]; then
+  ok "prod deploy asks before broadening changes"
+else
+  fail "prod deploy approval"
+fi
+
+# 10. The context file cannot switch the stage.
 printf 'stage=prod\n' >"$work/infra/stages/dev.context"
 run dev -- deploy
 if [ "$status" -ne 0 ] && [[ "$output" == *"stage comes from STAGE"* ]] && [[ "$calls" != *cdk* ]]; then ok "stage= in a context file refused"; else fail "stage in context file"; fi
