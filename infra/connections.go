@@ -89,7 +89,10 @@ func (c Config) checkConnections() error {
 	for _, h := range lambdafn.Names() {
 		n := c.Concurrency(h)
 		hf, _ := lambdafn.Find(h)
+		_, overridden := c.ReservedConcurrency[h]
 		switch {
+		case hf.Worker != "" && n == 0 && !overridden:
+			errs = append(errs, fmt.Errorf("worker %s has no Concurrency in workerSizing (infra/workers.go)", hf.Worker))
 		case hf.Worker != "" && n < minWorkerConcurrency:
 			errs = append(errs, fmt.Errorf("%s: %s=%d, a worker needs at least %d (its SQS event source's maximum concurrency)", ctxReserved, h, n, minWorkerConcurrency))
 		case n < 1:
