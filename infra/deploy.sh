@@ -68,6 +68,7 @@ context() {
 }
 
 cdk_deploy() {
+  command -v "$CDK" >/dev/null || die "$CDK not found: run (cd infra && npm ci) once"
   context
   # Production stops to show widened IAM or security group rules first.
   local approval=never
@@ -119,6 +120,7 @@ cmd_destroy() {
   # S3 deletes only an empty bucket; prod keeps its bucket (and the rest of
   # its data) anyway, so there is nothing to empty there.
   is_prod || cmd_empty_bucket
+  command -v "$CDK" >/dev/null || die "$CDK not found: run (cd infra && npm ci) once"
   context
   (cd "$here" && "$CDK" destroy "$STACK" "${CONTEXT[@]}" --force --no-notices)
 }
