@@ -10,7 +10,7 @@ BIN := $(CURDIR)/tools/bin
 export PATH := $(BIN):$(PATH)
 TOOL := $(GO) tool -modfile=tools/go.mod
 
-.PHONY: dev build test check generate test-deps postgres bench lambda infra-test fuzz browser browser-check
+.PHONY: dev build test check generate test-deps postgres bench lambda infra-test fuzz browser browser-check deploy destroy outputs smoke deploy-test
 
 # Built, then run with exec, so that Ctrl-C reaches chat alone and its exit
 # status (0 after a clean shutdown) is make's.
@@ -26,13 +26,14 @@ test: test-deps check
 	$(GO) test -count=1 ./...
 	@$(MAKE) -s browser-check
 	$(MAKE) fuzz
+	$(MAKE) deploy-test
 	$(MAKE) infra-test
 
 # Fuzz targets, each fuzzed for FUZZ_TIME (go test ./... runs only their
 # seed corpora, in testdata/fuzz). A crasher is written to that package's
 # testdata/fuzz: fix the bug and commit the file as a seed.
 FUZZ_TIME ?= 3s
-FUZZ_TARGETS := events:FuzzDecode api:FuzzWebSocketFrame api/auth:FuzzVerifier api/auth:FuzzIssueVerify \
+FUZZ_TARGETS := events:FuzzDecode api:FuzzWebSocketFrame api/auth:FuzzVerifier api/auth:FuzzIssueVerify api/auth:FuzzJWKS \
 	internal/media:FuzzSniff internal/media:FuzzAudioDuration internal/thumbnail:FuzzImage
 fuzz:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
@@ -101,3 +102,20 @@ lambda:
 # Node.js; runs `npm ci` in infra/ the first time.
 infra-test:
 	cd infra && ./test.sh
+
+# One stage's stack, ParleyChat-$(STAGE): STAGE is required, nothing
+# defaults to production (see DEPLOY.md and infra/deploy.sh). deploy builds
+# the bootstrap, deploys (migrations run inside the deploy) and prints the
+# app's URLs; destroy refuses prod without CONFIRM_PROD=ParleyChat-prod.
+deploy:
+	@[ -n "$(STAGE)" ] || { echo "STAGE is required, e.g. make deploy STAGE=dev"; exit 1; }
+	$(MAKE) lambda
+	STAGE="$(STAGE)" infra/deploy.sh deploy
+
+destroy outputs smoke:
+	STAGE="$(STAGE)" infra/deploy.sh $@
+
+# deploy.sh's stage safety, with aws and cdk stubbed (no AWS needed).
+deploy-test:
+	infra/deploy_test.sh
+	@if command -v shellcheck >/dev/null; then shellcheck infra/deploy.sh infra/deploy_test.sh; fi

@@ -40,15 +40,14 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]string, error) {
 		return nil, fmt.Errorf("migrate: create schema_migrations: %w", err)
 	}
 
-	names, err := fs.Glob(migrations, "migrations/*.sql")
+	versions, err := Versions()
 	if err != nil {
-		return nil, fmt.Errorf("migrate: list: %w", err)
+		return nil, fmt.Errorf("migrate: %w", err)
 	}
-	sort.Strings(names)
 
 	var applied []string
-	for _, name := range names {
-		version := strings.TrimSuffix(strings.TrimPrefix(name, "migrations/"), ".sql")
+	for _, version := range versions {
+		name := "migrations/" + version + ".sql"
 		var done bool
 		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)`, version).Scan(&done); err != nil {
 			return applied, fmt.Errorf("migrate: check %s: %w", version, err)
@@ -75,6 +74,21 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]string, error) {
 	return applied, nil
 }
 
+// Versions lists the embedded migrations in the order Migrate applies them.
+// The stack re-runs its migration step whenever this list changes.
+func Versions() ([]string, error) {
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return nil, fmt.Errorf("list migrations: %w", err)
+	}
+	sort.Strings(names)
+	versions := make([]string, len(names))
+	for i, name := range names {
+		versions[i] = strings.TrimSuffix(strings.TrimPrefix(name, "migrations/"), ".sql")
+	}
+	return versions, nil
+}
+
 // EnsureDatabase creates the database databaseURL names if it does not
 // exist, connecting to the server's maintenance database to do so. The URL
 // is parsed as the pool parses it, so pgxpool's pool_* parameters are not
@@ -96,6 +110,15 @@ func EnsureDatabase(ctx context.Context, databaseURL string) (created bool, err 
 		return false, fmt.Errorf("connect to maintenance database: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	// Asked first: PostgreSQL checks CREATEDB before whether the database
+	// exists, and the application's role on a managed server rarely has it.
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+		return false, fmt.Errorf("look up database %s: %w", name, err)
+	}
+	if exists {
+		return false, nil
+	}
 	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42P04" { // duplicate_database

@@ -2,6 +2,10 @@ package db_test
 
 import (
 	"context"
+	"crypto/rand"
+	"net/url"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/parleychat/parley/db"
@@ -20,6 +24,31 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	var n int
 	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n == 0 {
 		t.Fatalf("schema_migrations: n=%d err=%v", n, err)
+	}
+	versions, err := db.Versions()
+	if err != nil || len(versions) != n || !slices.IsSorted(versions) {
+		t.Fatalf("Versions() = %v, %v; %d applied", versions, err, n)
+	}
+}
+
+// TestEnsureDatabaseWithoutCreateDB is the managed-server case: the
+// application's role may not create databases, and its database exists.
+func TestEnsureDatabaseWithoutCreateDB(t *testing.T) {
+	dbURL, pool := dbtest.New(t)
+	ctx := context.Background()
+	role := "parley_nocreatedb_" + strings.ToLower(rand.Text()[:10])
+	if _, err := pool.Exec(ctx, "CREATE ROLE "+role+" LOGIN NOCREATEDB"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP ROLE IF EXISTS "+role) })
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	created, err := db.EnsureDatabase(ctx, u.String())
+	if err != nil || created {
+		t.Fatalf("EnsureDatabase as a role without CREATEDB on an existing database = %v, %v; want false, nil", created, err)
 	}
 }
 

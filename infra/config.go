@@ -27,6 +27,14 @@ type Config struct {
 	// configRevision: any new value changes every function's configuration,
 	// so Lambda starts fresh environments that re-read the secrets.
 	ConfigRevision string
+
+	// Database connections: see connections.go and DEPLOY.md.
+	RDSProxy               bool           // rdsProxy: default on for prod/production
+	DBInstanceID           string         // dbInstanceId: the RDS instance the proxy fronts
+	DBCredentialsSecretArn string         // dbCredentialsSecretArn: {"username","password"} secret the proxy logs in with
+	DBMaxConnections       int            // dbMaxConnections: the server's max_connections, default 100
+	DBPoolSize             int            // dbPoolSize: connections per Lambda environment, default 2
+	ReservedConcurrency    map[string]int // reservedConcurrency: "handler=N,..." over the defaults
 }
 
 // Context keys, in one place so docs and errors say the same thing.
@@ -42,12 +50,20 @@ const (
 	ctxArchiveRetention = "archiveRetentionDays"
 	ctxWSAccessLogs     = "wsAccessLogs"
 	ctxConfigRevision   = "configRevision"
+	ctxRDSProxy         = "rdsProxy"
+	ctxDBInstanceID     = "dbInstanceId"
+	ctxDBCredentials    = "dbCredentialsSecretArn"
+	ctxDBMaxConnections = "dbMaxConnections"
+	ctxDBPoolSize       = "dbPoolSize"
+	ctxReserved         = "reservedConcurrency"
 )
 
 const (
 	defaultStage                = "dev"
 	defaultBootstrapDir         = "../dist/lambda"
 	defaultArchiveRetentionDays = 365
+	defaultDBMaxConnections     = 100 // a small RDS instance (db.t4g.micro/small) allows about this many
+	defaultDBPoolSize           = 2
 )
 
 // Stage names end up in bucket-adjacent names, rule names and function names
@@ -57,6 +73,9 @@ var stagePattern = regexp.MustCompile(`^[a-z][a-z0-9-]{0,19}$`)
 // A complete ARN ends in the 6-character suffix Secrets Manager adds; IAM
 // grants on a partial ARN would silently match nothing.
 var secretArnPattern = regexp.MustCompile(`^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+-[A-Za-z0-9]{6}$`)
+
+// RDS instance identifiers: a letter, then letters, digits and single hyphens.
+var dbInstancePattern = regexp.MustCompile(`^[a-zA-Z](-?[a-zA-Z0-9])*$`)
 
 // VPC pieces are checked only for shape (8 or 17 hex digits, as AWS issues
 // them); whether they exist is CloudFormation's job.
@@ -70,17 +89,23 @@ var (
 // tests) and applies defaults.
 func ParseConfig(get func(key string) any) (Config, error) {
 	c := Config{
-		Stage:                stringOr(get(ctxStage), defaultStage),
-		BootstrapDir:         stringOr(get(ctxBootstrapDir), defaultBootstrapDir),
-		DatabaseURLSecretArn: stringOr(get(ctxDatabaseURL), ""),
-		VpcID:                stringOr(get(ctxVpcID), ""),
-		SubnetIDs:            list(get(ctxSubnetIDs)),
-		SecurityGroupIDs:     list(get(ctxSecurityGroupIDs)),
-		AlarmEmail:           stringOr(get(ctxAlarmEmail), ""),
-		ConfigRevision:       stringOr(get(ctxConfigRevision), ""),
-		CorsOrigins:          list(get(ctxCorsOrigins)),
-		ArchiveRetentionDays: defaultArchiveRetentionDays,
+		Stage:                  stringOr(get(ctxStage), defaultStage),
+		BootstrapDir:           stringOr(get(ctxBootstrapDir), defaultBootstrapDir),
+		DatabaseURLSecretArn:   stringOr(get(ctxDatabaseURL), ""),
+		VpcID:                  stringOr(get(ctxVpcID), ""),
+		SubnetIDs:              list(get(ctxSubnetIDs)),
+		SecurityGroupIDs:       list(get(ctxSecurityGroupIDs)),
+		AlarmEmail:             stringOr(get(ctxAlarmEmail), ""),
+		ConfigRevision:         stringOr(get(ctxConfigRevision), ""),
+		CorsOrigins:            list(get(ctxCorsOrigins)),
+		ArchiveRetentionDays:   defaultArchiveRetentionDays,
+		DBInstanceID:           stringOr(get(ctxDBInstanceID), ""),
+		DBCredentialsSecretArn: stringOr(get(ctxDBCredentials), ""),
+		DBMaxConnections:       defaultDBMaxConnections,
+		DBPoolSize:             defaultDBPoolSize,
+		ReservedConcurrency:    map[string]int{},
 	}
+	c.RDSProxy = c.IsProd()
 	if len(c.CorsOrigins) == 0 {
 		c.CorsOrigins = []string{"*"}
 	}
@@ -98,6 +123,31 @@ func ParseConfig(get func(key string) any) (Config, error) {
 			errs = append(errs, fmt.Errorf("%s: want true or false, got %q", ctxWSAccessLogs, v))
 		}
 		c.WSAccessLogs = b
+	}
+	if v := stringOr(get(ctxRDSProxy), ""); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: want true or false, got %q", ctxRDSProxy, v))
+		}
+		c.RDSProxy = b
+	}
+	for key, dst := range map[string]*int{ctxDBMaxConnections: &c.DBMaxConnections, ctxDBPoolSize: &c.DBPoolSize} {
+		if v := stringOr(get(key), ""); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: want a number, got %q", key, v))
+			}
+			*dst = n
+		}
+	}
+	for _, kv := range list(get(ctxReserved)) {
+		h, v, ok := strings.Cut(kv, "=")
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if !ok || err != nil {
+			errs = append(errs, fmt.Errorf("%s: want handler=N,..., got %q", ctxReserved, kv))
+			continue
+		}
+		c.ReservedConcurrency[strings.TrimSpace(h)] = n
 	}
 	if err := c.Validate(); err != nil {
 		errs = append(errs, err)
@@ -138,6 +188,22 @@ func (c Config) Validate() error {
 	}
 	if c.ArchiveRetentionDays < 0 {
 		errs = append(errs, fmt.Errorf("%s: must not be negative", ctxArchiveRetention))
+	}
+	if c.RDSProxy {
+		// On by default for prod: turning it off there is a decision, so it
+		// is asked for by name.
+		if !c.InVpc() {
+			errs = append(errs, fmt.Errorf("%s: the proxy lives in the database's VPC: give %s, %s and %s (or -c %s=false)", ctxRDSProxy, ctxVpcID, ctxSubnetIDs, ctxSecurityGroupIDs, ctxRDSProxy))
+		}
+		if !dbInstancePattern.MatchString(c.DBInstanceID) {
+			errs = append(errs, fmt.Errorf("%s: %q is not an RDS instance identifier (needed with %s=true)", ctxDBInstanceID, c.DBInstanceID, ctxRDSProxy))
+		}
+		if !secretArnPattern.MatchString(c.DBCredentialsSecretArn) {
+			errs = append(errs, fmt.Errorf("%s: %q is not a complete secret ARN (needed with %s=true: the proxy logs in with its username and password)", ctxDBCredentials, c.DBCredentialsSecretArn, ctxRDSProxy))
+		}
+	}
+	if err := c.checkConnections(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"strconv"
+
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
@@ -8,6 +10,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
 	"github.com/aws/jsii-runtime-go"
 
+	"github.com/parleychat/parley/internal/lambdafn"
 	"github.com/parleychat/parley/internal/media/mediakeys"
 )
 
@@ -19,16 +22,19 @@ type functionFactory struct {
 	code  awslambda.Code
 	env   map[string]*string // common to every function
 	net   *lambdaNetwork     // nil: no VPC
+	// dbHost is the RDS Proxy endpoint (CHAT_DB_HOST); nil without a proxy.
+	dbHost *string
 }
 
-func newFunctionFactory(stack awscdk.Stack, cfg Config, env map[string]*string, net *lambdaNetwork) *functionFactory {
+func newFunctionFactory(stack awscdk.Stack, cfg Config, env map[string]*string, net *lambdaNetwork, dbHost *string) *functionFactory {
 	return &functionFactory{
 		stack: stack,
 		cfg:   cfg,
 		// One asset, uploaded once, shared by every function.
-		code: awslambda.Code_FromAsset(jsii.String(cfg.BootstrapDir), nil),
-		env:  env,
-		net:  net,
+		code:   awslambda.Code_FromAsset(jsii.String(cfg.BootstrapDir), nil),
+		env:    env,
+		net:    net,
+		dbHost: dbHost,
 	}
 }
 
@@ -51,6 +57,13 @@ func (f *functionFactory) New(s functionSpec) awslambda.Function {
 	for k, v := range s.Env {
 		env[k] = v
 	}
+	// One pool per execution environment: see connections.go.
+	env["CHAT_DB_MAX_CONNS"] = jsii.String(strconv.Itoa(f.cfg.PoolSize(s.Handler)))
+	// Migrations talk to the instance itself: they hold an advisory lock for
+	// their whole run, which would pin a proxy connection anyway.
+	if f.dbHost != nil && s.Handler != lambdafn.Migrate {
+		env["CHAT_DB_HOST"] = f.dbHost
+	}
 	name := FunctionName(f.cfg.Stage, s.Handler)
 	// An explicit log group gives retention without the log-retention custom
 	// resource (which would add a Node.js Lambda to the stack).
@@ -70,6 +83,8 @@ func (f *functionFactory) New(s functionSpec) awslambda.Function {
 		Timeout:      awscdk.Duration_Seconds(jsii.Number(s.TimeoutSec)),
 		Environment:  &env,
 		LogGroup:     logs,
+		// Caps this function's share of the database (and of the account).
+		ReservedConcurrentExecutions: jsii.Number(f.cfg.Concurrency(s.Handler)),
 	}
 	// Every function reads or writes PostgreSQL, so all of them go where RDS is.
 	if f.net != nil {

@@ -49,7 +49,11 @@ func NewChatStack(scope constructs.Construct, cfg Config, props *awscdk.StackPro
 	if cfg.ConfigRevision != "" {
 		env["CHAT_CONFIG_REVISION"] = jsii.String(cfg.ConfigRevision)
 	}
-	fns := newFunctionFactory(stack, cfg, env, importNetwork(stack, cfg))
+	net := importNetwork(stack, cfg)
+	fns := newFunctionFactory(stack, cfg, env, net, newDatabaseProxy(stack, cfg, net))
+	migrateFn := fns.New(functionSpec{ID: "MigrateFunction", Handler: lambdafn.Migrate, MemoryMB: 256, TimeoutSec: migrateTimeoutSec})
+	dbSecret.GrantRead(migrateFn, nil)
+	migrations := newMigrations(stack, cfg, migrateFn, dbPlaceholder)
 	wsEnv := map[string]*string{"CHAT_WS_MANAGEMENT_ENDPOINT": wsEndpoint}
 
 	// Edge functions: validate, authorize, publish. They never post to
@@ -94,6 +98,9 @@ func NewChatStack(scope constructs.Construct, cfg Config, props *awscdk.StackPro
 			MaxBatchingWindow: awscdk.Duration_Seconds(jsii.Number(w.BatchWindowSec)),
 			// One bad event fails alone instead of re-running its whole batch.
 			ReportBatchItemFailures: jsii.Bool(true),
+			// No more pollers than the function may run: beyond its
+			// reserved concurrency they would only be throttled.
+			MaxConcurrency: jsii.Number(cfg.Concurrency(w.Handler)),
 		}))
 		dbSecret.GrantRead(fn, nil)
 		switch w.Name {
@@ -108,6 +115,10 @@ func NewChatStack(scope constructs.Construct, cfg Config, props *awscdk.StackPro
 		pipes = append(pipes, p)
 	}
 
+	for _, fn := range functions {
+		fn.Node().AddDependency(migrations)
+	}
+	functions = append(functions, migrateFn)
 	al.WatchAll(pipes, functions, wsStage, httpAPI)
 	addOutputs(stack, cfg, outputs{
 		wsStage: wsStage, httpStage: httpStage, bucket: bucket, bus: bus, archive: archive,

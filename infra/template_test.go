@@ -21,6 +21,8 @@ var (
 	testSubnets = []string{"subnet-0123456789abcdef0", "subnet-0123456789abcdef1"}
 	testSGs     = []string{"sg-0123456789abcdef0"}
 	testDBArn   = "arn:aws:secretsmanager:us-east-1:123456789012:secret:parley/prod/database-url-AbC123"
+	// The proxy's login: RDS's managed master secret has this shape.
+	testCredsArn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-0a1b2c3d-Xy9Zq1"
 )
 
 // bootstrapDir is a temp folder with a dummy `bootstrap`, standing in for
@@ -82,9 +84,35 @@ var (
 			"databaseUrlSecretArn": testDBArn,
 			"alarmEmail":           "ops@example.com",
 			"configRevision":       "r2",
+			"rdsProxy":             "false",
 		})
 	})
+	// prod with its default RDS Proxy.
+	proxyTemplate = sync.OnceValues(func() (*tmpl, error) {
+		return newTmpl(proxyContext())
+	})
 )
+
+func proxyContext() map[string]any {
+	return map[string]any{
+		"stage":                  "prod",
+		"vpcId":                  "vpc-0123456789abcdef0",
+		"subnetIds":              strings.Join(testSubnets, ","),
+		"securityGroupIds":       strings.Join(testSGs, ","),
+		"databaseUrlSecretArn":   testDBArn,
+		"dbInstanceId":           "parley-prod-db",
+		"dbCredentialsSecretArn": testCredsArn,
+	}
+}
+
+func withProxy(t *testing.T) *tmpl {
+	t.Helper()
+	tp, err := proxyTemplate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tp
+}
 
 // tmpl is a synthesized template plus its JSON, which the checks below walk
 // directly when "every X has Y" is easier to say in Go than with matchers.

@@ -26,16 +26,19 @@ type sizing struct {
 	// BatchWindowSec trades latency for fewer invocations; fanout is what
 	// users wait on, so it gets none.
 	BatchWindowSec float64
+	// Concurrency is the function's default reserved concurrency (at least
+	// 2; see connections.go for what it costs in database connections).
+	Concurrency int
 }
 
 // workerSizing is keyed by worker name. A worker the app routes to but that
 // has no entry here fails the synth rather than getting a guessed size.
 func workerSizing() map[string]sizing {
 	return map[string]sizing{
-		events.WorkerPersister: {MemoryMB: 256, TimeoutSec: 30, BatchWindowSec: 1},
-		events.WorkerFanout:    {MemoryMB: 256, TimeoutSec: 30, BatchWindowSec: 0},
+		events.WorkerPersister: {MemoryMB: 256, TimeoutSec: 30, BatchWindowSec: 1, Concurrency: 4},
+		events.WorkerFanout:    {MemoryMB: 256, TimeoutSec: 30, BatchWindowSec: 0, Concurrency: 6},
 		// Thumbnailing decodes full-size images.
-		events.WorkerThumbnailer: {MemoryMB: 1024, TimeoutSec: 60, BatchWindowSec: 1},
+		events.WorkerThumbnailer: {MemoryMB: 1024, TimeoutSec: 60, BatchWindowSec: 1, Concurrency: 2},
 	}
 }
 

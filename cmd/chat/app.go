@@ -197,6 +197,11 @@ func (a *App) openDB(ctx context.Context, migrate bool) error {
 	if err != nil {
 		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
+	if a.cfg.DBHost != "" {
+		if err := pointAt(pcfg.ConnConfig, a.cfg.DBHost); err != nil {
+			return fmt.Errorf("CHAT_DB_HOST: %w", err)
+		}
+	}
 	if strings.Contains(a.cfg.DatabaseURL, "pool_max_conns") {
 		a.budget.main = int(pcfg.MaxConns) // the URL's size wins; logged as such
 	} else {

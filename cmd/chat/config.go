@@ -54,6 +54,10 @@ type Config struct {
 	GatewayAdmin string // CHAT_GATEWAY_ADMIN_ADDR, default 127.0.0.1:8081
 	DatabaseURL  string // DATABASE_URL
 	DBMaxConns   int    // CHAT_DB_MAX_CONNS: main pool size; 0 = sized by what the process runs
+	// DBHost replaces DATABASE_URL's host (and port, if given): the stack
+	// points functions at its RDS Proxy while the secret names the instance
+	// (CHAT_DB_HOST, default: none).
+	DBHost string
 	// DBConnectTimeout: how long a starting process waits for PostgreSQL
 	// (CHAT_DB_CONNECT_TIMEOUT, default 30s).
 	DBConnectTimeout time.Duration
@@ -236,6 +240,12 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 		errs = append(errs, fmt.Errorf("DATABASE_URL: %w", err))
 	}
 	c.DBMaxConns = num("CHAT_DB_MAX_CONNS", 0, 0)
+	c.DBHost = str("CHAT_DB_HOST", "")
+	if c.DBHost != "" {
+		if _, _, err := splitDBHost(c.DBHost); err != nil {
+			errs = append(errs, fmt.Errorf("CHAT_DB_HOST=%q: %w", c.DBHost, err))
+		}
+	}
 	c.DBConnectTimeout = dur("CHAT_DB_CONNECT_TIMEOUT", 30*time.Second)
 	errs = append(errs, c.loadJWT(getenv, dev, needJWT, dur)...)
 	c.DataDir = str("CHAT_DATA_DIR", "./.chat-data")

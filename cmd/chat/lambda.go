@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-lambda-go/cfn"
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
 
@@ -29,6 +30,12 @@ func lambdaHandler(ctx context.Context, name string, getenv func(string) string,
 	fn, ok := lambdafn.Find(name)
 	if !ok {
 		return nil, nil, fmt.Errorf("CHAT_LAMBDA_HANDLER=%q: want one of %s", name, strings.Join(lambdafn.Names(), ", "))
+	}
+	if name == lambdafn.Migrate {
+		// Nothing may fail before CloudFormation has its answer: a cold
+		// start that dies leaves the deploy waiting for the resource's
+		// timeout. So everything happens per request, and errors are reported.
+		return cfn.LambdaWrap(migrateResource(getenv, stderr)), func() {}, nil
 	}
 	// Workers verify no tokens, and the stack does not let them read the JWT
 	// secret: resolving it anyway would fail their cold start.
@@ -85,6 +92,49 @@ func lambdaHandler(ctx context.Context, name string, getenv func(string) string,
 			return nil, nil, err
 		}
 		return lambdasqs.Handler(events.AsBatch(h), logger), a.Close, nil
+	}
+}
+
+// migrationsResourceID is the custom resource's physical id: always the
+// same, so an update never looks like a replacement to CloudFormation
+// (which would then send a Delete for the "old" one).
+const migrationsResourceID = "parley-migrations"
+
+// placeholderProperty is set by the stack when it created the database URL
+// secret itself: until someone puts a URL in it there is nothing to migrate,
+// and failing would roll the first deploy of a stage back.
+const placeholderProperty = "DatabaseUrlIsPlaceholder"
+
+// migrateResource applies the migrations on Create and Update, exactly as
+// `chat migrate` does, and leaves the database alone on Delete: removing
+// the stack never drops data.
+func migrateResource(getenv func(string) string, stderr io.Writer) cfn.CustomResourceFunction {
+	return func(ctx context.Context, ev cfn.Event) (string, map[string]any, error) {
+		logger := slog.New(slog.NewJSONHandler(stderr, nil)).With("handler", lambdafn.Migrate, "request", ev.RequestType)
+		if ev.RequestType == cfn.RequestDelete {
+			logger.Info("stack resource deleted; the database is left as it is")
+			return migrationsResourceID, nil, nil
+		}
+		env, err := withSecrets(ctx, getenv, []string{"DATABASE_URL"})
+		if err != nil {
+			return migrationsResourceID, nil, err
+		}
+		if u := env("DATABASE_URL"); ev.ResourceProperties[placeholderProperty] == "true" &&
+			!strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
+			logger.Warn("database URL secret still holds its placeholder: no migrations applied")
+			return migrationsResourceID, map[string]any{"Result": "skipped: placeholder database URL"}, nil
+		}
+		cfg, err := loadConfig(env, false, false)
+		if err != nil {
+			return migrationsResourceID, nil, fmt.Errorf("invalid configuration: %w", err)
+		}
+		a, err := openApp(ctx, cfg, newLogger(cfg, stderr).With("handler", lambdafn.Migrate),
+			parts{db: true, migrate: true, lambda: true})
+		if err != nil {
+			return migrationsResourceID, nil, fmt.Errorf("migrate: %w", err)
+		}
+		a.Close()
+		return migrationsResourceID, map[string]any{"Result": "migrated"}, nil
 	}
 }
 

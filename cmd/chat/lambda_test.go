@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,7 +27,10 @@ import (
 	lambdaevents "github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/parleychat/parley/db"
 	"github.com/parleychat/parley/db/dbtest"
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/eventbridge/ebfake"
@@ -573,7 +578,8 @@ func useSecretsManager(t *testing.T, url string) {
 // TestLambdaBootstrapUnderRIE builds the Lambda binary as it is deployed
 // (static, lambda.norpc, stripped; for this machine's architecture) and
 // invokes it through the Runtime Interface Emulator, which serves it the
-// Lambda Runtime API. The cold start's Init Duration is logged.
+// Lambda Runtime API: the api handler (the cold start's Init Duration is
+// logged) and the migrate handler, answering CloudFormation.
 func TestLambdaBootstrapUnderRIE(t *testing.T) {
 	rie := testbin.Find(t, "aws-lambda-rie", "")
 	bootstrap := filepath.Join(t.TempDir(), "bootstrap")
@@ -582,22 +588,18 @@ func TestLambdaBootstrapUnderRIE(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build bootstrap: %v\n%s", err, out)
 	}
-	dbURL, _ := dbtest.New(t)
+	dbURL, pool := dbtest.New(t)
+	t.Run("api", func(t *testing.T) { rieAPI(t, rie, bootstrap, dbURL) })
+	t.Run("migrate", func(t *testing.T) { rieMigrate(t, rie, bootstrap, dbURL, pool) })
+}
 
+// startRIE runs bootstrap under the emulator with env (plus PATH and HOME)
+// and returns its invocation URL and its output.
+func startRIE(t *testing.T, rie, bootstrap string, env ...string) (string, *proc) {
+	t.Helper()
 	addr, runtimeAPI := freeAddr(t), freeAddr(t)
 	cmd := exec.Command(rie, "--runtime-interface-emulator-address", addr, "--runtime-api-address", runtimeAPI, bootstrap)
-	cmd.Env = []string{
-		"CHAT_LAMBDA_HANDLER=api",
-		"DATABASE_URL=" + dbURL,
-		"JWT_SECRET=" + testSecret,
-		"CHAT_TRANSPORT=aws",
-		"CHAT_EVENT_BUS_NAME=parley-test",
-		"CHAT_LOG_FORMAT=json",
-		"AWS_REGION=us-east-1",
-		"AWS_ENDPOINT_URL=http://127.0.0.1:9", // /health calls no AWS service; if it did, it would fail here
-		"PATH=" + os.Getenv("PATH"),
-		"HOME=" + t.TempDir(),
-	}
+	cmd.Env = append(env, "PATH="+os.Getenv("PATH"), "HOME="+t.TempDir())
 	// Its own process group: the emulator starts the bootstrap as a child,
 	// and both must go when the test ends.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -621,8 +623,20 @@ func TestLambdaBootstrapUnderRIE(t *testing.T) {
 		}
 		return err == nil
 	})
+	return "http://" + addr + "/2015-03-31/functions/function/invocations", out
+}
 
-	url := "http://" + addr + "/2015-03-31/functions/function/invocations"
+func rieAPI(t *testing.T, rie, bootstrap, dbURL string) {
+	url, out := startRIE(t, rie, bootstrap,
+		"CHAT_LAMBDA_HANDLER=api",
+		"DATABASE_URL="+dbURL,
+		"JWT_SECRET="+testSecret,
+		"CHAT_TRANSPORT=aws",
+		"CHAT_EVENT_BUS_NAME=parley-test",
+		"CHAT_LOG_FORMAT=json",
+		"AWS_REGION=us-east-1",
+		"AWS_ENDPOINT_URL=http://127.0.0.1:9", // /health calls no AWS service; if it did, it would fail here
+	)
 	var took [2]time.Duration
 	for i := range took { // a cold invocation, then a warm one
 		start := time.Now()
@@ -655,6 +669,130 @@ func TestLambdaBootstrapUnderRIE(t *testing.T) {
 		t.Logf("bootstrap linux/%s: %.1f MiB; init %s ms; cold invocation %v, warm %v (round trips)",
 			runtime.GOARCH, float64(fi.Size())/(1<<20), initMS, took[0].Round(time.Millisecond), took[1].Round(100*time.Microsecond))
 	}
+}
+
+// cfnReply is what a custom resource PUTs to CloudFormation's ResponseURL.
+type cfnReply struct {
+	Status, Reason, PhysicalResourceId, RequestId string
+	Data                                          map[string]any
+}
+
+// rieMigrate sends the migrate handler CloudFormation custom resource
+// requests. Their ResponseURL is a local HTTP server standing in for the
+// presigned S3 URL CloudFormation waits on (the same protocol: one PUT of
+// a JSON body). The database it migrates does not exist yet.
+func rieMigrate(t *testing.T, rie, bootstrap, dbURL string, pool *pgxpool.Pool) {
+	ctx := context.Background()
+	replies := make(chan cfnReply, 1)
+	cfnSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var rep cfnReply
+		if r.Method != http.MethodPut || json.NewDecoder(r.Body).Decode(&rep) != nil {
+			http.Error(w, "want a PUT of a JSON response", http.StatusBadRequest)
+			return
+		}
+		replies <- rep
+	}))
+	t.Cleanup(cfnSrv.Close)
+
+	u, err := neturl.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := strings.TrimPrefix(u.Path, "/") + "_migrate"
+	u.Path = "/" + fresh
+	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP DATABASE IF EXISTS "+fresh+" WITH (FORCE)") })
+
+	send := func(t *testing.T, url, requestType string, props map[string]any) cfnReply {
+		t.Helper()
+		ev := map[string]any{
+			"RequestType": requestType, "RequestId": "req-" + requestType, "ResponseURL": cfnSrv.URL + "/reply",
+			"ResourceType": "Custom::Migrations", "LogicalResourceId": "Migrations",
+			"StackId":            "arn:aws:cloudformation:us-east-1:123456789012:stack/ParleyChat-test/1",
+			"ResourceProperties": props,
+		}
+		if requestType != "Create" {
+			ev["PhysicalResourceId"] = "parley-migrations"
+		}
+		body, _ := json.Marshal(ev)
+		resp, err := http.Post(url, "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		select {
+		case rep := <-replies:
+			if rep.RequestId != ev["RequestId"] || rep.PhysicalResourceId != "parley-migrations" {
+				t.Errorf("%s: reply %+v", requestType, rep)
+			}
+			return rep
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: no reply to CloudFormation", requestType)
+			return cfnReply{}
+		}
+	}
+	env := []string{"CHAT_LAMBDA_HANDLER=migrate", "CHAT_LOG_FORMAT=json", "AWS_REGION=us-east-1",
+		"AWS_ENDPOINT_URL=http://127.0.0.1:9", "CHAT_DB_CONNECT_TIMEOUT=3s"}
+	versions, err := db.Versions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(t *testing.T) int {
+		t.Helper()
+		conn, err := pgx.Connect(ctx, u.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	t.Run("create, update, delete", func(t *testing.T) {
+		url, _ := startRIE(t, rie, bootstrap, append(env, "DATABASE_URL="+u.String())...)
+		props := map[string]any{"Migrations": strings.Join(versions, ",")}
+		if rep := send(t, url, "Create", props); rep.Status != "SUCCESS" || rep.Data["Result"] != "migrated" {
+			t.Fatalf("Create: %+v", rep)
+		}
+		if n := count(t); n != len(versions) {
+			t.Fatalf("after Create: %d migrations recorded, want %d", n, len(versions))
+		}
+		// A redeploy (or CloudFormation retrying) changes nothing.
+		if rep := send(t, url, "Update", props); rep.Status != "SUCCESS" {
+			t.Fatalf("Update: %+v", rep)
+		}
+		// Deleting the stack leaves the schema alone.
+		if rep := send(t, url, "Delete", props); rep.Status != "SUCCESS" {
+			t.Fatalf("Delete: %+v", rep)
+		}
+		if n := count(t); n != len(versions) {
+			t.Fatalf("after Update and Delete: %d migrations recorded, want %d", n, len(versions))
+		}
+	})
+	t.Run("placeholder", func(t *testing.T) {
+		// What the stack's generated placeholder secret holds: not a URL.
+		url, _ := startRIE(t, rie, bootstrap, append(env, "DATABASE_URL=Xq3placeholder0random0value0abcd")...)
+		rep := send(t, url, "Create", map[string]any{"DatabaseUrlIsPlaceholder": "true"})
+		if rep.Status != "SUCCESS" || !strings.HasPrefix(fmt.Sprint(rep.Data["Result"]), "skipped") {
+			t.Fatalf("placeholder: %+v", rep)
+		}
+		// Without the stack saying it is a placeholder, it is an error.
+		rep = send(t, url, "Update", map[string]any{})
+		if rep.Status != "FAILED" || !strings.Contains(rep.Reason, "DATABASE_URL") {
+			t.Fatalf("invalid URL, no placeholder: %+v", rep)
+		}
+	})
+	t.Run("unreachable database", func(t *testing.T) {
+		// Reported to CloudFormation, which rolls the deploy back, rather
+		// than a crash it would wait on.
+		url, _ := startRIE(t, rie, bootstrap, append(env, "DATABASE_URL=postgres://postgres@127.0.0.1:9/chat?sslmode=disable")...)
+		rep := send(t, url, "Create", map[string]any{})
+		if rep.Status != "FAILED" || !strings.Contains(rep.Reason, "PostgreSQL") {
+			t.Fatalf("unreachable database: %+v", rep)
+		}
+	})
 }
 
 // initReport matches the emulator's log line closing the init phase.

@@ -14,6 +14,11 @@ const (
 	API          = "api"
 )
 
+// Migrate applies the database migrations as a CloudFormation custom
+// resource: the stack invokes it on every deploy that changes them, before
+// any other function is updated.
+const Migrate = "migrate"
+
 const workerPrefix = "worker-"
 
 // Worker is the handler name of a worker's SQS consumer. Like the worker
@@ -35,6 +40,7 @@ func All() []Handler {
 		{Name: WSDisconnect, Description: "WebSocket $disconnect"},
 		{Name: WSDefault, Description: "WebSocket $default"},
 		{Name: API, Description: "REST API behind an HTTP API (payload 2.0)"},
+		{Name: Migrate, Description: "database migrations, as a CloudFormation custom resource"},
 	}
 	for _, r := range events.Routes() {
 		hs = append(hs, Handler{Name: Worker(r.Worker), Worker: r.Worker, Description: r.Worker + " on its SQS queue"})

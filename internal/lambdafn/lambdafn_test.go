@@ -25,8 +25,8 @@ func TestAll(t *testing.T) {
 			t.Errorf("worker %s: handler %v, %v", r.Worker, h, ok)
 		}
 	}
-	if len(All()) != 4+len(events.Routes()) || len(Names()) != len(All()) {
-		t.Errorf("%d handlers (%v), want the 4 edge ones and one per route", len(All()), Names())
+	if len(All()) != 5+len(events.Routes()) || len(Names()) != len(All()) {
+		t.Errorf("%d handlers (%v), want the 4 edge ones, migrate and one per route", len(All()), Names())
 	}
 	if _, ok := Find("worker-nobody"); ok {
 		t.Error("Find accepts a worker that has no route")
