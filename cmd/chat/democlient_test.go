@@ -145,7 +145,7 @@ func TestDemoClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u, err := v.UserID(tok.Token); err != nil || u != 7 {
+	if u, err := v.UserID(t.Context(), tok.Token); err != nil || u != 7 {
 		t.Fatalf("minted token: user %d, %v", u, err)
 	}
 	if code, _, body := get(t, "POST", base+demo.TokenPath, `{"user_id":-1}`); code != http.StatusBadRequest || !strings.Contains(body, "positive") {
