@@ -311,6 +311,11 @@ func (f *Fanout) plan(ctx context.Context, e events.Envelope) (*push, error) {
 		// sender's other devices.
 		fr, p.sent, p.skip = f.newMessageFrame(ctx, m), &m, m.SourceConnectionID
 		p.users, p.recipients = []int64{m.RecipientID, m.SenderID}, 1
+		if m.WithheldFromRecipient {
+			// The recipient blocks the sender: only the sender's other
+			// devices get it, and no receipt follows (none would be true).
+			p.sent, p.users, p.recipients = nil, []int64{m.SenderID}, 0
+		}
 	case events.TypeMessageRead:
 		var m events.MessageReadV1
 		if err := e.Unmarshal(&m); err != nil {
