@@ -49,3 +49,17 @@ func (r *REST) listBlocks(w http.ResponseWriter, req *http.Request, user int64) 
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"data": bs})
 }
+
+func (r *REST) report(w http.ResponseWriter, req *http.Request, user int64) {
+	var in chat.ReportInput
+	if err := decodeJSON(w, req, &in); err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	rep, err := r.svc.Report(req.Context(), user, in)
+	if err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, rep)
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -120,5 +121,77 @@ func TestBlocking(t *testing.T) {
 	wa.expect("newMessage", func(f map[string]any) bool { return data(f)["id"] == after.ID })
 	if got := e.messages(a, conv, 2); got[len(got)-1].ID != after.ID {
 		t.Fatalf("A's messages after the unblock = %+v", got)
+	}
+}
+
+// TestReports files reports over REST against `chat dev` and lists them
+// with `chat reports list`: the reported message's content is kept as it
+// was, bad reports are refused with a reason, and a retry files nothing new.
+func TestReports(t *testing.T) {
+	e := newEnv(t)
+	e.waitHTTP(e.start("dev"))
+	const a, b, c = int64(1), int64(2), int64(3)
+	abuse := e.send(b, a, "an abusive\tmessage")
+	e.messages(a, abuse.ConversationID, 1)
+
+	type report struct {
+		ID             int64   `json:"id"`
+		ReportedUserID int64   `json:"reported_user_id"`
+		MessageID      *string `json:"message_id"`
+		Reason         string  `json:"reason"`
+		Status         string  `json:"status"`
+	}
+	var first, again report
+	if got := e.call(a, "POST", "/reports", map[string]any{"message_id": abuse.ID, "reason": "harassment", "details": "keeps insulting me"}, &first); got != 201 ||
+		first.ReportedUserID != b || first.MessageID == nil || *first.MessageID != abuse.ID || first.Status != "received" {
+		t.Fatalf("report a message: status %d, %+v", got, first)
+	}
+	if got := e.call(a, "POST", "/reports", map[string]any{"message_id": abuse.ID, "reason": "harassment"}, &again); got != 201 || again.ID != first.ID {
+		t.Fatalf("the same report again: status %d, %+v; want report %d", got, again, first.ID)
+	}
+	var byUser report
+	if got := e.call(a, "POST", "/reports", map[string]any{"user_id": b, "reason": "other", "details": "fake profile"}, &byUser); got != 201 || byUser.ReportedUserID != b || byUser.MessageID != nil || byUser.ID == first.ID {
+		t.Fatalf("report a user: status %d, %+v", got, byUser)
+	}
+
+	for _, tc := range []struct {
+		user int64
+		body map[string]any
+		want int
+		says string
+	}{
+		{a, map[string]any{"reason": "spam"}, 422, "message_id or user_id is required"},
+		{a, map[string]any{"message_id": abuse.ID, "user_id": b, "reason": "spam"}, 422, "not both"},
+		{a, map[string]any{"user_id": b, "reason": "rude"}, 422, "reason must be one of spam, harassment"},
+		{a, map[string]any{"user_id": b, "reason": "other"}, 422, `reason "other" needs details`},
+		{a, map[string]any{"user_id": b, "reason": "spam", "details": strings.Repeat("x", 1001)}, 422, "more than 1000 characters"},
+		{a, map[string]any{"user_id": a, "reason": "spam"}, 422, "yourself"},
+		{a, map[string]any{"message_id": "nope", "reason": "spam"}, 400, "not a UUID"},
+		{a, map[string]any{"message_id": "0190a8a0-0000-7000-8000-000000000000", "reason": "spam"}, 404, "not found"},
+		{b, map[string]any{"message_id": abuse.ID, "reason": "spam"}, 422, "your own message"},
+		{c, map[string]any{"message_id": abuse.ID, "reason": "spam"}, 403, "not in one of your conversations"},
+		{a, map[string]any{"user_id": b, "reason": "spam", "extra": 1}, 400, "extra"},
+	} {
+		var body map[string]map[string]string
+		if got := e.call(tc.user, "POST", "/reports", tc.body, &body); got != tc.want || !strings.Contains(body["error"]["message"], tc.says) {
+			t.Errorf("report %v as %d: status %d, %v; want %d saying %q", tc.body, tc.user, got, body, tc.want, tc.says)
+		}
+	}
+
+	// The sender deleting the message does not erase the evidence.
+	if got := e.call(b, "DELETE", "/messages/"+abuse.ID, nil, nil); got != 202 {
+		t.Fatalf("delete: status %d", got)
+	}
+	out := chatOutput(t, e, "reports", "list")
+	for _, want := range []string{"REASON", "harassment", abuse.ID, `"an abusive\tmessage"`, `"keeps insulting me"`, `"fake profile"`, "2 reports"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("reports list lacks %q:\n%s", want, out)
+		}
+	}
+	if out := chatOutput(t, e, "reports", "--user", "3", "list"); !strings.Contains(out, "0 reports") {
+		t.Errorf("reports of user 3:\n%s", out)
+	}
+	if code := runCmd(t, e, "reports", "--limit", "0", "list"); code != 2 {
+		t.Errorf("reports --limit 0: exit %d, want 2", code)
 	}
 }
