@@ -60,6 +60,8 @@ func NewREST(svc *chat.Service, verifier *auth.Verifier, logger *slog.Logger, op
 	r.mux.HandleFunc("DELETE "+Prefix+"/blocks/{user_id}", r.authed(r.unblock))
 	r.mux.HandleFunc("GET "+Prefix+"/blocks", r.authed(r.listBlocks))
 	r.mux.HandleFunc("POST "+Prefix+"/reports", r.authed(r.report))
+	r.mux.HandleFunc("GET "+Prefix+"/presence", r.authed(r.presence))
+	r.mux.HandleFunc("PUT "+Prefix+"/presence/settings", r.authed(r.updatePresenceSettings))
 	registerMedia(r, svc)
 	r.mux.HandleFunc(Prefix+"/", func(w http.ResponseWriter, req *http.Request) {
 		r.fail(w, req, chat.Errorf(chat.CodeNotFound, "no such endpoint: %s %s", req.Method, req.URL.Path))

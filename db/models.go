@@ -146,6 +146,12 @@ type Report struct {
 	CreatedAt        time.Time
 }
 
+type UserPresence struct {
+	UserID       int64
+	LastSeenAt   *time.Time
+	HideLastSeen bool
+}
+
 type WsConnection struct {
 	ConnectionID   string
 	UserID         int64

@@ -92,6 +92,8 @@ type Service struct {
 	// A user's blocks change, so each entry carries when it was read and
 	// is trusted for blockCacheTTL only (blocks.go).
 	blockLists *boundedCache[int64, blockList]
+	// presenceConns answers whether a user is online (WithPresence).
+	presenceConns PresenceConnections
 }
 
 // Option configures a Service beyond its required dependencies.
