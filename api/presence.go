@@ -25,6 +25,19 @@ func (r *REST) presence(w http.ResponseWriter, req *http.Request, user int64) {
 	writeJSON(w, http.StatusOK, map[string]any{"data": ps})
 }
 
+func (r *REST) presenceSettings(w http.ResponseWriter, req *http.Request, user int64) {
+	if err := onlyParams(req.URL.Query()); err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	st, err := r.svc.PresenceSettingsOf(req.Context(), user)
+	if err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
 func (r *REST) updatePresenceSettings(w http.ResponseWriter, req *http.Request, user int64) {
 	var in chat.PresenceSettings
 	if err := decodeJSON(w, req, &in); err != nil {

@@ -61,6 +61,7 @@ func NewREST(svc *chat.Service, verifier *auth.Verifier, logger *slog.Logger, op
 	r.mux.HandleFunc("GET "+Prefix+"/blocks", r.authed(r.listBlocks))
 	r.mux.HandleFunc("POST "+Prefix+"/reports", r.authed(r.report))
 	r.mux.HandleFunc("GET "+Prefix+"/presence", r.authed(r.presence))
+	r.mux.HandleFunc("GET "+Prefix+"/presence/settings", r.authed(r.presenceSettings))
 	r.mux.HandleFunc("PUT "+Prefix+"/presence/settings", r.authed(r.updatePresenceSettings))
 	registerMedia(r, svc)
 	r.mux.HandleFunc(Prefix+"/", func(w http.ResponseWriter, req *http.Request) {

@@ -102,6 +102,12 @@ func TestPresence(t *testing.T) {
 	if got := e.call(d, "PUT", "/presence/settings", map[string]any{}, nil); got != 422 {
 		t.Fatalf("empty settings: status %d, want 422", got)
 	}
+	for user, want := range map[int64]bool{d: true, a: false} {
+		var got map[string]any
+		if code := e.call(user, "GET", "/presence/settings", nil, &got); code != 200 || got["hide_last_seen"] != want {
+			t.Fatalf("settings of %d: status %d, %v; want hide_last_seen %v", user, code, got, want)
+		}
+	}
 	wd := e.dial(d)
 	wa.quiet("presence", 500*time.Millisecond)
 	if got := presence(a, fmt.Sprintf("%d", d)); len(got) != 1 || got[0].Online || got[0].LastSeenAt != nil {

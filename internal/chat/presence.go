@@ -116,6 +116,16 @@ func (s *Service) Presence(ctx context.Context, userID int64, ids []int64) ([]Pr
 	return out, nil
 }
 
+// PresenceSettingsOf answers the user's presence privacy settings.
+func (s *Service) PresenceSettingsOf(ctx context.Context, userID int64) (PresenceSettings, error) {
+	rows, err := s.q.ListPresence(ctx, []int64{userID})
+	if err != nil {
+		return PresenceSettings{}, unavailable("the database", err)
+	}
+	hide := len(rows) > 0 && rows[0].HideLastSeen
+	return PresenceSettings{HideLastSeen: &hide}, nil
+}
+
 // UpdatePresenceSettings stores the user's presence privacy. It is a direct
 // write, like a block: the next presence query and push must obey it.
 func (s *Service) UpdatePresenceSettings(ctx context.Context, userID int64, in PresenceSettings) (PresenceSettings, error) {
