@@ -113,6 +113,33 @@ func TestBlocking(t *testing.T) {
 		t.Fatalf("%d conversations of B and C exist", n)
 	}
 
+	// A conversation its blocker deleted stays deleted: a withheld message
+	// does not bring it back, nor move it.
+	const f = int64(5)
+	old := e.send(b, f, "before").ConversationID
+	e.messages(f, old, 1)
+	if got := e.call(f, "DELETE", "/conversations/"+old, nil, nil); got != 202 {
+		t.Fatalf("delete the conversation: status %d", got)
+	}
+	var convs struct {
+		Total int `json:"total"`
+	}
+	waitUntil(t, "the deletion is applied", func() bool {
+		return e.call(f, "GET", "/conversations", nil, &convs) == 200 && convs.Total == 0
+	})
+	if got := e.call(f, "POST", "/blocks", map[string]any{"user_id": b}, nil); got != 200 {
+		t.Fatalf("block as %d: status %d", f, got)
+	}
+	e.send(b, f, "withheld")
+	e.messages(b, old, 2)
+	var list5 struct {
+		Data  []map[string]any `json:"data"`
+		Total int              `json:"total"`
+	}
+	if got := e.call(f, "GET", "/conversations", nil, &list5); got != 200 || list5.Total != 0 || len(list5.Data) != 0 {
+		t.Fatalf("the blocker's conversations after a withheld message: status %d, %+v", got, list5)
+	}
+
 	// Unblocked: B reaches A again, at once.
 	if got := e.call(a, "DELETE", fmt.Sprintf("/blocks/%d", b), nil, nil); got != 200 {
 		t.Fatalf("unblock: status %d", got)
