@@ -56,6 +56,13 @@ func NewREST(svc *chat.Service, verifier *auth.Verifier, logger *slog.Logger, op
 	r.mux.HandleFunc("POST "+Prefix+"/messages", r.authed(r.sendMessage))
 	r.mux.HandleFunc("POST "+Prefix+"/messages/read", r.authed(r.markRead))
 	r.mux.HandleFunc("DELETE "+Prefix+"/messages/{id}", r.authed(r.deleteMessage))
+	r.mux.HandleFunc("POST "+Prefix+"/blocks", r.authed(r.block))
+	r.mux.HandleFunc("DELETE "+Prefix+"/blocks/{user_id}", r.authed(r.unblock))
+	r.mux.HandleFunc("GET "+Prefix+"/blocks", r.authed(r.listBlocks))
+	r.mux.HandleFunc("POST "+Prefix+"/reports", r.authed(r.report))
+	r.mux.HandleFunc("GET "+Prefix+"/presence", r.authed(r.presence))
+	r.mux.HandleFunc("GET "+Prefix+"/presence/settings", r.authed(r.presenceSettings))
+	r.mux.HandleFunc("PUT "+Prefix+"/presence/settings", r.authed(r.updatePresenceSettings))
 	registerMedia(r, svc)
 	r.mux.HandleFunc(Prefix+"/", func(w http.ResponseWriter, req *http.Request) {
 		r.fail(w, req, chat.Errorf(chat.CodeNotFound, "no such endpoint: %s %s", req.Method, req.URL.Path))

@@ -53,11 +53,10 @@ func (q *Queries) AdvanceReadPosition(ctx context.Context, arg AdvanceReadPositi
 }
 
 const countConversationsForUser = `-- name: CountConversationsForUser :one
-SELECT count(*) FROM conversation_participants p
-JOIN conversations c ON c.id = p.conversation_id
-WHERE p.user_id = $1
-  AND (p.deleted_at IS NULL OR c.last_message_at > p.deleted_at)
-  AND ($2::boolean IS NULL OR p.archived = $2::boolean)
+SELECT count(*) FROM participant_conversations
+WHERE user_id = $1
+  AND (deleted_at IS NULL OR last_message_created_at > deleted_at)
+  AND ($2::boolean IS NULL OR archived = $2::boolean)
 `
 
 type CountConversationsForUserParams struct {
@@ -65,6 +64,7 @@ type CountConversationsForUserParams struct {
 	Archived *bool
 }
 
+// The same rows as ListConversationsForUser.
 func (q *Queries) CountConversationsForUser(ctx context.Context, arg CountConversationsForUserParams) (int64, error) {
 	row := q.db.QueryRow(ctx, countConversationsForUser, arg.UserID, arg.Archived)
 	var count int64
@@ -177,9 +177,9 @@ func (q *Queries) InsertDirectConversation(ctx context.Context, arg InsertDirect
 const listConversationsForUser = `-- name: ListConversationsForUser :many
 SELECT id, kind, created_at, updated_at, last_seq, last_message_at, user_id, pinned, muted, archived, deleted_at, last_read_seq, last_read_at, other_user_id, unread_count, last_message_id, last_message_seq, last_message_sender_id, last_message_content_type, last_message_text, last_message_created_at FROM participant_conversations
 WHERE user_id = $1
-  AND (deleted_at IS NULL OR last_message_at > deleted_at)
+  AND (deleted_at IS NULL OR last_message_created_at > deleted_at)
   AND ($2::boolean IS NULL OR archived = $2::boolean)
-ORDER BY pinned DESC, COALESCE(last_message_at, created_at) DESC, id DESC
+ORDER BY pinned DESC, COALESCE(last_message_created_at, created_at) DESC, id DESC
 LIMIT $4 OFFSET $3
 `
 
@@ -191,6 +191,9 @@ type ListConversationsForUserParams struct {
 }
 
 // A conversation deleted "for me" reappears when a newer message arrives.
+// Both that and the order follow the latest message this participant sees,
+// so a message hidden from them (withheld, as its sender is blocked) moves
+// nothing.
 func (q *Queries) ListConversationsForUser(ctx context.Context, arg ListConversationsForUserParams) ([]ParticipantConversation, error) {
 	rows, err := q.db.Query(ctx, listConversationsForUser,
 		arg.UserID,

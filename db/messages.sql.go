@@ -77,6 +77,25 @@ func (q *Queries) InsertMessageDeletion(ctx context.Context, arg InsertMessageDe
 	return err
 }
 
+const insertMessageDeletions = `-- name: InsertMessageDeletions :exec
+INSERT INTO message_deletions (message_id, user_id, deleted_at)
+SELECT unnest($1::uuid[]), unnest($2::bigint[]), unnest($3::timestamptz[])
+ON CONFLICT DO NOTHING
+`
+
+type InsertMessageDeletionsParams struct {
+	MessageIds []uuid.UUID
+	UserIds    []int64
+	DeletedAts []time.Time
+}
+
+// Hides a batch of messages, each for one user: how a message withheld from
+// its recipient (who blocks its sender) stays the sender's only.
+func (q *Queries) InsertMessageDeletions(ctx context.Context, arg InsertMessageDeletionsParams) error {
+	_, err := q.db.Exec(ctx, insertMessageDeletions, arg.MessageIds, arg.UserIds, arg.DeletedAts)
+	return err
+}
+
 const insertMessages = `-- name: InsertMessages :many
 WITH input AS (
     -- The arrays zipped by position. Subscripts, not one unnest per array

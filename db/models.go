@@ -10,6 +10,12 @@ import (
 	"github.com/google/uuid"
 )
 
+type Block struct {
+	BlockerID int64
+	BlockedID int64
+	CreatedAt time.Time
+}
+
 type Conversation struct {
 	ID            uuid.UUID
 	Kind          string
@@ -123,6 +129,27 @@ type PendingRead struct {
 	ConversationID uuid.UUID
 	ReadAt         time.Time
 	RecordedAt     time.Time
+}
+
+type Report struct {
+	ID               int64
+	ReporterID       int64
+	ReportedUserID   int64
+	MessageID        *uuid.UUID
+	ConversationID   *uuid.UUID
+	ContentType      *string
+	TextContent      *string
+	MediaKey         *string
+	MessageCreatedAt *time.Time
+	Reason           string
+	Details          string
+	CreatedAt        time.Time
+}
+
+type UserPresence struct {
+	UserID       int64
+	LastSeenAt   *time.Time
+	HideLastSeen bool
 }
 
 type WsConnection struct {

@@ -256,3 +256,25 @@ func (m ConnectedV1) Validate() error {
 	}
 	return nil
 }
+
+// PresenceV1 is ephemeral, like TypingV1: a user's first live connection
+// opened (Online) or their last one closed (at At). Fanout debounces it
+// before anyone is told, and writes last seen once an offline holds.
+type PresenceV1 struct {
+	UserID int64     `json:"user_id"`
+	Online bool      `json:"online"`
+	At     time.Time `json:"at"`
+}
+
+func (PresenceV1) EventType() string { return TypePresence }
+func (PresenceV1) EventVersion() int { return 1 }
+
+func (m PresenceV1) Validate() error {
+	if m.UserID <= 0 {
+		return errors.New("user_id must be positive")
+	}
+	if m.At.IsZero() {
+		return errors.New("at is missing")
+	}
+	return nil
+}

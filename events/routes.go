@@ -33,7 +33,7 @@ func Routes() []Route {
 		// Fanout tells the sender about a delivery itself, right after
 		// publishing MessageDelivered, so it does not consume that event.
 		{Worker: WorkerFanout, Types: []string{
-			TypeMessageSent, TypeMessageRead, TypeTyping, TypeThumbnailReady, TypeConnected,
+			TypeMessageSent, TypeMessageRead, TypeTyping, TypeThumbnailReady, TypeConnected, TypePresence,
 		}},
 		// Audio too: the thumbnailer measures audio_duration when the client
 		// did not send it.
@@ -81,4 +81,4 @@ func (r Route) Matches(e Envelope) bool {
 // passed (a typing indicator): a bus may carry it without archiving it and
 // without waiting for a disk flush, since losing one in a crash costs a
 // client nothing and replaying one later would be wrong.
-func Ephemeral(e Envelope) bool { return e.Type == TypeTyping }
+func Ephemeral(e Envelope) bool { return e.Type == TypeTyping || e.Type == TypePresence }

@@ -25,22 +25,25 @@ ORDER BY user_id;
 
 -- name: ListConversationsForUser :many
 -- A conversation deleted "for me" reappears when a newer message arrives.
+-- Both that and the order follow the latest message this participant sees,
+-- so a message hidden from them (withheld, as its sender is blocked) moves
+-- nothing.
 SELECT * FROM participant_conversations
 WHERE user_id = @user_id
-  AND (deleted_at IS NULL OR last_message_at > deleted_at)
+  AND (deleted_at IS NULL OR last_message_created_at > deleted_at)
   AND (sqlc.narg('archived')::boolean IS NULL OR archived = sqlc.narg('archived')::boolean)
-ORDER BY pinned DESC, COALESCE(last_message_at, created_at) DESC, id DESC
+ORDER BY pinned DESC, COALESCE(last_message_created_at, created_at) DESC, id DESC
 LIMIT @page_limit OFFSET @page_offset;
 
 -- name: GetConversationForUser :one
 SELECT * FROM participant_conversations WHERE user_id = @user_id AND id = @id;
 
 -- name: CountConversationsForUser :one
-SELECT count(*) FROM conversation_participants p
-JOIN conversations c ON c.id = p.conversation_id
-WHERE p.user_id = @user_id
-  AND (p.deleted_at IS NULL OR c.last_message_at > p.deleted_at)
-  AND (sqlc.narg('archived')::boolean IS NULL OR p.archived = sqlc.narg('archived')::boolean);
+-- The same rows as ListConversationsForUser.
+SELECT count(*) FROM participant_conversations
+WHERE user_id = @user_id
+  AND (deleted_at IS NULL OR last_message_created_at > deleted_at)
+  AND (sqlc.narg('archived')::boolean IS NULL OR archived = sqlc.narg('archived')::boolean);
 
 -- name: LockConversations :many
 -- Taken first by every persister transaction that writes conversations'

@@ -75,6 +75,13 @@ INSERT INTO message_deletions (message_id, user_id, deleted_at)
 VALUES ($1, $2, $3)
 ON CONFLICT DO NOTHING;
 
+-- name: InsertMessageDeletions :exec
+-- Hides a batch of messages, each for one user: how a message withheld from
+-- its recipient (who blocks its sender) stays the sender's only.
+INSERT INTO message_deletions (message_id, user_id, deleted_at)
+SELECT unnest(@message_ids::uuid[]), unnest(@user_ids::bigint[]), unnest(@deleted_ats::timestamptz[])
+ON CONFLICT DO NOTHING;
+
 -- name: InsertMessages :many
 -- Stores a batch of messages, each with the next sequence of its
 -- conversation in batch order, and moves each conversation's last message,

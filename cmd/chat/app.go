@@ -178,7 +178,7 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, p parts) (*Ap
 		limits.MaxTextRunes, limits.Rates = cfg.MaxTextRunes, cfg.Rates
 		limits.MaxUploads, limits.MaxUserUploads = cfg.MaxUploads, cfg.MaxUserUploads
 		limits.MaxConnectionsPerUser = cfg.WSMaxPerUser
-		var opts []chat.Option
+		opts := []chat.Option{chat.WithPresence(a.conns)}
 		if (p.api || p.gateway) && a.cfg.Transport == transportPostgres && a.cfg.OverloadQueueAge > 0 {
 			a.backlog = pgbus.NewBacklog(a.pool, a.cfg.OverloadQueueAge, a.cfg.OverloadSample, logger.With("component", "backlog"))
 			opts = append(opts, chat.WithAdmission(a.backlog))
@@ -395,7 +395,10 @@ func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gatewa
 		if a.media != nil {
 			urls = a.media
 		}
-		return fanout.New(conns, poster, publisher, urls, logger, fanout.WithExpiredFrame(api.TokenExpiredFrame())), nil
+		// Whether a user is still online is asked of the store (every
+		// gateway's connections), not of this gateway's.
+		return fanout.New(conns, poster, publisher, urls, logger, fanout.WithExpiredFrame(api.TokenExpiredFrame()),
+			fanout.WithPresence(db.New(a.pool), a.cfg.PresenceGrace, a.conns)), nil
 	case events.WorkerThumbnailer:
 		if a.media == nil {
 			return nil, errors.New("the thumbnailer needs a media store: set CHAT_S3_BUCKET (and CHAT_S3_ENDPOINT for a non-AWS S3)")

@@ -35,6 +35,11 @@ const (
 	defaultOverloadSample   = 100 * time.Millisecond
 )
 
+// defaultPresenceGrace outlasts a mobile connection's usual drop and
+// reconnect (a network handover, a screen lock, an app switch) while still
+// telling partners soon after a user really left.
+const defaultPresenceGrace = 15 * time.Second
+
 // defaultArchiveRetention keeps a week of events: enough to restore a
 // backup a day or more old and replay what happened since.
 const defaultArchiveRetention = 7 * 24 * time.Hour
@@ -96,11 +101,14 @@ type Config struct {
 	PprofAddr         string // CHAT_PPROF_ADDR: serve net/http/pprof there (loopback only); empty = off
 
 	// WebSocket gateway (local) and fanout.
-	WSIdleTimeout   time.Duration // CHAT_WS_IDLE_TIMEOUT, default 10m (API Gateway's)
-	WSMaxAge        time.Duration // CHAT_WS_MAX_CONNECTION_AGE, default 2h (API Gateway's)
-	WSSendBuffer    int           // CHAT_WS_SEND_BUFFER queued frames per connection, default 256
-	WSMaxPerUser    int           // CHAT_WS_MAX_CONNECTIONS_PER_USER, default 10; 0 = no limit
-	WSManagementURL string        // CHAT_WS_MANAGEMENT_ENDPOINT, default http://CHAT_GATEWAY_ADMIN_ADDR
+	WSIdleTimeout time.Duration // CHAT_WS_IDLE_TIMEOUT, default 10m (API Gateway's)
+	WSMaxAge      time.Duration // CHAT_WS_MAX_CONNECTION_AGE, default 2h (API Gateway's)
+	WSSendBuffer  int           // CHAT_WS_SEND_BUFFER queued frames per connection, default 256
+	WSMaxPerUser  int           // CHAT_WS_MAX_CONNECTIONS_PER_USER, default 10; 0 = no limit
+	// PresenceGrace: how long fanout holds a user's going offline before
+	// announcing it (CHAT_PRESENCE_GRACE, default 15s; 0 = at once).
+	PresenceGrace   time.Duration
+	WSManagementURL string // CHAT_WS_MANAGEMENT_ENDPOINT, default http://CHAT_GATEWAY_ADMIN_ADDR
 	// WSManagementURLSet: CHAT_WS_MANAGEMENT_ENDPOINT was given, so a process
 	// running the gateway does not point fanout at its own listener.
 	WSManagementURLSet bool
@@ -329,6 +337,14 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c.WSMaxAge = dur("CHAT_WS_MAX_CONNECTION_AGE", 2*time.Hour)
 	c.WSSendBuffer = num("CHAT_WS_SEND_BUFFER", 256, 1)
 	c.WSMaxPerUser = num("CHAT_WS_MAX_CONNECTIONS_PER_USER", limits.MaxConnectionsPerUser, 0)
+	if v := strings.TrimSpace(getenv("CHAT_PRESENCE_GRACE")); v == "0" {
+		c.PresenceGrace = 0
+	} else {
+		c.PresenceGrace = dur("CHAT_PRESENCE_GRACE", defaultPresenceGrace)
+		if c.PresenceGrace > 10*time.Minute {
+			errs = append(errs, fmt.Errorf("CHAT_PRESENCE_GRACE=%s: want at most 10m (partners would see a user online that long after they left)", c.PresenceGrace))
+		}
+	}
 	c.WSManagementURL = str("CHAT_WS_MANAGEMENT_ENDPOINT", "http://"+c.GatewayAdmin)
 	c.WSManagementURLSet = strings.TrimSpace(getenv("CHAT_WS_MANAGEMENT_ENDPOINT")) != ""
 	c.GatewayID = str("CHAT_GATEWAY_ID", "")

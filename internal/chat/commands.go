@@ -41,13 +41,17 @@ func (s *Service) Send(ctx context.Context, userID int64, in SendInput) (Message
 	if err := s.checkReply(ctx, convID, in.ReplyToID); err != nil {
 		return MessageView{}, err
 	}
+	withheld, err := s.blocks(ctx, recipientID, userID)
+	if err != nil {
+		return MessageView{}, err
+	}
 	now := s.clock()
 	msgID := newID()
 	payload := events.MessageSentV1{
 		MessageID: msgID.String(), ConversationID: convID.String(), SenderID: userID, RecipientID: recipientID,
 		ContentType: in.ContentType, TextContent: in.TextContent, MediaKey: in.MediaKey,
 		AudioDuration: in.AudioDuration, ReplyToID: in.ReplyToID, ClientMessageID: in.ClientMessageID, CreatedAt: now,
-		SourceConnectionID: in.SourceConnectionID,
+		SourceConnectionID: in.SourceConnectionID, WithheldFromRecipient: withheld,
 	}
 	env, err := events.New(msgID.String(), now, userID, convID.String(), payload)
 	if err != nil {
@@ -279,6 +283,12 @@ func (s *Service) directConversation(ctx context.Context, a, b int64) (uuid.UUID
 	}
 	if err := s.allowWrite(a, WriteConversation, "new conversations"); err != nil {
 		return uuid.Nil, err
+	}
+	// Read fresh, not cached: a block must stop the very next attempt.
+	if blocked, err := s.blockedEitherWay(ctx, a, b); err != nil {
+		return uuid.Nil, err
+	} else if blocked {
+		return uuid.Nil, Errorf(CodeForbidden, "you cannot start a conversation with user %d", b)
 	}
 	id, _, err = db.GetOrCreateDirect(ctx, s.pool, newID(), a, b)
 	if err != nil {
@@ -512,6 +522,11 @@ func (s *Service) Typing(ctx context.Context, userID int64, in TypingInput) erro
 	}
 	convID, other, err := s.resolveConversation(ctx, userID, in.RecipientID, in.ConversationID)
 	if err != nil {
+		return err
+	}
+	if blocked, err := s.blocks(ctx, other, userID); err != nil || blocked {
+		// Dropped without a word, like a withheld message: the sender is
+		// not told about the block.
 		return err
 	}
 	env, err := events.New(newID().String(), s.clock(), userID, convID.String(), events.TypingV1{

@@ -89,6 +89,11 @@ type Service struct {
 	// the database for them on every message (sizes in cache.go).
 	direct  *boundedCache[[2]int64, uuid.UUID] // user pair (lower id first) → direct conversation
 	members *boundedCache[uuid.UUID, []int64]  // direct conversation → its two participants
+	// A user's blocks change, so each entry carries when it was read and
+	// is trusted for blockCacheTTL only (blocks.go).
+	blockLists *boundedCache[int64, blockList]
+	// presenceConns answers whether a user is online (WithPresence).
+	presenceConns PresenceConnections
 }
 
 // Option configures a Service beyond its required dependencies.
@@ -107,8 +112,9 @@ func NewService(pool *pgxpool.Pool, bus events.Publisher, media MediaStore, limi
 		limiter: newLimiter(limits.Rates, time.Now),
 		uploads: newUploadSlots(limits.MaxUploads, limits.MaxUserUploads),
 		now:     time.Now, logger: logger,
-		direct:  newBoundedCache[[2]int64, uuid.UUID](maxCachedDirect),
-		members: newBoundedCache[uuid.UUID, []int64](maxCachedMembers),
+		direct:     newBoundedCache[[2]int64, uuid.UUID](maxCachedDirect),
+		members:    newBoundedCache[uuid.UUID, []int64](maxCachedMembers),
+		blockLists: newBoundedCache[int64, blockList](maxCachedBlockLists),
 	}
 	s.claims, _ = bus.(ClaimPublisher)
 	for _, o := range opts {

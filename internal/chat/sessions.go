@@ -76,15 +76,26 @@ func (ss *Sessions) Connect(ctx context.Context, connID string, userID int64, ga
 	if err := ss.conns.Put(ctx, c); err != nil {
 		return unavailable("the connection store", err)
 	}
-	if err := ss.admit(ctx, c); err != nil {
+	first, err := ss.admit(ctx, c)
+	if err != nil {
 		return err
 	}
 	ss.known.put(connID, c)
 	// API Gateway cannot send on a connection before $connect returns, so
 	// fanout greets it once this event arrives.
+	envs := make([]events.Envelope, 0, 2)
 	env, err := events.New(newID().String(), now, userID, "", events.ConnectedV1{ConnectionID: connID, UserID: userID})
 	if err == nil {
-		err = ss.svc.bus.Publish(ctx, env)
+		envs = append(envs, env)
+		if first {
+			// The user's first live connection: fanout debounces it and
+			// tells their partners (in the same publish: no extra cost).
+			env, err = events.New(newID().String(), now, userID, "", events.PresenceV1{UserID: userID, Online: true, At: now})
+			envs = append(envs, env)
+		}
+	}
+	if err == nil {
+		err = ss.svc.bus.Publish(ctx, envs...)
 	}
 	if err != nil {
 		ss.svc.logger.WarnContext(ctx, "could not publish the connection greeting", "connection_id", connID, "err", err)
@@ -99,27 +110,31 @@ func (ss *Sessions) Connect(ctx context.Context, connID string, userID int64, ga
 // stalled gateway, clocks apart) can let one more in for a moment.
 // Connections whose token has expired do not count: their frames are
 // refused, and on API Gateway nothing closes them at expiry.
-func (ss *Sessions) admit(ctx context.Context, c connstore.Connection) error {
-	limit := ss.svc.limits.MaxConnectionsPerUser
-	if limit <= 0 {
-		return nil
-	}
+//
+// It also reports whether c is the user's only live connection: the user
+// just came online. The same read serves both.
+func (ss *Sessions) admit(ctx context.Context, c connstore.Connection) (first bool, err error) {
 	held, err := ss.conns.ByUser(ctx, c.UserID)
 	if err != nil {
 		ss.forget(ctx, c.ID)
-		return unavailable("the connection store", err)
+		return false, unavailable("the connection store", err)
 	}
 	now := ss.svc.clock()
 	held = slices.DeleteFunc(held, func(h connstore.Connection) bool { return h.ID != c.ID && h.TokenExpired(now) })
+	first = !slices.ContainsFunc(held, func(h connstore.Connection) bool { return h.ID != c.ID && h.Live(now) })
+	limit := ss.svc.limits.MaxConnectionsPerUser
+	if limit <= 0 {
+		return first, nil
+	}
 	slices.SortFunc(held, func(a, b connstore.Connection) int {
 		return cmp.Or(a.ConnectedAt.Compare(b.ConnectedAt), cmp.Compare(a.ID, b.ID))
 	})
 	place := slices.IndexFunc(held, func(h connstore.Connection) bool { return h.ID == c.ID })
 	if place < limit {
-		return nil // place -1: already gone (a racing disconnect); nothing to refuse
+		return first, nil // place -1: already gone (a racing disconnect); nothing to refuse
 	}
 	ss.forget(ctx, c.ID)
-	return &Error{
+	return false, &Error{
 		Code:       CodeRateLimited,
 		Message:    fmt.Sprintf("user %d already holds %d WebSocket connections; the limit is %d: close one and retry", c.UserID, place, limit),
 		RetryAfter: connectionCapRetryAfter,
@@ -183,11 +198,39 @@ func (ss *Sessions) Ping(ctx context.Context, connID string, userID int64) error
 	return nil
 }
 
-// Disconnect forgets the connection.
+// Disconnect forgets the connection. When it was the user's last live one,
+// it publishes that the user went offline; fanout holds that for the grace
+// before anyone hears of it (a flapping connection is back by then).
 func (ss *Sessions) Disconnect(ctx context.Context, connID string) error {
+	c, known := ss.known.get(connID)
 	ss.known.remove(connID)
+	if !known {
+		var err error
+		if c, err = ss.conns.Get(ctx, connID); err != nil && !errors.Is(err, connstore.ErrNotFound) {
+			ss.svc.logger.WarnContext(ctx, "presence: look up a closing connection", "connection_id", connID, "err", err)
+		}
+	}
 	if err := ss.conns.Delete(ctx, connID); err != nil {
 		return unavailable("the connection store", err)
+	}
+	if c.UserID <= 0 {
+		return nil // already forgotten (fanout's 410, the gateway's restart): nothing to tell
+	}
+	now := ss.svc.clock()
+	held, err := ss.conns.ByUser(ctx, c.UserID)
+	if err != nil {
+		ss.svc.logger.WarnContext(ctx, "presence: connections of a user going offline", "user_id", c.UserID, "err", err)
+		return nil
+	}
+	if slices.ContainsFunc(held, func(h connstore.Connection) bool { return h.Live(now) }) {
+		return nil
+	}
+	env, err := events.New(newID().String(), now, c.UserID, "", events.PresenceV1{UserID: c.UserID, At: now})
+	if err == nil {
+		err = ss.svc.bus.Publish(ctx, env)
+	}
+	if err != nil {
+		ss.svc.logger.WarnContext(ctx, "presence: publish an offline", "user_id", c.UserID, "err", err)
 	}
 	return nil
 }

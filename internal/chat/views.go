@@ -68,7 +68,9 @@ func conversationView(r db.ParticipantConversation) ConversationView {
 	}
 	v := ConversationView{
 		ID: r.ID.String(), Participant1ID: p1, Participant2ID: p2, OtherUserID: r.OtherUserID,
-		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, LastMessageAt: r.LastMessageAt, LastSeq: r.LastSeq,
+		// The latest message this participant sees: one hidden from them
+		// (withheld, deleted for them) does not show its time.
+		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, LastMessageAt: r.LastMessageCreatedAt, LastSeq: r.LastSeq,
 		UnreadCount: r.UnreadCount, LastReadSeq: r.LastReadSeq,
 		Pinned: r.Pinned, Muted: r.Muted, Archived: r.Archived, DeletedAt: r.DeletedAt,
 	}

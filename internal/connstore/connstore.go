@@ -39,6 +39,12 @@ func (c Connection) TokenExpired(now time.Time) bool {
 	return !c.TokenExpiresAt.IsZero() && !now.Before(c.TokenExpiresAt)
 }
 
+// Live reports whether c counts as open at now: its record has not expired
+// and its token still holds. A user is online while any connection is live.
+func (c Connection) Live(now time.Time) bool {
+	return now.Before(c.ExpiresAt) && !c.TokenExpired(now)
+}
+
 // Store is the contract every implementation passes (see storetest).
 type Store interface {
 	// Put records or replaces a connection.

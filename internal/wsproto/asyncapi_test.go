@@ -185,7 +185,7 @@ func TestSchemasAreStrict(t *testing.T) {
 		if s == nil {
 			return
 		}
-		if s.Type == "object" && (s.AdditionalProperties == nil || *s.AdditionalProperties) {
+		if s.Type.name == "object" && (s.AdditionalProperties == nil || *s.AdditionalProperties) {
 			t.Errorf("%s: an object schema needs additionalProperties: false", path)
 		}
 		for name, p := range s.Properties {
@@ -223,7 +223,7 @@ func TestValidatorRefuses(t *testing.T) {
 
 // schema is the subset of JSON Schema the document uses.
 type schema struct {
-	Type                 string             `json:"type"`
+	Type                 schemaType         `json:"type"`
 	Properties           map[string]*schema `json:"properties"`
 	Required             []string           `json:"required"`
 	AdditionalProperties *bool              `json:"additionalProperties"`
@@ -232,6 +232,33 @@ type schema struct {
 	Const                any                `json:"const"`
 	Format               string             `json:"format"`
 	Minimum              *float64           `json:"minimum"`
+}
+
+// schemaType is a schema's type: one name, or a name and "null" for a
+// value that may be null.
+type schemaType struct {
+	name     string
+	nullable bool
+}
+
+func (t *schemaType) UnmarshalJSON(b []byte) error {
+	if json.Unmarshal(b, &t.name) == nil {
+		return nil
+	}
+	var names []string
+	if err := json.Unmarshal(b, &names); err != nil {
+		return err
+	}
+	for _, n := range names {
+		if n == "null" {
+			t.nullable = true
+		} else if t.name == "" {
+			t.name = n
+		} else {
+			return fmt.Errorf("type %v: only one type besides null is supported by this validator", names)
+		}
+	}
+	return nil
 }
 
 var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
@@ -243,7 +270,10 @@ func (s *schema) validate(v any, path string) []string {
 	}
 	bad := func(format string, args ...any) []string { return []string{path + ": " + fmt.Sprintf(format, args...)} }
 	var out []string
-	switch s.Type {
+	if v == nil && s.Type.nullable {
+		return nil
+	}
+	switch s.Type.name {
 	case "object":
 		o, ok := v.(map[string]any)
 		if !ok {
@@ -297,7 +327,7 @@ func (s *schema) validate(v any, path string) []string {
 		if !ok {
 			return bad("want a number, got %T", v)
 		}
-		if s.Type == "integer" && n != float64(int64(n)) {
+		if s.Type.name == "integer" && n != float64(int64(n)) {
 			out = append(out, bad("%v is not an integer", n)...)
 		}
 		if s.Minimum != nil && n < *s.Minimum {
@@ -308,7 +338,7 @@ func (s *schema) validate(v any, path string) []string {
 			return bad("want a boolean, got %T", v)
 		}
 	default:
-		return bad("type %q is not supported by this validator", s.Type)
+		return bad("type %q is not supported by this validator", s.Type.name)
 	}
 	if s.Const != nil && v != s.Const {
 		out = append(out, bad("want %v, got %v", s.Const, v)...)

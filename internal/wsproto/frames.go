@@ -53,6 +53,7 @@ const (
 	TypeMessageRead      = "messageRead"
 	TypeTyping           = "typing"
 	TypeMessageUpdated   = "messageUpdated"
+	TypePresence         = "presence"
 )
 
 // ConnectedMessage is the greeting text of the seed contract.
@@ -315,6 +316,25 @@ type MessageUpdatedData struct {
 // MessageUpdated pushes a message's change to both participants.
 func MessageUpdated(d MessageUpdatedData) Push[MessageUpdatedData] {
 	return Push[MessageUpdatedData]{Type: TypeMessageUpdated, Data: d}
+}
+
+// PresenceData is a user's presence as one receiver may see it.
+// LastSeenAt is nil while the user is online, and for a receiver who hides
+// their own last seen.
+type PresenceData struct {
+	UserID     int64      `json:"userId"`
+	Online     bool       `json:"online"`
+	LastSeenAt *time.Time `json:"lastSeenAt"`
+}
+
+// Presence pushes a user's presence change to those who share a
+// conversation with them.
+func Presence(d PresenceData) Push[PresenceData] {
+	if d.LastSeenAt != nil {
+		t := d.LastSeenAt.UTC()
+		d.LastSeenAt = &t
+	}
+	return Push[PresenceData]{Type: TypePresence, Data: d}
 }
 
 func nonNil(s []string) []string {

@@ -47,7 +47,8 @@ func samples() map[string]any {
 		"frame.messageDelivered": wsproto.MessageDelivered(wsproto.MessageDeliveredData{MessageID: msg, ConversationID: conv, DeliveredAt: at}),
 		"frame.messageRead": wsproto.MessageRead(wsproto.MessageReadData{
 			ConversationID: conv, ReaderID: 2, MessageIDs: []string{msg}, ReadAt: at}),
-		"frame.typing": wsproto.TypingState(wsproto.TypingStateData{ConversationID: conv, UserID: 1, IsTyping: true}),
+		"frame.typing":   wsproto.TypingState(wsproto.TypingStateData{ConversationID: conv, UserID: 1, IsTyping: true}),
+		"frame.presence": wsproto.Presence(wsproto.PresenceData{UserID: 1, Online: true, LastSeenAt: &at}),
 		"frame.messageUpdated": wsproto.MessageUpdated(wsproto.MessageUpdatedData{
 			MessageID: msg, ConversationID: conv, MediaThumbnailURL: url, AudioDuration: &dur}),
 	}

@@ -122,6 +122,9 @@ type Fanout struct {
 	// expiredFrame tells a connection whose token expired why it is
 	// closed (see WithExpiredFrame).
 	expiredFrame []byte
+	// presence debounces and announces presence (WithPresence); nil:
+	// presence events are ignored.
+	presence *presence
 }
 
 // Closer closes a connection: the Management API's DeleteConnection, which
@@ -182,6 +185,12 @@ type push struct {
 	// recipients is how many of users, from the first, count for the
 	// receipt: a message is delivered once a recipient device has it.
 	recipients int
+	// presence is an online announcement waiting for its audience
+	// (presenceAudience); hidden is its frame for the users in hiders,
+	// who hide their own last seen and so see no one's.
+	presence *events.PresenceV1
+	hidden   []byte
+	hiders   map[int64]bool
 }
 
 // HandleBatch pushes a batch of events. Event types fanout does not know
@@ -242,7 +251,12 @@ func (f *Fanout) send(ctx context.Context, envs []events.Envelope, prior []*earl
 			continue
 		}
 		s.pushes[i] = p
-		if p != nil {
+	}
+	if f.presence != nil {
+		f.presenceAudience(ctx, s.pushes, s.errs)
+	}
+	for i, p := range s.pushes {
+		if p != nil && !done(i) {
 			users = append(users, p.users...)
 		}
 	}
@@ -272,7 +286,7 @@ func (f *Fanout) send(ctx context.Context, envs []events.Envelope, prior []*earl
 			continue
 		}
 		for _, c := range targets(p, conns) {
-			out.add(i, c, p.frame)
+			out.add(i, c, p.frameFor(c.UserID))
 		}
 	}
 	// Greetings go to connections of their own, alongside the batch's
@@ -311,6 +325,11 @@ func (f *Fanout) plan(ctx context.Context, e events.Envelope) (*push, error) {
 		// sender's other devices.
 		fr, p.sent, p.skip = f.newMessageFrame(ctx, m), &m, m.SourceConnectionID
 		p.users, p.recipients = []int64{m.RecipientID, m.SenderID}, 1
+		if m.WithheldFromRecipient {
+			// The recipient blocks the sender: only the sender's other
+			// devices get it, and no receipt follows (none would be true).
+			p.sent, p.users, p.recipients = nil, []int64{m.SenderID}, 0
+		}
 	case events.TypeMessageRead:
 		var m events.MessageReadV1
 		if err := e.Unmarshal(&m); err != nil {
@@ -331,6 +350,19 @@ func (f *Fanout) plan(ctx context.Context, e events.Envelope) (*push, error) {
 			return nil, err
 		}
 		fr, p.users = f.messageUpdatedFrame(ctx, m), []int64{m.SenderID, m.RecipientID}
+	case events.TypePresence:
+		var m events.PresenceV1
+		if err := e.Unmarshal(&m); err != nil {
+			return nil, err
+		}
+		switch {
+		case f.presence == nil:
+		case m.Online && f.presence.online(m):
+			return &push{presence: &m}, nil // the audience comes with the batch's
+		case !m.Online:
+			f.offline(m)
+		}
+		return nil, nil
 	case events.TypeConnected:
 		var m events.ConnectedV1
 		if err := e.Unmarshal(&m); err != nil {

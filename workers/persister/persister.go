@@ -255,11 +255,19 @@ func (p *Persister) storeMessages(ctx context.Context, tx pgx.Tx, envs []events.
 	var in db.InsertMessagesParams
 	var convs []uuid.UUID
 	parties := map[uuid.UUID][2]int64{}
+	var withheld db.InsertMessageDeletionsParams
 	for i, e := range envs {
 		var m events.MessageSentV1
 		if err := e.Unmarshal(&m); err != nil {
 			errs[i] = err
 			continue
+		}
+		if m.WithheldFromRecipient {
+			// Kept for the sender only: hidden for the recipient from the
+			// start, so no list, count or preview of theirs ever shows it.
+			withheld.MessageIds = append(withheld.MessageIds, uuid.MustParse(m.MessageID))
+			withheld.UserIds = append(withheld.UserIds, m.RecipientID)
+			withheld.DeletedAts = append(withheld.DeletedAts, m.CreatedAt)
 		}
 		conv := uuid.MustParse(m.ConversationID)
 		if _, ok := parties[conv]; !ok {
@@ -314,6 +322,11 @@ func (p *Persister) storeMessages(ctx context.Context, tx pgx.Tx, envs []events.
 	in.SentAt = p.now()
 	if _, err := q.InsertMessages(ctx, in); err != nil {
 		return fmt.Errorf("insert %d messages: %w", len(in.Ids), err)
+	}
+	if len(withheld.MessageIds) > 0 {
+		if err := q.InsertMessageDeletions(ctx, withheld); err != nil {
+			return fmt.Errorf("withhold %d messages: %w", len(withheld.MessageIds), err)
+		}
 	}
 	return nil
 }
