@@ -125,6 +125,23 @@ type PendingRead struct {
 	RecordedAt     time.Time
 }
 
+type PushDelivery struct {
+	MessageID uuid.UUID
+	Token     string
+	UserID    int64
+	PushedAt  time.Time
+	TicketID  *string
+}
+
+type PushDevice struct {
+	Token        string
+	UserID       int64
+	Platform     string
+	AppVersion   *string
+	RegisteredAt time.Time
+	UpdatedAt    time.Time
+}
+
 type WsConnection struct {
 	ConnectionID   string
 	UserID         int64

@@ -24,6 +24,7 @@ const (
 	TypeConversationSettingsChanged = "ConversationSettingsChanged"
 	TypeThumbnailReady              = "ThumbnailReady"
 	TypeConnected                   = "Connected"
+	TypePushRequested               = "PushRequested"
 )
 
 // Envelope is the wire format of every event. Within a version, fields are

@@ -38,6 +38,8 @@ func goldenPayloads() map[string]Payload {
 		"thumbnail_ready_v1": ThumbnailReadyV1{MessageID: msg, ConversationID: conv, SenderID: 1, RecipientID: 2,
 			MediaKey: "chat/1/2026/11/a.jpg", ThumbnailKey: "chat/1/2026/11/a.thumb.jpg", Width: 320, Height: 240},
 		"connected_v1": ConnectedV1{ConnectionID: "L0SM9cOFvHcCIhw=", UserID: 1},
+		"push_requested_v1": PushRequestedV1{MessageID: msg, ConversationID: conv, SenderID: 1, RecipientID: 2,
+			ContentType: ContentText, TextContent: "Olá! Como vai?", CreatedAt: at},
 	}
 }
 
