@@ -56,6 +56,8 @@ func NewREST(svc *chat.Service, verifier *auth.Verifier, logger *slog.Logger, op
 	r.mux.HandleFunc("POST "+Prefix+"/messages", r.authed(r.sendMessage))
 	r.mux.HandleFunc("POST "+Prefix+"/messages/read", r.authed(r.markRead))
 	r.mux.HandleFunc("DELETE "+Prefix+"/messages/{id}", r.authed(r.deleteMessage))
+	r.mux.HandleFunc("POST "+Prefix+"/devices", r.authed(r.registerDevice))
+	r.mux.HandleFunc("DELETE "+Prefix+"/devices/{token}", r.authed(r.unregisterDevice))
 	registerMedia(r, svc)
 	r.mux.HandleFunc(Prefix+"/", func(w http.ResponseWriter, req *http.Request) {
 		r.fail(w, req, chat.Errorf(chat.CodeNotFound, "no such endpoint: %s %s", req.Method, req.URL.Path))
@@ -315,6 +317,28 @@ func (r *REST) deleteMessage(w http.ResponseWriter, req *http.Request, user int6
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"status": "accepted", "message_id": id})
+}
+
+func (r *REST) registerDevice(w http.ResponseWriter, req *http.Request, user int64) {
+	var in chat.DeviceInput
+	if err := decodeJSON(w, req, &in); err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	d, err := r.svc.RegisterDevice(req.Context(), user, in)
+	if err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+func (r *REST) unregisterDevice(w http.ResponseWriter, req *http.Request, user int64) {
+	if err := r.svc.UnregisterDevice(req.Context(), user, req.PathValue("token")); err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // errorBody is the JSON shape of every error.

@@ -106,7 +106,7 @@ func (q *Queries) ListPushDevices(ctx context.Context, userIds []int64) ([]PushD
 }
 
 const listPushTickets = `-- name: ListPushTickets :many
-SELECT message_id, token, user_id, ticket_id::text AS ticket_id FROM push_deliveries
+SELECT message_id, token, user_id, ticket_id::text AS ticket_id, pushed_at FROM push_deliveries
 WHERE ticket_id IS NOT NULL AND pushed_at < $1::timestamptz
 ORDER BY pushed_at
 LIMIT $2
@@ -122,6 +122,7 @@ type ListPushTicketsRow struct {
 	Token     string
 	UserID    int64
 	TicketID  string
+	PushedAt  time.Time
 }
 
 // Expo tickets old enough for their receipts to be ready.
@@ -139,6 +140,7 @@ func (q *Queries) ListPushTickets(ctx context.Context, arg ListPushTicketsParams
 			&i.Token,
 			&i.UserID,
 			&i.TicketID,
+			&i.PushedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -163,7 +165,7 @@ func (q *Queries) PrunePushDeliveries(ctx context.Context, before time.Time) (in
 }
 
 const pushContext = `-- name: PushContext :one
-SELECT m.seq, m.read_at IS NOT NULL AS already_read, COALESCE(p.muted, false)::boolean AS muted,
+SELECT m.seq, (m.read_at IS NOT NULL)::boolean AS already_read, COALESCE(p.muted, false)::boolean AS muted,
        (SELECT COALESCE(sum(v.unread_count), 0) FROM participant_conversations v
          WHERE v.user_id = m.recipient_id
            AND (v.deleted_at IS NULL OR v.last_message_at > v.deleted_at))::bigint AS badge
@@ -174,7 +176,7 @@ WHERE m.id = $1
 
 type PushContextRow struct {
 	Seq         int64
-	AlreadyRead interface{}
+	AlreadyRead bool
 	Muted       bool
 	Badge       int64
 }

@@ -20,7 +20,7 @@ SELECT * FROM push_devices WHERE user_id = ANY(@user_ids::bigint[]) ORDER BY use
 -- What a push of one message needs, in one round trip: its position, whether
 -- it was read meanwhile, whether the recipient muted the conversation, and
 -- the recipient's badge (the unread count of every conversation they see).
-SELECT m.seq, m.read_at IS NOT NULL AS already_read, COALESCE(p.muted, false)::boolean AS muted,
+SELECT m.seq, (m.read_at IS NOT NULL)::boolean AS already_read, COALESCE(p.muted, false)::boolean AS muted,
        (SELECT COALESCE(sum(v.unread_count), 0) FROM participant_conversations v
          WHERE v.user_id = m.recipient_id
            AND (v.deleted_at IS NULL OR v.last_message_at > v.deleted_at))::bigint AS badge
@@ -58,7 +58,7 @@ UPDATE push_deliveries SET ticket_id = @ticket_id WHERE message_id = @message_id
 
 -- name: ListPushTickets :many
 -- Expo tickets old enough for their receipts to be ready.
-SELECT message_id, token, user_id, ticket_id::text AS ticket_id FROM push_deliveries
+SELECT message_id, token, user_id, ticket_id::text AS ticket_id, pushed_at FROM push_deliveries
 WHERE ticket_id IS NOT NULL AND pushed_at < @before::timestamptz
 ORDER BY pushed_at
 LIMIT @max_rows;

@@ -34,6 +34,9 @@ func lambdaHandler(ctx context.Context, name string, getenv func(string) string,
 	if needJWT {
 		secrets = append(secrets, "JWT_SECRET")
 	}
+	if fn.Worker == events.WorkerNotifier {
+		secrets = append(secrets, "CHAT_APNS_KEY", "CHAT_FCM_CREDENTIALS")
+	}
 	getenv, err := withSecrets(ctx, getenv, secrets)
 	if err != nil {
 		return nil, nil, err
@@ -84,6 +87,8 @@ func secretARNVar(name string) string {
 		return "JWT_SECRET_ARN"
 	case "DATABASE_URL":
 		return "DATABASE_URL_SECRET_ARN"
+	case "CHAT_APNS_KEY", "CHAT_FCM_CREDENTIALS":
+		return name + "_SECRET_ARN"
 	}
 	return ""
 }
