@@ -373,4 +373,3 @@ func (n *Notifier) checkReceipts(ctx context.Context, now time.Time) error {
 	}
 	return n.q.ClearPushTickets(ctx, done)
 }
-
