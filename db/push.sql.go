@@ -12,6 +12,30 @@ import (
 	"github.com/google/uuid"
 )
 
+const badgeAfterRead = `-- name: BadgeAfterRead :one
+SELECT GREATEST(
+    (SELECT COALESCE(sum(v.unread_count), 0) FROM participant_conversations v
+      WHERE v.user_id = $1
+        AND (v.deleted_at IS NULL OR v.last_message_at > v.deleted_at))
+  - (SELECT count(*) FROM messages
+      WHERE id = ANY($2::uuid[]) AND recipient_id = $1 AND read_at IS NULL), 0)::bigint
+`
+
+type BadgeAfterReadParams struct {
+	UserID int64
+	Ids    []uuid.UUID
+}
+
+// A user's badge after a read, leaving out the messages just read: the
+// persister may not have stored the read yet. One statement, so both parts
+// see the same snapshot whether or not the read is stored meanwhile.
+func (q *Queries) BadgeAfterRead(ctx context.Context, arg BadgeAfterReadParams) (int64, error) {
+	row := q.db.QueryRow(ctx, badgeAfterRead, arg.UserID, arg.Ids)
+	var column_1 int64
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const claimPushDeliveries = `-- name: ClaimPushDeliveries :many
 INSERT INTO push_deliveries (message_id, token, user_id)
 SELECT $1::uuid, unnest($2::text[]), $3::bigint
@@ -224,40 +248,6 @@ type SetPushTicketParams struct {
 func (q *Queries) SetPushTicket(ctx context.Context, arg SetPushTicketParams) error {
 	_, err := q.db.Exec(ctx, setPushTicket, arg.TicketID, arg.MessageID, arg.Token)
 	return err
-}
-
-const unreadAmong = `-- name: UnreadAmong :one
-SELECT count(*)::bigint FROM messages
-WHERE id = ANY($1::uuid[]) AND recipient_id = $2 AND read_at IS NULL
-`
-
-type UnreadAmongParams struct {
-	Ids    []uuid.UUID
-	UserID int64
-}
-
-// How many of the given messages are still unread for the user: the part of
-// the badge a read not stored yet is about to clear.
-func (q *Queries) UnreadAmong(ctx context.Context, arg UnreadAmongParams) (int64, error) {
-	row := q.db.QueryRow(ctx, unreadAmong, arg.Ids, arg.UserID)
-	var column_1 int64
-	err := row.Scan(&column_1)
-	return column_1, err
-}
-
-const unreadBadge = `-- name: UnreadBadge :one
-SELECT COALESCE(sum(v.unread_count), 0)::bigint FROM participant_conversations v
-WHERE v.user_id = $1
-  AND (v.deleted_at IS NULL OR v.last_message_at > v.deleted_at)
-`
-
-// A user's badge after a read, leaving out the messages just read (the
-// persister may not have stored the read yet).
-func (q *Queries) UnreadBadge(ctx context.Context, userID int64) (int64, error) {
-	row := q.db.QueryRow(ctx, unreadBadge, userID)
-	var column_1 int64
-	err := row.Scan(&column_1)
-	return column_1, err
 }
 
 const upsertPushDevice = `-- name: UpsertPushDevice :exec

@@ -28,18 +28,16 @@ FROM messages m
 LEFT JOIN conversation_participants p ON p.conversation_id = m.conversation_id AND p.user_id = m.recipient_id
 WHERE m.id = @message_id;
 
--- name: UnreadBadge :one
--- A user's badge after a read, leaving out the messages just read (the
--- persister may not have stored the read yet).
-SELECT COALESCE(sum(v.unread_count), 0)::bigint FROM participant_conversations v
-WHERE v.user_id = @user_id
-  AND (v.deleted_at IS NULL OR v.last_message_at > v.deleted_at);
-
--- name: UnreadAmong :one
--- How many of the given messages are still unread for the user: the part of
--- the badge a read not stored yet is about to clear.
-SELECT count(*)::bigint FROM messages
-WHERE id = ANY(@ids::uuid[]) AND recipient_id = @user_id AND read_at IS NULL;
+-- name: BadgeAfterRead :one
+-- A user's badge after a read, leaving out the messages just read: the
+-- persister may not have stored the read yet. One statement, so both parts
+-- see the same snapshot whether or not the read is stored meanwhile.
+SELECT GREATEST(
+    (SELECT COALESCE(sum(v.unread_count), 0) FROM participant_conversations v
+      WHERE v.user_id = @user_id
+        AND (v.deleted_at IS NULL OR v.last_message_at > v.deleted_at))
+  - (SELECT count(*) FROM messages
+      WHERE id = ANY(@ids::uuid[]) AND recipient_id = @user_id AND read_at IS NULL), 0)::bigint;
 
 -- name: ClaimPushDeliveries :many
 -- Claims the devices a message has not been pushed to; a redelivery or a

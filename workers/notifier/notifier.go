@@ -229,19 +229,14 @@ func (n *Notifier) updateBadge(ctx context.Context, e events.Envelope) error {
 	for i, id := range m.MessageIDs {
 		ids[i] = uuid.MustParse(id) // validated
 	}
-	badge, err := n.q.UnreadBadge(ctx, m.ReaderID)
-	if err != nil {
-		return fmt.Errorf("notifier: badge of user %d: %w", m.ReaderID, err)
-	}
-	// The persister may not have stored this read yet.
-	pending, err := n.q.UnreadAmong(ctx, db.UnreadAmongParams{Ids: ids, UserID: m.ReaderID})
+	badge, err := n.q.BadgeAfterRead(ctx, db.BadgeAfterReadParams{UserID: m.ReaderID, Ids: ids})
 	if err != nil {
 		return fmt.Errorf("notifier: badge of user %d: %w", m.ReaderID, err)
 	}
 	data := map[string]string{"type": "badge", "conversation_id": m.ConversationID}
 	ns := make([]push.Notification, len(devices))
 	for i, d := range devices {
-		ns[i] = push.Notification{Platform: d.Platform, Token: d.Token, Badge: int(max(badge-pending, 0)), Data: data, Silent: true}
+		ns[i] = push.Notification{Platform: d.Platform, Token: d.Token, Badge: int(badge), Data: data, Silent: true}
 	}
 	return n.send(ctx, ns, m.ReaderID, nil)
 }
