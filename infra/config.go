@@ -27,6 +27,15 @@ type Config struct {
 	// configRevision: any new value changes every function's configuration,
 	// so Lambda starts fresh environments that re-read the secrets.
 	ConfigRevision string
+	// Push credentials of the notifier, in secrets the operator creates
+	// (complete ARNs); a provider whose secret is not given stays off.
+	// Expo needs none.
+	APNsKeySecretArn        string // apnsKeySecretArn: the .p8 key's contents
+	APNsKeyID               string // apnsKeyId
+	APNsTeamID              string // apnsTeamId
+	APNsTopic               string // apnsTopic: the app's bundle id
+	APNsSandbox             bool   // apnsSandbox
+	FCMCredentialsSecretArn string // fcmCredentialsSecretArn: a service account key (JSON)
 }
 
 // Context keys, in one place so docs and errors say the same thing.
@@ -42,6 +51,12 @@ const (
 	ctxArchiveRetention = "archiveRetentionDays"
 	ctxWSAccessLogs     = "wsAccessLogs"
 	ctxConfigRevision   = "configRevision"
+	ctxAPNsKey          = "apnsKeySecretArn"
+	ctxAPNsKeyID        = "apnsKeyId"
+	ctxAPNsTeamID       = "apnsTeamId"
+	ctxAPNsTopic        = "apnsTopic"
+	ctxAPNsSandbox      = "apnsSandbox"
+	ctxFCMCredentials   = "fcmCredentialsSecretArn"
 )
 
 const (
@@ -70,16 +85,21 @@ var (
 // tests) and applies defaults.
 func ParseConfig(get func(key string) any) (Config, error) {
 	c := Config{
-		Stage:                stringOr(get(ctxStage), defaultStage),
-		BootstrapDir:         stringOr(get(ctxBootstrapDir), defaultBootstrapDir),
-		DatabaseURLSecretArn: stringOr(get(ctxDatabaseURL), ""),
-		VpcID:                stringOr(get(ctxVpcID), ""),
-		SubnetIDs:            list(get(ctxSubnetIDs)),
-		SecurityGroupIDs:     list(get(ctxSecurityGroupIDs)),
-		AlarmEmail:           stringOr(get(ctxAlarmEmail), ""),
-		ConfigRevision:       stringOr(get(ctxConfigRevision), ""),
-		CorsOrigins:          list(get(ctxCorsOrigins)),
-		ArchiveRetentionDays: defaultArchiveRetentionDays,
+		Stage:                   stringOr(get(ctxStage), defaultStage),
+		BootstrapDir:            stringOr(get(ctxBootstrapDir), defaultBootstrapDir),
+		DatabaseURLSecretArn:    stringOr(get(ctxDatabaseURL), ""),
+		VpcID:                   stringOr(get(ctxVpcID), ""),
+		SubnetIDs:               list(get(ctxSubnetIDs)),
+		SecurityGroupIDs:        list(get(ctxSecurityGroupIDs)),
+		AlarmEmail:              stringOr(get(ctxAlarmEmail), ""),
+		ConfigRevision:          stringOr(get(ctxConfigRevision), ""),
+		CorsOrigins:             list(get(ctxCorsOrigins)),
+		ArchiveRetentionDays:    defaultArchiveRetentionDays,
+		APNsKeySecretArn:        stringOr(get(ctxAPNsKey), ""),
+		APNsKeyID:               stringOr(get(ctxAPNsKeyID), ""),
+		APNsTeamID:              stringOr(get(ctxAPNsTeamID), ""),
+		APNsTopic:               stringOr(get(ctxAPNsTopic), ""),
+		FCMCredentialsSecretArn: stringOr(get(ctxFCMCredentials), ""),
 	}
 	if len(c.CorsOrigins) == 0 {
 		c.CorsOrigins = []string{"*"}
@@ -91,6 +111,13 @@ func ParseConfig(get func(key string) any) (Config, error) {
 			errs = append(errs, fmt.Errorf("%s: want a number of days (0 = forever), got %q", ctxArchiveRetention, v))
 		}
 		c.ArchiveRetentionDays = n
+	}
+	if v := stringOr(get(ctxAPNsSandbox), ""); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: want true or false, got %q", ctxAPNsSandbox, v))
+		}
+		c.APNsSandbox = b
 	}
 	if v := stringOr(get(ctxWSAccessLogs), ""); v != "" {
 		b, err := strconv.ParseBool(v)
@@ -113,6 +140,15 @@ func (c Config) Validate() error {
 	}
 	if c.DatabaseURLSecretArn != "" && !secretArnPattern.MatchString(c.DatabaseURLSecretArn) {
 		errs = append(errs, fmt.Errorf("%s: %q is not a complete secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-xxxxxx)", ctxDatabaseURL, c.DatabaseURLSecretArn))
+	}
+	for key, arn := range map[string]string{ctxAPNsKey: c.APNsKeySecretArn, ctxFCMCredentials: c.FCMCredentialsSecretArn} {
+		if arn != "" && !secretArnPattern.MatchString(arn) {
+			errs = append(errs, fmt.Errorf("%s: %q is not a complete secret ARN", key, arn))
+		}
+	}
+	// The notifier refuses to start with a key but no id, team or topic.
+	if c.APNsKeySecretArn != "" && (c.APNsKeyID == "" || c.APNsTeamID == "" || c.APNsTopic == "") {
+		errs = append(errs, fmt.Errorf("%s needs %s, %s and %s", ctxAPNsKey, ctxAPNsKeyID, ctxAPNsTeamID, ctxAPNsTopic))
 	}
 	// Half a VPC config would put some functions where they cannot reach RDS.
 	if c.VpcID != "" || len(c.SubnetIDs) > 0 || len(c.SecurityGroupIDs) > 0 {

@@ -21,6 +21,8 @@ var (
 	testSubnets = []string{"subnet-0123456789abcdef0", "subnet-0123456789abcdef1"}
 	testSGs     = []string{"sg-0123456789abcdef0"}
 	testDBArn   = "arn:aws:secretsmanager:us-east-1:123456789012:secret:parley/prod/database-url-AbC123"
+	testAPNsArn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:parley/prod/apns-key-DeF456"
+	testFCMArn  = "arn:aws:secretsmanager:us-east-1:123456789012:secret:parley/prod/fcm-credentials-GhI789"
 )
 
 // bootstrapDir is a temp folder with a dummy `bootstrap`, standing in for
@@ -75,13 +77,18 @@ var (
 	devTemplate = sync.OnceValues(func() (*tmpl, error) { return newTmpl(map[string]any{}) })
 	vpcTemplate = sync.OnceValues(func() (*tmpl, error) {
 		return newTmpl(map[string]any{
-			"stage":                "prod",
-			"vpcId":                "vpc-0123456789abcdef0",
-			"subnetIds":            strings.Join(testSubnets, ","),
-			"securityGroupIds":     strings.Join(testSGs, ","),
-			"databaseUrlSecretArn": testDBArn,
-			"alarmEmail":           "ops@example.com",
-			"configRevision":       "r2",
+			"stage":                   "prod",
+			"vpcId":                   "vpc-0123456789abcdef0",
+			"subnetIds":               strings.Join(testSubnets, ","),
+			"securityGroupIds":        strings.Join(testSGs, ","),
+			"databaseUrlSecretArn":    testDBArn,
+			"alarmEmail":              "ops@example.com",
+			"configRevision":          "r2",
+			"apnsKeySecretArn":        testAPNsArn,
+			"apnsKeyId":               "ABC123DEFG",
+			"apnsTeamId":              "TEAM123456",
+			"apnsTopic":               "chat.parley.app",
+			"fcmCredentialsSecretArn": testFCMArn,
 		})
 	})
 )
