@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/parleychat/parley/internal/retry"
 )
@@ -86,17 +85,7 @@ func (a *APNs) SetRetry(p retry.Policy) { a.retry = p }
 
 // Send posts each notification on its own stream, several at once.
 func (a *APNs) Send(ctx context.Context, ns []Notification) []Result {
-	out := make([]Result, len(ns))
-	var g errgroup.Group
-	g.SetLimit(apnsConcurrency)
-	for i, n := range ns {
-		g.Go(func() error {
-			out[i].Err = do(ctx, a.retry, func(ctx context.Context) error { return a.sendOne(ctx, n) })
-			return nil
-		})
-	}
-	_ = g.Wait() // the goroutines return nil
-	return out
+	return sendEach(ctx, ns, apnsConcurrency, a.retry, a.sendOne)
 }
 
 type apnsAlert struct {

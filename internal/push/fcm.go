@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/parleychat/parley/internal/retry"
 )
@@ -92,17 +91,7 @@ func (f *FCM) SetRetry(p retry.Policy) { f.retry = p }
 
 // Send posts each notification, several at once.
 func (f *FCM) Send(ctx context.Context, ns []Notification) []Result {
-	out := make([]Result, len(ns))
-	var g errgroup.Group
-	g.SetLimit(fcmConcurrency)
-	for i, n := range ns {
-		g.Go(func() error {
-			out[i].Err = do(ctx, f.retry, func(ctx context.Context) error { return f.sendOne(ctx, n) })
-			return nil
-		})
-	}
-	_ = g.Wait() // the goroutines return nil
-	return out
+	return sendEach(ctx, ns, fcmConcurrency, f.retry, f.sendOne)
 }
 
 type fcmMessage struct {

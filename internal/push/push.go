@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/parleychat/parley/internal/retry"
 )
 
@@ -148,6 +150,22 @@ func do(ctx context.Context, p retry.Policy, op func(ctx context.Context) error)
 		return err
 	}, IsRetryable, nil)
 	return err
+}
+
+// sendEach sends each notification with one request of its own, up to
+// limit at once, each retried under p.
+func sendEach(ctx context.Context, ns []Notification, limit int, p retry.Policy, sendOne func(context.Context, Notification) error) []Result {
+	out := make([]Result, len(ns))
+	var g errgroup.Group
+	g.SetLimit(limit)
+	for i, n := range ns {
+		g.Go(func() error {
+			out[i].Err = do(ctx, p, func(ctx context.Context) error { return sendOne(ctx, n) })
+			return nil
+		})
+	}
+	_ = g.Wait() // the goroutines return nil
+	return out
 }
 
 // maxRetryAfter bounds how long one send waits for a Retry-After: longer
