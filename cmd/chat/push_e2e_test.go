@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"testing"
@@ -31,6 +32,7 @@ func TestPushNotifications(t *testing.T) {
 	e := newEnv(t)
 	e.extra = append(e.extra, "CHAT_EXPO_PUSH_URL="+expo.URL())
 	e.waitHTTP(e.start("dev"))
+	start := time.Now().Add(-time.Minute)
 
 	var failure struct {
 		Error struct{ Code string } `json:"error"`
@@ -126,6 +128,27 @@ func TestPushNotifications(t *testing.T) {
 	})
 	if got := pushesFor(expo, last.ID); len(got) != 1 || got[0].To != phone || *got[0].Badge != 1 {
 		t.Errorf("pushes %+v, want the phone's only, badge 1", got)
+	}
+
+	// Replaying the notifier's history (recovery) pushes no message again.
+	messagePushes := func() map[string]int {
+		n := map[string]int{}
+		for _, m := range expo.Messages() {
+			if m.Data["type"] == "message" {
+				n[m.Data["message_id"]]++
+			}
+		}
+		return n
+	}
+	pushed := messagePushes()
+	if code := runCmd(t, e, "replay", "--worker", "notifier", "--since", start.UTC().Format(time.RFC3339)); code != 0 {
+		t.Fatalf("replay exited %d", code)
+	}
+	waitUntil(t, "the notifier has handled the replay", func() bool {
+		return count(t, e.pool, "SELECT count(*) FROM queue_notifier") == 0
+	})
+	if again := messagePushes(); fmt.Sprint(again) != fmt.Sprint(pushed) {
+		t.Errorf("after a replay, message pushes %v, want %v", again, pushed)
 	}
 
 	if code := e.call(2, "DELETE", "/devices/"+url.PathEscape(phone), nil, nil); code != http.StatusNoContent {
