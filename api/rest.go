@@ -63,6 +63,8 @@ func NewREST(svc *chat.Service, verifier *auth.Verifier, logger *slog.Logger, op
 	r.mux.HandleFunc("GET "+Prefix+"/presence", r.authed(r.presence))
 	r.mux.HandleFunc("GET "+Prefix+"/presence/settings", r.authed(r.presenceSettings))
 	r.mux.HandleFunc("PUT "+Prefix+"/presence/settings", r.authed(r.updatePresenceSettings))
+	r.mux.HandleFunc("POST "+Prefix+"/devices", r.authed(r.registerDevice))
+	r.mux.HandleFunc("DELETE "+Prefix+"/devices/{token}", r.authed(r.unregisterDevice))
 	registerMedia(r, svc)
 	r.mux.HandleFunc(Prefix+"/", func(w http.ResponseWriter, req *http.Request) {
 		r.fail(w, req, chat.Errorf(chat.CodeNotFound, "no such endpoint: %s %s", req.Method, req.URL.Path))
@@ -322,6 +324,28 @@ func (r *REST) deleteMessage(w http.ResponseWriter, req *http.Request, user int6
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"status": "accepted", "message_id": id})
+}
+
+func (r *REST) registerDevice(w http.ResponseWriter, req *http.Request, user int64) {
+	var in chat.DeviceInput
+	if err := decodeJSON(w, req, &in); err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	d, err := r.svc.RegisterDevice(req.Context(), user, in)
+	if err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+func (r *REST) unregisterDevice(w http.ResponseWriter, req *http.Request, user int64) {
+	if err := r.svc.UnregisterDevice(req.Context(), user, req.PathValue("token")); err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // errorBody is the JSON shape of every error.

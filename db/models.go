@@ -152,6 +152,23 @@ type UserPresence struct {
 	HideLastSeen bool
 }
 
+type PushDelivery struct {
+	MessageID uuid.UUID
+	Token     string
+	UserID    int64
+	PushedAt  time.Time
+	TicketID  *string
+}
+
+type PushDevice struct {
+	Token        string
+	UserID       int64
+	Platform     string
+	AppVersion   *string
+	RegisteredAt time.Time
+	UpdatedAt    time.Time
+}
+
 type WsConnection struct {
 	ConnectionID   string
 	UserID         int64

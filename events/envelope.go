@@ -25,6 +25,7 @@ const (
 	TypeThumbnailReady              = "ThumbnailReady"
 	TypeConnected                   = "Connected"
 	TypePresence                    = "Presence"
+	TypePushRequested               = "PushRequested"
 )
 
 // Envelope is the wire format of every event. Within a version, fields are

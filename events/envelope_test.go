@@ -39,6 +39,8 @@ func goldenPayloads() map[string]Payload {
 			MediaKey: "chat/1/2026/11/a.jpg", ThumbnailKey: "chat/1/2026/11/a.thumb.jpg", Width: 320, Height: 240},
 		"connected_v1": ConnectedV1{ConnectionID: "L0SM9cOFvHcCIhw=", UserID: 1},
 		"presence_v1":  PresenceV1{UserID: 1, Online: true, At: at},
+		"push_requested_v1": PushRequestedV1{MessageID: msg, ConversationID: conv, SenderID: 1, RecipientID: 2,
+			ContentType: ContentText, TextContent: "Olá! Como vai?", CreatedAt: at},
 	}
 }
 

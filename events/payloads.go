@@ -278,3 +278,37 @@ func (m PresenceV1) Validate() error {
 	}
 	return nil
 }
+
+// PushRequestedV1 is published by fanout, in the same publish as the batch's
+// delivery receipts, for a message that reached none of its recipient's
+// live connections (and is not withheld from them): the notifier pushes it
+// to the recipient's devices. A recipient who is online costs no event.
+type PushRequestedV1 struct {
+	MessageID      string    `json:"message_id"`
+	ConversationID string    `json:"conversation_id"`
+	SenderID       int64     `json:"sender_id"`
+	RecipientID    int64     `json:"recipient_id"`
+	ContentType    string    `json:"content_type"`
+	TextContent    string    `json:"text_content,omitempty"`
+	CreatedAt      time.Time `json:"created_at"` // the message's
+}
+
+func (PushRequestedV1) EventType() string { return TypePushRequested }
+func (PushRequestedV1) EventVersion() int { return 1 }
+
+func (m PushRequestedV1) Validate() error {
+	var errs []error
+	if !IsUUID(m.MessageID) || !IsUUID(m.ConversationID) {
+		errs = append(errs, errors.New("message_id and conversation_id must be UUIDs"))
+	}
+	if m.SenderID <= 0 || m.RecipientID <= 0 {
+		errs = append(errs, errors.New("sender_id and recipient_id must be positive"))
+	}
+	if !ValidContentType(m.ContentType) {
+		errs = append(errs, fmt.Errorf("content_type %q is not one of text, image, video, audio", m.ContentType))
+	}
+	if m.CreatedAt.IsZero() {
+		errs = append(errs, errors.New("created_at is missing"))
+	}
+	return errors.Join(errs...)
+}

@@ -11,6 +11,7 @@ const (
 	WorkerPersister   = "persister"
 	WorkerFanout      = "fanout"
 	WorkerThumbnailer = "thumbnailer"
+	WorkerNotifier    = "notifier"
 )
 
 // Route says which events one worker consumes. Types is the coarse filter
@@ -38,6 +39,9 @@ func Routes() []Route {
 		// Audio too: the thumbnailer measures audio_duration when the client
 		// did not send it.
 		{Worker: WorkerThumbnailer, Types: []string{TypeMessageSent}, Media: []string{ContentImage, ContentVideo, ContentAudio}},
+		// Pushes to devices of recipients fanout did not reach, and badge
+		// updates to a reader's devices.
+		{Worker: WorkerNotifier, Types: []string{TypePushRequested, TypeMessageRead}},
 	}
 }
 

@@ -35,6 +35,16 @@ type Config struct {
 	DBMaxConnections       int            // dbMaxConnections: the server's max_connections, default 100
 	DBPoolSize             int            // dbPoolSize: connections per Lambda environment, default 2
 	ReservedConcurrency    map[string]int // reservedConcurrency: "handler=N,..." over the defaults
+
+	// Push credentials of the notifier, in secrets the operator creates
+	// (complete ARNs); a provider whose secret is not given stays off.
+	// Expo needs none.
+	APNsKeySecretArn        string // apnsKeySecretArn: the .p8 key's contents
+	APNsKeyID               string // apnsKeyId
+	APNsTeamID              string // apnsTeamId
+	APNsTopic               string // apnsTopic: the app's bundle id
+	APNsSandbox             bool   // apnsSandbox
+	FCMCredentialsSecretArn string // fcmCredentialsSecretArn: a service account key (JSON)
 }
 
 // Context keys, in one place so docs and errors say the same thing.
@@ -56,6 +66,12 @@ const (
 	ctxDBMaxConnections = "dbMaxConnections"
 	ctxDBPoolSize       = "dbPoolSize"
 	ctxReserved         = "reservedConcurrency"
+	ctxAPNsKey          = "apnsKeySecretArn"
+	ctxAPNsKeyID        = "apnsKeyId"
+	ctxAPNsTeamID       = "apnsTeamId"
+	ctxAPNsTopic        = "apnsTopic"
+	ctxAPNsSandbox      = "apnsSandbox"
+	ctxFCMCredentials   = "fcmCredentialsSecretArn"
 )
 
 const (
@@ -89,21 +105,26 @@ var (
 // tests) and applies defaults.
 func ParseConfig(get func(key string) any) (Config, error) {
 	c := Config{
-		Stage:                  stringOr(get(ctxStage), defaultStage),
-		BootstrapDir:           stringOr(get(ctxBootstrapDir), defaultBootstrapDir),
-		DatabaseURLSecretArn:   stringOr(get(ctxDatabaseURL), ""),
-		VpcID:                  stringOr(get(ctxVpcID), ""),
-		SubnetIDs:              list(get(ctxSubnetIDs)),
-		SecurityGroupIDs:       list(get(ctxSecurityGroupIDs)),
-		AlarmEmail:             stringOr(get(ctxAlarmEmail), ""),
-		ConfigRevision:         stringOr(get(ctxConfigRevision), ""),
-		CorsOrigins:            list(get(ctxCorsOrigins)),
-		ArchiveRetentionDays:   defaultArchiveRetentionDays,
-		DBInstanceID:           stringOr(get(ctxDBInstanceID), ""),
-		DBCredentialsSecretArn: stringOr(get(ctxDBCredentials), ""),
-		DBMaxConnections:       defaultDBMaxConnections,
-		DBPoolSize:             defaultDBPoolSize,
-		ReservedConcurrency:    map[string]int{},
+		Stage:                   stringOr(get(ctxStage), defaultStage),
+		BootstrapDir:            stringOr(get(ctxBootstrapDir), defaultBootstrapDir),
+		DatabaseURLSecretArn:    stringOr(get(ctxDatabaseURL), ""),
+		VpcID:                   stringOr(get(ctxVpcID), ""),
+		SubnetIDs:               list(get(ctxSubnetIDs)),
+		SecurityGroupIDs:        list(get(ctxSecurityGroupIDs)),
+		AlarmEmail:              stringOr(get(ctxAlarmEmail), ""),
+		ConfigRevision:          stringOr(get(ctxConfigRevision), ""),
+		CorsOrigins:             list(get(ctxCorsOrigins)),
+		ArchiveRetentionDays:    defaultArchiveRetentionDays,
+		DBInstanceID:            stringOr(get(ctxDBInstanceID), ""),
+		DBCredentialsSecretArn:  stringOr(get(ctxDBCredentials), ""),
+		DBMaxConnections:        defaultDBMaxConnections,
+		DBPoolSize:              defaultDBPoolSize,
+		ReservedConcurrency:     map[string]int{},
+		APNsKeySecretArn:        stringOr(get(ctxAPNsKey), ""),
+		APNsKeyID:               stringOr(get(ctxAPNsKeyID), ""),
+		APNsTeamID:              stringOr(get(ctxAPNsTeamID), ""),
+		APNsTopic:               stringOr(get(ctxAPNsTopic), ""),
+		FCMCredentialsSecretArn: stringOr(get(ctxFCMCredentials), ""),
 	}
 	c.RDSProxy = c.IsProd()
 	if len(c.CorsOrigins) == 0 {
@@ -116,6 +137,13 @@ func ParseConfig(get func(key string) any) (Config, error) {
 			errs = append(errs, fmt.Errorf("%s: want a number of days (0 = forever), got %q", ctxArchiveRetention, v))
 		}
 		c.ArchiveRetentionDays = n
+	}
+	if v := stringOr(get(ctxAPNsSandbox), ""); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: want true or false, got %q", ctxAPNsSandbox, v))
+		}
+		c.APNsSandbox = b
 	}
 	if v := stringOr(get(ctxWSAccessLogs), ""); v != "" {
 		b, err := strconv.ParseBool(v)
@@ -163,6 +191,15 @@ func (c Config) Validate() error {
 	}
 	if c.DatabaseURLSecretArn != "" && !secretArnPattern.MatchString(c.DatabaseURLSecretArn) {
 		errs = append(errs, fmt.Errorf("%s: %q is not a complete secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-xxxxxx)", ctxDatabaseURL, c.DatabaseURLSecretArn))
+	}
+	for key, arn := range map[string]string{ctxAPNsKey: c.APNsKeySecretArn, ctxFCMCredentials: c.FCMCredentialsSecretArn} {
+		if arn != "" && !secretArnPattern.MatchString(arn) {
+			errs = append(errs, fmt.Errorf("%s: %q is not a complete secret ARN", key, arn))
+		}
+	}
+	// The notifier refuses to start with a key but no id, team or topic.
+	if c.APNsKeySecretArn != "" && (c.APNsKeyID == "" || c.APNsTeamID == "" || c.APNsTopic == "") {
+		errs = append(errs, fmt.Errorf("%s needs %s, %s and %s", ctxAPNsKey, ctxAPNsKeyID, ctxAPNsTeamID, ctxAPNsTopic))
 	}
 	// Half a VPC config would put some functions where they cannot reach RDS.
 	if c.VpcID != "" || len(c.SubnetIDs) > 0 || len(c.SecurityGroupIDs) > 0 {

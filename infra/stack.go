@@ -7,6 +7,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambdaeventsources"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 
@@ -89,8 +90,11 @@ func NewChatStack(scope constructs.Construct, cfg Config, props *awscdk.StackPro
 			ID: idPart(w.Name) + "Function", Handler: w.Handler,
 			MemoryMB: w.MemoryMB, TimeoutSec: w.TimeoutSec,
 		}
-		if w.Name == events.WorkerFanout {
+		switch w.Name {
+		case events.WorkerFanout:
 			spec.Env = wsEnv
+		case events.WorkerNotifier:
+			spec.Env = pushEnv(cfg)
 		}
 		fn := fns.New(spec)
 		fn.AddEventSource(awslambdaeventsources.NewSqsEventSource(p.Queue, &awslambdaeventsources.SqsEventSourceProps{
@@ -110,6 +114,8 @@ func NewChatStack(scope constructs.Construct, cfg Config, props *awscdk.StackPro
 		case events.WorkerThumbnailer:
 			grantMedia(fn, bucket)
 			bus.GrantPutEventsTo(fn, nil) // ThumbnailReady
+		case events.WorkerNotifier:
+			grantPushSecrets(stack, cfg, fn) // it publishes nothing
 		}
 		functions = append(functions, fn)
 		pipes = append(pipes, p)
@@ -148,4 +154,33 @@ func idPart(s string) string {
 		return s
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// pushEnv is the notifier's provider settings; its credentials are read
+// from Secrets Manager at cold start (the *_SECRET_ARN variables).
+func pushEnv(cfg Config) map[string]*string {
+	env := map[string]*string{}
+	if cfg.APNsKeySecretArn != "" {
+		env["CHAT_APNS_KEY_SECRET_ARN"] = jsii.String(cfg.APNsKeySecretArn)
+		env["CHAT_APNS_KEY_ID"] = jsii.String(cfg.APNsKeyID)
+		env["CHAT_APNS_TEAM_ID"] = jsii.String(cfg.APNsTeamID)
+		env["CHAT_APNS_TOPIC"] = jsii.String(cfg.APNsTopic)
+		if cfg.APNsSandbox {
+			env["CHAT_APNS_SANDBOX"] = jsii.String("true")
+		}
+	}
+	if cfg.FCMCredentialsSecretArn != "" {
+		env["CHAT_FCM_CREDENTIALS_SECRET_ARN"] = jsii.String(cfg.FCMCredentialsSecretArn)
+	}
+	return env
+}
+
+// grantPushSecrets lets the notifier, and only it, read the push
+// credentials' secrets.
+func grantPushSecrets(stack awscdk.Stack, cfg Config, fn awslambda.Function) {
+	for id, arn := range map[string]string{"ApnsKeySecret": cfg.APNsKeySecretArn, "FcmCredentialsSecret": cfg.FCMCredentialsSecretArn} {
+		if arn != "" {
+			awssecretsmanager.Secret_FromSecretCompleteArn(stack, jsii.String(id), jsii.String(arn)).GrantRead(fn, nil)
+		}
+	}
 }

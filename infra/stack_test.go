@@ -268,7 +268,7 @@ func TestLeastPrivilege(t *testing.T) {
 		"events:":         append(slices.Clone(edge), "worker-thumbnailer"),
 		"dynamodb:":       append(slices.Clone(edge), "worker-fanout"),
 		"secretsmanager:": slices.Collect(maps.Keys(fns)), // all touch PostgreSQL
-		"sqs:":            {"worker-persister", "worker-fanout", "worker-thumbnailer"},
+		"sqs:":            {"worker-persister", "worker-fanout", "worker-thumbnailer", "worker-notifier"},
 		"iam:":            nil,
 		"lambda:":         nil,
 		"kms:":            nil,
@@ -462,6 +462,39 @@ func TestVpcConfigOnlyWhenGiven(t *testing.T) {
 	// Imported, never created or modified.
 	for _, typ := range []string{"AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::SecurityGroup", "AWS::EC2::SecurityGroupEgress"} {
 		tp.count(t, typ, 0)
+	}
+}
+
+// The push credentials are the operator's secrets: only the notifier gets
+// their ARNs and may read them; without them it gets neither.
+func TestPushSecrets(t *testing.T) {
+	tp := withVpc(t)
+	for h, id := range tp.functionsByHandler(t) {
+		reads := fmt.Sprint(tp.roleActions(t, id)["secretsmanager:GetSecretValue"])
+		vars := tp.Resources[id]["Properties"].(map[string]any)["Environment"].(map[string]any)["Variables"].(map[string]any)
+		notifier := h == "worker-notifier"
+		for _, arn := range []string{testAPNsArn, testFCMArn} {
+			if got := strings.Contains(reads, arn); got != notifier {
+				t.Errorf("%s reads %s = %v, want %v", h, arn, got, notifier)
+			}
+		}
+		if got := vars["CHAT_APNS_KEY_SECRET_ARN"] == testAPNsArn && vars["CHAT_FCM_CREDENTIALS_SECRET_ARN"] == testFCMArn &&
+			vars["CHAT_APNS_KEY_ID"] == "ABC123DEFG" && vars["CHAT_APNS_TEAM_ID"] == "TEAM123456" && vars["CHAT_APNS_TOPIC"] == "chat.parley.app"; got != notifier {
+			t.Errorf("%s has the push settings = %v, want %v: %v", h, got, notifier, vars)
+		}
+	}
+	d := dev(t)
+	id := d.functionsByHandler(t)["worker-notifier"]
+	if id == "" {
+		t.Fatal("no notifier function")
+	}
+	vars := d.Resources[id]["Properties"].(map[string]any)["Environment"].(map[string]any)["Variables"].(map[string]any)
+	if _, ok := vars["CHAT_APNS_KEY_SECRET_ARN"]; ok {
+		t.Error("the notifier has an APNs secret without apnsKeySecretArn")
+	}
+	get := func(m map[string]any) func(string) any { return func(k string) any { return m[k] } }
+	if _, err := ParseConfig(get(map[string]any{"apnsKeySecretArn": testAPNsArn})); err == nil {
+		t.Error("an APNs key without key id, team id and topic was accepted")
 	}
 }
 

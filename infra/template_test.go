@@ -23,6 +23,8 @@ var (
 	testDBArn   = "arn:aws:secretsmanager:us-east-1:123456789012:secret:parley/prod/database-url-AbC123"
 	// The proxy's login: RDS's managed master secret has this shape.
 	testCredsArn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-0a1b2c3d-Xy9Zq1"
+	testAPNsArn  = "arn:aws:secretsmanager:us-east-1:123456789012:secret:parley/prod/apns-key-DeF456"
+	testFCMArn   = "arn:aws:secretsmanager:us-east-1:123456789012:secret:parley/prod/fcm-credentials-GhI789"
 )
 
 // bootstrapDir is a temp folder with a dummy `bootstrap`, standing in for
@@ -77,14 +79,19 @@ var (
 	devTemplate = sync.OnceValues(func() (*tmpl, error) { return newTmpl(map[string]any{}) })
 	vpcTemplate = sync.OnceValues(func() (*tmpl, error) {
 		return newTmpl(map[string]any{
-			"stage":                "prod",
-			"vpcId":                "vpc-0123456789abcdef0",
-			"subnetIds":            strings.Join(testSubnets, ","),
-			"securityGroupIds":     strings.Join(testSGs, ","),
-			"databaseUrlSecretArn": testDBArn,
-			"alarmEmail":           "ops@example.com",
-			"configRevision":       "r2",
-			"rdsProxy":             "false",
+			"stage":                   "prod",
+			"vpcId":                   "vpc-0123456789abcdef0",
+			"subnetIds":               strings.Join(testSubnets, ","),
+			"securityGroupIds":        strings.Join(testSGs, ","),
+			"databaseUrlSecretArn":    testDBArn,
+			"alarmEmail":              "ops@example.com",
+			"configRevision":          "r2",
+			"rdsProxy":                "false",
+			"apnsKeySecretArn":        testAPNsArn,
+			"apnsKeyId":               "ABC123DEFG",
+			"apnsTeamId":              "TEAM123456",
+			"apnsTopic":               "chat.parley.app",
+			"fcmCredentialsSecretArn": testFCMArn,
 		})
 	})
 	// prod with its default RDS Proxy.

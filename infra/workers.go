@@ -39,6 +39,8 @@ func workerSizing() map[string]sizing {
 		events.WorkerFanout:    {MemoryMB: 256, TimeoutSec: 30, BatchWindowSec: 0, Concurrency: 6},
 		// Thumbnailing decodes full-size images.
 		events.WorkerThumbnailer: {MemoryMB: 1024, TimeoutSec: 60, BatchWindowSec: 1, Concurrency: 2},
+		// Waits on the push services' answers (and their bounded retries).
+		events.WorkerNotifier: {MemoryMB: 256, TimeoutSec: 60, BatchWindowSec: 1, Concurrency: 2},
 	}
 }
 

@@ -29,10 +29,12 @@ import (
 	"github.com/parleychat/parley/internal/demo"
 	"github.com/parleychat/parley/internal/gateway"
 	"github.com/parleychat/parley/internal/media"
+	"github.com/parleychat/parley/internal/push"
 	"github.com/parleychat/parley/internal/retry"
 	"github.com/parleychat/parley/internal/s3local"
 	"github.com/parleychat/parley/internal/thumbnail"
 	"github.com/parleychat/parley/workers/fanout"
+	"github.com/parleychat/parley/workers/notifier"
 	"github.com/parleychat/parley/workers/persister"
 	"github.com/parleychat/parley/workers/thumbnailer"
 )
@@ -89,6 +91,8 @@ type App struct {
 	// gatewayID is the local gateway's identity, recorded with each of its
 	// connections (see forgetPreviousRun).
 	gatewayID string
+	// sink records pushes in chat dev where no provider is configured.
+	sink *push.Sink
 }
 
 // connBudget is the most PostgreSQL connections one process opens, by use.
@@ -399,6 +403,16 @@ func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gatewa
 		// gateway's connections), not of this gateway's.
 		return fanout.New(conns, poster, publisher, urls, logger, fanout.WithExpiredFrame(api.TokenExpiredFrame()),
 			fanout.WithPresence(db.New(a.pool), a.cfg.PresenceGrace, a.conns)), nil
+	case events.WorkerNotifier:
+		router, expo, err := a.pushProviders(logger)
+		if err != nil {
+			return nil, err
+		}
+		var receipts notifier.Receipts
+		if expo != nil {
+			receipts = expo
+		}
+		return notifier.New(a.pool, router, receipts, a.cfg.Push, logger), nil
 	case events.WorkerThumbnailer:
 		if a.media == nil {
 			return nil, errors.New("the thumbnailer needs a media store: set CHAT_S3_BUCKET (and CHAT_S3_ENDPOINT for a non-AWS S3)")
@@ -408,6 +422,67 @@ func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gatewa
 		return thumbnailer.New(a.media, publisher, thumbnailer.Config{MaxSide: a.cfg.ThumbnailSide, Limits: limits}, logger), nil
 	}
 	return nil, unknownWorker(name)
+}
+
+// pushProviders builds the notifier's provider of each platform. In chat
+// dev a platform whose endpoint variable is unset goes to the development
+// sink; elsewhere Expo is always on (it needs no credentials) and APNs and
+// FCM are on when their credentials are given.
+func (a *App) pushProviders(logger *slog.Logger) (push.Router, *push.Expo, error) {
+	cfg := a.cfg
+	router := push.Router{}
+	sink := func(platform string) {
+		if a.sink == nil {
+			a.sink = push.NewSink(logger.With("component", "push-sink"))
+		}
+		router[platform] = a.sink
+	}
+	var expo *push.Expo
+	if cfg.DevMode && !cfg.ExpoPushURLSet {
+		sink(push.PlatformExpo)
+	} else {
+		var err error
+		if expo, err = push.NewExpo(cfg.ExpoPushURL, cfg.ExpoAccessToken, nil); err != nil {
+			return nil, nil, fmt.Errorf("CHAT_EXPO_PUSH_URL: %w", err)
+		}
+		router[push.PlatformExpo] = expo
+	}
+	switch {
+	case cfg.DevMode && !cfg.APNsSet:
+		sink(push.PlatformIOS)
+	case cfg.APNs.KeyPEM != nil:
+		apns, err := push.NewAPNs(cfg.APNs, nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("CHAT_APNS_KEY: %w", err)
+		}
+		router[push.PlatformIOS] = apns
+	default:
+		logger.Warn("notifier: no APNs key (CHAT_APNS_KEY): ios devices get no pushes")
+	}
+	switch {
+	case cfg.DevMode && !cfg.FCMSet:
+		sink(push.PlatformAndroid)
+	case cfg.FCMCredentials != nil:
+		fcm, err := push.NewFCM(cfg.FCMURL, cfg.FCMCredentials, nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("CHAT_FCM_CREDENTIALS: %w", err)
+		}
+		router[push.PlatformAndroid] = fcm
+	default:
+		logger.Warn("notifier: no FCM credentials (CHAT_FCM_CREDENTIALS): android devices get no pushes")
+	}
+	return router, expo, nil
+}
+
+// recentPushes lists what the development sink recorded, to loopback
+// clients only: the pushes carry message previews.
+func (a *App) recentPushes(w http.ResponseWriter, req *http.Request) {
+	host, _, _ := net.SplitHostPort(req.RemoteAddr)
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		api.WriteJSON(w, http.StatusForbidden, map[string]string{"error": "recent pushes are listed to loopback clients only"})
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, map[string]any{"data": a.sink.Recent()})
 }
 
 func unknownWorker(name string) error {
@@ -542,6 +617,9 @@ func (a *App) run(ctx context.Context, p parts) error {
 		}
 		if p.demo {
 			a.demoClient().Register(mux)
+		}
+		if a.sink != nil {
+			mux.HandleFunc("GET /dev/pushes", a.recentPushes)
 		}
 		mux.Handle("/", a.rest)
 		a.serve(ctx, g, a.httpLn, mux, gatewayShutdown(gw))

@@ -31,6 +31,7 @@ import (
 	"github.com/parleychat/parley/events/sqs/sqstest"
 	"github.com/parleychat/parley/internal/chat"
 	"github.com/parleychat/parley/internal/connstore/dynamostore/dynalitetest"
+	"github.com/parleychat/parley/internal/push/pushtest"
 	"github.com/parleychat/parley/internal/s3local"
 )
 
@@ -54,6 +55,7 @@ type awsLocal struct {
 	busURL       string
 	dynamo       string
 	s3URL        string
+	expo         *pushtest.Expo // the notifier's Expo push service
 }
 
 func startAWSLocal(t *testing.T) *awsLocal {
@@ -92,6 +94,7 @@ func startAWSLocal(t *testing.T) *awsLocal {
 	s3 := httptest.NewServer(s3srv)
 	t.Cleanup(s3.Close)
 	l.s3URL = s3.URL
+	l.expo = pushtest.NewExpo(t)
 	return l
 }
 
@@ -107,6 +110,7 @@ func (l *awsLocal) vars() []string {
 		"CHAT_DYNAMODB_ENDPOINT=" + l.dynamo,
 		"CHAT_S3_ENDPOINT=" + l.s3URL,
 		"CHAT_S3_BUCKET=" + testBucket,
+		"CHAT_EXPO_PUSH_URL=" + l.expo.URL(),
 	}
 }
 
@@ -331,6 +335,21 @@ func TestAWSTransport(t *testing.T) {
 			if msgs := sqstest.Drain(t, l.sqs, l.dlqs[w], 0); len(msgs) > 0 {
 				t.Errorf("%s DLQ holds %d messages, want none: %s", w, len(msgs), aws.ToString(msgs[0].Body))
 			}
+		}
+	})
+
+	// A recipient with no live connection is pushed: fanout's PushRequested
+	// goes through EventBridge to the notifier's queue and Lambda-style
+	// consumer, which sends it to a local server speaking Expo's protocol.
+	t.Run("push to an offline recipient", func(t *testing.T) {
+		const token = "ExponentPushToken[on-aws]"
+		if code := e.call(9, "POST", "/devices", map[string]any{"platform": "expo", "token": token}, nil); code != http.StatusOK {
+			t.Fatalf("register: status %d", code)
+		}
+		m := e.send(1, 9, "are you there?")
+		waitUntil(t, "the push reaches Expo", func() bool { return len(pushesFor(l.expo, m.ID)) > 0 })
+		if got := pushesFor(l.expo, m.ID); len(got) != 1 || got[0].To != token || got[0].Body != "are you there?" || got[0].Data["seq"] != "1" {
+			t.Errorf("pushes %+v, want one to %s with the preview and seq 1", got, token)
 		}
 	})
 }

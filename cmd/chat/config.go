@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -17,7 +18,9 @@ import (
 	"github.com/parleychat/parley/events/pgbus"
 	"github.com/parleychat/parley/internal/awsconf"
 	"github.com/parleychat/parley/internal/chat"
+	"github.com/parleychat/parley/internal/push"
 	"github.com/parleychat/parley/internal/thumbnail"
+	"github.com/parleychat/parley/workers/notifier"
 	"github.com/parleychat/parley/workers/persister"
 )
 
@@ -160,6 +163,25 @@ type Config struct {
 	RuleARNPrefix      string // CHAT_RULE_ARN_PREFIX: rule ARN without the worker name, for replay
 	DevMode            bool   // set by `chat dev`
 	DevSecretInUse     bool
+
+	// Push notifications (the notifier worker).
+	Push notifier.Config // CHAT_PUSH_TITLE, CHAT_PUSH_PREVIEW, CHAT_PUSH_MAX_AGE, CHAT_PUSH_RECEIPT_DELAY
+	// ExpoPushURL: CHAT_EXPO_PUSH_URL, Expo's send endpoint; ExpoPushURLSet
+	// says it was given (chat dev then uses Expo instead of the sink).
+	ExpoPushURL     string
+	ExpoPushURLSet  bool
+	ExpoAccessToken string // CHAT_EXPO_ACCESS_TOKEN: optional
+	// APNs: CHAT_APNS_URL (set: chat dev uses APNs), CHAT_APNS_SANDBOX,
+	// CHAT_APNS_KEY or CHAT_APNS_KEY_FILE (.p8), CHAT_APNS_KEY_ID,
+	// CHAT_APNS_TEAM_ID, CHAT_APNS_TOPIC. On unless no key is given.
+	APNs    push.APNsConfig
+	APNsSet bool
+	// FCM: CHAT_FCM_URL (set: chat dev uses FCM), CHAT_FCM_CREDENTIALS or
+	// CHAT_FCM_CREDENTIALS_FILE (service account JSON). On unless no
+	// credentials are given.
+	FCMURL         string
+	FCMSet         bool
+	FCMCredentials []byte
 
 	// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: sign requests to the custom
 	// endpoints above (a dummy pair when unset); AWS itself reads the SDK's
@@ -402,6 +424,7 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c.ArchiveARN = str("CHAT_EVENT_ARCHIVE_ARN", "")
 	c.EventBusARN = str("CHAT_EVENT_BUS_ARN", "")
 	c.RuleARNPrefix = str("CHAT_RULE_ARN_PREFIX", "")
+	errs = append(errs, c.loadPush(getenv, str, dur, boolean)...)
 	c.AWSKeys = awsconf.Keys{AccessKeyID: str("AWS_ACCESS_KEY_ID", ""), SecretAccessKey: str("AWS_SECRET_ACCESS_KEY", "")}
 	return c, errors.Join(errs...)
 }
@@ -472,4 +495,69 @@ func parseRate(v string) (chat.Rate, error) {
 // itself when endpoint is empty.
 func (c Config) awsAt(endpoint string) awsconf.Options {
 	return awsconf.Options{Endpoint: endpoint, Keys: c.AWSKeys}
+}
+
+// loadPush reads the notifier's settings. A provider's endpoint must be
+// https, or http to a loopback address (a local stand-in); in chat dev,
+// setting it is what turns that provider on in place of the sink.
+func (c *Config) loadPush(getenv func(string) string, str func(string, string) string,
+	dur func(string, time.Duration) time.Duration, boolean func(string) bool) []error {
+	var errs []error
+	def := notifier.DefaultConfig()
+	c.Push = def
+	c.Push.Title = str("CHAT_PUSH_TITLE", def.Title)
+	if strings.TrimSpace(getenv("CHAT_PUSH_PREVIEW")) != "" {
+		c.Push.Preview = boolean("CHAT_PUSH_PREVIEW")
+	}
+	c.Push.MaxAge = dur("CHAT_PUSH_MAX_AGE", def.MaxAge)
+	c.Push.ReceiptDelay = dur("CHAT_PUSH_RECEIPT_DELAY", def.ReceiptDelay)
+	endpoint := func(name, def string) (string, bool) {
+		v := str(name, "")
+		if v == "" {
+			return def, false
+		}
+		if err := push.CheckEndpoint(v); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+		return v, true
+	}
+	// secret reads a credential given inline (NAME, from Secrets Manager
+	// on AWS) or as a file (NAME_FILE).
+	secret := func(name string) []byte {
+		if v := getenv(name); strings.TrimSpace(v) != "" {
+			return []byte(v)
+		}
+		path := str(name+"_FILE", "")
+		if path == "" {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s_FILE: %w", name, err))
+		}
+		return b
+	}
+	c.ExpoPushURL, c.ExpoPushURLSet = endpoint("CHAT_EXPO_PUSH_URL", push.ExpoURL)
+	c.ExpoAccessToken = str("CHAT_EXPO_ACCESS_TOKEN", "")
+
+	apnsDefault := push.APNsProduction
+	if boolean("CHAT_APNS_SANDBOX") {
+		apnsDefault = push.APNsSandbox
+	}
+	c.APNs.URL, c.APNsSet = endpoint("CHAT_APNS_URL", apnsDefault)
+	c.APNs.KeyPEM = secret("CHAT_APNS_KEY")
+	c.APNs.KeyID, c.APNs.TeamID, c.APNs.Topic = str("CHAT_APNS_KEY_ID", ""), str("CHAT_APNS_TEAM_ID", ""), str("CHAT_APNS_TOPIC", "")
+	if c.APNs.KeyPEM != nil || c.APNsSet {
+		if _, err := push.NewAPNs(c.APNs, nil); err != nil {
+			errs = append(errs, fmt.Errorf("CHAT_APNS_KEY, CHAT_APNS_KEY_ID, CHAT_APNS_TEAM_ID, CHAT_APNS_TOPIC: %w", err))
+		}
+	}
+	c.FCMURL, c.FCMSet = endpoint("CHAT_FCM_URL", push.FCMURL)
+	c.FCMCredentials = secret("CHAT_FCM_CREDENTIALS")
+	if c.FCMCredentials != nil || c.FCMSet {
+		if _, err := push.NewFCM(c.FCMURL, c.FCMCredentials, nil); err != nil {
+			errs = append(errs, fmt.Errorf("CHAT_FCM_CREDENTIALS: %w", err))
+		}
+	}
+	return errs
 }

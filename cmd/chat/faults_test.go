@@ -84,7 +84,7 @@ func TestSystemSurvivesFaults(t *testing.T) {
 		procs[name] = p
 		procsMu.Unlock()
 	}
-	pieces := []string{"api", "gateway", "persister", "fanout"}
+	pieces := []string{"api", "gateway", "persister", "fanout", "notifier"}
 	for _, name := range pieces {
 		startPiece(name)
 	}

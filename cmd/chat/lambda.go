@@ -50,6 +50,9 @@ func lambdaHandler(ctx context.Context, name string, getenv func(string) string,
 			secrets = append(secrets, "CHAT_JWT_PREVIOUS_SECRET")
 		}
 	}
+	if fn.Worker == events.WorkerNotifier {
+		secrets = append(secrets, "CHAT_APNS_KEY", "CHAT_FCM_CREDENTIALS")
+	}
 	getenv, err := withSecrets(ctx, getenv, secrets)
 	if err != nil {
 		return nil, nil, err
@@ -163,6 +166,8 @@ func secretSource(name string) (arnVar, stage string) {
 		return "JWT_SECRET_ARN", "AWSPREVIOUS"
 	case "DATABASE_URL":
 		return "DATABASE_URL_SECRET_ARN", ""
+	case "CHAT_APNS_KEY", "CHAT_FCM_CREDENTIALS":
+		return name + "_SECRET_ARN", ""
 	}
 	return "", ""
 }

@@ -123,7 +123,7 @@ func TestReadmeSeparateProcesses(t *testing.T) {
 		}
 		ran[strings.Join(st.args, " ")] = true
 	}
-	for _, want := range []string{"migrate", "s3", "api", "gateway", "worker persister", "worker fanout", "worker thumbnailer"} {
+	for _, want := range []string{"migrate", "s3", "api", "gateway", "worker persister", "worker fanout", "worker thumbnailer", "worker notifier"} {
 		if !ran[want] {
 			t.Fatalf("the README's block does not run chat %s", want)
 		}
@@ -205,6 +205,7 @@ func TestConnectionBudget(t *testing.T) {
 		{"worker persister", parts{workers: []string{"persister"}, db: true, bus: true}, 6},
 		{"worker fanout", parts{workers: []string{"fanout"}, db: true, bus: true}, 6},
 		{"worker thumbnailer", parts{workers: []string{"thumbnailer"}, db: true, bus: true}, 8},
+		{"worker notifier", parts{workers: []string{"notifier"}, db: true, bus: true}, 6},
 	} {
 		got := budgetFor(cfg, c.p).total()
 		if got != c.want {
@@ -212,12 +213,12 @@ func TestConnectionBudget(t *testing.T) {
 		}
 		total += got
 	}
-	if total != 40 {
-		t.Errorf("the split deployment may open %d connections; README.md says 40", total)
+	if total != 46 {
+		t.Errorf("the split deployment may open %d connections; README.md says 46", total)
 	}
 	dev := budgetFor(cfg, parts{api: true, gateway: true, workers: events.Workers(), db: true, bus: true}).total()
-	if dev != 24 {
-		t.Errorf("chat dev may open %d connections; README.md says 24", dev)
+	if dev != 28 {
+		t.Errorf("chat dev may open %d connections; README.md says 28", dev)
 	}
 }
 

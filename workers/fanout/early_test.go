@@ -102,7 +102,8 @@ func (c *failingLookups) ByUsers(ctx context.Context, ids []int64) (map[int64][]
 }
 
 // A message whose post the fast path made and the device did not take gets
-// no receipt from its queued copy, and is not posted again.
+// no receipt from its queued copy but a push request, and is not posted
+// again.
 func TestEarlyUndeliveredMessageHasNoReceipt(t *testing.T) {
 	h := newHarness(t)
 	phone := h.dial(t, 2)
@@ -115,8 +116,11 @@ func TestEarlyUndeliveredMessageHasNoReceipt(t *testing.T) {
 	if n := poster.calls.Load(); n != 1 {
 		t.Errorf("%d posts to the failing device, want the fast path's one", n)
 	}
-	if pub := h.bus.published(); len(pub) != 0 {
-		t.Errorf("published %v for a message no device received", ids(pub))
+	if d := delivered(t, h.bus); len(d) != 0 {
+		t.Errorf("receipts %+v for a message no device received", d)
+	}
+	if p := pushRequests(t, h.bus); len(p) != 1 || p[0].MessageID != m.MessageID {
+		t.Errorf("push requests %+v, want one for message %s", p, m.MessageID)
 	}
 }
 

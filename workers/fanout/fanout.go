@@ -232,16 +232,18 @@ func (f *Fanout) send(ctx context.Context, envs []events.Envelope, prior []*earl
 	var users []int64
 	for i, e := range envs {
 		if done(i) {
-			// Posted: only a message's receipt is left to do.
+			// Posted: only a message's receipt (or push request) is left.
 			s.reached[i] = prior[i].reached
-			if e.Type == events.TypeMessageSent && s.reached[i] {
+			if e.Type == events.TypeMessageSent {
 				var m events.MessageSentV1
 				if err := e.Unmarshal(&m); err != nil {
 					s.errs[i] = err
 					continue
 				}
 				s.pushes[i] = &push{sent: &m}
-				users = append(users, m.SenderID)
+				if s.reached[i] {
+					users = append(users, m.SenderID)
+				}
 			}
 			continue
 		}
@@ -392,15 +394,29 @@ func targets(p *push, conns map[int64][]connstore.Connection) []connstore.Connec
 }
 
 // receipts publishes, in one call, a MessageDelivered for every message of
-// the batch that reached one of its recipient's devices, then tells the
-// senders. A failed publish fails those messages' events, so they are
-// delivered again and the receipt retried.
+// the batch that reached one of its recipient's devices, and a
+// PushRequested for every other one (unless withheld from its recipient),
+// then tells the senders of the delivered ones. A failed publish fails
+// those messages' events, so they are delivered again and the publish
+// retried.
 func (f *Fanout) receipts(ctx context.Context, s sent) {
 	var envs []events.Envelope
 	var which []int
 	var frames posts
 	for i, p := range s.pushes {
-		if p == nil || p.sent == nil || s.errs[i] != nil || !s.reached[i] {
+		if p == nil || p.sent == nil || s.errs[i] != nil {
+			continue
+		}
+		if !s.reached[i] {
+			if p.sent.WithheldFromRecipient {
+				continue // never pushed, like a muted conversation
+			}
+			env, err := f.pushEvent(*p.sent)
+			if err != nil {
+				s.errs[i] = err
+				continue
+			}
+			envs, which = append(envs, env), append(which, i)
 			continue
 		}
 		d, env, err := f.deliveredEvent(*p.sent)
@@ -423,7 +439,7 @@ func (f *Fanout) receipts(ctx context.Context, s sent) {
 		return
 	}
 	if err := f.bus.Publish(ctx, envs...); err != nil {
-		err = fmt.Errorf("fanout: publish %d delivery receipts: %w", len(envs), err)
+		err = fmt.Errorf("fanout: publish %d delivery receipts and push requests: %w", len(envs), err)
 		for _, i := range which {
 			s.errs[i] = err
 		}
@@ -460,6 +476,22 @@ func (f *Fanout) deliveredEvent(m events.MessageSentV1) (events.MessageDelivered
 		return d, env, fmt.Errorf("fanout: delivered event of message %s: %w", m.MessageID, err)
 	}
 	return d, env, nil
+}
+
+// pushEvent asks the notifier to push message m, which reached no device
+// of its recipient, with an id derived from the message's so that a
+// redelivered MessageSent yields the same event.
+func (f *Fanout) pushEvent(m events.MessageSentV1) (events.Envelope, error) {
+	id := uuid.NewSHA1(uuid.MustParse(deliveredNamespace), []byte("push:"+m.MessageID)).String()
+	p := events.PushRequestedV1{
+		MessageID: m.MessageID, ConversationID: m.ConversationID, SenderID: m.SenderID, RecipientID: m.RecipientID,
+		ContentType: m.ContentType, TextContent: m.TextContent, CreatedAt: m.CreatedAt,
+	}
+	env, err := events.New(id, f.now().UTC(), m.SenderID, m.ConversationID, p)
+	if err != nil {
+		return env, fmt.Errorf("fanout: push request of message %s: %w", m.MessageID, err)
+	}
+	return env, nil
 }
 
 func failAll(errs []error, pushes []*push, err error) []error {

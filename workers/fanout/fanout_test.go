@@ -260,11 +260,31 @@ func handle(t *testing.T, f *fanout.Fanout, e events.Envelope) {
 	}
 }
 
+// pushRequests returns the PushRequested events published so far.
+func pushRequests(t *testing.T, b *bus) []events.PushRequestedV1 {
+	t.Helper()
+	var out []events.PushRequestedV1
+	for _, e := range b.published() {
+		if e.Type != events.TypePushRequested {
+			continue
+		}
+		var p events.PushRequestedV1
+		if err := e.Unmarshal(&p); err != nil {
+			t.Fatalf("published %s: %v", e.Type, err)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
 // delivered returns the MessageDelivered events published so far.
 func delivered(t *testing.T, b *bus) []events.MessageDeliveredV1 {
 	t.Helper()
 	var out []events.MessageDeliveredV1
 	for _, e := range b.published() {
+		if e.Type != events.TypeMessageDelivered {
+			continue
+		}
 		var d events.MessageDeliveredV1
 		if err := e.Unmarshal(&d); err != nil {
 			t.Fatalf("published %s: %v", e.Type, err)
@@ -374,18 +394,59 @@ func TestMessageSentMediaURL(t *testing.T) {
 	}
 }
 
-func TestMessageSentWithoutOnlineRecipientPublishesNothing(t *testing.T) {
+// A message no recipient device received gets no receipt but a push
+// request, the same one on every delivery of the message.
+func TestMessageSentWithoutOnlineRecipientRequestsAPush(t *testing.T) {
 	h := newHarness(t)
 	f := h.fanout(t, nil, nil)
 	source, other := h.dial(t, 1), h.dial(t, 1)
 
 	m := textMessage(1, 2, source.id)
-	handle(t, f, envelope(t, 1, m.ConversationID, m))
+	e := envelope(t, 1, m.ConversationID, m)
+	handle(t, f, e)
+	handle(t, f, e) // a redelivery
 
 	other.expectJSON(t, newMessageJSON(m))
 	source.expectNothing(t)
+	pub := h.bus.published()
+	if len(pub) != 2 || pub[0].ID != pub[1].ID {
+		t.Fatalf("published %v, want the same push request twice", ids(pub))
+	}
+	p := pushRequests(t, h.bus)
+	if len(p) != 2 || p[0].MessageID != m.MessageID || p[0].RecipientID != 2 || p[0].TextContent != m.TextContent || !p[0].CreatedAt.Equal(m.CreatedAt) {
+		t.Errorf("push requests %+v, want message %s to user 2", p, m.MessageID)
+	}
+	if d := delivered(t, h.bus); len(d) != 0 {
+		t.Errorf("receipts %+v, want none", d)
+	}
+}
+
+// A message withheld from its recipient (who blocks the sender) is never
+// pushed.
+func TestWithheldMessageRequestsNoPush(t *testing.T) {
+	h := newHarness(t)
+	f := h.fanout(t, nil, nil)
+	m := textMessage(1, 2, "")
+	m.WithheldFromRecipient = true
+	handle(t, f, envelope(t, 1, m.ConversationID, m))
 	if pub := h.bus.published(); len(pub) != 0 {
-		t.Errorf("published %v, want nothing: the recipient has no connection", ids(pub))
+		t.Errorf("published %v, want nothing for a withheld message", ids(pub))
+	}
+}
+
+// A message that reached its recipient requests no push.
+func TestDeliveredMessageRequestsNoPush(t *testing.T) {
+	h := newHarness(t)
+	f := h.fanout(t, nil, nil)
+	phone := h.dial(t, 2)
+	m := textMessage(1, 2, "")
+	handle(t, f, envelope(t, 1, m.ConversationID, m))
+	phone.expectJSON(t, newMessageJSON(m))
+	if p := pushRequests(t, h.bus); len(p) != 0 {
+		t.Errorf("push requests %+v, want none: the recipient is online", p)
+	}
+	if d := delivered(t, h.bus); len(d) != 1 {
+		t.Errorf("receipts %+v, want one", d)
 	}
 }
 

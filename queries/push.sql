@@ -1,0 +1,68 @@
+-- name: UpsertPushDevice :exec
+-- Registering is idempotent, and a token registered by another user moves
+-- to this one: a phone belongs to whoever signed in on it last.
+INSERT INTO push_devices (token, user_id, platform, app_version)
+VALUES (@token, @user_id, @platform, sqlc.narg('app_version'))
+ON CONFLICT (token) DO UPDATE
+SET user_id = EXCLUDED.user_id, platform = EXCLUDED.platform,
+    app_version = EXCLUDED.app_version, updated_at = now(),
+    registered_at = CASE WHEN push_devices.user_id = EXCLUDED.user_id
+        THEN push_devices.registered_at ELSE now() END;
+
+-- name: DeletePushDevice :execrows
+-- Only the owner's: a token someone else holds now is left alone.
+DELETE FROM push_devices WHERE token = @token AND user_id = @user_id;
+
+-- name: ListPushDevices :many
+SELECT * FROM push_devices WHERE user_id = ANY(@user_ids::bigint[]) ORDER BY user_id, token;
+
+-- name: PushContext :one
+-- What a push of one message needs, in one round trip: its position, whether
+-- it was read meanwhile, whether the recipient muted the conversation, and
+-- the recipient's badge (the unread count of every conversation they see).
+SELECT m.seq, (m.read_at IS NOT NULL)::boolean AS already_read, COALESCE(p.muted, false)::boolean AS muted,
+       (SELECT COALESCE(sum(v.unread_count), 0) FROM participant_conversations v
+         WHERE v.user_id = m.recipient_id
+           AND (v.deleted_at IS NULL OR v.last_message_at > v.deleted_at))::bigint AS badge
+FROM messages m
+LEFT JOIN conversation_participants p ON p.conversation_id = m.conversation_id AND p.user_id = m.recipient_id
+WHERE m.id = @message_id;
+
+-- name: BadgeAfterRead :one
+-- A user's badge after a read, leaving out the messages just read: the
+-- persister may not have stored the read yet. One statement, so both parts
+-- see the same snapshot whether or not the read is stored meanwhile.
+SELECT GREATEST(
+    (SELECT COALESCE(sum(v.unread_count), 0) FROM participant_conversations v
+      WHERE v.user_id = @user_id
+        AND (v.deleted_at IS NULL OR v.last_message_at > v.deleted_at))
+  - (SELECT count(*) FROM messages
+      WHERE id = ANY(@ids::uuid[]) AND recipient_id = @user_id AND read_at IS NULL), 0)::bigint;
+
+-- name: ClaimPushDeliveries :many
+-- Claims the devices a message has not been pushed to; a redelivery or a
+-- replay finds them claimed and pushes nothing.
+INSERT INTO push_deliveries (message_id, token, user_id)
+SELECT @message_id::uuid, unnest(@tokens::text[]), @user_id::bigint
+ON CONFLICT DO NOTHING
+RETURNING token;
+
+-- name: ReleasePushDelivery :exec
+-- Gives back the claim of a send that failed for a reason worth retrying.
+DELETE FROM push_deliveries WHERE message_id = @message_id AND token = @token;
+
+-- name: SetPushTicket :exec
+UPDATE push_deliveries SET ticket_id = @ticket_id WHERE message_id = @message_id AND token = @token;
+
+-- name: ListPushTickets :many
+-- Expo tickets old enough for their receipts to be ready.
+SELECT message_id, token, user_id, ticket_id::text AS ticket_id, pushed_at FROM push_deliveries
+WHERE ticket_id IS NOT NULL AND pushed_at < @before::timestamptz
+ORDER BY pushed_at
+LIMIT @max_rows;
+
+-- name: ClearPushTickets :exec
+UPDATE push_deliveries SET ticket_id = NULL WHERE ticket_id = ANY(@ticket_ids::text[]);
+
+-- name: PrunePushDeliveries :execrows
+DELETE FROM push_deliveries WHERE pushed_at < @before::timestamptz;
