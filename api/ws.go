@@ -34,6 +34,12 @@ func NewWSRoutes(svc *chat.Service, verifier *auth.Verifier, conns chat.Connecti
 	return &WSRoutes{svc: svc, sessions: svc.Sessions(conns, ttl), verifier: verifier, logger: logger}
 }
 
+// ForgetGateway removes the records of a local gateway's previous life and
+// announces its users offline (see chat.Sessions.ForgetGateway).
+func (w *WSRoutes) ForgetGateway(ctx context.Context, gateway string) (int, error) {
+	return w.sessions.ForgetGateway(ctx, gateway)
+}
+
 type response = lambdaevents.APIGatewayProxyResponse
 type wsRequest = lambdaevents.APIGatewayWebsocketProxyRequest
 

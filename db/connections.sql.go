@@ -22,16 +22,30 @@ func (q *Queries) DeleteConnection(ctx context.Context, connectionID string) (in
 	return result.RowsAffected(), nil
 }
 
-const deleteConnectionsByGateway = `-- name: DeleteConnectionsByGateway :execrows
-DELETE FROM ws_connections WHERE gateway = $1
+const deleteConnectionsByGateway = `-- name: DeleteConnectionsByGateway :many
+DELETE FROM ws_connections WHERE gateway = $1 RETURNING user_id
 `
 
-func (q *Queries) DeleteConnectionsByGateway(ctx context.Context, gateway string) (int64, error) {
-	result, err := q.db.Exec(ctx, deleteConnectionsByGateway, gateway)
+// The users of the removed records: those left with no connection are
+// announced offline.
+func (q *Queries) DeleteConnectionsByGateway(ctx context.Context, gateway string) ([]int64, error) {
+	rows, err := q.db.Query(ctx, deleteConnectionsByGateway, gateway)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return result.RowsAffected(), nil
+	defer rows.Close()
+	var items []int64
+	for rows.Next() {
+		var user_id int64
+		if err := rows.Scan(&user_id); err != nil {
+			return nil, err
+		}
+		items = append(items, user_id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const deleteExpiredConnections = `-- name: DeleteExpiredConnections :execrows

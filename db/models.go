@@ -131,6 +131,23 @@ type PendingRead struct {
 	RecordedAt     time.Time
 }
 
+type PushDelivery struct {
+	MessageID uuid.UUID
+	Token     string
+	UserID    int64
+	PushedAt  time.Time
+	TicketID  *string
+}
+
+type PushDevice struct {
+	Token        string
+	UserID       int64
+	Platform     string
+	AppVersion   *string
+	RegisteredAt time.Time
+	UpdatedAt    time.Time
+}
+
 type Report struct {
 	ID               int64
 	ReporterID       int64
@@ -150,23 +167,6 @@ type UserPresence struct {
 	UserID       int64
 	LastSeenAt   *time.Time
 	HideLastSeen bool
-}
-
-type PushDelivery struct {
-	MessageID uuid.UUID
-	Token     string
-	UserID    int64
-	PushedAt  time.Time
-	TicketID  *string
-}
-
-type PushDevice struct {
-	Token        string
-	UserID       int64
-	Platform     string
-	AppVersion   *string
-	RegisteredAt time.Time
-	UpdatedAt    time.Time
 }
 
 type WsConnection struct {

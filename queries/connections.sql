@@ -29,5 +29,7 @@ ORDER BY connected_at;
 -- name: DeleteExpiredConnections :execrows
 DELETE FROM ws_connections WHERE expires_at <= $1;
 
--- name: DeleteConnectionsByGateway :execrows
-DELETE FROM ws_connections WHERE gateway = $1;
+-- name: DeleteConnectionsByGateway :many
+-- The users of the removed records: those left with no connection are
+-- announced offline.
+DELETE FROM ws_connections WHERE gateway = $1 RETURNING user_id;

@@ -538,13 +538,14 @@ func (a *App) run(ctx context.Context, p parts) error {
 		return errors.New("CHAT_GATEWAY_ADMIN_SECRET is required: the shared secret of the gateway's management API, also given to fanout")
 	}
 	var gw *gateway.Gateway
+	var routes *api.WSRoutes
 	if p.gateway {
 		// Every record of this gateway's connections is written by its
 		// route handlers here, through the index, so a fanout posting to
 		// it in-process looks up connections in memory (see workerHandler).
 		a.index = connstore.NewIndex(a.conns, a.gatewayID)
 		a.conns = a.index
-		routes := a.wsRoutes(a.logger.With("component", "ws"))
+		routes = a.wsRoutes(a.logger.With("component", "ws"))
 		gw = gateway.New(gateway.Routes{Connect: routes.Connect, Disconnect: routes.Disconnect, Default: routes.Default}, gateway.Config{
 			APIID: a.gatewayID, AdminSecret: a.cfg.GatewaySecret, ExpiredFrame: api.TokenExpiredFrame(),
 			IdleTimeout: a.cfg.WSIdleTimeout, MaxConnectionAge: a.cfg.WSMaxAge, SendBuffer: a.cfg.WSSendBuffer,
@@ -559,7 +560,7 @@ func (a *App) run(ctx context.Context, p parts) error {
 		handlers[i] = h
 	}
 	if p.gateway {
-		if err := a.forgetPreviousRun(ctx); err != nil {
+		if err := a.forgetPreviousRun(ctx, routes); err != nil {
 			return err
 		}
 	}
@@ -655,13 +656,13 @@ func (a *App) demoClient() *demo.Handler {
 // crash, SIGKILL): their connections died with that process, and every
 // post to them would only answer 410. It runs before the gateway serves, so
 // no connection of this run is touched.
-func (a *App) forgetPreviousRun(ctx context.Context) error {
-	n, err := a.conns.DeleteByGateway(ctx, a.gatewayID)
+func (a *App) forgetPreviousRun(ctx context.Context, routes *api.WSRoutes) error {
+	n, err := routes.ForgetGateway(ctx, a.gatewayID)
 	if err != nil {
 		return fmt.Errorf("forget the connections of gateway %s's previous run: %w", a.gatewayID, err)
 	}
 	if n > 0 {
-		a.logger.Info("forgot the connections of the gateway's previous run", "gateway_id", a.gatewayID, "count", n)
+		a.logger.Info("forgot the connections of the gateway's previous run; their users are announced offline", "gateway_id", a.gatewayID, "count", n)
 	}
 	return nil
 }

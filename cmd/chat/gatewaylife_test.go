@@ -16,21 +16,27 @@ import (
 
 // TestGatewayForgetsItsPreviousRun: records left by a gateway that died
 // without $disconnect are deleted when a gateway of the same identity
-// starts; another gateway's records and unclaimed ones stay.
+// starts, and their users are announced offline unless another record
+// keeps them online; another gateway's records and unclaimed ones stay.
 func TestGatewayForgetsItsPreviousRun(t *testing.T) {
 	e := newEnv(t)
 	if code := runCmd(t, e, "migrate"); code != 0 {
 		t.Fatalf("migrate exited %d", code)
 	}
 	self := "http://" + e.admin // the default identity: the management URL
-	for id, gw := range map[string]string{
-		"PrevRunConn001=": self,
-		"PrevRunConn002=": self,
-		"OtherGwConn001=": "http://127.0.0.1:1",
-		"UnclaimedConn1=": "",
+	for _, r := range []struct {
+		id   string
+		user int64
+		gw   string
+	}{
+		{"PrevRunConn001=", 2, self},
+		{"PrevRunConn002=", 5, self},
+		{"PrevRunConn003=", 5, self},
+		{"OtherGwConn001=", 2, "http://127.0.0.1:1"},
+		{"UnclaimedConn1=", 2, ""},
 	} {
 		if _, err := e.pool.Exec(context.Background(), `INSERT INTO ws_connections (connection_id, user_id, connected_at, last_ping_at, expires_at, gateway)
-			VALUES ($1, 2, now() - interval '1 second', now(), now() + interval '1 hour', $2)`, id, gw); err != nil {
+			VALUES ($1, $2, now() - interval '1 second', now(), now() + interval '1 hour', $3)`, r.id, r.user, r.gw); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -42,6 +48,18 @@ func TestGatewayForgetsItsPreviousRun(t *testing.T) {
 	}
 	if n := count(t, e.pool, `SELECT count(*) FROM ws_connections WHERE connection_id IN ('OtherGwConn001=', 'UnclaimedConn1=')`); n != 2 {
 		t.Errorf("%d of the other gateway's and unclaimed records remain, want 2", n)
+	}
+	// No fanout runs here: the announcements wait in its queue. User 5 had
+	// only records of the previous run; user 2 still has others.
+	offline := func(user int64) int {
+		return count(t, e.pool, `SELECT count(*) FROM queue_fanout WHERE type = 'Presence'
+			AND (payload->'data'->>'user_id')::bigint = $1 AND NOT (payload->'data'->>'online')::boolean`, user)
+	}
+	if n := offline(5); n != 1 {
+		t.Errorf("user 5 announced offline %d times, want once", n)
+	}
+	if n := offline(2); n != 0 {
+		t.Errorf("user 2, still connected elsewhere, announced offline %d times", n)
 	}
 
 	// This run's connections are recorded under the same identity.

@@ -19,6 +19,7 @@ type Connections interface {
 	Delete(ctx context.Context, id string) error
 	Touch(ctx context.Context, id string, at, expiresAt time.Time) error
 	ByUser(ctx context.Context, userID int64) ([]connstore.Connection, error)
+	DeleteByGateway(ctx context.Context, gateway string) ([]int64, error)
 }
 
 var _ Connections = connstore.Store(nil)
@@ -216,21 +217,44 @@ func (ss *Sessions) Disconnect(ctx context.Context, connID string) error {
 	if c.UserID <= 0 {
 		return nil // already forgotten (fanout's 410, the gateway's restart): nothing to tell
 	}
-	now := ss.svc.clock()
-	held, err := ss.conns.ByUser(ctx, c.UserID)
+	ss.offlineUnlessConnected(ctx, c.UserID)
+	return nil
+}
+
+// ForgetGateway removes the records of gateway's connections, as a local
+// gateway does at start for those of its previous life (which ended
+// without their $disconnect), and publishes that their users went offline
+// where none of their connections is left. It returns how many records it
+// removed.
+func (ss *Sessions) ForgetGateway(ctx context.Context, gateway string) (int, error) {
+	users, err := ss.conns.DeleteByGateway(ctx, gateway)
 	if err != nil {
-		ss.svc.logger.WarnContext(ctx, "presence: connections of a user going offline", "user_id", c.UserID, "err", err)
-		return nil
+		return 0, unavailable("the connection store", err)
+	}
+	slices.Sort(users)
+	for _, u := range slices.Compact(slices.Clone(users)) {
+		ss.offlineUnlessConnected(ctx, u)
+	}
+	return len(users), nil
+}
+
+// offlineUnlessConnected publishes that userID went offline, unless one of
+// their connections is live. Presence is best effort: failures are logged.
+func (ss *Sessions) offlineUnlessConnected(ctx context.Context, userID int64) {
+	now := ss.svc.clock()
+	held, err := ss.conns.ByUser(ctx, userID)
+	if err != nil {
+		ss.svc.logger.WarnContext(ctx, "presence: connections of a user going offline", "user_id", userID, "err", err)
+		return
 	}
 	if slices.ContainsFunc(held, func(h connstore.Connection) bool { return h.Live(now) }) {
-		return nil
+		return
 	}
-	env, err := events.New(newID().String(), now, c.UserID, "", events.PresenceV1{UserID: c.UserID, At: now})
+	env, err := events.New(newID().String(), now, userID, "", events.PresenceV1{UserID: userID, At: now})
 	if err == nil {
 		err = ss.svc.bus.Publish(ctx, env)
 	}
 	if err != nil {
-		ss.svc.logger.WarnContext(ctx, "presence: publish an offline", "user_id", c.UserID, "err", err)
+		ss.svc.logger.WarnContext(ctx, "presence: publish an offline", "user_id", userID, "err", err)
 	}
-	return nil
 }

@@ -60,9 +60,10 @@ type Store interface {
 	// ByUsers lists the unexpired connections of several users at once,
 	// by user; a user without connections has no entry.
 	ByUsers(ctx context.Context, userIDs []int64) (map[int64][]Connection, error)
-	// DeleteByGateway removes every record held by gateway and returns how
-	// many it removed: a restarted local gateway forgets the connections
-	// of its previous life. An empty gateway is refused with
-	// ErrNoGateway, since it would match records of unknown holders.
-	DeleteByGateway(ctx context.Context, gateway string) (int64, error)
+	// DeleteByGateway removes every record held by gateway and returns
+	// the user of each record it removed: a restarted local gateway
+	// forgets the connections of its previous life, and tells who went
+	// offline with them. An empty gateway is refused with ErrNoGateway,
+	// since it would match records of unknown holders.
+	DeleteByGateway(ctx context.Context, gateway string) ([]int64, error)
 }

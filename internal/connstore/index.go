@@ -79,9 +79,9 @@ func (x *Index) Touch(ctx context.Context, id string, at, expiresAt time.Time) e
 }
 
 // DeleteByGateway removes gateway's records from memory and the store.
-func (x *Index) DeleteByGateway(ctx context.Context, gateway string) (int64, error) {
+func (x *Index) DeleteByGateway(ctx context.Context, gateway string) ([]int64, error) {
 	if gateway == "" {
-		return 0, ErrNoGateway
+		return nil, ErrNoGateway
 	}
 	x.mu.Lock()
 	for id, c := range x.byID {

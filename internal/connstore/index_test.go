@@ -89,8 +89,8 @@ func TestHeldIsTheIndexedGatewaysConnections(t *testing.T) {
 	if _, err := store.Get(ctx, "a1"); err == nil {
 		t.Error("Held.Delete left the record in the store")
 	}
-	if n, err := x.DeleteByGateway(ctx, "gw-a"); err != nil || n == 0 {
-		t.Fatalf("DeleteByGateway = %d, %v", n, err)
+	if users, err := x.DeleteByGateway(ctx, "gw-a"); err != nil || len(users) == 0 {
+		t.Fatalf("DeleteByGateway = %v, %v", users, err)
 	}
 	got, _ = x.Held().ByUsers(ctx, []int64{2})
 	if len(got[2]) != 0 {

@@ -290,16 +290,16 @@ func (s *Store) ByUser(ctx context.Context, userID int64) ([]connstore.Connectio
 // local gateway, never on AWS, where API Gateway does not restart. Each
 // delete is conditional on the holder, so an item that changed hands
 // since the scan is left alone.
-func (s *Store) DeleteByGateway(ctx context.Context, gateway string) (int64, error) {
+func (s *Store) DeleteByGateway(ctx context.Context, gateway string) ([]int64, error) {
 	if gateway == "" {
-		return 0, fmt.Errorf("dynamostore: delete connections by gateway: %w", connstore.ErrNoGateway)
+		return nil, fmt.Errorf("dynamostore: delete connections by gateway: %w", connstore.ErrNoGateway)
 	}
-	names := map[string]string{"#id": attrID, "#gw": attrGateway}
+	names := map[string]string{"#id": attrID, "#gw": attrGateway, "#uid": attrUserID}
 	values := map[string]types.AttributeValue{":gw": &types.AttributeValueMemberS{Value: gateway}}
 	in := &dynamodb.ScanInput{
 		TableName:                 aws.String(s.table),
 		FilterExpression:          aws.String("#gw = :gw"),
-		ProjectionExpression:      aws.String("#id"),
+		ProjectionExpression:      aws.String("#id, #uid"),
 		ExpressionAttributeNames:  names,
 		ExpressionAttributeValues: values,
 		ConsistentRead:            aws.Bool(true),
@@ -307,18 +307,18 @@ func (s *Store) DeleteByGateway(ctx context.Context, gateway string) (int64, err
 	if s.pageSize > 0 {
 		in.Limit = aws.Int32(s.pageSize)
 	}
-	var n int64
+	var users []int64
 	pages := dynamodb.NewScanPaginator(s.api, in)
 	for pages.HasMorePages() {
 		page, err := pages.NextPage(ctx)
 		if err != nil {
-			return n, fmt.Errorf("dynamostore: scan connections of gateway %q: %w", gateway, err)
+			return users, fmt.Errorf("dynamostore: scan connections of gateway %q: %w", gateway, err)
 		}
 		for _, item := range page.Items {
 			d := decoder{item: item}
-			id := d.str(attrID)
+			id, user := d.str(attrID), d.num(attrUserID)
 			if d.err != nil {
-				return n, fmt.Errorf("dynamostore: scan connections of gateway %q: %w", gateway, d.err)
+				return users, fmt.Errorf("dynamostore: scan connections of gateway %q: %w", gateway, d.err)
 			}
 			_, err := s.api.DeleteItem(ctx, &dynamodb.DeleteItemInput{
 				TableName:                 aws.String(s.table),
@@ -332,13 +332,13 @@ func (s *Store) DeleteByGateway(ctx context.Context, gateway string) (int64, err
 			case errors.As(err, &failed):
 				// Gone or held by another gateway since the scan.
 			case err != nil:
-				return n, fmt.Errorf("dynamostore: delete %s of gateway %q: %w", id, gateway, err)
+				return users, fmt.Errorf("dynamostore: delete %s of gateway %q: %w", id, gateway, err)
 			default:
-				n++
+				users = append(users, user)
 			}
 		}
 	}
-	return n, nil
+	return users, nil
 }
 
 func key(id string) map[string]types.AttributeValue {

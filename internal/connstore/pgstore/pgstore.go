@@ -129,15 +129,15 @@ func (s *Store) ByUsers(ctx context.Context, userIDs []int64) (map[int64][]conns
 }
 
 // DeleteByGateway removes every record held by gateway.
-func (s *Store) DeleteByGateway(ctx context.Context, gateway string) (int64, error) {
+func (s *Store) DeleteByGateway(ctx context.Context, gateway string) ([]int64, error) {
 	if gateway == "" {
-		return 0, fmt.Errorf("pgstore: delete connections by gateway: %w", connstore.ErrNoGateway)
+		return nil, fmt.Errorf("pgstore: delete connections by gateway: %w", connstore.ErrNoGateway)
 	}
-	n, err := s.q.DeleteConnectionsByGateway(ctx, gateway)
+	users, err := s.q.DeleteConnectionsByGateway(ctx, gateway)
 	if err != nil {
-		return 0, fmt.Errorf("pgstore: delete connections of gateway %q: %w", gateway, err)
+		return nil, fmt.Errorf("pgstore: delete connections of gateway %q: %w", gateway, err)
 	}
-	return n, nil
+	return users, nil
 }
 
 // Sweep deletes rows that expired at or before now and returns how many it
