@@ -108,6 +108,11 @@ func Dialer(t testing.TB) *websocket.Dialer {
 			t.Error(p)
 		}
 	})
+	return rec.dialer()
+}
+
+// dialer is a dialer whose connections report their frames to r.
+func (r *recorder) dialer() *websocket.Dialer {
 	var d net.Dialer
 	return &websocket.Dialer{
 		HandshakeTimeout: websocket.DefaultDialer.HandshakeTimeout,
@@ -117,8 +122,8 @@ func Dialer(t testing.TB) *websocket.Dialer {
 				return nil, err
 			}
 			conn := &tapConn{Conn: c}
-			conn.read = stream{onMessage: rec.server, http: true}
-			conn.written = stream{onMessage: rec.client, http: true}
+			conn.read = stream{onMessage: r.server, http: true}
+			conn.written = stream{onMessage: r.client, http: true}
 			return conn, nil
 		},
 	}
