@@ -37,6 +37,16 @@ var loadREST = sync.OnceValues(func() (*REST, error) { return NewREST(api.OpenAP
 // OpenAPI returns the validator of the API's own document.
 func OpenAPI() (*REST, error) { return loadREST() }
 
+// Check validates one exchange against the API's own document (see
+// REST.Check); the shared request helpers call it on every exchange.
+func Check(req *http.Request, reqBody []byte, resp *http.Response, respBody []byte) error {
+	doc, err := OpenAPI()
+	if err != nil {
+		return err
+	}
+	return doc.Check(req, reqBody, resp, respBody)
+}
+
 // NewREST builds a validator of doc, an OpenAPI 3.1 document.
 func NewREST(doc []byte) (*REST, error) {
 	d, err := libopenapi.NewDocument(doc)
