@@ -32,7 +32,7 @@ func TestWebSocketClosedWhenPreviousSecretOverlapEnds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, resp, err := wsDial(url, token)
+	c, resp, err := wsDial(t, url, token)
 	if err != nil {
 		t.Fatalf("dial with the previous secret's token during the overlap: %v", err)
 	}
@@ -42,7 +42,7 @@ func TestWebSocketClosedWhenPreviousSecretOverlapEnds(t *testing.T) {
 		t.Fatalf("ping answered %s", got)
 	}
 	awaitExpiryClose(t, c)
-	if _, resp, err := wsDial(url, token); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+	if _, resp, err := wsDial(t, url, token); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("dial with the previous secret's token after the overlap: %v, want 401", err)
 	}
 }
@@ -72,7 +72,7 @@ func TestKeySetTokensOverRESTAndWebSocket(t *testing.T) {
 	if got := string(roundTrip(t, c, `{"action":"ping"}`)); got != `{"type":"pong"}` {
 		t.Fatalf("ping answered %s", got)
 	}
-	if _, resp, err := wsDial(url, hs256); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+	if _, resp, err := wsDial(t, url, hs256); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("WebSocket with an HS256 token: %v, want 401", err)
 	}
 

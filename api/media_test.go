@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"net/textproto"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/parleychat/parley/db/dbtest"
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/internal/chat"
+	"github.com/parleychat/parley/internal/contracttest"
 	"github.com/parleychat/parley/internal/media"
 	"github.com/parleychat/parley/internal/mediatest"
 	"github.com/parleychat/parley/internal/pipelinetest"
@@ -91,6 +93,15 @@ func (h *mediaHarness) do(user int64, method, path, contentType string, body io.
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	// Keep what was sent, however it streams, to check it with the answer
+	// (the transport may still be sending when an early refusal arrives).
+	var sent lockedBuffer
+	if req.Body != nil {
+		req.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.TeeReader(req.Body, &sent), req.Body}
+	}
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -101,7 +112,27 @@ func (h *mediaHarness) do(user int64, method, path, contentType string, body io.
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	if err := contracttest.Check(req, sent.Bytes(), resp, b); err != nil {
+		h.t.Fatal(err)
+	}
 	return mediaResponse{resp.StatusCode, resp.Header, b}
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes())
 }
 
 func (h *mediaHarness) doJSON(user int64, method, path string, v any) mediaResponse {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -26,6 +27,7 @@ type REST struct {
 	verifier *auth.Verifier
 	logger   *slog.Logger
 	mux      *http.ServeMux
+	routes   []string // patterns, in registration order
 	// uploadTimeout is the read deadline of an upload's body, replacing
 	// the server's ReadTimeout; 0 keeps the server's.
 	uploadTimeout time.Duration
@@ -46,34 +48,44 @@ func NewREST(svc *chat.Service, verifier *auth.Verifier, logger *slog.Logger, op
 	for _, o := range opts {
 		o(r)
 	}
-	r.mux.HandleFunc("GET /health", r.health)
-	r.mux.HandleFunc("GET "+Prefix+"/conversations", r.authed(r.listConversations))
-	r.mux.HandleFunc("POST "+Prefix+"/conversations", r.authed(r.createConversation))
-	r.mux.HandleFunc("GET "+Prefix+"/conversations/{id}", r.authed(r.getConversation))
-	r.mux.HandleFunc("GET "+Prefix+"/conversations/{id}/messages", r.authed(r.listMessages))
-	r.mux.HandleFunc("PATCH "+Prefix+"/conversations/{id}/settings", r.authed(r.updateSettings))
-	r.mux.HandleFunc("DELETE "+Prefix+"/conversations/{id}", r.authed(r.deleteConversation))
-	r.mux.HandleFunc("POST "+Prefix+"/messages", r.authed(r.sendMessage))
-	r.mux.HandleFunc("POST "+Prefix+"/messages/read", r.authed(r.markRead))
-	r.mux.HandleFunc("DELETE "+Prefix+"/messages/{id}", r.authed(r.deleteMessage))
-	r.mux.HandleFunc("POST "+Prefix+"/blocks", r.authed(r.block))
-	r.mux.HandleFunc("DELETE "+Prefix+"/blocks/{user_id}", r.authed(r.unblock))
-	r.mux.HandleFunc("GET "+Prefix+"/blocks", r.authed(r.listBlocks))
-	r.mux.HandleFunc("POST "+Prefix+"/reports", r.authed(r.report))
-	r.mux.HandleFunc("GET "+Prefix+"/presence", r.authed(r.presence))
-	r.mux.HandleFunc("GET "+Prefix+"/presence/settings", r.authed(r.presenceSettings))
-	r.mux.HandleFunc("PUT "+Prefix+"/presence/settings", r.authed(r.updatePresenceSettings))
-	r.mux.HandleFunc("POST "+Prefix+"/devices", r.authed(r.registerDevice))
-	r.mux.HandleFunc("DELETE "+Prefix+"/devices/{token}", r.authed(r.unregisterDevice))
+	r.Handle("GET /health", http.HandlerFunc(r.health))
+	registerContracts(r)
+	r.Handle("GET "+Prefix+"/conversations", r.authed(r.listConversations))
+	r.Handle("POST "+Prefix+"/conversations", r.authed(r.createConversation))
+	r.Handle("GET "+Prefix+"/conversations/{id}", r.authed(r.getConversation))
+	r.Handle("GET "+Prefix+"/conversations/{id}/messages", r.authed(r.listMessages))
+	r.Handle("PATCH "+Prefix+"/conversations/{id}/settings", r.authed(r.updateSettings))
+	r.Handle("DELETE "+Prefix+"/conversations/{id}", r.authed(r.deleteConversation))
+	r.Handle("POST "+Prefix+"/messages", r.authed(r.sendMessage))
+	r.Handle("POST "+Prefix+"/messages/read", r.authed(r.markRead))
+	r.Handle("DELETE "+Prefix+"/messages/{id}", r.authed(r.deleteMessage))
+	r.Handle("POST "+Prefix+"/blocks", r.authed(r.block))
+	r.Handle("DELETE "+Prefix+"/blocks/{user_id}", r.authed(r.unblock))
+	r.Handle("GET "+Prefix+"/blocks", r.authed(r.listBlocks))
+	r.Handle("POST "+Prefix+"/reports", r.authed(r.report))
+	r.Handle("GET "+Prefix+"/presence", r.authed(r.presence))
+	r.Handle("GET "+Prefix+"/presence/settings", r.authed(r.presenceSettings))
+	r.Handle("PUT "+Prefix+"/presence/settings", r.authed(r.updatePresenceSettings))
+	r.Handle("POST "+Prefix+"/devices", r.authed(r.registerDevice))
+	r.Handle("DELETE "+Prefix+"/devices/{token}", r.authed(r.unregisterDevice))
 	registerMedia(r, svc)
+	// The fallback is not a route: it answers what no route matches.
 	r.mux.HandleFunc(Prefix+"/", func(w http.ResponseWriter, req *http.Request) {
 		r.fail(w, req, chat.Errorf(chat.CodeNotFound, "no such endpoint: %s %s", req.Method, req.URL.Path))
 	})
 	return r
 }
 
-// Handle adds a route, e.g. uploads or the WebSocket endpoint.
-func (r *REST) Handle(pattern string, h http.Handler) { r.mux.Handle(pattern, h) }
+// Handle adds a route, e.g. uploads or the WebSocket endpoint. Every route
+// goes through it, so Routes lists them all.
+func (r *REST) Handle(pattern string, h http.Handler) {
+	r.mux.Handle(pattern, h)
+	r.routes = append(r.routes, pattern)
+}
+
+// Routes lists the patterns of every route, as registered ("GET /health"):
+// the contract tests check each is in the OpenAPI document and back.
+func (r *REST) Routes() []string { return slices.Clone(r.routes) }
 
 func (r *REST) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	start := time.Now()

@@ -18,6 +18,7 @@ import (
 	"github.com/parleychat/parley/api/auth"
 	"github.com/parleychat/parley/internal/chat"
 	"github.com/parleychat/parley/internal/connstore/pgstore"
+	"github.com/parleychat/parley/internal/contracttest"
 	"github.com/parleychat/parley/internal/gateway"
 	"github.com/parleychat/parley/internal/pipelinetest"
 	"github.com/parleychat/parley/internal/wsproto"
@@ -50,7 +51,7 @@ func wsAccept(t *testing.T, url string, user int64) *websocket.Conn {
 // wsAcceptToken dials url with token and fails the test unless it is accepted.
 func wsAcceptToken(t *testing.T, url, token string) *websocket.Conn {
 	t.Helper()
-	c, resp, err := wsDial(url, token)
+	c, resp, err := wsDial(t, url, token)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
@@ -94,8 +95,11 @@ func wsToken(user int64) string {
 	return strings.TrimPrefix(pipelinetest.Auth(user).Get("Authorization"), "Bearer ")
 }
 
-func wsDial(url, token string) (*websocket.Conn, *http.Response, error) {
-	return websocket.DefaultDialer.Dial(url+"?token="+token, nil)
+// wsDial connects with a dialer that checks every frame both ways against
+// the AsyncAPI document.
+func wsDial(t testing.TB, url, token string) (*websocket.Conn, *http.Response, error) {
+	t.Helper()
+	return contracttest.Dialer(t).Dial(url+"?token="+token, nil)
 }
 
 // roundTrip sends frame and returns the raw reply.
@@ -239,7 +243,7 @@ func TestWebSocketConnectionCap(t *testing.T) {
 	accept := func(url string, user int64) *websocket.Conn { return wsAccept(t, url, user) }
 	refused := func(url string, user int64) {
 		t.Helper()
-		c, resp, err := wsDial(url, wsToken(user))
+		c, resp, err := wsDial(t, url, wsToken(user))
 		if err == nil {
 			c.Close()
 			t.Fatalf("user %d: connection over the cap accepted", user)
@@ -282,7 +286,7 @@ func TestWebSocketConnectionCap(t *testing.T) {
 	results := make(chan *websocket.Conn, racers)
 	for i := range racers {
 		go func() {
-			c, resp, _ := wsDial([]string{gwA, gwB}[i%2], wsToken(3))
+			c, resp, _ := wsDial(t, []string{gwA, gwB}[i%2], wsToken(3))
 			if resp != nil {
 				resp.Body.Close()
 			}
@@ -322,7 +326,7 @@ func TestWebSocketClosedWhenTokenExpires(t *testing.T) {
 	e := pipelinetest.New(t, pipelinetest.Options{})
 	url := wsGateway(t, e, auth.WithLeeway(0))
 	token, _ := shortToken(t, 1)
-	c, resp, err := wsDial(url, token)
+	c, resp, err := wsDial(t, url, token)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/parleychat/parley/internal/contracttest"
 	"github.com/parleychat/parley/internal/wsproto"
 )
 
@@ -366,7 +367,7 @@ func TestDevClosesSocketWhenTokenExpires(t *testing.T) {
 	// Valid for about 2 s more: an hour-long token, issued an hour ago,
 	// plus the verifier's 30 s of leeway.
 	token := issueAt(t, 1, time.Now().Add(-time.Hour-28*time.Second))
-	conn, resp, err := websocket.DefaultDialer.Dial("ws://"+e.http+"/ws?token="+token, nil)
+	conn, resp, err := contracttest.Dialer(t).Dial("ws://"+e.http+"/ws?token="+token, nil)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}

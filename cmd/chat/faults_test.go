@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/parleychat/parley/api/auth"
+	"github.com/parleychat/parley/internal/contracttest"
 	"github.com/parleychat/parley/internal/testbin"
 )
 
@@ -535,7 +536,8 @@ func dialWS(e *env, user int64) (*websocket.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	d := contracttest.Dialer(e.t)
+	d.HandshakeTimeout = 10 * time.Second
 	conn, _, err := d.Dial("ws://"+e.http+"/ws?token="+tok, nil)
 	return conn, err
 }

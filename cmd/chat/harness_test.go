@@ -23,6 +23,7 @@ import (
 	"github.com/parleychat/parley/api/auth"
 	"github.com/parleychat/parley/db/dbtest"
 	"github.com/parleychat/parley/internal/chat"
+	"github.com/parleychat/parley/internal/contracttest"
 )
 
 // These end-to-end tests run the real binary as separate processes, against
@@ -236,9 +237,10 @@ func userToken(t *testing.T, user int64) string {
 func (e *env) call(user int64, method, path string, body any, out any) int {
 	e.t.Helper()
 	var rd io.Reader
+	var sent []byte
 	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
+		sent, _ = json.Marshal(body)
+		rd = bytes.NewReader(sent)
 	}
 	req, _ := http.NewRequest(method, "http://"+e.http+"/api/v1/chat"+path, rd)
 	req.Header.Set("Content-Type", "application/json")
@@ -251,6 +253,10 @@ func (e *env) call(user int64, method, path string, body any, out any) int {
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
+	// The binary's answers are held to the OpenAPI document too.
+	if err := contracttest.Check(req, sent, resp, raw); err != nil {
+		e.t.Fatal(err)
+	}
 	if out != nil && len(raw) > 0 {
 		if err := json.Unmarshal(raw, out); err != nil {
 			e.t.Fatalf("%s %s: decode %q: %v", method, path, raw, err)
@@ -352,7 +358,7 @@ func (e *env) dial(user int64) *wsClient {
 // sends: for tests where fanout is not running.
 func (e *env) dialNoGreeting(user int64) *wsClient {
 	e.t.Helper()
-	conn, resp, err := websocket.DefaultDialer.Dial("ws://"+e.http+"/ws?token="+e.token(user), nil)
+	conn, resp, err := contracttest.Dialer(e.t).Dial("ws://"+e.http+"/ws?token="+e.token(user), nil)
 	if err != nil {
 		status := 0
 		if resp != nil {

@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/pgbus"
 	"github.com/parleychat/parley/internal/chat"
+	"github.com/parleychat/parley/internal/contracttest"
 	"github.com/parleychat/parley/workers/persister"
 )
 
@@ -246,19 +246,23 @@ func (e *Env) DoHeader(t testing.TB, header http.Header, method, path string, bo
 // Request is Do for goroutines other than the test's: it reports failures
 // instead of ending the test.
 func (e *Env) Request(header http.Header, method, path string, body any) (Response, error) {
-	var r io.Reader
+	var sent []byte
 	switch b := body.(type) {
 	case nil:
 	case string:
-		r = strings.NewReader(b)
+		sent = []byte(b)
 	case []byte:
-		r = bytes.NewReader(b)
+		sent = b
 	default:
 		raw, err := json.Marshal(b)
 		if err != nil {
 			return Response{}, err
 		}
-		r = bytes.NewReader(raw)
+		sent = raw
+	}
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(sent)
 	}
 	req, err := http.NewRequest(method, e.Server.URL+path, r)
 	if err != nil {
@@ -278,6 +282,10 @@ func (e *Env) Request(header http.Header, method, path string, body any) (Respon
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return Response{}, fmt.Errorf("%s %s: read body: %w", method, path, err)
+	}
+	// Every exchange of every test is held to the OpenAPI document.
+	if err := contracttest.Check(req, sent, resp, raw); err != nil {
+		return Response{}, err
 	}
 	return Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}, nil
 }
