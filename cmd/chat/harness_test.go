@@ -68,7 +68,10 @@ type env struct {
 	gateway string // chat gateway's /ws (chat dev serves /ws on http)
 	admin   string
 	s3      string
-	metrics string // CHAT_METRICS_ADDR: /metrics and /status
+	// metrics is a free address for a test that serves /metrics (see
+	// withMetrics); the others turn the listener off, as several
+	// processes of one deployment cannot share one address.
+	metrics string
 	dataDir string
 	extra   []string
 	// secret signs the tests' tokens; empty means testSecret.
@@ -117,7 +120,7 @@ func (e *env) vars() []string {
 		"CHAT_GATEWAY_ADMIN_ADDR=" + e.admin,
 		"CHAT_GATEWAY_ADMIN_SECRET=test-gateway-management-secret",
 		"CHAT_S3_ADDR=" + e.s3,
-		"CHAT_METRICS_ADDR=" + e.metrics,
+		"CHAT_METRICS_ADDR=off",
 		"CHAT_DATA_DIR=" + e.dataDir,
 		"CHAT_LOG_LEVEL=debug",
 		"PATH=" + os.Getenv("PATH"),

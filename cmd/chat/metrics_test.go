@@ -70,6 +70,7 @@ next:
 // GET /status and chat status.
 func TestMetricsMoveWithTraffic(t *testing.T) {
 	e := newEnv(t)
+	e.extra = append(e.extra, "CHAT_METRICS_ADDR="+e.metrics) // the last value wins
 	e.waitHTTP(e.start("dev"))
 
 	before := e.scrape()
