@@ -296,6 +296,9 @@ func (a *App) startedAttrs(p parts) []any {
 	if a.s3Ln != nil {
 		attrs = append(attrs, "s3", a.s3Ln.Addr().String())
 	}
+	if a.metricsLn != nil {
+		attrs = append(attrs, "metrics", a.metricsLn.Addr().String())
+	}
 	if len(p.workers) > 0 {
 		attrs = append(attrs, "workers", strings.Join(p.workers, ","))
 	}
