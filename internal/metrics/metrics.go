@@ -171,8 +171,24 @@ type Poster interface {
 
 // Poster counts p's posts by result: the fanout side of the management
 // API, the same whether it posts in-process, to a local gateway or to API
-// Gateway.
-func (m *Metrics) Poster(p Poster) Poster { return countingPoster{p, m.posts} }
+// Gateway. A poster that also closes connections (fanout.Closer) keeps
+// doing so.
+func (m *Metrics) Poster(p Poster) Poster {
+	c := countingPoster{p, m.posts}
+	if d, ok := p.(closer); ok {
+		return closingPoster{c, d}
+	}
+	return c
+}
+
+type closer interface {
+	DeleteConnection(ctx context.Context, in *apigatewaymanagementapi.DeleteConnectionInput, optFns ...func(*apigatewaymanagementapi.Options)) (*apigatewaymanagementapi.DeleteConnectionOutput, error)
+}
+
+type closingPoster struct {
+	countingPoster
+	closer
+}
 
 type countingPoster struct {
 	p      Poster

@@ -191,6 +191,38 @@ func TestPosterCountsByResult(t *testing.T) {
 	}
 }
 
+// A poster that closes connections still does once counted.
+func TestPosterKeepsDeleteConnection(t *testing.T) {
+	m := metrics.New(metrics.NewRegistry())
+	if _, ok := m.Poster(posterFunc(nil)).(interface {
+		DeleteConnection(context.Context, *apigatewaymanagementapi.DeleteConnectionInput, ...func(*apigatewaymanagementapi.Options)) (*apigatewaymanagementapi.DeleteConnectionOutput, error)
+	}); ok {
+		t.Fatal("a poster that cannot close gained DeleteConnection")
+	}
+	c := &closingPoster{}
+	p := m.Poster(c)
+	d, ok := p.(interface {
+		DeleteConnection(context.Context, *apigatewaymanagementapi.DeleteConnectionInput, ...func(*apigatewaymanagementapi.Options)) (*apigatewaymanagementapi.DeleteConnectionOutput, error)
+	})
+	if !ok {
+		t.Fatal("the wrapped poster lost DeleteConnection")
+	}
+	if _, err := d.DeleteConnection(context.Background(), &apigatewaymanagementapi.DeleteConnectionInput{}); err != nil || c.deleted != 1 {
+		t.Fatalf("DeleteConnection: %v, %d calls", err, c.deleted)
+	}
+}
+
+type closingPoster struct{ deleted int }
+
+func (c *closingPoster) PostToConnection(context.Context, *apigatewaymanagementapi.PostToConnectionInput, ...func(*apigatewaymanagementapi.Options)) (*apigatewaymanagementapi.PostToConnectionOutput, error) {
+	return &apigatewaymanagementapi.PostToConnectionOutput{}, nil
+}
+
+func (c *closingPoster) DeleteConnection(context.Context, *apigatewaymanagementapi.DeleteConnectionInput, ...func(*apigatewaymanagementapi.Options)) (*apigatewaymanagementapi.DeleteConnectionOutput, error) {
+	c.deleted++
+	return &apigatewaymanagementapi.DeleteConnectionOutput{}, nil
+}
+
 type posterFunc func() error
 
 func (f posterFunc) PostToConnection(context.Context, *apigatewaymanagementapi.PostToConnectionInput, ...func(*apigatewaymanagementapi.Options)) (*apigatewaymanagementapi.PostToConnectionOutput, error) {
