@@ -11,6 +11,60 @@ import (
 	"github.com/google/uuid"
 )
 
+const consumerApplications = `-- name: ConsumerApplications :many
+SELECT DISTINCT application_name::text FROM pg_catalog.pg_stat_activity
+WHERE datname = current_database() AND starts_with(application_name, $1::text)
+`
+
+func (q *Queries) ConsumerApplications(ctx context.Context, prefix string) ([]string, error) {
+	rows, err := q.db.Query(ctx, consumerApplications, prefix)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []string
+	for rows.Next() {
+		var application_name string
+		if err := rows.Scan(&application_name); err != nil {
+			return nil, err
+		}
+		items = append(items, application_name)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const countPendingDeadLetters = `-- name: CountPendingDeadLetters :many
+SELECT worker, count(*) AS pending FROM dead_letters WHERE redriven_at IS NULL GROUP BY worker
+`
+
+type CountPendingDeadLettersRow struct {
+	Worker  string
+	Pending int64
+}
+
+func (q *Queries) CountPendingDeadLetters(ctx context.Context) ([]CountPendingDeadLettersRow, error) {
+	rows, err := q.db.Query(ctx, countPendingDeadLetters)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []CountPendingDeadLettersRow
+	for rows.Next() {
+		var i CountPendingDeadLettersRow
+		if err := rows.Scan(&i.Worker, &i.Pending); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const getDeadLetter = `-- name: GetDeadLetter :one
 SELECT id, worker, event_id, event_type, envelope, error, attempts, failed_at, redriven_at FROM dead_letters WHERE id = $1
 `

@@ -2,6 +2,7 @@ package main
 
 import (
 	"strings"
+	"time"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigatewayv2"
@@ -36,10 +37,15 @@ func newAlarms(stack awscdk.Stack, cfg Config) *alarms {
 // AboveZero alarms when metric (summed or maxed over 5 minutes by the caller)
 // is above zero. No data means nothing happened, not an outage.
 func (a *alarms) AboveZero(id, description string, metric awscloudwatch.IMetric) awscloudwatch.Alarm {
+	return a.Above(id, description, metric, 0)
+}
+
+// Above alarms when metric is above threshold.
+func (a *alarms) Above(id, description string, metric awscloudwatch.IMetric, threshold float64) awscloudwatch.Alarm {
 	alarm := awscloudwatch.NewAlarm(a.stack, jsii.String(id), &awscloudwatch.AlarmProps{
 		AlarmDescription:   jsii.String(description),
 		Metric:             metric,
-		Threshold:          jsii.Number(0),
+		Threshold:          jsii.Number(threshold),
 		ComparisonOperator: awscloudwatch.ComparisonOperator_GREATER_THAN_THRESHOLD,
 		EvaluationPeriods:  jsii.Number(1),
 		TreatMissingData:   awscloudwatch.TreatMissingData_NOT_BREACHING,
@@ -57,6 +63,10 @@ func (a *alarms) WatchAll(pipes []pipeline, functions []awslambda.Function,
 		id := idPart(p.Worker.Name)
 		a.AboveZero(id+"DlqAlarm", "Messages the "+p.Worker.Name+" worker failed 5 times",
 			p.DLQ.MetricApproximateNumberOfMessagesVisible(fiveMinutes("Maximum")))
+		// A queue's age, not only its DLQ: a worker that stops consuming
+		// (throttled, failing to start) dead-letters nothing.
+		a.Above(id+"QueueAgeAlarm", "The oldest message in the "+p.Worker.Name+" queue waited over "+queueAgeLimit.String(),
+			p.Queue.MetricApproximateAgeOfOldestMessage(fiveMinutes("Maximum")), queueAgeLimit.Seconds())
 		a.AboveZero(id+"DeliveryDlqAlarm", "Events EventBridge could not deliver to the "+p.Worker.Name+" queue",
 			p.DeliveryDLQ.MetricApproximateNumberOfMessagesVisible(fiveMinutes("Maximum")))
 	}
@@ -73,6 +83,11 @@ func (a *alarms) WatchAll(pipes []pipeline, functions []awslambda.Function,
 	a.AboveZero("HttpApi5xxAlarm", "HTTP API 5xx responses",
 		httpAPI.MetricServerError(fiveMinutes("Sum")))
 }
+
+// queueAgeLimit is the oldest a worker queue's message may wait: far
+// beyond a batch's handling (seconds for a video poster frame), short
+// enough that a stalled worker is noticed before users do.
+const queueAgeLimit = 2 * time.Minute
 
 // fiveMinutes is the window every alarm here looks at.
 func fiveMinutes(statistic string) *awscloudwatch.MetricOptions {

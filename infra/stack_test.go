@@ -399,6 +399,7 @@ func TestAlarms(t *testing.T) {
 	tp := dev(t)
 	alarms := tp.ofType("AWS::CloudWatch::Alarm")
 	watched := map[string]bool{} // logical ids of queues and functions with an alarm
+	aged := map[string]bool{}    // logical ids of queues with an age alarm
 	var ws, http bool
 	for id, a := range alarms {
 		if len(a["AlarmActions"].([]any)) == 0 {
@@ -409,6 +410,8 @@ func TestAlarms(t *testing.T) {
 			switch {
 			case a["Namespace"] == "AWS/SQS" && a["MetricName"] == "ApproximateNumberOfMessagesVisible":
 				watched[getAtt(dim["Value"], "QueueName")] = true
+			case a["Namespace"] == "AWS/SQS" && a["MetricName"] == "ApproximateAgeOfOldestMessage":
+				aged[getAtt(dim["Value"], "QueueName")] = true
 			case a["Namespace"] == "AWS/Lambda" && a["MetricName"] == "Errors":
 				watched[ref(dim["Value"])] = true
 			case a["Namespace"] == "AWS/ApiGateway" && dim["Name"] == "ApiId":
@@ -423,8 +426,12 @@ func TestAlarms(t *testing.T) {
 		}
 	}
 	for id, q := range tp.ofType("AWS::SQS::Queue") {
-		if _, isWork := q["RedrivePolicy"]; !isWork && !watched[id] {
+		_, isWork := q["RedrivePolicy"]
+		if !isWork && !watched[id] {
 			t.Errorf("DLQ %s (%v) has no alarm", id, q["QueueName"])
+		}
+		if isWork && !aged[id] {
+			t.Errorf("worker queue %s (%v) has no alarm on its oldest message's age", id, q["QueueName"])
 		}
 	}
 	for h, id := range tp.functionsByHandler(t) {

@@ -21,3 +21,10 @@ UPDATE dead_letters SET redriven_at = now() WHERE id = $1;
 DELETE FROM dead_letters
 WHERE (sqlc.narg('worker')::text IS NULL OR worker = sqlc.narg('worker')::text)
   AND (sqlc.narg('id')::bigint IS NULL OR id = sqlc.narg('id')::bigint);
+
+-- name: CountPendingDeadLetters :many
+SELECT worker, count(*) AS pending FROM dead_letters WHERE redriven_at IS NULL GROUP BY worker;
+
+-- name: ConsumerApplications :many
+SELECT DISTINCT application_name::text FROM pg_catalog.pg_stat_activity
+WHERE datname = current_database() AND starts_with(application_name, sqlc.arg(prefix)::text);

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/parleychat/parley/api"
@@ -29,6 +30,7 @@ import (
 	"github.com/parleychat/parley/internal/demo"
 	"github.com/parleychat/parley/internal/gateway"
 	"github.com/parleychat/parley/internal/media"
+	"github.com/parleychat/parley/internal/metrics"
 	"github.com/parleychat/parley/internal/push"
 	"github.com/parleychat/parley/internal/retry"
 	"github.com/parleychat/parley/internal/s3local"
@@ -84,7 +86,13 @@ type App struct {
 	media *media.Store
 	s3    *s3local.Server
 
-	httpLn, gatewayLn, adminLn, s3Ln net.Listener
+	// metrics is this process's Prometheus metrics, on reg; metricsLn
+	// serves them (and /status), nil when CHAT_METRICS_ADDR is off.
+	reg       *prometheus.Registry
+	metrics   *metrics.Metrics
+	publisher events.Publisher // the transport's, timed by metrics
+
+	httpLn, gatewayLn, adminLn, s3Ln, metricsLn net.Listener
 	// managementURL is where fanout posts: CHAT_WS_MANAGEMENT_ENDPOINT, or
 	// this process's own management listener when it runs the gateway.
 	managementURL string
@@ -143,6 +151,8 @@ func budgetFor(cfg Config, p parts) connBudget {
 // the chat service and the connection store.
 func openApp(ctx context.Context, cfg Config, logger *slog.Logger, p parts) (*App, error) {
 	a := &App{cfg: cfg, logger: logger, budget: budgetFor(cfg, p), managementURL: cfg.WSManagementURL}
+	a.reg = metrics.NewRegistry()
+	a.metrics = metrics.New(a.reg)
 	ok := false
 	defer func() {
 		if !ok {
@@ -150,7 +160,7 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, p parts) (*Ap
 		}
 	}()
 	if p.db {
-		if err := a.openDB(ctx, p.migrate); err != nil {
+		if err := a.openDB(ctx, p.migrate, p.workers); err != nil {
 			return nil, err
 		}
 	}
@@ -158,6 +168,7 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, p parts) (*Ap
 		if err := a.openTransport(ctx, p); err != nil {
 			return nil, err
 		}
+		a.publisher = a.metrics.Publisher(a.transport.Publisher())
 	}
 	if cfg.verifiesTokens() { // workers verify no tokens
 		var err error
@@ -187,7 +198,7 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, p parts) (*Ap
 			a.backlog = pgbus.NewBacklog(a.pool, a.cfg.OverloadQueueAge, a.cfg.OverloadSample, logger.With("component", "backlog"))
 			opts = append(opts, chat.WithAdmission(a.backlog))
 		}
-		a.svc = chat.NewService(a.pool, a.transport.Publisher(), store, limits, logger.With("component", "chat"), opts...)
+		a.svc = chat.NewService(a.pool, a.publisher, store, limits, logger.With("component", "chat"), opts...)
 		a.rest = api.NewREST(a.svc, a.verifier, logger.With("component", "http"), api.WithUploadTimeout(cfg.HTTPUploadTimeout))
 	}
 	ok = true
@@ -195,8 +206,8 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, p parts) (*Ap
 }
 
 // openDB connects the main pool, creating the database and migrating it
-// first if asked, and the consumers' pool.
-func (a *App) openDB(ctx context.Context, migrate bool) error {
+// first if asked, and the consumers' pool for workers.
+func (a *App) openDB(ctx context.Context, migrate bool, workers []string) error {
 	pcfg, err := pgxpool.ParseConfig(a.cfg.DatabaseURL)
 	if err != nil {
 		return fmt.Errorf("DATABASE_URL: %w", err)
@@ -255,6 +266,8 @@ func (a *App) openDB(ctx context.Context, migrate bool) error {
 	if a.budget.consumers > 0 {
 		cc := pcfg.Copy()
 		cc.MaxConns = int32(a.budget.consumers)
+		// Names the consumers for chat status (pgbus.Bus.Status).
+		cc.ConnConfig.RuntimeParams["application_name"] = pgbus.ConsumerAppName(workers)
 		if a.consumers, err = pgxpool.NewWithConfig(ctx, cc); err != nil {
 			return fmt.Errorf("consumer pool: %w", err)
 		}
@@ -280,7 +293,7 @@ func (a *App) openTransport(ctx context.Context, p parts) error {
 			return errors.New("the local transport needs PostgreSQL")
 		}
 		waker := pgbus.NewWaker(a.cfg.DatabaseURL, logger)
-		bus := pgbus.New(a.pool, waker, logger)
+		bus := pgbus.New(a.pool, waker, logger, pgbus.WithGroupSizes(a.metrics.GroupSize))
 		if p.migrate {
 			if err := bus.Init(ctx); err != nil {
 				return err
@@ -360,7 +373,7 @@ func (a *App) openConnections(ctx context.Context) error {
 
 // Close releases what openApp acquired.
 func (a *App) Close() {
-	for _, ln := range []net.Listener{a.httpLn, a.gatewayLn, a.adminLn, a.s3Ln} {
+	for _, ln := range []net.Listener{a.httpLn, a.gatewayLn, a.adminLn, a.s3Ln, a.metricsLn} {
 		if ln != nil {
 			_ = ln.Close()
 		}
@@ -377,7 +390,7 @@ func (a *App) Close() {
 // CHAT_WS_MANAGEMENT_ENDPOINT names another.
 func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gateway) (events.Handler, error) {
 	logger := a.logger.With("worker", name)
-	publisher := a.transport.Publisher()
+	publisher := a.publisher
 	switch name {
 	case events.WorkerPersister:
 		return persister.New(a.pool, logger, persister.WithPendingReadRetention(a.cfg.PendingReadRetention)), nil
@@ -401,7 +414,7 @@ func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gatewa
 		}
 		// Whether a user is still online is asked of the store (every
 		// gateway's connections), not of this gateway's.
-		return fanout.New(conns, poster, publisher, urls, logger, fanout.WithExpiredFrame(api.TokenExpiredFrame()),
+		return fanout.New(conns, a.metrics.Poster(poster), publisher, urls, logger, fanout.WithExpiredFrame(api.TokenExpiredFrame()),
 			fanout.WithPresence(db.New(a.pool), a.cfg.PresenceGrace, a.conns)), nil
 	case events.WorkerNotifier:
 		router, expo, err := a.pushProviders(logger)
@@ -500,6 +513,16 @@ func (a *App) listen(p parts) error {
 		*dst = ln
 		return nil
 	}
+	if a.cfg.MetricsAddr != "" {
+		if err := bind(&a.metricsLn, "CHAT_METRICS_ADDR", a.cfg.MetricsAddr); err != nil {
+			if a.cfg.MetricsAddrSet {
+				return err
+			}
+			// The default is one address for every process of a machine:
+			// the first to start serves it, the others run without.
+			a.logger.Warn("no metrics listener: the default address is taken; set CHAT_METRICS_ADDR for this process", "err", err)
+		}
+	}
 	if p.api || (p.gateway && p.oneAddr) {
 		if err := bind(&a.httpLn, "CHAT_HTTP_ADDR", a.cfg.HTTPAddr); err != nil {
 			return err
@@ -550,6 +573,7 @@ func (a *App) run(ctx context.Context, p parts) error {
 			APIID: a.gatewayID, AdminSecret: a.cfg.GatewaySecret, ExpiredFrame: api.TokenExpiredFrame(),
 			IdleTimeout: a.cfg.WSIdleTimeout, MaxConnectionAge: a.cfg.WSMaxAge, SendBuffer: a.cfg.WSSendBuffer,
 		}, a.logger.With("component", "gateway"))
+		a.metrics.Gateway(gw)
 	}
 	handlers := make([]events.Handler, len(p.workers))
 	for i, name := range p.workers {
@@ -557,7 +581,11 @@ func (a *App) run(ctx context.Context, p parts) error {
 		if err != nil {
 			return err
 		}
-		handlers[i] = h
+		handlers[i] = a.metrics.Worker(name, h)
+	}
+	if a.transport != nil && a.cfg.Transport == transportPostgres {
+		// On AWS the queues' numbers are SQS's own CloudWatch metrics.
+		a.metrics.Queues(a.transport.Status)
 	}
 	if p.gateway {
 		if err := a.forgetPreviousRun(ctx, routes); err != nil {
@@ -611,6 +639,10 @@ func (a *App) run(ctx context.Context, p parts) error {
 		a.serve(ctx, g, pprofLn, pm, nil)
 	}
 
+	if a.metricsLn != nil {
+		a.serve(ctx, g, a.metricsLn, a.adminMux(), nil)
+	}
+
 	if a.httpLn != nil {
 		mux := http.NewServeMux()
 		if gw != nil {
@@ -622,7 +654,7 @@ func (a *App) run(ctx context.Context, p parts) error {
 		if a.sink != nil {
 			mux.HandleFunc("GET /dev/pushes", a.recentPushes)
 		}
-		mux.Handle("/", a.rest)
+		mux.Handle("/", a.metrics.HTTP(a.rest))
 		a.serve(ctx, g, a.httpLn, mux, gatewayShutdown(gw))
 	}
 	if a.gatewayLn != nil {
@@ -649,6 +681,27 @@ func (a *App) demoClient() *demo.Handler {
 		issue = func(user int64) (string, error) { return auth.Issue(secret, user, demoTokenTTL, time.Now()) }
 	}
 	return demo.New(issue)
+}
+
+// adminMux is the metrics listener's: GET /metrics (Prometheus) and
+// GET /status (the workers' queues as JSON, as chat status prints them;
+// 503 with the reason when they cannot be read).
+func (a *App) adminMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics.Handler(a.reg))
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		if a.transport == nil {
+			api.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "this process runs no event bus"})
+			return
+		}
+		qs, err := a.transport.Status(r.Context())
+		if err != nil {
+			api.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			return
+		}
+		api.WriteJSON(w, http.StatusOK, statusBody(qs))
+	})
+	return mux
 }
 
 // forgetPreviousRun deletes the connection records a previous run of this

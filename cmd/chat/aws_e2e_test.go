@@ -678,3 +678,36 @@ func TestDeadLettersListAndRedriveOnAWS(t *testing.T) {
 		t.Fatalf("%d messages left in the dead-letter queue", len(left))
 	}
 }
+
+// TestStatusOnAWS: with CHAT_TRANSPORT=aws `chat status` reads the SQS
+// attributes of CHAT_QUEUE_URL and CHAT_DEAD_LETTER_QUEUE_URL, shows the
+// age and consumers SQS cannot tell as "-", and without CHAT_QUEUE_URL
+// says it needs it. No database is needed.
+func TestStatusOnAWS(t *testing.T) {
+	endpoint, client := sqstest.StartGoaws(t, sqstest.QueueSpec{Name: "parley-dev-fanout", DLQ: "parley-dev-fanout-dlq"})
+	source, dlq := sqstest.QueueURL(t, client, "parley-dev-fanout"), sqstest.QueueURL(t, client, "parley-dev-fanout-dlq")
+	ctx := context.Background()
+	for url, n := range map[string]int{source: 2, dlq: 1} {
+		for range n {
+			if _, err := client.SendMessage(ctx, &awssqs.SendMessageInput{QueueUrl: aws.String(url), MessageBody: aws.String("{}")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	base := []string{
+		"CHAT_TRANSPORT=aws", "CHAT_SQS_ENDPOINT=" + endpoint,
+		"DATABASE_URL=postgres://nobody@127.0.0.1:1/none?sslmode=disable",
+		"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
+	}
+	if out, code := runChat(t, base, "status"); code == 0 || !strings.Contains(out, "CHAT_QUEUE_URL") {
+		t.Fatalf("status without CHAT_QUEUE_URL: exit %d:\n%s", code, out)
+	}
+	out, code := runChat(t, append(base, "CHAT_QUEUE_URL="+source, "CHAT_DEAD_LETTER_QUEUE_URL="+dlq), "status")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 2 {
+		t.Fatalf("status: exit %d:\n%s", code, out)
+	}
+	if f := strings.Fields(lines[1]); len(f) != 5 || f[0] != "parley-dev-fanout" || f[1] != "2" || f[2] != "-" || f[3] != "1" || f[4] != "-" {
+		t.Fatalf("status line %q: want the queue, depth 2, age -, 1 dead letter, consumers -", lines[1])
+	}
+}

@@ -102,6 +102,12 @@ type Config struct {
 	ArchivePruneEvery time.Duration
 	ArchivePruneBatch int
 	PprofAddr         string // CHAT_PPROF_ADDR: serve net/http/pprof there (loopback only); empty = off
+	// MetricsAddr: CHAT_METRICS_ADDR, the admin listener of /metrics and
+	// /status, default 127.0.0.1:9464; "off" = none. Loopback only
+	// unless CHAT_METRICS_PUBLIC=true. MetricsAddrSet: given explicitly, so
+	// a busy address is an error rather than a warning.
+	MetricsAddr    string
+	MetricsAddrSet bool
 
 	// WebSocket gateway (local) and fanout.
 	WSIdleTimeout time.Duration // CHAT_WS_IDLE_TIMEOUT, default 10m (API Gateway's)
@@ -354,6 +360,16 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	if getenv("CHAT_PPROF_ADDR") != "" {
 		c.PprofAddr = addr("CHAT_PPROF_ADDR", "", unprotected)
 	}
+	switch v := strings.TrimSpace(getenv("CHAT_METRICS_ADDR")); v {
+	case "off":
+	default:
+		metricsLoopback := unprotected + "; set CHAT_METRICS_PUBLIC=true to serve it beyond this machine"
+		if boolean("CHAT_METRICS_PUBLIC") {
+			metricsLoopback = ""
+		}
+		c.MetricsAddr = addr("CHAT_METRICS_ADDR", defaultMetricsAddr, metricsLoopback)
+		c.MetricsAddrSet = v != ""
+	}
 
 	c.WSIdleTimeout = dur("CHAT_WS_IDLE_TIMEOUT", 10*time.Minute)
 	c.WSMaxAge = dur("CHAT_WS_MAX_CONNECTION_AGE", 2*time.Hour)
@@ -431,6 +447,11 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 
 // imageLimits are the bounds images are held to, at upload and when
 // thumbnailed (the memory budget is the thumbnailer's own).
+// defaultMetricsAddr is the admin listener's default: 9464 is the port
+// commonly used by Prometheus exporters of applications, clear of the
+// chat's 8080-8083 and of Prometheus' own 9090.
+const defaultMetricsAddr = "127.0.0.1:9464"
+
 func (c Config) imageLimits() thumbnail.Limits {
 	return thumbnail.Limits{MaxPixels: int64(c.MaxImagePixels), MaxBytes: int64(c.MaxImageBytes)}
 }

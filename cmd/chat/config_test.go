@@ -117,3 +117,37 @@ func TestRateConfiguration(t *testing.T) {
 		}
 	}
 }
+
+func TestMetricsListener(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		env  map[string]string
+		addr string
+		set  bool
+		err  string // a part of the error; empty: none
+	}{
+		{"default", nil, "127.0.0.1:9464", false, ""},
+		{"off", map[string]string{"CHAT_METRICS_ADDR": "off"}, "", false, ""},
+		{"chosen", map[string]string{"CHAT_METRICS_ADDR": "localhost:9100"}, "localhost:9100", true, ""},
+		{"all interfaces refused", map[string]string{"CHAT_METRICS_ADDR": "0.0.0.0:9464"}, "", false, "CHAT_METRICS_PUBLIC=true"},
+		{"public by choice", map[string]string{"CHAT_METRICS_ADDR": "0.0.0.0:9464", "CHAT_METRICS_PUBLIC": "true"}, "0.0.0.0:9464", true, ""},
+		{"not an address", map[string]string{"CHAT_METRICS_ADDR": "9464"}, "", false, "CHAT_METRICS_ADDR"},
+		{"public not a boolean", map[string]string{"CHAT_METRICS_PUBLIC": "sure"}, "", false, "CHAT_METRICS_PUBLIC"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := loadConfig(vars(tt.env), true, false)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("loadConfig: %v, want an error with %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.MetricsAddr != tt.addr || cfg.MetricsAddrSet != tt.set {
+				t.Fatalf("MetricsAddr %q (set %v), want %q (set %v)", cfg.MetricsAddr, cfg.MetricsAddrSet, tt.addr, tt.set)
+			}
+		})
+	}
+}

@@ -69,6 +69,10 @@ type env struct {
 	gateway string // chat gateway's /ws (chat dev serves /ws on http)
 	admin   string
 	s3      string
+	// metrics is a free address for a test that serves /metrics (see
+	// withMetrics); the others turn the listener off, as several
+	// processes of one deployment cannot share one address.
+	metrics string
 	dataDir string
 	extra   []string
 	// secret signs the tests' tokens; empty means testSecret.
@@ -97,7 +101,7 @@ func (e *env) token(user int64) string {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	dbURL, pool := dbtest.New(t)
-	return &env{t: t, dbURL: dbURL, pool: pool, http: freeAddr(t), gateway: freeAddr(t), admin: freeAddr(t), s3: freeAddr(t), dataDir: t.TempDir()}
+	return &env{t: t, dbURL: dbURL, pool: pool, http: freeAddr(t), gateway: freeAddr(t), admin: freeAddr(t), s3: freeAddr(t), metrics: freeAddr(t), dataDir: t.TempDir()}
 }
 
 // gatewayView is the same deployment seen through chat gateway: its health
@@ -117,6 +121,7 @@ func (e *env) vars() []string {
 		"CHAT_GATEWAY_ADMIN_ADDR=" + e.admin,
 		"CHAT_GATEWAY_ADMIN_SECRET=test-gateway-management-secret",
 		"CHAT_S3_ADDR=" + e.s3,
+		"CHAT_METRICS_ADDR=off",
 		"CHAT_DATA_DIR=" + e.dataDir,
 		"CHAT_LOG_LEVEL=debug",
 		"PATH=" + os.Getenv("PATH"),

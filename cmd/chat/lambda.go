@@ -21,6 +21,7 @@ import (
 	"github.com/parleychat/parley/internal/awsconf"
 	"github.com/parleychat/parley/internal/lambdafn"
 	"github.com/parleychat/parley/internal/lambdahttp"
+	"github.com/parleychat/parley/internal/metrics"
 )
 
 // lambdaHandler builds the function the Lambda runtime invokes. Building
@@ -94,7 +95,7 @@ func lambdaHandler(ctx context.Context, name string, getenv func(string) string,
 			a.Close()
 			return nil, nil, err
 		}
-		return lambdasqs.Handler(events.AsBatch(h), logger), a.Close, nil
+		return lambdasqs.Handler(metrics.EMF(stderr, fn.Worker, events.AsBatch(h)), logger), a.Close, nil
 	}
 }
 

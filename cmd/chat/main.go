@@ -94,6 +94,9 @@ func commands() []command {
 		{name: "reports", args: "list",
 			summary: "list the reports users filed for moderation, newest first, with the reported content as it was (reads DATABASE_URL: RDS on AWS)",
 			setup:   reportsCmd},
+		{name: "status",
+			summary: "print each worker's queue: depth, oldest event's age, dead letters, consumers (with CHAT_TRANSPORT=aws: CHAT_QUEUE_URL's)",
+			setup:   statusCmd},
 		{name: "archive", args: "prune",
 			summary: "delete archived events older than CHAT_ARCHIVE_RETENTION (or --before) in short batches",
 			setup:   archiveCmd},
@@ -295,6 +298,9 @@ func (a *App) startedAttrs(p parts) []any {
 	}
 	if a.s3Ln != nil {
 		attrs = append(attrs, "s3", a.s3Ln.Addr().String())
+	}
+	if a.metricsLn != nil {
+		attrs = append(attrs, "metrics", a.metricsLn.Addr().String())
 	}
 	if len(p.workers) > 0 {
 		attrs = append(attrs, "workers", strings.Join(p.workers, ","))

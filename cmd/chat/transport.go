@@ -41,6 +41,9 @@ type transport interface {
 	// PruneArchive deletes the archived events that occurred before before
 	// and returns how many.
 	PruneArchive(ctx context.Context, before time.Time) (int64, error)
+	// Status reads the workers' queues (chat status, GET /status, the
+	// queue metrics).
+	Status(ctx context.Context) ([]events.QueueStatus, error)
 	// Run runs what the transport needs in the background (wake-ups) until
 	// ctx ends.
 	Run(ctx context.Context) error
@@ -186,6 +189,10 @@ func (t *pgTransport) flush(ctx context.Context, fallback string) {
 
 func (t *pgTransport) Run(ctx context.Context) error { return t.waker.Run(ctx) }
 
+func (t *pgTransport) Status(ctx context.Context) ([]events.QueueStatus, error) {
+	return t.bus.Status(ctx)
+}
+
 // awsTransport is EventBridge in, one SQS queue per worker out.
 type awsTransport struct {
 	cfg       Config
@@ -282,6 +289,21 @@ func (t *awsTransport) PruneArchive(context.Context, time.Time) (int64, error) {
 }
 
 func (t *awsTransport) Run(ctx context.Context) error { return nil }
+
+// Status reads the queue CHAT_QUEUE_URL names and its dead-letter queue
+// CHAT_DEAD_LETTER_QUEUE_URL (one worker's, as for chat deadletters), and
+// names it after the queue (parley-<stage>-<worker>).
+func (t *awsTransport) Status(ctx context.Context) ([]events.QueueStatus, error) {
+	if t.cfg.QueueURL == "" {
+		return nil, errors.New("CHAT_QUEUE_URL is required for chat status with CHAT_TRANSPORT=aws (the worker's queue parley-<stage>-<worker>; CHAT_DEAD_LETTER_QUEUE_URL adds its dead letters)")
+	}
+	name := t.cfg.QueueURL[strings.LastIndex(t.cfg.QueueURL, "/")+1:]
+	s, err := sqs.Status(ctx, t.cfg.awsAt(t.cfg.SQSEndpoint), name, t.cfg.QueueURL, t.cfg.DeadLetterQueueURL)
+	if err != nil {
+		return nil, err
+	}
+	return []events.QueueStatus{s}, nil
+}
 
 // Replay starts an EventBridge archive replay delivered only through the
 // worker's rule. It needs AWS credentials and no database, so an operator can

@@ -47,7 +47,17 @@ type Bus struct {
 
 	hmu      sync.Mutex
 	handoffs map[string]*handoff // by worker (see HandOff)
+
+	groupSize func(events int) // see WithGroupSizes; nil = none
 }
+
+// Option configures a Bus.
+type Option func(*Bus)
+
+// WithGroupSizes has observe called with the number of events of each
+// group commit, for metrics. It runs on the committing goroutine: it must
+// be cheap and must not block.
+func WithGroupSizes(observe func(events int)) Option { return func(b *Bus) { b.groupSize = observe } }
 
 // handoff is one registered fast path.
 type handoff struct{ fn func([]events.Envelope) }
@@ -56,8 +66,8 @@ var _ events.Publisher = (*Bus)(nil)
 
 // New returns a bus over pool. waker (may be nil) announces new events to
 // consumers; without it they find them at their fallback poll.
-func New(pool *pgxpool.Pool, waker *Waker, logger *slog.Logger) *Bus {
-	return &Bus{
+func New(pool *pgxpool.Pool, waker *Waker, logger *slog.Logger, opts ...Option) *Bus {
+	b := &Bus{
 		pool:       pool,
 		routes:     events.Routes(),
 		waker:      waker,
@@ -65,6 +75,10 @@ func New(pool *pgxpool.Pool, waker *Waker, logger *slog.Logger) *Bus {
 		statements: map[string]string{},
 		handoffs:   map[string]*handoff{},
 	}
+	for _, o := range opts {
+		o(b)
+	}
+	return b
 }
 
 // HandOff gives fn the events this bus publishes for worker, right after
@@ -283,6 +297,9 @@ func (b *Bus) flush() {
 			if r.claim != nil {
 				claims = append(claims, *r.claim)
 			}
+		}
+		if b.groupSize != nil {
+			b.groupSize(n)
 		}
 		// Not any caller's context: the group outlives each of them.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

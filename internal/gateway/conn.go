@@ -279,6 +279,7 @@ func (g *Gateway) readLoop(base context.Context, c *conn) (int, string, closeMod
 			continue // discard what the peer sent before it saw our close
 		}
 		c.lastActive.Store(time.Now().UnixNano())
+		g.framesIn.Add(1)
 		if mt == websocket.BinaryMessage {
 			// API Gateway does not take binary frames and closes with 1003.
 			g.terminate(c, websocket.CloseUnsupportedData, "Binary frames are not supported", closeGraceful)
@@ -349,6 +350,8 @@ func (g *Gateway) writeLoop(c *conn) {
 				c.mu.Unlock()
 				g.terminate(c, websocket.CloseAbnormalClosure, "Write failed", closeAbort)
 				_ = c.nc.Close() // also when a graceful close was under way
+			} else {
+				g.framesOut.Add(1)
 			}
 		case closing:
 			c.mu.Lock()

@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	lambdaevents "github.com/aws/aws-lambda-go/events"
@@ -140,6 +141,10 @@ type Gateway struct {
 	// live counts connections from the $connect call to the end of their
 	// $disconnect call, so Shutdown can wait for them.
 	live sync.WaitGroup
+
+	// framesIn and framesOut count data frames received from and written
+	// to clients, for metrics: atomics, so the per-frame cost is one add.
+	framesIn, framesOut atomic.Uint64
 }
 
 // New returns a Gateway. A nil logger discards logs.
@@ -175,6 +180,12 @@ func (g *Gateway) Len() int {
 	defer g.mu.RUnlock()
 	return len(g.conns)
 }
+
+// FramesIn returns how many data frames clients have sent since New.
+func (g *Gateway) FramesIn() uint64 { return g.framesIn.Load() }
+
+// FramesOut returns how many data frames were written to clients since New.
+func (g *Gateway) FramesOut() uint64 { return g.framesOut.Load() }
 
 // ServeHTTP runs $connect on an upgrade request and, if it answers 2xx,
 // completes the upgrade and hands the connection to its own goroutines.

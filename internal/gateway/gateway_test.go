@@ -1027,3 +1027,31 @@ func TestWriterRunsOnlyWhileWriting(t *testing.T) {
 		}
 	}
 }
+
+// The gateway counts the data frames clients send and those it writes
+// (the metrics read them at scrape).
+func TestFrameCounts(t *testing.T) {
+	rec := newRecorder()
+	g := newGateway(rec.routes(echo), Config{})
+	h := start(t, g)
+	ws, _ := h.dialID(t, rec)
+	const n = 5
+	for i := range n {
+		send(t, ws, fmt.Sprintf("m%d", i))
+		if got := readText(t, ws); got != fmt.Sprintf("echo:m%d", i) {
+			t.Fatalf("response %d = %q", i, got)
+		}
+	}
+	if got := g.FramesIn(); got != n {
+		t.Errorf("FramesIn = %d, want %d", got, n)
+	}
+	// The writer counts a frame once its write returned, which may be
+	// just after the client read it.
+	deadline := time.Now().Add(5 * time.Second)
+	for g.FramesOut() < n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := g.FramesOut(); got != n {
+		t.Errorf("FramesOut = %d, want %d", got, n)
+	}
+}
