@@ -448,7 +448,7 @@ func (a *App) pushProviders(logger *slog.Logger) (push.Router, *push.Expo, error
 		if a.sink == nil {
 			a.sink = push.NewSink(logger.With("component", "push-sink"))
 		}
-		router[platform] = a.sink
+		router[platform] = a.metrics.Pusher("sink", a.sink)
 	}
 	var expo *push.Expo
 	if cfg.DevMode && !cfg.ExpoPushURLSet {
@@ -458,7 +458,7 @@ func (a *App) pushProviders(logger *slog.Logger) (push.Router, *push.Expo, error
 		if expo, err = push.NewExpo(cfg.ExpoPushURL, cfg.ExpoAccessToken, nil); err != nil {
 			return nil, nil, fmt.Errorf("CHAT_EXPO_PUSH_URL: %w", err)
 		}
-		router[push.PlatformExpo] = expo
+		router[push.PlatformExpo] = a.metrics.Pusher("expo", expo)
 	}
 	switch {
 	case cfg.DevMode && !cfg.APNsSet:
@@ -468,7 +468,7 @@ func (a *App) pushProviders(logger *slog.Logger) (push.Router, *push.Expo, error
 		if err != nil {
 			return nil, nil, fmt.Errorf("CHAT_APNS_KEY: %w", err)
 		}
-		router[push.PlatformIOS] = apns
+		router[push.PlatformIOS] = a.metrics.Pusher("apns", apns)
 	default:
 		logger.Warn("notifier: no APNs key (CHAT_APNS_KEY): ios devices get no pushes")
 	}
@@ -480,7 +480,7 @@ func (a *App) pushProviders(logger *slog.Logger) (push.Router, *push.Expo, error
 		if err != nil {
 			return nil, nil, fmt.Errorf("CHAT_FCM_CREDENTIALS: %w", err)
 		}
-		router[push.PlatformAndroid] = fcm
+		router[push.PlatformAndroid] = a.metrics.Pusher("fcm", fcm)
 	default:
 		logger.Warn("notifier: no FCM credentials (CHAT_FCM_CREDENTIALS): android devices get no pushes")
 	}

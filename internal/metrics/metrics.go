@@ -60,7 +60,8 @@ type Metrics struct {
 	httpSeconds  *prometheus.HistogramVec
 	httpSeries   sync.Map // httpKey -> httpSeries
 
-	posts map[string]prometheus.Counter // by result
+	posts  map[string]prometheus.Counter // by result
+	pushes *prometheus.CounterVec        // by provider and result
 }
 
 // NewRegistry returns a registry with the Go runtime and process
@@ -105,6 +106,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.DefBuckets,
 		}, []string{"route"}),
 		posts: map[string]prometheus.Counter{},
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "pushes_total",
+			Help: "Push notifications the notifier sent, by provider (expo, apns, fcm, sink) and result (ok, invalid_token, retryable, error).",
+		}, []string{"provider", "result"}),
 	}
 	publishedVec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "events_published_total",
@@ -129,7 +134,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}
 	}
 	reg.MustRegister(m.workerEvents, m.workerBatches, m.publishSeconds, publishedVec, m.groupEvents,
-		m.httpRequests, m.httpSeconds, postsVec)
+		m.httpRequests, m.httpSeconds, postsVec, m.pushes)
 	return m
 }
 
