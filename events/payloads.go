@@ -225,6 +225,9 @@ type ThumbnailReadyV1 struct {
 	Width          int    `json:"width"`
 	Height         int    `json:"height"`
 	AudioDuration  *int32 `json:"audio_duration,omitempty"`
+	// WithheldFromRecipient is the message's (see MessageSentV1): the
+	// update goes to the sender only.
+	WithheldFromRecipient bool `json:"withheld_from_recipient,omitempty"`
 }
 
 func (ThumbnailReadyV1) EventType() string { return TypeThumbnailReady }

@@ -111,6 +111,7 @@ func NewChatStack(scope constructs.Construct, cfg Config, props *awscdk.StackPro
 		case events.WorkerFanout:
 			table.GrantReadWriteData(fn) // find recipients' connections, drop stale ones
 			fn.AddToRolePolicy(manageConnections(stack, wsAPI.ApiId(), cfg.Stage))
+			bus.GrantPutEventsTo(fn, nil) // MessageDelivered, PushRequested
 		case events.WorkerThumbnailer:
 			grantMedia(fn, bucket)
 			bus.GrantPutEventsTo(fn, nil) // ThumbnailReady

@@ -263,9 +263,10 @@ func TestLeastPrivilege(t *testing.T) {
 	edge := []string{"ws-connect", "ws-disconnect", "ws-default", "api"}
 	// prefix → handlers that may hold it; every other handler must not.
 	allowed := map[string][]string{
-		"s3:":             {"api", "worker-thumbnailer"},
-		"execute-api:":    {"worker-fanout"},
-		"events:":         append(slices.Clone(edge), "worker-thumbnailer"),
+		"s3:":          {"api", "worker-thumbnailer"},
+		"execute-api:": {"worker-fanout"},
+		// fanout publishes delivery receipts and push requests.
+		"events:":         append(slices.Clone(edge), "worker-thumbnailer", "worker-fanout"),
 		"dynamodb:":       append(slices.Clone(edge), "worker-fanout"),
 		"secretsmanager:": slices.Collect(maps.Keys(fns)), // all touch PostgreSQL
 		"sqs:":            {"worker-persister", "worker-fanout", "worker-thumbnailer", "worker-notifier"},

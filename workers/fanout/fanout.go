@@ -352,6 +352,9 @@ func (f *Fanout) plan(ctx context.Context, e events.Envelope) (*push, error) {
 			return nil, err
 		}
 		fr, p.users = f.messageUpdatedFrame(ctx, m), []int64{m.SenderID, m.RecipientID}
+		if m.WithheldFromRecipient {
+			p.users = p.users[:1] // a blocker never learns of the message
+		}
 	case events.TypePresence:
 		var m events.PresenceV1
 		if err := e.Unmarshal(&m); err != nil {

@@ -538,6 +538,16 @@ func TestThumbnailReadyReachesBothParticipants(t *testing.T) {
 		sender.expectJSON(t, want)
 		recipient.expectJSON(t, want)
 	})
+
+	// The update of a message withheld from a recipient who blocks its
+	// sender goes to the sender only.
+	t.Run("withheld", func(t *testing.T) {
+		withheld := tr
+		withheld.WithheldFromRecipient = true
+		handle(t, h.fanout(t, nil, nil), envelope(t, 1, tr.ConversationID, withheld))
+		sender.expectJSON(t, fmt.Sprintf(`{"type":"messageUpdated","data":{"messageId":%q,"conversationId":%q,"audioDuration":7}}`, tr.MessageID, tr.ConversationID))
+		recipient.expectNothing(t)
+	})
 }
 
 func TestConnectedGreetsTheConnection(t *testing.T) {
