@@ -721,6 +721,12 @@ func (f *Fanout) forget(ctx context.Context, c connstore.Connection) {
 		return
 	}
 	f.logger.InfoContext(ctx, "fanout: deleted gone connection", "connection_id", c.ID, "user_id", c.UserID)
+	if f.presence != nil {
+		// Its $disconnect, if it still runs, finds no record and announces
+		// nothing: the offline is held here instead, and announced after
+		// the grace unless another connection of the user is live then.
+		f.offline(events.PresenceV1{UserID: c.UserID, At: f.now().UTC()})
+	}
 }
 
 func isGone(err error) bool {

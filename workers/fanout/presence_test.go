@@ -2,6 +2,8 @@ package fanout_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/parleychat/parley/db"
 	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/internal/connstore"
 	"github.com/parleychat/parley/workers/fanout"
 )
 
@@ -96,4 +99,49 @@ func TestPresenceIsDebounced(t *testing.T) {
 	time.Sleep(grace + 200*time.Millisecond)
 	partner.expectNothing(t)
 	stranger.expectNothing(t)
+}
+
+// A connection found gone on a post (its $disconnect never ran, or will
+// find no record) is announced offline after the grace, unless its user
+// has another live connection then.
+func TestGoneConnectionAnnouncesOffline(t *testing.T) {
+	const grace = 200 * time.Millisecond
+	h := newHarness(t)
+	pool, err := pgxpool.New(context.Background(), h.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	ctx := context.Background()
+	if _, _, err := db.GetOrCreateDirect(ctx, pool, uuid.Must(uuid.NewV7()), 1, 2); err != nil {
+		t.Fatal(err)
+	}
+	f := fanout.New(h.store, h.client, h.bus, nil, testLogger(t), fanout.WithPresence(db.New(pool), grace, nil))
+	partner := h.dial(t, 1)
+	old := time.Now().Add(-time.Hour)
+	stale := connstore.Connection{ID: "c3RhbGUtdHdv", UserID: 2, ConnectedAt: old, LastPingAt: old, ExpiresAt: time.Now().Add(time.Hour)}
+	if err := h.store.Put(ctx, stale); err != nil {
+		t.Fatal(err)
+	}
+
+	m := textMessage(1, 2, "")
+	handle(t, f, envelope(t, 1, m.ConversationID, m))
+	partner.expectJSON(t, newMessageJSON(m)) // the sender's other device
+	if _, err := h.store.Get(ctx, stale.ID); !errors.Is(err, connstore.ErrNotFound) {
+		t.Fatalf("stale connection: Get = %v, want ErrNotFound", err)
+	}
+	var got struct {
+		Type string
+		Data struct {
+			UserID     int64      `json:"userId"`
+			Online     bool       `json:"online"`
+			LastSeenAt *time.Time `json:"lastSeenAt"`
+		}
+	}
+	if err := json.Unmarshal(partner.read(t), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Type != "presence" || got.Data.UserID != 2 || got.Data.Online || got.Data.LastSeenAt == nil {
+		t.Fatalf("partner got %+v, want user 2 offline with a last seen", got)
+	}
 }
