@@ -193,17 +193,23 @@ func QueueURL(t testing.TB, client *sqs.Client, name string) string {
 
 // Drain receives and deletes every message of a queue until a receive
 // waiting wait (in whole seconds; 0 does not wait) finds none, and returns
-// them in the order received.
+// them in the order received, each SQS message once.
+//
+// A receive whose reply is lost (a retried request on a loaded machine)
+// leaves its messages in flight, so receives hide messages only briefly
+// and a message seen again is not counted twice.
 func Drain(t testing.TB, client *sqs.Client, queueURL string, wait time.Duration) []sqstypes.Message {
 	t.Helper()
 	ctx := context.Background()
-	giveUp := time.Now().Add(30 * time.Second) // messages in flight come back after their visibility timeout
+	giveUp := time.Now().Add(30 * time.Second)
+	seen := map[string]bool{}
 	var all []sqstypes.Message
 	for {
 		out, err := client.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
 			QueueUrl:            aws.String(queueURL),
 			MaxNumberOfMessages: 10,
 			WaitTimeSeconds:     int32(wait.Round(time.Second) / time.Second),
+			VisibilityTimeout:   drainVisibility,
 		})
 		if err != nil {
 			t.Fatalf("receive from %s: %v", queueURL, err)
@@ -214,16 +220,24 @@ func Drain(t testing.TB, client *sqs.Client, queueURL string, wait time.Duration
 			if queued(ctx, client, queueURL) == 0 || time.Now().After(giveUp) {
 				return all
 			}
+			time.Sleep(100 * time.Millisecond)
 			continue
 		}
 		for _, m := range out.Messages {
 			if _, err := client.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: aws.String(queueURL), ReceiptHandle: m.ReceiptHandle}); err != nil {
 				t.Fatalf("delete from %s: %v", queueURL, err)
 			}
+			if id := aws.ToString(m.MessageId); !seen[id] {
+				seen[id] = true
+				all = append(all, m)
+			}
 		}
-		all = append(all, out.Messages...)
 	}
 }
+
+// drainVisibility is how long, in seconds, a message Drain received stays
+// hidden: short, so one whose receive reply was lost comes back quickly.
+const drainVisibility = 2
 
 // queued is how many messages the queue reports, visible or in flight; 0
 // when it cannot say.
