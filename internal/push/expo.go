@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -91,34 +92,60 @@ func (s expoStatus) err() error {
 }
 
 // Send posts the notifications in batches of 100, one request per batch;
-// a batch that is throttled or fails with a 5xx is retried as a whole.
+// a batch that is throttled or fails with a 5xx is retried as a whole. Expo
+// refuses a whole request for one bad member (a message over its size limit,
+// tokens of different projects), so a batch refused as a request is sent
+// again a notification at a time: each then gets its own answer.
 func (e *Expo) Send(ctx context.Context, ns []Notification) []Result {
-	out := make([]Result, len(ns))
+	out := make([]Result, 0, len(ns))
 	for start := 0; start < len(ns); start += expoMaxBatch {
 		part := ns[start:min(start+expoMaxBatch, len(ns))]
-		msgs := make([]expoMessage, len(part))
-		for i, n := range part {
-			msgs[i] = expoMessageOf(n)
-		}
-		var tickets struct {
-			Data []expoStatus `json:"data"`
-		}
-		err := do(ctx, e.retry, func(ctx context.Context) error {
-			return e.post(ctx, e.sendURL, msgs, &tickets)
-		})
-		if err == nil && len(tickets.Data) != len(part) {
-			err = fmt.Errorf("expo: %d tickets for %d messages", len(tickets.Data), len(part))
-		}
-		for i := range part {
-			if err != nil {
-				out[start+i].Err = err
-				continue
+		res, err := e.sendBatch(ctx, part)
+		var refused *statusError
+		if len(part) > 1 && errors.As(err, &refused) && !IsRetryable(err) {
+			for _, n := range part {
+				one, err := e.sendBatch(ctx, []Notification{n})
+				if err != nil {
+					one = []Result{{Err: err}}
+				}
+				out = append(out, one...)
 			}
-			t := tickets.Data[i]
-			out[start+i] = Result{Ticket: t.ID, Err: t.err()}
+			continue
 		}
+		if err != nil {
+			for range part {
+				out = append(out, Result{Err: err})
+			}
+			continue
+		}
+		out = append(out, res...)
 	}
 	return out
+}
+
+// sendBatch posts one request; an error is the request's, not a ticket's.
+func (e *Expo) sendBatch(ctx context.Context, part []Notification) ([]Result, error) {
+	msgs := make([]expoMessage, len(part))
+	for i, n := range part {
+		msgs[i] = expoMessageOf(n)
+	}
+	var tickets struct {
+		Data []expoStatus `json:"data"`
+	}
+	err := do(ctx, e.retry, func(ctx context.Context) error {
+		return e.post(ctx, e.sendURL, msgs, &tickets)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(tickets.Data) != len(part) {
+		return nil, fmt.Errorf("expo: %d tickets for %d messages", len(tickets.Data), len(part))
+	}
+	out := make([]Result, len(part))
+	for i, t := range tickets.Data {
+		out[i] = Result{Ticket: t.ID, Err: t.err()}
+	}
+	return out, nil
 }
 
 func expoMessageOf(n Notification) expoMessage {

@@ -307,3 +307,30 @@ func TestRouterAndSink(t *testing.T) {
 		t.Errorf("sink recorded %+v", got)
 	}
 }
+
+// TestExpoRefusedBatchFallsBackToEachNotification: one message Expo refuses
+// the whole request for does not fail its neighbours.
+func TestExpoRefusedBatchFallsBackToEachNotification(t *testing.T) {
+	srv := pushtest.NewExpo(t)
+	expo, _ := push.NewExpo(srv.URL(), "", nil)
+	ns := []push.Notification{note(push.PlatformExpo, "ExponentPushToken[a]"), note(push.PlatformExpo, "ExponentPushToken[b]"), note(push.PlatformExpo, "ExponentPushToken[c]")}
+	ns[1].Body = strings.Repeat("x", pushtest.ExpoMaxMessageBytes)
+	res := expo.Send(context.Background(), ns)
+	if len(res) != 3 {
+		t.Fatalf("%d results for 3 notifications", len(res))
+	}
+	for _, i := range []int{0, 2} {
+		if res[i].Err != nil || res[i].Ticket == "" {
+			t.Errorf("notification %d beside an oversized one: ticket %q, err %v; want sent", i, res[i].Ticket, res[i].Err)
+		}
+	}
+	if res[1].Err == nil || push.IsRetryable(res[1].Err) || !strings.Contains(res[1].Err.Error(), "VALIDATION_ERROR") {
+		t.Errorf("oversized notification: %v, want its own permanent refusal with Expo's reason", res[1].Err)
+	}
+	if got := len(srv.Messages()); got != 2 {
+		t.Errorf("Expo accepted %d messages, want 2", got)
+	}
+	if got := srv.Requests(); got != 4 {
+		t.Errorf("%d requests, want 4: the batch, then each notification alone", got)
+	}
+}

@@ -82,6 +82,9 @@ type ExpoMessage struct {
 	ContentAvailable bool              `json:"_contentAvailable"`
 }
 
+// ExpoMaxMessageBytes is Expo's limit on one message's JSON.
+const ExpoMaxMessageBytes = 4096
+
 // Expo serves Expo's push/send and push/getReceipts. Invalidated tokens get
 // a DeviceNotRegistered ticket; tokens passed to UnregisterLater get an ok
 // ticket and a DeviceNotRegistered receipt.
@@ -158,6 +161,14 @@ func (e *Expo) send(w http.ResponseWriter, r *http.Request) {
 	if len(msgs) > 100 {
 		expoError(w, http.StatusBadRequest, "PUSH_TOO_MANY_NOTIFICATIONS", "at most 100 messages per request")
 		return
+	}
+	for _, m := range msgs {
+		// Expo refuses the whole request when one message is over its
+		// payload limit.
+		if b, _ := json.Marshal(m); len(b) > ExpoMaxMessageBytes {
+			expoError(w, http.StatusBadRequest, "VALIDATION_ERROR", fmt.Sprintf("a message is over %d bytes", ExpoMaxMessageBytes))
+			return
+		}
 	}
 	var tickets []map[string]any
 	e.mu.Lock()
