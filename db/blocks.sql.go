@@ -40,10 +40,11 @@ func (q *Queries) DeleteBlock(ctx context.Context, arg DeleteBlockParams) error 
 	return err
 }
 
-const insertBlock = `-- name: InsertBlock :exec
+const insertBlock = `-- name: InsertBlock :one
 INSERT INTO blocks (blocker_id, blocked_id, created_at)
 VALUES ($1, $2, $3)
-ON CONFLICT DO NOTHING
+ON CONFLICT (blocker_id, blocked_id) DO UPDATE SET created_at = blocks.created_at
+RETURNING created_at
 `
 
 type InsertBlockParams struct {
@@ -52,10 +53,12 @@ type InsertBlockParams struct {
 	CreatedAt time.Time
 }
 
-// Blocking twice keeps the first block's time.
-func (q *Queries) InsertBlock(ctx context.Context, arg InsertBlockParams) error {
-	_, err := q.db.Exec(ctx, insertBlock, arg.BlockerID, arg.BlockedID, arg.CreatedAt)
-	return err
+// Blocking twice keeps the first block's time, and answers it.
+func (q *Queries) InsertBlock(ctx context.Context, arg InsertBlockParams) (time.Time, error) {
+	row := q.db.QueryRow(ctx, insertBlock, arg.BlockerID, arg.BlockedID, arg.CreatedAt)
+	var created_at time.Time
+	err := row.Scan(&created_at)
+	return created_at, err
 }
 
 const listBlockedAmong = `-- name: ListBlockedAmong :many

@@ -1,8 +1,9 @@
--- name: InsertBlock :exec
--- Blocking twice keeps the first block's time.
+-- name: InsertBlock :one
+-- Blocking twice keeps the first block's time, and answers it.
 INSERT INTO blocks (blocker_id, blocked_id, created_at)
 VALUES (@blocker_id, @blocked_id, @created_at)
-ON CONFLICT DO NOTHING;
+ON CONFLICT (blocker_id, blocked_id) DO UPDATE SET created_at = blocks.created_at
+RETURNING created_at;
 
 -- name: DeleteBlock :exec
 DELETE FROM blocks WHERE blocker_id = @blocker_id AND blocked_id = @blocked_id;

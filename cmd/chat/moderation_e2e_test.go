@@ -44,9 +44,16 @@ func TestBlocking(t *testing.T) {
 		UserID    int64     `json:"user_id"`
 		CreatedAt time.Time `json:"created_at"`
 	}
-	for range 2 {
+	var firstAt time.Time
+	for i := range 2 {
 		if got := e.call(a, "POST", "/blocks", map[string]any{"user_id": b}, &blk); got != 200 || blk.UserID != b {
 			t.Fatalf("block: status %d, %+v", got, blk)
+		}
+		if i == 0 {
+			firstAt = blk.CreatedAt
+			time.Sleep(2 * time.Millisecond) // a second block at a later time
+		} else if !blk.CreatedAt.Equal(firstAt) {
+			t.Errorf("blocking again answered created_at %v, want the block's own %v", blk.CreatedAt, firstAt)
 		}
 	}
 	var list struct {

@@ -70,12 +70,12 @@ func (s *Service) Block(ctx context.Context, userID int64, in BlockInput) (Block
 	if err := s.allowWrite(userID, WriteSettings, "block changes"); err != nil {
 		return BlockView{}, err
 	}
-	now := s.clock()
-	if err := s.q.InsertBlock(ctx, db.InsertBlockParams{BlockerID: userID, BlockedID: in.UserID, CreatedAt: now}); err != nil {
+	since, err := s.q.InsertBlock(ctx, db.InsertBlockParams{BlockerID: userID, BlockedID: in.UserID, CreatedAt: s.clock()})
+	if err != nil {
 		return BlockView{}, unavailable("the database", err)
 	}
 	s.blockLists.remove(userID)
-	return BlockView{UserID: in.UserID, CreatedAt: now}, nil
+	return BlockView{UserID: in.UserID, CreatedAt: since}, nil
 }
 
 // Unblock removes a block; unblocking a user not blocked changes nothing.
