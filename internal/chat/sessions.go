@@ -112,7 +112,7 @@ func (ss *Sessions) Connect(ctx context.Context, connID string, userID int64, ga
 // Connections whose token has expired do not count: their frames are
 // refused, and on API Gateway nothing closes them at expiry.
 //
-// It also reports whether c is the user's only live connection: the user
+// It also reports whether c is the user's oldest live connection: the user
 // just came online. The same read serves both.
 func (ss *Sessions) admit(ctx context.Context, c connstore.Connection) (first bool, err error) {
 	held, err := ss.conns.ByUser(ctx, c.UserID)
@@ -122,7 +122,12 @@ func (ss *Sessions) admit(ctx context.Context, c connstore.Connection) (first bo
 	}
 	now := ss.svc.clock()
 	held = slices.DeleteFunc(held, func(h connstore.Connection) bool { return h.ID != c.ID && h.TokenExpired(now) })
-	first = !slices.ContainsFunc(held, func(h connstore.Connection) bool { return h.ID != c.ID && h.Live(now) })
+	// c is the first when no live connection is older: of two connecting at
+	// once, each sees the other, and only the older announces (a record
+	// landing late can make both announce; fanout drops the repeat).
+	first = !slices.ContainsFunc(held, func(h connstore.Connection) bool {
+		return h.ID != c.ID && h.Live(now) && cmp.Or(h.ConnectedAt.Compare(c.ConnectedAt), cmp.Compare(h.ID, c.ID)) < 0
+	})
 	limit := ss.svc.limits.MaxConnectionsPerUser
 	if limit <= 0 {
 		return first, nil

@@ -85,8 +85,10 @@ func (ps *presence) online(m events.PresenceV1) bool {
 		delete(ps.pending, m.UserID)
 		return false
 	}
-	if last, ok := ps.announced[m.UserID]; ok && !m.At.After(last.At) {
-		return false // a redelivery, or older than what was announced
+	if last, ok := ps.announced[m.UserID]; ok && (!m.At.After(last.At) || last.Online) {
+		// A redelivery, older than what was announced, or a second device
+		// that also found itself first: the user is online already.
+		return false
 	}
 	ps.remember(m)
 	return true

@@ -67,6 +67,10 @@ func TestPresenceIsDebounced(t *testing.T) {
 	partner.expectJSON(t, onlineJSON)
 	handle(t, f, online) // redelivered: nothing new
 	partner.expectNothing(t)
+	// A second device that also found itself first (they connected at
+	// once): the user is online already.
+	handle(t, f, presence(true, t0.Add(time.Millisecond)))
+	partner.expectNothing(t)
 	stranger.expectNothing(t)
 
 	// Offline, then back within the grace: nothing at all.
