@@ -207,9 +207,16 @@ func (f *Fanout) HandleBatch(ctx context.Context, envs []events.Envelope) []erro
 	}
 	s := f.send(ctx, envs, prior)
 	if err := ctx.Err(); err != nil {
-		return failAll(s.errs, s.pushes, fmt.Errorf("fanout: %w", err))
+		failAll(s.errs, s.pushes, fmt.Errorf("fanout: %w", err))
+	} else {
+		f.receipts(ctx, s)
 	}
-	f.receipts(ctx, s)
+	for i, m := range s.onlines {
+		if s.errs[i] != nil {
+			// Retried: its redelivery must still be news.
+			f.presence.unannounce(m)
+		}
+	}
 	return s.errs
 }
 
@@ -220,6 +227,8 @@ type sent struct {
 	conns  map[int64][]connstore.Connection
 	// reached says, per event, that a message reached a recipient's device.
 	reached []bool
+	// onlines are the batch's announced onlines, by event.
+	onlines map[int]events.PresenceV1
 }
 
 // send plans and posts a batch: one connection lookup, then every
@@ -253,6 +262,12 @@ func (f *Fanout) send(ctx context.Context, envs []events.Envelope, prior []*earl
 			continue
 		}
 		s.pushes[i] = p
+		if p != nil && p.presence != nil {
+			if s.onlines == nil {
+				s.onlines = map[int]events.PresenceV1{}
+			}
+			s.onlines[i] = *p.presence
+		}
 	}
 	if f.presence != nil {
 		f.presenceAudience(ctx, s.pushes, s.errs)

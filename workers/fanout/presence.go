@@ -94,6 +94,16 @@ func (ps *presence) online(m events.PresenceV1) bool {
 	return true
 }
 
+// unannounce forgets m, an online being retried because its batch failed
+// before its frames went out.
+func (ps *presence) unannounce(m events.PresenceV1) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if last, ok := ps.announced[m.UserID]; ok && last.Online == m.Online && last.At.Equal(m.At) {
+		delete(ps.announced, m.UserID)
+	}
+}
+
 func (ps *presence) remember(m events.PresenceV1) {
 	if len(ps.announced) >= maxPresenceKept {
 		ps.announced = map[int64]events.PresenceV1{}

@@ -149,3 +149,28 @@ func TestGoneConnectionAnnouncesOffline(t *testing.T) {
 		t.Fatalf("partner got %+v, want user 2 offline with a last seen", got)
 	}
 }
+
+// An online whose batch failed before its frames went out (the connection
+// lookup failed) is announced when the event is redelivered.
+func TestFailedOnlineIsAnnouncedOnRedelivery(t *testing.T) {
+	h := newHarness(t)
+	pool, err := pgxpool.New(context.Background(), h.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if _, _, err := db.GetOrCreateDirect(context.Background(), pool, uuid.Must(uuid.NewV7()), 1, 2); err != nil {
+		t.Fatal(err)
+	}
+	conns := &failingLookups{Connections: h.store}
+	f := fanout.New(conns, h.client, h.bus, nil, testLogger(t), fanout.WithPresence(db.New(pool), time.Second, h.store))
+	partner := h.dial(t, 1)
+	online := envelope(t, 2, "", events.PresenceV1{UserID: 2, Online: true, At: time.Now().UTC().Truncate(time.Microsecond)})
+	conns.fail.Store(1)
+	if err := f.Handle(context.Background(), online); err == nil {
+		t.Fatal("Handle with the connection lookup failing: no error, want the event retried")
+	}
+	partner.expectNothing(t)
+	handle(t, f, online) // the redelivery
+	partner.expectJSON(t, `{"type":"presence","data":{"userId":2,"online":true,"lastSeenAt":null}}`)
+}
