@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	lambdaevents "github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -341,7 +342,11 @@ func (t *Tracing) HTTP(next http.Handler) http.Handler {
 		// middleware (metrics) reads it from its own.
 		r.Pattern = inner.Pattern
 		if r.Pattern != "" {
-			span.SetName(r.Method + " " + r.Pattern)
+			name := r.Pattern
+			if !strings.Contains(name, " ") { // a pattern without its method
+				name = r.Method + " " + name
+			}
+			span.SetName(name)
 			span.SetAttributes(attrRoute.String(r.Pattern))
 		}
 		code := sw.Status()
