@@ -114,7 +114,7 @@ func messageTrace(spans tracetest.SpanStubs) tracetest.SpanStubs {
 func attrOf(s tracetest.SpanStub, key string) string {
 	for _, a := range s.Attributes {
 		if string(a.Key) == key {
-			return a.Value.Emit()
+			return a.Value.String()
 		}
 	}
 	return ""
