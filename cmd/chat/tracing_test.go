@@ -119,4 +119,3 @@ func attrOf(s tracetest.SpanStub, key string) string {
 	}
 	return ""
 }
-
