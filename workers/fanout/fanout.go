@@ -444,7 +444,9 @@ func (f *Fanout) receipts(ctx context.Context, s sent) {
 	if len(envs) == 0 {
 		return
 	}
-	if err := f.bus.Publish(ctx, envs...); err != nil {
+	// One publish for the batch, traced under its first event (a batch of
+	// one when idle); each published event names its own cause.
+	if err := f.bus.Publish(events.EventContext(ctx, s.envs[which[0]]), envs...); err != nil {
 		err = fmt.Errorf("fanout: publish %d delivery receipts and push requests: %w", len(envs), err)
 		for _, i := range which {
 			s.errs[i] = err
