@@ -38,6 +38,12 @@ type Envelope struct {
 	ActorID        int64           `json:"actor_id"`
 	ConversationID string          `json:"conversation_id,omitempty"`
 	Data           json.RawMessage `json:"data"`
+	// Traceparent and Tracestate are the W3C trace context of the span
+	// that published the event, so that the workers' spans join its trace.
+	// Set only when tracing is on and that span is sampled; a malformed
+	// value never fails the event (see TraceError).
+	Traceparent string `json:"traceparent,omitempty"`
+	Tracestate  string `json:"tracestate,omitempty"`
 }
 
 // Payload is implemented by every versioned event payload.
@@ -69,7 +75,9 @@ func New(id string, occurredAt time.Time, actorID int64, conversationID string, 
 // consumer must not retry it.
 var ErrInvalid = errors.New("invalid event")
 
-// Validate checks the envelope fields every consumer relies on.
+// Validate checks the envelope fields every consumer relies on. The trace
+// context is not among them: TraceError checks it, and a consumer ignores a
+// malformed one rather than fail the event.
 func (e Envelope) Validate() error {
 	switch {
 	case !IsUUID(e.ID):

@@ -3,11 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Config is everything the stack takes from `cdk -c key=value`. It is parsed
@@ -45,6 +47,18 @@ type Config struct {
 	APNsTopic               string // apnsTopic: the app's bundle id
 	APNsSandbox             bool   // apnsSandbox
 	FCMCredentialsSecretArn string // fcmCredentialsSecretArn: a service account key (JSON)
+
+	// Token verification of the functions that take tokens (API and
+	// WebSocket routes), as the API reads it (README.md, Authentication).
+	JWTPreviousSecretUntil string // jwtPreviousSecretUntil: CHAT_JWT_PREVIOUS_SECRET_UNTIL, RFC 3339
+	JWKSURL                string // jwksUrl: CHAT_JWKS_URL; the JWT secret is then not read
+	JWTIssuer              string // jwtIssuer: CHAT_JWT_ISSUER
+	JWTAudience            string // jwtAudience: CHAT_JWT_AUDIENCE
+	JWTUserIDClaim         string // jwtUserIdClaim: CHAT_JWT_USER_ID_CLAIM
+
+	// OTLPEndpoint: OTEL_EXPORTER_OTLP_ENDPOINT of every function, where
+	// traces go (otlpEndpoint; default none: tracing off).
+	OTLPEndpoint string
 }
 
 // Context keys, in one place so docs and errors say the same thing.
@@ -72,7 +86,17 @@ const (
 	ctxAPNsTopic        = "apnsTopic"
 	ctxAPNsSandbox      = "apnsSandbox"
 	ctxFCMCredentials   = "fcmCredentialsSecretArn"
+	ctxJWTPreviousUntil = "jwtPreviousSecretUntil"
+	ctxJWKSURL          = "jwksUrl"
+	ctxJWTIssuer        = "jwtIssuer"
+	ctxJWTAudience      = "jwtAudience"
+	ctxJWTUserIDClaim   = "jwtUserIdClaim"
+	ctxOTLPEndpoint     = "otlpEndpoint"
 )
+
+// maxSecretOverlap is the API's bound on CHAT_JWT_PREVIOUS_SECRET_UNTIL: a
+// later time makes every token-verifying function refuse to start.
+const maxSecretOverlap = 30 * 24 * time.Hour
 
 const (
 	defaultStage                = "dev"
@@ -125,6 +149,12 @@ func ParseConfig(get func(key string) any) (Config, error) {
 		APNsTeamID:              stringOr(get(ctxAPNsTeamID), ""),
 		APNsTopic:               stringOr(get(ctxAPNsTopic), ""),
 		FCMCredentialsSecretArn: stringOr(get(ctxFCMCredentials), ""),
+		JWTPreviousSecretUntil:  stringOr(get(ctxJWTPreviousUntil), ""),
+		JWKSURL:                 stringOr(get(ctxJWKSURL), ""),
+		JWTIssuer:               stringOr(get(ctxJWTIssuer), ""),
+		JWTAudience:             stringOr(get(ctxJWTAudience), ""),
+		JWTUserIDClaim:          stringOr(get(ctxJWTUserIDClaim), ""),
+		OTLPEndpoint:            stringOr(get(ctxOTLPEndpoint), ""),
 	}
 	c.RDSProxy = c.IsProd()
 	if len(c.CorsOrigins) == 0 {
@@ -242,7 +272,61 @@ func (c Config) Validate() error {
 	if err := c.checkConnections(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.checkAuth(time.Now()); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// checkAuth refuses at synth what the token-verifying functions would
+// refuse at their cold start (cmd/chat's authconfig.go), and the OTLP
+// endpoint's shape.
+func (c Config) checkAuth(now time.Time) error {
+	var errs []error
+	if c.JWTPreviousSecretUntil != "" {
+		until, err := time.Parse(time.RFC3339, c.JWTPreviousSecretUntil)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s: %q is not an RFC 3339 time (2026-12-02T18:00:00Z)", ctxJWTPreviousUntil, c.JWTPreviousSecretUntil))
+		case until.After(now.Add(maxSecretOverlap)):
+			errs = append(errs, fmt.Errorf("%s: %s is more than 30 days ahead", ctxJWTPreviousUntil, c.JWTPreviousSecretUntil))
+		}
+		if c.JWKSURL != "" {
+			errs = append(errs, fmt.Errorf("%s rotates the HS256 secret and cannot be used with %s", ctxJWTPreviousUntil, ctxJWKSURL))
+		}
+	}
+	if c.JWKSURL != "" {
+		if u, err := url.Parse(c.JWKSURL); err != nil || u.Scheme != "https" || u.Host == "" {
+			errs = append(errs, fmt.Errorf("%s: %q is not an https URL", ctxJWKSURL, c.JWKSURL))
+		}
+		if c.JWTIssuer == "" || c.JWTAudience == "" {
+			errs = append(errs, fmt.Errorf("%s needs %s and %s", ctxJWKSURL, ctxJWTIssuer, ctxJWTAudience))
+		}
+	}
+	if c.OTLPEndpoint != "" {
+		if u, err := url.Parse(c.OTLPEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("%s: %q is not an http(s) URL", ctxOTLPEndpoint, c.OTLPEndpoint))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// AuthEnv is the token verification settings of the functions that take
+// tokens, as the variables the API reads.
+func (c Config) AuthEnv() map[string]string {
+	env := map[string]string{}
+	for name, v := range map[string]string{
+		"CHAT_JWT_PREVIOUS_SECRET_UNTIL": c.JWTPreviousSecretUntil,
+		"CHAT_JWKS_URL":                  c.JWKSURL,
+		"CHAT_JWT_ISSUER":                c.JWTIssuer,
+		"CHAT_JWT_AUDIENCE":              c.JWTAudience,
+		"CHAT_JWT_USER_ID_CLAIM":         c.JWTUserIDClaim,
+	} {
+		if v != "" {
+			env[name] = v
+		}
+	}
+	return env
 }
 
 // CheckBootstrap fails early with a hint when the Lambda binary was not built:

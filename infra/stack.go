@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"strings"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
@@ -50,6 +51,9 @@ func NewChatStack(scope constructs.Construct, cfg Config, props *awscdk.StackPro
 	if cfg.ConfigRevision != "" {
 		env["CHAT_CONFIG_REVISION"] = jsii.String(cfg.ConfigRevision)
 	}
+	if cfg.OTLPEndpoint != "" {
+		env["OTEL_EXPORTER_OTLP_ENDPOINT"] = jsii.String(cfg.OTLPEndpoint)
+	}
 	net := importNetwork(stack, cfg)
 	fns := newFunctionFactory(stack, cfg, env, net, newDatabaseProxy(stack, cfg, net))
 	migrateFn := fns.New(functionSpec{ID: "MigrateFunction", Handler: lambdafn.Migrate, MemoryMB: 256, TimeoutSec: migrateTimeoutSec})
@@ -60,14 +64,19 @@ func NewChatStack(scope constructs.Construct, cfg Config, props *awscdk.StackPro
 	// Edge functions: validate, authorize, publish. They never post to
 	// connections themselves; fanout does.
 	edge := func(id, handler string, timeout float64) awslambda.Function {
-		spec := functionSpec{ID: id, Handler: handler, MemoryMB: 256, TimeoutSec: timeout}
+		spec := functionSpec{ID: id, Handler: handler, MemoryMB: 256, TimeoutSec: timeout, Env: map[string]*string{}}
 		if lambdafn.IsWebSocket(handler) {
-			spec.Env = wsEnv
+			maps.Copy(spec.Env, wsEnv)
+		}
+		for k, v := range cfg.AuthEnv() {
+			spec.Env[k] = jsii.String(v)
 		}
 		fn := fns.New(spec)
 		bus.GrantPutEventsTo(fn, nil)
 		table.GrantReadWriteData(fn)
-		jwtSecret.GrantRead(fn, nil)
+		if cfg.JWKSURL == "" { // with a key set the secret is not read
+			jwtSecret.GrantRead(fn, nil)
+		}
 		dbSecret.GrantRead(fn, nil)
 		return fn
 	}

@@ -35,6 +35,7 @@ import (
 	"github.com/parleychat/parley/internal/retry"
 	"github.com/parleychat/parley/internal/s3local"
 	"github.com/parleychat/parley/internal/thumbnail"
+	"github.com/parleychat/parley/internal/tracing"
 	"github.com/parleychat/parley/workers/fanout"
 	"github.com/parleychat/parley/workers/notifier"
 	"github.com/parleychat/parley/workers/persister"
@@ -90,7 +91,10 @@ type App struct {
 	// serves them (and /status), nil when CHAT_METRICS_ADDR is off.
 	reg       *prometheus.Registry
 	metrics   *metrics.Metrics
-	publisher events.Publisher // the transport's, timed by metrics
+	publisher events.Publisher // the transport's, timed by metrics and traced
+	// tracing is nil when off (no OTLP endpoint): its wrappers then add
+	// nothing.
+	tracing *tracing.Tracing
 
 	httpLn, gatewayLn, adminLn, s3Ln, metricsLn net.Listener
 	// managementURL is where fanout posts: CHAT_WS_MANAGEMENT_ENDPOINT, or
@@ -159,6 +163,10 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, p parts) (*Ap
 			a.Close()
 		}
 	}()
+	var err error
+	if a.tracing, err = tracing.New(ctx, cfg.Tracing); err != nil {
+		return nil, err
+	}
 	if p.db {
 		if err := a.openDB(ctx, p.migrate, p.workers); err != nil {
 			return nil, err
@@ -168,7 +176,7 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, p parts) (*Ap
 		if err := a.openTransport(ctx, p); err != nil {
 			return nil, err
 		}
-		a.publisher = a.metrics.Publisher(a.transport.Publisher())
+		a.publisher = a.tracing.Publisher(a.metrics.Publisher(a.transport.Publisher()))
 	}
 	if cfg.verifiesTokens() { // workers verify no tokens
 		var err error
@@ -373,6 +381,15 @@ func (a *App) openConnections(ctx context.Context) error {
 
 // Close releases what openApp acquired.
 func (a *App) Close() {
+	if a.tracing != nil {
+		// What is left goes out, within a bound: a collector that is down
+		// must not hold up a shutdown.
+		ctx, cancel := context.WithTimeout(context.Background(), tracingShutdown)
+		if err := a.tracing.Shutdown(ctx); err != nil {
+			a.logger.Warn("spans not exported at shutdown", "err", err)
+		}
+		cancel()
+	}
 	for _, ln := range []net.Listener{a.httpLn, a.gatewayLn, a.adminLn, a.s3Ln, a.metricsLn} {
 		if ln != nil {
 			_ = ln.Close()
@@ -414,7 +431,7 @@ func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gatewa
 		}
 		// Whether a user is still online is asked of the store (every
 		// gateway's connections), not of this gateway's.
-		return fanout.New(conns, a.metrics.Poster(poster), publisher, urls, logger, fanout.WithExpiredFrame(api.TokenExpiredFrame()),
+		return fanout.New(conns, a.metrics.Poster(a.tracing.Poster(poster)), publisher, urls, logger, fanout.WithExpiredFrame(api.TokenExpiredFrame()),
 			fanout.WithPresence(db.New(a.pool), a.cfg.PresenceGrace, a.conns)), nil
 	case events.WorkerNotifier:
 		router, expo, err := a.pushProviders(logger)
@@ -569,7 +586,7 @@ func (a *App) run(ctx context.Context, p parts) error {
 		a.index = connstore.NewIndex(a.conns, a.gatewayID)
 		a.conns = a.index
 		routes = a.wsRoutes(a.logger.With("component", "ws"))
-		gw = gateway.New(gateway.Routes{Connect: routes.Connect, Disconnect: routes.Disconnect, Default: routes.Default}, gateway.Config{
+		gw = gateway.New(a.tracedRoutes(routes), gateway.Config{
 			APIID: a.gatewayID, AdminSecret: a.cfg.GatewaySecret, ExpiredFrame: api.TokenExpiredFrame(),
 			IdleTimeout: a.cfg.WSIdleTimeout, MaxConnectionAge: a.cfg.WSMaxAge, SendBuffer: a.cfg.WSSendBuffer,
 		}, a.logger.With("component", "gateway"))
@@ -581,7 +598,7 @@ func (a *App) run(ctx context.Context, p parts) error {
 		if err != nil {
 			return err
 		}
-		handlers[i] = a.metrics.Worker(name, h)
+		handlers[i] = a.metrics.Worker(name, a.tracing.Worker(name, h, a.logger.With("worker", name)))
 	}
 	if a.transport != nil && a.cfg.Transport == transportPostgres {
 		// On AWS the queues' numbers are SQS's own CloudWatch metrics.
@@ -654,7 +671,7 @@ func (a *App) run(ctx context.Context, p parts) error {
 		if a.sink != nil {
 			mux.HandleFunc("GET /dev/pushes", a.recentPushes)
 		}
-		mux.Handle("/", a.metrics.HTTP(a.rest))
+		mux.Handle("/", a.metrics.HTTP(a.tracing.HTTP(a.rest)))
 		a.serve(ctx, g, a.httpLn, mux, gatewayShutdown(gw))
 	}
 	if a.gatewayLn != nil {
@@ -723,6 +740,18 @@ func (a *App) forgetPreviousRun(ctx context.Context, routes *api.WSRoutes) error
 // wsRoutes are the WebSocket route handlers, for the local gateway and for
 // API Gateway's Lambdas. A connection record outlives API Gateway's maximum
 // connection age a little, so a connection never loses its record early.
+// tracedRoutes are routes' handlers, each call traced (when tracing is on).
+func (a *App) tracedRoutes(routes *api.WSRoutes) gateway.Routes {
+	return gateway.Routes{
+		Connect:    tracing.WSRoute(a.tracing, routes.Connect),
+		Disconnect: tracing.WSRoute(a.tracing, routes.Disconnect),
+		Default:    tracing.WSRoute(a.tracing, routes.Default),
+	}
+}
+
+// tracingShutdown bounds the export of the last spans when a process stops.
+const tracingShutdown = 5 * time.Second
+
 func (a *App) wsRoutes(logger *slog.Logger) *api.WSRoutes {
 	return api.NewWSRoutes(a.svc, a.verifier, a.conns, a.cfg.WSMaxAge+5*time.Minute, logger)
 }

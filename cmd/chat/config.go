@@ -20,6 +20,7 @@ import (
 	"github.com/parleychat/parley/internal/chat"
 	"github.com/parleychat/parley/internal/push"
 	"github.com/parleychat/parley/internal/thumbnail"
+	"github.com/parleychat/parley/internal/tracing"
 	"github.com/parleychat/parley/workers/notifier"
 	"github.com/parleychat/parley/workers/persister"
 )
@@ -69,14 +70,17 @@ type Config struct {
 	// DBConnectTimeout: how long a starting process waits for PostgreSQL
 	// (CHAT_DB_CONNECT_TIMEOUT, default 30s).
 	DBConnectTimeout time.Duration
-	JWTSecret        string     // JWT_SECRET
-	JWT              jwtConfig  // the rest of token verification (authconfig.go)
-	DataDir          string     // CHAT_DATA_DIR, default ./.chat-data
-	LogLevel         slog.Level // CHAT_LOG_LEVEL: debug, info (default), warn, error
-	LogFormat        string     // CHAT_LOG_FORMAT: text (default) or json
-	MaxTextRunes     int        // CHAT_MAX_TEXT_CHARS, default 4000
-	Rates            chat.Rates // CHAT_RATE_<KIND> per user: N/PERIOD[,BURST], 0 = no limit (chat.DefaultRates)
-	WorkerAttempts   int        // CHAT_WORKER_MAX_ATTEMPTS before dead-lettering, default 5
+	JWTSecret        string    // JWT_SECRET
+	JWT              jwtConfig // the rest of token verification (authconfig.go)
+	// Tracing: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or
+	// OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP); default none, tracing off.
+	Tracing        tracing.Config
+	DataDir        string     // CHAT_DATA_DIR, default ./.chat-data
+	LogLevel       slog.Level // CHAT_LOG_LEVEL: debug, info (default), warn, error
+	LogFormat      string     // CHAT_LOG_FORMAT: text (default) or json
+	MaxTextRunes   int        // CHAT_MAX_TEXT_CHARS, default 4000
+	Rates          chat.Rates // CHAT_RATE_<KIND> per user: N/PERIOD[,BURST], 0 = no limit (chat.DefaultRates)
+	WorkerAttempts int        // CHAT_WORKER_MAX_ATTEMPTS before dead-lettering, default 5
 	// PendingReadRetention (CHAT_PENDING_READ_RETENTION, default 24h): how
 	// long a read of a message not stored yet waits for it.
 	PendingReadRetention time.Duration
@@ -442,6 +446,10 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	c.RuleARNPrefix = str("CHAT_RULE_ARN_PREFIX", "")
 	errs = append(errs, c.loadPush(getenv, str, dur, boolean)...)
 	c.AWSKeys = awsconf.Keys{AccessKeyID: str("AWS_ACCESS_KEY_ID", ""), SecretAccessKey: str("AWS_SECRET_ACCESS_KEY", "")}
+	var err error
+	if c.Tracing, err = tracing.ConfigFromEnv(getenv); err != nil {
+		errs = append(errs, err)
+	}
 	return c, errors.Join(errs...)
 }
 

@@ -19,9 +19,11 @@ import (
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/events/lambdasqs"
 	"github.com/parleychat/parley/internal/awsconf"
+	"github.com/parleychat/parley/internal/gateway"
 	"github.com/parleychat/parley/internal/lambdafn"
 	"github.com/parleychat/parley/internal/lambdahttp"
 	"github.com/parleychat/parley/internal/metrics"
+	"github.com/parleychat/parley/internal/tracing"
 )
 
 // lambdaHandler builds the function the Lambda runtime invokes. Building
@@ -84,18 +86,19 @@ func lambdaHandler(ctx context.Context, name string, getenv func(string) string,
 	}
 	switch {
 	case name == lambdafn.API:
-		return lambdahttp.Handler(a.rest), a.Close, nil
+		return tracing.Flushing(a.tracing, logger, lambdahttp.Handler(a.tracing.HTTP(a.rest))), a.Close, nil
 	case lambdafn.IsWebSocket(name):
-		routes := a.wsRoutes(logger)
-		h := map[string]any{lambdafn.WSConnect: routes.Connect, lambdafn.WSDisconnect: routes.Disconnect, lambdafn.WSDefault: routes.Default}[name]
-		return h, a.Close, nil
+		routes := a.tracedRoutes(a.wsRoutes(logger))
+		h := map[string]gateway.Handler{lambdafn.WSConnect: routes.Connect, lambdafn.WSDisconnect: routes.Disconnect, lambdafn.WSDefault: routes.Default}[name]
+		return tracing.Flushing(a.tracing, logger, h), a.Close, nil
 	default:
 		h, err := a.workerHandler(ctx, fn.Worker, nil)
 		if err != nil {
 			a.Close()
 			return nil, nil, err
 		}
-		return lambdasqs.Handler(metrics.EMF(stderr, fn.Worker, events.AsBatch(h)), logger), a.Close, nil
+		traced := a.tracing.Worker(fn.Worker, h, logger)
+		return tracing.Flushing(a.tracing, logger, lambdasqs.Handler(metrics.EMF(stderr, fn.Worker, events.AsBatch(traced)), logger)), a.Close, nil
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/parleychat/parley/api/auth"
 	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/internal/tracing"
 )
 
 func main() {
@@ -232,10 +233,14 @@ func fixed(r runner) prepare {
 
 func newLogger(cfg Config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	if cfg.Tracing.On() {
+		h = tracing.LogHandler{Handler: h}
+	}
+	return slog.New(h)
 }
 
 // server runs a long-lived process made of p.

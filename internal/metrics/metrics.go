@@ -288,12 +288,9 @@ func (m *Metrics) published1(start time.Time, err error, envs ...events.Envelope
 func (m *Metrics) HTTP(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &StatusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
-		code := sw.code
-		if code == 0 {
-			code = http.StatusOK
-		}
+		code := sw.Status()
 		route := r.Pattern
 		if route == "" {
 			route = "unmatched"
@@ -329,25 +326,34 @@ func (m *Metrics) httpSeriesFor(route string, code int) httpSeries {
 	return s
 }
 
-// statusWriter remembers the status code written. Unwrap lets
-// http.ResponseController reach the connection (deadlines, flushes).
-type statusWriter struct {
+// StatusWriter remembers the status code written, for the middlewares
+// that report it (metrics, traces). Unwrap lets http.ResponseController
+// reach the connection (deadlines, flushes).
+type StatusWriter struct {
 	http.ResponseWriter
 	code int
 }
 
-func (s *statusWriter) WriteHeader(code int) {
+func (s *StatusWriter) WriteHeader(code int) {
 	if s.code == 0 {
 		s.code = code
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
 
-func (s *statusWriter) Write(b []byte) (int, error) {
+func (s *StatusWriter) Write(b []byte) (int, error) {
 	if s.code == 0 {
 		s.code = http.StatusOK
 	}
 	return s.ResponseWriter.Write(b)
 }
 
-func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+func (s *StatusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Status is the status code written, 200 when the handler wrote none.
+func (s *StatusWriter) Status() int {
+	if s.code == 0 {
+		return http.StatusOK
+	}
+	return s.code
+}

@@ -222,6 +222,7 @@ func (f *Fanout) HandleBatch(ctx context.Context, envs []events.Envelope) []erro
 
 // sent is what send did with a batch.
 type sent struct {
+	envs   []events.Envelope
 	pushes []*push
 	errs   []error
 	conns  map[int64][]connstore.Connection
@@ -236,7 +237,7 @@ type sent struct {
 // fast path did already: events it posted are not posted again, and only
 // their senders are looked up, for the receipts.
 func (f *Fanout) send(ctx context.Context, envs []events.Envelope, prior []*earlyResult) sent {
-	s := sent{pushes: make([]*push, len(envs)), errs: make([]error, len(envs)), reached: make([]bool, len(envs))}
+	s := sent{envs: envs, pushes: make([]*push, len(envs)), errs: make([]error, len(envs)), reached: make([]bool, len(envs))}
 	done := func(i int) bool { return prior != nil && prior[i] != nil && prior[i].posted }
 	var users []int64
 	for i, e := range envs {
@@ -313,11 +314,11 @@ func (f *Fanout) send(ctx context.Context, envs []events.Envelope, prior []*earl
 	greeters.SetLimit(maxConcurrentPosts)
 	for _, i := range greetings {
 		greeters.Go(func() error {
-			s.errs[i] = f.greet(ctx, s.pushes[i].frame, *s.pushes[i].conn)
+			s.errs[i] = f.greet(events.EventContext(ctx, envs[i]), s.pushes[i].frame, *s.pushes[i].conn)
 			return nil
 		})
 	}
-	delivered := f.deliver(ctx, &out)
+	delivered := f.deliver(ctx, envs, &out)
 	_ = greeters.Wait() // the goroutines return nil
 	for i, p := range s.pushes {
 		if p != nil && p.sent != nil && !done(i) {
@@ -434,6 +435,7 @@ func (f *Fanout) receipts(ctx context.Context, s sent) {
 				s.errs[i] = err
 				continue
 			}
+			events.Caused(ctx, s.envs[i], &env)
 			envs, which = append(envs, env), append(which, i)
 			continue
 		}
@@ -442,6 +444,7 @@ func (f *Fanout) receipts(ctx context.Context, s sent) {
 			s.errs[i] = err
 			continue
 		}
+		events.Caused(ctx, s.envs[i], &env)
 		envs, which = append(envs, env), append(which, i)
 		b, err := wsproto.Encode(messageDeliveredFrame(d))
 		if err != nil {
@@ -456,14 +459,16 @@ func (f *Fanout) receipts(ctx context.Context, s sent) {
 	if len(envs) == 0 {
 		return
 	}
-	if err := f.bus.Publish(ctx, envs...); err != nil {
+	// One publish for the batch, traced under its first event (a batch of
+	// one when idle); each published event names its own cause.
+	if err := f.bus.Publish(events.EventContext(ctx, s.envs[which[0]]), envs...); err != nil {
 		err = fmt.Errorf("fanout: publish %d delivery receipts and push requests: %w", len(envs), err)
 		for _, i := range which {
 			s.errs[i] = err
 		}
 		return
 	}
-	f.deliver(ctx, &frames)
+	f.deliver(ctx, s.envs, &frames)
 }
 
 func reachedRecipient(p *push, conns map[int64][]connstore.Connection, got map[string]bool) bool {
@@ -549,8 +554,10 @@ func (ps *posts) add(event int, c connstore.Connection, frame []byte) {
 
 // deliver posts every connection's frames, in order, connections in
 // parallel, and reports per event which connections got its frame. A
-// connection that is gone gets none of its remaining frames.
-func (f *Fanout) deliver(ctx context.Context, ps *posts) map[int]map[string]bool {
+// connection that is gone gets none of its remaining frames. envs, when
+// given, are the events ps's indexes name: each post is traced under its
+// event (events.EventContext).
+func (f *Fanout) deliver(ctx context.Context, envs []events.Envelope, ps *posts) map[int]map[string]bool {
 	got := map[int]map[string]bool{}
 	var mu sync.Mutex
 	var g errgroup.Group
@@ -559,7 +566,11 @@ func (f *Fanout) deliver(ctx context.Context, ps *posts) map[int]map[string]bool
 		cp := ps.by[id]
 		g.Go(func() error {
 			for k, frame := range cp.frames {
-				ok, gone := f.postOne(ctx, frame, cp.conn)
+				pctx := ctx
+				if envs != nil {
+					pctx = events.EventContext(ctx, envs[cp.events[k]])
+				}
+				ok, gone := f.postOne(pctx, frame, cp.conn)
 				if ok {
 					mu.Lock()
 					if got[cp.events[k]] == nil {

@@ -204,7 +204,7 @@ func (f *Fanout) flushPresence() {
 			out.add(i, c, p.frameFor(c.UserID))
 		}
 	}
-	f.deliver(ctx, &out)
+	f.deliver(ctx, nil, &out) // announcements of their own, not of an event
 }
 
 func withReceivers(subjects []int64, audience []db.ListPresenceAudienceRow) []int64 {

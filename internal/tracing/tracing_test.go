@@ -1,0 +1,279 @@
+package tracing_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	lambdaevents "github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/parleychat/parley/events"
+	ebpub "github.com/parleychat/parley/events/eventbridge"
+	"github.com/parleychat/parley/events/eventbridge/ebevent"
+	"github.com/parleychat/parley/events/lambdasqs"
+	"github.com/parleychat/parley/internal/tracing"
+)
+
+const conversation = "0190b6f4-8a3e-7c2d-9f10-1234567890ab"
+
+func newTracing(t *testing.T) (*tracing.Tracing, *tracetest.InMemoryExporter) {
+	t.Helper()
+	exp := tracetest.NewInMemoryExporter()
+	tr, err := tracing.New(context.Background(), tracing.Config{Exporter: exp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+	return tr, exp
+}
+
+func typing(t *testing.T, id string) events.Envelope {
+	t.Helper()
+	env, err := events.New(id, time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC), 2, conversation,
+		events.TypingV1{ConversationID: conversation, UserID: 2, RecipientID: 1, IsTyping: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+func TestConfigFromEnv(t *testing.T) {
+	cases := []struct {
+		env  map[string]string
+		want string
+	}{
+		{nil, ""},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, "http://127.0.0.1:4318/v1/traces"},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318/"}, "http://127.0.0.1:4318/v1/traces"},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://b/traces"}, "https://b/traces"},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_SDK_DISABLED": "true"}, ""},
+	}
+	for _, c := range cases {
+		got, err := tracing.ConfigFromEnv(func(k string) string { return c.env[k] })
+		if err != nil || got.Endpoint != c.want || got.On() != (c.want != "") {
+			t.Errorf("%v: %+v, %v; want %q", c.env, got, err, c.want)
+		}
+	}
+	for _, bad := range []string{"127.0.0.1:4318", "ftp://x", "http://"} {
+		if _, err := tracing.ConfigFromEnv(func(k string) string {
+			if k == "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" {
+				return bad
+			}
+			return ""
+		}); err == nil || !strings.Contains(err.Error(), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+}
+
+type recorder struct {
+	mu   sync.Mutex
+	envs []events.Envelope
+	ctxs []trace.SpanContext
+}
+
+func (r *recorder) Handle(ctx context.Context, e events.Envelope) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.envs = append(r.envs, e)
+	r.ctxs = append(r.ctxs, trace.SpanContextFromContext(ctx))
+	return nil
+}
+
+func (r *recorder) Publish(ctx context.Context, envs ...events.Envelope) error {
+	for _, e := range envs {
+		_ = r.Handle(ctx, e)
+	}
+	return nil
+}
+
+// TestOffAddsNothing: tracing off is a nil *Tracing, whose wrappers hand
+// back what they were given, so the event path is the untraced one.
+func TestOffAddsNothing(t *testing.T) {
+	tr, err := tracing.New(context.Background(), tracing.Config{})
+	if err != nil || tr != nil {
+		t.Fatalf("off: %v, %v", tr, err)
+	}
+	r := &recorder{}
+	if got := tr.Worker("persister", r, slog.New(slog.DiscardHandler)); got != events.Handler(r) {
+		t.Errorf("Worker wrapped: %T", got)
+	}
+	if got := tr.Publisher(r); got != events.Publisher(r) {
+		t.Errorf("Publisher wrapped: %T", got)
+	}
+	h := http.NotFoundHandler()
+	if got := tr.HTTP(h); got == nil {
+		t.Error("HTTP returned nil")
+	}
+	if err := tr.Flush(context.Background()); err != nil {
+		t.Error(err)
+	}
+	// Off, a publish stamps nothing: the envelope stays small.
+	if err := tr.Publisher(r).Publish(context.Background(), typing(t, "0190b6f4-8a40-7000-8000-0000000000e1")); err != nil {
+		t.Fatal(err)
+	}
+	if r.envs[0].Traceparent != "" {
+		t.Errorf("traceparent set with tracing off: %q", r.envs[0].Traceparent)
+	}
+}
+
+// captureBus is EventBridge's PutEvents as the SDK client would call it.
+type captureBus struct{ details []string }
+
+func (c *captureBus) PutEvents(_ context.Context, in *eventbridge.PutEventsInput, _ ...func(*eventbridge.Options)) (*eventbridge.PutEventsOutput, error) {
+	out := &eventbridge.PutEventsOutput{}
+	for _, e := range in.Entries {
+		c.details = append(c.details, *e.Detail)
+		out.Entries = append(out.Entries, types.PutEventsResultEntry{EventId: aws.String("eb-1")})
+	}
+	return out, nil
+}
+
+// TestTraceCrossesEventBridgeAndSQS publishes through the EventBridge
+// publisher inside a request's span, delivers the detail as a rule's SQS
+// target receives it, and handles it with the Lambda SQS adapter: the
+// worker's span is a child of the publish span, in the request's trace.
+func TestTraceCrossesEventBridgeAndSQS(t *testing.T) {
+	tr, exp := newTracing(t)
+	bus := &captureBus{}
+	pub, err := ebpub.NewPublisher(bus, ebpub.Options{BusName: "parley"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The request: an HTTP handler that publishes.
+	env := typing(t, "0190b6f4-8a40-7000-8000-0000000000e2")
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /typing", func(w http.ResponseWriter, r *http.Request) {
+		if err := tr.Publisher(pub).Publish(r.Context(), env); err != nil {
+			t.Error(err)
+		}
+	})
+	tr.HTTP(mux).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/typing", nil))
+	if env.Traceparent != "" {
+		t.Fatal("Publish changed the caller's envelope")
+	}
+	if len(bus.details) != 1 || !strings.Contains(bus.details[0], `"traceparent":"00-`) {
+		t.Fatalf("EventBridge detail carries no traceparent: %v", bus.details)
+	}
+	// The SQS message body EventBridge delivers.
+	body, err := json.Marshal(ebevent.Event{Version: "0", ID: "5b8e2d1c-0f3a-4e7b-9c6d-1a2b3c4d5e6f", DetailType: env.Type,
+		Source: events.Source, Time: env.OccurredAt, Region: "us-east-1", Detail: json.RawMessage(bus.details[0])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &recorder{}
+	logger := slog.New(slog.DiscardHandler)
+	h := lambdasqs.Handler(events.AsBatch(tr.Worker(events.WorkerFanout, r, logger)), logger)
+	resp, err := h(context.Background(), lambdaevents.SQSEvent{Records: []lambdaevents.SQSMessage{{MessageId: "m1", Body: string(body)}}})
+	if err != nil || len(resp.BatchItemFailures) != 0 {
+		t.Fatalf("handler: %+v, %v", resp, err)
+	}
+	if len(r.envs) != 1 || r.envs[0].Traceparent == "" {
+		t.Fatalf("decoded envelope lost its trace context: %+v", r.envs)
+	}
+
+	spans := exp.GetSpans()
+	byName := map[string]tracetest.SpanStub{}
+	for _, s := range spans {
+		byName[s.Name] = s
+	}
+	req, publish, work := byName["POST /typing"], byName["publish"], byName["fanout process"]
+	if !req.SpanContext.IsValid() || !publish.SpanContext.IsValid() || !work.SpanContext.IsValid() {
+		t.Fatalf("spans: %v", names(spans))
+	}
+	if publish.Parent.SpanID() != req.SpanContext.SpanID() || work.Parent.SpanID() != publish.SpanContext.SpanID() {
+		t.Errorf("not one chain: request %s, publish parent %s, worker parent %s (publish %s)",
+			req.SpanContext.SpanID(), publish.Parent.SpanID(), work.Parent.SpanID(), publish.SpanContext.SpanID())
+	}
+	if work.SpanContext.TraceID() != req.SpanContext.TraceID() || !work.Parent.IsRemote() {
+		t.Errorf("worker span is not in the request's trace")
+	}
+	if r.ctxs[0].SpanID() != work.SpanContext.SpanID() {
+		t.Errorf("the handler did not run in its span")
+	}
+	if got := attr(work, "messaging.message.id"); got != env.ID {
+		t.Errorf("worker span's messaging.message.id = %q", got)
+	}
+}
+
+// TestMalformedTraceparentIsIgnored: the event is handled, in a new trace,
+// and the reason is logged with the event's id.
+func TestMalformedTraceparentIsIgnored(t *testing.T) {
+	tr, exp := newTracing(t)
+	var logs bytes.Buffer
+	logger := slog.New(tracing.LogHandler{Handler: slog.NewJSONHandler(&logs, nil)})
+	r := &recorder{}
+	env := typing(t, "0190b6f4-8a40-7000-8000-0000000000e3")
+	env.Traceparent = "00-zz"
+	errs := events.AsBatch(tr.Worker(events.WorkerPersister, r, logger)).HandleBatch(context.Background(), []events.Envelope{env})
+	if errs != nil || len(r.envs) != 1 {
+		t.Fatalf("event not handled: %v", errs)
+	}
+	spans := exp.GetSpans()
+	if len(spans) != 1 || spans[0].Parent.IsValid() {
+		t.Fatalf("want one root span, got %v", names(spans))
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(logs.Bytes(), &rec); err != nil {
+		t.Fatalf("log: %q: %v", logs.String(), err)
+	}
+	if rec["event_id"] != env.ID || !strings.Contains(rec["reason"].(string), "traceparent") {
+		t.Errorf("log does not say which event and why: %v", rec)
+	}
+}
+
+// TestLogsCarryTraceIDs: a record logged with a span's context names the
+// span; one without a span has no such fields.
+func TestLogsCarryTraceIDs(t *testing.T) {
+	tr, _ := newTracing(t)
+	var logs bytes.Buffer
+	logger := slog.New(tracing.LogHandler{Handler: slog.NewJSONHandler(&logs, nil)}).With("worker", "fanout")
+	r := &recorder{}
+	events.AsBatch(tr.Worker(events.WorkerFanout, events.HandlerFunc(func(ctx context.Context, e events.Envelope) error {
+		logger.InfoContext(ctx, "handled", "event_id", e.ID)
+		return r.Handle(ctx, e)
+	}), logger)).HandleBatch(context.Background(), []events.Envelope{typing(t, "0190b6f4-8a40-7000-8000-0000000000e4")})
+	logger.Info("no span")
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("logs: %q", logs.String())
+	}
+	var withSpan, without map[string]any
+	_ = json.Unmarshal([]byte(lines[0]), &withSpan)
+	_ = json.Unmarshal([]byte(lines[1]), &without)
+	if withSpan["trace_id"] != r.ctxs[0].TraceID().String() || withSpan["span_id"] != r.ctxs[0].SpanID().String() || withSpan["worker"] != "fanout" {
+		t.Errorf("record with a span: %v", withSpan)
+	}
+	if _, ok := without["trace_id"]; ok {
+		t.Errorf("record without a span has a trace id: %v", without)
+	}
+}
+
+func names(spans tracetest.SpanStubs) []string {
+	var out []string
+	for _, s := range spans {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+func attr(s tracetest.SpanStub, key string) string {
+	for _, a := range s.Attributes {
+		if string(a.Key) == key {
+			return a.Value.String()
+		}
+	}
+	return ""
+}
