@@ -183,7 +183,7 @@ func (w *worker) start(ctx context.Context, e events.Envelope, batch int) (conte
 	if err != nil {
 		w.logger.WarnContext(ctx, "ignoring the event's trace context", "event_id", e.ID, "event_type", e.Type, "reason", err)
 	}
-	return w.t.tracer.Start(parent, w.name+spanProcessSuffix, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
+	return w.t.tracer.Start(withEventID(parent, e.ID), w.name+spanProcessSuffix, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
 		attrSystem.String(systemName), attrOperation.String("process"), attrDestination.String(w.name),
 		attrMessageID.String(e.ID), attrEventType.String(e.Type), attrBatchCount.Int(batch)))
 }
@@ -234,7 +234,7 @@ type batchTracer struct {
 
 func (b batchTracer) EventContext(ctx context.Context, e events.Envelope) context.Context {
 	if s, ok := b.spans[e.ID]; ok {
-		return trace.ContextWithSpan(ctx, s)
+		return trace.ContextWithSpan(withEventID(ctx, e.ID), s)
 	}
 	return remoteTracer{b.w}.EventContext(ctx, e)
 }
