@@ -84,9 +84,9 @@ type Config struct {
 	// (CHAT_UNSEND_WINDOW, default 1h): how long after sending a message
 	// its sender may edit it, or unsend it.
 	EditWindow, UnsendWindow time.Duration
-	WorkerConc           int           // CHAT_WORKER_CONCURRENCY consumers per worker queue, default 1
-	ThumbConc            int           // CHAT_THUMBNAILER_CONCURRENCY consumers of the thumbnailer, default 2
-	FallbackPoll         time.Duration // CHAT_BUS_FALLBACK_POLL, default 1s
+	WorkerConc               int           // CHAT_WORKER_CONCURRENCY consumers per worker queue, default 1
+	ThumbConc                int           // CHAT_THUMBNAILER_CONCURRENCY consumers of the thumbnailer, default 2
+	FallbackPoll             time.Duration // CHAT_BUS_FALLBACK_POLL, default 1s
 	// OverloadQueueAge: refuse sends while the oldest event waiting for the
 	// persister or fanout is older (CHAT_OVERLOAD_QUEUE_AGE, default 400ms;
 	// 0 = never refuse). Local transport only.
