@@ -155,7 +155,7 @@ func (q *Queries) SetReaction(ctx context.Context, arg SetReactionParams) (int64
 	return result.RowsAffected(), nil
 }
 
-const unsendMessage = `-- name: UnsendMessage :execrows
+const unsendMessage = `-- name: UnsendMessage :one
 WITH u AS (
     UPDATE messages
     SET unsent_at = $1, text_content = NULL, media_key = NULL, media_thumbnail_key = NULL, audio_duration = NULL
@@ -164,7 +164,7 @@ WITH u AS (
 ), r AS (
     DELETE FROM message_reactions WHERE message_id = ANY(ARRAY(SELECT u.id FROM u))
 )
-SELECT count(*) FROM u
+SELECT count(*)::bigint FROM u
 `
 
 type UnsendMessageParams struct {
@@ -177,14 +177,13 @@ type UnsendMessageParams struct {
 // Leaves a tombstone: the row keeps its seq, its content goes, and so do
 // its reactions.
 func (q *Queries) UnsendMessage(ctx context.Context, arg UnsendMessageParams) (int64, error) {
-	result, err := q.db.Exec(ctx, unsendMessage,
+	row := q.db.QueryRow(ctx, unsendMessage,
 		arg.UnsentAt,
 		arg.ID,
 		arg.SenderID,
 		arg.NotBefore,
 	)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
+	var column_1 int64
+	err := row.Scan(&column_1)
+	return column_1, err
 }

@@ -12,7 +12,7 @@ WHERE id = @id AND sender_id = @sender_id AND content_type = 'text' AND unsent_a
   AND (edited_at IS NULL OR edited_at < @edited_at)
   AND created_at >= @not_before;
 
--- name: UnsendMessage :execrows
+-- name: UnsendMessage :one
 -- Leaves a tombstone: the row keeps its seq, its content goes, and so do
 -- its reactions.
 WITH u AS (
@@ -23,7 +23,7 @@ WITH u AS (
 ), r AS (
     DELETE FROM message_reactions WHERE message_id = ANY(ARRAY(SELECT u.id FROM u))
 )
-SELECT count(*) FROM u;
+SELECT count(*)::bigint FROM u;
 
 -- name: SetReaction :execrows
 -- Sets (emoji) or removes (NULL) a participant's reaction, unless a newer
