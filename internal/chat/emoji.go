@@ -74,6 +74,8 @@ func isRegional(r rune) bool { return r >= 0x1F1E6 && r <= 0x1F1FF }
 // census of which code points have glyphs.
 func isPictograph(r rune) bool {
 	switch {
+	case r >= 0x1F3FB && r <= 0x1F3FF, isRegional(r): // modifiers, flag halves: never alone
+		return false
 	case r >= 0x1F000 && r <= 0x1FAFF, // symbols and pictographs, emoticons, transport, ...
 		r >= 0x2600 && r <= 0x27BF, // miscellaneous symbols, dingbats
 		r >= 0x2300 && r <= 0x23FF, // technical (⌚, ⏰)
