@@ -41,20 +41,27 @@ func (MessageEditedV1) EventType() string { return TypeMessageEdited }
 func (MessageEditedV1) EventVersion() int { return 1 }
 
 func (m MessageEditedV1) Validate() error {
-	var errs []error
-	if !IsUUID(m.MessageID) || !IsUUID(m.ConversationID) {
-		errs = append(errs, errors.New("message_id and conversation_id must be UUIDs"))
-	}
-	if m.SenderID <= 0 {
-		errs = append(errs, errors.New("sender_id must be positive"))
-	}
+	errs := checkChange(m.MessageID, m.ConversationID, "sender_id", m.SenderID, "edited_at", m.EditedAt)
 	if m.TextContent == "" {
 		errs = append(errs, errors.New("text_content is empty"))
 	}
-	if m.EditedAt.IsZero() {
-		errs = append(errs, errors.New("edited_at is missing"))
-	}
 	return errors.Join(errs...)
+}
+
+// checkChange checks what every change of a message carries: the message,
+// who changes it (named by userField) and when (atField).
+func checkChange(messageID, conversationID, userField string, userID int64, atField string, at time.Time) []error {
+	var errs []error
+	if !IsUUID(messageID) || !IsUUID(conversationID) {
+		errs = append(errs, errors.New("message_id and conversation_id must be UUIDs"))
+	}
+	if userID <= 0 {
+		errs = append(errs, fmt.Errorf("%s must be positive", userField))
+	}
+	if at.IsZero() {
+		errs = append(errs, fmt.Errorf("%s is missing", atField))
+	}
+	return errs
 }
 
 // MessageUnsentV1 deletes a message for everyone: the persister leaves a
@@ -77,18 +84,9 @@ func (MessageUnsentV1) EventType() string { return TypeMessageUnsent }
 func (MessageUnsentV1) EventVersion() int { return 1 }
 
 func (m MessageUnsentV1) Validate() error {
-	var errs []error
-	if !IsUUID(m.MessageID) || !IsUUID(m.ConversationID) {
-		errs = append(errs, errors.New("message_id and conversation_id must be UUIDs"))
-	}
-	if m.SenderID <= 0 {
-		errs = append(errs, errors.New("sender_id must be positive"))
-	}
+	errs := checkChange(m.MessageID, m.ConversationID, "sender_id", m.SenderID, "unsent_at", m.UnsentAt)
 	if !ValidContentType(m.ContentType) {
 		errs = append(errs, fmt.Errorf("content_type %q is not one of text, image, video, audio", m.ContentType))
-	}
-	if m.UnsentAt.IsZero() {
-		errs = append(errs, errors.New("unsent_at is missing"))
 	}
 	return errors.Join(errs...)
 }
@@ -110,15 +108,5 @@ func (ReactionChangedV1) EventType() string { return TypeReactionChanged }
 func (ReactionChangedV1) EventVersion() int { return 1 }
 
 func (m ReactionChangedV1) Validate() error {
-	var errs []error
-	if !IsUUID(m.MessageID) || !IsUUID(m.ConversationID) {
-		errs = append(errs, errors.New("message_id and conversation_id must be UUIDs"))
-	}
-	if m.UserID <= 0 {
-		errs = append(errs, errors.New("user_id must be positive"))
-	}
-	if m.ChangedAt.IsZero() {
-		errs = append(errs, errors.New("changed_at is missing"))
-	}
-	return errors.Join(errs...)
+	return errors.Join(checkChange(m.MessageID, m.ConversationID, "user_id", m.UserID, "changed_at", m.ChangedAt)...)
 }
