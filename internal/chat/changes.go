@@ -144,7 +144,24 @@ func (s *Service) changeTarget(ctx context.Context, userID int64, messageID stri
 	if slices.Contains(hiders, userID) {
 		return db.Message{}, nil, Errorf(CodeNotFound, "message %s not found", id)
 	}
-	notify := slices.DeleteFunc(slices.Clone(members), func(u int64) bool { return slices.Contains(hiders, u) })
+	// Nor is a participant who blocks the user, as they are not sent the
+	// user's messages.
+	var notify []int64
+	for _, u := range members {
+		if slices.Contains(hiders, u) {
+			continue
+		}
+		if u != userID {
+			blocked, err := s.blocks(ctx, u, userID)
+			if err != nil {
+				return db.Message{}, nil, err
+			}
+			if blocked {
+				continue
+			}
+		}
+		notify = append(notify, u)
+	}
 	if m.UnsentAt != nil {
 		return m, notify, Errorf(CodeInvalid, "message %s was unsent", id)
 	}
