@@ -107,4 +107,9 @@ func TestMessageChangesThroughREST(t *testing.T) {
 		v := e.AwaitMessages(t, a, conv, 1)[0]
 		return v.UnsentAt != nil && v.TextContent == nil && v.Seq == 1 && len(v.Reactions) == 0, ""
 	})
+	// b never read it; a tombstone is not unread, and the preview says
+	// what it is.
+	if c := e.ConversationOf(t, b, conv); c.UnreadCount != 0 || c.LastMessage == nil || c.LastMessage.UnsentAt == nil || c.LastMessage.TextContent != nil {
+		t.Fatalf("b's conversation after unsend: unread %d, last %+v", c.UnreadCount, c.LastMessage)
+	}
 }

@@ -130,6 +130,7 @@ type ParticipantConversation struct {
 	LastMessageContentType *string
 	LastMessageText        *string
 	LastMessageCreatedAt   *time.Time
+	LastMessageUnsentAt    *time.Time
 }
 
 type PendingRead struct {

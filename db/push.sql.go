@@ -18,7 +18,7 @@ SELECT GREATEST(
       WHERE v.user_id = $1
         AND (v.deleted_at IS NULL OR v.last_message_at > v.deleted_at))
   - (SELECT count(*) FROM messages
-      WHERE id = ANY($2::uuid[]) AND recipient_id = $1 AND read_at IS NULL), 0)::bigint
+      WHERE id = ANY($2::uuid[]) AND recipient_id = $1 AND read_at IS NULL AND unsent_at IS NULL), 0)::bigint
 `
 
 type BadgeAfterReadParams struct {

@@ -37,7 +37,7 @@ SELECT GREATEST(
       WHERE v.user_id = @user_id
         AND (v.deleted_at IS NULL OR v.last_message_at > v.deleted_at))
   - (SELECT count(*) FROM messages
-      WHERE id = ANY(@ids::uuid[]) AND recipient_id = @user_id AND read_at IS NULL), 0)::bigint;
+      WHERE id = ANY(@ids::uuid[]) AND recipient_id = @user_id AND read_at IS NULL AND unsent_at IS NULL), 0)::bigint;
 
 -- name: ClaimPushDeliveries :many
 -- Claims the devices a message has not been pushed to; a redelivery or a

@@ -53,6 +53,8 @@ type LastMessageView struct {
 	ContentType string    `json:"content_type"`
 	TextContent *string   `json:"text_content"`
 	CreatedAt   time.Time `json:"created_at"`
+	// UnsentAt is set when the last message is a tombstone.
+	UnsentAt *time.Time `json:"unsent_at"`
 }
 
 // ConversationView is a conversation as one participant sees it.
@@ -91,6 +93,7 @@ func conversationView(r db.ParticipantConversation) ConversationView {
 		v.LastMessage = &LastMessageView{
 			ID: r.LastMessageID.String(), Seq: *r.LastMessageSeq, SenderID: deref(r.LastMessageSenderID),
 			ContentType: deref(r.LastMessageContentType), TextContent: r.LastMessageText, CreatedAt: deref(r.LastMessageCreatedAt),
+			UnsentAt: r.LastMessageUnsentAt,
 		}
 	}
 	return v
