@@ -184,7 +184,9 @@ func (t *Thumbnailer) unsent(ctx context.Context, e events.Envelope) error {
 	if _, err := media.ParseKey(m.MediaKey); err != nil {
 		return events.Permanent(fmt.Errorf("thumbnailer: unsent message %s: %w", m.MessageID, err))
 	}
-	for _, key := range []string{media.ThumbnailKey(m.MediaKey), m.MediaKey} {
+	// The original first: a thumbnail being made meanwhile checks for it
+	// after storing itself, and deletes itself if it is gone (save).
+	for _, key := range []string{m.MediaKey, media.ThumbnailKey(m.MediaKey)} {
 		if err := t.store.Delete(ctx, key); err != nil {
 			return fmt.Errorf("thumbnailer: unsent message %s: %w", m.MessageID, err)
 		}
