@@ -59,6 +59,10 @@ func NewREST(svc *chat.Service, verifier *auth.Verifier, logger *slog.Logger, op
 	r.Handle("POST "+Prefix+"/messages", r.authed(r.sendMessage))
 	r.Handle("POST "+Prefix+"/messages/read", r.authed(r.markRead))
 	r.Handle("DELETE "+Prefix+"/messages/{id}", r.authed(r.deleteMessage))
+	r.Handle("PATCH "+Prefix+"/messages/{id}", r.authed(r.editMessage))
+	r.Handle("POST "+Prefix+"/messages/{id}/unsend", r.authed(r.unsendMessage))
+	r.Handle("PUT "+Prefix+"/messages/{id}/reaction", r.authed(r.setReaction))
+	r.Handle("DELETE "+Prefix+"/messages/{id}/reaction", r.authed(r.removeReaction))
 	r.Handle("POST "+Prefix+"/blocks", r.authed(r.block))
 	r.Handle("DELETE "+Prefix+"/blocks/{user_id}", r.authed(r.unblock))
 	r.Handle("GET "+Prefix+"/blocks", r.authed(r.listBlocks))
@@ -336,6 +340,75 @@ func (r *REST) deleteMessage(w http.ResponseWriter, req *http.Request, user int6
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"status": "accepted", "message_id": id})
+}
+
+func (r *REST) editMessage(w http.ResponseWriter, req *http.Request, user int64) {
+	var in chat.EditInput
+	if err := decodeChange(w, req, &in, &in.MessageID); err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	r.changed(w, req)(r.svc.EditMessage(req.Context(), user, in))
+}
+
+func (r *REST) unsendMessage(w http.ResponseWriter, req *http.Request, user int64) {
+	var in chat.MessageRef
+	if err := pathMessage(req, &in.MessageID); err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	r.changed(w, req)(r.svc.UnsendMessage(req.Context(), user, in))
+}
+
+func (r *REST) setReaction(w http.ResponseWriter, req *http.Request, user int64) {
+	var in chat.ReactionInput
+	if err := decodeChange(w, req, &in, &in.MessageID); err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	r.changed(w, req)(r.svc.SetReaction(req.Context(), user, in))
+}
+
+func (r *REST) removeReaction(w http.ResponseWriter, req *http.Request, user int64) {
+	var in chat.MessageRef
+	if err := pathMessage(req, &in.MessageID); err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	r.changed(w, req)(r.svc.RemoveReaction(req.Context(), user, in))
+}
+
+// decodeChange reads a change's body into in and the path's message id
+// into its messageID field; a body naming another message is refused.
+func decodeChange(w http.ResponseWriter, req *http.Request, in any, messageID *string) error {
+	if err := decodeJSON(w, req, in); err != nil {
+		return err
+	}
+	return pathMessage(req, messageID)
+}
+
+func pathMessage(req *http.Request, messageID *string) error {
+	id, err := pathUUID(req, "id")
+	if err != nil {
+		return err
+	}
+	if *messageID != "" && *messageID != id.String() {
+		return chat.Errorf(chat.CodeBadRequest, "message_id %q in the body is not the message %s of the path", *messageID, id)
+	}
+	*messageID = id.String()
+	return nil
+}
+
+// changed answers an accepted change of a message, or its refusal.
+func (r *REST) changed(w http.ResponseWriter, req *http.Request) func(chat.ChangeResult, error) {
+	return func(res chat.ChangeResult, err error) {
+		if err != nil {
+			r.fail(w, req, err)
+			return
+		}
+		writeJSON(w, http.StatusAccepted, map[string]any{"status": "accepted", "message_id": res.MessageID,
+			"conversation_id": res.ConversationID, "at": res.At})
+	}
 }
 
 func (r *REST) registerDevice(w http.ResponseWriter, req *http.Request, user int64) {

@@ -145,6 +145,26 @@ func (w *WSRoutes) Default(ctx context.Context, req wsRequest) (response, error)
 			res, err := w.svc.MarkRead(ctx, conn.UserID, *d)
 			return wsproto.NewReadAcknowledgment(d.ConversationID, res.Read, res.Ignored), err
 		})
+	case wsproto.ActionEditMessage:
+		out, err = action(in.Data, func(d *chat.EditInput) (wsproto.Frame, error) {
+			d.SourceConnectionID = conn.ID
+			return changeAck(in.Action)(w.svc.EditMessage(ctx, conn.UserID, *d))
+		})
+	case wsproto.ActionUnsendMessage:
+		out, err = action(in.Data, func(d *chat.MessageRef) (wsproto.Frame, error) {
+			d.SourceConnectionID = conn.ID
+			return changeAck(in.Action)(w.svc.UnsendMessage(ctx, conn.UserID, *d))
+		})
+	case wsproto.ActionSetReaction:
+		out, err = action(in.Data, func(d *chat.ReactionInput) (wsproto.Frame, error) {
+			d.SourceConnectionID = conn.ID
+			return changeAck(in.Action)(w.svc.SetReaction(ctx, conn.UserID, *d))
+		})
+	case wsproto.ActionRemoveReaction:
+		out, err = action(in.Data, func(d *chat.MessageRef) (wsproto.Frame, error) {
+			d.SourceConnectionID = conn.ID
+			return changeAck(in.Action)(w.svc.RemoveReaction(ctx, conn.UserID, *d))
+		})
 	case "":
 		err = chat.Errorf(chat.CodeBadRequest, "action is required")
 	default:
@@ -157,6 +177,16 @@ func (w *WSRoutes) Default(ctx context.Context, req wsRequest) (response, error)
 		return response{StatusCode: http.StatusOK}, nil
 	}
 	return w.reply(out), nil
+}
+
+// changeAck answers an accepted change of a message.
+func changeAck(action string) func(chat.ChangeResult, error) (wsproto.Frame, error) {
+	return func(res chat.ChangeResult, err error) (wsproto.Frame, error) {
+		if err != nil {
+			return nil, err
+		}
+		return wsproto.NewChangeAcknowledgment(action, res.MessageID, res.ConversationID, res.At), nil
+	}
 }
 
 // action decodes a frame's data into the action's input and runs it. The

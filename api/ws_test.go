@@ -190,7 +190,7 @@ func TestWebSocketErrorsNameFieldsInCamelCase(t *testing.T) {
 		{"markRead without ids", `{"action":"markRead","data":{}}`, chat.CodeInvalid, "messageIds must not be empty", "message_ids"},
 		{"no data", `{"action":"sendMessage"}`, chat.CodeBadRequest, "data is required", ""},
 		{"data not an object", `{"action":"sendMessage","data":[1]}`, chat.CodeBadRequest, "data must be a JSON object", ""},
-		{"an unknown action", `{"action":"shout"}`, chat.CodeBadRequest, `unknown action "shout" (known: sendMessage, ping, typing, markRead)`, ""},
+		{"an unknown action", `{"action":"shout"}`, chat.CodeBadRequest, `unknown action "shout" (known: sendMessage, ping, typing, markRead, editMessage, unsendMessage, setReaction, removeReaction)`, ""},
 		{"not a frame", `{"act":"ping"}`, chat.CodeBadRequest, "frame must be a JSON object", ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {

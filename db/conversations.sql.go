@@ -84,7 +84,7 @@ func (q *Queries) GetConversationByDirectKey(ctx context.Context, directKey *str
 }
 
 const getConversationForUser = `-- name: GetConversationForUser :one
-SELECT id, kind, created_at, updated_at, last_seq, last_message_at, user_id, pinned, muted, archived, deleted_at, last_read_seq, last_read_at, other_user_id, unread_count, last_message_id, last_message_seq, last_message_sender_id, last_message_content_type, last_message_text, last_message_created_at FROM participant_conversations WHERE user_id = $1 AND id = $2
+SELECT id, kind, created_at, updated_at, last_seq, last_message_at, user_id, pinned, muted, archived, deleted_at, last_read_seq, last_read_at, other_user_id, unread_count, last_message_id, last_message_seq, last_message_sender_id, last_message_content_type, last_message_text, last_message_created_at, last_message_unsent_at FROM participant_conversations WHERE user_id = $1 AND id = $2
 `
 
 type GetConversationForUserParams struct {
@@ -117,6 +117,7 @@ func (q *Queries) GetConversationForUser(ctx context.Context, arg GetConversatio
 		&i.LastMessageContentType,
 		&i.LastMessageText,
 		&i.LastMessageCreatedAt,
+		&i.LastMessageUnsentAt,
 	)
 	return i, err
 }
@@ -175,7 +176,7 @@ func (q *Queries) InsertDirectConversation(ctx context.Context, arg InsertDirect
 }
 
 const listConversationsForUser = `-- name: ListConversationsForUser :many
-SELECT id, kind, created_at, updated_at, last_seq, last_message_at, user_id, pinned, muted, archived, deleted_at, last_read_seq, last_read_at, other_user_id, unread_count, last_message_id, last_message_seq, last_message_sender_id, last_message_content_type, last_message_text, last_message_created_at FROM participant_conversations
+SELECT id, kind, created_at, updated_at, last_seq, last_message_at, user_id, pinned, muted, archived, deleted_at, last_read_seq, last_read_at, other_user_id, unread_count, last_message_id, last_message_seq, last_message_sender_id, last_message_content_type, last_message_text, last_message_created_at, last_message_unsent_at FROM participant_conversations
 WHERE user_id = $1
   AND (deleted_at IS NULL OR last_message_created_at > deleted_at)
   AND ($2::boolean IS NULL OR archived = $2::boolean)
@@ -230,6 +231,7 @@ func (q *Queries) ListConversationsForUser(ctx context.Context, arg ListConversa
 			&i.LastMessageContentType,
 			&i.LastMessageText,
 			&i.LastMessageCreatedAt,
+			&i.LastMessageUnsentAt,
 		); err != nil {
 			return nil, err
 		}

@@ -33,7 +33,7 @@ func (q *Queries) CountMessages(ctx context.Context, arg CountMessagesParams) (i
 }
 
 const getMessage = `-- name: GetMessage :one
-SELECT id, conversation_id, seq, sender_id, recipient_id, content_type, text_content, media_key, media_thumbnail_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at, delivered_at, read_at FROM messages WHERE id = $1
+SELECT id, conversation_id, seq, sender_id, recipient_id, content_type, text_content, media_key, media_thumbnail_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at, delivered_at, read_at, edited_at, unsent_at FROM messages WHERE id = $1
 `
 
 func (q *Queries) GetMessage(ctx context.Context, id uuid.UUID) (Message, error) {
@@ -56,6 +56,8 @@ func (q *Queries) GetMessage(ctx context.Context, id uuid.UUID) (Message, error)
 		&i.SentAt,
 		&i.DeliveredAt,
 		&i.ReadAt,
+		&i.EditedAt,
+		&i.UnsentAt,
 	)
 	return i, err
 }
@@ -260,7 +262,7 @@ func (q *Queries) InsertPendingReads(ctx context.Context, arg InsertPendingReads
 }
 
 const listMessagesAfter = `-- name: ListMessagesAfter :many
-SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.recipient_id, m.content_type, m.text_content, m.media_key, m.media_thumbnail_key, m.audio_duration, m.reply_to_id, m.client_message_id, m.created_at, m.sent_at, m.delivered_at, m.read_at FROM messages m
+SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.recipient_id, m.content_type, m.text_content, m.media_key, m.media_thumbnail_key, m.audio_duration, m.reply_to_id, m.client_message_id, m.created_at, m.sent_at, m.delivered_at, m.read_at, m.edited_at, m.unsent_at FROM messages m
 WHERE m.conversation_id = $1 AND m.seq > $2
   AND m.created_at > COALESCE($3::timestamptz, '-infinity')
   AND NOT EXISTS (SELECT 1 FROM message_deletions d WHERE d.message_id = m.id AND d.user_id = $4)
@@ -309,6 +311,8 @@ func (q *Queries) ListMessagesAfter(ctx context.Context, arg ListMessagesAfterPa
 			&i.SentAt,
 			&i.DeliveredAt,
 			&i.ReadAt,
+			&i.EditedAt,
+			&i.UnsentAt,
 		); err != nil {
 			return nil, err
 		}
@@ -321,7 +325,7 @@ func (q *Queries) ListMessagesAfter(ctx context.Context, arg ListMessagesAfterPa
 }
 
 const listMessagesBefore = `-- name: ListMessagesBefore :many
-SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.recipient_id, m.content_type, m.text_content, m.media_key, m.media_thumbnail_key, m.audio_duration, m.reply_to_id, m.client_message_id, m.created_at, m.sent_at, m.delivered_at, m.read_at FROM messages m
+SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.recipient_id, m.content_type, m.text_content, m.media_key, m.media_thumbnail_key, m.audio_duration, m.reply_to_id, m.client_message_id, m.created_at, m.sent_at, m.delivered_at, m.read_at, m.edited_at, m.unsent_at FROM messages m
 WHERE m.conversation_id = $1 AND m.seq < $2
   AND m.created_at > COALESCE($3::timestamptz, '-infinity')
   AND NOT EXISTS (SELECT 1 FROM message_deletions d WHERE d.message_id = m.id AND d.user_id = $4)
@@ -370,6 +374,8 @@ func (q *Queries) ListMessagesBefore(ctx context.Context, arg ListMessagesBefore
 			&i.SentAt,
 			&i.DeliveredAt,
 			&i.ReadAt,
+			&i.EditedAt,
+			&i.UnsentAt,
 		); err != nil {
 			return nil, err
 		}
@@ -421,7 +427,7 @@ func (q *Queries) ListMessagesByIDs(ctx context.Context, ids []uuid.UUID) ([]Lis
 }
 
 const listMessagesPage = `-- name: ListMessagesPage :many
-SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.recipient_id, m.content_type, m.text_content, m.media_key, m.media_thumbnail_key, m.audio_duration, m.reply_to_id, m.client_message_id, m.created_at, m.sent_at, m.delivered_at, m.read_at FROM messages m
+SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.recipient_id, m.content_type, m.text_content, m.media_key, m.media_thumbnail_key, m.audio_duration, m.reply_to_id, m.client_message_id, m.created_at, m.sent_at, m.delivered_at, m.read_at, m.edited_at, m.unsent_at FROM messages m
 WHERE m.conversation_id = $1
   AND m.created_at > COALESCE($2::timestamptz, '-infinity')
   AND NOT EXISTS (SELECT 1 FROM message_deletions d WHERE d.message_id = m.id AND d.user_id = $3)
@@ -470,6 +476,8 @@ func (q *Queries) ListMessagesPage(ctx context.Context, arg ListMessagesPagePara
 			&i.SentAt,
 			&i.DeliveredAt,
 			&i.ReadAt,
+			&i.EditedAt,
+			&i.UnsentAt,
 		); err != nil {
 			return nil, err
 		}
@@ -600,7 +608,7 @@ const setMessageMedia = `-- name: SetMessageMedia :exec
 UPDATE messages
 SET media_thumbnail_key = COALESCE(media_thumbnail_key, $1),
     audio_duration = COALESCE(audio_duration, $2)
-WHERE id = $3
+WHERE id = $3 AND unsent_at IS NULL
 `
 
 type SetMessageMediaParams struct {
@@ -609,7 +617,8 @@ type SetMessageMediaParams struct {
 	ID            uuid.UUID
 }
 
-// Fills what the thumbnailer learned; never overwrites a value already set.
+// Fills what the thumbnailer learned; never overwrites a value already set,
+// nor fills a tombstone.
 func (q *Queries) SetMessageMedia(ctx context.Context, arg SetMessageMediaParams) error {
 	_, err := q.db.Exec(ctx, setMessageMedia, arg.ThumbnailKey, arg.AudioDuration, arg.ID)
 	return err

@@ -82,12 +82,21 @@ type Message struct {
 	SentAt            time.Time
 	DeliveredAt       *time.Time
 	ReadAt            *time.Time
+	EditedAt          *time.Time
+	UnsentAt          *time.Time
 }
 
 type MessageDeletion struct {
 	MessageID uuid.UUID
 	UserID    int64
 	DeletedAt time.Time
+}
+
+type MessageReaction struct {
+	MessageID uuid.UUID
+	UserID    int64
+	Emoji     *string
+	ChangedAt time.Time
 }
 
 type MessageRequest struct {
@@ -121,6 +130,7 @@ type ParticipantConversation struct {
 	LastMessageContentType *string
 	LastMessageText        *string
 	LastMessageCreatedAt   *time.Time
+	LastMessageUnsentAt    *time.Time
 }
 
 type PendingRead struct {

@@ -18,7 +18,7 @@ SELECT GREATEST(
       WHERE v.user_id = $1
         AND (v.deleted_at IS NULL OR v.last_message_at > v.deleted_at))
   - (SELECT count(*) FROM messages
-      WHERE id = ANY($2::uuid[]) AND recipient_id = $1 AND read_at IS NULL), 0)::bigint
+      WHERE id = ANY($2::uuid[]) AND recipient_id = $1 AND read_at IS NULL AND unsent_at IS NULL), 0)::bigint
 `
 
 type BadgeAfterReadParams struct {
@@ -189,7 +189,7 @@ func (q *Queries) PrunePushDeliveries(ctx context.Context, before time.Time) (in
 }
 
 const pushContext = `-- name: PushContext :one
-SELECT m.seq, (m.read_at IS NOT NULL)::boolean AS already_read, COALESCE(p.muted, false)::boolean AS muted,
+SELECT m.seq, (m.read_at IS NOT NULL)::boolean AS already_read, (m.unsent_at IS NOT NULL)::boolean AS unsent, COALESCE(p.muted, false)::boolean AS muted,
        (SELECT COALESCE(sum(v.unread_count), 0) FROM participant_conversations v
          WHERE v.user_id = m.recipient_id
            AND (v.deleted_at IS NULL OR v.last_message_at > v.deleted_at))::bigint AS badge
@@ -201,12 +201,13 @@ WHERE m.id = $1
 type PushContextRow struct {
 	Seq         int64
 	AlreadyRead bool
+	Unsent      bool
 	Muted       bool
 	Badge       int64
 }
 
 // What a push of one message needs, in one round trip: its position, whether
-// it was read meanwhile, whether the recipient muted the conversation, and
+// it was read or unsent meanwhile, whether the recipient muted the conversation, and
 // the recipient's badge (the unread count of every conversation they see).
 func (q *Queries) PushContext(ctx context.Context, messageID uuid.UUID) (PushContextRow, error) {
 	row := q.db.QueryRow(ctx, pushContext, messageID)
@@ -214,6 +215,7 @@ func (q *Queries) PushContext(ctx context.Context, messageID uuid.UUID) (PushCon
 	err := row.Scan(
 		&i.Seq,
 		&i.AlreadyRead,
+		&i.Unsent,
 		&i.Muted,
 		&i.Badge,
 	)

@@ -26,6 +26,9 @@ const (
 	TypeConnected                   = "Connected"
 	TypePresence                    = "Presence"
 	TypePushRequested               = "PushRequested"
+	TypeMessageEdited               = "MessageEdited"
+	TypeMessageUnsent               = "MessageUnsent"
+	TypeReactionChanged             = "ReactionChanged"
 )
 
 // Envelope is the wire format of every event. Within a version, fields are

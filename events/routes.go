@@ -30,15 +30,18 @@ func Routes() []Route {
 		{Worker: WorkerPersister, Types: []string{
 			TypeMessageSent, TypeMessageRead, TypeMessageDelivered,
 			TypeMessageDeleted, TypeConversationSettingsChanged, TypeThumbnailReady,
+			TypeMessageEdited, TypeMessageUnsent, TypeReactionChanged,
 		}},
 		// Fanout tells the sender about a delivery itself, right after
 		// publishing MessageDelivered, so it does not consume that event.
 		{Worker: WorkerFanout, Types: []string{
 			TypeMessageSent, TypeMessageRead, TypeTyping, TypeThumbnailReady, TypeConnected, TypePresence,
+			TypeMessageEdited, TypeMessageUnsent, TypeReactionChanged,
 		}},
 		// Audio too: the thumbnailer measures audio_duration when the client
-		// did not send it.
-		{Worker: WorkerThumbnailer, Types: []string{TypeMessageSent}, Media: []string{ContentImage, ContentVideo, ContentAudio}},
+		// did not send it. An unsent media message's objects are deleted
+		// by it too, the worker that writes media.
+		{Worker: WorkerThumbnailer, Types: []string{TypeMessageSent, TypeMessageUnsent}, Media: []string{ContentImage, ContentVideo, ContentAudio}},
 		// Pushes to devices of recipients fanout did not reach, and badge
 		// updates to a reader's devices.
 		{Worker: WorkerNotifier, Types: []string{TypePushRequested, TypeMessageRead}},

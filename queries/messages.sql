@@ -64,11 +64,12 @@ UPDATE messages SET delivered_at = @delivered_at
 WHERE id = @id AND delivered_at IS NULL;
 
 -- name: SetMessageMedia :exec
--- Fills what the thumbnailer learned; never overwrites a value already set.
+-- Fills what the thumbnailer learned; never overwrites a value already set,
+-- nor fills a tombstone.
 UPDATE messages
 SET media_thumbnail_key = COALESCE(media_thumbnail_key, sqlc.narg('thumbnail_key')),
     audio_duration = COALESCE(audio_duration, sqlc.narg('audio_duration'))
-WHERE id = @id;
+WHERE id = @id AND unsent_at IS NULL;
 
 -- name: InsertMessageDeletion :exec
 INSERT INTO message_deletions (message_id, user_id, deleted_at)

@@ -18,9 +18,9 @@ SELECT * FROM push_devices WHERE user_id = ANY(@user_ids::bigint[]) ORDER BY use
 
 -- name: PushContext :one
 -- What a push of one message needs, in one round trip: its position, whether
--- it was read meanwhile, whether the recipient muted the conversation, and
+-- it was read or unsent meanwhile, whether the recipient muted the conversation, and
 -- the recipient's badge (the unread count of every conversation they see).
-SELECT m.seq, (m.read_at IS NOT NULL)::boolean AS already_read, COALESCE(p.muted, false)::boolean AS muted,
+SELECT m.seq, (m.read_at IS NOT NULL)::boolean AS already_read, (m.unsent_at IS NOT NULL)::boolean AS unsent, COALESCE(p.muted, false)::boolean AS muted,
        (SELECT COALESCE(sum(v.unread_count), 0) FROM participant_conversations v
          WHERE v.user_id = m.recipient_id
            AND (v.deleted_at IS NULL OR v.last_message_at > v.deleted_at))::bigint AS badge
@@ -37,7 +37,7 @@ SELECT GREATEST(
       WHERE v.user_id = @user_id
         AND (v.deleted_at IS NULL OR v.last_message_at > v.deleted_at))
   - (SELECT count(*) FROM messages
-      WHERE id = ANY(@ids::uuid[]) AND recipient_id = @user_id AND read_at IS NULL), 0)::bigint;
+      WHERE id = ANY(@ids::uuid[]) AND recipient_id = @user_id AND read_at IS NULL AND unsent_at IS NULL), 0)::bigint;
 
 -- name: ClaimPushDeliveries :many
 -- Claims the devices a message has not been pushed to; a redelivery or a

@@ -201,6 +201,7 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, p parts) (*Ap
 		limits.MaxTextRunes, limits.Rates = cfg.MaxTextRunes, cfg.Rates
 		limits.MaxUploads, limits.MaxUserUploads = cfg.MaxUploads, cfg.MaxUserUploads
 		limits.MaxConnectionsPerUser = cfg.WSMaxPerUser
+		limits.EditWindow, limits.UnsendWindow = cfg.EditWindow, cfg.UnsendWindow
 		opts := []chat.Option{chat.WithPresence(a.conns)}
 		if (p.api || p.gateway) && a.cfg.Transport == transportPostgres && a.cfg.OverloadQueueAge > 0 {
 			a.backlog = pgbus.NewBacklog(a.pool, a.cfg.OverloadQueueAge, a.cfg.OverloadSample, logger.With("component", "backlog"))
@@ -410,7 +411,8 @@ func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gatewa
 	publisher := a.publisher
 	switch name {
 	case events.WorkerPersister:
-		return persister.New(a.pool, logger, persister.WithPendingReadRetention(a.cfg.PendingReadRetention)), nil
+		return persister.New(a.pool, logger, persister.WithPendingReadRetention(a.cfg.PendingReadRetention),
+			persister.WithChangeWindows(a.cfg.EditWindow, a.cfg.UnsendWindow)), nil
 	case events.WorkerFanout:
 		var poster fanout.Poster = gw
 		var conns fanout.Connections = a.conns

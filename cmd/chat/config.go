@@ -84,9 +84,13 @@ type Config struct {
 	// PendingReadRetention (CHAT_PENDING_READ_RETENTION, default 24h): how
 	// long a read of a message not stored yet waits for it.
 	PendingReadRetention time.Duration
-	WorkerConc           int           // CHAT_WORKER_CONCURRENCY consumers per worker queue, default 1
-	ThumbConc            int           // CHAT_THUMBNAILER_CONCURRENCY consumers of the thumbnailer, default 2
-	FallbackPoll         time.Duration // CHAT_BUS_FALLBACK_POLL, default 1s
+	// EditWindow (CHAT_EDIT_WINDOW, default 15m) and UnsendWindow
+	// (CHAT_UNSEND_WINDOW, default 1h): how long after sending a message
+	// its sender may edit it, or unsend it.
+	EditWindow, UnsendWindow time.Duration
+	WorkerConc               int           // CHAT_WORKER_CONCURRENCY consumers per worker queue, default 1
+	ThumbConc                int           // CHAT_THUMBNAILER_CONCURRENCY consumers of the thumbnailer, default 2
+	FallbackPoll             time.Duration // CHAT_BUS_FALLBACK_POLL, default 1s
 	// OverloadQueueAge: refuse sends while the oldest event waiting for the
 	// persister or fanout is older (CHAT_OVERLOAD_QUEUE_AGE, default 400ms;
 	// 0 = never refuse). Local transport only.
@@ -432,6 +436,16 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 			c.ThumbnailMemory, need, c.MaxImagePixels))
 	}
 	c.PendingReadRetention = dur("CHAT_PENDING_READ_RETENTION", persister.DefaultPendingReadRetention)
+	c.EditWindow = dur("CHAT_EDIT_WINDOW", events.DefaultEditWindow)
+	c.UnsendWindow = dur("CHAT_UNSEND_WINDOW", events.DefaultUnsendWindow)
+	for _, w := range []struct {
+		name string
+		d    time.Duration
+	}{{"CHAT_EDIT_WINDOW", c.EditWindow}, {"CHAT_UNSEND_WINDOW", c.UnsendWindow}} {
+		if w.d <= 0 {
+			errs = append(errs, fmt.Errorf("%s=%s: want a positive duration", w.name, w.d))
+		}
+	}
 	c.MaxUploads = num("CHAT_MAX_UPLOADS", limits.MaxUploads, 1)
 	c.MaxUserUploads = num("CHAT_MAX_USER_UPLOADS", limits.MaxUserUploads, 1)
 	c.MediaConfigured = strings.TrimSpace(getenv("CHAT_S3_BUCKET")) != "" || c.S3Endpoint != "" || c.Transport == transportAWS

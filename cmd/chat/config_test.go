@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/parleychat/parley/internal/chat"
 )
@@ -149,5 +150,26 @@ func TestMetricsListener(t *testing.T) {
 				t.Fatalf("MetricsAddr %q (set %v), want %q (set %v)", cfg.MetricsAddr, cfg.MetricsAddrSet, tt.addr, tt.set)
 			}
 		})
+	}
+}
+
+func TestChangeWindowsConfiguration(t *testing.T) {
+	cfg, err := loadConfig(vars(nil), true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.EditWindow != 15*time.Minute || cfg.UnsendWindow != time.Hour {
+		t.Fatalf("defaults: edit %s, unsend %s; want 15m and 1h", cfg.EditWindow, cfg.UnsendWindow)
+	}
+	cfg, err = loadConfig(vars(map[string]string{"CHAT_EDIT_WINDOW": "2m", "CHAT_UNSEND_WINDOW": "24h"}), true, true)
+	if err != nil || cfg.EditWindow != 2*time.Minute || cfg.UnsendWindow != 24*time.Hour {
+		t.Fatalf("set: %v, edit %s, unsend %s", err, cfg.EditWindow, cfg.UnsendWindow)
+	}
+	for _, name := range []string{"CHAT_EDIT_WINDOW", "CHAT_UNSEND_WINDOW"} {
+		for _, bad := range []string{"0", "-1m", "soon"} {
+			if _, err := loadConfig(vars(map[string]string{name: bad}), true, true); err == nil || !strings.Contains(err.Error(), name) {
+				t.Errorf("%s=%q: %v, want an error naming it", name, bad, err)
+			}
+		}
 	}
 }

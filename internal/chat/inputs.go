@@ -53,3 +53,25 @@ type PresignInput struct {
 	ContentType string `json:"content_type"`
 	Size        int64  `json:"size"`
 }
+
+// EditInput is an edit of a text message: its new text. REST takes the
+// message id from the path.
+type EditInput struct {
+	MessageID   string `json:"message_id"`
+	TextContent string `json:"text_content"`
+	// SourceConnectionID: as in SendInput (fanout skips it).
+	SourceConnectionID string `json:"-"`
+}
+
+// MessageRef names one message: unsend, removing a reaction.
+type MessageRef struct {
+	MessageID          string `json:"message_id"`
+	SourceConnectionID string `json:"-"`
+}
+
+// ReactionInput sets the user's one reaction to a message.
+type ReactionInput struct {
+	MessageID          string `json:"message_id"`
+	Emoji              string `json:"emoji"`
+	SourceConnectionID string `json:"-"`
+}

@@ -110,8 +110,21 @@ func (s *Service) Messages(ctx context.Context, userID int64, convID uuid.UUID, 
 		return nil, 0, unavailable("the database", err)
 	}
 	out := make([]MessageView, len(rows))
+	ids := make([]uuid.UUID, len(rows))
+	at := make(map[uuid.UUID]int, len(rows))
 	for i, m := range rows {
 		out[i] = s.messageView(ctx, m)
+		ids[i], at[m.ID] = m.ID, i
+	}
+	if len(ids) > 0 {
+		counts, err := s.q.ReactionCounts(ctx, db.ReactionCountsParams{ViewerID: userID, Ids: ids})
+		if err != nil {
+			return nil, 0, unavailable("the database", err)
+		}
+		for _, c := range counts {
+			v := &out[at[c.MessageID]]
+			v.Reactions = append(v.Reactions, ReactionCount{Emoji: c.Emoji, Count: c.Count, Mine: c.Mine})
+		}
 	}
 	return out, total, nil
 }

@@ -13,13 +13,13 @@ import (
 type Write int
 
 const (
-	WriteSend         Write = iota // messages
+	WriteSend         Write = iota // messages and edits
 	WriteRead                      // read receipts
 	WriteUpload                    // uploads and presigned uploads
 	WriteTyping                    // typing indicators: dropped silently over the limit
 	WritePing                      // WebSocket pings: each refreshes the connection record
 	WriteConnect                   // WebSocket connections: each publishes a greeting
-	WriteSettings                  // settings changes, deletions of conversations and messages
+	WriteSettings                  // settings changes, deletions of conversations and messages, unsend, reactions
 	WriteConversation              // conversations created (get-or-create of a new one)
 	numWrites
 )

@@ -48,12 +48,17 @@ type Limits struct {
 	// MaxConnectionsPerUser bounds the WebSocket connections one user holds
 	// at once, counted in the shared connection store, so across gateways.
 	MaxConnectionsPerUser int
+	// EditWindow and UnsendWindow are how long after sending its sender
+	// may edit a message, or unsend it; the persister holds events to the
+	// same windows.
+	EditWindow, UnsendWindow time.Duration
 }
 
 // DefaultLimits are the limits a server runs with unless configured.
 func DefaultLimits() Limits {
 	return Limits{MaxTextRunes: 4000, Rates: DefaultRates(), MaxReadBatch: 500, MaxClientIDLen: 128,
-		MaxUploads: 32, MaxUserUploads: 3, MaxConnectionsPerUser: 10}
+		MaxUploads: 32, MaxUserUploads: 3, MaxConnectionsPerUser: 10,
+		EditWindow: events.DefaultEditWindow, UnsendWindow: events.DefaultUnsendWindow}
 }
 
 // Admission says whether the pipeline behind the bus can take more

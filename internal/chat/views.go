@@ -30,6 +30,19 @@ type MessageView struct {
 	DeliveredAt       *time.Time `json:"delivered_at"`
 	ReadAt            *time.Time `json:"read_at"`
 	Status            string     `json:"status"`
+	// EditedAt is the time of the text's last edit; UnsentAt marks a
+	// tombstone: its sender deleted it for everyone, its content is gone.
+	EditedAt  *time.Time      `json:"edited_at"`
+	UnsentAt  *time.Time      `json:"unsent_at"`
+	Reactions []ReactionCount `json:"reactions"`
+}
+
+// ReactionCount is how many participants reacted to a message with one
+// emoji, and whether the viewer is one of them.
+type ReactionCount struct {
+	Emoji string `json:"emoji"`
+	Count int64  `json:"count"`
+	Mine  bool   `json:"mine"`
 }
 
 // LastMessageView is the preview in a conversation list.
@@ -40,6 +53,8 @@ type LastMessageView struct {
 	ContentType string    `json:"content_type"`
 	TextContent *string   `json:"text_content"`
 	CreatedAt   time.Time `json:"created_at"`
+	// UnsentAt is set when the last message is a tombstone.
+	UnsentAt *time.Time `json:"unsent_at"`
 }
 
 // ConversationView is a conversation as one participant sees it.
@@ -78,6 +93,7 @@ func conversationView(r db.ParticipantConversation) ConversationView {
 		v.LastMessage = &LastMessageView{
 			ID: r.LastMessageID.String(), Seq: *r.LastMessageSeq, SenderID: deref(r.LastMessageSenderID),
 			ContentType: deref(r.LastMessageContentType), TextContent: r.LastMessageText, CreatedAt: deref(r.LastMessageCreatedAt),
+			UnsentAt: r.LastMessageUnsentAt,
 		}
 	}
 	return v
@@ -90,6 +106,7 @@ func (s *Service) messageView(ctx context.Context, m db.Message) MessageView {
 		TextContent: m.TextContent, MediaKey: m.MediaKey, AudioDuration: m.AudioDuration,
 		ClientMessageID: m.ClientMessageID, CreatedAt: m.CreatedAt, SentAt: &m.SentAt,
 		DeliveredAt: m.DeliveredAt, ReadAt: m.ReadAt, Status: "sent",
+		EditedAt: m.EditedAt, UnsentAt: m.UnsentAt, Reactions: []ReactionCount{},
 	}
 	if m.ReplyToID != nil {
 		r := m.ReplyToID.String()
@@ -112,7 +129,7 @@ func (s *Service) sentView(ctx context.Context, p events.MessageSentV1) MessageV
 		ID: p.MessageID, ConversationID: p.ConversationID, SenderID: p.SenderID, RecipientID: p.RecipientID,
 		ContentType: p.ContentType, TextContent: optional(p.TextContent), MediaKey: optional(p.MediaKey),
 		AudioDuration: p.AudioDuration, ReplyToID: optional(p.ReplyToID), ClientMessageID: optional(p.ClientMessageID),
-		CreatedAt: p.CreatedAt, Status: "accepted",
+		CreatedAt: p.CreatedAt, Status: "accepted", Reactions: []ReactionCount{},
 	}
 	v.MediaURL = s.signedURL(ctx, v.MediaKey)
 	return v

@@ -25,7 +25,7 @@ func TestOpenAPIIsValid(t *testing.T) {
 const (
 	convID  = "0195e4a2-7b3c-7d10-8a4b-9c2d3e4f5a6b"
 	msgID   = "0195e4a2-7b3c-7d10-8a4b-9c2d3e4f5a6c"
-	message = `{"id":"` + msgID + `","conversation_id":"` + convID + `","sender_id":1,"recipient_id":2,"content_type":"text","text_content":"hi","media_url":null,"media_thumbnail_url":null,"audio_duration":null,"reply_to_id":null,"created_at":"2026-03-14T15:09:26.5Z","sent_at":null,"delivered_at":null,"read_at":null,"status":"accepted"}`
+	message = `{"id":"` + msgID + `","conversation_id":"` + convID + `","sender_id":1,"recipient_id":2,"content_type":"text","text_content":"hi","media_url":null,"media_thumbnail_url":null,"audio_duration":null,"reply_to_id":null,"created_at":"2026-03-14T15:09:26.5Z","sent_at":null,"delivered_at":null,"read_at":null,"status":"accepted","edited_at":null,"unsent_at":null,"reactions":[]}`
 )
 
 // exchange is one request and the answer a handler gave.

@@ -119,7 +119,7 @@ func TestGoldenFramesMatchAsyncAPI(t *testing.T) {
 
 func isReply(name string) bool {
 	switch name {
-	case "frame.acknowledgment", "frame.pong", "frame.readAcknowledgment", "frame.error":
+	case "frame.acknowledgment", "frame.pong", "frame.readAcknowledgment", "frame.changeAcknowledgment", "frame.error":
 		return true
 	}
 	return false

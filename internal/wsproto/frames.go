@@ -21,6 +21,12 @@ const (
 	ActionPing        = "ping"
 	ActionTyping      = "typing"
 	ActionMarkRead    = "markRead"
+	// Changes to a sent message: by its sender (edit, unsend), by any
+	// participant (their one reaction).
+	ActionEditMessage    = "editMessage"
+	ActionUnsendMessage  = "unsendMessage"
+	ActionSetReaction    = "setReaction"
+	ActionRemoveReaction = "removeReaction"
 )
 
 // The close the server ends a connection with when the token it was opened
@@ -36,16 +42,18 @@ const (
 
 // Actions lists every client action, for error messages.
 func Actions() []string {
-	return []string{ActionSendMessage, ActionPing, ActionTyping, ActionMarkRead}
+	return []string{ActionSendMessage, ActionPing, ActionTyping, ActionMarkRead,
+		ActionEditMessage, ActionUnsendMessage, ActionSetReaction, ActionRemoveReaction}
 }
 
 // Types of the frames the server sends, in their "type" field.
 const (
 	// Replies to the sending connection.
-	TypeAcknowledgment     = "acknowledgment"
-	TypePong               = "pong"
-	TypeReadAcknowledgment = "readAcknowledgment"
-	TypeError              = "error"
+	TypeAcknowledgment       = "acknowledgment"
+	TypePong                 = "pong"
+	TypeReadAcknowledgment   = "readAcknowledgment"
+	TypeChangeAcknowledgment = "changeAcknowledgment"
+	TypeError                = "error"
 	// Pushes, sent by fanout.
 	TypeConnected        = "connected"
 	TypeNewMessage       = "newMessage"
@@ -54,6 +62,8 @@ const (
 	TypeTyping           = "typing"
 	TypeMessageUpdated   = "messageUpdated"
 	TypePresence         = "presence"
+	TypeMessageUnsent    = "messageUnsent"
+	TypeReactionChanged  = "reactionChanged"
 )
 
 // ConnectedMessage is the greeting text of the seed contract.
@@ -94,6 +104,23 @@ type MarkReadData struct {
 	MessageIDs     []string `json:"messageIds"`
 }
 
+// EditMessageData is the data of editMessage: the new text.
+type EditMessageData struct {
+	MessageID   string `json:"messageId"`
+	TextContent string `json:"textContent"`
+}
+
+// MessageRefData is the data of unsendMessage and removeReaction.
+type MessageRefData struct {
+	MessageID string `json:"messageId"`
+}
+
+// SetReactionData is the data of setReaction: one emoji.
+type SetReactionData struct {
+	MessageID string `json:"messageId"`
+	Emoji     string `json:"emoji"`
+}
+
 // Action is a client frame with typed data, as clients build it.
 type Action[T any] struct {
 	Action string `json:"action"`
@@ -115,6 +142,26 @@ func MarkRead(d MarkReadData) Action[MarkReadData] {
 	return Action[MarkReadData]{Action: ActionMarkRead, Data: d}
 }
 
+// EditMessage builds an editMessage action.
+func EditMessage(d EditMessageData) Action[EditMessageData] {
+	return Action[EditMessageData]{Action: ActionEditMessage, Data: d}
+}
+
+// UnsendMessage builds an unsendMessage action.
+func UnsendMessage(d MessageRefData) Action[MessageRefData] {
+	return Action[MessageRefData]{Action: ActionUnsendMessage, Data: d}
+}
+
+// SetReaction builds a setReaction action.
+func SetReaction(d SetReactionData) Action[SetReactionData] {
+	return Action[SetReactionData]{Action: ActionSetReaction, Data: d}
+}
+
+// RemoveReaction builds a removeReaction action.
+func RemoveReaction(d MessageRefData) Action[MessageRefData] {
+	return Action[MessageRefData]{Action: ActionRemoveReaction, Data: d}
+}
+
 // Ping is the ping action; it has no data.
 type Ping struct {
 	Action string `json:"action"`
@@ -133,6 +180,7 @@ var (
 	_ Frame = Acknowledgment{}
 	_ Frame = Pong{}
 	_ Frame = ReadAcknowledgment{}
+	_ Frame = ChangeAcknowledgment{}
 	_ Frame = Error{}
 	_ Frame = Push[NewMessageData]{}
 )
@@ -201,6 +249,25 @@ func (f ReadAcknowledgment) FrameType() string { return f.Type }
 func NewReadAcknowledgment(conversationID string, read, ignored []string) ReadAcknowledgment {
 	return ReadAcknowledgment{Type: TypeReadAcknowledgment, ConversationID: conversationID,
 		Read: nonNil(read), Ignored: nonNil(ignored)}
+}
+
+// ChangeAcknowledgment answers editMessage, unsendMessage, setReaction and
+// removeReaction once the change is durably accepted; At is the change's
+// time, which orders it against the message's other changes.
+type ChangeAcknowledgment struct {
+	Type           string    `json:"type"`
+	Action         string    `json:"action"`
+	MessageID      string    `json:"messageId"`
+	ConversationID string    `json:"conversationId"`
+	At             time.Time `json:"at"`
+}
+
+func (f ChangeAcknowledgment) FrameType() string { return f.Type }
+
+// NewChangeAcknowledgment builds the answer to a change of a message.
+func NewChangeAcknowledgment(action, messageID, conversationID string, at time.Time) ChangeAcknowledgment {
+	return ChangeAcknowledgment{Type: TypeChangeAcknowledgment, Action: action, MessageID: messageID,
+		ConversationID: conversationID, At: at.UTC()}
 }
 
 // Error answers a frame that failed; the connection stays open. Code is
@@ -305,17 +372,55 @@ func TypingState(d TypingStateData) Push[TypingStateData] {
 }
 
 // MessageUpdatedData is what changed on a stored message (its thumbnail,
-// its audio duration). MediaThumbnailURL is a short-lived presigned GET.
+// its audio duration, its edited text). MediaThumbnailURL is a short-lived
+// presigned GET. An edit carries TextContent and EditedAt: a client keeps
+// the text of the latest EditedAt it has seen.
 type MessageUpdatedData struct {
-	MessageID         string `json:"messageId"`
-	ConversationID    string `json:"conversationId"`
-	MediaThumbnailURL string `json:"mediaThumbnailUrl,omitempty"`
-	AudioDuration     *int32 `json:"audioDuration,omitempty"`
+	MessageID         string     `json:"messageId"`
+	ConversationID    string     `json:"conversationId"`
+	MediaThumbnailURL string     `json:"mediaThumbnailUrl,omitempty"`
+	AudioDuration     *int32     `json:"audioDuration,omitempty"`
+	TextContent       string     `json:"textContent,omitempty"`
+	EditedAt          *time.Time `json:"editedAt,omitempty"`
 }
 
-// MessageUpdated pushes a message's change to both participants.
+// MessageUpdated pushes a message's change to the participants.
 func MessageUpdated(d MessageUpdatedData) Push[MessageUpdatedData] {
+	if d.EditedAt != nil {
+		t := d.EditedAt.UTC()
+		d.EditedAt = &t
+	}
 	return Push[MessageUpdatedData]{Type: TypeMessageUpdated, Data: d}
+}
+
+// MessageUnsentData says a message was deleted for everyone: a client
+// shows a tombstone in its place.
+type MessageUnsentData struct {
+	MessageID      string    `json:"messageId"`
+	ConversationID string    `json:"conversationId"`
+	UnsentAt       time.Time `json:"unsentAt"`
+}
+
+// MessageUnsent pushes an unsend to the participants.
+func MessageUnsent(d MessageUnsentData) Push[MessageUnsentData] {
+	d.UnsentAt = d.UnsentAt.UTC()
+	return Push[MessageUnsentData]{Type: TypeMessageUnsent, Data: d}
+}
+
+// ReactionChangedData is one participant's reaction to a message, set or
+// (Emoji null) removed. A client keeps the latest ChangedAt per user.
+type ReactionChangedData struct {
+	MessageID      string    `json:"messageId"`
+	ConversationID string    `json:"conversationId"`
+	UserID         int64     `json:"userId"`
+	Emoji          *string   `json:"emoji"`
+	ChangedAt      time.Time `json:"changedAt"`
+}
+
+// ReactionChanged pushes a reaction's change to the participants.
+func ReactionChanged(d ReactionChangedData) Push[ReactionChangedData] {
+	d.ChangedAt = d.ChangedAt.UTC()
+	return Push[ReactionChangedData]{Type: TypeReactionChanged, Data: d}
 }
 
 // PresenceData is a user's presence as one receiver may see it.

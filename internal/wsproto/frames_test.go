@@ -21,6 +21,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 func samples() map[string]any {
 	at := time.Date(2026, 3, 14, 15, 9, 26, 535897000, time.UTC)
 	dur := int32(42)
+	thumbs := "👍🏽"
 	const (
 		msg  = "0195e4a2-7b3c-7d10-8a4b-9c2d3e4f5a6b"
 		conv = "0195e4a2-1111-7abc-8def-0123456789ab"
@@ -50,7 +51,16 @@ func samples() map[string]any {
 		"frame.typing":   wsproto.TypingState(wsproto.TypingStateData{ConversationID: conv, UserID: 1, IsTyping: true}),
 		"frame.presence": wsproto.Presence(wsproto.PresenceData{UserID: 1, Online: true, LastSeenAt: &at}),
 		"frame.messageUpdated": wsproto.MessageUpdated(wsproto.MessageUpdatedData{
-			MessageID: msg, ConversationID: conv, MediaThumbnailURL: url, AudioDuration: &dur}),
+			MessageID: msg, ConversationID: conv, MediaThumbnailURL: url, AudioDuration: &dur,
+			TextContent: "edited <b>&</b>", EditedAt: &at}),
+		"action.editMessage":         wsproto.EditMessage(wsproto.EditMessageData{MessageID: msg, TextContent: "fixed"}),
+		"action.unsendMessage":       wsproto.UnsendMessage(wsproto.MessageRefData{MessageID: msg}),
+		"action.setReaction":         wsproto.SetReaction(wsproto.SetReactionData{MessageID: msg, Emoji: "👍"}),
+		"action.removeReaction":      wsproto.RemoveReaction(wsproto.MessageRefData{MessageID: msg}),
+		"frame.changeAcknowledgment": wsproto.NewChangeAcknowledgment(wsproto.ActionEditMessage, msg, conv, at),
+		"frame.messageUnsent":        wsproto.MessageUnsent(wsproto.MessageUnsentData{MessageID: msg, ConversationID: conv, UnsentAt: at}),
+		"frame.reactionChanged": wsproto.ReactionChanged(wsproto.ReactionChangedData{
+			MessageID: msg, ConversationID: conv, UserID: 2, Emoji: &thumbs, ChangedAt: at}),
 	}
 }
 

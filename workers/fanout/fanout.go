@@ -371,6 +371,26 @@ func (f *Fanout) plan(ctx context.Context, e events.Envelope) (*push, error) {
 		if m.WithheldFromRecipient {
 			p.users = p.users[:1] // a blocker never learns of the message
 		}
+	// Changes of a message go to its participants (the sender's other
+	// devices included), skipping the connection the change came from.
+	case events.TypeMessageEdited:
+		var m events.MessageEditedV1
+		if err := e.Unmarshal(&m); err != nil {
+			return nil, err
+		}
+		fr, p.users, p.skip = messageEditedFrame(m), m.ParticipantIDs, m.SourceConnectionID
+	case events.TypeMessageUnsent:
+		var m events.MessageUnsentV1
+		if err := e.Unmarshal(&m); err != nil {
+			return nil, err
+		}
+		fr, p.users, p.skip = messageUnsentFrame(m), m.ParticipantIDs, m.SourceConnectionID
+	case events.TypeReactionChanged:
+		var m events.ReactionChangedV1
+		if err := e.Unmarshal(&m); err != nil {
+			return nil, err
+		}
+		fr, p.users, p.skip = reactionChangedFrame(m), m.ParticipantIDs, m.SourceConnectionID
 	case events.TypePresence:
 		var m events.PresenceV1
 		if err := e.Unmarshal(&m); err != nil {

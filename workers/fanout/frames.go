@@ -75,3 +75,34 @@ func (f *Fanout) presign(ctx context.Context, key string) string {
 	}
 	return u
 }
+
+func messageEditedFrame(m events.MessageEditedV1) wsproto.Frame {
+	return wsproto.MessageUpdated(wsproto.MessageUpdatedData{
+		MessageID:      m.MessageID,
+		ConversationID: m.ConversationID,
+		TextContent:    m.TextContent,
+		EditedAt:       &m.EditedAt,
+	})
+}
+
+func messageUnsentFrame(m events.MessageUnsentV1) wsproto.Frame {
+	return wsproto.MessageUnsent(wsproto.MessageUnsentData{
+		MessageID:      m.MessageID,
+		ConversationID: m.ConversationID,
+		UnsentAt:       m.UnsentAt,
+	})
+}
+
+func reactionChangedFrame(m events.ReactionChangedV1) wsproto.Frame {
+	var emoji *string
+	if m.Emoji != "" {
+		emoji = &m.Emoji
+	}
+	return wsproto.ReactionChanged(wsproto.ReactionChangedData{
+		MessageID:      m.MessageID,
+		ConversationID: m.ConversationID,
+		UserID:         m.UserID,
+		Emoji:          emoji,
+		ChangedAt:      m.ChangedAt,
+	})
+}

@@ -173,8 +173,8 @@ func (n *Notifier) pushMessage(ctx context.Context, e events.Envelope) error {
 	if err != nil {
 		return fmt.Errorf("notifier: message %s: %w", m.MessageID, err)
 	}
-	if pc.AlreadyRead || pc.Muted {
-		log.DebugContext(ctx, "notifier: not pushed", "read", pc.AlreadyRead, "muted", pc.Muted)
+	if pc.AlreadyRead || pc.Unsent || pc.Muted {
+		log.DebugContext(ctx, "notifier: not pushed", "read", pc.AlreadyRead, "unsent", pc.Unsent, "muted", pc.Muted)
 		return nil
 	}
 	devices, err := n.q.ListPushDevices(ctx, []int64{m.RecipientID})

@@ -184,7 +184,7 @@ func TestOfflineRecipientGetsOnePushPerMessageOnEveryDevice(t *testing.T) {
 	}
 }
 
-func TestMutedReadAndOldMessagesAreNotPushed(t *testing.T) {
+func TestMutedReadUnsentAndOldMessagesAreNotPushed(t *testing.T) {
 	f := newFixture(t, notifier.DefaultConfig())
 	f.register(t, 2, push.PlatformExpo, "ExponentPushToken[phone]")
 
@@ -195,6 +195,15 @@ func TestMutedReadAndOldMessagesAreNotPushed(t *testing.T) {
 	read, _ := events.New(uuid.NewString(), at, f.u(2), f.conv.String(), events.MessageReadV1{ConversationID: f.conv.String(), ReaderID: f.u(2), MessageIDs: []string{sent.ID}, ReadAt: at})
 	f.store1(t, read)
 	mustHandle(t, f, req)
+
+	// Unsent by its sender before the push went out.
+	gone, goneReq := f.message(t, events.ContentText, "unsent already")
+	f.store1(t, gone)
+	unsent, _ := events.New(uuid.NewString(), at, f.u(1), f.conv.String(), events.MessageUnsentV1{MessageID: gone.ID,
+		ConversationID: f.conv.String(), SenderID: f.u(1), ContentType: events.ContentText, UnsentAt: time.Now().UTC(),
+		ParticipantIDs: []int64{f.u(1), f.u(2)}})
+	f.store1(t, unsent)
+	mustHandle(t, f, goneReq)
 
 	// Too old: a replay long after.
 	old, oldReq := f.message(t, events.ContentText, "old")

@@ -37,10 +37,20 @@ type Persister struct {
 	now    func() time.Time
 
 	pendingRetention time.Duration
+	// editWindow and unsendWindow: how long after sending a message its
+	// sender's edit or unsend applies (see events.Within).
+	editWindow, unsendWindow time.Duration
 }
 
 // Option configures a Persister.
 type Option func(*Persister)
+
+// WithChangeWindows sets how long after sending a message an edit and an
+// unsend of it apply (events.DefaultEditWindow and DefaultUnsendWindow by
+// default): the same windows as the ingress's.
+func WithChangeWindows(edit, unsend time.Duration) Option {
+	return func(p *Persister) { p.editWindow, p.unsendWindow = edit, unsend }
+}
 
 // WithPendingReadRetention sets how long a read of a message not stored yet
 // is kept for it (DefaultPendingReadRetention by default).
@@ -55,7 +65,8 @@ var (
 
 // New returns a persister writing through pool.
 func New(pool *pgxpool.Pool, logger *slog.Logger, opts ...Option) *Persister {
-	p := &Persister{pool: pool, logger: logger, now: time.Now, pendingRetention: DefaultPendingReadRetention}
+	p := &Persister{pool: pool, logger: logger, now: time.Now, pendingRetention: DefaultPendingReadRetention,
+		editWindow: events.DefaultEditWindow, unsendWindow: events.DefaultUnsendWindow}
 	for _, o := range opts {
 		o(p)
 	}
@@ -238,6 +249,36 @@ func (p *Persister) applyOne(ctx context.Context, q *db.Queries, e events.Envelo
 			return nil
 		}
 		return p.applyThumbnail(ctx, q, m, outcome)
+	case events.TypeMessageEdited:
+		var m events.MessageEditedV1
+		if err := e.Unmarshal(&m); err != nil {
+			*outcome = err
+			return nil
+		}
+		return p.applyChange(ctx, q, e, m.MessageID, outcome, func() (int64, error) {
+			return q.EditMessage(ctx, db.EditMessageParams{TextContent: &m.TextContent, EditedAt: &m.EditedAt,
+				ID: uuid.MustParse(m.MessageID), SenderID: m.SenderID, NotBefore: m.EditedAt.Add(-p.editWindow)})
+		})
+	case events.TypeMessageUnsent:
+		var m events.MessageUnsentV1
+		if err := e.Unmarshal(&m); err != nil {
+			*outcome = err
+			return nil
+		}
+		return p.applyChange(ctx, q, e, m.MessageID, outcome, func() (int64, error) {
+			return q.UnsendMessage(ctx, db.UnsendMessageParams{UnsentAt: &m.UnsentAt,
+				ID: uuid.MustParse(m.MessageID), SenderID: m.SenderID, NotBefore: m.UnsentAt.Add(-p.unsendWindow)})
+		})
+	case events.TypeReactionChanged:
+		var m events.ReactionChangedV1
+		if err := e.Unmarshal(&m); err != nil {
+			*outcome = err
+			return nil
+		}
+		return p.applyChange(ctx, q, e, m.MessageID, outcome, func() (int64, error) {
+			return q.SetReaction(ctx, db.SetReactionParams{UserID: m.UserID, Emoji: nonEmpty(m.Emoji),
+				ChangedAt: m.ChangedAt, MessageID: uuid.MustParse(m.MessageID)})
+		})
 	default:
 		// A type this version does not know (added by a newer publisher):
 		// acknowledging it keeps the queue moving; the archive still has it.
@@ -468,6 +509,32 @@ func (p *Persister) applyThumbnail(ctx context.Context, q *db.Queries, m events.
 	return q.SetMessageMedia(ctx, db.SetMessageMediaParams{
 		ThumbnailKey: nonEmpty(m.ThumbnailKey), AudioDuration: m.AudioDuration, ID: id,
 	})
+}
+
+// applyChange applies a change of a stored message with write, which
+// changes nothing unless the change is allowed and newer than what is
+// stored: a redelivered, replayed or older change is a no-op. A change of a
+// message not stored yet waits for it (ErrNotYetStored).
+func (p *Persister) applyChange(ctx context.Context, q *db.Queries, e events.Envelope, messageID string, outcome *error, write func() (int64, error)) error {
+	n, err := write()
+	if err != nil {
+		return fmt.Errorf("%s: %w", e.Type, err)
+	}
+	if n > 0 {
+		return nil
+	}
+	id := uuid.MustParse(messageID)
+	ok, err := q.MessageExists(ctx, id)
+	if err != nil {
+		return fmt.Errorf("check message %s: %w", id, err)
+	}
+	if !ok {
+		*outcome = fmt.Errorf("message %s: %w", id, ErrNotYetStored)
+		return nil
+	}
+	p.logger.DebugContext(ctx, "change not applied (applied already, superseded, or not allowed)",
+		"type", e.Type, "event_id", e.ID, "message_id", messageID)
+	return nil
 }
 
 func (p *Persister) applySettings(ctx context.Context, q *db.Queries, m events.ConversationSettingsChangedV1) error {

@@ -138,6 +138,17 @@ func (t *Thumbnailer) save(ctx context.Context, m events.MessageSentV1, thumbKey
 		return err
 	}
 	t.logger.DebugContext(ctx, "thumbnail stored", "message_id", m.MessageID, "key", thumbKey, "width", w, "height", h, "bytes", len(thumb))
+	// An unsend may have deleted the original while this was decoding: it
+	// deletes the original before the thumbnail, so an original gone now
+	// means its thumbnail must go too, unannounced (see unsent).
+	if ok, err := t.store.Exists(ctx, m.MediaKey); err != nil {
+		return fmt.Errorf("check original: %w", err)
+	} else if !ok {
+		if err := t.store.Delete(ctx, thumbKey); err != nil {
+			return fmt.Errorf("delete the thumbnail of an unsent message: %w", err)
+		}
+		return nil
+	}
 	return t.publish(ctx, m, events.ThumbnailReadyV1{ThumbnailKey: thumbKey, Width: w, Height: h})
 }
 

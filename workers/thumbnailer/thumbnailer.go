@@ -29,6 +29,7 @@ type Store interface {
 	Get(ctx context.Context, key string) (io.ReadCloser, media.Object, error)
 	Put(ctx context.Context, key string, body []byte, contentType string) error
 	Exists(ctx context.Context, key string) (bool, error)
+	Delete(ctx context.Context, key string) error
 }
 
 var _ Store = (*media.Store)(nil)
@@ -130,7 +131,13 @@ func New(store Store, bus events.Publisher, cfg Config, logger *slog.Logger) *Th
 // cannot fix (a corrupt or hostile file, a missing original) are marked
 // events.Permanent, so the bus dead-letters them at once with the reason;
 // others (storage or bus unavailable) are returned for a retry.
+//
+// An unsent media message's original and thumbnail are deleted; deleting
+// them again (a redelivery, a replay) deletes nothing.
 func (t *Thumbnailer) Handle(ctx context.Context, e events.Envelope) error {
+	if e.Type == events.TypeMessageUnsent {
+		return t.unsent(ctx, e)
+	}
 	if e.Type != events.TypeMessageSent {
 		return nil
 	}
@@ -163,5 +170,27 @@ func (t *Thumbnailer) Handle(ctx context.Context, e events.Envelope) error {
 	if err != nil {
 		return fmt.Errorf("thumbnailer: message %s (%s %s): %w", m.MessageID, m.ContentType, m.MediaKey, err)
 	}
+	return nil
+}
+
+func (t *Thumbnailer) unsent(ctx context.Context, e events.Envelope) error {
+	var m events.MessageUnsentV1
+	if err := e.Unmarshal(&m); err != nil {
+		return err
+	}
+	if m.MediaKey == "" {
+		return nil
+	}
+	if _, err := media.ParseKey(m.MediaKey); err != nil {
+		return events.Permanent(fmt.Errorf("thumbnailer: unsent message %s: %w", m.MessageID, err))
+	}
+	// The original first: a thumbnail being made meanwhile checks for it
+	// after storing itself, and deletes itself if it is gone (save).
+	for _, key := range []string{m.MediaKey, media.ThumbnailKey(m.MediaKey)} {
+		if err := t.store.Delete(ctx, key); err != nil {
+			return fmt.Errorf("thumbnailer: unsent message %s: %w", m.MessageID, err)
+		}
+	}
+	t.logger.DebugContext(ctx, "thumbnailer: deleted the media of an unsent message", "message_id", m.MessageID, "key", m.MediaKey)
 	return nil
 }

@@ -1,0 +1,52 @@
+-- Changes to stored messages: edits, unsend and reactions. Each statement
+-- applies a change only if it is newer than the stored state and still
+-- allowed (the sender's, within its window), so that the persister's
+-- redelivered, replayed or reordered events leave the same state.
+
+-- name: EditMessage :execrows
+-- not_before is the edit's time minus the edit window: a message created
+-- earlier can no longer be edited.
+UPDATE messages
+SET text_content = @text_content, edited_at = @edited_at
+WHERE id = @id AND sender_id = @sender_id AND content_type = 'text' AND unsent_at IS NULL
+  AND (edited_at IS NULL OR edited_at < @edited_at)
+  AND created_at >= @not_before;
+
+-- name: UnsendMessage :one
+-- Leaves a tombstone: the row keeps its seq, its content goes, and so do
+-- its reactions.
+WITH u AS (
+    UPDATE messages
+    SET unsent_at = @unsent_at, text_content = NULL, media_key = NULL, media_thumbnail_key = NULL, audio_duration = NULL
+    WHERE id = @id AND sender_id = @sender_id AND unsent_at IS NULL AND created_at >= @not_before
+    RETURNING id
+), r AS (
+    DELETE FROM message_reactions WHERE message_id = ANY(ARRAY(SELECT u.id FROM u))
+)
+SELECT count(*)::bigint FROM u;
+
+-- name: SetReaction :execrows
+-- Sets (emoji) or removes (NULL) a participant's reaction, unless a newer
+-- change of theirs is stored. A tombstone takes none.
+INSERT INTO message_reactions (message_id, user_id, emoji, changed_at)
+SELECT m.id, @user_id::bigint, sqlc.narg('emoji')::text, @changed_at::timestamptz FROM messages m
+WHERE m.id = @message_id AND m.unsent_at IS NULL
+  AND EXISTS (SELECT 1 FROM conversation_participants p
+              WHERE p.conversation_id = m.conversation_id AND p.user_id = @user_id::bigint)
+ON CONFLICT (message_id, user_id) DO UPDATE
+SET emoji = EXCLUDED.emoji, changed_at = EXCLUDED.changed_at
+WHERE message_reactions.changed_at < EXCLUDED.changed_at;
+
+-- name: ReactionCounts :many
+-- The reactions of messages, counted per emoji, and whether the viewer's
+-- is among them; most used first.
+SELECT r.message_id, r.emoji::text AS emoji, count(*)::bigint AS count, bool_or(r.user_id = @viewer_id::bigint)::boolean AS mine
+FROM message_reactions r
+WHERE r.message_id = ANY(@ids::uuid[]) AND r.emoji IS NOT NULL
+GROUP BY r.message_id, r.emoji
+ORDER BY r.message_id, count(*) DESC, r.emoji;
+
+-- name: ListMessageHiders :many
+-- Who a message is hidden from (deleted for them, or withheld from them):
+-- they are not told of its changes.
+SELECT user_id FROM message_deletions WHERE message_id = $1;
