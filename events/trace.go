@@ -91,9 +91,9 @@ type eventTracerKey struct{}
 type EventTracer interface {
 	// EventContext returns the context for work done for e (a post).
 	EventContext(ctx context.Context, e Envelope) context.Context
-	// Caused stamps derived, an event published because of cause (a
-	// receipt, a push request), with cause's span as its parent.
-	Caused(ctx context.Context, cause Envelope, derived *Envelope)
+	// Caused returns derived, an event published because of cause (a
+	// receipt, a push request), stamped with cause's span as its parent.
+	Caused(ctx context.Context, cause, derived Envelope) Envelope
 }
 
 // WithEventTracer returns ctx carrying t.
@@ -111,10 +111,14 @@ func EventContext(ctx context.Context, e Envelope) context.Context {
 	return ctx
 }
 
-// Caused stamps derived as published because of cause, when a tracing
-// wrapper set an EventTracer; otherwise it does nothing.
-func Caused(ctx context.Context, cause Envelope, derived *Envelope) {
+// Caused returns derived stamped as published because of cause, when a
+// tracing wrapper set an EventTracer; otherwise derived as it was. It takes
+// and returns values, not a pointer: a pointer to a caller's local would
+// escape through the interface call, one allocation per event even with
+// tracing off.
+func Caused(ctx context.Context, cause, derived Envelope) Envelope {
 	if t, ok := ctx.Value(eventTracerKey{}).(EventTracer); ok {
-		t.Caused(ctx, cause, derived)
+		return t.Caused(ctx, cause, derived)
 	}
+	return derived
 }

@@ -239,8 +239,9 @@ func (b batchTracer) EventContext(ctx context.Context, e events.Envelope) contex
 	return remoteTracer{b.w}.EventContext(ctx, e)
 }
 
-func (b batchTracer) Caused(ctx context.Context, cause events.Envelope, derived *events.Envelope) {
-	b.w.t.Inject(b.EventContext(ctx, cause), derived)
+func (b batchTracer) Caused(ctx context.Context, cause, derived events.Envelope) events.Envelope {
+	b.w.t.Inject(b.EventContext(ctx, cause), &derived)
+	return derived
 }
 
 // remoteTracer serves work done for events outside a span of their own
@@ -252,8 +253,9 @@ func (r remoteTracer) EventContext(ctx context.Context, e events.Envelope) conte
 	return parent
 }
 
-func (r remoteTracer) Caused(ctx context.Context, cause events.Envelope, derived *events.Envelope) {
-	r.w.t.Inject(r.EventContext(ctx, cause), derived)
+func (r remoteTracer) Caused(ctx context.Context, cause, derived events.Envelope) events.Envelope {
+	r.w.t.Inject(r.EventContext(ctx, cause), &derived)
+	return derived
 }
 
 // endOnPanic, deferred, marks and ends span when its handler panics; the
