@@ -278,3 +278,32 @@ func attr(s tracetest.SpanStub, key string) string {
 	}
 	return ""
 }
+
+// TestUnsampledDecisionIsCarried: a publish under an unsampled parent
+// stamps its decision (flags 00) on the event, so a worker, whose sampler
+// is parent-based, records nothing for it instead of starting a trace.
+func TestUnsampledDecisionIsCarried(t *testing.T) {
+	tr, exp := newTracing(t)
+	unsampled := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{0x4b, 0xf9, 0x2f, 1}, SpanID: trace.SpanID{0x00, 0xf0, 0x67, 1}, Remote: true})
+	ctx := trace.ContextWithRemoteSpanContext(context.Background(), unsampled)
+	bus := &recorder{}
+	if err := tr.Publisher(bus).Publish(ctx, typing(t, "0190b6f4-8a40-7000-8000-0000000000e5")); err != nil {
+		t.Fatal(err)
+	}
+	if len(bus.envs) != 1 || !strings.HasPrefix(bus.envs[0].Traceparent, "00-"+unsampled.TraceID().String()) ||
+		!strings.HasSuffix(bus.envs[0].Traceparent, "-00") {
+		t.Fatalf("unsampled publish carries %q, want its trace with flags 00", bus.envs[0].Traceparent)
+	}
+	r := &recorder{}
+	errs := events.AsBatch(tr.Worker(events.WorkerPersister, r, slog.New(slog.DiscardHandler))).HandleBatch(context.Background(), bus.envs)
+	if errs != nil || len(r.envs) != 1 {
+		t.Fatalf("event not handled: %v", errs)
+	}
+	if r.ctxs[0].IsSampled() || r.ctxs[0].TraceID() != unsampled.TraceID() {
+		t.Errorf("worker ran in %v, want the publisher's unsampled trace", r.ctxs[0])
+	}
+	if spans := exp.GetSpans(); len(spans) != 0 {
+		t.Errorf("spans recorded for an unsampled event: %v", names(spans))
+	}
+}

@@ -67,11 +67,13 @@ func (c envCarrier) Set(key, value string) {
 
 func (c envCarrier) Keys() []string { return []string{"traceparent", "tracestate"} }
 
-// Inject writes ctx's span into e, when that span is sampled; otherwise
-// it clears e's trace context, so an unsampled event carries none.
+// Inject writes ctx's span into e whenever it has one, sampled or not:
+// an unsampled decision (flags 00) must travel too, or every worker would
+// sample afresh and start a trace of its own. Without a span it clears e's
+// trace context.
 func (t *Tracing) Inject(ctx context.Context, e *events.Envelope) {
 	e.Traceparent, e.Tracestate = "", ""
-	if trace.SpanContextFromContext(ctx).IsSampled() {
+	if trace.SpanContextFromContext(ctx).IsValid() {
 		t.prop.Inject(ctx, envCarrier{e})
 	}
 }
