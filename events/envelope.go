@@ -43,8 +43,8 @@ type Envelope struct {
 	// Set whenever tracing is on, sampled or not (the flags carry the
 	// decision, which the workers follow); a malformed value never fails
 	// the event (see TraceError).
-	Traceparent string `json:"traceparent,omitempty"`
-	Tracestate  string `json:"tracestate,omitempty"`
+	Traceparent TraceField `json:"traceparent,omitempty"`
+	Tracestate  TraceField `json:"tracestate,omitempty"`
 }
 
 // Payload is implemented by every versioned event payload.

@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 )
 
@@ -12,6 +13,22 @@ const (
 	maxTracestateLen  = 512
 	maxTracestateList = 32
 )
+
+// TraceField is a trace context field of the envelope. It decodes a JSON
+// string as it is and any other JSON value (a number, an object, null) as
+// absent: the trace context comes from whoever published the event, and a
+// wrong type in it must not fail the envelope's decoding.
+type TraceField string
+
+func (f *TraceField) UnmarshalJSON(b []byte) error {
+	var s string
+	if json.Unmarshal(b, &s) != nil {
+		*f = ""
+		return nil
+	}
+	*f = TraceField(s)
+	return nil
+}
 
 // TraceError says why the envelope's trace context is unusable, or returns
 // nil when it is absent or well formed. A consumer that gets an error logs
@@ -24,10 +41,10 @@ func (e Envelope) TraceError() error {
 		}
 		return nil
 	}
-	if err := checkTraceparent(e.Traceparent); err != nil {
+	if err := checkTraceparent(string(e.Traceparent)); err != nil {
 		return fmt.Errorf("traceparent %.60q: %w", e.Traceparent, err)
 	}
-	if err := checkTracestate(e.Tracestate); err != nil {
+	if err := checkTracestate(string(e.Tracestate)); err != nil {
 		return fmt.Errorf("tracestate: %w", err)
 	}
 	return nil

@@ -291,8 +291,8 @@ func TestUnsampledDecisionIsCarried(t *testing.T) {
 	if err := tr.Publisher(bus).Publish(ctx, typing(t, "0190b6f4-8a40-7000-8000-0000000000e5")); err != nil {
 		t.Fatal(err)
 	}
-	if len(bus.envs) != 1 || !strings.HasPrefix(bus.envs[0].Traceparent, "00-"+unsampled.TraceID().String()) ||
-		!strings.HasSuffix(bus.envs[0].Traceparent, "-00") {
+	if len(bus.envs) != 1 || !strings.HasPrefix(string(bus.envs[0].Traceparent), "00-"+unsampled.TraceID().String()) ||
+		!strings.HasSuffix(string(bus.envs[0].Traceparent), "-00") {
 		t.Fatalf("unsampled publish carries %q, want its trace with flags 00", bus.envs[0].Traceparent)
 	}
 	r := &recorder{}

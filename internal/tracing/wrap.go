@@ -49,9 +49,9 @@ type envCarrier struct{ e *events.Envelope }
 func (c envCarrier) Get(key string) string {
 	switch key {
 	case "traceparent":
-		return c.e.Traceparent
+		return string(c.e.Traceparent)
 	case "tracestate":
-		return c.e.Tracestate
+		return string(c.e.Tracestate)
 	}
 	return ""
 }
@@ -59,9 +59,9 @@ func (c envCarrier) Get(key string) string {
 func (c envCarrier) Set(key, value string) {
 	switch key {
 	case "traceparent":
-		c.e.Traceparent = value
+		c.e.Traceparent = events.TraceField(value)
 	case "tracestate":
-		c.e.Tracestate = value
+		c.e.Tracestate = events.TraceField(value)
 	}
 }
 
