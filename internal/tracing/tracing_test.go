@@ -234,6 +234,36 @@ func TestMalformedTraceparentIsIgnored(t *testing.T) {
 	}
 }
 
+// TestMalformedTracestateKeepsTheTraceparent: a bad tracestate is logged
+// and dropped; the worker's span is still a child of the traceparent's.
+func TestMalformedTracestateKeepsTheTraceparent(t *testing.T) {
+	tr, exp := newTracing(t)
+	var logs bytes.Buffer
+	logger := slog.New(tracing.LogHandler{Handler: slog.NewJSONHandler(&logs, nil)})
+	r := &recorder{}
+	env := typing(t, "0190b6f4-8a40-7000-8000-0000000000e6")
+	env.Traceparent, env.Tracestate = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "rojo=\n\x01"
+	errs := events.AsBatch(tr.Worker(events.WorkerPersister, r, logger)).HandleBatch(context.Background(), []events.Envelope{env})
+	if errs != nil || len(r.envs) != 1 {
+		t.Fatalf("event not handled: %v", errs)
+	}
+	spans := exp.GetSpans()
+	if len(spans) != 1 || spans[0].Parent.TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" ||
+		spans[0].Parent.SpanID().String() != "00f067aa0ba902b7" {
+		t.Fatalf("worker span left the traceparent's trace: %v", spans)
+	}
+	if ts := spans[0].Parent.TraceState().String(); ts != "" {
+		t.Errorf("malformed tracestate kept: %q", ts)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(logs.Bytes(), &rec); err != nil {
+		t.Fatalf("log: %q: %v", logs.String(), err)
+	}
+	if rec["event_id"] != env.ID || !strings.Contains(rec["reason"].(string), "tracestate") {
+		t.Errorf("log does not say which event and why: %v", rec)
+	}
+}
+
 // TestLogsCarryTraceIDs: a record logged with a span's context names the
 // span; one without a span has no such fields.
 func TestLogsCarryTraceIDs(t *testing.T) {

@@ -78,16 +78,23 @@ func (t *Tracing) Inject(ctx context.Context, e *events.Envelope) {
 	}
 }
 
-// Extract returns ctx with e's trace context as the remote parent, or ctx
-// and the reason e's trace context is malformed (it is then ignored).
+// Extract returns ctx with e's trace context as the remote parent, and the
+// reason e's trace context is malformed, if it is. A malformed traceparent
+// is ignored (ctx is returned as it was); a malformed tracestate is dropped
+// alone, as it costs only vendors' hints: the traceparent still joins the
+// trace.
 func (t *Tracing) Extract(ctx context.Context, e events.Envelope) (context.Context, error) {
-	if err := e.TraceError(); err != nil {
-		return ctx, err
+	err := e.TraceError()
+	if err != nil {
+		if e.Traceparent == "" || (events.Envelope{Traceparent: e.Traceparent}).TraceError() != nil {
+			return ctx, err
+		}
+		e.Tracestate = ""
 	}
 	if e.Traceparent == "" {
 		return ctx, nil
 	}
-	return t.prop.Extract(ctx, envCarrier{&e}), nil
+	return t.prop.Extract(ctx, envCarrier{&e}), err
 }
 
 // Publisher gives each publish a span ("publish", a child of the caller's
