@@ -14,8 +14,11 @@ import (
 
 	lambdaevents "github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
@@ -335,5 +338,45 @@ func TestUnsampledDecisionIsCarried(t *testing.T) {
 	}
 	if spans := exp.GetSpans(); len(spans) != 0 {
 		t.Errorf("spans recorded for an unsampled event: %v", names(spans))
+	}
+}
+
+// TestGonePostIsNotAnError: API Gateway's 410 GoneException (a stale
+// connection, routine) leaves the post span's status unset; a 500 does not.
+func TestGonePostIsNotAnError(t *testing.T) {
+	tr, exp := newTracing(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if strings.HasSuffix(r.URL.Path, "/gone") {
+			w.Header().Set("X-Amzn-Errortype", "GoneException")
+			w.WriteHeader(http.StatusGone)
+		} else {
+			w.Header().Set("X-Amzn-Errortype", "InternalServerErrorException")
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+		_, _ = w.Write([]byte(`{"message":"no"}`))
+	}))
+	defer srv.Close()
+	client := apigatewaymanagementapi.New(apigatewaymanagementapi.Options{
+		Region: "us-east-1", BaseEndpoint: aws.String(srv.URL), HTTPClient: srv.Client(), Retryer: aws.NopRetryer{},
+		Credentials: credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""),
+	})
+	p := tr.Poster(client)
+	for _, id := range []string{"gone", "broken"} {
+		if _, err := p.PostToConnection(context.Background(), &apigatewaymanagementapi.PostToConnectionInput{
+			ConnectionId: aws.String(id), Data: []byte(`{}`)}); err == nil {
+			t.Fatalf("%s: post succeeded", id)
+		}
+	}
+	spans := exp.GetSpans()
+	if len(spans) != 2 {
+		t.Fatalf("spans: %v", names(spans))
+	}
+	gone, broken := spans[0], spans[1]
+	if gone.Status.Code != codes.Unset || attr(gone, "parley.post.result") != "gone" {
+		t.Errorf("gone post: status %v, result %q", gone.Status, attr(gone, "parley.post.result"))
+	}
+	if broken.Status.Code != codes.Error || attr(broken, "parley.post.result") != "error" {
+		t.Errorf("failed post: status %v, result %q", broken.Status, attr(broken, "parley.post.result"))
 	}
 }

@@ -325,8 +325,15 @@ func (p tracedPoster) PostToConnection(ctx context.Context, in *apigatewaymanage
 	ctx, span := p.t.tracer.Start(ctx, spanPost, trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attrConnectionID.String(aws.ToString(in.ConnectionId))))
 	out, err := p.p.PostToConnection(ctx, in, optFns...)
-	span.SetAttributes(attrPostResult.String(metrics.PostResult(err)))
-	end(span, err)
+	result := metrics.PostResult(err)
+	span.SetAttributes(attrPostResult.String(result))
+	if result == metrics.PostGone {
+		// A connection that went away is routine (fanout drops it), not a
+		// failed post: the attribute says so, the status stays unset.
+		span.End()
+	} else {
+		end(span, err)
+	}
 	return out, err
 }
 
