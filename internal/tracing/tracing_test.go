@@ -380,3 +380,35 @@ func TestGonePostIsNotAnError(t *testing.T) {
 		t.Errorf("failed post: status %v, result %q", broken.Status, attr(broken, "parley.post.result"))
 	}
 }
+
+// TestPanicEndsIngressSpans: a REST or WebSocket route handler that panics
+// still ends its span, marked as an error; the panic goes on.
+func TestPanicEndsIngressSpans(t *testing.T) {
+	tr, exp := newTracing(t)
+	mustPanic := func(name string, f func()) {
+		t.Helper()
+		defer func() {
+			if p := recover(); p != "boom" {
+				t.Errorf("%s: panic %v, want it to go on", name, p)
+			}
+		}()
+		f()
+	}
+	h := tr.HTTP(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") }))
+	mustPanic("HTTP", func() { h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/x", nil)) })
+	ws := tracing.WSRoute(tr, func(context.Context, lambdaevents.APIGatewayWebsocketProxyRequest) (int, error) { panic("boom") })
+	mustPanic("WebSocket", func() {
+		req := lambdaevents.APIGatewayWebsocketProxyRequest{}
+		req.RequestContext.RouteKey = "$default"
+		_, _ = ws(context.Background(), req)
+	})
+	spans := exp.GetSpans()
+	if len(spans) != 2 {
+		t.Fatalf("ended spans: %v", names(spans))
+	}
+	for _, s := range spans {
+		if s.Status.Code != codes.Error || s.EndTime.IsZero() {
+			t.Errorf("%s: status %v, ended %v", s.Name, s.Status, s.EndTime)
+		}
+	}
+}

@@ -268,7 +268,8 @@ func (r remoteTracer) Caused(ctx context.Context, cause, derived events.Envelope
 }
 
 // endOnPanic, deferred, marks and ends span when its handler panics; the
-// panic goes on (events.Invoke turns it into an error).
+// panic goes on (events.Invoke turns it into an error, net/http and the
+// Lambda runtime answer it with a failure).
 func endOnPanic(span trace.Span) {
 	if !span.IsRecording() {
 		return
@@ -353,6 +354,7 @@ func (t *Tracing) HTTP(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, span := t.tracer.Start(r.Context(), r.Method, trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(attrMethod.String(r.Method)))
+		defer endOnPanic(span)
 		sw := &metrics.StatusWriter{ResponseWriter: w}
 		inner := r.WithContext(ctx)
 		next.ServeHTTP(sw, inner)
@@ -386,6 +388,7 @@ func WSRoute[R any](t *Tracing, route func(context.Context, lambdaevents.APIGate
 		key := req.RequestContext.RouteKey
 		ctx, span := t.tracer.Start(ctx, spanWSPrefix+key, trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(attrWSRoute.String(key), attrConnectionID.String(req.RequestContext.ConnectionID)))
+		defer endOnPanic(span)
 		out, err := route(ctx, req)
 		end(span, err)
 		return out, err
