@@ -412,3 +412,28 @@ func TestPanicEndsIngressSpans(t *testing.T) {
 		}
 	}
 }
+
+// TestLoggerEventIDIsWrittenOnce: a logger built with With("event_id", …)
+// keeps its own; the context's is not added beside it.
+func TestLoggerEventIDIsWrittenOnce(t *testing.T) {
+	tr, _ := newTracing(t)
+	var logs bytes.Buffer
+	base := slog.New(tracing.LogHandler{Handler: slog.NewJSONHandler(&logs, nil)})
+	env := typing(t, "0190b6f4-8a40-7000-8000-0000000000e7")
+	events.AsBatch(tr.Worker(events.WorkerFanout, events.HandlerFunc(func(ctx context.Context, e events.Envelope) error {
+		base.With("event_id", "from-logger").InfoContext(ctx, "with")
+		base.WithGroup("g").InfoContext(ctx, "grouped")
+		return nil
+	}), base)).HandleBatch(context.Background(), []events.Envelope{env})
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("logs: %q", logs.String())
+	}
+	if n := strings.Count(lines[0], `"event_id"`); n != 1 || !strings.Contains(lines[0], `"event_id":"from-logger"`) {
+		t.Errorf("logger's event_id: %d times in %s", n, lines[0])
+	}
+	var grouped struct{ G map[string]any }
+	if err := json.Unmarshal([]byte(lines[1]), &grouped); err != nil || grouped.G["event_id"] != env.ID {
+		t.Errorf("grouped logger lost the context's event_id: %s", lines[1])
+	}
+}
