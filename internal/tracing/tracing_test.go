@@ -437,3 +437,82 @@ func TestLoggerEventIDIsWrittenOnce(t *testing.T) {
 		t.Errorf("grouped logger lost the context's event_id: %s", lines[1])
 	}
 }
+
+// TestFlushBudget: a Lambda's flush takes at most a second, and ends a
+// margin before the invocation's deadline.
+func TestFlushBudget(t *testing.T) {
+	now := time.Date(2026, 12, 2, 5, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		left time.Duration // to the deadline; 0: none
+		want time.Duration
+	}{
+		{0, time.Second},
+		{time.Minute, time.Second},
+		{700 * time.Millisecond, 500 * time.Millisecond},
+		{200 * time.Millisecond, 0},
+		{-time.Second, 0},
+	} {
+		var deadline time.Time
+		if c.left != 0 {
+			deadline = now.Add(c.left)
+		}
+		if got := tracing.FlushBudget(now, deadline); got != c.want {
+			t.Errorf("%v before the deadline: budget %v, want %v", c.left, got, c.want)
+		}
+	}
+}
+
+// TestFlushingABlockedCollector: with a collector that accepts the export
+// and never answers, a Lambda invocation still returns, before its
+// deadline, and says its spans were not exported.
+func TestFlushingABlockedCollector(t *testing.T) {
+	release := make(chan struct{})
+	received := make(chan struct{}, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		received <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(srv.Close)
+	tr, err := tracing.New(context.Background(), tracing.Config{Endpoint: srv.URL + "/v1/traces", Lambda: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+	t.Cleanup(func() { close(release) })
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewJSONHandler(&logs, nil))
+	route := tracing.WSRoute(tr, func(context.Context, lambdaevents.APIGatewayWebsocketProxyRequest) (int, error) { return 200, nil })
+	invoke := tracing.Flushing(tr, logger, route)
+	// Far more than the flush's bound, and less than the exporter's own
+	// default timeout and retries.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if out, err := invoke(ctx, lambdaevents.APIGatewayWebsocketProxyRequest{}); err != nil || out != 200 {
+		t.Fatalf("invocation: %v, %v", out, err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the flush ran until the invocation's deadline")
+	}
+	select {
+	case <-received:
+	default:
+		t.Fatal("the collector got no export")
+	}
+	if !strings.Contains(logs.String(), "spans of this invocation not exported") {
+		t.Errorf("the lost spans are not logged: %q", logs.String())
+	}
+	// Closer to its deadline than the margin, an invocation does not even
+	// try: it returns at once.
+	logs.Reset()
+	late, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := invoke(late, lambdaevents.APIGatewayWebsocketProxyRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if late.Err() != nil || !strings.Contains(logs.String(), "no time left before the invocation's deadline") {
+		t.Errorf("a late invocation flushed anyway: %v, %q", late.Err(), logs.String())
+	}
+}
