@@ -43,10 +43,11 @@ type Envelope struct {
 	Data           json.RawMessage `json:"data"`
 	// Traceparent and Tracestate are the W3C trace context of the span
 	// that published the event, so that the workers' spans join its trace.
-	// Set only when tracing is on and that span is sampled; a malformed
-	// value never fails the event (see TraceError).
-	Traceparent string `json:"traceparent,omitempty"`
-	Tracestate  string `json:"tracestate,omitempty"`
+	// Set whenever tracing is on, sampled or not (the flags carry the
+	// decision, which the workers follow); a malformed value never fails
+	// the event (see TraceError).
+	Traceparent TraceField `json:"traceparent,omitempty"`
+	Tracestate  TraceField `json:"tracestate,omitempty"`
 }
 
 // Payload is implemented by every versioned event payload.

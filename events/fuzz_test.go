@@ -31,6 +31,8 @@ func FuzzDecode(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	// Trace fields of the wrong JSON type decode as absent.
+	f.Add([]byte(`{"id":"0190b6f4-8a40-7000-8000-0000000000ee","type":"Typing","version":1,"occurred_at":"2026-11-29T12:00:00Z","actor_id":1,"data":{},"traceparent":123,"tracestate":{"a":1}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		env, err := Decode(b)
 		if err != nil {

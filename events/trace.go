@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 )
 
@@ -12,6 +13,22 @@ const (
 	maxTracestateLen  = 512
 	maxTracestateList = 32
 )
+
+// TraceField is a trace context field of the envelope. It decodes a JSON
+// string as it is and any other JSON value (a number, an object, null) as
+// absent: the trace context comes from whoever published the event, and a
+// wrong type in it must not fail the envelope's decoding.
+type TraceField string
+
+func (f *TraceField) UnmarshalJSON(b []byte) error {
+	var s string
+	if json.Unmarshal(b, &s) != nil {
+		*f = ""
+		return nil
+	}
+	*f = TraceField(s)
+	return nil
+}
 
 // TraceError says why the envelope's trace context is unusable, or returns
 // nil when it is absent or well formed. A consumer that gets an error logs
@@ -24,10 +41,10 @@ func (e Envelope) TraceError() error {
 		}
 		return nil
 	}
-	if err := checkTraceparent(e.Traceparent); err != nil {
+	if err := checkTraceparent(string(e.Traceparent)); err != nil {
 		return fmt.Errorf("traceparent %.60q: %w", e.Traceparent, err)
 	}
-	if err := checkTracestate(e.Tracestate); err != nil {
+	if err := checkTracestate(string(e.Tracestate)); err != nil {
 		return fmt.Errorf("tracestate: %w", err)
 	}
 	return nil
@@ -91,9 +108,9 @@ type eventTracerKey struct{}
 type EventTracer interface {
 	// EventContext returns the context for work done for e (a post).
 	EventContext(ctx context.Context, e Envelope) context.Context
-	// Caused stamps derived, an event published because of cause (a
-	// receipt, a push request), with cause's span as its parent.
-	Caused(ctx context.Context, cause Envelope, derived *Envelope)
+	// Caused returns derived, an event published because of cause (a
+	// receipt, a push request), stamped with cause's span as its parent.
+	Caused(ctx context.Context, cause, derived Envelope) Envelope
 }
 
 // WithEventTracer returns ctx carrying t.
@@ -111,10 +128,14 @@ func EventContext(ctx context.Context, e Envelope) context.Context {
 	return ctx
 }
 
-// Caused stamps derived as published because of cause, when a tracing
-// wrapper set an EventTracer; otherwise it does nothing.
-func Caused(ctx context.Context, cause Envelope, derived *Envelope) {
+// Caused returns derived stamped as published because of cause, when a
+// tracing wrapper set an EventTracer; otherwise derived as it was. It takes
+// and returns values, not a pointer: a pointer to a caller's local would
+// escape through the interface call, one allocation per event even with
+// tracing off.
+func Caused(ctx context.Context, cause, derived Envelope) Envelope {
 	if t, ok := ctx.Value(eventTracerKey{}).(EventTracer); ok {
-		t.Caused(ctx, cause, derived)
+		return t.Caused(ctx, cause, derived)
 	}
+	return derived
 }

@@ -21,7 +21,7 @@ func TestTraceError(t *testing.T) {
 		"with tracestate": {goodTraceparent, "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"},
 	}
 	for name, c := range ok {
-		if err := (Envelope{Traceparent: c[0], Tracestate: c[1]}).TraceError(); err != nil {
+		if err := (Envelope{Traceparent: TraceField(c[0]), Tracestate: TraceField(c[1])}).TraceError(); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
@@ -38,7 +38,7 @@ func TestTraceError(t *testing.T) {
 		"state members":    {goodTraceparent, strings.Repeat("a=1,", 40) + "a=1"},
 	}
 	for name, c := range bad {
-		if err := (Envelope{Traceparent: c[0], Tracestate: c[1]}).TraceError(); err == nil {
+		if err := (Envelope{Traceparent: TraceField(c[0]), Tracestate: TraceField(c[1])}).TraceError(); err == nil {
 			t.Errorf("%s: accepted %q %q", name, c[0], c[1])
 		}
 	}
@@ -47,13 +47,42 @@ func TestTraceError(t *testing.T) {
 // A malformed trace context is the trace's problem, never the event's: the
 // envelope still decodes and validates.
 func TestMalformedTraceDoesNotFailTheEvent(t *testing.T) {
-	b := `{"id":"0190b6f4-8a40-7000-8000-0000000000ee","type":"Typing","version":1,"occurred_at":"2026-11-29T12:00:00Z","actor_id":1,"data":{},"traceparent":"garbage"}`
+	const head = `{"id":"0190b6f4-8a40-7000-8000-0000000000ee","type":"Typing","version":1,"occurred_at":"2026-11-29T12:00:00Z","actor_id":1,"data":{},`
+	b := head + `"traceparent":"garbage"}`
 	e, err := Decode([]byte(b))
 	if err != nil {
 		t.Fatalf("Decode: %v", err)
 	}
 	if e.TraceError() == nil {
 		t.Fatal("garbage traceparent not reported")
+	}
+	// A field that is not a JSON string is dropped, never the event; its
+	// neighbour, if a string, is kept.
+	for name, c := range map[string]struct {
+		fields        string
+		parent, state TraceField
+	}{
+		"traceparent number":  {`"traceparent":123`, "", ""},
+		"traceparent object":  {`"traceparent":{"a":1}`, "", ""},
+		"traceparent array":   {`"traceparent":["00"]`, "", ""},
+		"traceparent true":    {`"traceparent":true`, "", ""},
+		"traceparent null":    {`"traceparent":null`, "", ""},
+		"tracestate number":   {`"traceparent":"` + goodTraceparent + `","tracestate":7`, goodTraceparent, ""},
+		"tracestate object":   {`"traceparent":"` + goodTraceparent + `","tracestate":{"rojo":1}`, goodTraceparent, ""},
+		"both wrong":          {`"traceparent":1.5,"tracestate":[]`, "", ""},
+		"string with escapes": {`"traceparent":"` + goodTraceparent + `","tracestate":"a=\u0031"`, goodTraceparent, "a=1"},
+	} {
+		e, err := Decode([]byte(head + c.fields + `}`))
+		if err != nil {
+			t.Errorf("%s: Decode: %v", name, err)
+			continue
+		}
+		if e.Traceparent != c.parent || e.Tracestate != c.state {
+			t.Errorf("%s: traceparent %q tracestate %q, want %q %q", name, e.Traceparent, e.Tracestate, c.parent, c.state)
+		}
+		if err := e.TraceError(); err != nil {
+			t.Errorf("%s: what was kept is not usable: %v", name, err)
+		}
 	}
 }
 
@@ -103,8 +132,10 @@ func (r *recordingTracer) EventContext(ctx context.Context, e Envelope) context.
 	return context.WithValue(ctx, tracedKey{}, e.ID)
 }
 
-func (r *recordingTracer) Caused(_ context.Context, cause Envelope, derived *Envelope) {
+func (r *recordingTracer) Caused(_ context.Context, cause, derived Envelope) Envelope {
 	r.caused = append(r.caused, cause.ID+">"+derived.ID)
+	derived.Traceparent = "stamped"
+	return derived
 }
 
 func TestEventContext(t *testing.T) {
@@ -114,8 +145,19 @@ func TestEventContext(t *testing.T) {
 		t.Fatal("without a tracer the context changed")
 	}
 	d := Envelope{ID: "b"}
-	Caused(ctx, e, &d) // no tracer: nothing happens
-	if allocs := testing.AllocsPerRun(100, func() { _ = EventContext(ctx, e); Caused(ctx, e, &d) }); allocs != 0 {
+	if got := Caused(ctx, e, d); got.ID != "b" || got.Traceparent != "" {
+		t.Fatalf("no tracer, Caused changed the event: %+v", got)
+	}
+	// The derived event is a local of the loop that builds it, as in
+	// fanout's receipts: stamping it must not move it to the heap.
+	if allocs := testing.AllocsPerRun(100, func() {
+		_ = EventContext(ctx, e)
+		local := Envelope{ID: "c"}
+		local = Caused(ctx, e, local)
+		if local.ID != "c" {
+			t.Fatal("lost the event")
+		}
+	}); allocs != 0 {
 		t.Errorf("tracing off: %v allocations per event", allocs)
 	}
 	r := &recordingTracer{}
@@ -123,7 +165,9 @@ func TestEventContext(t *testing.T) {
 	if got := EventContext(tctx, e).Value(tracedKey{}); got != "a" {
 		t.Errorf("EventContext did not reach the tracer: %v", got)
 	}
-	Caused(tctx, e, &d)
+	if got := Caused(tctx, e, d); got.Traceparent != "stamped" {
+		t.Errorf("Caused did not return the stamped event: %+v", got)
+	}
 	if len(r.caused) != 1 || r.caused[0] != "a>b" {
 		t.Errorf("Caused: %v", r.caused)
 	}

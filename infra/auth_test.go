@@ -94,6 +94,13 @@ func TestAuthConfigRefused(t *testing.T) {
 		"key set, no issuer":   {"jwksUrl": jwks, "jwtAudience": "a"},
 		"key set, no audience": {"jwksUrl": jwks, "jwtIssuer": "i"},
 		"otlp not a URL":       {"otlpEndpoint": "collector:4318"},
+		// What the functions refuse at their cold start (auth.CheckJWKSURL).
+		"key set with userinfo": {"jwksUrl": "https://user:pw@auth.example/jwks.json", "jwtIssuer": "i", "jwtAudience": "a"},
+		"key set with fragment": {"jwksUrl": "https://auth.example/jwks.json#keys", "jwtIssuer": "i", "jwtAudience": "a"},
+		"key set on loopback":   {"jwksUrl": "http://127.0.0.1/jwks.json", "jwtIssuer": "i", "jwtAudience": "a"},
+		// A base URL: the functions add /v1/traces themselves.
+		"otlp with the signal path":  {"otlpEndpoint": "http://collector.internal:4318/v1/traces"},
+		"otlp with the signal path/": {"otlpEndpoint": "https://collector.internal/otlp/v1/traces/"},
 	}
 	for name, m := range bad {
 		if _, err := ParseConfig(get(m)); err == nil {

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/parleychat/parley/api/auth"
 )
 
 // Config is everything the stack takes from `cdk -c key=value`. It is parsed
@@ -296,7 +298,11 @@ func (c Config) checkAuth(now time.Time) error {
 		}
 	}
 	if c.JWKSURL != "" {
-		if u, err := url.Parse(c.JWKSURL); err != nil || u.Scheme != "https" || u.Host == "" {
+		// The functions' own rule (userinfo, fragment, scheme), and https
+		// only: no loopback host serves a Lambda its keys.
+		if err := auth.CheckJWKSURL(c.JWKSURL); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", ctxJWKSURL, err))
+		} else if u, _ := url.Parse(c.JWKSURL); u.Scheme != "https" {
 			errs = append(errs, fmt.Errorf("%s: %q is not an https URL", ctxJWKSURL, c.JWKSURL))
 		}
 		if c.JWTIssuer == "" || c.JWTAudience == "" {
@@ -304,8 +310,14 @@ func (c Config) checkAuth(now time.Time) error {
 		}
 	}
 	if c.OTLPEndpoint != "" {
-		if u, err := url.Parse(c.OTLPEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		u, err := url.Parse(c.OTLPEndpoint)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 			errs = append(errs, fmt.Errorf("%s: %q is not an http(s) URL", ctxOTLPEndpoint, c.OTLPEndpoint))
+		case strings.HasSuffix(strings.TrimSuffix(u.Path, "/"), "/v1/traces"):
+			// It becomes OTEL_EXPORTER_OTLP_ENDPOINT, a base the functions
+			// add /v1/traces to: this one would export to .../v1/traces/v1/traces.
+			errs = append(errs, fmt.Errorf("%s: %q is the collector's base URL, without /v1/traces (it is added)", ctxOTLPEndpoint, c.OTLPEndpoint))
 		}
 	}
 	return errors.Join(errs...)

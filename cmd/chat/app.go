@@ -164,7 +164,9 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, p parts) (*Ap
 		}
 	}()
 	var err error
-	if a.tracing, err = tracing.New(ctx, cfg.Tracing); err != nil {
+	tc := cfg.Tracing
+	tc.Lambda = p.lambda
+	if a.tracing, err = tracing.New(ctx, tc); err != nil {
 		return nil, err
 	}
 	if p.db {

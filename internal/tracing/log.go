@@ -10,14 +10,20 @@ import (
 // LogHandler adds the trace_id and span_id of the record's context to
 // every record logged with one (slog's ...Context methods), so a log line
 // leads to its trace, and the event_id of the event a worker is handling
-// in that context, unless the record names one itself.
-type LogHandler struct{ slog.Handler }
+// in that context, unless the record or the logger (slog.Logger.With)
+// names one itself.
+type LogHandler struct {
+	slog.Handler
+	// hasEventID: WithAttrs was given an event_id in the current group, so
+	// the context's would write the key twice.
+	hasEventID bool
+}
 
 func (h LogHandler) Handle(ctx context.Context, r slog.Record) error {
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
 	}
-	if id, ok := ctx.Value(eventIDKey{}).(string); ok && !hasAttr(r, "event_id") {
+	if id, ok := ctx.Value(eventIDKey{}).(string); ok && !h.hasEventID && !hasAttr(r, "event_id") {
 		r.AddAttrs(slog.String("event_id", id))
 	}
 	return h.Handler.Handle(ctx, r)
@@ -40,9 +46,18 @@ func hasAttr(r slog.Record, key string) bool {
 }
 
 func (h LogHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return LogHandler{h.Handler.WithAttrs(attrs)}
+	has := h.hasEventID
+	for _, a := range attrs {
+		has = has || a.Key == "event_id"
+	}
+	return LogHandler{Handler: h.Handler.WithAttrs(attrs), hasEventID: has}
 }
 
+// WithGroup opens a group: the context's event_id would go inside it,
+// beside none the logger was given so far.
 func (h LogHandler) WithGroup(name string) slog.Handler {
-	return LogHandler{h.Handler.WithGroup(name)}
+	if name == "" {
+		return h
+	}
+	return LogHandler{Handler: h.Handler.WithGroup(name)}
 }

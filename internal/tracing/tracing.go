@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -40,7 +41,18 @@ type Config struct {
 	// Exporter, when set, receives every span as it ends instead of an
 	// OTLP endpoint (tests; an exporter running in-process).
 	Exporter sdktrace.SpanExporter
+	// Lambda: each invocation flushes its spans before it returns, so an
+	// export must fail fast rather than retry (see flushTimeout).
+	Lambda bool
 }
+
+// A Lambda's export gets at most flushTimeout (one attempt, no retries),
+// and ends flushMargin before the invocation's deadline at the latest: a
+// collector that is down or slow costs the spans, never the invocation.
+const (
+	flushTimeout = time.Second
+	flushMargin  = 200 * time.Millisecond
+)
 
 // ConfigFromEnv reads the standard OpenTelemetry variables (other OTEL_*
 // variables, such as OTEL_EXPORTER_OTLP_HEADERS, OTEL_TRACES_SAMPLER and
@@ -95,11 +107,17 @@ func New(ctx context.Context, c Config) (*Tracing, error) {
 	if c.Exporter != nil {
 		opts = append(opts, sdktrace.WithSyncer(c.Exporter))
 	} else {
-		exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(c.Endpoint))
+		eopts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(c.Endpoint)}
+		var bopts []sdktrace.BatchSpanProcessorOption
+		if c.Lambda {
+			eopts = append(eopts, otlptracehttp.WithRetry(otlptracehttp.RetryConfig{Enabled: false}), otlptracehttp.WithTimeout(flushTimeout))
+			bopts = append(bopts, sdktrace.WithExportTimeout(flushTimeout))
+		}
+		exp, err := otlptracehttp.New(ctx, eopts...)
 		if err != nil {
 			return nil, fmt.Errorf("OTLP exporter for %s: %w", c.Endpoint, err)
 		}
-		opts = append(opts, sdktrace.WithBatcher(exp))
+		opts = append(opts, sdktrace.WithBatcher(exp, bopts...))
 	}
 	p := sdktrace.NewTracerProvider(opts...)
 	return &Tracing{provider: p, tracer: p.Tracer(instrumentation)}, nil
@@ -142,16 +160,37 @@ var errPanic = errors.New("handler panicked")
 
 // Flushing wraps a Lambda handler to export its invocation's spans before
 // it returns: the environment may be frozen, or never thawed, right after.
-// A failed export is logged and costs only the spans.
+// The flush is bounded (flushBudget); a failed or cut export is logged and
+// costs only the spans.
 func Flushing[Req, Resp any](t *Tracing, logger *slog.Logger, f func(context.Context, Req) (Resp, error)) func(context.Context, Req) (Resp, error) {
 	if t == nil {
 		return f
 	}
 	return func(ctx context.Context, req Req) (Resp, error) {
 		out, err := f(ctx, req)
-		if ferr := t.Flush(ctx); ferr != nil {
+		deadline, _ := ctx.Deadline()
+		budget := flushBudget(time.Now(), deadline)
+		if budget <= 0 {
+			logger.WarnContext(ctx, "spans of this invocation not exported", "err", "no time left before the invocation's deadline")
+			return out, err
+		}
+		// Not cancelled with the invocation's context: its spans are
+		// worth exporting even when the handler gave up.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
+		defer cancel()
+		if ferr := t.Flush(fctx); ferr != nil {
 			logger.WarnContext(ctx, "spans of this invocation not exported", "err", ferr)
 		}
 		return out, err
 	}
+}
+
+// flushBudget is how long a flush at now may take: flushTimeout, cut to
+// end flushMargin before deadline (zero: no deadline).
+func flushBudget(now, deadline time.Time) time.Duration {
+	budget := flushTimeout
+	if !deadline.IsZero() {
+		budget = min(budget, deadline.Sub(now)-flushMargin)
+	}
+	return max(budget, 0)
 }

@@ -14,8 +14,11 @@ import (
 
 	lambdaevents "github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
@@ -234,6 +237,36 @@ func TestMalformedTraceparentIsIgnored(t *testing.T) {
 	}
 }
 
+// TestMalformedTracestateKeepsTheTraceparent: a bad tracestate is logged
+// and dropped; the worker's span is still a child of the traceparent's.
+func TestMalformedTracestateKeepsTheTraceparent(t *testing.T) {
+	tr, exp := newTracing(t)
+	var logs bytes.Buffer
+	logger := slog.New(tracing.LogHandler{Handler: slog.NewJSONHandler(&logs, nil)})
+	r := &recorder{}
+	env := typing(t, "0190b6f4-8a40-7000-8000-0000000000e6")
+	env.Traceparent, env.Tracestate = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "rojo=\n\x01"
+	errs := events.AsBatch(tr.Worker(events.WorkerPersister, r, logger)).HandleBatch(context.Background(), []events.Envelope{env})
+	if errs != nil || len(r.envs) != 1 {
+		t.Fatalf("event not handled: %v", errs)
+	}
+	spans := exp.GetSpans()
+	if len(spans) != 1 || spans[0].Parent.TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" ||
+		spans[0].Parent.SpanID().String() != "00f067aa0ba902b7" {
+		t.Fatalf("worker span left the traceparent's trace: %v", spans)
+	}
+	if ts := spans[0].Parent.TraceState().String(); ts != "" {
+		t.Errorf("malformed tracestate kept: %q", ts)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(logs.Bytes(), &rec); err != nil {
+		t.Fatalf("log: %q: %v", logs.String(), err)
+	}
+	if rec["event_id"] != env.ID || !strings.Contains(rec["reason"].(string), "tracestate") {
+		t.Errorf("log does not say which event and why: %v", rec)
+	}
+}
+
 // TestLogsCarryTraceIDs: a record logged with a span's context names the
 // span; one without a span has no such fields.
 func TestLogsCarryTraceIDs(t *testing.T) {
@@ -277,4 +310,209 @@ func attr(s tracetest.SpanStub, key string) string {
 		}
 	}
 	return ""
+}
+
+// TestUnsampledDecisionIsCarried: a publish under an unsampled parent
+// stamps its decision (flags 00) on the event, so a worker, whose sampler
+// is parent-based, records nothing for it instead of starting a trace.
+func TestUnsampledDecisionIsCarried(t *testing.T) {
+	tr, exp := newTracing(t)
+	unsampled := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{0x4b, 0xf9, 0x2f, 1}, SpanID: trace.SpanID{0x00, 0xf0, 0x67, 1}, Remote: true})
+	ctx := trace.ContextWithRemoteSpanContext(context.Background(), unsampled)
+	bus := &recorder{}
+	if err := tr.Publisher(bus).Publish(ctx, typing(t, "0190b6f4-8a40-7000-8000-0000000000e5")); err != nil {
+		t.Fatal(err)
+	}
+	if len(bus.envs) != 1 || !strings.HasPrefix(string(bus.envs[0].Traceparent), "00-"+unsampled.TraceID().String()) ||
+		!strings.HasSuffix(string(bus.envs[0].Traceparent), "-00") {
+		t.Fatalf("unsampled publish carries %q, want its trace with flags 00", bus.envs[0].Traceparent)
+	}
+	r := &recorder{}
+	errs := events.AsBatch(tr.Worker(events.WorkerPersister, r, slog.New(slog.DiscardHandler))).HandleBatch(context.Background(), bus.envs)
+	if errs != nil || len(r.envs) != 1 {
+		t.Fatalf("event not handled: %v", errs)
+	}
+	if r.ctxs[0].IsSampled() || r.ctxs[0].TraceID() != unsampled.TraceID() {
+		t.Errorf("worker ran in %v, want the publisher's unsampled trace", r.ctxs[0])
+	}
+	if spans := exp.GetSpans(); len(spans) != 0 {
+		t.Errorf("spans recorded for an unsampled event: %v", names(spans))
+	}
+}
+
+// TestGonePostIsNotAnError: API Gateway's 410 GoneException (a stale
+// connection, routine) leaves the post span's status unset; a 500 does not.
+func TestGonePostIsNotAnError(t *testing.T) {
+	tr, exp := newTracing(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if strings.HasSuffix(r.URL.Path, "/gone") {
+			w.Header().Set("X-Amzn-Errortype", "GoneException")
+			w.WriteHeader(http.StatusGone)
+		} else {
+			w.Header().Set("X-Amzn-Errortype", "InternalServerErrorException")
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+		_, _ = w.Write([]byte(`{"message":"no"}`))
+	}))
+	defer srv.Close()
+	client := apigatewaymanagementapi.New(apigatewaymanagementapi.Options{
+		Region: "us-east-1", BaseEndpoint: aws.String(srv.URL), HTTPClient: srv.Client(), Retryer: aws.NopRetryer{},
+		Credentials: credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""),
+	})
+	p := tr.Poster(client)
+	for _, id := range []string{"gone", "broken"} {
+		if _, err := p.PostToConnection(context.Background(), &apigatewaymanagementapi.PostToConnectionInput{
+			ConnectionId: aws.String(id), Data: []byte(`{}`)}); err == nil {
+			t.Fatalf("%s: post succeeded", id)
+		}
+	}
+	spans := exp.GetSpans()
+	if len(spans) != 2 {
+		t.Fatalf("spans: %v", names(spans))
+	}
+	gone, broken := spans[0], spans[1]
+	if gone.Status.Code != codes.Unset || attr(gone, "parley.post.result") != "gone" {
+		t.Errorf("gone post: status %v, result %q", gone.Status, attr(gone, "parley.post.result"))
+	}
+	if broken.Status.Code != codes.Error || attr(broken, "parley.post.result") != "error" {
+		t.Errorf("failed post: status %v, result %q", broken.Status, attr(broken, "parley.post.result"))
+	}
+}
+
+// TestPanicEndsIngressSpans: a REST or WebSocket route handler that panics
+// still ends its span, marked as an error; the panic goes on.
+func TestPanicEndsIngressSpans(t *testing.T) {
+	tr, exp := newTracing(t)
+	mustPanic := func(name string, f func()) {
+		t.Helper()
+		defer func() {
+			if p := recover(); p != "boom" {
+				t.Errorf("%s: panic %v, want it to go on", name, p)
+			}
+		}()
+		f()
+	}
+	h := tr.HTTP(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") }))
+	mustPanic("HTTP", func() { h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/x", nil)) })
+	ws := tracing.WSRoute(tr, func(context.Context, lambdaevents.APIGatewayWebsocketProxyRequest) (int, error) { panic("boom") })
+	mustPanic("WebSocket", func() {
+		req := lambdaevents.APIGatewayWebsocketProxyRequest{}
+		req.RequestContext.RouteKey = "$default"
+		_, _ = ws(context.Background(), req)
+	})
+	spans := exp.GetSpans()
+	if len(spans) != 2 {
+		t.Fatalf("ended spans: %v", names(spans))
+	}
+	for _, s := range spans {
+		if s.Status.Code != codes.Error || s.EndTime.IsZero() {
+			t.Errorf("%s: status %v, ended %v", s.Name, s.Status, s.EndTime)
+		}
+	}
+}
+
+// TestLoggerEventIDIsWrittenOnce: a logger built with With("event_id", …)
+// keeps its own; the context's is not added beside it.
+func TestLoggerEventIDIsWrittenOnce(t *testing.T) {
+	tr, _ := newTracing(t)
+	var logs bytes.Buffer
+	base := slog.New(tracing.LogHandler{Handler: slog.NewJSONHandler(&logs, nil)})
+	env := typing(t, "0190b6f4-8a40-7000-8000-0000000000e7")
+	events.AsBatch(tr.Worker(events.WorkerFanout, events.HandlerFunc(func(ctx context.Context, e events.Envelope) error {
+		base.With("event_id", "from-logger").InfoContext(ctx, "with")
+		base.WithGroup("g").InfoContext(ctx, "grouped")
+		return nil
+	}), base)).HandleBatch(context.Background(), []events.Envelope{env})
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("logs: %q", logs.String())
+	}
+	if n := strings.Count(lines[0], `"event_id"`); n != 1 || !strings.Contains(lines[0], `"event_id":"from-logger"`) {
+		t.Errorf("logger's event_id: %d times in %s", n, lines[0])
+	}
+	var grouped struct{ G map[string]any }
+	if err := json.Unmarshal([]byte(lines[1]), &grouped); err != nil || grouped.G["event_id"] != env.ID {
+		t.Errorf("grouped logger lost the context's event_id: %s", lines[1])
+	}
+}
+
+// TestFlushBudget: a Lambda's flush takes at most a second, and ends a
+// margin before the invocation's deadline.
+func TestFlushBudget(t *testing.T) {
+	now := time.Date(2026, 12, 2, 5, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		left time.Duration // to the deadline; 0: none
+		want time.Duration
+	}{
+		{0, time.Second},
+		{time.Minute, time.Second},
+		{700 * time.Millisecond, 500 * time.Millisecond},
+		{200 * time.Millisecond, 0},
+		{-time.Second, 0},
+	} {
+		var deadline time.Time
+		if c.left != 0 {
+			deadline = now.Add(c.left)
+		}
+		if got := tracing.FlushBudget(now, deadline); got != c.want {
+			t.Errorf("%v before the deadline: budget %v, want %v", c.left, got, c.want)
+		}
+	}
+}
+
+// TestFlushingABlockedCollector: with a collector that accepts the export
+// and never answers, a Lambda invocation still returns, before its
+// deadline, and says its spans were not exported.
+func TestFlushingABlockedCollector(t *testing.T) {
+	release := make(chan struct{})
+	received := make(chan struct{}, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		received <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(srv.Close)
+	tr, err := tracing.New(context.Background(), tracing.Config{Endpoint: srv.URL + "/v1/traces", Lambda: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+	t.Cleanup(func() { close(release) })
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewJSONHandler(&logs, nil))
+	route := tracing.WSRoute(tr, func(context.Context, lambdaevents.APIGatewayWebsocketProxyRequest) (int, error) { return 200, nil })
+	invoke := tracing.Flushing(tr, logger, route)
+	// Far more than the flush's bound, and less than the exporter's own
+	// default timeout and retries.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if out, err := invoke(ctx, lambdaevents.APIGatewayWebsocketProxyRequest{}); err != nil || out != 200 {
+		t.Fatalf("invocation: %v, %v", out, err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the flush ran until the invocation's deadline")
+	}
+	select {
+	case <-received:
+	default:
+		t.Fatal("the collector got no export")
+	}
+	if !strings.Contains(logs.String(), "spans of this invocation not exported") {
+		t.Errorf("the lost spans are not logged: %q", logs.String())
+	}
+	// Closer to its deadline than the margin, an invocation does not even
+	// try: it returns at once.
+	logs.Reset()
+	late, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := invoke(late, lambdaevents.APIGatewayWebsocketProxyRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if late.Err() != nil || !strings.Contains(logs.String(), "no time left before the invocation's deadline") {
+		t.Errorf("a late invocation flushed anyway: %v, %q", late.Err(), logs.String())
+	}
 }

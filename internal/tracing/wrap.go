@@ -49,9 +49,9 @@ type envCarrier struct{ e *events.Envelope }
 func (c envCarrier) Get(key string) string {
 	switch key {
 	case "traceparent":
-		return c.e.Traceparent
+		return string(c.e.Traceparent)
 	case "tracestate":
-		return c.e.Tracestate
+		return string(c.e.Tracestate)
 	}
 	return ""
 }
@@ -59,33 +59,42 @@ func (c envCarrier) Get(key string) string {
 func (c envCarrier) Set(key, value string) {
 	switch key {
 	case "traceparent":
-		c.e.Traceparent = value
+		c.e.Traceparent = events.TraceField(value)
 	case "tracestate":
-		c.e.Tracestate = value
+		c.e.Tracestate = events.TraceField(value)
 	}
 }
 
 func (c envCarrier) Keys() []string { return []string{"traceparent", "tracestate"} }
 
-// Inject writes ctx's span into e, when that span is sampled; otherwise
-// it clears e's trace context, so an unsampled event carries none.
+// Inject writes ctx's span into e whenever it has one, sampled or not:
+// an unsampled decision (flags 00) must travel too, or every worker would
+// sample afresh and start a trace of its own. Without a span it clears e's
+// trace context.
 func (t *Tracing) Inject(ctx context.Context, e *events.Envelope) {
 	e.Traceparent, e.Tracestate = "", ""
-	if trace.SpanContextFromContext(ctx).IsSampled() {
+	if trace.SpanContextFromContext(ctx).IsValid() {
 		t.prop.Inject(ctx, envCarrier{e})
 	}
 }
 
-// Extract returns ctx with e's trace context as the remote parent, or ctx
-// and the reason e's trace context is malformed (it is then ignored).
+// Extract returns ctx with e's trace context as the remote parent, and the
+// reason e's trace context is malformed, if it is. A malformed traceparent
+// is ignored (ctx is returned as it was); a malformed tracestate is dropped
+// alone, as it costs only vendors' hints: the traceparent still joins the
+// trace.
 func (t *Tracing) Extract(ctx context.Context, e events.Envelope) (context.Context, error) {
-	if err := e.TraceError(); err != nil {
-		return ctx, err
+	err := e.TraceError()
+	if err != nil {
+		if e.Traceparent == "" || (events.Envelope{Traceparent: e.Traceparent}).TraceError() != nil {
+			return ctx, err
+		}
+		e.Tracestate = ""
 	}
 	if e.Traceparent == "" {
 		return ctx, nil
 	}
-	return t.prop.Extract(ctx, envCarrier{&e}), nil
+	return t.prop.Extract(ctx, envCarrier{&e}), err
 }
 
 // Publisher gives each publish a span ("publish", a child of the caller's
@@ -239,8 +248,9 @@ func (b batchTracer) EventContext(ctx context.Context, e events.Envelope) contex
 	return remoteTracer{b.w}.EventContext(ctx, e)
 }
 
-func (b batchTracer) Caused(ctx context.Context, cause events.Envelope, derived *events.Envelope) {
-	b.w.t.Inject(b.EventContext(ctx, cause), derived)
+func (b batchTracer) Caused(ctx context.Context, cause, derived events.Envelope) events.Envelope {
+	b.w.t.Inject(b.EventContext(ctx, cause), &derived)
+	return derived
 }
 
 // remoteTracer serves work done for events outside a span of their own
@@ -252,12 +262,14 @@ func (r remoteTracer) EventContext(ctx context.Context, e events.Envelope) conte
 	return parent
 }
 
-func (r remoteTracer) Caused(ctx context.Context, cause events.Envelope, derived *events.Envelope) {
-	r.w.t.Inject(r.EventContext(ctx, cause), derived)
+func (r remoteTracer) Caused(ctx context.Context, cause, derived events.Envelope) events.Envelope {
+	r.w.t.Inject(r.EventContext(ctx, cause), &derived)
+	return derived
 }
 
 // endOnPanic, deferred, marks and ends span when its handler panics; the
-// panic goes on (events.Invoke turns it into an error).
+// panic goes on (events.Invoke turns it into an error, net/http and the
+// Lambda runtime answer it with a failure).
 func endOnPanic(span trace.Span) {
 	if !span.IsRecording() {
 		return
@@ -314,8 +326,15 @@ func (p tracedPoster) PostToConnection(ctx context.Context, in *apigatewaymanage
 	ctx, span := p.t.tracer.Start(ctx, spanPost, trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attrConnectionID.String(aws.ToString(in.ConnectionId))))
 	out, err := p.p.PostToConnection(ctx, in, optFns...)
-	span.SetAttributes(attrPostResult.String(metrics.PostResult(err)))
-	end(span, err)
+	result := metrics.PostResult(err)
+	span.SetAttributes(attrPostResult.String(result))
+	if result == metrics.PostGone {
+		// A connection that went away is routine (fanout drops it), not a
+		// failed post: the attribute says so, the status stays unset.
+		span.End()
+	} else {
+		end(span, err)
+	}
 	return out, err
 }
 
@@ -335,6 +354,7 @@ func (t *Tracing) HTTP(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, span := t.tracer.Start(r.Context(), r.Method, trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(attrMethod.String(r.Method)))
+		defer endOnPanic(span)
 		sw := &metrics.StatusWriter{ResponseWriter: w}
 		inner := r.WithContext(ctx)
 		next.ServeHTTP(sw, inner)
@@ -368,6 +388,7 @@ func WSRoute[R any](t *Tracing, route func(context.Context, lambdaevents.APIGate
 		key := req.RequestContext.RouteKey
 		ctx, span := t.tracer.Start(ctx, spanWSPrefix+key, trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(attrWSRoute.String(key), attrConnectionID.String(req.RequestContext.ConnectionID)))
+		defer endOnPanic(span)
 		out, err := route(ctx, req)
 		end(span, err)
 		return out, err

@@ -455,7 +455,7 @@ func (f *Fanout) receipts(ctx context.Context, s sent) {
 				s.errs[i] = err
 				continue
 			}
-			events.Caused(ctx, s.envs[i], &env)
+			env = events.Caused(ctx, s.envs[i], env)
 			envs, which = append(envs, env), append(which, i)
 			continue
 		}
@@ -464,7 +464,7 @@ func (f *Fanout) receipts(ctx context.Context, s sent) {
 			s.errs[i] = err
 			continue
 		}
-		events.Caused(ctx, s.envs[i], &env)
+		env = events.Caused(ctx, s.envs[i], env)
 		envs, which = append(envs, env), append(which, i)
 		b, err := wsproto.Encode(messageDeliveredFrame(d))
 		if err != nil {

@@ -1,0 +1,4 @@
+package tracing
+
+// FlushBudget exposes flushBudget to the black-box tests.
+var FlushBudget = flushBudget
