@@ -75,6 +75,27 @@ func (q *Queries) ListMessageHiders(ctx context.Context, messageID uuid.UUID) ([
 	return items, nil
 }
 
+const mediaKeyInUse = `-- name: MediaKeyInUse :one
+SELECT (EXISTS (SELECT 1 FROM messages m
+                WHERE m.media_key = $1::text AND m.id <> $2 AND m.unsent_at IS NULL)
+     OR EXISTS (SELECT 1 FROM reports r WHERE r.media_key = $1::text))::boolean AS in_use
+`
+
+type MediaKeyInUseParams struct {
+	MediaKey  string
+	MessageID uuid.UUID
+}
+
+// Whether a media object must outlive the unsend of message_id: another
+// message that is not unsent refers to it (a verified key can be sent
+// again), or a report keeps it as evidence.
+func (q *Queries) MediaKeyInUse(ctx context.Context, arg MediaKeyInUseParams) (bool, error) {
+	row := q.db.QueryRow(ctx, mediaKeyInUse, arg.MediaKey, arg.MessageID)
+	var in_use bool
+	err := row.Scan(&in_use)
+	return in_use, err
+}
+
 const reactionCounts = `-- name: ReactionCounts :many
 SELECT r.message_id, r.emoji::text AS emoji, count(*)::bigint AS count, bool_or(r.user_id = $1::bigint)::boolean AS mine
 FROM message_reactions r

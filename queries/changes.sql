@@ -50,3 +50,11 @@ ORDER BY r.message_id, count(*) DESC, r.emoji;
 -- Who a message is hidden from (deleted for them, or withheld from them):
 -- they are not told of its changes.
 SELECT user_id FROM message_deletions WHERE message_id = $1;
+
+-- name: MediaKeyInUse :one
+-- Whether a media object must outlive the unsend of message_id: another
+-- message that is not unsent refers to it (a verified key can be sent
+-- again), or a report keeps it as evidence.
+SELECT (EXISTS (SELECT 1 FROM messages m
+                WHERE m.media_key = @media_key::text AND m.id <> @message_id AND m.unsent_at IS NULL)
+     OR EXISTS (SELECT 1 FROM reports r WHERE r.media_key = @media_key::text))::boolean AS in_use;

@@ -451,7 +451,7 @@ func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gatewa
 		}
 		limits := a.cfg.imageLimits()
 		limits.Memory = thumbnail.NewBudget(a.cfg.ThumbnailMemory)
-		return thumbnailer.New(a.media, publisher, thumbnailer.Config{MaxSide: a.cfg.ThumbnailSide, Limits: limits}, logger), nil
+		return thumbnailer.New(a.media, publisher, thumbnailer.Config{MaxSide: a.cfg.ThumbnailSide, Limits: limits, Messages: db.New(a.pool)}, logger), nil
 	}
 	return nil, unknownWorker(name)
 }

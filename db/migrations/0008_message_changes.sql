@@ -19,6 +19,11 @@ ALTER TABLE messages
     ADD CONSTRAINT messages_tombstone_check
         CHECK (unsent_at IS NULL OR (text_content IS NULL AND media_key IS NULL AND media_thumbnail_key IS NULL));
 
+-- Unsend deletes a message's media object only if no other message and no
+-- report refers to it (MediaKeyInUse looks it up by key).
+CREATE INDEX messages_media_key_idx ON messages (media_key) WHERE media_key IS NOT NULL;
+CREATE INDEX reports_media_key_idx ON reports (media_key) WHERE media_key IS NOT NULL;
+
 -- One reaction per user per message. A removal keeps its row (emoji NULL)
 -- with the time of the change, so that an older change delivered late
 -- never brings a removed reaction back.
