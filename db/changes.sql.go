@@ -50,11 +50,15 @@ func (q *Queries) EditMessage(ctx context.Context, arg EditMessageParams) (int64
 }
 
 const listMessageHiders = `-- name: ListMessageHiders :many
-SELECT user_id FROM message_deletions WHERE message_id = $1
+SELECT d.user_id FROM message_deletions d WHERE d.message_id = $1
+UNION
+SELECT p.user_id FROM conversation_participants p JOIN messages m ON m.conversation_id = p.conversation_id
+WHERE m.id = $1 AND p.deleted_at >= m.created_at
 `
 
-// Who a message is hidden from (deleted for them, or withheld from them):
-// they are not told of its changes.
+// Who a message is hidden from (deleted for them, withheld from them, or
+// sent no later than they deleted the conversation, as views hide it):
+// they are not told of its changes and may make none.
 func (q *Queries) ListMessageHiders(ctx context.Context, messageID uuid.UUID) ([]int64, error) {
 	rows, err := q.db.Query(ctx, listMessageHiders, messageID)
 	if err != nil {
@@ -100,6 +104,7 @@ const reactionCounts = `-- name: ReactionCounts :many
 SELECT r.message_id, r.emoji::text AS emoji, count(*)::bigint AS count, bool_or(r.user_id = $1::bigint)::boolean AS mine
 FROM message_reactions r
 WHERE r.message_id = ANY($2::uuid[]) AND r.emoji IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = $1::bigint AND b.blocked_id = r.user_id)
 GROUP BY r.message_id, r.emoji
 ORDER BY r.message_id, count(*) DESC, r.emoji
 `
@@ -117,7 +122,8 @@ type ReactionCountsRow struct {
 }
 
 // The reactions of messages, counted per emoji, and whether the viewer's
-// is among them; most used first.
+// is among them; most used first. Reactions of users the viewer blocks
+// are not counted, as the viewer is not told of them either.
 func (q *Queries) ReactionCounts(ctx context.Context, arg ReactionCountsParams) ([]ReactionCountsRow, error) {
 	rows, err := q.db.Query(ctx, reactionCounts, arg.ViewerID, arg.Ids)
 	if err != nil {

@@ -39,17 +39,23 @@ WHERE message_reactions.changed_at < EXCLUDED.changed_at;
 
 -- name: ReactionCounts :many
 -- The reactions of messages, counted per emoji, and whether the viewer's
--- is among them; most used first.
+-- is among them; most used first. Reactions of users the viewer blocks
+-- are not counted, as the viewer is not told of them either.
 SELECT r.message_id, r.emoji::text AS emoji, count(*)::bigint AS count, bool_or(r.user_id = @viewer_id::bigint)::boolean AS mine
 FROM message_reactions r
 WHERE r.message_id = ANY(@ids::uuid[]) AND r.emoji IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = @viewer_id::bigint AND b.blocked_id = r.user_id)
 GROUP BY r.message_id, r.emoji
 ORDER BY r.message_id, count(*) DESC, r.emoji;
 
 -- name: ListMessageHiders :many
--- Who a message is hidden from (deleted for them, or withheld from them):
--- they are not told of its changes.
-SELECT user_id FROM message_deletions WHERE message_id = $1;
+-- Who a message is hidden from (deleted for them, withheld from them, or
+-- sent no later than they deleted the conversation, as views hide it):
+-- they are not told of its changes and may make none.
+SELECT d.user_id FROM message_deletions d WHERE d.message_id = @message_id
+UNION
+SELECT p.user_id FROM conversation_participants p JOIN messages m ON m.conversation_id = p.conversation_id
+WHERE m.id = @message_id AND p.deleted_at >= m.created_at;
 
 -- name: MediaKeyInUse :one
 -- Whether a media object must outlive the unsend of message_id: another
