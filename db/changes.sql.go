@@ -103,6 +103,7 @@ func (q *Queries) MediaKeyInUse(ctx context.Context, arg MediaKeyInUseParams) (b
 const reactionCounts = `-- name: ReactionCounts :many
 SELECT r.message_id, r.emoji::text AS emoji, count(*)::bigint AS count, bool_or(r.user_id = $1::bigint)::boolean AS mine
 FROM message_reactions r
+JOIN messages m ON m.id = r.message_id AND m.unsent_at IS NULL -- a tombstone shows none
 WHERE r.message_id = ANY($2::uuid[]) AND r.emoji IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = $1::bigint AND b.blocked_id = r.user_id)
 GROUP BY r.message_id, r.emoji
@@ -154,7 +155,9 @@ INSERT INTO message_reactions (message_id, user_id, emoji, changed_at)
 SELECT m.id, $1::bigint, $2::text, $3::timestamptz FROM messages m
 WHERE m.id = $4 AND m.unsent_at IS NULL
   AND EXISTS (SELECT 1 FROM conversation_participants p
-              WHERE p.conversation_id = m.conversation_id AND p.user_id = $1::bigint)
+              WHERE p.conversation_id = m.conversation_id AND p.user_id = $1::bigint
+                AND (p.deleted_at IS NULL OR p.deleted_at < m.created_at))
+FOR SHARE OF m
 ON CONFLICT (message_id, user_id) DO UPDATE
 SET emoji = EXCLUDED.emoji, changed_at = EXCLUDED.changed_at
 WHERE message_reactions.changed_at < EXCLUDED.changed_at
@@ -168,7 +171,11 @@ type SetReactionParams struct {
 }
 
 // Sets (emoji) or removes (NULL) a participant's reaction, unless a newer
-// change of theirs is stored. A tombstone takes none.
+// change of theirs is stored. A tombstone takes none, nor a message hidden
+// by the participant's deletion of the conversation. The message's row
+// lock waits for a concurrent unsend, then unsent_at is checked again on
+// the row it left: otherwise a reaction could land after the unsend
+// deleted the others.
 func (q *Queries) SetReaction(ctx context.Context, arg SetReactionParams) (int64, error) {
 	result, err := q.db.Exec(ctx, setReaction,
 		arg.UserID,

@@ -27,12 +27,18 @@ SELECT count(*)::bigint FROM u;
 
 -- name: SetReaction :execrows
 -- Sets (emoji) or removes (NULL) a participant's reaction, unless a newer
--- change of theirs is stored. A tombstone takes none.
+-- change of theirs is stored. A tombstone takes none, nor a message hidden
+-- by the participant's deletion of the conversation. The message's row
+-- lock waits for a concurrent unsend, then unsent_at is checked again on
+-- the row it left: otherwise a reaction could land after the unsend
+-- deleted the others.
 INSERT INTO message_reactions (message_id, user_id, emoji, changed_at)
 SELECT m.id, @user_id::bigint, sqlc.narg('emoji')::text, @changed_at::timestamptz FROM messages m
 WHERE m.id = @message_id AND m.unsent_at IS NULL
   AND EXISTS (SELECT 1 FROM conversation_participants p
-              WHERE p.conversation_id = m.conversation_id AND p.user_id = @user_id::bigint)
+              WHERE p.conversation_id = m.conversation_id AND p.user_id = @user_id::bigint
+                AND (p.deleted_at IS NULL OR p.deleted_at < m.created_at))
+FOR SHARE OF m
 ON CONFLICT (message_id, user_id) DO UPDATE
 SET emoji = EXCLUDED.emoji, changed_at = EXCLUDED.changed_at
 WHERE message_reactions.changed_at < EXCLUDED.changed_at;
@@ -43,6 +49,7 @@ WHERE message_reactions.changed_at < EXCLUDED.changed_at;
 -- are not counted, as the viewer is not told of them either.
 SELECT r.message_id, r.emoji::text AS emoji, count(*)::bigint AS count, bool_or(r.user_id = @viewer_id::bigint)::boolean AS mine
 FROM message_reactions r
+JOIN messages m ON m.id = r.message_id AND m.unsent_at IS NULL -- a tombstone shows none
 WHERE r.message_id = ANY(@ids::uuid[]) AND r.emoji IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = @viewer_id::bigint AND b.blocked_id = r.user_id)
 GROUP BY r.message_id, r.emoji

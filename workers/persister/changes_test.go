@@ -31,6 +31,7 @@ func TestMessageChanges(t *testing.T) {
 		{"unsend leaves a tombstone in sequence", unsendTombstone},
 		{"reactions: set, change, remove, counted", reactions},
 		{"changes before their message are retried", changesBeforeMessage},
+		{"a reaction racing an unsend waits for it and is not stored", reactionDuringUnsend},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -199,6 +200,61 @@ func changesBeforeMessage(t *testing.T, f fixture) {
 		if err := f.p.Handle(context.Background(), e); !errors.Is(err, persister.ErrNotYetStored) {
 			t.Fatalf("%s before its message: %v, want ErrNotYetStored", e.Type, err)
 		}
+	}
+}
+
+func reactionDuringUnsend(t *testing.T, f fixture) {
+	ctx := context.Background()
+	m := f.sent(t, f.conv, 1, 2, "unsent while reacted to")
+	handle(t, f.p, m)
+	at := now()
+	// The unsend's transaction holds the message's row while the reaction
+	// is applied by another connection.
+	tx, err := f.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // committed below
+	if n, err := db.New(tx).UnsendMessage(ctx, db.UnsendMessageParams{UnsentAt: &at, ID: uuid.MustParse(m.ID),
+		SenderID: f.u(1), NotBefore: at.Add(-time.Hour)}); err != nil || n != 1 {
+		t.Fatalf("unsend: %d, %v", n, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.p.Handle(ctx, f.react(t, m, 2, "👍", at.Add(time.Millisecond))) }()
+	// Commit once the reaction either waits on the unsend's row lock or
+	// has finished without waiting (the defect this guards against).
+	var finished bool
+	for !finished {
+		var waiting bool
+		if err := f.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%message_reactions%')`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			break
+		}
+		select {
+		case err := <-done:
+			done <- err
+			finished = true
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("reaction: %v", err)
+	}
+	if n := f.reactionCount(t, m.ID); n != 0 {
+		t.Fatalf("a tombstone keeps %d reactions: the reaction did not wait for the unsend", n)
+	}
+	// Nor does a tombstone show a reaction stored for it by other means.
+	if _, err := f.pool.Exec(ctx, `INSERT INTO message_reactions (message_id, user_id, emoji, changed_at) VALUES ($1, $2, '🎉', now())`, m.ID, f.u(1)); err != nil {
+		t.Fatal(err)
+	}
+	if c := f.counts(t, m.ID, 2); len(c) != 0 {
+		t.Fatalf("a tombstone shows reactions %+v", c)
 	}
 }
 
