@@ -18,7 +18,6 @@ UPDATE messages
 SET text_content = $1, edited_at = $2
 WHERE id = $3 AND sender_id = $4 AND content_type = 'text' AND unsent_at IS NULL
   AND (edited_at IS NULL OR edited_at < $2)
-  AND created_at >= $5
 `
 
 type EditMessageParams struct {
@@ -26,22 +25,20 @@ type EditMessageParams struct {
 	EditedAt    *time.Time
 	ID          uuid.UUID
 	SenderID    int64
-	NotBefore   time.Time
 }
 
 // Changes to stored messages: edits, unsend and reactions. Each statement
 // applies a change only if it is newer than the stored state and still
-// allowed (the sender's, within its window), so that the persister's
+// allowed (the sender's; the window is checked against the event's
+// deadline before), so that the persister's
 // redelivered, replayed or reordered events leave the same state.
-// not_before is the edit's time minus the edit window: a message created
-// earlier can no longer be edited.
+// The edit window is the event's (its deadline), checked by the caller.
 func (q *Queries) EditMessage(ctx context.Context, arg EditMessageParams) (int64, error) {
 	result, err := q.db.Exec(ctx, editMessage,
 		arg.TextContent,
 		arg.EditedAt,
 		arg.ID,
 		arg.SenderID,
-		arg.NotBefore,
 	)
 	if err != nil {
 		return 0, err
@@ -193,7 +190,7 @@ const unsendMessage = `-- name: UnsendMessage :one
 WITH u AS (
     UPDATE messages
     SET unsent_at = $1, text_content = NULL, media_key = NULL, media_thumbnail_key = NULL, audio_duration = NULL
-    WHERE id = $2 AND sender_id = $3 AND unsent_at IS NULL AND created_at >= $4
+    WHERE id = $2 AND sender_id = $3 AND unsent_at IS NULL
     RETURNING id
 ), r AS (
     DELETE FROM message_reactions WHERE message_id = ANY(ARRAY(SELECT u.id FROM u))
@@ -202,21 +199,15 @@ SELECT count(*)::bigint FROM u
 `
 
 type UnsendMessageParams struct {
-	UnsentAt  *time.Time
-	ID        uuid.UUID
-	SenderID  int64
-	NotBefore time.Time
+	UnsentAt *time.Time
+	ID       uuid.UUID
+	SenderID int64
 }
 
 // Leaves a tombstone: the row keeps its seq, its content goes, and so do
-// its reactions.
+// its reactions. The unsend window is the event's, as for an edit.
 func (q *Queries) UnsendMessage(ctx context.Context, arg UnsendMessageParams) (int64, error) {
-	row := q.db.QueryRow(ctx, unsendMessage,
-		arg.UnsentAt,
-		arg.ID,
-		arg.SenderID,
-		arg.NotBefore,
-	)
+	row := q.db.QueryRow(ctx, unsendMessage, arg.UnsentAt, arg.ID, arg.SenderID)
 	var column_1 int64
 	err := row.Scan(&column_1)
 	return column_1, err

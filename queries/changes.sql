@@ -1,24 +1,23 @@
 -- Changes to stored messages: edits, unsend and reactions. Each statement
 -- applies a change only if it is newer than the stored state and still
--- allowed (the sender's, within its window), so that the persister's
+-- allowed (the sender's; the window is checked against the event's
+-- deadline before), so that the persister's
 -- redelivered, replayed or reordered events leave the same state.
 
 -- name: EditMessage :execrows
--- not_before is the edit's time minus the edit window: a message created
--- earlier can no longer be edited.
+-- The edit window is the event's (its deadline), checked by the caller.
 UPDATE messages
 SET text_content = @text_content, edited_at = @edited_at
 WHERE id = @id AND sender_id = @sender_id AND content_type = 'text' AND unsent_at IS NULL
-  AND (edited_at IS NULL OR edited_at < @edited_at)
-  AND created_at >= @not_before;
+  AND (edited_at IS NULL OR edited_at < @edited_at);
 
 -- name: UnsendMessage :one
 -- Leaves a tombstone: the row keeps its seq, its content goes, and so do
--- its reactions.
+-- its reactions. The unsend window is the event's, as for an edit.
 WITH u AS (
     UPDATE messages
     SET unsent_at = @unsent_at, text_content = NULL, media_key = NULL, media_thumbnail_key = NULL, audio_duration = NULL
-    WHERE id = @id AND sender_id = @sender_id AND unsent_at IS NULL AND created_at >= @not_before
+    WHERE id = @id AND sender_id = @sender_id AND unsent_at IS NULL
     RETURNING id
 ), r AS (
     DELETE FROM message_reactions WHERE message_id = ANY(ARRAY(SELECT u.id FROM u))

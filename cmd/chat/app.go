@@ -411,8 +411,7 @@ func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gatewa
 	publisher := a.publisher
 	switch name {
 	case events.WorkerPersister:
-		return persister.New(a.pool, logger, persister.WithPendingReadRetention(a.cfg.PendingReadRetention),
-			persister.WithChangeWindows(a.cfg.EditWindow, a.cfg.UnsendWindow)), nil
+		return persister.New(a.pool, logger, persister.WithPendingReadRetention(a.cfg.PendingReadRetention)), nil
 	case events.WorkerFanout:
 		var poster fanout.Poster = gw
 		var conns fanout.Connections = a.conns

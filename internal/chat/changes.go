@@ -57,7 +57,7 @@ func (s *Service) EditMessage(ctx context.Context, userID int64, in EditInput) (
 	}
 	return s.publishChange(ctx, userID, m.Message, now, events.MessageEditedV1{
 		MessageID: m.ID.String(), ConversationID: m.ConversationID.String(), SenderID: userID,
-		TextContent: in.TextContent, EditedAt: now, ParticipantIDs: m.notify, SourceConnectionID: in.SourceConnectionID,
+		TextContent: in.TextContent, EditedAt: now, Deadline: events.ChangeDeadline(m.CreatedAt, s.limits.EditWindow), ParticipantIDs: m.notify, SourceConnectionID: in.SourceConnectionID,
 	})
 }
 
@@ -81,7 +81,7 @@ func (s *Service) UnsendMessage(ctx context.Context, userID int64, in MessageRef
 	}
 	return s.publishChange(ctx, userID, m.Message, now, events.MessageUnsentV1{
 		MessageID: m.ID.String(), ConversationID: m.ConversationID.String(), SenderID: userID,
-		ContentType: m.ContentType, MediaKey: deref(m.MediaKey), UnsentAt: now,
+		ContentType: m.ContentType, MediaKey: deref(m.MediaKey), UnsentAt: now, Deadline: events.ChangeDeadline(m.CreatedAt, s.limits.UnsendWindow),
 		ParticipantIDs: m.notify, SourceConnectionID: in.SourceConnectionID,
 	})
 }

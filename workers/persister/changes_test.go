@@ -1,9 +1,12 @@
 package persister_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,6 +35,7 @@ func TestMessageChanges(t *testing.T) {
 		{"reactions: set, change, remove, counted", reactions},
 		{"changes before their message are retried", changesBeforeMessage},
 		{"a reaction racing an unsend waits for it and is not stored", reactionDuringUnsend},
+		{"the event's deadline decides, not the persister's window", deadlineOfTheEvent},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -43,13 +47,15 @@ func TestMessageChanges(t *testing.T) {
 func (f fixture) edit(t *testing.T, m events.Envelope, by int64, text string, at time.Time) events.Envelope {
 	t.Helper()
 	return f.envelope(t, by, f.conv, at, events.MessageEditedV1{MessageID: m.ID, ConversationID: f.conv.String(),
-		SenderID: f.u(by), TextContent: text, EditedAt: at, ParticipantIDs: []int64{f.u(1), f.u(2)}})
+		SenderID: f.u(by), TextContent: text, EditedAt: at, Deadline: events.ChangeDeadline(m.OccurredAt, events.DefaultEditWindow),
+		ParticipantIDs: []int64{f.u(1), f.u(2)}})
 }
 
 func (f fixture) unsend(t *testing.T, m events.Envelope, by int64, contentType string, at time.Time) events.Envelope {
 	t.Helper()
 	return f.envelope(t, by, f.conv, at, events.MessageUnsentV1{MessageID: m.ID, ConversationID: f.conv.String(),
-		SenderID: f.u(by), ContentType: contentType, UnsentAt: at, ParticipantIDs: []int64{f.u(1), f.u(2)}})
+		SenderID: f.u(by), ContentType: contentType, UnsentAt: at, Deadline: events.ChangeDeadline(m.OccurredAt, events.DefaultUnsendWindow),
+		ParticipantIDs: []int64{f.u(1), f.u(2)}})
 }
 
 func (f fixture) react(t *testing.T, m events.Envelope, by int64, emoji string, at time.Time) events.Envelope {
@@ -216,7 +222,7 @@ func reactionDuringUnsend(t *testing.T, f fixture) {
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // committed below
 	if n, err := db.New(tx).UnsendMessage(ctx, db.UnsendMessageParams{UnsentAt: &at, ID: uuid.MustParse(m.ID),
-		SenderID: f.u(1), NotBefore: at.Add(-time.Hour)}); err != nil || n != 1 {
+		SenderID: f.u(1)}); err != nil || n != 1 {
 		t.Fatalf("unsend: %d, %v", n, err)
 	}
 	done := make(chan error, 1)
@@ -255,6 +261,34 @@ func reactionDuringUnsend(t *testing.T, f fixture) {
 	}
 	if c := f.counts(t, m.ID, 2); len(c) != 0 {
 		t.Fatalf("a tombstone shows reactions %+v", c)
+	}
+}
+
+func deadlineOfTheEvent(t *testing.T, f fixture) {
+	var logs bytes.Buffer // written by this subtest's persister only, synchronously
+	p := persister.New(f.pool, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	m := f.sent(t, f.conv, 1, 2, "a window longer than the default")
+	handle(t, p, m)
+	// The ingress was configured with a day: an edit two hours after
+	// sending applies, though the persister's defaults know 15 minutes.
+	late := f.edit(t, m, 1, "edited after two hours", m.OccurredAt.Add(2*time.Hour))
+	var e events.MessageEditedV1
+	if err := late.Unmarshal(&e); err != nil {
+		t.Fatal(err)
+	}
+	e.Deadline = m.OccurredAt.Add(24 * time.Hour)
+	handle(t, p, f.envelope(t, 1, f.conv, e.EditedAt, e))
+	if got := f.stored(t, m.ID); deref(got.TextContent) != e.TextContent {
+		t.Fatalf("an edit within its event's deadline stored %q", deref(got.TextContent))
+	}
+	// An edit after the deadline its event carries is refused, at warn.
+	e.TextContent, e.EditedAt = "after the deadline", e.Deadline.Add(time.Second)
+	handle(t, p, f.envelope(t, 1, f.conv, e.EditedAt, e))
+	if got := f.stored(t, m.ID); deref(got.TextContent) == e.TextContent {
+		t.Fatal("an edit after its deadline applied")
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), m.ID) {
+		t.Fatalf("the refusal was not logged at warn: %q", logs.String())
 	}
 }
 
