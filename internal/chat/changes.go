@@ -62,8 +62,10 @@ func (s *Service) EditMessage(ctx context.Context, userID int64, in EditInput) (
 }
 
 // UnsendMessage publishes MessageUnsent: the sender deletes a message for
-// everyone, within the unsend window. Unsending it again answers the first
-// unsend, so that a client's retry succeeds.
+// everyone, within the unsend window. Unsending it again once the tombstone
+// is stored answers the first unsend, so that a client's retry succeeds; a
+// retry before that publishes a second unsend, which the persister finds
+// applied already.
 func (s *Service) UnsendMessage(ctx context.Context, userID int64, in MessageRef) (ChangeResult, error) {
 	if err := s.allowWrite(userID, WriteSettings, "unsends"); err != nil {
 		return ChangeResult{}, err
