@@ -23,7 +23,7 @@ func unsentEvent(t *testing.T, m events.MessageSentV1) events.Envelope {
 	at := time.Now().UTC()
 	env, err := events.New(uuid.NewString(), at, m.SenderID, m.ConversationID, events.MessageUnsentV1{
 		MessageID: m.MessageID, ConversationID: m.ConversationID, SenderID: m.SenderID,
-		ContentType: m.ContentType, MediaKey: m.MediaKey, UnsentAt: at, ParticipantIDs: []int64{1, 2}})
+		ContentType: m.ContentType, MediaKey: m.MediaKey, UnsentAt: at, Deadline: events.ChangeDeadline(m.CreatedAt, events.DefaultUnsendWindow), ParticipantIDs: []int64{1, 2}})
 	if err != nil {
 		t.Fatal(err)
 	}
