@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"testing"
@@ -83,24 +84,26 @@ func TestMessageChangesThroughREST(t *testing.T) {
 		{"unsend by an outsider", 7003, http.MethodPost, path + "/unsend", nil, http.StatusForbidden, chat.CodeForbidden},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			var refused struct {
-				Error struct {
-					Code    chat.Code `json:"code"`
-					Message string    `json:"message"`
-				} `json:"error"`
-			}
-			e.MustDo(t, c.user, c.method, c.path, c.body, c.status, &refused)
-			if refused.Error.Code != c.code || refused.Error.Message == "" {
-				t.Fatalf("answered %+v, want %s with a reason", refused, c.code)
-			}
+			wantError(t, c.name, e.Do(t, c.user, c.method, c.path, c.body), c.status, c.code)
 		})
 	}
 
-	// b blocks a: a's later changes are not announced to b.
+	// b blocks a: a's later changes are not announced to b, a may no
+	// longer edit what b is shown, and b's views do not count a's
+	// reactions.
 	e.MustDo(t, b, http.MethodPost, api.Prefix+"/blocks", map[string]any{"user_id": a}, http.StatusOK, nil)
 	e.MustDo(t, a, http.MethodPut, path+"/reaction", map[string]any{"emoji": "👍"}, http.StatusAccepted, nil)
 	if got := archivedChange(t, e, events.TypeReactionChanged, m.ID); !slices.Equal(got, []int64{a}) {
 		t.Fatalf("a's reaction after the block tells %v, want a only", got)
+	}
+	wantError(t, "a's edit after the block", e.Do(t, a, http.MethodPatch, path, map[string]any{"text_content": "what b sees"}), http.StatusForbidden, chat.CodeForbidden)
+	pipelinetest.Eventually(t, "a's reaction in a's view", func() (bool, string) {
+		v := e.AwaitMessages(t, a, conv, 1)[0]
+		return len(v.Reactions) == 2, fmt.Sprint(v.Reactions)
+	})
+	if v := e.AwaitMessages(t, b, conv, 1)[0]; !slices.Equal(v.Reactions, []chat.ReactionCount{{Emoji: "😂", Count: 1, Mine: true}}) ||
+		*v.TextContent != "typo" {
+		t.Fatalf("b's view after the block: %q, reactions %v; want b's own reaction only", *v.TextContent, v.Reactions)
 	}
 	e.MustDo(t, a, http.MethodPost, path+"/unsend", nil, http.StatusAccepted, nil)
 	pipelinetest.Eventually(t, "the tombstone in a's view", func() (bool, string) {
@@ -112,4 +115,32 @@ func TestMessageChangesThroughREST(t *testing.T) {
 	if c := e.ConversationOf(t, b, conv); c.UnreadCount != 0 || c.LastMessage == nil || c.LastMessage.UnsentAt == nil || c.LastMessage.TextContent != nil {
 		t.Fatalf("b's conversation after unsend: unread %d, last %+v", c.UnreadCount, c.LastMessage)
 	}
+}
+
+// A participant who deleted the conversation after a message was sent is
+// not shown it: they are not told of its changes and may make none.
+func TestChangesOfMessagesHiddenByDeletion(t *testing.T) {
+	t.Parallel()
+	e := pipelinetest.New(t, pipelinetest.Options{})
+	const a, b = 7101, 7102
+	conv := e.Conversation(t, a, b)
+	m := e.Send(t, a, text(conv, "before b deleted"))
+	e.AwaitMessages(t, b, conv, 1)
+	e.MustDo(t, b, http.MethodDelete, api.Prefix+"/conversations/"+conv, nil, http.StatusAccepted, nil)
+	pipelinetest.Eventually(t, "the conversation deleted for b", func() (bool, string) {
+		v := e.Do(t, b, http.MethodGet, api.Prefix+"/conversations/"+conv+"/messages", nil)
+		var page struct {
+			Total int `json:"total"`
+		}
+		if err := json.Unmarshal(v.Body, &page); err != nil {
+			return false, err.Error()
+		}
+		return v.Status == http.StatusOK && page.Total == 0, string(v.Body)
+	})
+	path := api.Prefix + "/messages/" + m.ID
+	e.MustDo(t, a, http.MethodPatch, path, map[string]any{"text_content": "edited"}, http.StatusAccepted, nil)
+	if got := archivedChange(t, e, events.TypeMessageEdited, m.ID); !slices.Equal(got, []int64{a}) {
+		t.Fatalf("the edit tells %v, want a only", got)
+	}
+	wantError(t, "b's reaction to a hidden message", e.Do(t, b, http.MethodPut, path+"/reaction", map[string]any{"emoji": "👍"}), http.StatusNotFound, chat.CodeNotFound)
 }

@@ -18,7 +18,6 @@ UPDATE messages
 SET text_content = $1, edited_at = $2
 WHERE id = $3 AND sender_id = $4 AND content_type = 'text' AND unsent_at IS NULL
   AND (edited_at IS NULL OR edited_at < $2)
-  AND created_at >= $5
 `
 
 type EditMessageParams struct {
@@ -26,22 +25,20 @@ type EditMessageParams struct {
 	EditedAt    *time.Time
 	ID          uuid.UUID
 	SenderID    int64
-	NotBefore   time.Time
 }
 
 // Changes to stored messages: edits, unsend and reactions. Each statement
 // applies a change only if it is newer than the stored state and still
-// allowed (the sender's, within its window), so that the persister's
+// allowed (the sender's; the window is checked against the event's
+// deadline before), so that the persister's
 // redelivered, replayed or reordered events leave the same state.
-// not_before is the edit's time minus the edit window: a message created
-// earlier can no longer be edited.
+// The edit window is the event's (its deadline), checked by the caller.
 func (q *Queries) EditMessage(ctx context.Context, arg EditMessageParams) (int64, error) {
 	result, err := q.db.Exec(ctx, editMessage,
 		arg.TextContent,
 		arg.EditedAt,
 		arg.ID,
 		arg.SenderID,
-		arg.NotBefore,
 	)
 	if err != nil {
 		return 0, err
@@ -50,11 +47,15 @@ func (q *Queries) EditMessage(ctx context.Context, arg EditMessageParams) (int64
 }
 
 const listMessageHiders = `-- name: ListMessageHiders :many
-SELECT user_id FROM message_deletions WHERE message_id = $1
+SELECT d.user_id FROM message_deletions d WHERE d.message_id = $1
+UNION
+SELECT p.user_id FROM conversation_participants p JOIN messages m ON m.conversation_id = p.conversation_id
+WHERE m.id = $1 AND p.deleted_at >= m.created_at
 `
 
-// Who a message is hidden from (deleted for them, or withheld from them):
-// they are not told of its changes.
+// Who a message is hidden from (deleted for them, withheld from them, or
+// sent no later than they deleted the conversation, as views hide it):
+// they are not told of its changes and may make none.
 func (q *Queries) ListMessageHiders(ctx context.Context, messageID uuid.UUID) ([]int64, error) {
 	rows, err := q.db.Query(ctx, listMessageHiders, messageID)
 	if err != nil {
@@ -75,10 +76,33 @@ func (q *Queries) ListMessageHiders(ctx context.Context, messageID uuid.UUID) ([
 	return items, nil
 }
 
+const mediaKeyInUse = `-- name: MediaKeyInUse :one
+SELECT (EXISTS (SELECT 1 FROM messages m
+                WHERE m.media_key = $1::text AND m.id <> $2 AND m.unsent_at IS NULL)
+     OR EXISTS (SELECT 1 FROM reports r WHERE r.media_key = $1::text))::boolean AS in_use
+`
+
+type MediaKeyInUseParams struct {
+	MediaKey  string
+	MessageID uuid.UUID
+}
+
+// Whether a media object must outlive the unsend of message_id: another
+// message that is not unsent refers to it (a verified key can be sent
+// again), or a report keeps it as evidence.
+func (q *Queries) MediaKeyInUse(ctx context.Context, arg MediaKeyInUseParams) (bool, error) {
+	row := q.db.QueryRow(ctx, mediaKeyInUse, arg.MediaKey, arg.MessageID)
+	var in_use bool
+	err := row.Scan(&in_use)
+	return in_use, err
+}
+
 const reactionCounts = `-- name: ReactionCounts :many
 SELECT r.message_id, r.emoji::text AS emoji, count(*)::bigint AS count, bool_or(r.user_id = $1::bigint)::boolean AS mine
 FROM message_reactions r
+JOIN messages m ON m.id = r.message_id AND m.unsent_at IS NULL -- a tombstone shows none
 WHERE r.message_id = ANY($2::uuid[]) AND r.emoji IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = $1::bigint AND b.blocked_id = r.user_id)
 GROUP BY r.message_id, r.emoji
 ORDER BY r.message_id, count(*) DESC, r.emoji
 `
@@ -96,7 +120,8 @@ type ReactionCountsRow struct {
 }
 
 // The reactions of messages, counted per emoji, and whether the viewer's
-// is among them; most used first.
+// is among them; most used first. Reactions of users the viewer blocks
+// are not counted, as the viewer is not told of them either.
 func (q *Queries) ReactionCounts(ctx context.Context, arg ReactionCountsParams) ([]ReactionCountsRow, error) {
 	rows, err := q.db.Query(ctx, reactionCounts, arg.ViewerID, arg.Ids)
 	if err != nil {
@@ -127,7 +152,9 @@ INSERT INTO message_reactions (message_id, user_id, emoji, changed_at)
 SELECT m.id, $1::bigint, $2::text, $3::timestamptz FROM messages m
 WHERE m.id = $4 AND m.unsent_at IS NULL
   AND EXISTS (SELECT 1 FROM conversation_participants p
-              WHERE p.conversation_id = m.conversation_id AND p.user_id = $1::bigint)
+              WHERE p.conversation_id = m.conversation_id AND p.user_id = $1::bigint
+                AND (p.deleted_at IS NULL OR p.deleted_at < m.created_at))
+FOR SHARE OF m
 ON CONFLICT (message_id, user_id) DO UPDATE
 SET emoji = EXCLUDED.emoji, changed_at = EXCLUDED.changed_at
 WHERE message_reactions.changed_at < EXCLUDED.changed_at
@@ -141,7 +168,11 @@ type SetReactionParams struct {
 }
 
 // Sets (emoji) or removes (NULL) a participant's reaction, unless a newer
-// change of theirs is stored. A tombstone takes none.
+// change of theirs is stored. A tombstone takes none, nor a message hidden
+// by the participant's deletion of the conversation. The message's row
+// lock waits for a concurrent unsend, then unsent_at is checked again on
+// the row it left: otherwise a reaction could land after the unsend
+// deleted the others.
 func (q *Queries) SetReaction(ctx context.Context, arg SetReactionParams) (int64, error) {
 	result, err := q.db.Exec(ctx, setReaction,
 		arg.UserID,
@@ -159,7 +190,7 @@ const unsendMessage = `-- name: UnsendMessage :one
 WITH u AS (
     UPDATE messages
     SET unsent_at = $1, text_content = NULL, media_key = NULL, media_thumbnail_key = NULL, audio_duration = NULL
-    WHERE id = $2 AND sender_id = $3 AND unsent_at IS NULL AND created_at >= $4
+    WHERE id = $2 AND sender_id = $3 AND unsent_at IS NULL
     RETURNING id
 ), r AS (
     DELETE FROM message_reactions WHERE message_id = ANY(ARRAY(SELECT u.id FROM u))
@@ -168,21 +199,15 @@ SELECT count(*)::bigint FROM u
 `
 
 type UnsendMessageParams struct {
-	UnsentAt  *time.Time
-	ID        uuid.UUID
-	SenderID  int64
-	NotBefore time.Time
+	UnsentAt *time.Time
+	ID       uuid.UUID
+	SenderID int64
 }
 
 // Leaves a tombstone: the row keeps its seq, its content goes, and so do
-// its reactions.
+// its reactions. The unsend window is the event's, as for an edit.
 func (q *Queries) UnsendMessage(ctx context.Context, arg UnsendMessageParams) (int64, error) {
-	row := q.db.QueryRow(ctx, unsendMessage,
-		arg.UnsentAt,
-		arg.ID,
-		arg.SenderID,
-		arg.NotBefore,
-	)
+	row := q.db.QueryRow(ctx, unsendMessage, arg.UnsentAt, arg.ID, arg.SenderID)
 	var column_1 int64
 	err := row.Scan(&column_1)
 	return column_1, err

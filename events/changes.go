@@ -7,9 +7,11 @@ import (
 )
 
 // Defaults of how long after sending its sender may change a message. The
-// ingress refuses a change past its window, and the persister checks it
-// again against the stored message, from the change's own time, so that a
-// late or replayed event gives the same answer.
+// ingress refuses a change past its window and puts the deadline it
+// computed (the message's created_at plus the window) in the event; the
+// persister checks the change's own time against that deadline, not a
+// window of its own, so that a late or replayed event gives the same
+// answer whatever either is configured with.
 const (
 	DefaultEditWindow   = 15 * time.Minute
 	DefaultUnsendWindow = time.Hour
@@ -21,6 +23,12 @@ func Within(createdAt, at time.Time, window time.Duration) bool {
 	return !at.Before(createdAt) && at.Sub(createdAt) <= window
 }
 
+// ChangeDeadline is the last moment a change to a message created at
+// createdAt may take effect, under window.
+func ChangeDeadline(createdAt time.Time, window time.Duration) time.Time {
+	return createdAt.Add(window)
+}
+
 // MessageEditedV1 replaces the text of a text message. EditedAt is fixed at
 // ingress: the persister keeps the newest edit, whatever order edits arrive in.
 type MessageEditedV1 struct {
@@ -29,6 +37,9 @@ type MessageEditedV1 struct {
 	SenderID       int64     `json:"sender_id"`
 	TextContent    string    `json:"text_content"`
 	EditedAt       time.Time `json:"edited_at"`
+	// Deadline is the last moment the edit may apply (ChangeDeadline),
+	// fixed at ingress.
+	Deadline time.Time `json:"deadline"`
 	// ParticipantIDs are the conversation's participants, the sender
 	// included (their other devices): who fanout tells.
 	ParticipantIDs []int64 `json:"participant_ids"`
@@ -42,6 +53,9 @@ func (MessageEditedV1) EventVersion() int { return 1 }
 
 func (m MessageEditedV1) Validate() error {
 	errs := checkChange(m.MessageID, m.ConversationID, "sender_id", m.SenderID, "edited_at", m.EditedAt)
+	if m.Deadline.IsZero() {
+		errs = append(errs, errors.New("deadline is missing"))
+	}
 	if m.TextContent == "" {
 		errs = append(errs, errors.New("text_content is empty"))
 	}
@@ -75,6 +89,8 @@ type MessageUnsentV1 struct {
 	ContentType    string    `json:"content_type"`
 	MediaKey       string    `json:"media_key,omitempty"`
 	UnsentAt       time.Time `json:"unsent_at"`
+	// Deadline: as in MessageEditedV1.
+	Deadline time.Time `json:"deadline"`
 	// ParticipantIDs and SourceConnectionID: as in MessageEditedV1.
 	ParticipantIDs     []int64 `json:"participant_ids"`
 	SourceConnectionID string  `json:"source_connection_id,omitempty"`
@@ -85,6 +101,9 @@ func (MessageUnsentV1) EventVersion() int { return 1 }
 
 func (m MessageUnsentV1) Validate() error {
 	errs := checkChange(m.MessageID, m.ConversationID, "sender_id", m.SenderID, "unsent_at", m.UnsentAt)
+	if m.Deadline.IsZero() {
+		errs = append(errs, errors.New("deadline is missing"))
+	}
 	if !ValidContentType(m.ContentType) {
 		errs = append(errs, fmt.Errorf("content_type %q is not one of text, image, video, audio", m.ContentType))
 	}

@@ -42,9 +42,9 @@ func goldenPayloads() map[string]Payload {
 		"push_requested_v1": PushRequestedV1{MessageID: msg, ConversationID: conv, SenderID: 1, RecipientID: 2,
 			ContentType: ContentText, TextContent: "Olá! Como vai?", CreatedAt: at},
 		"message_edited_v1": MessageEditedV1{MessageID: msg, ConversationID: conv, SenderID: 1, TextContent: "Olá! Tudo bem?",
-			EditedAt: at, ParticipantIDs: []int64{1, 2}, SourceConnectionID: "L0SM9cOFvHcCIhw="},
+			EditedAt: at, Deadline: at.Add(DefaultEditWindow), ParticipantIDs: []int64{1, 2}, SourceConnectionID: "L0SM9cOFvHcCIhw="},
 		"message_unsent_v1": MessageUnsentV1{MessageID: msg, ConversationID: conv, SenderID: 1, ContentType: ContentImage,
-			MediaKey: "chat/1/2026/11/a.jpg", UnsentAt: at, ParticipantIDs: []int64{1, 2}},
+			MediaKey: "chat/1/2026/11/a.jpg", UnsentAt: at, Deadline: at.Add(DefaultUnsendWindow), ParticipantIDs: []int64{1, 2}},
 		"reaction_changed_v1": ReactionChangedV1{MessageID: msg, ConversationID: conv, UserID: 2, Emoji: "👍🏽",
 			ChangedAt: at, ParticipantIDs: []int64{1, 2}},
 	}

@@ -95,17 +95,19 @@ func (f *functionFactory) New(s functionSpec) awslambda.Function {
 	return awslambda.NewFunction(f.stack, jsii.String(s.ID), props)
 }
 
-// grantMedia allows get/put under chat/ only, delete under chat/upload/
-// only (a verified upload's original, once copied out), and listing the
-// bucket (for 404s, below): no other prefix.
-func grantMedia(fn awslambda.Function, bucket awss3.IBucket) {
+// grantMedia allows get/put under chat/ only, delete under deletes only,
+// and listing the bucket (for 404s, below): no other prefix. The API
+// deletes under chat/upload/ (a verified upload's original, once copied
+// out); the thumbnailer, which carries out unsend, under chat/ (a sent
+// message's original and its thumbnail).
+func grantMedia(fn awslambda.Function, bucket awss3.IBucket, deletes string) {
 	fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 		Actions:   jsii.Strings("s3:GetObject", "s3:PutObject"),
 		Resources: jsii.Strings(*bucket.ArnForObjects(jsii.String(mediakeys.Prefix + "*"))),
 	}))
 	fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 		Actions:   jsii.Strings("s3:DeleteObject"),
-		Resources: jsii.Strings(*bucket.ArnForObjects(jsii.String(mediakeys.Upload + "*"))),
+		Resources: jsii.Strings(*bucket.ArnForObjects(jsii.String(deletes + "*"))),
 	}))
 	// S3 answers a HEAD of a missing key with 404 only to a caller that may
 	// list the bucket, and with 403 to others, which the app cannot tell

@@ -14,6 +14,7 @@ import (
 
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/internal/lambdafn"
+	"github.com/parleychat/parley/internal/media/mediakeys"
 )
 
 // StackName is one stack per stage.
@@ -85,7 +86,7 @@ func NewChatStack(scope constructs.Construct, cfg Config, props *awscdk.StackPro
 	wsDefault := edge("WsDefaultFunction", lambdafn.WSDefault, 10)
 	// Under the HTTP API's 30 s integration limit.
 	apiFn := edge("ApiFunction", lambdafn.API, 29)
-	grantMedia(apiFn, bucket) // multipart uploads and presigned URLs
+	grantMedia(apiFn, bucket, mediakeys.Upload) // multipart uploads and presigned URLs
 
 	addWebSocketRoutes(wsAPI, wsConnect, wsDisconnect, wsDefault)
 	httpAPI, httpStage := newHTTPAPI(stack, cfg, apiFn)
@@ -122,7 +123,8 @@ func NewChatStack(scope constructs.Construct, cfg Config, props *awscdk.StackPro
 			fn.AddToRolePolicy(manageConnections(stack, wsAPI.ApiId(), cfg.Stage))
 			bus.GrantPutEventsTo(fn, nil) // MessageDelivered, PushRequested
 		case events.WorkerThumbnailer:
-			grantMedia(fn, bucket)
+			// Unsend deletes a sent message's original and thumbnail.
+			grantMedia(fn, bucket, mediakeys.Prefix)
 			bus.GrantPutEventsTo(fn, nil) // ThumbnailReady
 		case events.WorkerNotifier:
 			grantPushSecrets(stack, cfg, fn) // it publishes nothing

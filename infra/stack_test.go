@@ -292,14 +292,18 @@ func TestLeastPrivilege(t *testing.T) {
 			t.Errorf("%s reads the JWT secret = %v, want %v", h, reads, want)
 		}
 	}
-	// Media access is confined to chat/, deletes to chat/upload/.
-	for _, h := range []string{"api", "worker-thumbnailer"} {
+	// Media access is confined to chat/, the API's deletes to chat/upload/;
+	// the thumbnailer deletes a sent message's media (unsend), under chat/.
+	for h, deletes := range map[string]string{"api": "/chat/upload/*", "worker-thumbnailer": "/chat/*"} {
 		actions := tp.roleActions(t, fns[h])
 		for a, res := range actions {
 			want := "/chat/*"
 			switch a {
 			case "s3:DeleteObject":
-				want = "/chat/upload/*"
+				if got := fmt.Sprint(res); !strings.Contains(got, deletes) || strings.Count(got, "/chat/") != 1 {
+					t.Errorf("%s: %s on %v, want only %s", h, a, res, deletes)
+				}
+				continue
 			case "s3:ListBucket": // the bucket itself, so that a missing key is a 404
 				if strings.Contains(fmt.Sprint(res), "/") {
 					t.Errorf("%s: %s on %v, want the bucket", h, a, res)

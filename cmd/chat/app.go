@@ -413,8 +413,7 @@ func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gatewa
 	publisher := a.publisher
 	switch name {
 	case events.WorkerPersister:
-		return persister.New(a.pool, logger, persister.WithPendingReadRetention(a.cfg.PendingReadRetention),
-			persister.WithChangeWindows(a.cfg.EditWindow, a.cfg.UnsendWindow)), nil
+		return persister.New(a.pool, logger, persister.WithPendingReadRetention(a.cfg.PendingReadRetention)), nil
 	case events.WorkerFanout:
 		var poster fanout.Poster = gw
 		var conns fanout.Connections = a.conns
@@ -453,7 +452,7 @@ func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gatewa
 		}
 		limits := a.cfg.imageLimits()
 		limits.Memory = thumbnail.NewBudget(a.cfg.ThumbnailMemory)
-		return thumbnailer.New(a.media, publisher, thumbnailer.Config{MaxSide: a.cfg.ThumbnailSide, Limits: limits}, logger), nil
+		return thumbnailer.New(a.media, publisher, thumbnailer.Config{MaxSide: a.cfg.ThumbnailSide, Limits: limits, Messages: db.New(a.pool)}, logger), nil
 	}
 	return nil, unknownWorker(name)
 }

@@ -5,19 +5,37 @@
 -- edit (queues do not promise order) never overwrites a newer one.
 -- Unsend leaves a tombstone in the conversation's sequence: the row keeps
 -- its seq, its content is removed and unsent_at set.
+--
+-- Every request reads messages: a statement here waiting for a lock would
+-- queue them all behind it, so it gives up instead: the file is one
+-- transaction, so nothing is applied, and migrating again applies it.
+SET LOCAL lock_timeout = '5s';
+
 ALTER TABLE messages
     ADD COLUMN edited_at timestamptz,
     ADD COLUMN unsent_at timestamptz;
 
--- A tombstone carries no content, whatever its content type.
+-- A tombstone carries no content, whatever its content type. The checks
+-- are added NOT VALID: they hold for every row written from now on without
+-- a scan of the table under this file's exclusive lock. The rows already
+-- stored meet them (none is unsent, and the checks they replace held);
+-- VALIDATE CONSTRAINT, which locks far less, can prove it later, outside
+-- a migration.
 ALTER TABLE messages DROP CONSTRAINT messages_check, DROP CONSTRAINT messages_check1;
 ALTER TABLE messages
     ADD CONSTRAINT messages_text_content_check
-        CHECK (unsent_at IS NOT NULL OR content_type <> 'text' OR text_content IS NOT NULL),
+        CHECK (unsent_at IS NOT NULL OR content_type <> 'text' OR text_content IS NOT NULL) NOT VALID,
     ADD CONSTRAINT messages_media_key_check
-        CHECK (unsent_at IS NOT NULL OR content_type = 'text' OR media_key IS NOT NULL),
+        CHECK (unsent_at IS NOT NULL OR content_type = 'text' OR media_key IS NOT NULL) NOT VALID,
     ADD CONSTRAINT messages_tombstone_check
-        CHECK (unsent_at IS NULL OR (text_content IS NULL AND media_key IS NULL AND media_thumbnail_key IS NULL));
+        CHECK (unsent_at IS NULL OR (text_content IS NULL AND media_key IS NULL AND media_thumbnail_key IS NULL)) NOT VALID;
+
+-- Unsend deletes a message's media object only if no other message and no
+-- report refers to it (MediaKeyInUse looks it up by key). Built inside this
+-- file's transaction (CONCURRENTLY cannot be), so writes to messages wait
+-- for the build.
+CREATE INDEX messages_media_key_idx ON messages (media_key) WHERE media_key IS NOT NULL;
+CREATE INDEX reports_media_key_idx ON reports (media_key) WHERE media_key IS NOT NULL;
 
 -- One reaction per user per message. A removal keeps its row (emoji NULL)
 -- with the time of the change, so that an older change delivered late

@@ -39,31 +39,38 @@ func (s *Service) EditMessage(ctx context.Context, userID int64, in EditInput) (
 	if n := utf8.RuneCountInString(in.TextContent); n > s.limits.MaxTextRunes {
 		return ChangeResult{}, Errorf(CodeInvalid, "text_content has %d characters; the limit is %d", n, s.limits.MaxTextRunes)
 	}
-	m, notify, err := s.changeTarget(ctx, userID, in.MessageID)
+	m, err := s.changeTarget(ctx, userID, in.MessageID)
 	if err != nil {
 		return ChangeResult{}, err
 	}
 	now := s.clock()
-	if err := s.senderWithin(m, userID, now, s.limits.EditWindow, "edit"); err != nil {
+	if err := s.senderWithin(m.Message, userID, now, s.limits.EditWindow, "edit"); err != nil {
 		return ChangeResult{}, err
 	}
 	if m.ContentType != events.ContentText {
 		return ChangeResult{}, Errorf(CodeInvalid, "message %s is a %s message; only text messages can be edited", m.ID, m.ContentType)
 	}
-	return s.publishChange(ctx, userID, m, now, events.MessageEditedV1{
+	if m.blockedBetween {
+		// An edit would change what a blocker is shown; the same reason
+		// whichever side blocks, as for a new conversation.
+		return ChangeResult{}, Errorf(CodeForbidden, "message %s cannot be edited: you and a participant of its conversation block one another", m.ID)
+	}
+	return s.publishChange(ctx, userID, m.Message, now, events.MessageEditedV1{
 		MessageID: m.ID.String(), ConversationID: m.ConversationID.String(), SenderID: userID,
-		TextContent: in.TextContent, EditedAt: now, ParticipantIDs: notify, SourceConnectionID: in.SourceConnectionID,
+		TextContent: in.TextContent, EditedAt: now, Deadline: events.ChangeDeadline(m.CreatedAt, s.limits.EditWindow), ParticipantIDs: m.notify, SourceConnectionID: in.SourceConnectionID,
 	})
 }
 
 // UnsendMessage publishes MessageUnsent: the sender deletes a message for
-// everyone, within the unsend window. Unsending it again answers the first
-// unsend, so that a client's retry succeeds.
+// everyone, within the unsend window. Unsending it again once the tombstone
+// is stored answers the first unsend, so that a client's retry succeeds; a
+// retry before that publishes a second unsend, which the persister finds
+// applied already.
 func (s *Service) UnsendMessage(ctx context.Context, userID int64, in MessageRef) (ChangeResult, error) {
 	if err := s.allowWrite(userID, WriteSettings, "unsends"); err != nil {
 		return ChangeResult{}, err
 	}
-	m, notify, err := s.changeTarget(ctx, userID, in.MessageID)
+	m, err := s.changeTarget(ctx, userID, in.MessageID)
 	if err != nil && !(m.UnsentAt != nil && m.SenderID == userID) {
 		return ChangeResult{}, err
 	}
@@ -71,13 +78,13 @@ func (s *Service) UnsendMessage(ctx context.Context, userID int64, in MessageRef
 		return ChangeResult{MessageID: m.ID.String(), ConversationID: m.ConversationID.String(), At: *m.UnsentAt}, nil
 	}
 	now := s.clock()
-	if err := s.senderWithin(m, userID, now, s.limits.UnsendWindow, "unsend"); err != nil {
+	if err := s.senderWithin(m.Message, userID, now, s.limits.UnsendWindow, "unsend"); err != nil {
 		return ChangeResult{}, err
 	}
-	return s.publishChange(ctx, userID, m, now, events.MessageUnsentV1{
+	return s.publishChange(ctx, userID, m.Message, now, events.MessageUnsentV1{
 		MessageID: m.ID.String(), ConversationID: m.ConversationID.String(), SenderID: userID,
-		ContentType: m.ContentType, MediaKey: deref(m.MediaKey), UnsentAt: now,
-		ParticipantIDs: notify, SourceConnectionID: in.SourceConnectionID,
+		ContentType: m.ContentType, MediaKey: deref(m.MediaKey), UnsentAt: now, Deadline: events.ChangeDeadline(m.CreatedAt, s.limits.UnsendWindow),
+		ParticipantIDs: m.notify, SourceConnectionID: in.SourceConnectionID,
 	})
 }
 
@@ -102,14 +109,14 @@ func (s *Service) RemoveReaction(ctx context.Context, userID int64, in MessageRe
 }
 
 func (s *Service) react(ctx context.Context, userID int64, messageID, emoji, source string) (ChangeResult, error) {
-	m, notify, err := s.changeTarget(ctx, userID, messageID)
+	m, err := s.changeTarget(ctx, userID, messageID)
 	if err != nil {
 		return ChangeResult{}, err
 	}
 	now := s.clock()
-	return s.publishChange(ctx, userID, m, now, events.ReactionChangedV1{
+	return s.publishChange(ctx, userID, m.Message, now, events.ReactionChangedV1{
 		MessageID: m.ID.String(), ConversationID: m.ConversationID.String(), UserID: userID,
-		Emoji: emoji, ChangedAt: now, ParticipantIDs: notify, SourceConnectionID: source,
+		Emoji: emoji, ChangedAt: now, ParticipantIDs: m.notify, SourceConnectionID: source,
 	})
 }
 
@@ -118,54 +125,69 @@ func (s *Service) react(ctx context.Context, userID int64, messageID, emoji, sou
 // is unsent (a tombstone takes no change; the message is returned all the
 // same). It returns who learns of a change: the participants the message
 // is not hidden from.
-func (s *Service) changeTarget(ctx context.Context, userID int64, messageID string) (db.Message, []int64, error) {
+func (s *Service) changeTarget(ctx context.Context, userID int64, messageID string) (target, error) {
 	if messageID == "" {
-		return db.Message{}, nil, Errorf(CodeBadRequest, "message_id is required")
+		return target{}, Errorf(CodeBadRequest, "message_id is required")
 	}
 	if !events.IsUUID(messageID) {
-		return db.Message{}, nil, Errorf(CodeBadRequest, "message_id %q is not a UUID", messageID)
+		return target{}, Errorf(CodeBadRequest, "message_id %q is not a UUID", messageID)
 	}
 	id := uuid.MustParse(messageID)
 	m, err := s.q.GetMessage(ctx, id)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return db.Message{}, nil, Errorf(CodeNotFound, "message %s not found", id)
+		return target{}, Errorf(CodeNotFound, "message %s not found", id)
 	}
 	if err != nil {
-		return db.Message{}, nil, unavailable("the database", err)
+		return target{}, unavailable("the database", err)
 	}
 	members, err := s.requireMember(ctx, m.ConversationID, userID)
 	if err != nil {
-		return db.Message{}, nil, Errorf(CodeForbidden, "message %s is not in one of your conversations", id)
+		return target{}, Errorf(CodeForbidden, "message %s is not in one of your conversations", id)
 	}
 	hiders, err := s.q.ListMessageHiders(ctx, id)
 	if err != nil {
-		return db.Message{}, nil, unavailable("the database", err)
+		return target{}, unavailable("the database", err)
 	}
 	if slices.Contains(hiders, userID) {
-		return db.Message{}, nil, Errorf(CodeNotFound, "message %s not found", id)
+		return target{}, Errorf(CodeNotFound, "message %s not found", id)
 	}
 	// Nor is a participant who blocks the user, as they are not sent the
 	// user's messages.
-	var notify []int64
+	t := target{Message: m}
 	for _, u := range members {
 		if slices.Contains(hiders, u) {
 			continue
 		}
 		if u != userID {
-			blocked, err := s.blocks(ctx, u, userID)
+			blocker, err := s.blocks(ctx, u, userID)
 			if err != nil {
-				return db.Message{}, nil, err
+				return target{}, err
 			}
-			if blocked {
+			blocked, err := s.blocks(ctx, userID, u)
+			if err != nil {
+				return target{}, err
+			}
+			t.blockedBetween = t.blockedBetween || blocker || blocked
+			if blocker {
 				continue
 			}
 		}
-		notify = append(notify, u)
+		t.notify = append(t.notify, u)
 	}
 	if m.UnsentAt != nil {
-		return m, notify, Errorf(CodeInvalid, "message %s was unsent", id)
+		return t, Errorf(CodeInvalid, "message %s was unsent", id)
 	}
-	return m, notify, nil
+	return t, nil
+}
+
+// target is a message a change is for, as changeTarget found it.
+type target struct {
+	db.Message
+	// notify: who learns of the change.
+	notify []int64
+	// blockedBetween: the user and a participant the message is shown to
+	// block one another (either way, so the reason does not say who).
+	blockedBetween bool
 }
 
 // senderWithin refuses a change by anyone but the sender, or after window.

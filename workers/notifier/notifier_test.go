@@ -200,7 +200,7 @@ func TestMutedReadUnsentAndOldMessagesAreNotPushed(t *testing.T) {
 	gone, goneReq := f.message(t, events.ContentText, "unsent already")
 	f.store1(t, gone)
 	unsent, _ := events.New(uuid.NewString(), at, f.u(1), f.conv.String(), events.MessageUnsentV1{MessageID: gone.ID,
-		ConversationID: f.conv.String(), SenderID: f.u(1), ContentType: events.ContentText, UnsentAt: time.Now().UTC(),
+		ConversationID: f.conv.String(), SenderID: f.u(1), ContentType: events.ContentText, UnsentAt: time.Now().UTC(), Deadline: at.Add(events.DefaultUnsendWindow),
 		ParticipantIDs: []int64{f.u(1), f.u(2)}})
 	f.store1(t, unsent)
 	mustHandle(t, f, goneReq)

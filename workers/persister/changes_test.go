@@ -1,9 +1,12 @@
 package persister_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,6 +34,8 @@ func TestMessageChanges(t *testing.T) {
 		{"unsend leaves a tombstone in sequence", unsendTombstone},
 		{"reactions: set, change, remove, counted", reactions},
 		{"changes before their message are retried", changesBeforeMessage},
+		{"a reaction racing an unsend waits for it and is not stored", reactionDuringUnsend},
+		{"the event's deadline decides, not the persister's window", deadlineOfTheEvent},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -42,13 +47,15 @@ func TestMessageChanges(t *testing.T) {
 func (f fixture) edit(t *testing.T, m events.Envelope, by int64, text string, at time.Time) events.Envelope {
 	t.Helper()
 	return f.envelope(t, by, f.conv, at, events.MessageEditedV1{MessageID: m.ID, ConversationID: f.conv.String(),
-		SenderID: f.u(by), TextContent: text, EditedAt: at, ParticipantIDs: []int64{f.u(1), f.u(2)}})
+		SenderID: f.u(by), TextContent: text, EditedAt: at, Deadline: events.ChangeDeadline(m.OccurredAt, events.DefaultEditWindow),
+		ParticipantIDs: []int64{f.u(1), f.u(2)}})
 }
 
 func (f fixture) unsend(t *testing.T, m events.Envelope, by int64, contentType string, at time.Time) events.Envelope {
 	t.Helper()
 	return f.envelope(t, by, f.conv, at, events.MessageUnsentV1{MessageID: m.ID, ConversationID: f.conv.String(),
-		SenderID: f.u(by), ContentType: contentType, UnsentAt: at, ParticipantIDs: []int64{f.u(1), f.u(2)}})
+		SenderID: f.u(by), ContentType: contentType, UnsentAt: at, Deadline: events.ChangeDeadline(m.OccurredAt, events.DefaultUnsendWindow),
+		ParticipantIDs: []int64{f.u(1), f.u(2)}})
 }
 
 func (f fixture) react(t *testing.T, m events.Envelope, by int64, emoji string, at time.Time) events.Envelope {
@@ -199,6 +206,89 @@ func changesBeforeMessage(t *testing.T, f fixture) {
 		if err := f.p.Handle(context.Background(), e); !errors.Is(err, persister.ErrNotYetStored) {
 			t.Fatalf("%s before its message: %v, want ErrNotYetStored", e.Type, err)
 		}
+	}
+}
+
+func reactionDuringUnsend(t *testing.T, f fixture) {
+	ctx := context.Background()
+	m := f.sent(t, f.conv, 1, 2, "unsent while reacted to")
+	handle(t, f.p, m)
+	at := now()
+	// The unsend's transaction holds the message's row while the reaction
+	// is applied by another connection.
+	tx, err := f.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // committed below
+	if n, err := db.New(tx).UnsendMessage(ctx, db.UnsendMessageParams{UnsentAt: &at, ID: uuid.MustParse(m.ID),
+		SenderID: f.u(1)}); err != nil || n != 1 {
+		t.Fatalf("unsend: %d, %v", n, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.p.Handle(ctx, f.react(t, m, 2, "👍", at.Add(time.Millisecond))) }()
+	// Commit once the reaction either waits on the unsend's row lock or
+	// has finished without waiting (the defect this guards against).
+	var finished bool
+	for !finished {
+		var waiting bool
+		if err := f.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%message_reactions%')`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			break
+		}
+		select {
+		case err := <-done:
+			done <- err
+			finished = true
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("reaction: %v", err)
+	}
+	if n := f.reactionCount(t, m.ID); n != 0 {
+		t.Fatalf("a tombstone keeps %d reactions: the reaction did not wait for the unsend", n)
+	}
+	// Nor does a tombstone show a reaction stored for it by other means.
+	if _, err := f.pool.Exec(ctx, `INSERT INTO message_reactions (message_id, user_id, emoji, changed_at) VALUES ($1, $2, '🎉', now())`, m.ID, f.u(1)); err != nil {
+		t.Fatal(err)
+	}
+	if c := f.counts(t, m.ID, 2); len(c) != 0 {
+		t.Fatalf("a tombstone shows reactions %+v", c)
+	}
+}
+
+func deadlineOfTheEvent(t *testing.T, f fixture) {
+	var logs bytes.Buffer // written by this subtest's persister only, synchronously
+	p := persister.New(f.pool, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	m := f.sent(t, f.conv, 1, 2, "a window longer than the default")
+	handle(t, p, m)
+	// The ingress was configured with a day: an edit two hours after
+	// sending applies, though the persister's defaults know 15 minutes.
+	late := f.edit(t, m, 1, "edited after two hours", m.OccurredAt.Add(2*time.Hour))
+	var e events.MessageEditedV1
+	if err := late.Unmarshal(&e); err != nil {
+		t.Fatal(err)
+	}
+	e.Deadline = m.OccurredAt.Add(24 * time.Hour)
+	handle(t, p, f.envelope(t, 1, f.conv, e.EditedAt, e))
+	if got := f.stored(t, m.ID); deref(got.TextContent) != e.TextContent {
+		t.Fatalf("an edit within its event's deadline stored %q", deref(got.TextContent))
+	}
+	// An edit after the deadline its event carries is refused, at warn.
+	e.TextContent, e.EditedAt = "after the deadline", e.Deadline.Add(time.Second)
+	handle(t, p, f.envelope(t, 1, f.conv, e.EditedAt, e))
+	if got := f.stored(t, m.ID); deref(got.TextContent) == e.TextContent {
+		t.Fatal("an edit after its deadline applied")
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), m.ID) {
+		t.Fatalf("the refusal was not logged at warn: %q", logs.String())
 	}
 }
 

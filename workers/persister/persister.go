@@ -37,20 +37,10 @@ type Persister struct {
 	now    func() time.Time
 
 	pendingRetention time.Duration
-	// editWindow and unsendWindow: how long after sending a message its
-	// sender's edit or unsend applies (see events.Within).
-	editWindow, unsendWindow time.Duration
 }
 
 // Option configures a Persister.
 type Option func(*Persister)
-
-// WithChangeWindows sets how long after sending a message an edit and an
-// unsend of it apply (events.DefaultEditWindow and DefaultUnsendWindow by
-// default): the same windows as the ingress's.
-func WithChangeWindows(edit, unsend time.Duration) Option {
-	return func(p *Persister) { p.editWindow, p.unsendWindow = edit, unsend }
-}
 
 // WithPendingReadRetention sets how long a read of a message not stored yet
 // is kept for it (DefaultPendingReadRetention by default).
@@ -65,8 +55,7 @@ var (
 
 // New returns a persister writing through pool.
 func New(pool *pgxpool.Pool, logger *slog.Logger, opts ...Option) *Persister {
-	p := &Persister{pool: pool, logger: logger, now: time.Now, pendingRetention: DefaultPendingReadRetention,
-		editWindow: events.DefaultEditWindow, unsendWindow: events.DefaultUnsendWindow}
+	p := &Persister{pool: pool, logger: logger, now: time.Now, pendingRetention: DefaultPendingReadRetention}
 	for _, o := range opts {
 		o(p)
 	}
@@ -255,9 +244,12 @@ func (p *Persister) applyOne(ctx context.Context, q *db.Queries, e events.Envelo
 			*outcome = err
 			return nil
 		}
+		if p.pastDeadline(ctx, e, m.MessageID, m.EditedAt, m.Deadline) {
+			return nil
+		}
 		return p.applyChange(ctx, q, e, m.MessageID, outcome, func() (int64, error) {
 			return q.EditMessage(ctx, db.EditMessageParams{TextContent: &m.TextContent, EditedAt: &m.EditedAt,
-				ID: uuid.MustParse(m.MessageID), SenderID: m.SenderID, NotBefore: m.EditedAt.Add(-p.editWindow)})
+				ID: uuid.MustParse(m.MessageID), SenderID: m.SenderID})
 		})
 	case events.TypeMessageUnsent:
 		var m events.MessageUnsentV1
@@ -265,9 +257,12 @@ func (p *Persister) applyOne(ctx context.Context, q *db.Queries, e events.Envelo
 			*outcome = err
 			return nil
 		}
+		if p.pastDeadline(ctx, e, m.MessageID, m.UnsentAt, m.Deadline) {
+			return nil
+		}
 		return p.applyChange(ctx, q, e, m.MessageID, outcome, func() (int64, error) {
 			return q.UnsendMessage(ctx, db.UnsendMessageParams{UnsentAt: &m.UnsentAt,
-				ID: uuid.MustParse(m.MessageID), SenderID: m.SenderID, NotBefore: m.UnsentAt.Add(-p.unsendWindow)})
+				ID: uuid.MustParse(m.MessageID), SenderID: m.SenderID})
 		})
 	case events.TypeReactionChanged:
 		var m events.ReactionChangedV1
@@ -535,6 +530,18 @@ func (p *Persister) applyChange(ctx context.Context, q *db.Queries, e events.Env
 	p.logger.DebugContext(ctx, "change not applied (applied already, superseded, or not allowed)",
 		"type", e.Type, "event_id", e.ID, "message_id", messageID)
 	return nil
+}
+
+// pastDeadline reports (and logs) a change made after the deadline its
+// event carries: the ingress fixed both, so a redelivery or a replay gets
+// the same answer, whatever window this process is configured with.
+func (p *Persister) pastDeadline(ctx context.Context, e events.Envelope, messageID string, at, deadline time.Time) bool {
+	if !at.After(deadline) {
+		return false
+	}
+	p.logger.WarnContext(ctx, "change refused: made after its deadline",
+		"type", e.Type, "event_id", e.ID, "message_id", messageID, "at", at, "deadline", deadline)
+	return true
 }
 
 func (p *Persister) applySettings(ctx context.Context, q *db.Queries, m events.ConversationSettingsChangedV1) error {

@@ -11,6 +11,7 @@ package thumbnailer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,7 +19,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
+	"github.com/parleychat/parley/db"
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/internal/media"
 	"github.com/parleychat/parley/internal/thumbnail"
@@ -33,6 +36,15 @@ type Store interface {
 }
 
 var _ Store = (*media.Store)(nil)
+
+// Messages is what the worker reads of stored messages (*db.Queries):
+// whether a message is unsent, and whether its media is still referred to.
+type Messages interface {
+	GetMessage(ctx context.Context, id uuid.UUID) (db.Message, error)
+	MediaKeyInUse(ctx context.Context, arg db.MediaKeyInUseParams) (bool, error)
+}
+
+var _ Messages = (*db.Queries)(nil)
 
 // Config tunes the worker. Zero fields take defaults.
 type Config struct {
@@ -53,6 +65,10 @@ type Config struct {
 	TempDir string
 	// Now is the clock of published events; nil means time.Now.
 	Now func() time.Time
+	// Messages answers what unsend may delete. Without it no media is
+	// deleted on unsend (a warning says so), since the worker could not
+	// tell media that other messages or reports still refer to.
+	Messages Messages
 }
 
 // sizeLimits is implemented by *media.Store: the limits uploads were held
@@ -132,8 +148,9 @@ func New(store Store, bus events.Publisher, cfg Config, logger *slog.Logger) *Th
 // events.Permanent, so the bus dead-letters them at once with the reason;
 // others (storage or bus unavailable) are returned for a retry.
 //
-// An unsent media message's original and thumbnail are deleted; deleting
-// them again (a redelivery, a replay) deletes nothing.
+// An unsent media message's original and thumbnail are deleted, unless
+// Config.Messages says they are still referred to; deleting them again (a
+// redelivery, a replay) deletes nothing.
 func (t *Thumbnailer) Handle(ctx context.Context, e events.Envelope) error {
 	if e.Type == events.TypeMessageUnsent {
 		return t.unsent(ctx, e)
@@ -167,10 +184,33 @@ func (t *Thumbnailer) Handle(ctx context.Context, e events.Envelope) error {
 	case events.ContentAudio:
 		err = t.audio(ctx, m)
 	}
+	if errors.Is(err, media.ErrNotFound) && t.unsentMessage(ctx, m.MessageID) {
+		// A late or redelivered send of a message whose unsend deleted
+		// its original: nothing is left to preview.
+		t.logger.DebugContext(ctx, "thumbnailer: original of an unsent message is gone; nothing to do", "message_id", m.MessageID, "key", m.MediaKey)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("thumbnailer: message %s (%s %s): %w", m.MessageID, m.ContentType, m.MediaKey, err)
 	}
 	return nil
+}
+
+// unsentMessage reports whether the message is stored as unsent. A failed
+// look-up answers false: the caller's error then stands.
+func (t *Thumbnailer) unsentMessage(ctx context.Context, messageID string) bool {
+	id, err := uuid.Parse(messageID)
+	if err != nil || t.cfg.Messages == nil {
+		return false
+	}
+	m, err := t.cfg.Messages.GetMessage(ctx, id)
+	if err != nil {
+		if !errors.Is(err, pgx.ErrNoRows) {
+			t.logger.WarnContext(ctx, "thumbnailer: look up message", "message_id", messageID, "err", err)
+		}
+		return false
+	}
+	return m.UnsentAt != nil
 }
 
 func (t *Thumbnailer) unsent(ctx context.Context, e events.Envelope) error {
@@ -181,8 +221,31 @@ func (t *Thumbnailer) unsent(ctx context.Context, e events.Envelope) error {
 	if m.MediaKey == "" {
 		return nil
 	}
-	if _, err := media.ParseKey(m.MediaKey); err != nil {
+	info, err := media.ParseKey(m.MediaKey)
+	if err != nil {
 		return events.Permanent(fmt.Errorf("thumbnailer: unsent message %s: %w", m.MessageID, err))
+	}
+	keep := func(why string) error {
+		t.logger.InfoContext(ctx, "thumbnailer: media of an unsent message kept", "reason", why, "message_id", m.MessageID, "key", m.MediaKey)
+		return nil
+	}
+	switch {
+	case info.Upload || info.Thumbnail:
+		return keep("the key is not a sent original")
+	case info.UserID != m.SenderID:
+		// A message's media is its sender's own upload; another user's
+		// key is not the sender's to delete.
+		return keep("the key belongs to another user")
+	case t.cfg.Messages == nil:
+		t.logger.WarnContext(ctx, "thumbnailer: no message store configured; media of an unsent message kept", "message_id", m.MessageID, "key", m.MediaKey)
+		return nil
+	}
+	inUse, err := t.cfg.Messages.MediaKeyInUse(ctx, db.MediaKeyInUseParams{MediaKey: m.MediaKey, MessageID: uuid.MustParse(m.MessageID)})
+	if err != nil {
+		return fmt.Errorf("thumbnailer: unsent message %s: check references: %w", m.MessageID, err)
+	}
+	if inUse {
+		return keep("another message or a report refers to it")
 	}
 	// The original first: a thumbnail being made meanwhile checks for it
 	// after storing itself, and deletes itself if it is gone (save).
