@@ -207,16 +207,9 @@ func (f *Fanout) HandleBatch(ctx context.Context, envs []events.Envelope) []erro
 	}
 	s := f.send(ctx, envs, prior)
 	if err := ctx.Err(); err != nil {
-		failAll(s.errs, s.pushes, fmt.Errorf("fanout: %w", err))
-	} else {
-		f.receipts(ctx, s)
+		return failAll(s.errs, s.pushes, fmt.Errorf("fanout: %w", err))
 	}
-	for i, m := range s.onlines {
-		if s.errs[i] != nil {
-			// Retried: its redelivery must still be news.
-			f.presence.unannounce(m)
-		}
-	}
+	f.receipts(ctx, s)
 	return s.errs
 }
 
@@ -228,8 +221,6 @@ type sent struct {
 	conns  map[int64][]connstore.Connection
 	// reached says, per event, that a message reached a recipient's device.
 	reached []bool
-	// onlines are the batch's announced onlines, by event.
-	onlines map[int]events.PresenceV1
 }
 
 // send plans and posts a batch: one connection lookup, then every
@@ -264,10 +255,14 @@ func (f *Fanout) send(ctx context.Context, envs []events.Envelope, prior []*earl
 		}
 		s.pushes[i] = p
 		if p != nil && p.presence != nil {
-			if s.onlines == nil {
-				s.onlines = map[int]events.PresenceV1{}
-			}
-			s.onlines[i] = *p.presence
+			online := *p.presence
+			defer func() {
+				if s.errs[i] != nil {
+					// Retried (by the queued copy, or redelivered):
+					// the retry must still be news.
+					f.presence.unannounce(online)
+				}
+			}()
 		}
 	}
 	if f.presence != nil {

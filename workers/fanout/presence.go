@@ -95,7 +95,7 @@ func (ps *presence) online(m events.PresenceV1) bool {
 }
 
 // unannounce forgets m, an online being retried because its batch failed
-// before its frames went out.
+// before its frames went out (on either path: send serves both).
 func (ps *presence) unannounce(m events.PresenceV1) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
@@ -265,13 +265,7 @@ func (f *Fanout) presenceAudience(ctx context.Context, pushes []*push, errs []er
 	}
 	audience, err := f.presence.store.ListPresenceAudience(ctx, unique64(subjects))
 	if err != nil {
-		// Redelivered: forget these were announced, so the retry is not
-		// taken for a duplicate.
-		f.presence.mu.Lock()
-		for _, u := range subjects {
-			delete(f.presence.announced, u)
-		}
-		f.presence.mu.Unlock()
+		// send forgets these were announced, so the retry is news.
 		err = fmt.Errorf("fanout: presence audience of %d users: %w", len(subjects), err)
 		for _, i := range which {
 			errs[i], pushes[i] = err, nil

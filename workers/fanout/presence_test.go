@@ -174,3 +174,28 @@ func TestFailedOnlineIsAnnouncedOnRedelivery(t *testing.T) {
 	handle(t, f, online) // the redelivery
 	partner.expectJSON(t, `{"type":"presence","data":{"userId":2,"online":true,"lastSeenAt":null}}`)
 }
+
+// The same on the fast path: an online it could not post (its lookup
+// failed) is posted by the queued copy.
+func TestFailedEarlyOnlineIsPostedByTheQueuedCopy(t *testing.T) {
+	h := newHarness(t)
+	pool, err := pgxpool.New(context.Background(), h.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if _, _, err := db.GetOrCreateDirect(context.Background(), pool, uuid.Must(uuid.NewV7()), 1, 2); err != nil {
+		t.Fatal(err)
+	}
+	conns := &failingLookups{Connections: h.store}
+	f := fanout.New(conns, h.client, h.bus, nil, testLogger(t), fanout.WithPresence(db.New(pool), time.Second, h.store))
+	partner := h.dial(t, 1)
+	online := envelope(t, 2, "", events.PresenceV1{UserID: 2, Online: true, At: time.Now().UTC().Truncate(time.Microsecond)})
+	conns.fail.Store(1)
+	f.HandleEarly(context.Background(), []events.Envelope{online})
+	handle(t, f, online) // waits for the fast path's outcome
+	if n := conns.fail.Load(); n != 0 {
+		t.Fatalf("the fast path did not look up (%d failures left)", n)
+	}
+	partner.expectJSON(t, `{"type":"presence","data":{"userId":2,"online":true,"lastSeenAt":null}}`)
+}
