@@ -10,7 +10,7 @@ BIN := $(CURDIR)/tools/bin
 export PATH := $(BIN):$(PATH)
 TOOL := $(GO) tool -modfile=tools/go.mod
 
-.PHONY: dev build test check generate test-deps postgres bench lambda infra-test fuzz browser browser-check deploy destroy outputs smoke deploy-test
+.PHONY: dev build test bench-check check generate test-deps postgres bench lambda infra-test fuzz browser browser-check deploy destroy outputs smoke deploy-test
 
 # Built, then run with exec, so that Ctrl-C reaches chat alone and its exit
 # status (0 after a clean shutdown) is make's.
@@ -24,6 +24,7 @@ build:
 # either is only tested once the infra tests have run too.
 test: test-deps check
 	$(GO) test -count=1 ./...
+	$(MAKE) bench-check
 	@$(MAKE) -s browser-check
 	$(MAKE) fuzz
 	$(MAKE) deploy-test
@@ -90,6 +91,11 @@ postgres:
 	  command -v pg_ctlcluster >/dev/null || { echo "PostgreSQL is not running on 127.0.0.1:5432 and pg_ctlcluster is not installed"; exit 1; }; \
 	  echo "starting PostgreSQL"; pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start; \
 	  for i in $$(seq 30); do pg_isready -h 127.0.0.1 -p 5432 -q && exit 0; sleep 1; done; echo "PostgreSQL did not start"; exit 1; }
+
+# Every benchmark once, so that a benchmark broken by a schema or API change
+# fails the tests instead of the next person who measures.
+bench-check: postgres
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./...
 
 bench: postgres
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./api/

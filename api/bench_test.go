@@ -27,7 +27,7 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkSendToPersisted -benchtime 2000x ./api/
 func BenchmarkSendToPersisted(b *testing.B) {
-	for _, senders := range []int{1, 8, 32} {
+	for _, senders := range []int{1, 8, 32, 128} {
 		b.Run(fmt.Sprintf("senders=%d", senders), func(b *testing.B) {
 			benchSendToPersisted(b, senders)
 		})
@@ -44,7 +44,7 @@ func benchSendToPersisted(b *testing.B, senders int) {
 	// Warm up connections and caches outside the measurement.
 	e.Send(b, 1, text(convs[0], "warm-up"))
 	e.AwaitIdle(b)
-	if _, err := e.Pool.Exec(ctx, `TRUNCATE messages`); err != nil {
+	if _, err := e.Pool.Exec(ctx, `TRUNCATE messages CASCADE`); err != nil {
 		b.Fatal(err)
 	}
 
