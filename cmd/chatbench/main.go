@@ -1,6 +1,8 @@
 // Command chatbench is a load tool for the chat's WebSocket path. It
-// connects users in pairs, sends messages at a fixed total rate over
-// WebSocket and measures send→receive latency at the recipient, deliveries
+// connects users in pairs (or, with -group-size, in groups it creates over
+// REST), sends messages at a fixed total rate over WebSocket and measures
+// send→receive latency at each recipient (in groups also to a message's
+// last member), deliveries
 // per second, refusals (error frames), with -db the chat database's
 // PostgreSQL transactions per message sent, and (with -server-pid) the
 // server's memory per connection.
@@ -10,6 +12,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +21,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -53,6 +57,10 @@ type options struct {
 	settleTime time.Duration
 	dbDSN      string
 	statsLag   time.Duration
+	// groupSize > 2 puts the users in groups of that many instead of
+	// pairs; each message then goes to groupSize-1 members.
+	groupSize int
+	apiURL    string // the REST API that creates the groups
 }
 
 // Bounds of one run: sends in flight beyond maxInFlight are skipped (and
@@ -89,11 +97,16 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.Int64Var(&o.firstUser, "first-user", 100000, "user id of the first connection")
 	fs.IntVar(&o.dialConc, "dial-concurrency", 50, "connections opened at once")
 	fs.DurationVar(&o.settleTime, "settle", 3*time.Second, "wait for in-flight deliveries after sending stops")
+	fs.IntVar(&o.groupSize, "group-size", 2, "users per conversation: 2 pairs them in direct conversations, more puts them in groups of that many")
+	fs.StringVar(&o.apiURL, "api", "", "the REST API's base URL, for creating groups (default: -url's host, http)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if o.users < 2 || o.users%2 != 0 {
 		return errors.New("-users must be an even number >= 2")
+	}
+	if o.groupSize < 2 || o.users%o.groupSize != 0 {
+		return errors.New("-group-size must be at least 2 and divide -users")
 	}
 	if o.rate < 0 || o.duration <= 0 || o.warmup < 0 || o.warmup+o.duration > maxDuration {
 		return fmt.Errorf("-rate must be >= 0, -duration > 0, and -warmup plus -duration at most %s", maxDuration)
@@ -104,6 +117,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	if !loopback(u.Hostname()) {
 		return fmt.Errorf("-url %s: only loopback servers", o.wsURL)
+	}
+	if o.apiURL == "" {
+		o.apiURL = "http://" + u.Host
+	}
+	if a, err := url.Parse(o.apiURL); err != nil || !loopback(a.Hostname()) {
+		return fmt.Errorf("-api %s: only a loopback server", o.apiURL)
 	}
 	if o.dbDSN != "" {
 		cfg, err := pgx.ParseConfig(o.dbDSN)
@@ -143,6 +162,7 @@ func envOr(k, def string) string {
 type client struct {
 	user int64
 	peer int64
+	conv string // the group's conversation id, in group mode
 	conn *websocket.Conn
 	wmu  sync.Mutex
 }
@@ -156,11 +176,17 @@ type stats struct {
 	errors    atomic.Int64 // failed writes
 	skipped   atomic.Int64 // sends not made: maxInFlight reached
 	measuring atomic.Bool
+	// In group mode: deliveries per message (by its send number), and
+	// the latency to a message's last member once all have it.
+	members int // recipients of each message
+	reached map[int64]int
+	toLast  []time.Duration
+	seq     atomic.Int64
 }
 
 func bench(ctx context.Context, o options, out io.Writer) error {
 	rssBefore := rss(o.serverPID)
-	st := &stats{refusals: map[string]int{}}
+	st := &stats{refusals: map[string]int{}, members: o.groupSize - 1, reached: map[int64]int{}}
 	fmt.Fprintf(out, "connecting %d users to %s …\n", o.users, o.wsURL)
 	t0 := time.Now()
 	clients, err := connectAll(ctx, o, st)
@@ -175,6 +201,12 @@ func bench(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "connected %d in %s\n", len(clients), time.Since(t0).Round(time.Millisecond))
+	if o.groupSize > 2 {
+		if err := makeGroups(ctx, o, clients); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "created %d groups of %d members\n", len(clients)/o.groupSize, o.groupSize)
+	}
 
 	if o.rate == 0 {
 		if o.idle > 0 {
@@ -387,21 +419,26 @@ func readLoop(c *client, st *stats) {
 			if f.Data.SenderID == c.user {
 				continue // another device of ours
 			}
-			sentNs, ok := strings.CutPrefix(f.Data.TextContent, "bench:")
+			ns, k, ok := parseBody(f.Data.TextContent)
 			if !ok {
 				continue
 			}
-			ns, err := strconv.ParseInt(sentNs, 10, 64)
-			if err != nil {
-				continue
-			}
 			st.received.Add(1)
+			lat := time.Since(time.Unix(0, ns))
+			st.mu.Lock()
 			if st.measuring.Load() {
-				lat := time.Since(time.Unix(0, ns))
-				st.mu.Lock()
 				st.latencies = append(st.latencies, lat)
-				st.mu.Unlock()
 			}
+			if st.members > 1 {
+				st.reached[k]++
+				if st.reached[k] == st.members {
+					delete(st.reached, k)
+					if st.measuring.Load() {
+						st.toLast = append(st.toLast, lat)
+					}
+				}
+			}
+			st.mu.Unlock()
 		case "error":
 			st.mu.Lock()
 			st.refusals[f.Code]++
@@ -410,8 +447,27 @@ func readLoop(c *client, st *stats) {
 	}
 }
 
+// A message's text is "bench:<send time in ns>:<send number>".
+func parseBody(text string) (ns, k int64, ok bool) {
+	rest, ok := strings.CutPrefix(text, "bench:")
+	if !ok {
+		return 0, 0, false
+	}
+	a, b, ok := strings.Cut(rest, ":")
+	if !ok {
+		return 0, 0, false
+	}
+	ns, err1 := strconv.ParseInt(a, 10, 64)
+	k, err2 := strconv.ParseInt(b, 10, 64)
+	return ns, k, err1 == nil && err2 == nil
+}
+
 func send(c *client, st *stats) {
-	msg := fmt.Sprintf(`{"action":"sendMessage","data":{"recipientId":%d,"contentType":"text","textContent":"bench:%d"}}`, c.peer, time.Now().UnixNano())
+	to := fmt.Sprintf(`"recipientId":%d`, c.peer)
+	if c.conv != "" {
+		to = fmt.Sprintf(`"conversationId":%q`, c.conv)
+	}
+	msg := fmt.Sprintf(`{"action":"sendMessage","data":{%s,"contentType":"text","textContent":"bench:%d:%d"}}`, to, time.Now().UnixNano(), st.seq.Add(1))
 	c.wmu.Lock()
 	_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second)) // bounds the wait for a stuck server
 	err := c.conn.WriteMessage(websocket.TextMessage, []byte(msg))
@@ -432,6 +488,14 @@ func report(out io.Writer, o options, st *stats, deliveries float64, rssBefore i
 		fmt.Fprintf(out, "send→receive latency over %d deliveries: p50 %s  p99 %s  p99.9 %s  max %s\n", len(lat),
 			pct(lat, 50), pct(lat, 99), pct(lat, 99.9), lat[len(lat)-1].Round(time.Microsecond))
 		fmt.Fprintf(out, "deliveries/s (measured window and settle time): %.0f\n", deliveries)
+	}
+	if st.members > 1 {
+		toLast := slices.Clone(st.toLast)
+		slices.Sort(toLast)
+		if len(toLast) > 0 {
+			fmt.Fprintf(out, "send→last of %d members over %d messages: p50 %s  p99 %s  p99.9 %s  max %s\n", st.members, len(toLast),
+				pct(toLast, 50), pct(toLast, 99), pct(toLast, 99.9), toLast[len(toLast)-1].Round(time.Microsecond))
+		}
 	}
 	if o.serverPID > 0 {
 		after := rss(o.serverPID)
@@ -467,4 +531,47 @@ func rss(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// makeGroups creates a group for every groupSize consecutive users, by its
+// first member over REST, and gives each member the conversation id.
+func makeGroups(ctx context.Context, o options, clients []*client) error {
+	hc := &http.Client{Timeout: 30 * time.Second}
+	for g := 0; g < len(clients); g += o.groupSize {
+		owner := clients[g]
+		ids := make([]int64, 0, o.groupSize-1)
+		for _, c := range clients[g+1 : g+o.groupSize] {
+			ids = append(ids, c.user)
+		}
+		body, err := json.Marshal(map[string]any{"kind": "group", "title": fmt.Sprintf("bench %d", g/o.groupSize), "member_ids": ids})
+		if err != nil {
+			return err
+		}
+		tok, err := auth.Issue([]byte(o.secret), owner.user, time.Hour, time.Now())
+		if err != nil {
+			return err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.apiURL+"/api/v1/chat/conversations", bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := hc.Do(req)
+		if err != nil {
+			return fmt.Errorf("create group: %w", err)
+		}
+		var conv struct {
+			ID string `json:"id"`
+		}
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		_ = resp.Body.Close()
+		if resp.StatusCode/100 != 2 || json.Unmarshal(raw, &conv) != nil || conv.ID == "" {
+			return fmt.Errorf("create group: status %d: %s", resp.StatusCode, raw)
+		}
+		for _, c := range clients[g : g+o.groupSize] {
+			c.conv = conv.ID
+		}
+	}
+	return nil
 }
