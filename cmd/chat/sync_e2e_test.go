@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -183,4 +184,54 @@ func TestSyncFeed(t *testing.T) {
 	if err := dev.stop(t); err != nil {
 		t.Fatalf("chat dev did not exit cleanly: %v\n%s", err, tail(dev.output(), 20))
 	}
+}
+
+// TestSyncRetention: entries older than CHAT_SYNC_RETENTION are pruned by
+// `chat sync prune` and by the persister's process on its own; a position
+// older than what is kept answers reset with the head, one within it does
+// not.
+func TestSyncRetention(t *testing.T) {
+	e := newEnv(t)
+	e.extra = []string{"CHAT_SYNC_RETENTION=1h"}
+	dev := e.start("dev")
+	e.waitHTTP(dev)
+	for i := range 3 {
+		e.send(1, 2, fmt.Sprintf("m%d", i))
+	}
+	e.feed(2, 3)
+	age := func(upTo int) {
+		t.Helper()
+		if _, err := e.pool.Exec(context.Background(),
+			`UPDATE user_feed SET appended_at = now() - interval '2 hours' WHERE user_id = 2 AND position <= $1`, upTo); err != nil {
+			t.Fatal(err)
+		}
+	}
+	age(2)
+	if out := chatOutput(t, e, "sync", "prune"); !strings.Contains(out, "pruned 2 sync feed entries") {
+		t.Fatalf("sync prune: %q", out)
+	}
+	for _, since := range []int64{0, 1} {
+		if p := e.sync(2, since, 10); !p.Reset || p.Next != 3 || len(p.Changes) != 0 || p.HasMore {
+			t.Fatalf("since %d after pruning positions 1 and 2: %+v", since, p)
+		}
+	}
+	if p := e.sync(2, 2, 10); p.Reset || len(p.Changes) != 1 || p.Changes[0].Position != 3 || p.Next != 3 {
+		t.Fatalf("since 2, within retention: %+v", p)
+	}
+	if p := e.sync(1, 0, 10); p.Reset || len(p.Changes) < 3 {
+		t.Fatalf("the sender's feed, not pruned: %+v", p)
+	}
+
+	// The persister's own process prunes (at start, then every
+	// CHAT_SYNC_PRUNE_INTERVAL).
+	age(3)
+	w := e.start("worker", "persister")
+	waitUntil(t, "the persister's process pruned position 3", func() bool { return e.sync(2, 2, 10).Reset })
+	if p := e.sync(2, 3, 10); p.Reset || len(p.Changes) != 0 || p.Next != 3 {
+		t.Fatalf("since the head, all pruned: %+v", p)
+	}
+	if code := runCmd(t, e, "sync", "--before", "soon", "prune"); code == 0 {
+		t.Error("sync prune --before soon was accepted")
+	}
+	w.kill()
 }
