@@ -30,9 +30,12 @@ WITH input AS (
     SELECT DISTINCT ON (i.event_id, i.user_id, i.kind) i.ord, i.user_id, i.kind, i.conversation_id, i.event_id, i.occurred_at, i.body FROM input i
     WHERE NOT EXISTS (SELECT 1 FROM done d WHERE d.event_id = i.event_id AND d.user_id = i.user_id AND d.kind = i.kind)
     ORDER BY i.event_id, i.user_id, i.kind, i.ord
+), heads AS MATERIALIZED (
+    -- By key too, whatever plan the statement is cached with.
+    SELECT h.user_id, h.head FROM user_feed_heads h WHERE h.user_id = ANY($1::bigint[])
 ), numbered AS (
     SELECT f.ord, f.user_id, f.kind, f.conversation_id, f.event_id, f.occurred_at, f.body, h.head + row_number() OVER (PARTITION BY f.user_id ORDER BY f.ord) AS position
-    FROM fresh f JOIN user_feed_heads h ON h.user_id = f.user_id
+    FROM fresh f JOIN heads h ON h.user_id = f.user_id
 ), ins AS (
     INSERT INTO user_feed (user_id, position, kind, conversation_id, event_id, occurred_at, body)
     SELECT n.user_id, n.position, n.kind, n.conversation_id, n.event_id, n.occurred_at, n.body FROM numbered n
@@ -40,7 +43,7 @@ WITH input AS (
 ), raised AS (
     UPDATE user_feed_heads h SET head = r.head
     FROM (SELECT i.user_id, max(i.position) AS head FROM ins i GROUP BY i.user_id) r
-    WHERE h.user_id = r.user_id
+    WHERE h.user_id = ANY(ARRAY(SELECT i.user_id FROM ins i)) AND h.user_id = r.user_id
 )
 SELECT ins.user_id, ins.position FROM ins ORDER BY ins.user_id, ins.position
 `
@@ -193,14 +196,14 @@ func (q *Queries) ListFeed(ctx context.Context, arg ListFeedParams) ([]ListFeedR
 }
 
 const pruneFeed = `-- name: PruneFeed :one
-WITH doomed AS (
-    SELECT f.user_id, f.position FROM user_feed f
-    WHERE f.appended_at < $1::timestamptz
-    ORDER BY f.appended_at
-    LIMIT $2
-), del AS (
-    DELETE FROM user_feed f USING doomed d
-    WHERE f.user_id = d.user_id AND f.position = d.position
+WITH del AS (
+    -- By row address: a plan cached for any batch size deletes what it
+    -- found, never scanning the table to match it.
+    DELETE FROM user_feed f
+    WHERE f.ctid = ANY(ARRAY(SELECT d.ctid FROM user_feed d
+                             WHERE d.appended_at < $1::timestamptz
+                             ORDER BY d.appended_at
+                             LIMIT $2))
     RETURNING f.user_id, f.position
 ), floors AS (
     INSERT INTO user_feed_floors (user_id, pruned_through)
