@@ -76,6 +76,10 @@ func TestSync(t *testing.T) {
 	if len(rest.Changes) != 1 || rest.Next != 4 || rest.HasMore || rest.Changes[0].Kind != "messageRead" || rest.Changes[0].Data["readerId"] != float64(b) {
 		t.Fatalf("second page: %+v", rest)
 	}
+	// The cap is chat.Limits', and the document's.
+	if p := syncOf(t, e, b, fmt.Sprintf("?limit=%d", chat.DefaultLimits().MaxSyncChanges)); len(p.Changes) != 4 || p.HasMore {
+		t.Fatalf("sync at the cap: %+v", p)
+	}
 	if p := syncOf(t, e, b, "?since=4"); len(p.Changes) != 0 || p.Next != 4 || p.HasMore || p.Reset {
 		t.Fatalf("nothing new: %+v", p)
 	}
