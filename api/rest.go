@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -70,6 +71,7 @@ func NewREST(svc *chat.Service, verifier *auth.Verifier, logger *slog.Logger, op
 	r.Handle("GET "+Prefix+"/presence", r.authed(r.presence))
 	r.Handle("GET "+Prefix+"/presence/settings", r.authed(r.presenceSettings))
 	r.Handle("PUT "+Prefix+"/presence/settings", r.authed(r.updatePresenceSettings))
+	r.Handle("GET "+Prefix+"/sync", r.authed(r.sync))
 	r.Handle("POST "+Prefix+"/devices", r.authed(r.registerDevice))
 	r.Handle("DELETE "+Prefix+"/devices/{token}", r.authed(r.unregisterDevice))
 	registerMedia(r, svc)
@@ -267,6 +269,49 @@ func (r *REST) listMessages(w http.ResponseWriter, req *http.Request, user int64
 		return
 	}
 	writeJSON(w, http.StatusOK, page[chat.MessageView]{Data: msgs, Total: total, Page: pg, PageSize: size})
+}
+
+// sync answers the caller's feed after ?since= (0: from the start), at
+// most ?limit= changes.
+func (r *REST) sync(w http.ResponseWriter, req *http.Request, user int64) {
+	q := req.URL.Query()
+	if err := onlyParams(q, "since", "limit"); err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	var since, limit int64
+	for name, dst := range map[string]*int64{"since": &since, "limit": &limit} {
+		vals, ok := q[name]
+		if !ok {
+			continue
+		}
+		n, ok := decimal(vals)
+		if !ok {
+			r.fail(w, req, chat.Errorf(chat.CodeBadRequest, "%s must be a non-negative integer in canonical decimal, given once", name))
+			return
+		}
+		*dst = n
+	}
+	if q.Has("limit") && limit == 0 {
+		r.fail(w, req, chat.Errorf(chat.CodeBadRequest, "limit must be at least 1"))
+		return
+	}
+	res, err := r.svc.Sync(req.Context(), user, since, int(min(limit, math.MaxInt32)))
+	if err != nil {
+		r.fail(w, req, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// decimal reads a query parameter given once as a non-negative integer in
+// canonical decimal (no sign, no leading zero).
+func decimal(vals []string) (int64, bool) {
+	if len(vals) != 1 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(vals[0], 10, 64)
+	return n, err == nil && n >= 0 && strconv.FormatInt(n, 10) == vals[0]
 }
 
 func (r *REST) sendMessage(w http.ResponseWriter, req *http.Request, user int64) {

@@ -330,7 +330,7 @@ func (q *Queries) LockConversations(ctx context.Context, ids []uuid.UUID) ([]uui
 	return items, nil
 }
 
-const updateParticipantSettings = `-- name: UpdateParticipantSettings :execrows
+const updateParticipantSettings = `-- name: UpdateParticipantSettings :many
 UPDATE conversation_participants
 SET pinned = CASE WHEN $1::boolean IS NOT NULL AND pinned_changed_at < $2::timestamptz
         THEN $1::boolean ELSE pinned END,
@@ -354,6 +354,7 @@ WHERE conversation_id = $6 AND user_id = $7
     OR ($3::boolean IS NOT NULL AND muted_changed_at < $2::timestamptz)
     OR ($4::boolean IS NOT NULL AND archived_changed_at < $2::timestamptz)
     OR ($5::boolean IS NOT NULL AND deleted_changed_at < $2::timestamptz))
+RETURNING pinned, muted, archived, deleted_at
 `
 
 type UpdateParticipantSettingsParams struct {
@@ -366,12 +367,20 @@ type UpdateParticipantSettingsParams struct {
 	UserID         int64
 }
 
+type UpdateParticipantSettingsRow struct {
+	Pinned    bool
+	Muted     bool
+	Archived  bool
+	DeletedAt *time.Time
+}
+
 // Last writer wins per setting, by the time the change was made, so a
 // redelivered, replayed or late older change never overwrites a newer one,
 // and still applies to the settings nobody changed since. In SET, columns
-// read their values from before the update.
-func (q *Queries) UpdateParticipantSettings(ctx context.Context, arg UpdateParticipantSettingsParams) (int64, error) {
-	result, err := q.db.Exec(ctx, updateParticipantSettings,
+// read their values from before the update. Answers the settings after it,
+// or no row when it changed nothing.
+func (q *Queries) UpdateParticipantSettings(ctx context.Context, arg UpdateParticipantSettingsParams) ([]UpdateParticipantSettingsRow, error) {
+	rows, err := q.db.Query(ctx, updateParticipantSettings,
 		arg.Pinned,
 		arg.ChangedAt,
 		arg.Muted,
@@ -381,7 +390,24 @@ func (q *Queries) UpdateParticipantSettings(ctx context.Context, arg UpdateParti
 		arg.UserID,
 	)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return result.RowsAffected(), nil
+	defer rows.Close()
+	var items []UpdateParticipantSettingsRow
+	for rows.Next() {
+		var i UpdateParticipantSettingsRow
+		if err := rows.Scan(
+			&i.Pinned,
+			&i.Muted,
+			&i.Archived,
+			&i.DeletedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }

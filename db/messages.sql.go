@@ -62,7 +62,7 @@ func (q *Queries) GetMessage(ctx context.Context, id uuid.UUID) (Message, error)
 	return i, err
 }
 
-const insertMessageDeletion = `-- name: InsertMessageDeletion :exec
+const insertMessageDeletion = `-- name: InsertMessageDeletion :execrows
 INSERT INTO message_deletions (message_id, user_id, deleted_at)
 VALUES ($1, $2, $3)
 ON CONFLICT DO NOTHING
@@ -74,9 +74,12 @@ type InsertMessageDeletionParams struct {
 	DeletedAt time.Time
 }
 
-func (q *Queries) InsertMessageDeletion(ctx context.Context, arg InsertMessageDeletionParams) error {
-	_, err := q.db.Exec(ctx, insertMessageDeletion, arg.MessageID, arg.UserID, arg.DeletedAt)
-	return err
+func (q *Queries) InsertMessageDeletion(ctx context.Context, arg InsertMessageDeletionParams) (int64, error) {
+	result, err := q.db.Exec(ctx, insertMessageDeletion, arg.MessageID, arg.UserID, arg.DeletedAt)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const insertMessageDeletions = `-- name: InsertMessageDeletions :exec
@@ -174,7 +177,7 @@ WITH input AS (
     FROM last
     WHERE c.id = ANY(ARRAY(SELECT l.conversation_id FROM last l)) AND c.id = last.conversation_id
 )
-SELECT ins.id, ins.seq FROM ins
+SELECT ins.id, ins.seq, ins.read_at FROM ins
 `
 
 type InsertMessagesParams struct {
@@ -193,8 +196,9 @@ type InsertMessagesParams struct {
 }
 
 type InsertMessagesRow struct {
-	ID  uuid.UUID
-	Seq int64
+	ID     uuid.UUID
+	Seq    int64
+	ReadAt *time.Time
 }
 
 // Stores a batch of messages, each with the next sequence of its
@@ -226,7 +230,7 @@ func (q *Queries) InsertMessages(ctx context.Context, arg InsertMessagesParams) 
 	var items []InsertMessagesRow
 	for rows.Next() {
 		var i InsertMessagesRow
-		if err := rows.Scan(&i.ID, &i.Seq); err != nil {
+		if err := rows.Scan(&i.ID, &i.Seq, &i.ReadAt); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
@@ -513,7 +517,8 @@ WITH d AS (
     FROM d WHERE m.id = ANY($1::uuid[]) AND m.id = d.id AND m.delivered_at IS NULL
     RETURNING m.id
 )
-SELECT m.id FROM messages m WHERE m.id = ANY($1::uuid[])
+SELECT m.id, (m.id = ANY(ARRAY(SELECT u.id FROM upd u)))::boolean AS applied
+FROM messages m WHERE m.id = ANY($1::uuid[])
 `
 
 type MarkMessagesDeliveredParams struct {
@@ -521,10 +526,56 @@ type MarkMessagesDeliveredParams struct {
 	DeliveredAts []time.Time
 }
 
+type MarkMessagesDeliveredRow struct {
+	ID      uuid.UUID
+	Applied bool
+}
+
 // Records deliveries and answers the ids of the batch that are stored
-// (delivered now or before), so that the caller knows which are not yet.
-func (q *Queries) MarkMessagesDelivered(ctx context.Context, arg MarkMessagesDeliveredParams) ([]uuid.UUID, error) {
+// (delivered now or before), so that the caller knows which are not yet,
+// and whether this statement delivered each.
+func (q *Queries) MarkMessagesDelivered(ctx context.Context, arg MarkMessagesDeliveredParams) ([]MarkMessagesDeliveredRow, error) {
 	rows, err := q.db.Query(ctx, markMessagesDelivered, arg.Ids, arg.DeliveredAts)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []MarkMessagesDeliveredRow
+	for rows.Next() {
+		var i MarkMessagesDeliveredRow
+		if err := rows.Scan(&i.ID, &i.Applied); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const markMessagesRead = `-- name: MarkMessagesRead :many
+UPDATE messages SET read_at = $1
+WHERE id = ANY($2::uuid[]) AND conversation_id = $3
+  AND recipient_id = $4 AND read_at IS NULL
+RETURNING id
+`
+
+type MarkMessagesReadParams struct {
+	ReadAt         *time.Time
+	Ids            []uuid.UUID
+	ConversationID uuid.UUID
+	ReaderID       int64
+}
+
+// Answers the ids it marked: those read before are not read again.
+func (q *Queries) MarkMessagesRead(ctx context.Context, arg MarkMessagesReadParams) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, markMessagesRead,
+		arg.ReadAt,
+		arg.Ids,
+		arg.ConversationID,
+		arg.ReaderID,
+	)
 	if err != nil {
 		return nil, err
 	}
@@ -541,29 +592,6 @@ func (q *Queries) MarkMessagesDelivered(ctx context.Context, arg MarkMessagesDel
 		return nil, err
 	}
 	return items, nil
-}
-
-const markMessagesRead = `-- name: MarkMessagesRead :exec
-UPDATE messages SET read_at = $1
-WHERE id = ANY($2::uuid[]) AND conversation_id = $3
-  AND recipient_id = $4 AND read_at IS NULL
-`
-
-type MarkMessagesReadParams struct {
-	ReadAt         *time.Time
-	Ids            []uuid.UUID
-	ConversationID uuid.UUID
-	ReaderID       int64
-}
-
-func (q *Queries) MarkMessagesRead(ctx context.Context, arg MarkMessagesReadParams) error {
-	_, err := q.db.Exec(ctx, markMessagesRead,
-		arg.ReadAt,
-		arg.Ids,
-		arg.ConversationID,
-		arg.ReaderID,
-	)
-	return err
 }
 
 const maxSeqOfMessages = `-- name: MaxSeqOfMessages :one

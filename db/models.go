@@ -173,6 +173,27 @@ type Report struct {
 	CreatedAt        time.Time
 }
 
+type UserFeed struct {
+	UserID         int64
+	Position       int64
+	Kind           string
+	ConversationID uuid.UUID
+	EventID        uuid.UUID
+	OccurredAt     time.Time
+	Body           []byte
+	AppendedAt     time.Time
+}
+
+type UserFeedFloor struct {
+	UserID        int64
+	PrunedThrough int64
+}
+
+type UserFeedHead struct {
+	UserID int64
+	Head   int64
+}
+
 type UserPresence struct {
 	UserID       int64
 	LastSeenAt   *time.Time

@@ -51,11 +51,12 @@ WHERE user_id = @user_id
 -- sequence assignment per conversation. Answers the ids that exist.
 SELECT id FROM conversations WHERE id = ANY(@ids::uuid[]) ORDER BY id FOR UPDATE;
 
--- name: UpdateParticipantSettings :execrows
+-- name: UpdateParticipantSettings :many
 -- Last writer wins per setting, by the time the change was made, so a
 -- redelivered, replayed or late older change never overwrites a newer one,
 -- and still applies to the settings nobody changed since. In SET, columns
--- read their values from before the update.
+-- read their values from before the update. Answers the settings after it,
+-- or no row when it changed nothing.
 UPDATE conversation_participants
 SET pinned = CASE WHEN sqlc.narg('pinned')::boolean IS NOT NULL AND pinned_changed_at < @changed_at::timestamptz
         THEN sqlc.narg('pinned')::boolean ELSE pinned END,
@@ -78,7 +79,8 @@ WHERE conversation_id = @conversation_id AND user_id = @user_id
   AND ((sqlc.narg('pinned')::boolean IS NOT NULL AND pinned_changed_at < @changed_at::timestamptz)
     OR (sqlc.narg('muted')::boolean IS NOT NULL AND muted_changed_at < @changed_at::timestamptz)
     OR (sqlc.narg('archived')::boolean IS NOT NULL AND archived_changed_at < @changed_at::timestamptz)
-    OR (sqlc.narg('deleted')::boolean IS NOT NULL AND deleted_changed_at < @changed_at::timestamptz));
+    OR (sqlc.narg('deleted')::boolean IS NOT NULL AND deleted_changed_at < @changed_at::timestamptz))
+RETURNING pinned, muted, archived, deleted_at;
 
 -- name: AdvanceReadPosition :exec
 UPDATE conversation_participants

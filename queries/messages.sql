@@ -41,10 +41,12 @@ LIMIT @page_limit;
 SELECT id, conversation_id, sender_id, recipient_id, seq FROM messages
 WHERE id = ANY(@ids::uuid[]);
 
--- name: MarkMessagesRead :exec
+-- name: MarkMessagesRead :many
+-- Answers the ids it marked: those read before are not read again.
 UPDATE messages SET read_at = @read_at
 WHERE id = ANY(@ids::uuid[]) AND conversation_id = @conversation_id
-  AND recipient_id = @reader_id AND read_at IS NULL;
+  AND recipient_id = @reader_id AND read_at IS NULL
+RETURNING id;
 
 -- name: InsertPendingReads :exec
 -- Records a read of messages not stored yet; InsertMessages applies it.
@@ -71,7 +73,7 @@ SET media_thumbnail_key = COALESCE(media_thumbnail_key, sqlc.narg('thumbnail_key
     audio_duration = COALESCE(audio_duration, sqlc.narg('audio_duration'))
 WHERE id = @id AND unsent_at IS NULL;
 
--- name: InsertMessageDeletion :exec
+-- name: InsertMessageDeletion :execrows
 INSERT INTO message_deletions (message_id, user_id, deleted_at)
 VALUES ($1, $2, $3)
 ON CONFLICT DO NOTHING;
@@ -166,11 +168,12 @@ WITH input AS (
     FROM last
     WHERE c.id = ANY(ARRAY(SELECT l.conversation_id FROM last l)) AND c.id = last.conversation_id
 )
-SELECT ins.id, ins.seq FROM ins;
+SELECT ins.id, ins.seq, ins.read_at FROM ins;
 
 -- name: MarkMessagesDelivered :many
 -- Records deliveries and answers the ids of the batch that are stored
--- (delivered now or before), so that the caller knows which are not yet.
+-- (delivered now or before), so that the caller knows which are not yet,
+-- and whether this statement delivered each.
 WITH d AS (
     SELECT (@ids::uuid[])[g.ord] AS id, (@delivered_ats::timestamptz[])[g.ord] AS delivered_at
     FROM generate_series(1, cardinality(@ids::uuid[])) AS g(ord)
@@ -179,4 +182,5 @@ WITH d AS (
     FROM d WHERE m.id = ANY(@ids::uuid[]) AND m.id = d.id AND m.delivered_at IS NULL
     RETURNING m.id
 )
-SELECT m.id FROM messages m WHERE m.id = ANY(@ids::uuid[]);
+SELECT m.id, (m.id = ANY(ARRAY(SELECT u.id FROM upd u)))::boolean AS applied
+FROM messages m WHERE m.id = ANY(@ids::uuid[]);

@@ -646,7 +646,18 @@ func (a *App) run(ctx context.Context, p parts) error {
 	// The persister's process prunes the archive: one pruner per
 	// deployment, on the transport whose archive is a table.
 	if a.cfg.ArchiveRetention > 0 && a.cfg.Transport == transportPostgres && slices.Contains(p.workers, events.WorkerPersister) {
-		g.Go(func() error { return a.pruneArchive(ctx) })
+		g.Go(func() error {
+			return a.prunePeriodically(ctx, "archive", "event archive", a.cfg.ArchivePruneEvery, a.cfg.ArchiveRetention, a.transport.PruneArchive)
+		})
+	}
+	// And the sync feed, which is PostgreSQL's on either transport.
+	if a.cfg.SyncRetention > 0 && slices.Contains(p.workers, events.WorkerPersister) {
+		g.Go(func() error {
+			return a.prunePeriodically(ctx, "sync", "sync feed", a.cfg.SyncPruneEvery, a.cfg.SyncRetention,
+				func(ctx context.Context, before time.Time) (int64, error) {
+					return persister.PruneFeed(ctx, a.pool, before, a.cfg.SyncPruneBatch)
+				})
+		})
 	}
 	if a.s3 != nil {
 		g.Go(func() error { return a.s3.Serve(ctx, a.s3Ln) })
@@ -797,20 +808,20 @@ func (a *App) serve(ctx context.Context, g *errgroup.Group, ln net.Listener, h h
 	})
 }
 
-// pruneArchive deletes archived events older than the retention, at start
-// and then every CHAT_ARCHIVE_PRUNE_INTERVAL. A failure is logged and
-// tried again at the next interval: an archive a little too long harms
-// nobody.
-func (a *App) pruneArchive(ctx context.Context) error {
-	logger := a.logger.With("component", "archive")
-	t := time.NewTicker(a.cfg.ArchivePruneEvery)
+// prunePeriodically deletes with prune what is older than retention, at
+// start and then every interval (the archive's, the sync feed's). A failure
+// is logged and tried again at the next interval: keeping a little too
+// much for a while harms nobody.
+func (a *App) prunePeriodically(ctx context.Context, component, what string, every, retention time.Duration, prune func(context.Context, time.Time) (int64, error)) error {
+	logger := a.logger.With("component", component)
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for now := time.Now(); ; {
-		before := now.Add(-a.cfg.ArchiveRetention)
-		if n, err := a.transport.PruneArchive(ctx, before); err != nil && ctx.Err() == nil {
-			logger.Warn("prune the event archive", "err", err)
+		before := now.Add(-retention)
+		if n, err := prune(ctx, before); err != nil && ctx.Err() == nil {
+			logger.Warn("prune the "+what, "err", err)
 		} else if n > 0 {
-			logger.Info("pruned the event archive", "count", n, "before", before.UTC().Format(time.RFC3339))
+			logger.Info("pruned the "+what, "count", n, "before", before.UTC().Format(time.RFC3339))
 		}
 		select {
 		case <-ctx.Done():

@@ -48,6 +48,10 @@ const defaultPresenceGrace = 15 * time.Second
 // backup a day or more old and replay what happened since.
 const defaultArchiveRetention = 7 * 24 * time.Hour
 
+// defaultSyncRetention keeps a month of each user's changes: a phone
+// offline for longer reloads its conversations.
+const defaultSyncRetention = 30 * 24 * time.Hour
+
 // Transports (CHAT_TRANSPORT).
 const (
 	transportPostgres = "postgres"
@@ -109,7 +113,16 @@ type Config struct {
 	ArchiveRetention  time.Duration
 	ArchivePruneEvery time.Duration
 	ArchivePruneBatch int
-	PprofAddr         string // CHAT_PPROF_ADDR: serve net/http/pprof there (loopback only); empty = off
+	// SyncRetention: sync feed entries older than this are pruned
+	// (CHAT_SYNC_RETENTION, default 30 days; 0 = keep them forever), by
+	// the persister's process every SyncPruneEvery
+	// (CHAT_SYNC_PRUNE_INTERVAL, default 1h) in batches of SyncPruneBatch
+	// rows (CHAT_SYNC_PRUNE_BATCH, default 1000). A client whose position
+	// is older is told to reload.
+	SyncRetention  time.Duration
+	SyncPruneEvery time.Duration
+	SyncPruneBatch int
+	PprofAddr      string // CHAT_PPROF_ADDR: serve net/http/pprof there (loopback only); empty = off
 	// MetricsAddr: CHAT_METRICS_ADDR, the admin listener of /metrics and
 	// /status, default 127.0.0.1:9464; "off" = none. Loopback only
 	// unless CHAT_METRICS_PUBLIC=true. MetricsAddrSet: given explicitly, so
@@ -346,16 +359,23 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	// default file (100 MiB video) at about 170 KB/s. Presigned uploads go
 	// straight to S3 and are not bound by it.
 	c.HTTPUploadTimeout = dur("CHAT_HTTP_UPLOAD_TIMEOUT", 10*time.Minute)
-	if v := strings.TrimSpace(getenv("CHAT_ARCHIVE_RETENTION")); v == "0" {
-		c.ArchiveRetention = 0
-	} else {
-		c.ArchiveRetention = dur("CHAT_ARCHIVE_RETENTION", defaultArchiveRetention)
-		if c.ArchiveRetention < time.Hour {
-			errs = append(errs, fmt.Errorf("CHAT_ARCHIVE_RETENTION=%s: want at least 1h (replay needs the recent past), or 0 to keep everything", c.ArchiveRetention))
+	// keep reads a retention: 0 keeps everything, else at least 1h.
+	keep := func(name string, def time.Duration, why string) time.Duration {
+		if strings.TrimSpace(getenv(name)) == "0" {
+			return 0
 		}
+		d := dur(name, def)
+		if d < time.Hour {
+			errs = append(errs, fmt.Errorf("%s=%s: want at least 1h (%s), or 0 to keep everything", name, d, why))
+		}
+		return d
 	}
+	c.ArchiveRetention = keep("CHAT_ARCHIVE_RETENTION", defaultArchiveRetention, "replay needs the recent past")
 	c.ArchivePruneEvery = dur("CHAT_ARCHIVE_PRUNE_INTERVAL", time.Hour)
 	c.ArchivePruneBatch = num("CHAT_ARCHIVE_PRUNE_BATCH", 1000, 1)
+	c.SyncRetention = keep("CHAT_SYNC_RETENTION", defaultSyncRetention, "a client offline for less must not have to reload")
+	c.SyncPruneEvery = dur("CHAT_SYNC_PRUNE_INTERVAL", time.Hour)
+	c.SyncPruneBatch = num("CHAT_SYNC_PRUNE_BATCH", 1000, 1)
 	if v := strings.TrimSpace(getenv("CHAT_OVERLOAD_QUEUE_AGE")); v == "0" {
 		c.OverloadQueueAge = 0
 	} else {

@@ -22,6 +22,7 @@ import (
 	"github.com/parleychat/parley/api/auth"
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/internal/tracing"
+	"github.com/parleychat/parley/workers/persister"
 )
 
 func main() {
@@ -100,7 +101,10 @@ func commands() []command {
 			setup:   statusCmd},
 		{name: "archive", args: "prune",
 			summary: "delete archived events older than CHAT_ARCHIVE_RETENTION (or --before) in short batches",
-			setup:   archiveCmd},
+			setup:   pruneCmd(archivePruning())},
+		{name: "sync", args: "prune",
+			summary: "delete sync feed entries older than CHAT_SYNC_RETENTION (or --before) in short batches (the persister's process does it every CHAT_SYNC_PRUNE_INTERVAL)",
+			setup:   pruneCmd(syncPruning())},
 		{name: "token", dev: true, needJWT: true,
 			summary: "print a signed JWT for a user (development)",
 			setup:   tokenCmd},
@@ -405,39 +409,72 @@ func replay(ctx context.Context, x cmdEnv, worker string, from, to time.Time) er
 	return nil
 }
 
-func archiveCmd(fs *flag.FlagSet) prepare {
-	before := fs.String("before", "", "RFC 3339 time or a duration ago, e.g. 720h (default: CHAT_ARCHIVE_RETENTION ago)")
-	return func(args []string) (runner, error) {
-		if len(args) != 1 || args[0] != "prune" {
-			return nil, usageError{errors.New("want: archive [--before TIME] prune")}
-		}
-		var cutoff time.Time
-		if *before != "" {
-			t, err := parseTime(*before, time.Now())
-			if err != nil {
-				return nil, usageError{fmt.Errorf("--before %q: want an RFC 3339 time or a duration like 720h", *before)}
-			}
-			cutoff = t
-		}
-		return func(ctx context.Context, x cmdEnv) error {
-			if cutoff.IsZero() {
-				if x.cfg.ArchiveRetention == 0 {
-					return errors.New("CHAT_ARCHIVE_RETENTION=0 keeps every archived event: pass --before to prune anyway")
-				}
-				cutoff = time.Now().Add(-x.cfg.ArchiveRetention)
-			}
+// pruning is what a prune command deletes: `chat archive prune`,
+// `chat sync prune`.
+type pruning struct {
+	command, what, retentionVar string
+	retention                   func(Config) time.Duration
+	prune                       func(context.Context, cmdEnv, time.Time) (int64, error)
+}
+
+func archivePruning() pruning {
+	return pruning{command: "archive", what: "archived events", retentionVar: "CHAT_ARCHIVE_RETENTION",
+		retention: func(c Config) time.Duration { return c.ArchiveRetention },
+		prune: func(ctx context.Context, x cmdEnv, cutoff time.Time) (int64, error) {
 			a, err := operator(ctx, x)
 			if err != nil {
-				return err
+				return 0, err
 			}
 			defer a.Close()
-			n, err := a.transport.PruneArchive(ctx, cutoff)
+			return a.transport.PruneArchive(ctx, cutoff)
+		}}
+}
+
+// syncPruning prunes the sync feed, which is PostgreSQL's on either
+// transport.
+func syncPruning() pruning {
+	return pruning{command: "sync", what: "sync feed entries", retentionVar: "CHAT_SYNC_RETENTION",
+		retention: func(c Config) time.Duration { return c.SyncRetention },
+		prune: func(ctx context.Context, x cmdEnv, cutoff time.Time) (int64, error) {
+			a, err := openApp(ctx, x.cfg, x.logger, parts{db: true})
 			if err != nil {
-				return err
+				return 0, err
 			}
-			fmt.Fprintf(x.stdout, "pruned %d archived events that occurred before %s\n", n, cutoff.UTC().Format(time.RFC3339))
-			return nil
-		}, nil
+			defer a.Close()
+			return persister.PruneFeed(ctx, a.pool, cutoff, x.cfg.SyncPruneBatch)
+		}}
+}
+
+func pruneCmd(p pruning) func(fs *flag.FlagSet) prepare {
+	return func(fs *flag.FlagSet) prepare {
+		before := fs.String("before", "", "RFC 3339 time or a duration ago, e.g. 720h (default: "+p.retentionVar+" ago)")
+		return func(args []string) (runner, error) {
+			if len(args) != 1 || args[0] != "prune" {
+				return nil, usageError{fmt.Errorf("want: %s [--before TIME] prune", p.command)}
+			}
+			var cutoff time.Time
+			if *before != "" {
+				t, err := parseTime(*before, time.Now())
+				if err != nil {
+					return nil, usageError{fmt.Errorf("--before %q: want an RFC 3339 time or a duration like 720h", *before)}
+				}
+				cutoff = t
+			}
+			return func(ctx context.Context, x cmdEnv) error {
+				if cutoff.IsZero() {
+					if p.retention(x.cfg) == 0 {
+						return fmt.Errorf("%s=0 keeps all %s: pass --before to prune anyway", p.retentionVar, p.what)
+					}
+					cutoff = time.Now().Add(-p.retention(x.cfg))
+				}
+				n, err := p.prune(ctx, x, cutoff)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(x.stdout, "pruned %d %s from before %s\n", n, p.what, cutoff.UTC().Format(time.RFC3339))
+				return nil
+			}, nil
+		}
 	}
 }
 

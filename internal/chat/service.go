@@ -52,13 +52,21 @@ type Limits struct {
 	// may edit a message, or unsend it; the persister holds events to the
 	// same windows.
 	EditWindow, UnsendWindow time.Duration
+	// MaxSyncChanges is the most changes one GET /sync answers (its
+	// limit's cap); DefaultSyncLimit is the limit when none is asked.
+	MaxSyncChanges int
 }
+
+// DefaultSyncLimit is how many changes GET /sync answers when its request
+// gives no limit.
+const DefaultSyncLimit = 100
 
 // DefaultLimits are the limits a server runs with unless configured.
 func DefaultLimits() Limits {
 	return Limits{MaxTextRunes: 4000, Rates: DefaultRates(), MaxReadBatch: 500, MaxClientIDLen: 128,
 		MaxUploads: 32, MaxUserUploads: 3, MaxConnectionsPerUser: 10,
-		EditWindow: events.DefaultEditWindow, UnsendWindow: events.DefaultUnsendWindow}
+		EditWindow: events.DefaultEditWindow, UnsendWindow: events.DefaultUnsendWindow,
+		MaxSyncChanges: 1000}
 }
 
 // Admission says whether the pipeline behind the bus can take more

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/parleychat/parley/db"
 	"github.com/parleychat/parley/db/dbtest"
@@ -22,13 +23,7 @@ import (
 // applies them: redelivered, replayed and out of order, the stored state is
 // the newest allowed change's.
 func TestMessageChanges(t *testing.T) {
-	t.Parallel()
-	_, pool := dbtest.New(t)
-	p := persister.New(pool, quiet)
-	for i, c := range []struct {
-		name string
-		run  func(t *testing.T, f fixture)
-	}{
+	runFixtures(t, 100000, []fixtureCase{
 		{"edits: newest wins, redelivery and replay change nothing", editsNewestWins},
 		{"edits: only the sender's, within the window, of a text message", editsRefused},
 		{"unsend leaves a tombstone in sequence", unsendTombstone},
@@ -36,12 +31,27 @@ func TestMessageChanges(t *testing.T) {
 		{"changes before their message are retried", changesBeforeMessage},
 		{"a reaction racing an unsend waits for it and is not stored", reactionDuringUnsend},
 		{"the event's deadline decides, not the persister's window", deadlineOfTheEvent},
-	} {
+	})
+}
+
+type fixtureCase struct {
+	name string
+	run  func(t *testing.T, f fixture)
+}
+
+// runFixtures runs cases in parallel over a database of their own, each
+// with users of its own: case i's are stride*(i+1) + 1, + 2, ...
+func runFixtures(t *testing.T, stride int64, cases []fixtureCase) (*pgxpool.Pool, *persister.Persister) {
+	t.Parallel()
+	_, pool := dbtest.New(t)
+	p := persister.New(pool, quiet)
+	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			c.run(t, newFixture(t, pool, p, int64(100000*(i+1))))
+			c.run(t, newFixture(t, pool, p, stride*int64(i+1)))
 		})
 	}
+	return pool, p
 }
 
 func (f fixture) edit(t *testing.T, m events.Envelope, by int64, text string, at time.Time) events.Envelope {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -107,14 +108,22 @@ func fill(errs []error, err error) {
 	}
 }
 
-// apply applies envs in tx, writing each event's outcome to errs. It
-// returns an error only when tx itself failed.
+// apply applies envs in tx, writing each event's outcome to errs, and
+// appends the changes that applied to the sync feed (feed.go), last, so
+// that the feed's locks come after every other lock the batch takes. It
+// returns an error only when tx itself failed, or the feed could not be
+// written; then nothing of the batch is left in tx.
 func (p *Persister) apply(ctx context.Context, tx pgx.Tx, envs []events.Envelope, errs []error) error {
 	sp, err := tx.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("savepoint: %w", err)
 	}
-	if err := p.applyRuns(ctx, sp, envs, errs); err == nil {
+	var changes feedBatch
+	err = p.applyRuns(ctx, sp, envs, errs, &changes)
+	if err == nil {
+		err = appendFeed(ctx, sp, envs, changes)
+	}
+	if err == nil {
 		return sp.Commit(ctx)
 	} else if len(envs) == 1 {
 		errs[0] = classify(err)
@@ -125,24 +134,38 @@ func (p *Persister) apply(ctx context.Context, tx pgx.Tx, envs []events.Envelope
 	if err := sp.Rollback(ctx); err != nil {
 		return fmt.Errorf("roll back to savepoint: %w", err)
 	}
+	// The events one by one, and then the feed of those that applied in
+	// one go: appending per event would take feed locks before a later
+	// event's conversation locks.
+	all, err := tx.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	changes = changes[:0]
 	for i, e := range envs {
-		one, err := tx.Begin(ctx)
+		one, err := all.Begin(ctx)
 		if err != nil {
 			return fmt.Errorf("savepoint: %w", err)
 		}
 		res := []error{nil}
-		if failed := p.applyRuns(ctx, one, []events.Envelope{e}, res); failed != nil {
+		var mine feedBatch
+		if failed := p.applyRuns(ctx, one, []events.Envelope{e}, res, &mine); failed != nil {
 			errs[i] = classify(failed)
 			err = one.Rollback(ctx)
 		} else {
 			errs[i] = res[0]
+			changes = append(changes, mine...)
 			err = one.Commit(ctx)
 		}
 		if err != nil {
 			return fmt.Errorf("savepoint: %w", err)
 		}
 	}
-	return nil
+	if err := appendFeed(ctx, all, envs, changes); err != nil {
+		_ = all.Rollback(ctx)
+		return err
+	}
+	return all.Commit(ctx)
 }
 
 // applyRuns applies envs: first every message of the batch with one
@@ -153,8 +176,9 @@ func (p *Persister) apply(ctx context.Context, tx pgx.Tx, envs []events.Envelope
 // depends on the order. (In a queue, receipts and messages alternate: runs
 // of one type would be one or two events long.) Outcomes of single events
 // (a message not stored yet, a bad payload) go to errs; a failed statement
-// is returned, and leaves the transaction to be rolled back.
-func (p *Persister) applyRuns(ctx context.Context, tx pgx.Tx, envs []events.Envelope, errs []error) error {
+// is returned, and leaves the transaction to be rolled back. The changes
+// that applied are added to changes, in the order they applied.
+func (p *Persister) applyRuns(ctx context.Context, tx pgx.Tx, envs []events.Envelope, errs []error, changes *feedBatch) error {
 	q := db.New(tx)
 	var sent, delivered, other []int
 	for i, e := range envs {
@@ -168,17 +192,17 @@ func (p *Persister) applyRuns(ctx context.Context, tx pgx.Tx, envs []events.Enve
 		}
 	}
 	if err := apply(envs, errs, sent, func(es []events.Envelope, out []error) error {
-		return p.storeMessages(ctx, tx, es, out)
+		return p.storeMessages(ctx, tx, es, out, changes)
 	}); err != nil {
 		return err
 	}
 	if err := apply(envs, errs, delivered, func(es []events.Envelope, out []error) error {
-		return p.applyDelivered(ctx, q, es, out)
+		return p.applyDelivered(ctx, q, es, out, changes)
 	}); err != nil {
 		return err
 	}
 	for _, i := range other {
-		if err := p.applyOne(ctx, q, envs[i], &errs[i]); err != nil {
+		if err := p.applyOne(ctx, q, envs[i], &errs[i], changes); err != nil {
 			return err
 		}
 	}
@@ -205,8 +229,9 @@ func apply(envs []events.Envelope, errs []error, idx []int, fn func([]events.Env
 }
 
 // applyOne applies an event that is not batched. The event's own outcome
-// goes to outcome; a failed statement is returned.
-func (p *Persister) applyOne(ctx context.Context, q *db.Queries, e events.Envelope, outcome *error) error {
+// goes to outcome, a change it made to changes; a failed statement is
+// returned.
+func (p *Persister) applyOne(ctx context.Context, q *db.Queries, e events.Envelope, outcome *error, changes *feedBatch) error {
 	switch e.Type {
 	case events.TypeMessageRead:
 		var m events.MessageReadV1
@@ -214,23 +239,31 @@ func (p *Persister) applyOne(ctx context.Context, q *db.Queries, e events.Envelo
 			*outcome = err
 			return nil
 		}
-		return p.applyRead(ctx, q, m)
+		return p.applyRead(ctx, q, e, m, changes)
 	case events.TypeMessageDeleted:
 		var m events.MessageDeletedV1
 		if err := e.Unmarshal(&m); err != nil {
 			*outcome = err
 			return nil
 		}
-		return q.InsertMessageDeletion(ctx, db.InsertMessageDeletionParams{
+		n, err := q.InsertMessageDeletion(ctx, db.InsertMessageDeletionParams{
 			MessageID: uuid.MustParse(m.MessageID), UserID: m.UserID, DeletedAt: m.DeletedAt,
 		})
+		if err != nil {
+			return fmt.Errorf("delete for user: %w", err)
+		}
+		if n > 0 {
+			changes.add(feedChange{env: e, kind: KindMessageDeleted, conv: uuid.MustParse(m.ConversationID),
+				only: []int64{m.UserID}, body: FeedMessageDeleted{MessageID: m.MessageID, ConversationID: m.ConversationID, DeletedAt: m.DeletedAt.UTC()}})
+		}
+		return nil
 	case events.TypeConversationSettingsChanged:
 		var m events.ConversationSettingsChangedV1
 		if err := e.Unmarshal(&m); err != nil {
 			*outcome = err
 			return nil
 		}
-		return p.applySettings(ctx, q, m)
+		return p.applySettings(ctx, q, e, m, changes)
 	case events.TypeThumbnailReady:
 		var m events.ThumbnailReadyV1
 		if err := e.Unmarshal(&m); err != nil {
@@ -250,7 +283,7 @@ func (p *Persister) applyOne(ctx context.Context, q *db.Queries, e events.Envelo
 		return p.applyChange(ctx, q, e, m.MessageID, outcome, func() (int64, error) {
 			return q.EditMessage(ctx, db.EditMessageParams{TextContent: &m.TextContent, EditedAt: &m.EditedAt,
 				ID: uuid.MustParse(m.MessageID), SenderID: m.SenderID})
-		})
+		}, changes.with(e, KindMessageUpdated, m.ConversationID, m.MessageID, m.ParticipantIDs, feedEdited(m)))
 	case events.TypeMessageUnsent:
 		var m events.MessageUnsentV1
 		if err := e.Unmarshal(&m); err != nil {
@@ -263,7 +296,7 @@ func (p *Persister) applyOne(ctx context.Context, q *db.Queries, e events.Envelo
 		return p.applyChange(ctx, q, e, m.MessageID, outcome, func() (int64, error) {
 			return q.UnsendMessage(ctx, db.UnsendMessageParams{UnsentAt: &m.UnsentAt,
 				ID: uuid.MustParse(m.MessageID), SenderID: m.SenderID})
-		})
+		}, changes.with(e, KindMessageUnsent, m.ConversationID, m.MessageID, m.ParticipantIDs, feedUnsent(m)))
 	case events.TypeReactionChanged:
 		var m events.ReactionChangedV1
 		if err := e.Unmarshal(&m); err != nil {
@@ -273,7 +306,7 @@ func (p *Persister) applyOne(ctx context.Context, q *db.Queries, e events.Envelo
 		return p.applyChange(ctx, q, e, m.MessageID, outcome, func() (int64, error) {
 			return q.SetReaction(ctx, db.SetReactionParams{UserID: m.UserID, Emoji: nonEmpty(m.Emoji),
 				ChangedAt: m.ChangedAt, MessageID: uuid.MustParse(m.MessageID)})
-		})
+		}, changes.with(e, KindReactionChanged, m.ConversationID, m.MessageID, m.ParticipantIDs, feedReaction(m)))
 	default:
 		// A type this version does not know (added by a newer publisher):
 		// acknowledging it keeps the queue moving; the archive still has it.
@@ -286,9 +319,10 @@ func (p *Persister) applyOne(ctx context.Context, q *db.Queries, e events.Envelo
 // conversation in batch order. The conversations' row locks serialize
 // writers of one conversation, so sequences are gap-free and follow commit
 // order.
-func (p *Persister) storeMessages(ctx context.Context, tx pgx.Tx, envs []events.Envelope, errs []error) error {
+func (p *Persister) storeMessages(ctx context.Context, tx pgx.Tx, envs []events.Envelope, errs []error, changes *feedBatch) error {
 	q := db.New(tx)
 	var in db.InsertMessagesParams
+	sent := make([]*events.MessageSentV1, len(envs))
 	var convs []uuid.UUID
 	parties := map[uuid.UUID][2]int64{}
 	var withheld db.InsertMessageDeletionsParams
@@ -298,6 +332,7 @@ func (p *Persister) storeMessages(ctx context.Context, tx pgx.Tx, envs []events.
 			errs[i] = err
 			continue
 		}
+		sent[i] = &m
 		if m.WithheldFromRecipient {
 			// Kept for the sender only: hidden for the recipient from the
 			// start, so no list, count or preview of theirs ever shows it.
@@ -356,12 +391,40 @@ func (p *Persister) storeMessages(ctx context.Context, tx pgx.Tx, envs []events.
 	// A new statement after the locks: its snapshot sees every message
 	// committed before they were granted, so each sequence is next.
 	in.SentAt = p.now()
-	if _, err := q.InsertMessages(ctx, in); err != nil {
+	stored, err := q.InsertMessages(ctx, in)
+	if err != nil {
 		return fmt.Errorf("insert %d messages: %w", len(in.Ids), err)
 	}
 	if len(withheld.MessageIds) > 0 {
 		if err := q.InsertMessageDeletions(ctx, withheld); err != nil {
 			return fmt.Errorf("withhold %d messages: %w", len(withheld.MessageIds), err)
+		}
+	}
+	// The messages stored now (not those stored before), in batch order;
+	// a read that arrived before its message applied with it.
+	fresh := make(map[uuid.UUID]db.InsertMessagesRow, len(stored))
+	for _, r := range stored {
+		fresh[r.ID] = r
+	}
+	for i, m := range sent {
+		if m == nil {
+			continue
+		}
+		id := uuid.MustParse(m.MessageID)
+		r, ok := fresh[id]
+		if !ok {
+			continue
+		}
+		delete(fresh, id)
+		conv := uuid.MustParse(m.ConversationID)
+		var only []int64
+		if m.WithheldFromRecipient {
+			only = []int64{m.SenderID}
+		}
+		changes.add(feedChange{env: envs[i], kind: KindNewMessage, conv: conv, message: id, only: only, body: feedNewMessage(*m, r.Seq)})
+		if r.ReadAt != nil {
+			changes.add(feedChange{env: envs[i], kind: KindMessageRead, conv: conv, message: id, only: only,
+				body: feedRead(m.ConversationID, m.RecipientID, []string{m.MessageID}, *r.ReadAt)})
 		}
 	}
 	return nil
@@ -383,7 +446,7 @@ func (p *Persister) recreateConversation(ctx context.Context, tx pgx.Tx, id uuid
 // not promise order). Nothing is retried: an id that never becomes a
 // message, or one of another conversation or addressed to someone else, is
 // a client's mistake, and applies to nothing. Re-applying is a no-op.
-func (p *Persister) applyRead(ctx context.Context, q *db.Queries, m events.MessageReadV1) error {
+func (p *Persister) applyRead(ctx context.Context, q *db.Queries, e events.Envelope, m events.MessageReadV1, changes *feedBatch) error {
 	ids := make([]uuid.UUID, len(m.MessageIDs))
 	for i, s := range m.MessageIDs {
 		ids[i] = uuid.MustParse(s)
@@ -405,10 +468,23 @@ func (p *Persister) applyRead(ctx context.Context, q *db.Queries, m events.Messa
 		}
 	}
 	if len(missing) < len(ids) {
-		if err := q.MarkMessagesRead(ctx, db.MarkMessagesReadParams{
+		marked, err := q.MarkMessagesRead(ctx, db.MarkMessagesReadParams{
 			ReadAt: &m.ReadAt, Ids: ids, ConversationID: convID, ReaderID: m.ReaderID,
-		}); err != nil {
+		})
+		if err != nil {
 			return fmt.Errorf("mark read: %w", err)
+		}
+		if len(marked) > 0 {
+			// The ids it marked now, in the receipt's order.
+			var read []string
+			var follows []uuid.UUID
+			for _, id := range ids {
+				if slices.Contains(marked, id) && !slices.Contains(read, id.String()) {
+					read, follows = append(read, id.String()), append(follows, id)
+				}
+			}
+			changes.add(feedChange{env: e, kind: KindMessageRead, conv: convID, follows: follows,
+				body: feedRead(m.ConversationID, m.ReaderID, read, m.ReadAt)})
 		}
 		seq, err := q.MaxSeqOfMessages(ctx, db.MaxSeqOfMessagesParams{Ids: ids, ConversationID: convID, ReaderID: m.ReaderID})
 		if err != nil {
@@ -459,15 +535,17 @@ func missingMessages(ctx context.Context, q *db.Queries, ids []uuid.UUID) ([]uui
 
 // applyDelivered records a run of delivery receipts with one statement; a
 // receipt for a message not stored yet has ErrNotYetStored as its outcome.
-func (p *Persister) applyDelivered(ctx context.Context, q *db.Queries, envs []events.Envelope, errs []error) error {
+func (p *Persister) applyDelivered(ctx context.Context, q *db.Queries, envs []events.Envelope, errs []error, changes *feedBatch) error {
 	var in db.MarkMessagesDeliveredParams
 	pos := map[uuid.UUID][]int{}
+	receipts := make([]*events.MessageDeliveredV1, len(envs))
 	for i, e := range envs {
 		var m events.MessageDeliveredV1
 		if err := e.Unmarshal(&m); err != nil {
 			errs[i] = err
 			continue
 		}
+		receipts[i] = &m
 		id := uuid.MustParse(m.MessageID)
 		in.Ids = append(in.Ids, id)
 		in.DeliveredAts = append(in.DeliveredAts, m.DeliveredAt)
@@ -480,8 +558,15 @@ func (p *Persister) applyDelivered(ctx context.Context, q *db.Queries, envs []ev
 	if err != nil {
 		return fmt.Errorf("mark %d delivered: %w", len(in.Ids), err)
 	}
-	for _, id := range stored {
-		delete(pos, id)
+	for _, r := range stored {
+		if r.Applied {
+			// Told to the sender, from the receipt that applied: the
+			// first of the batch for its message.
+			m := receipts[pos[r.ID][0]]
+			changes.add(feedChange{env: envs[pos[r.ID][0]], kind: KindMessageDelivered, conv: uuid.MustParse(m.ConversationID),
+				message: r.ID, only: []int64{m.SenderID}, body: feedDelivered(*m)})
+		}
+		delete(pos, r.ID)
 	}
 	for id, is := range pos {
 		for _, i := range is {
@@ -509,13 +594,15 @@ func (p *Persister) applyThumbnail(ctx context.Context, q *db.Queries, m events.
 // applyChange applies a change of a stored message with write, which
 // changes nothing unless the change is allowed and newer than what is
 // stored: a redelivered, replayed or older change is a no-op. A change of a
-// message not stored yet waits for it (ErrNotYetStored).
-func (p *Persister) applyChange(ctx context.Context, q *db.Queries, e events.Envelope, messageID string, outcome *error, write func() (int64, error)) error {
+// message not stored yet waits for it (ErrNotYetStored). applied is called
+// when the change applied.
+func (p *Persister) applyChange(ctx context.Context, q *db.Queries, e events.Envelope, messageID string, outcome *error, write func() (int64, error), applied func()) error {
 	n, err := write()
 	if err != nil {
 		return fmt.Errorf("%s: %w", e.Type, err)
 	}
 	if n > 0 {
+		applied()
 		return nil
 	}
 	id := uuid.MustParse(messageID)
@@ -544,18 +631,21 @@ func (p *Persister) pastDeadline(ctx context.Context, e events.Envelope, message
 	return true
 }
 
-func (p *Persister) applySettings(ctx context.Context, q *db.Queries, m events.ConversationSettingsChangedV1) error {
-	n, err := q.UpdateParticipantSettings(ctx, db.UpdateParticipantSettingsParams{
+func (p *Persister) applySettings(ctx context.Context, q *db.Queries, e events.Envelope, m events.ConversationSettingsChangedV1, changes *feedBatch) error {
+	now, err := q.UpdateParticipantSettings(ctx, db.UpdateParticipantSettingsParams{
 		Pinned: m.Pinned, Muted: m.Muted, Archived: m.Archived, Deleted: m.Deleted,
 		ChangedAt: m.ChangedAt, ConversationID: uuid.MustParse(m.ConversationID), UserID: m.UserID,
 	})
 	if err != nil {
 		return fmt.Errorf("update settings: %w", err)
 	}
-	if n == 0 {
+	if len(now) == 0 {
 		p.logger.Debug("settings change not applied (older than the current settings, or not a participant)",
 			"conversation_id", m.ConversationID, "user_id", m.UserID)
+		return nil
 	}
+	changes.add(feedChange{env: e, kind: KindSettingsChanged, conv: uuid.MustParse(m.ConversationID),
+		only: []int64{m.UserID}, body: feedSettings(m.ConversationID, now[0], m.ChangedAt)})
 	return nil
 }
 

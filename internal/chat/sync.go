@@ -1,0 +1,69 @@
+package chat
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/parleychat/parley/db"
+)
+
+// The sync feed: every change a user must learn of, at a per-user gap-free
+// position, appended by the persister (workers/persister/feed.go). A
+// client keeps the last position it handled and asks for what follows.
+
+// SyncChange is one entry of a user's feed. Kind is the type of the
+// WebSocket frame that announces the change where one exists, and Data
+// that frame's data.
+type SyncChange struct {
+	Position       int64           `json:"position"`
+	Kind           string          `json:"kind"`
+	ConversationID string          `json:"conversation_id"`
+	OccurredAt     time.Time       `json:"occurred_at"`
+	Data           json.RawMessage `json:"data"`
+}
+
+// SyncResult answers GET /sync. Next is the position to ask from next
+// time. Reset says the position asked from is no longer in the feed
+// (pruned, or ahead of it, as after a restore): the client reloads its
+// conversations and continues from Next.
+type SyncResult struct {
+	Changes []SyncChange `json:"changes"`
+	Next    int64        `json:"next"`
+	HasMore bool         `json:"has_more"`
+	Reset   bool         `json:"reset"`
+}
+
+// Sync answers the changes of userID's feed after position since, at most
+// limit of them (0: DefaultSyncLimit).
+func (s *Service) Sync(ctx context.Context, userID, since int64, limit int) (SyncResult, error) {
+	if since < 0 {
+		return SyncResult{}, Errorf(CodeBadRequest, "since must be a non-negative integer")
+	}
+	if limit == 0 {
+		limit = min(DefaultSyncLimit, s.limits.MaxSyncChanges)
+	}
+	if limit < 1 || limit > s.limits.MaxSyncChanges {
+		return SyncResult{}, Errorf(CodeBadRequest, "limit must be an integer from 1 to %d", s.limits.MaxSyncChanges)
+	}
+	rows, err := s.q.ListFeed(ctx, db.ListFeedParams{UserID: userID, Since: since, PageLimit: int32(limit + 1)})
+	if err != nil {
+		return SyncResult{}, unavailable("the database", err)
+	}
+	// Read after the entries: a prune between the two reads makes the
+	// answer a reset, never a silent gap.
+	b, err := s.q.FeedBounds(ctx, userID)
+	if err != nil {
+		return SyncResult{}, unavailable("the database", err)
+	}
+	if since < b.PrunedThrough || since > b.Head {
+		return SyncResult{Changes: []SyncChange{}, Next: b.Head, Reset: true}, nil
+	}
+	res := SyncResult{Changes: make([]SyncChange, 0, min(len(rows), limit)), Next: since, HasMore: len(rows) > limit}
+	for _, r := range rows[:min(len(rows), limit)] {
+		res.Changes = append(res.Changes, SyncChange{Position: r.Position, Kind: r.Kind,
+			ConversationID: r.ConversationID.String(), OccurredAt: r.OccurredAt.UTC(), Data: r.Body})
+		res.Next = r.Position
+	}
+	return res, nil
+}
