@@ -15,30 +15,32 @@ import (
 const appendFeed = `-- name: AppendFeed :many
 WITH input AS (
     SELECT g.ord,
-           ($1::bigint[])[g.ord] AS user_id,
-           ($2::text[])[g.ord] AS kind,
-           ($3::uuid[])[g.ord] AS conversation_id,
-           ($4::uuid[])[g.ord] AS event_id,
-           ($5::timestamptz[])[g.ord] AS occurred_at,
-           ($6::jsonb[])[g.ord] AS body
-    FROM generate_series(1, cardinality($1::bigint[])) AS g(ord)
-), done AS MATERIALIZED (
-    -- By key (= ANY of the leading column), not an anti-join a planner
-    -- may turn into a scan of the whole table.
-    SELECT f.event_id, f.user_id, f.kind FROM user_feed f WHERE f.event_id = ANY($4::uuid[])
+           ($1::text[])[g.ord] AS kind,
+           ($2::uuid[])[g.ord] AS conversation_id,
+           ($3::uuid[])[g.ord] AS event_id,
+           ($4::timestamptz[])[g.ord] AS occurred_at,
+           ($5::jsonb[])[g.ord] AS body
+    FROM generate_series(1, cardinality($3::uuid[])) AS g(ord)
+), stored AS (
+    INSERT INTO feed_changes (kind, conversation_id, event_id, occurred_at, body)
+    SELECT i.kind, i.conversation_id, i.event_id, i.occurred_at, i.body FROM input i ORDER BY i.ord
+    ON CONFLICT (event_id, kind) DO NOTHING
+    RETURNING id, event_id, kind
 ), fresh AS (
-    SELECT DISTINCT ON (i.event_id, i.user_id, i.kind) i.ord, i.user_id, i.kind, i.conversation_id, i.event_id, i.occurred_at, i.body FROM input i
-    WHERE NOT EXISTS (SELECT 1 FROM done d WHERE d.event_id = i.event_id AND d.user_id = i.user_id AND d.kind = i.kind)
-    ORDER BY i.event_id, i.user_id, i.kind, i.ord
+    SELECT i.ord, s.id FROM input i JOIN stored s ON s.event_id = i.event_id AND s.kind = i.kind
+), entries AS (
+    SELECT ($6::int[])[g.k] AS ord, ($7::bigint[])[g.k] AS user_id, g.k
+    FROM generate_series(1, cardinality($7::bigint[])) AS g(k)
 ), heads AS MATERIALIZED (
-    -- By key too, whatever plan the statement is cached with.
-    SELECT h.user_id, h.head FROM user_feed_heads h WHERE h.user_id = ANY($1::bigint[])
+    -- By key, whatever plan the statement is cached with.
+    SELECT h.user_id, h.head FROM user_feed_heads h WHERE h.user_id = ANY($7::bigint[])
 ), numbered AS (
-    SELECT f.ord, f.user_id, f.kind, f.conversation_id, f.event_id, f.occurred_at, f.body, h.head + row_number() OVER (PARTITION BY f.user_id ORDER BY f.ord) AS position
-    FROM fresh f JOIN heads h ON h.user_id = f.user_id
+    SELECT e.user_id, f.id AS change_id,
+           h.head + row_number() OVER (PARTITION BY e.user_id ORDER BY e.ord, e.k) AS position
+    FROM entries e JOIN fresh f ON f.ord = e.ord JOIN heads h ON h.user_id = e.user_id
 ), ins AS (
-    INSERT INTO user_feed (user_id, position, kind, conversation_id, event_id, occurred_at, body)
-    SELECT n.user_id, n.position, n.kind, n.conversation_id, n.event_id, n.occurred_at, n.body FROM numbered n
+    INSERT INTO user_feed (user_id, position, change_id)
+    SELECT n.user_id, n.position, n.change_id FROM numbered n
     RETURNING user_id, position
 ), raised AS (
     UPDATE user_feed_heads h SET head = r.head
@@ -49,12 +51,13 @@ SELECT ins.user_id, ins.position FROM ins ORDER BY ins.user_id, ins.position
 `
 
 type AppendFeedParams struct {
-	UserIds         []int64
 	Kinds           []string
 	ConversationIds []uuid.UUID
 	EventIds        []uuid.UUID
 	OccurredAts     []time.Time
 	Bodies          [][]byte
+	EntryChanges    []int32
+	EntryUsers      []int64
 }
 
 type AppendFeedRow struct {
@@ -62,18 +65,22 @@ type AppendFeedRow struct {
 	Position int64
 }
 
-// Appends a batch's entries, each at its user's next position in batch
-// order, and raises the heads, in one statement; an entry already appended
-// (the same event, user and kind: a redelivery or a replay) is skipped.
-// The caller holds the heads' locks (TakeFeedHeads).
+// Appends a batch's changes, each stored once (feed_changes) and pointed
+// at from the feed of every user it concerns, at that user's next position
+// in batch order, and raises the heads, in one statement. A change already
+// appended (the same event and kind: a redelivery or a replay) appends
+// nothing. The caller holds the heads' locks (TakeFeedHeads) and passes
+// each change once: entry_changes[k] is the ordinal (1-based) of the change
+// entry k is of, entry_users[k] its user.
 func (q *Queries) AppendFeed(ctx context.Context, arg AppendFeedParams) ([]AppendFeedRow, error) {
 	rows, err := q.db.Query(ctx, appendFeed,
-		arg.UserIds,
 		arg.Kinds,
 		arg.ConversationIds,
 		arg.EventIds,
 		arg.OccurredAts,
 		arg.Bodies,
+		arg.EntryChanges,
+		arg.EntryUsers,
 	)
 	if err != nil {
 		return nil, err
@@ -148,9 +155,10 @@ func (q *Queries) FeedBounds(ctx context.Context, userID int64) (FeedBoundsRow, 
 }
 
 const listFeed = `-- name: ListFeed :many
-SELECT position, kind, conversation_id, occurred_at, body FROM user_feed
-WHERE user_id = $1 AND position > $2::bigint
-ORDER BY position
+SELECT f.position, c.kind, c.conversation_id, c.occurred_at, c.body
+FROM user_feed f JOIN feed_changes c ON c.id = f.change_id
+WHERE f.user_id = $1 AND f.position > $2::bigint
+ORDER BY f.position
 LIMIT $3
 `
 
@@ -202,7 +210,6 @@ WITH del AS (
     DELETE FROM user_feed f
     WHERE f.ctid = ANY(ARRAY(SELECT d.ctid FROM user_feed d
                              WHERE d.appended_at < $1::timestamptz
-                             ORDER BY d.appended_at
                              LIMIT $2))
     RETURNING f.user_id, f.position
 ), floors AS (
@@ -219,11 +226,39 @@ type PruneFeedParams struct {
 	BatchSize int32
 }
 
-// Deletes up to batch_size entries appended before a time, oldest first,
-// and raises the floors of their users to the highest position deleted,
-// so that a client behind a floor is told to reload.
+// Deletes up to batch_size entries appended before a time and raises the
+// floors of their users to the highest position deleted, so that a client
+// behind a floor is told to reload. Any old entries will do, not the
+// oldest first: a floor above an entry still there only makes a client
+// reload sooner, and the caller repeats until none is left.
 func (q *Queries) PruneFeed(ctx context.Context, arg PruneFeedParams) (int64, error) {
 	row := q.db.QueryRow(ctx, pruneFeed, arg.Before, arg.BatchSize)
+	var column_1 int64
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
+const pruneFeedChanges = `-- name: PruneFeedChanges :one
+WITH del AS (
+    DELETE FROM feed_changes c
+    WHERE c.ctid = ANY(ARRAY(SELECT d.ctid FROM feed_changes d
+                             WHERE d.appended_at < $1::timestamptz
+                             LIMIT $2))
+    RETURNING 1
+)
+SELECT count(*)::bigint FROM del
+`
+
+type PruneFeedChangesParams struct {
+	Before    time.Time
+	BatchSize int32
+}
+
+// Deletes up to batch_size changes appended before a time. Run once
+// PruneFeed has deleted every entry appended before it: an entry is
+// written in its change's transaction, with the same appended_at.
+func (q *Queries) PruneFeedChanges(ctx context.Context, arg PruneFeedChangesParams) (int64, error) {
+	row := q.db.QueryRow(ctx, pruneFeedChanges, arg.Before, arg.BatchSize)
 	var column_1 int64
 	err := row.Scan(&column_1)
 	return column_1, err

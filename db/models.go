@@ -65,6 +65,16 @@ type EventArchive struct {
 	Envelope       []byte
 }
 
+type FeedChange struct {
+	ID             int64
+	Kind           string
+	ConversationID uuid.UUID
+	EventID        uuid.UUID
+	OccurredAt     time.Time
+	Body           []byte
+	AppendedAt     time.Time
+}
+
 type Message struct {
 	ID                uuid.UUID
 	ConversationID    uuid.UUID
@@ -174,14 +184,10 @@ type Report struct {
 }
 
 type UserFeed struct {
-	UserID         int64
-	Position       int64
-	Kind           string
-	ConversationID uuid.UUID
-	EventID        uuid.UUID
-	OccurredAt     time.Time
-	Body           []byte
-	AppendedAt     time.Time
+	UserID     int64
+	Position   int64
+	AppendedAt time.Time
+	ChangeID   int64
 }
 
 type UserFeedFloor struct {

@@ -19,36 +19,41 @@ SELECT u FROM unnest(@user_ids::bigint[]) AS u ORDER BY u
 ON CONFLICT (user_id) DO UPDATE SET head = user_feed_heads.head;
 
 -- name: AppendFeed :many
--- Appends a batch's entries, each at its user's next position in batch
--- order, and raises the heads, in one statement; an entry already appended
--- (the same event, user and kind: a redelivery or a replay) is skipped.
--- The caller holds the heads' locks (TakeFeedHeads).
+-- Appends a batch's changes, each stored once (feed_changes) and pointed
+-- at from the feed of every user it concerns, at that user's next position
+-- in batch order, and raises the heads, in one statement. A change already
+-- appended (the same event and kind: a redelivery or a replay) appends
+-- nothing. The caller holds the heads' locks (TakeFeedHeads) and passes
+-- each change once: entry_changes[k] is the ordinal (1-based) of the change
+-- entry k is of, entry_users[k] its user.
 WITH input AS (
     SELECT g.ord,
-           (@user_ids::bigint[])[g.ord] AS user_id,
            (@kinds::text[])[g.ord] AS kind,
            (@conversation_ids::uuid[])[g.ord] AS conversation_id,
            (@event_ids::uuid[])[g.ord] AS event_id,
            (@occurred_ats::timestamptz[])[g.ord] AS occurred_at,
            (@bodies::jsonb[])[g.ord] AS body
-    FROM generate_series(1, cardinality(@user_ids::bigint[])) AS g(ord)
-), done AS MATERIALIZED (
-    -- By key (= ANY of the leading column), not an anti-join a planner
-    -- may turn into a scan of the whole table.
-    SELECT f.event_id, f.user_id, f.kind FROM user_feed f WHERE f.event_id = ANY(@event_ids::uuid[])
+    FROM generate_series(1, cardinality(@event_ids::uuid[])) AS g(ord)
+), stored AS (
+    INSERT INTO feed_changes (kind, conversation_id, event_id, occurred_at, body)
+    SELECT i.kind, i.conversation_id, i.event_id, i.occurred_at, i.body FROM input i ORDER BY i.ord
+    ON CONFLICT (event_id, kind) DO NOTHING
+    RETURNING id, event_id, kind
 ), fresh AS (
-    SELECT DISTINCT ON (i.event_id, i.user_id, i.kind) i.* FROM input i
-    WHERE NOT EXISTS (SELECT 1 FROM done d WHERE d.event_id = i.event_id AND d.user_id = i.user_id AND d.kind = i.kind)
-    ORDER BY i.event_id, i.user_id, i.kind, i.ord
+    SELECT i.ord, s.id FROM input i JOIN stored s ON s.event_id = i.event_id AND s.kind = i.kind
+), entries AS (
+    SELECT (@entry_changes::int[])[g.k] AS ord, (@entry_users::bigint[])[g.k] AS user_id, g.k
+    FROM generate_series(1, cardinality(@entry_users::bigint[])) AS g(k)
 ), heads AS MATERIALIZED (
-    -- By key too, whatever plan the statement is cached with.
-    SELECT h.user_id, h.head FROM user_feed_heads h WHERE h.user_id = ANY(@user_ids::bigint[])
+    -- By key, whatever plan the statement is cached with.
+    SELECT h.user_id, h.head FROM user_feed_heads h WHERE h.user_id = ANY(@entry_users::bigint[])
 ), numbered AS (
-    SELECT f.*, h.head + row_number() OVER (PARTITION BY f.user_id ORDER BY f.ord) AS position
-    FROM fresh f JOIN heads h ON h.user_id = f.user_id
+    SELECT e.user_id, f.id AS change_id,
+           h.head + row_number() OVER (PARTITION BY e.user_id ORDER BY e.ord, e.k) AS position
+    FROM entries e JOIN fresh f ON f.ord = e.ord JOIN heads h ON h.user_id = e.user_id
 ), ins AS (
-    INSERT INTO user_feed (user_id, position, kind, conversation_id, event_id, occurred_at, body)
-    SELECT n.user_id, n.position, n.kind, n.conversation_id, n.event_id, n.occurred_at, n.body FROM numbered n
+    INSERT INTO user_feed (user_id, position, change_id)
+    SELECT n.user_id, n.position, n.change_id FROM numbered n
     RETURNING user_id, position
 ), raised AS (
     UPDATE user_feed_heads h SET head = r.head
@@ -59,9 +64,10 @@ SELECT ins.user_id, ins.position FROM ins ORDER BY ins.user_id, ins.position;
 
 -- name: ListFeed :many
 -- A user's changes after a position, oldest first.
-SELECT position, kind, conversation_id, occurred_at, body FROM user_feed
-WHERE user_id = @user_id AND position > @since::bigint
-ORDER BY position
+SELECT f.position, c.kind, c.conversation_id, c.occurred_at, c.body
+FROM user_feed f JOIN feed_changes c ON c.id = f.change_id
+WHERE f.user_id = @user_id AND f.position > @since::bigint
+ORDER BY f.position
 LIMIT @page_limit;
 
 -- name: FeedBounds :one
@@ -70,16 +76,17 @@ SELECT COALESCE((SELECT h.head FROM user_feed_heads h WHERE h.user_id = @user_id
        COALESCE((SELECT f.pruned_through FROM user_feed_floors f WHERE f.user_id = @user_id), 0)::bigint AS pruned_through;
 
 -- name: PruneFeed :one
--- Deletes up to batch_size entries appended before a time, oldest first,
--- and raises the floors of their users to the highest position deleted,
--- so that a client behind a floor is told to reload.
+-- Deletes up to batch_size entries appended before a time and raises the
+-- floors of their users to the highest position deleted, so that a client
+-- behind a floor is told to reload. Any old entries will do, not the
+-- oldest first: a floor above an entry still there only makes a client
+-- reload sooner, and the caller repeats until none is left.
 WITH del AS (
     -- By row address: a plan cached for any batch size deletes what it
     -- found, never scanning the table to match it.
     DELETE FROM user_feed f
     WHERE f.ctid = ANY(ARRAY(SELECT d.ctid FROM user_feed d
                              WHERE d.appended_at < @before::timestamptz
-                             ORDER BY d.appended_at
                              LIMIT @batch_size))
     RETURNING f.user_id, f.position
 ), floors AS (
@@ -87,5 +94,18 @@ WITH del AS (
     SELECT d.user_id, max(d.position) FROM del d GROUP BY d.user_id ORDER BY d.user_id
     ON CONFLICT (user_id) DO UPDATE
     SET pruned_through = GREATEST(user_feed_floors.pruned_through, EXCLUDED.pruned_through)
+)
+SELECT count(*)::bigint FROM del;
+
+-- name: PruneFeedChanges :one
+-- Deletes up to batch_size changes appended before a time. Run once
+-- PruneFeed has deleted every entry appended before it: an entry is
+-- written in its change's transaction, with the same appended_at.
+WITH del AS (
+    DELETE FROM feed_changes c
+    WHERE c.ctid = ANY(ARRAY(SELECT d.ctid FROM feed_changes d
+                             WHERE d.appended_at < @before::timestamptz
+                             LIMIT @batch_size))
+    RETURNING 1
 )
 SELECT count(*)::bigint FROM del;

@@ -151,7 +151,7 @@ func TestSyncFeed(t *testing.T) {
 	// Replay into an emptied database.
 	before1, before2 := e.feed(1, 7), e.feed(2, 7)
 	if _, err := e.pool.Exec(context.Background(), `TRUNCATE conversations, conversation_participants, messages, message_deletions,
-		message_reactions, pending_reads, user_feed, user_feed_heads, user_feed_floors CASCADE`); err != nil {
+		message_reactions, pending_reads, feed_changes, user_feed, user_feed_heads, user_feed_floors CASCADE`); err != nil {
 		t.Fatal(err)
 	}
 	if r := e.sync(2, 0, 10); len(r.Changes) != 0 || r.Next != 0 {

@@ -65,5 +65,7 @@ func (s *Service) Sync(ctx context.Context, userID, since int64, limit int) (Syn
 			ConversationID: r.ConversationID.String(), OccurredAt: r.OccurredAt.UTC(), Data: r.Body})
 		res.Next = r.Position
 	}
+	// Entries appended between the two reads are more to fetch.
+	res.HasMore = res.HasMore || res.Next < b.Head
 	return res, nil
 }

@@ -165,38 +165,50 @@ func appendFeed(ctx context.Context, tx pgx.Tx, envs []events.Envelope, changes 
 		participants[r.ConversationID] = append(participants[r.ConversationID], r.UserID)
 	}
 	var in db.AppendFeedParams
+	type key struct {
+		event uuid.UUID
+		kind  string
+	}
+	stored := map[key]bool{}
 	for _, c := range changes {
 		users := audience(c, participants[c.conv])
 		if len(users) == 0 {
 			continue
 		}
-		body, err := json.Marshal(c.body)
-		if err != nil {
-			return fmt.Errorf("feed entry for %s %s: %w", c.env.Type, c.env.ID, err)
-		}
 		id, err := uuid.Parse(c.env.ID)
 		if err != nil {
 			return fmt.Errorf("feed entry for %s: event id %q: %w", c.env.Type, c.env.ID, err)
 		}
+		// An event makes at most one change of a kind; a second (a
+		// redelivered copy in the same batch) is the first again.
+		if stored[key{id, c.kind}] {
+			continue
+		}
+		stored[key{id, c.kind}] = true
+		body, err := json.Marshal(c.body)
+		if err != nil {
+			return fmt.Errorf("feed entry for %s %s: %w", c.env.Type, c.env.ID, err)
+		}
+		in.Kinds = append(in.Kinds, c.kind)
+		in.ConversationIds = append(in.ConversationIds, c.conv)
+		in.EventIds = append(in.EventIds, id)
+		in.OccurredAts = append(in.OccurredAts, c.env.OccurredAt)
+		in.Bodies = append(in.Bodies, body)
 		for _, u := range users {
-			in.UserIds = append(in.UserIds, u)
-			in.Kinds = append(in.Kinds, c.kind)
-			in.ConversationIds = append(in.ConversationIds, c.conv)
-			in.EventIds = append(in.EventIds, id)
-			in.OccurredAts = append(in.OccurredAts, c.env.OccurredAt)
-			in.Bodies = append(in.Bodies, body)
+			in.EntryChanges = append(in.EntryChanges, int32(len(in.EventIds)))
+			in.EntryUsers = append(in.EntryUsers, u)
 		}
 	}
-	if len(in.UserIds) == 0 {
+	if len(in.EntryUsers) == 0 {
 		return nil
 	}
-	users := slices.Clone(in.UserIds)
+	users := slices.Clone(in.EntryUsers)
 	slices.Sort(users)
 	if err := q.TakeFeedHeads(ctx, slices.Compact(users)); err != nil {
 		return fmt.Errorf("lock feed heads: %w", err)
 	}
 	if _, err := q.AppendFeed(ctx, in); err != nil {
-		return fmt.Errorf("append %d feed entries: %w", len(in.UserIds), err)
+		return fmt.Errorf("append %d feed entries: %w", len(in.EntryUsers), err)
 	}
 	return nil
 }
@@ -268,12 +280,23 @@ func (b *feedBatch) with(e events.Envelope, kind, conv, message string, particip
 // reload rather than answer with a gap.
 func PruneFeed(ctx context.Context, pool *pgxpool.Pool, before time.Time, batch int) (int64, error) {
 	q := db.New(pool)
+	size := int32(min(batch, math.MaxInt32))
 	var total int64
 	for {
-		n, err := q.PruneFeed(ctx, db.PruneFeedParams{Before: before, BatchSize: int32(min(batch, math.MaxInt32))})
+		n, err := q.PruneFeed(ctx, db.PruneFeedParams{Before: before, BatchSize: size})
 		total += n
 		if err != nil {
 			return total, fmt.Errorf("prune the sync feed: %w", err)
+		}
+		if n < int64(batch) {
+			break
+		}
+	}
+	// The changes last, once no entry older than before points at them.
+	for {
+		n, err := q.PruneFeedChanges(ctx, db.PruneFeedChangesParams{Before: before, BatchSize: size})
+		if err != nil {
+			return total, fmt.Errorf("prune the sync feed's changes: %w", err)
 		}
 		if n < int64(batch) {
 			return total, nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/parleychat/parley/db/dbtest"
 	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/workers/persister"
 )
@@ -70,7 +71,7 @@ type feedEntry struct {
 func (f fixture) feed(t *testing.T, user int64) []feedEntry {
 	t.Helper()
 	ctx := context.Background()
-	rows, err := f.pool.Query(ctx, `SELECT position, kind, conversation_id, event_id, body FROM user_feed WHERE user_id = $1 ORDER BY position`, f.u(user))
+	rows, err := f.pool.Query(ctx, `SELECT f.position, c.kind, c.conversation_id, c.event_id, c.body FROM user_feed f JOIN feed_changes c ON c.id = f.change_id WHERE f.user_id = $1 ORDER BY f.position`, f.u(user))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,5 +330,60 @@ func feedEarlyRead(t *testing.T, f fixture) {
 	}
 	if d := u1[1].Data; d["readerId"] != float64(f.u(2)) || !slices.Equal(d["messageIds"].([]any), []any{m.ID}) {
 		t.Fatalf("messageRead: %v", d)
+	}
+}
+
+// TestFeedEntryThatCannotBeWritten: when the feed of a batch cannot be
+// appended because of one event's entry, that event fails alone, with
+// nothing of it stored, and its neighbours are stored with their entries.
+// The database refuses the entry here through a constraint the test adds,
+// on a database of its own.
+func TestFeedEntryThatCannotBeWritten(t *testing.T) {
+	t.Parallel()
+	_, pool := dbtest.New(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `ALTER TABLE feed_changes ADD CONSTRAINT no_poison CHECK (body->>'textContent' IS DISTINCT FROM 'poison')`); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, pool, persister.New(pool, quiet), 1)
+	good := f.sent(t, f.conv, 1, 2, "fine")
+	poison := f.sent(t, f.conv, 2, 1, "poison")
+	late := f.sent(t, f.conv, 1, 2, "fine too")
+	errs := f.p.HandleBatch(ctx, []events.Envelope{good, poison, late, f.read(t, f.conv, 2, now(), good.ID)})
+	if errs[0] != nil || errs[2] != nil || errs[3] != nil || !events.IsPermanent(errs[1]) {
+		t.Fatalf("outcomes %v: want only the second to fail, permanently", errs)
+	}
+	if _, ok := message(t, pool, poison.ID); ok {
+		t.Fatal("the message whose feed entry failed is stored without it")
+	}
+	for _, id := range []string{good.ID, late.ID} {
+		if _, ok := message(t, pool, id); !ok {
+			t.Fatalf("neighbour %s is not stored", id)
+		}
+	}
+	u1, u2 := f.feed(t, 1), f.feed(t, 2)
+	if want := []string{"newMessage", "newMessage", "messageRead"}; !slices.Equal(kinds(u1), want) || !slices.Equal(kinds(u2), want) {
+		t.Fatalf("feeds %v and %v, want %v", kinds(u1), kinds(u2), want)
+	}
+	if got := seqs(t, pool, f.conv); len(got) != 2 {
+		t.Fatalf("sequences %v, want two gap-free", got)
+	}
+}
+
+// TestFeedStoresEachChangeOnce: a change every participant learns of is
+// stored once, whatever the size of its audience.
+func TestFeedStoresEachChangeOnce(t *testing.T) {
+	t.Parallel()
+	_, pool := dbtest.New(t)
+	f := newFixture(t, pool, persister.New(pool, quiet), 1)
+	m := f.sent(t, f.conv, 1, 2, "once")
+	handle(t, f.p, m, m)
+	var changes, entries int
+	if err := pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM feed_changes WHERE event_id = $1),
+		(SELECT count(*) FROM user_feed f JOIN feed_changes c ON c.id = f.change_id WHERE c.event_id = $1)`, m.ID).Scan(&changes, &entries); err != nil {
+		t.Fatal(err)
+	}
+	if changes != 1 || entries != 2 {
+		t.Fatalf("%d stored changes and %d entries for one message to two users, want 1 and 2", changes, entries)
 	}
 }

@@ -111,61 +111,100 @@ func fill(errs []error, err error) {
 // apply applies envs in tx, writing each event's outcome to errs, and
 // appends the changes that applied to the sync feed (feed.go), last, so
 // that the feed's locks come after every other lock the batch takes. It
-// returns an error only when tx itself failed, or the feed could not be
-// written; then nothing of the batch is left in tx.
+// returns an error only when tx itself failed; then nothing of the batch is
+// left in tx.
+//
+// When a statement of the batch fails, the events are applied one by one,
+// each in a savepoint, and the feed of those that applied is appended in
+// one go (appending per event would take feed locks before a later event's
+// conversation locks). When that append fails too, each event is applied
+// with its own feed entries, so that the one whose entries cannot be
+// written fails alone.
 func (p *Persister) apply(ctx context.Context, tx pgx.Tx, envs []events.Envelope, errs []error) error {
-	sp, err := tx.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("savepoint: %w", err)
-	}
 	var changes feedBatch
-	err = p.applyRuns(ctx, sp, envs, errs, &changes)
-	if err == nil {
-		err = appendFeed(ctx, sp, envs, changes)
-	}
-	if err == nil {
-		return sp.Commit(ctx)
-	} else if len(envs) == 1 {
+	err := inSavepoint(ctx, tx, func(sp pgx.Tx) error {
+		if err := p.applyRuns(ctx, sp, envs, errs, &changes); err != nil {
+			return err
+		}
+		return appendFeed(ctx, sp, envs, changes)
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errTx):
+		return err
+	case len(envs) == 1:
 		errs[0] = classify(err)
-		return sp.Rollback(ctx)
-	} else {
-		p.logger.Warn("a batch statement failed; applying its events one by one", "events", len(envs), "err", err)
+		return nil
 	}
-	if err := sp.Rollback(ctx); err != nil {
-		return fmt.Errorf("roll back to savepoint: %w", err)
-	}
-	// The events one by one, and then the feed of those that applied in
-	// one go: appending per event would take feed locks before a later
-	// event's conversation locks.
-	all, err := tx.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("savepoint: %w", err)
-	}
-	changes = changes[:0]
-	for i, e := range envs {
-		one, err := all.Begin(ctx)
-		if err != nil {
-			return fmt.Errorf("savepoint: %w", err)
-		}
-		res := []error{nil}
-		var mine feedBatch
-		if failed := p.applyRuns(ctx, one, []events.Envelope{e}, res, &mine); failed != nil {
-			errs[i] = classify(failed)
-			err = one.Rollback(ctx)
-		} else {
+	p.logger.Warn("a batch statement failed; applying its events one by one", "events", len(envs), "err", err)
+	err = inSavepoint(ctx, tx, func(all pgx.Tx) error {
+		changes = changes[:0]
+		for i, e := range envs {
+			var mine feedBatch
+			res := []error{nil}
+			err := inSavepoint(ctx, all, func(one pgx.Tx) error {
+				return p.applyRuns(ctx, one, []events.Envelope{e}, res, &mine)
+			})
+			if errors.Is(err, errTx) {
+				return err
+			}
 			errs[i] = res[0]
+			if err != nil {
+				errs[i] = classify(err)
+				continue
+			}
 			changes = append(changes, mine...)
-			err = one.Commit(ctx)
 		}
-		if err != nil {
-			return fmt.Errorf("savepoint: %w", err)
-		}
-	}
-	if err := appendFeed(ctx, all, envs, changes); err != nil {
-		_ = all.Rollback(ctx)
+		return appendFeed(ctx, all, envs, changes)
+	})
+	if err == nil || errors.Is(err, errTx) {
 		return err
 	}
-	return all.Commit(ctx)
+	p.logger.Warn("the feed of a batch could not be appended; applying each event with its own", "events", len(envs), "err", err)
+	for i, e := range envs {
+		res := []error{nil}
+		err := inSavepoint(ctx, tx, func(one pgx.Tx) error {
+			var mine feedBatch
+			if err := p.applyRuns(ctx, one, []events.Envelope{e}, res, &mine); err != nil {
+				return err
+			}
+			return appendFeed(ctx, one, []events.Envelope{e}, mine)
+		})
+		if errors.Is(err, errTx) {
+			return err
+		}
+		errs[i] = res[0]
+		if err != nil {
+			errs[i] = classify(err)
+		}
+	}
+	return nil
+}
+
+// errTx marks a failure of the transaction itself (a savepoint that could
+// not be taken, released or rolled back to), after which nothing can be
+// applied in it.
+var errTx = errors.New("transaction failed")
+
+// inSavepoint runs fn in a savepoint of tx: released when fn succeeds,
+// rolled back to when it fails, so that tx stays usable. fn's error is
+// returned as is; a savepoint's own failure is wrapped with errTx.
+func inSavepoint(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error {
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: savepoint: %w", errTx, err)
+	}
+	if err := fn(sp); err != nil {
+		if rb := sp.Rollback(ctx); rb != nil {
+			return fmt.Errorf("%w: roll back to savepoint: %w (after %w)", errTx, rb, err)
+		}
+		return err
+	}
+	if err := sp.Commit(ctx); err != nil {
+		return fmt.Errorf("%w: release savepoint: %w", errTx, err)
+	}
+	return nil
 }
 
 // applyRuns applies envs: first every message of the batch with one
