@@ -275,12 +275,12 @@ func (r *REST) listMessages(w http.ResponseWriter, req *http.Request, user int64
 // most ?limit= changes.
 func (r *REST) sync(w http.ResponseWriter, req *http.Request, user int64) {
 	q := req.URL.Query()
-	if err := onlyParams(q, "since", "limit"); err != nil {
+	if err := onlyParams(q, "since", "epoch", "limit"); err != nil {
 		r.fail(w, req, err)
 		return
 	}
-	var since, limit int64
-	for name, dst := range map[string]*int64{"since": &since, "limit": &limit} {
+	var since, epoch, limit int64
+	for name, dst := range map[string]*int64{"since": &since, "epoch": &epoch, "limit": &limit} {
 		vals, ok := q[name]
 		if !ok {
 			continue
@@ -296,7 +296,7 @@ func (r *REST) sync(w http.ResponseWriter, req *http.Request, user int64) {
 		r.fail(w, req, chat.Errorf(chat.CodeBadRequest, "limit must be at least 1"))
 		return
 	}
-	res, err := r.svc.Sync(req.Context(), user, since, int(min(limit, math.MaxInt32)))
+	res, err := r.svc.Sync(req.Context(), user, since, epoch, int(min(limit, math.MaxInt32)))
 	if err != nil {
 		r.fail(w, req, err)
 		return

@@ -138,19 +138,22 @@ func (q *Queries) FeedAudience(ctx context.Context, conversationIds []uuid.UUID)
 
 const feedBounds = `-- name: FeedBounds :one
 SELECT COALESCE((SELECT h.head FROM user_feed_heads h WHERE h.user_id = $1), 0)::bigint AS head,
+       COALESCE((SELECT h.epoch FROM user_feed_heads h WHERE h.user_id = $1), 0)::bigint AS epoch,
        COALESCE((SELECT f.pruned_through FROM user_feed_floors f WHERE f.user_id = $1), 0)::bigint AS pruned_through
 `
 
 type FeedBoundsRow struct {
 	Head          int64
+	Epoch         int64
 	PrunedThrough int64
 }
 
-// A user's head and the highest position pruned (0 when none).
+// A user's head, epoch (0 while the user has no head) and the highest
+// position pruned (0 when none).
 func (q *Queries) FeedBounds(ctx context.Context, userID int64) (FeedBoundsRow, error) {
 	row := q.db.QueryRow(ctx, feedBounds, userID)
 	var i FeedBoundsRow
-	err := row.Scan(&i.Head, &i.PrunedThrough)
+	err := row.Scan(&i.Head, &i.Epoch, &i.PrunedThrough)
 	return i, err
 }
 
@@ -262,6 +265,40 @@ func (q *Queries) PruneFeedChanges(ctx context.Context, arg PruneFeedChangesPara
 	var column_1 int64
 	err := row.Scan(&column_1)
 	return column_1, err
+}
+
+const renewFeedEpochs = `-- name: RenewFeedEpochs :one
+WITH batch AS (
+    SELECT h.user_id FROM user_feed_heads h WHERE h.user_id > $1::bigint
+    ORDER BY h.user_id LIMIT $2
+), renewed AS (
+    UPDATE user_feed_heads h
+    SET epoch = (1 + floor(random() * 9007199254740990))::bigint
+    FROM batch b WHERE h.user_id = b.user_id
+    RETURNING h.user_id
+)
+SELECT count(*)::bigint AS renewed, COALESCE(max(r.user_id), 0)::bigint AS last_user FROM renewed r
+`
+
+type RenewFeedEpochsParams struct {
+	AfterUser int64
+	BatchSize int32
+}
+
+type RenewFeedEpochsRow struct {
+	Renewed  int64
+	LastUser int64
+}
+
+// Gives the feeds of up to batch_size users after after_user a new epoch
+// (after a restore from a backup), in user id order, and answers how many
+// and the last of them, for the caller to go on from: no statement holds
+// many heads' locks for long.
+func (q *Queries) RenewFeedEpochs(ctx context.Context, arg RenewFeedEpochsParams) (RenewFeedEpochsRow, error) {
+	row := q.db.QueryRow(ctx, renewFeedEpochs, arg.AfterUser, arg.BatchSize)
+	var i RenewFeedEpochsRow
+	err := row.Scan(&i.Renewed, &i.LastUser)
+	return i, err
 }
 
 const takeFeedHeads = `-- name: TakeFeedHeads :exec

@@ -198,6 +198,7 @@ type UserFeedFloor struct {
 type UserFeedHead struct {
 	UserID int64
 	Head   int64
+	Epoch  int64
 }
 
 type UserPresence struct {

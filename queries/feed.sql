@@ -71,9 +71,27 @@ ORDER BY f.position
 LIMIT @page_limit;
 
 -- name: FeedBounds :one
--- A user's head and the highest position pruned (0 when none).
+-- A user's head, epoch (0 while the user has no head) and the highest
+-- position pruned (0 when none).
 SELECT COALESCE((SELECT h.head FROM user_feed_heads h WHERE h.user_id = @user_id), 0)::bigint AS head,
+       COALESCE((SELECT h.epoch FROM user_feed_heads h WHERE h.user_id = @user_id), 0)::bigint AS epoch,
        COALESCE((SELECT f.pruned_through FROM user_feed_floors f WHERE f.user_id = @user_id), 0)::bigint AS pruned_through;
+
+-- name: RenewFeedEpochs :one
+-- Gives the feeds of up to batch_size users after after_user a new epoch
+-- (after a restore from a backup), in user id order, and answers how many
+-- and the last of them, for the caller to go on from: no statement holds
+-- many heads' locks for long.
+WITH batch AS (
+    SELECT h.user_id FROM user_feed_heads h WHERE h.user_id > @after_user::bigint
+    ORDER BY h.user_id LIMIT @batch_size
+), renewed AS (
+    UPDATE user_feed_heads h
+    SET epoch = (1 + floor(random() * 9007199254740990))::bigint
+    FROM batch b WHERE h.user_id = b.user_id
+    RETURNING h.user_id
+)
+SELECT count(*)::bigint AS renewed, COALESCE(max(r.user_id), 0)::bigint AS last_user FROM renewed r;
 
 -- name: PruneFeed :one
 -- Deletes up to batch_size entries appended before a time and raises the

@@ -102,9 +102,9 @@ func commands() []command {
 		{name: "archive", args: "prune",
 			summary: "delete archived events older than CHAT_ARCHIVE_RETENTION (or --before) in short batches",
 			setup:   pruneCmd(archivePruning())},
-		{name: "sync", args: "prune",
-			summary: "delete sync feed entries older than CHAT_SYNC_RETENTION (or --before) in short batches (the persister's process does it every CHAT_SYNC_PRUNE_INTERVAL)",
-			setup:   pruneCmd(syncPruning())},
+		{name: "sync", args: "prune | new-epoch",
+			summary: "prune: delete sync feed entries older than CHAT_SYNC_RETENTION (or --before) in short batches (the persister's process does it every CHAT_SYNC_PRUNE_INTERVAL); new-epoch: give every user's feed a new epoch, after restoring the database from a backup, so that clients reload instead of trusting positions the restore took back",
+			setup:   syncCmd},
 		{name: "token", dev: true, needJWT: true,
 			summary: "print a signed JWT for a user (development)",
 			setup:   tokenCmd},
@@ -475,6 +475,34 @@ func pruneCmd(p pruning) func(fs *flag.FlagSet) prepare {
 				return nil
 			}, nil
 		}
+	}
+}
+
+// syncCmd is `chat sync prune` and `chat sync new-epoch`.
+func syncCmd(fs *flag.FlagSet) prepare {
+	prune := pruneCmd(syncPruning())(fs)
+	return func(args []string) (runner, error) {
+		switch {
+		case len(args) == 1 && args[0] == "prune":
+			return prune(args)
+		case len(args) != 1 || args[0] != "new-epoch":
+			return nil, usageError{fmt.Errorf("want: sync [--before TIME] prune, or sync new-epoch")}
+		case fs.Lookup("before").Value.String() != "":
+			return nil, usageError{fmt.Errorf("--before is for sync prune")}
+		}
+		return func(ctx context.Context, x cmdEnv) error {
+			a, err := openApp(ctx, x.cfg, x.logger, parts{db: true})
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			n, err := persister.RenewFeedEpochs(ctx, a.pool, x.cfg.SyncPruneBatch)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(x.stdout, "gave %d sync feeds a new epoch\n", n)
+			return nil
+		}, nil
 	}
 }
 

@@ -273,6 +273,26 @@ func (b *feedBatch) with(e events.Envelope, kind, conv, message string, particip
 	}
 }
 
+// RenewFeedEpochs gives every user's feed a new epoch, batch users at a
+// time, and answers how many: after a restore from a backup, whose heads
+// are behind positions clients saw, a client's position of the old epoch
+// answers a reset instead of entries numbered anew.
+func RenewFeedEpochs(ctx context.Context, pool *pgxpool.Pool, batch int) (int64, error) {
+	q := db.New(pool)
+	var total, after int64
+	for {
+		r, err := q.RenewFeedEpochs(ctx, db.RenewFeedEpochsParams{AfterUser: after, BatchSize: int32(min(batch, math.MaxInt32))})
+		total += r.Renewed
+		if err != nil {
+			return total, fmt.Errorf("renew the sync feeds' epochs: %w", err)
+		}
+		if r.Renewed < int64(batch) {
+			return total, nil
+		}
+		after = r.LastUser
+	}
+}
+
 // PruneFeed deletes the feed entries appended before before, batch at a
 // time, each batch a short statement of its own so that no lock is held
 // long, and answers how many it deleted. Each user's floor rises to the
