@@ -234,4 +234,30 @@ func TestSyncRetention(t *testing.T) {
 		t.Error("sync prune --before soon was accepted")
 	}
 	w.kill()
+
+	// After a restore: every feed a new epoch.
+	var before []int64
+	rows, err := e.pool.Query(context.Background(), `SELECT epoch FROM user_feed_heads ORDER BY user_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var v int64
+		if err := rows.Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		before = append(before, v)
+	}
+	rows.Close()
+	if out := chatOutput(t, e, "sync", "new-epoch"); !strings.Contains(out, fmt.Sprintf("gave %d sync feeds a new epoch", len(before))) {
+		t.Fatalf("sync new-epoch: %q, want %d feeds renewed", out, len(before))
+	}
+	if n := count(t, e.pool, `SELECT count(*) FROM user_feed_heads WHERE epoch = ANY($1)`, before); n != 0 || len(before) == 0 {
+		t.Fatalf("%d feeds kept their epoch", n)
+	}
+	for _, args := range [][]string{{"sync", "--before", "1h", "new-epoch"}, {"sync", "renew"}, {"sync"}} {
+		if code := runCmd(t, e, args...); code == 0 {
+			t.Errorf("chat %v was accepted", args)
+		}
+	}
 }
