@@ -146,3 +146,66 @@ func TestSync(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncUnsendAndDeleteForMe: an unsend is in both participants' feeds,
+// a delete for me only in the feed of the user who deleted.
+func TestSyncUnsendAndDeleteForMe(t *testing.T) {
+	t.Parallel()
+	e := pipelinetest.New(t, pipelinetest.Options{})
+	const a, b = 8101, 8102
+	conv := e.Conversation(t, a, b)
+	unsent := e.Send(t, a, text(conv, "unsent"))
+	kept := e.Send(t, a, text(conv, "deleted for b"))
+	e.AwaitMessages(t, b, conv, 2)
+	awaitFeed(t, e, a, 2)
+	awaitFeed(t, e, b, 2)
+
+	var res struct {
+		MessageID string    `json:"message_id"`
+		At        time.Time `json:"at"`
+	}
+	e.MustDo(t, a, http.MethodPost, api.Prefix+"/messages/"+unsent.ID+"/unsend", nil, http.StatusAccepted, &res)
+	awaitFeed(t, e, a, 3)
+	awaitFeed(t, e, b, 3)
+	for _, u := range []int64{a, b} {
+		p := syncOf(t, e, u, "?since=2")
+		if len(p.Changes) != 1 || p.Next != 3 || p.HasMore || p.Reset {
+			t.Fatalf("u%d's sync after the unsend: %+v", u, p)
+		}
+		c := p.Changes[0]
+		if c.Position != 3 || c.Kind != "messageUnsent" || c.ConversationID != conv ||
+			c.Data["messageId"] != unsent.ID || c.Data["conversationId"] != conv {
+			t.Fatalf("u%d's unsend: %+v", u, c)
+		}
+		if at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(c.Data["unsentAt"])); err != nil || !at.Equal(res.At) {
+			t.Fatalf("u%d's unsentAt %v (%v), want the answer's %v", u, c.Data["unsentAt"], err, res.At)
+		}
+	}
+
+	e.MustDo(t, b, http.MethodDelete, api.Prefix+"/messages/"+kept.ID, nil, http.StatusAccepted, nil)
+	awaitFeed(t, e, b, 4)
+	p := syncOf(t, e, b, "?since=0")
+	if len(p.Changes) != 4 || p.Next != 4 || p.HasMore || p.Reset {
+		t.Fatalf("b's sync after the delete: %+v", p)
+	}
+	for i, c := range p.Changes {
+		if c.Position != int64(i+1) {
+			t.Fatalf("b's change %d at position %d", i, c.Position)
+		}
+	}
+	if c := p.Changes[3]; c.Kind != "messageDeleted" || c.ConversationID != conv ||
+		c.Data["messageId"] != kept.ID || c.Data["conversationId"] != conv || c.Data["deletedAt"] == nil {
+		t.Fatalf("b's delete: %+v", c)
+	}
+	// The entry is appended for b alone in the transaction that stored it,
+	// so a's feed, read after b's holds it, would hold it already.
+	pa := syncOf(t, e, a, "?since=0")
+	if len(pa.Changes) != 3 || pa.Next != 3 || pa.HasMore || pa.Reset {
+		t.Fatalf("a's sync after b's delete: %+v", pa)
+	}
+	for i, c := range pa.Changes {
+		if c.Position != int64(i+1) || c.Kind == "messageDeleted" {
+			t.Fatalf("a's change %d: %+v", i, c)
+		}
+	}
+}
