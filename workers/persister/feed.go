@@ -17,12 +17,13 @@ import (
 	"github.com/parleychat/parley/internal/wsproto"
 )
 
-// The sync feed: every change a user must learn of is appended to that
-// user's feed (user_feed) at the next of their gap-free positions, in the
-// transaction that applies the change. Only changes that really applied
-// are appended, so a redelivered, replayed or superseded event appends
-// nothing, and (event, user, kind) is unique, so neither does a replay of
-// one that applied. GET /sync reads the feed.
+// The sync feed: every change a user must learn of is stored once
+// (feed_changes) and appended to the feed of each user it concerns
+// (user_feed) at the next of their gap-free positions, in the transaction
+// that applies the change. Only changes that really applied are appended,
+// so a redelivered, replayed or superseded event appends nothing, and a
+// change's (event, kind) is unique, so neither does a replay of one that
+// applied. GET /sync reads the feed.
 
 // The kinds of feed entries. Where a WebSocket frame announces the change
 // the kind is the frame's type and the body its data (without presigned
