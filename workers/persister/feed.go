@@ -84,6 +84,9 @@ type feedChange struct {
 	message uuid.UUID
 	follows []uuid.UUID
 	body    any
+	// at is when the change was made, when not its event's time: a read
+	// applied when its message arrives was made when it was read.
+	at time.Time
 }
 
 // feedBatch collects the changes of a batch in the order they applied.
@@ -193,7 +196,11 @@ func appendFeed(ctx context.Context, tx pgx.Tx, envs []events.Envelope, changes 
 		in.Kinds = append(in.Kinds, c.kind)
 		in.ConversationIds = append(in.ConversationIds, c.conv)
 		in.EventIds = append(in.EventIds, id)
-		in.OccurredAts = append(in.OccurredAts, c.env.OccurredAt)
+		at := c.env.OccurredAt
+		if !c.at.IsZero() {
+			at = c.at
+		}
+		in.OccurredAts = append(in.OccurredAts, at)
 		in.Bodies = append(in.Bodies, body)
 		for _, u := range users {
 			in.EntryChanges = append(in.EntryChanges, int32(len(in.EventIds)))

@@ -178,6 +178,7 @@ type feedEntry struct {
 	Kind     string
 	Conv     uuid.UUID
 	Event    uuid.UUID
+	At       time.Time
 	Data     map[string]any
 }
 
@@ -186,7 +187,7 @@ type feedEntry struct {
 func (f fixture) feed(t *testing.T, user int64) []feedEntry {
 	t.Helper()
 	ctx := context.Background()
-	rows, err := f.pool.Query(ctx, `SELECT f.position, c.kind, c.conversation_id, c.event_id, c.body FROM user_feed f JOIN feed_changes c ON c.id = f.change_id WHERE f.user_id = $1 ORDER BY f.position`, f.u(user))
+	rows, err := f.pool.Query(ctx, `SELECT f.position, c.kind, c.conversation_id, c.event_id, c.occurred_at, c.body FROM user_feed f JOIN feed_changes c ON c.id = f.change_id WHERE f.user_id = $1 ORDER BY f.position`, f.u(user))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +196,7 @@ func (f fixture) feed(t *testing.T, user int64) []feedEntry {
 	for rows.Next() {
 		var e feedEntry
 		var body []byte
-		if err := rows.Scan(&e.Position, &e.Kind, &e.Conv, &e.Event, &body); err != nil {
+		if err := rows.Scan(&e.Position, &e.Kind, &e.Conv, &e.Event, &e.At, &body); err != nil {
 			t.Fatal(err)
 		}
 		if err := json.Unmarshal(body, &e.Data); err != nil {
@@ -434,7 +435,8 @@ func feedWithheld(t *testing.T, f fixture) {
 
 func feedEarlyRead(t *testing.T, f fixture) {
 	m := f.sent(t, f.conv, 1, 2, "read before stored")
-	handle(t, f.p, f.read(t, f.conv, 2, now(), m.ID))
+	readAt := now().Add(5 * time.Second)
+	handle(t, f.p, f.read(t, f.conv, 2, readAt, m.ID))
 	if u1 := f.feed(t, 1); len(u1) != 0 {
 		t.Fatalf("a read of nothing stored appended %v", kinds(u1))
 	}
@@ -445,6 +447,9 @@ func feedEarlyRead(t *testing.T, f fixture) {
 	}
 	if d := u1[1].Data; d["readerId"] != float64(f.u(2)) || !slices.Equal(d["messageIds"].([]any), []any{m.ID}) {
 		t.Fatalf("messageRead: %v", d)
+	}
+	if !u1[1].At.Equal(readAt) || !u1[0].At.Equal(m.OccurredAt) {
+		t.Fatalf("occurred at %v and %v, want the message's time %v and the read's %v", u1[0].At, u1[1].At, m.OccurredAt, readAt)
 	}
 }
 

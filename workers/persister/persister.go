@@ -463,7 +463,7 @@ func (p *Persister) storeMessages(ctx context.Context, tx pgx.Tx, envs []events.
 		changes.add(feedChange{env: envs[i], kind: KindNewMessage, conv: conv, message: id, only: only, body: feedNewMessage(*m, r.Seq)})
 		if r.ReadAt != nil {
 			changes.add(feedChange{env: envs[i], kind: KindMessageRead, conv: conv, message: id, only: only,
-				body: feedRead(m.ConversationID, m.RecipientID, []string{m.MessageID}, *r.ReadAt)})
+				body: feedRead(m.ConversationID, m.RecipientID, []string{m.MessageID}, *r.ReadAt), at: *r.ReadAt})
 		}
 	}
 	return nil
