@@ -331,6 +331,12 @@ func (q *Queries) LockConversations(ctx context.Context, ids []uuid.UUID) ([]uui
 }
 
 const updateParticipantSettings = `-- name: UpdateParticipantSettings :many
+WITH before AS MATERIALIZED (
+    SELECT b.pinned AS was_pinned, b.muted AS was_muted, b.archived AS was_archived, b.deleted_at AS was_deleted_at
+    FROM conversation_participants b
+    WHERE b.conversation_id = $6 AND b.user_id = $7
+    FOR UPDATE
+)
 UPDATE conversation_participants
 SET pinned = CASE WHEN $1::boolean IS NOT NULL AND pinned_changed_at < $2::timestamptz
         THEN $1::boolean ELSE pinned END,
@@ -349,12 +355,16 @@ SET pinned = CASE WHEN $1::boolean IS NOT NULL AND pinned_changed_at < $2::times
     deleted_changed_at = CASE WHEN $5::boolean IS NOT NULL AND deleted_changed_at < $2::timestamptz
         THEN $2::timestamptz ELSE deleted_changed_at END,
     settings_changed_at = GREATEST(settings_changed_at, $2::timestamptz)
-WHERE conversation_id = $6 AND user_id = $7
+FROM before
+WHERE conversation_participants.conversation_id = $6 AND conversation_participants.user_id = $7
   AND (($1::boolean IS NOT NULL AND pinned_changed_at < $2::timestamptz)
     OR ($3::boolean IS NOT NULL AND muted_changed_at < $2::timestamptz)
     OR ($4::boolean IS NOT NULL AND archived_changed_at < $2::timestamptz)
     OR ($5::boolean IS NOT NULL AND deleted_changed_at < $2::timestamptz))
-RETURNING pinned, muted, archived, deleted_at
+RETURNING conversation_participants.pinned, conversation_participants.muted,
+    conversation_participants.archived, conversation_participants.deleted_at,
+    (conversation_participants.pinned, conversation_participants.muted, conversation_participants.archived,
+     conversation_participants.deleted_at) IS DISTINCT FROM (before.was_pinned, before.was_muted, before.was_archived, before.was_deleted_at) AS changed
 `
 
 type UpdateParticipantSettingsParams struct {
@@ -372,13 +382,16 @@ type UpdateParticipantSettingsRow struct {
 	Muted     bool
 	Archived  bool
 	DeletedAt *time.Time
+	Changed   bool
 }
 
 // Last writer wins per setting, by the time the change was made, so a
 // redelivered, replayed or late older change never overwrites a newer one,
 // and still applies to the settings nobody changed since. In SET, columns
 // read their values from before the update. Answers the settings after it,
-// or no row when it changed nothing.
+// or no row when it changed nothing, with whether any value differs from
+// before (a newer change to the value it already had changes nothing a
+// client shows).
 func (q *Queries) UpdateParticipantSettings(ctx context.Context, arg UpdateParticipantSettingsParams) ([]UpdateParticipantSettingsRow, error) {
 	rows, err := q.db.Query(ctx, updateParticipantSettings,
 		arg.Pinned,
@@ -401,6 +414,7 @@ func (q *Queries) UpdateParticipantSettings(ctx context.Context, arg UpdateParti
 			&i.Muted,
 			&i.Archived,
 			&i.DeletedAt,
+			&i.Changed,
 		); err != nil {
 			return nil, err
 		}

@@ -56,7 +56,15 @@ SELECT id FROM conversations WHERE id = ANY(@ids::uuid[]) ORDER BY id FOR UPDATE
 -- redelivered, replayed or late older change never overwrites a newer one,
 -- and still applies to the settings nobody changed since. In SET, columns
 -- read their values from before the update. Answers the settings after it,
--- or no row when it changed nothing.
+-- or no row when it changed nothing, with whether any value differs from
+-- before (a newer change to the value it already had changes nothing a
+-- client shows).
+WITH before AS MATERIALIZED (
+    SELECT b.pinned AS was_pinned, b.muted AS was_muted, b.archived AS was_archived, b.deleted_at AS was_deleted_at
+    FROM conversation_participants b
+    WHERE b.conversation_id = @conversation_id AND b.user_id = @user_id
+    FOR UPDATE
+)
 UPDATE conversation_participants
 SET pinned = CASE WHEN sqlc.narg('pinned')::boolean IS NOT NULL AND pinned_changed_at < @changed_at::timestamptz
         THEN sqlc.narg('pinned')::boolean ELSE pinned END,
@@ -75,12 +83,16 @@ SET pinned = CASE WHEN sqlc.narg('pinned')::boolean IS NOT NULL AND pinned_chang
     deleted_changed_at = CASE WHEN sqlc.narg('deleted')::boolean IS NOT NULL AND deleted_changed_at < @changed_at::timestamptz
         THEN @changed_at::timestamptz ELSE deleted_changed_at END,
     settings_changed_at = GREATEST(settings_changed_at, @changed_at::timestamptz)
-WHERE conversation_id = @conversation_id AND user_id = @user_id
+FROM before
+WHERE conversation_participants.conversation_id = @conversation_id AND conversation_participants.user_id = @user_id
   AND ((sqlc.narg('pinned')::boolean IS NOT NULL AND pinned_changed_at < @changed_at::timestamptz)
     OR (sqlc.narg('muted')::boolean IS NOT NULL AND muted_changed_at < @changed_at::timestamptz)
     OR (sqlc.narg('archived')::boolean IS NOT NULL AND archived_changed_at < @changed_at::timestamptz)
     OR (sqlc.narg('deleted')::boolean IS NOT NULL AND deleted_changed_at < @changed_at::timestamptz))
-RETURNING pinned, muted, archived, deleted_at;
+RETURNING conversation_participants.pinned, conversation_participants.muted,
+    conversation_participants.archived, conversation_participants.deleted_at,
+    (conversation_participants.pinned, conversation_participants.muted, conversation_participants.archived,
+     conversation_participants.deleted_at) IS DISTINCT FROM (before.was_pinned, before.was_muted, before.was_archived, before.was_deleted_at) AS changed;
 
 -- name: AdvanceReadPosition :exec
 UPDATE conversation_participants

@@ -27,6 +27,7 @@ func TestFeed(t *testing.T) {
 		{"a failing event appends nothing and leaves its neighbours", feedFailingEvent},
 		{"a message withheld from its recipient is not in their feed", feedWithheld},
 		{"a read applied when its message arrives is in the sender's feed", feedEarlyRead},
+		{"a settings change to the values already there appends nothing", feedSettingsUnchanged},
 	})
 	t.Run("batching does not change a feed", func(t *testing.T) {
 		t.Parallel()
@@ -505,5 +506,21 @@ func TestFeedStoresEachChangeOnce(t *testing.T) {
 	}
 	if changes != 1 || entries != 2 {
 		t.Fatalf("%d stored changes and %d entries for one message to two users, want 1 and 2", changes, entries)
+	}
+}
+
+func feedSettingsUnchanged(t *testing.T, f fixture) {
+	t0 := now()
+	handle(t, f.p, f.settings(t, f.conv, 1, t0, events.ConversationSettingsChangedV1{Pinned: ptr(true)}),
+		f.settings(t, f.conv, 1, t0.Add(time.Second), events.ConversationSettingsChangedV1{Pinned: ptr(true)}))
+	if got := kinds(f.feed(t, 1)); !slices.Equal(got, []string{"settingsChanged"}) {
+		t.Fatalf("pinning a pinned conversation: feed %v, want one settingsChanged", got)
+	}
+	handle(t, f.p, f.settings(t, f.conv, 1, t0.Add(2*time.Second), events.ConversationSettingsChangedV1{Pinned: ptr(true), Muted: ptr(true)}))
+	if u1 := f.feed(t, 1); len(u1) != 2 || u1[1].Data["muted"] != true || u1[1].Data["pinned"] != true {
+		t.Fatalf("muting too: feed %v", u1)
+	}
+	if p := f.participant(t, f.conv, 1); !p.Pinned || !p.Muted {
+		t.Fatalf("settings %+v, want pinned and muted", p)
 	}
 }

@@ -683,6 +683,11 @@ func (p *Persister) applySettings(ctx context.Context, q *db.Queries, e events.E
 			"conversation_id", m.ConversationID, "user_id", m.UserID)
 		return nil
 	}
+	if !now[0].Changed {
+		// Applied (its times are the newest now) but every value is as it
+		// was: the user's devices have nothing to learn.
+		return nil
+	}
 	changes.add(feedChange{env: e, kind: KindSettingsChanged, conv: uuid.MustParse(m.ConversationID),
 		only: []int64{m.UserID}, body: feedSettings(m.ConversationID, now[0], m.ChangedAt)})
 	return nil
