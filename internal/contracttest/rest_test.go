@@ -26,7 +26,7 @@ const (
 	convID   = "0195e4a2-7b3c-7d10-8a4b-9c2d3e4f5a6b"
 	msgID    = "0195e4a2-7b3c-7d10-8a4b-9c2d3e4f5a6c"
 	syncPage = `{"changes":[{"position":1,"kind":"newMessage","conversation_id":"` + convID + `","occurred_at":"2026-03-14T15:09:26.5Z","data":{"id":"` + msgID + `","conversationId":"` + convID + `","senderId":1,"recipientId":2,"contentType":"text","textContent":"hi","createdAt":"2026-03-14T15:09:26.5Z","seq":1}},` +
-		`{"position":2,"kind":"settingsChanged","conversation_id":"` + convID + `","occurred_at":"2026-03-14T15:09:27Z","data":{"conversationId":"` + convID + `","pinned":true,"muted":false,"archived":false,"deletedAt":null,"changedAt":"2026-03-14T15:09:27Z"}}],"next":2,"has_more":false,"reset":false}`
+		`{"position":2,"kind":"settingsChanged","conversation_id":"` + convID + `","occurred_at":"2026-03-14T15:09:27Z","data":{"conversationId":"` + convID + `","pinned":true,"muted":false,"archived":false,"deletedAt":null,"changedAt":"2026-03-14T15:09:27Z"}}],"next":2,"epoch":7,"has_more":false,"reset":false}`
 	message = `{"id":"` + msgID + `","conversation_id":"` + convID + `","sender_id":1,"recipient_id":2,"content_type":"text","text_content":"hi","media_url":null,"media_thumbnail_url":null,"audio_duration":null,"reply_to_id":null,"created_at":"2026-03-14T15:09:26.5Z","sent_at":null,"delivered_at":null,"read_at":null,"status":"accepted","edited_at":null,"unsent_at":null,"reactions":[]}`
 )
 
@@ -72,7 +72,7 @@ func TestCheckAcceptsWhatTheDocumentSays(t *testing.T) {
 		"an unknown path": {method: "GET", path: "/api/v1/chat/nowhere", auth: true, status: 404, respBody: `{"error":{"code":"not_found","message":"no such endpoint"}}`},
 		"health":          {method: "GET", path: "/health", status: 200, respBody: `{"status":"healthy"}`},
 		"a sync":          {method: "GET", path: "/api/v1/chat/sync?since=0&limit=2", auth: true, status: 200, respBody: syncPage},
-		"a reset":         {method: "GET", path: "/api/v1/chat/sync?since=7", auth: true, status: 200, respBody: `{"changes":[],"next":3,"has_more":false,"reset":true}`},
+		"a reset":         {method: "GET", path: "/api/v1/chat/sync?since=7", auth: true, status: 200, respBody: `{"changes":[],"next":3,"epoch":7,"has_more":false,"reset":true}`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if err := x.check(t); err != nil {
@@ -108,8 +108,9 @@ func TestCheckRefusesDrift(t *testing.T) {
 			respBody: strings.Replace(syncPage, `"kind":"settingsChanged"`, `"kind":"starred"`, 1)},
 		"a sync change whose data is another kind's": {method: "GET", path: "/api/v1/chat/sync", auth: true, status: 200,
 			respBody: strings.Replace(syncPage, `"kind":"settingsChanged"`, `"kind":"newMessage"`, 1)},
-		"a sync without reset":            {method: "GET", path: "/api/v1/chat/sync", auth: true, status: 200, respBody: `{"changes":[],"next":0,"has_more":false}`},
-		"a negative since accepted":       {method: "GET", path: "/api/v1/chat/sync?since=-1", auth: true, status: 200, respBody: `{"changes":[],"next":0,"has_more":false,"reset":false}`},
+		"a sync without reset":            {method: "GET", path: "/api/v1/chat/sync", auth: true, status: 200, respBody: `{"changes":[],"next":0,"epoch":7,"has_more":false}`},
+		"a sync without its epoch":        {method: "GET", path: "/api/v1/chat/sync", auth: true, status: 200, respBody: `{"changes":[],"next":0,"has_more":false,"reset":false}`},
+		"a negative since accepted":       {method: "GET", path: "/api/v1/chat/sync?since=-1", auth: true, status: 200, respBody: `{"changes":[],"next":0,"epoch":7,"has_more":false,"reset":false}`},
 		"an undocumented route answered":  {method: "GET", path: "/api/v1/chat/secret", auth: true, status: 200, respBody: `{}`},
 		"an undocumented method answered": {method: "PUT", path: "/api/v1/chat/messages", auth: true, status: 200, respBody: `{}`},
 	} {
