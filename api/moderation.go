@@ -2,7 +2,6 @@ package api
 
 import (
 	"net/http"
-	"strconv"
 
 	"github.com/parleychat/parley/internal/chat"
 )
@@ -24,10 +23,9 @@ func (r *REST) block(w http.ResponseWriter, req *http.Request, user int64) {
 }
 
 func (r *REST) unblock(w http.ResponseWriter, req *http.Request, user int64) {
-	v := req.PathValue("user_id")
-	other, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || other <= 0 {
-		r.fail(w, req, chat.Errorf(chat.CodeBadRequest, "user_id %q is not a positive integer", v))
+	other, err := pathUserID(req)
+	if err != nil {
+		r.fail(w, req, err)
 		return
 	}
 	if err := r.svc.Unblock(req.Context(), user, other); err != nil {

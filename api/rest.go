@@ -74,6 +74,7 @@ func NewREST(svc *chat.Service, verifier *auth.Verifier, logger *slog.Logger, op
 	r.Handle("GET "+Prefix+"/sync", r.authed(r.sync))
 	r.Handle("POST "+Prefix+"/devices", r.authed(r.registerDevice))
 	r.Handle("DELETE "+Prefix+"/devices/{token}", r.authed(r.unregisterDevice))
+	registerGroups(r)
 	registerMedia(r, svc)
 	// The fallback is not a route: it answers what no route matches.
 	r.mux.HandleFunc(Prefix+"/", func(w http.ResponseWriter, req *http.Request) {
@@ -512,6 +513,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	// Presigned URLs carry & in their query: keep it as it is, not \u0026.
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v)
+}
+
+// pathUserID reads the {user_id} of a path: a positive integer.
+func pathUserID(req *http.Request) (int64, error) {
+	v := req.PathValue("user_id")
+	id, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, chat.Errorf(chat.CodeBadRequest, "user_id %q is not a positive integer", v)
+	}
+	return id, nil
 }
 
 func pathUUID(req *http.Request, name string) (uuid.UUID, error) {

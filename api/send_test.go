@@ -72,7 +72,7 @@ func concurrentSenders(t *testing.T, e *pipelinetest.Env, u1, u2, _ int64) {
 		}
 		var m chat.MessageView
 		r.resp.JSON(t, &m)
-		if m.ConversationID != conv || m.SenderID != r.from || m.RecipientID != other[r.from] || m.Status != "accepted" {
+		if m.ConversationID != conv || m.SenderID != r.from || m.RecipientID == nil || *m.RecipientID != other[r.from] || m.Status != "accepted" {
 			t.Fatalf("send %q as user %d answered %+v", r.text, r.from, m)
 		}
 		if _, dup := sent[m.ID]; dup {
@@ -393,7 +393,11 @@ func flat(m chat.MessageView) []any {
 		}
 		return p.UTC().Format(time.RFC3339Nano)
 	}
-	return []any{m.ID, m.ConversationID, m.Seq, m.SenderID, m.RecipientID, m.ContentType, str(m.TextContent),
+	recipient := "<nil>"
+	if m.RecipientID != nil {
+		recipient = fmt.Sprint(*m.RecipientID)
+	}
+	return []any{m.ID, m.ConversationID, m.Seq, m.SenderID, recipient, m.ContentType, str(m.TextContent),
 		str(m.MediaKey), str(m.ReplyToID), str(m.ClientMessageID), m.CreatedAt.UTC(), tm(m.SentAt), tm(m.DeliveredAt),
 		tm(m.ReadAt), m.Status}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -83,4 +84,20 @@ func InTx(ctx context.Context, conn TxOptionsBeginner, asyncCommit bool, fn func
 // TxOptionsBeginner is satisfied by *pgxpool.Pool and *pgx.Conn.
 type TxOptionsBeginner interface {
 	BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
+}
+
+// ApplyGroupRole sets target's role in a group as of at (last writer
+// wins); making them the owner makes the owner (actor) an admin, so that a
+// group has one owner. The ingress and the persister apply a role change
+// with it.
+func ApplyGroupRole(ctx context.Context, q *Queries, convID uuid.UUID, actor, target int64, role string, at time.Time) error {
+	if _, err := q.SetGroupRole(ctx, SetGroupRoleParams{Role: role, At: at, ConversationID: convID, UserID: target}); err != nil {
+		return fmt.Errorf("set role: %w", err)
+	}
+	if role == "owner" {
+		if _, err := q.SetGroupRole(ctx, SetGroupRoleParams{Role: "admin", At: at, ConversationID: convID, UserID: actor}); err != nil {
+			return fmt.Errorf("set the former owner's role: %w", err)
+		}
+	}
+	return nil
 }

@@ -84,7 +84,7 @@ func (q *Queries) GetConversationByDirectKey(ctx context.Context, directKey *str
 }
 
 const getConversationForUser = `-- name: GetConversationForUser :one
-SELECT id, kind, created_at, updated_at, last_seq, last_message_at, user_id, pinned, muted, archived, deleted_at, last_read_seq, last_read_at, other_user_id, unread_count, last_message_id, last_message_seq, last_message_sender_id, last_message_content_type, last_message_text, last_message_created_at, last_message_unsent_at FROM participant_conversations WHERE user_id = $1 AND id = $2
+SELECT id, kind, created_at, updated_at, last_seq, last_message_at, user_id, pinned, muted, archived, deleted_at, last_read_seq, last_read_at, other_user_id, unread_count, last_message_id, last_message_seq, last_message_sender_id, last_message_content_type, last_message_text, last_message_created_at, last_message_unsent_at, title, role, joined_at, left_at, member_count FROM participant_conversations WHERE user_id = $1 AND id = $2
 `
 
 type GetConversationForUserParams struct {
@@ -118,12 +118,17 @@ func (q *Queries) GetConversationForUser(ctx context.Context, arg GetConversatio
 		&i.LastMessageText,
 		&i.LastMessageCreatedAt,
 		&i.LastMessageUnsentAt,
+		&i.Title,
+		&i.Role,
+		&i.JoinedAt,
+		&i.LeftAt,
+		&i.MemberCount,
 	)
 	return i, err
 }
 
 const getParticipant = `-- name: GetParticipant :one
-SELECT conversation_id, user_id, joined_at, pinned, muted, archived, deleted_at, settings_changed_at, pinned_changed_at, muted_changed_at, archived_changed_at, deleted_changed_at, last_read_seq, last_read_at FROM conversation_participants
+SELECT conversation_id, user_id, joined_at, pinned, muted, archived, deleted_at, settings_changed_at, pinned_changed_at, muted_changed_at, archived_changed_at, deleted_changed_at, last_read_seq, last_read_at, role, role_changed_at, membership_changed_at, left_at, last_delivered_seq FROM conversation_participants
 WHERE conversation_id = $1 AND user_id = $2
 `
 
@@ -150,6 +155,11 @@ func (q *Queries) GetParticipant(ctx context.Context, arg GetParticipantParams) 
 		&i.DeletedChangedAt,
 		&i.LastReadSeq,
 		&i.LastReadAt,
+		&i.Role,
+		&i.RoleChangedAt,
+		&i.MembershipChangedAt,
+		&i.LeftAt,
+		&i.LastDeliveredSeq,
 	)
 	return i, err
 }
@@ -176,7 +186,7 @@ func (q *Queries) InsertDirectConversation(ctx context.Context, arg InsertDirect
 }
 
 const listConversationsForUser = `-- name: ListConversationsForUser :many
-SELECT id, kind, created_at, updated_at, last_seq, last_message_at, user_id, pinned, muted, archived, deleted_at, last_read_seq, last_read_at, other_user_id, unread_count, last_message_id, last_message_seq, last_message_sender_id, last_message_content_type, last_message_text, last_message_created_at, last_message_unsent_at FROM participant_conversations
+SELECT id, kind, created_at, updated_at, last_seq, last_message_at, user_id, pinned, muted, archived, deleted_at, last_read_seq, last_read_at, other_user_id, unread_count, last_message_id, last_message_seq, last_message_sender_id, last_message_content_type, last_message_text, last_message_created_at, last_message_unsent_at, title, role, joined_at, left_at, member_count FROM participant_conversations
 WHERE user_id = $1
   AND (deleted_at IS NULL OR last_message_created_at > deleted_at)
   AND ($2::boolean IS NULL OR archived = $2::boolean)
@@ -232,6 +242,11 @@ func (q *Queries) ListConversationsForUser(ctx context.Context, arg ListConversa
 			&i.LastMessageText,
 			&i.LastMessageCreatedAt,
 			&i.LastMessageUnsentAt,
+			&i.Title,
+			&i.Role,
+			&i.JoinedAt,
+			&i.LeftAt,
+			&i.MemberCount,
 		); err != nil {
 			return nil, err
 		}
@@ -246,7 +261,7 @@ func (q *Queries) ListConversationsForUser(ctx context.Context, arg ListConversa
 const listMembers = `-- name: ListMembers :many
 SELECT p.user_id, c.kind FROM conversation_participants p
 JOIN conversations c ON c.id = p.conversation_id
-WHERE p.conversation_id = $1
+WHERE p.conversation_id = $1 AND p.left_at IS NULL
 ORDER BY p.user_id
 `
 
@@ -255,8 +270,9 @@ type ListMembersRow struct {
 	Kind   string
 }
 
-// The participants of a conversation with its kind, in one round trip:
-// the send path checks membership and finds the recipient from it.
+// The current participants of a conversation with its kind, in one round
+// trip: the send path checks membership and finds the recipient from it.
+// A group's former members are not among them.
 func (q *Queries) ListMembers(ctx context.Context, conversationID uuid.UUID) ([]ListMembersRow, error) {
 	rows, err := q.db.Query(ctx, listMembers, conversationID)
 	if err != nil {

@@ -102,7 +102,8 @@ func (q *Queries) AppendFeed(ctx context.Context, arg AppendFeedParams) ([]Appen
 
 const feedAudience = `-- name: FeedAudience :many
 
-SELECT p.conversation_id, p.user_id FROM conversation_participants p
+SELECT p.conversation_id, p.user_id, c.kind, p.joined_at, p.left_at FROM conversation_participants p
+JOIN conversations c ON c.id = p.conversation_id
 WHERE p.conversation_id = ANY($1::uuid[])
 ORDER BY p.conversation_id, p.user_id
 `
@@ -110,12 +111,16 @@ ORDER BY p.conversation_id, p.user_id
 type FeedAudienceRow struct {
 	ConversationID uuid.UUID
 	UserID         int64
+	Kind           string
+	JoinedAt       time.Time
+	LeftAt         *time.Time
 }
 
 // The sync feed (user_feed): the persister appends, GET /sync reads, the
 // persister's process prunes.
 // Who may learn of a batch's changes, in one lookup: the participants of
-// the batch's conversations.
+// the batch's conversations, with a group member's window (a direct
+// conversation's participants have none).
 func (q *Queries) FeedAudience(ctx context.Context, conversationIds []uuid.UUID) ([]FeedAudienceRow, error) {
 	rows, err := q.db.Query(ctx, feedAudience, conversationIds)
 	if err != nil {
@@ -125,7 +130,13 @@ func (q *Queries) FeedAudience(ctx context.Context, conversationIds []uuid.UUID)
 	var items []FeedAudienceRow
 	for rows.Next() {
 		var i FeedAudienceRow
-		if err := rows.Scan(&i.ConversationID, &i.UserID); err != nil {
+		if err := rows.Scan(
+			&i.ConversationID,
+			&i.UserID,
+			&i.Kind,
+			&i.JoinedAt,
+			&i.LeftAt,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)

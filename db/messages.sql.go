@@ -16,24 +16,35 @@ const countMessages = `-- name: CountMessages :one
 SELECT count(*) FROM messages m
 WHERE m.conversation_id = $1
   AND m.created_at > COALESCE($2::timestamptz, '-infinity')
-  AND NOT EXISTS (SELECT 1 FROM message_deletions d WHERE d.message_id = m.id AND d.user_id = $3)
+  -- A group member's window (NULL for a direct conversation's participants).
+  AND m.created_at >= COALESCE($3::timestamptz, '-infinity')
+  AND m.created_at <= COALESCE($4::timestamptz, 'infinity')
+  AND NOT EXISTS (SELECT 1 FROM message_deletions d WHERE d.message_id = m.id AND d.user_id = $5)
 `
 
 type CountMessagesParams struct {
 	ConversationID uuid.UUID
 	HiddenBefore   *time.Time
+	VisibleFrom    *time.Time
+	VisibleUntil   *time.Time
 	ViewerID       int64
 }
 
 func (q *Queries) CountMessages(ctx context.Context, arg CountMessagesParams) (int64, error) {
-	row := q.db.QueryRow(ctx, countMessages, arg.ConversationID, arg.HiddenBefore, arg.ViewerID)
+	row := q.db.QueryRow(ctx, countMessages,
+		arg.ConversationID,
+		arg.HiddenBefore,
+		arg.VisibleFrom,
+		arg.VisibleUntil,
+		arg.ViewerID,
+	)
 	var count int64
 	err := row.Scan(&count)
 	return count, err
 }
 
 const getMessage = `-- name: GetMessage :one
-SELECT id, conversation_id, seq, sender_id, recipient_id, content_type, text_content, media_key, media_thumbnail_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at, delivered_at, read_at, edited_at, unsent_at FROM messages WHERE id = $1
+SELECT id, conversation_id, seq, sender_id, recipient_id, content_type, text_content, media_key, media_thumbnail_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at, delivered_at, read_at, edited_at, unsent_at, system FROM messages WHERE id = $1
 `
 
 func (q *Queries) GetMessage(ctx context.Context, id uuid.UUID) (Message, error) {
@@ -58,6 +69,7 @@ func (q *Queries) GetMessage(ctx context.Context, id uuid.UUID) (Message, error)
 		&i.ReadAt,
 		&i.EditedAt,
 		&i.UnsentAt,
+		&i.System,
 	)
 	return i, err
 }
@@ -117,25 +129,27 @@ WITH input AS (
            ($8::integer[])[g.ord] AS audio_duration,
            ($9::text[])[g.ord] AS reply_to_id,
            ($10::text[])[g.ord] AS client_message_id,
-           ($11::timestamptz[])[g.ord] AS created_at
+           ($11::timestamptz[])[g.ord] AS created_at,
+           ($12::text[])[g.ord] AS system
     FROM generate_series(1, cardinality($1::uuid[])) AS g(ord)
 ), fresh AS (
     -- Already stored ones are looked up by key (= ANY of an array): an
     -- anti-join here was planned as a scan of the whole table.
-    SELECT DISTINCT ON (i.id) i.ord, i.id, i.conversation_id, i.sender_id, i.recipient_id, i.content_type, i.text_content, i.media_key, i.audio_duration, i.reply_to_id, i.client_message_id, i.created_at FROM input i
+    SELECT DISTINCT ON (i.id) i.ord, i.id, i.conversation_id, i.sender_id, i.recipient_id, i.content_type, i.text_content, i.media_key, i.audio_duration, i.reply_to_id, i.client_message_id, i.created_at, i.system FROM input i
     WHERE i.id <> ALL (ARRAY(SELECT e.id FROM messages e WHERE e.id = ANY($1::uuid[])))
     ORDER BY i.id, i.ord
 ), numbered AS (
-    SELECT f.ord, f.id, f.conversation_id, f.sender_id, f.recipient_id, f.content_type, f.text_content, f.media_key, f.audio_duration, f.reply_to_id, f.client_message_id, f.created_at,
+    SELECT f.ord, f.id, f.conversation_id, f.sender_id, f.recipient_id, f.content_type, f.text_content, f.media_key, f.audio_duration, f.reply_to_id, f.client_message_id, f.created_at, f.system,
            (SELECT COALESCE(max(m.seq), 0) FROM messages m WHERE m.conversation_id = f.conversation_id)
            + row_number() OVER (PARTITION BY f.conversation_id ORDER BY f.ord) AS seq
     FROM fresh f
 ), ins AS (
     INSERT INTO messages (
         id, conversation_id, seq, sender_id, recipient_id, content_type, text_content,
-        media_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at, read_at
+        media_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at, read_at, system
     )
-    SELECT n.id, n.conversation_id, n.seq, n.sender_id, n.recipient_id, n.content_type, NULLIF(n.text_content, ''),
+    -- A recipient of 0 is a group's message: it has none.
+    SELECT n.id, n.conversation_id, n.seq, n.sender_id, NULLIF(n.recipient_id, 0), n.content_type, NULLIF(n.text_content, ''),
            NULLIF(n.media_key, ''), NULLIF(n.audio_duration, -1),
            -- A reply to another conversation's message (stored, or in this
            -- batch, after the ingress checked it) loses its reference
@@ -145,7 +159,8 @@ WITH input AS (
                   OR EXISTS (SELECT 1 FROM input r WHERE r.id = NULLIF(n.reply_to_id, '')::uuid
                                                     AND r.conversation_id <> n.conversation_id)
                 THEN NULL ELSE NULLIF(n.reply_to_id, '')::uuid END,
-           NULLIF(n.client_message_id, ''), n.created_at, $12::timestamptz, pr.read_at
+           NULLIF(n.client_message_id, ''), n.created_at, $13::timestamptz, pr.read_at,
+           NULLIF(n.system, '')::jsonb
     FROM numbered n
     -- A read that arrived before its message (InsertPendingReads) counts
     -- only by the message's recipient in its conversation.
@@ -192,6 +207,7 @@ type InsertMessagesParams struct {
 	ReplyToIds       []string
 	ClientMessageIds []string
 	CreatedAts       []time.Time
+	Systems          []string
 	SentAt           time.Time
 }
 
@@ -221,6 +237,7 @@ func (q *Queries) InsertMessages(ctx context.Context, arg InsertMessagesParams) 
 		arg.ReplyToIds,
 		arg.ClientMessageIds,
 		arg.CreatedAts,
+		arg.Systems,
 		arg.SentAt,
 	)
 	if err != nil {
@@ -266,18 +283,23 @@ func (q *Queries) InsertPendingReads(ctx context.Context, arg InsertPendingReads
 }
 
 const listMessagesAfter = `-- name: ListMessagesAfter :many
-SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.recipient_id, m.content_type, m.text_content, m.media_key, m.media_thumbnail_key, m.audio_duration, m.reply_to_id, m.client_message_id, m.created_at, m.sent_at, m.delivered_at, m.read_at, m.edited_at, m.unsent_at FROM messages m
+SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.recipient_id, m.content_type, m.text_content, m.media_key, m.media_thumbnail_key, m.audio_duration, m.reply_to_id, m.client_message_id, m.created_at, m.sent_at, m.delivered_at, m.read_at, m.edited_at, m.unsent_at, m.system FROM messages m
 WHERE m.conversation_id = $1 AND m.seq > $2
   AND m.created_at > COALESCE($3::timestamptz, '-infinity')
-  AND NOT EXISTS (SELECT 1 FROM message_deletions d WHERE d.message_id = m.id AND d.user_id = $4)
+  -- A group member's window (NULL for a direct conversation's participants).
+  AND m.created_at >= COALESCE($4::timestamptz, '-infinity')
+  AND m.created_at <= COALESCE($5::timestamptz, 'infinity')
+  AND NOT EXISTS (SELECT 1 FROM message_deletions d WHERE d.message_id = m.id AND d.user_id = $6)
 ORDER BY m.seq ASC
-LIMIT $5
+LIMIT $7
 `
 
 type ListMessagesAfterParams struct {
 	ConversationID uuid.UUID
 	AfterSeq       int64
 	HiddenBefore   *time.Time
+	VisibleFrom    *time.Time
+	VisibleUntil   *time.Time
 	ViewerID       int64
 	PageLimit      int32
 }
@@ -288,6 +310,8 @@ func (q *Queries) ListMessagesAfter(ctx context.Context, arg ListMessagesAfterPa
 		arg.ConversationID,
 		arg.AfterSeq,
 		arg.HiddenBefore,
+		arg.VisibleFrom,
+		arg.VisibleUntil,
 		arg.ViewerID,
 		arg.PageLimit,
 	)
@@ -317,6 +341,7 @@ func (q *Queries) ListMessagesAfter(ctx context.Context, arg ListMessagesAfterPa
 			&i.ReadAt,
 			&i.EditedAt,
 			&i.UnsentAt,
+			&i.System,
 		); err != nil {
 			return nil, err
 		}
@@ -329,18 +354,23 @@ func (q *Queries) ListMessagesAfter(ctx context.Context, arg ListMessagesAfterPa
 }
 
 const listMessagesBefore = `-- name: ListMessagesBefore :many
-SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.recipient_id, m.content_type, m.text_content, m.media_key, m.media_thumbnail_key, m.audio_duration, m.reply_to_id, m.client_message_id, m.created_at, m.sent_at, m.delivered_at, m.read_at, m.edited_at, m.unsent_at FROM messages m
+SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.recipient_id, m.content_type, m.text_content, m.media_key, m.media_thumbnail_key, m.audio_duration, m.reply_to_id, m.client_message_id, m.created_at, m.sent_at, m.delivered_at, m.read_at, m.edited_at, m.unsent_at, m.system FROM messages m
 WHERE m.conversation_id = $1 AND m.seq < $2
   AND m.created_at > COALESCE($3::timestamptz, '-infinity')
-  AND NOT EXISTS (SELECT 1 FROM message_deletions d WHERE d.message_id = m.id AND d.user_id = $4)
+  -- A group member's window (NULL for a direct conversation's participants).
+  AND m.created_at >= COALESCE($4::timestamptz, '-infinity')
+  AND m.created_at <= COALESCE($5::timestamptz, 'infinity')
+  AND NOT EXISTS (SELECT 1 FROM message_deletions d WHERE d.message_id = m.id AND d.user_id = $6)
 ORDER BY m.seq DESC
-LIMIT $5
+LIMIT $7
 `
 
 type ListMessagesBeforeParams struct {
 	ConversationID uuid.UUID
 	BeforeSeq      int64
 	HiddenBefore   *time.Time
+	VisibleFrom    *time.Time
+	VisibleUntil   *time.Time
 	ViewerID       int64
 	PageLimit      int32
 }
@@ -351,6 +381,8 @@ func (q *Queries) ListMessagesBefore(ctx context.Context, arg ListMessagesBefore
 		arg.ConversationID,
 		arg.BeforeSeq,
 		arg.HiddenBefore,
+		arg.VisibleFrom,
+		arg.VisibleUntil,
 		arg.ViewerID,
 		arg.PageLimit,
 	)
@@ -380,6 +412,7 @@ func (q *Queries) ListMessagesBefore(ctx context.Context, arg ListMessagesBefore
 			&i.ReadAt,
 			&i.EditedAt,
 			&i.UnsentAt,
+			&i.System,
 		); err != nil {
 			return nil, err
 		}
@@ -400,7 +433,7 @@ type ListMessagesByIDsRow struct {
 	ID             uuid.UUID
 	ConversationID uuid.UUID
 	SenderID       int64
-	RecipientID    int64
+	RecipientID    *int64
 	Seq            int64
 }
 
@@ -431,17 +464,22 @@ func (q *Queries) ListMessagesByIDs(ctx context.Context, ids []uuid.UUID) ([]Lis
 }
 
 const listMessagesPage = `-- name: ListMessagesPage :many
-SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.recipient_id, m.content_type, m.text_content, m.media_key, m.media_thumbnail_key, m.audio_duration, m.reply_to_id, m.client_message_id, m.created_at, m.sent_at, m.delivered_at, m.read_at, m.edited_at, m.unsent_at FROM messages m
+SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.recipient_id, m.content_type, m.text_content, m.media_key, m.media_thumbnail_key, m.audio_duration, m.reply_to_id, m.client_message_id, m.created_at, m.sent_at, m.delivered_at, m.read_at, m.edited_at, m.unsent_at, m.system FROM messages m
 WHERE m.conversation_id = $1
   AND m.created_at > COALESCE($2::timestamptz, '-infinity')
-  AND NOT EXISTS (SELECT 1 FROM message_deletions d WHERE d.message_id = m.id AND d.user_id = $3)
+  -- A group member's window (NULL for a direct conversation's participants).
+  AND m.created_at >= COALESCE($3::timestamptz, '-infinity')
+  AND m.created_at <= COALESCE($4::timestamptz, 'infinity')
+  AND NOT EXISTS (SELECT 1 FROM message_deletions d WHERE d.message_id = m.id AND d.user_id = $5)
 ORDER BY m.seq DESC
-LIMIT $5 OFFSET $4
+LIMIT $7 OFFSET $6
 `
 
 type ListMessagesPageParams struct {
 	ConversationID uuid.UUID
 	HiddenBefore   *time.Time
+	VisibleFrom    *time.Time
+	VisibleUntil   *time.Time
 	ViewerID       int64
 	PageOffset     int32
 	PageLimit      int32
@@ -452,6 +490,8 @@ func (q *Queries) ListMessagesPage(ctx context.Context, arg ListMessagesPagePara
 	rows, err := q.db.Query(ctx, listMessagesPage,
 		arg.ConversationID,
 		arg.HiddenBefore,
+		arg.VisibleFrom,
+		arg.VisibleUntil,
 		arg.ViewerID,
 		arg.PageOffset,
 		arg.PageLimit,
@@ -482,6 +522,7 @@ func (q *Queries) ListMessagesPage(ctx context.Context, arg ListMessagesPagePara
 			&i.ReadAt,
 			&i.EditedAt,
 			&i.UnsentAt,
+			&i.System,
 		); err != nil {
 			return nil, err
 		}
@@ -565,7 +606,7 @@ type MarkMessagesReadParams struct {
 	ReadAt         *time.Time
 	Ids            []uuid.UUID
 	ConversationID uuid.UUID
-	ReaderID       int64
+	ReaderID       *int64
 }
 
 // Answers the ids it marked: those read before are not read again.
@@ -602,7 +643,7 @@ WHERE id = ANY($1::uuid[]) AND conversation_id = $2 AND recipient_id = $3
 type MaxSeqOfMessagesParams struct {
 	Ids            []uuid.UUID
 	ConversationID uuid.UUID
-	ReaderID       int64
+	ReaderID       *int64
 }
 
 func (q *Queries) MaxSeqOfMessages(ctx context.Context, arg MaxSeqOfMessagesParams) (int64, error) {

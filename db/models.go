@@ -17,31 +17,39 @@ type Block struct {
 }
 
 type Conversation struct {
-	ID            uuid.UUID
-	Kind          string
-	DirectKey     *string
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
-	LastSeq       int64
-	LastMessageID *uuid.UUID
-	LastMessageAt *time.Time
+	ID             uuid.UUID
+	Kind           string
+	DirectKey      *string
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+	LastSeq        int64
+	LastMessageID  *uuid.UUID
+	LastMessageAt  *time.Time
+	Title          *string
+	TitleChangedAt time.Time
+	CreatedBy      *int64
 }
 
 type ConversationParticipant struct {
-	ConversationID    uuid.UUID
-	UserID            int64
-	JoinedAt          time.Time
-	Pinned            bool
-	Muted             bool
-	Archived          bool
-	DeletedAt         *time.Time
-	SettingsChangedAt time.Time
-	PinnedChangedAt   time.Time
-	MutedChangedAt    time.Time
-	ArchivedChangedAt time.Time
-	DeletedChangedAt  time.Time
-	LastReadSeq       int64
-	LastReadAt        *time.Time
+	ConversationID      uuid.UUID
+	UserID              int64
+	JoinedAt            time.Time
+	Pinned              bool
+	Muted               bool
+	Archived            bool
+	DeletedAt           *time.Time
+	SettingsChangedAt   time.Time
+	PinnedChangedAt     time.Time
+	MutedChangedAt      time.Time
+	ArchivedChangedAt   time.Time
+	DeletedChangedAt    time.Time
+	LastReadSeq         int64
+	LastReadAt          *time.Time
+	Role                string
+	RoleChangedAt       time.Time
+	MembershipChangedAt time.Time
+	LeftAt              *time.Time
+	LastDeliveredSeq    int64
 }
 
 type DeadLetter struct {
@@ -80,7 +88,7 @@ type Message struct {
 	ConversationID    uuid.UUID
 	Seq               int64
 	SenderID          int64
-	RecipientID       int64
+	RecipientID       *int64
 	ContentType       string
 	TextContent       *string
 	MediaKey          *string
@@ -94,6 +102,7 @@ type Message struct {
 	ReadAt            *time.Time
 	EditedAt          *time.Time
 	UnsentAt          *time.Time
+	System            []byte
 }
 
 type MessageDeletion struct {
@@ -141,6 +150,11 @@ type ParticipantConversation struct {
 	LastMessageText        *string
 	LastMessageCreatedAt   *time.Time
 	LastMessageUnsentAt    *time.Time
+	Title                  *string
+	Role                   string
+	JoinedAt               time.Time
+	LeftAt                 *time.Time
+	MemberCount            int64
 }
 
 type PendingRead struct {

@@ -41,6 +41,8 @@ SELECT DISTINCT p.user_id AS subject_id, o.user_id AS receiver_id,
        COALESCE(rp.hide_last_seen, false)::boolean AS receiver_hides
 FROM conversation_participants p
 JOIN conversation_participants o ON o.conversation_id = p.conversation_id AND o.user_id <> p.user_id
+    -- A group's former members share nothing with it any more.
+    AND p.left_at IS NULL AND o.left_at IS NULL
 LEFT JOIN user_presence rp ON rp.user_id = o.user_id
 WHERE p.user_id = ANY($1::bigint[])
   AND NOT EXISTS (SELECT 1 FROM user_presence sp WHERE sp.user_id = p.user_id AND sp.hide_last_seen)
@@ -81,6 +83,8 @@ func (q *Queries) ListPresenceAudience(ctx context.Context, userIds []int64) ([]
 const listSharedPartners = `-- name: ListSharedPartners :many
 SELECT DISTINCT o.user_id FROM conversation_participants p
 JOIN conversation_participants o ON o.conversation_id = p.conversation_id AND o.user_id <> p.user_id
+    -- A group's former members share nothing with it any more.
+    AND p.left_at IS NULL AND o.left_at IS NULL
 WHERE p.user_id = $1 AND o.user_id = ANY($2::bigint[])
 `
 

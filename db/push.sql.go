@@ -189,14 +189,21 @@ func (q *Queries) PrunePushDeliveries(ctx context.Context, before time.Time) (in
 }
 
 const pushContext = `-- name: PushContext :one
-SELECT m.seq, (m.read_at IS NOT NULL)::boolean AS already_read, (m.unsent_at IS NOT NULL)::boolean AS unsent, COALESCE(p.muted, false)::boolean AS muted,
+SELECT m.seq,
+       (m.read_at IS NOT NULL OR (m.recipient_id IS NULL AND COALESCE(p.last_read_seq, 0) >= m.seq))::boolean AS already_read,
+       (m.unsent_at IS NOT NULL)::boolean AS unsent, COALESCE(p.muted, false)::boolean AS muted,
        (SELECT COALESCE(sum(v.unread_count), 0) FROM participant_conversations v
-         WHERE v.user_id = m.recipient_id
+         WHERE v.user_id = $1::bigint
            AND (v.deleted_at IS NULL OR v.last_message_at > v.deleted_at))::bigint AS badge
 FROM messages m
-LEFT JOIN conversation_participants p ON p.conversation_id = m.conversation_id AND p.user_id = m.recipient_id
-WHERE m.id = $1
+LEFT JOIN conversation_participants p ON p.conversation_id = m.conversation_id AND p.user_id = $1::bigint
+WHERE m.id = $2
 `
+
+type PushContextParams struct {
+	UserID    int64
+	MessageID uuid.UUID
+}
 
 type PushContextRow struct {
 	Seq         int64
@@ -206,11 +213,12 @@ type PushContextRow struct {
 	Badge       int64
 }
 
-// What a push of one message needs, in one round trip: its position, whether
-// it was read or unsent meanwhile, whether the recipient muted the conversation, and
-// the recipient's badge (the unread count of every conversation they see).
-func (q *Queries) PushContext(ctx context.Context, messageID uuid.UUID) (PushContextRow, error) {
-	row := q.db.QueryRow(ctx, pushContext, messageID)
+// What a push of one message to one recipient (a group's member) needs, in
+// one round trip: its position, whether they read it or it was unsent
+// meanwhile, whether they muted the conversation, and their badge (the
+// unread count of every conversation they see).
+func (q *Queries) PushContext(ctx context.Context, arg PushContextParams) (PushContextRow, error) {
+	row := q.db.QueryRow(ctx, pushContext, arg.UserID, arg.MessageID)
 	var i PushContextRow
 	err := row.Scan(
 		&i.Seq,

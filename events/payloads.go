@@ -12,6 +12,9 @@ const (
 	ContentImage = "image"
 	ContentVideo = "video"
 	ContentAudio = "audio"
+	// ContentSystem is a group's system message ("A added B"): stored by
+	// the persister from a GroupChanged event, never sent by a client.
+	ContentSystem = "system"
 )
 
 // ValidContentType reports whether t is one of the content types above.
@@ -44,7 +47,15 @@ type MessageSentV1 struct {
 	// sender: the message is kept for the sender only and is never posted or
 	// pushed to the recipient. Fixed at ingress, so a replay withholds it too.
 	WithheldFromRecipient bool `json:"withheld_from_recipient,omitempty"`
+	// MemberIDs are, in a group (RecipientID 0), the members it goes to:
+	// every current member but the sender, read under the group's share
+	// lock at CreatedAt. Fixed at ingress, so a replay posts and stores
+	// the same.
+	MemberIDs []int64 `json:"member_ids,omitempty"`
 }
+
+// Group reports whether the message is a group's.
+func (m MessageSentV1) Group() bool { return m.RecipientID == 0 }
 
 func (MessageSentV1) EventType() string { return TypeMessageSent }
 func (MessageSentV1) EventVersion() int { return 1 }
@@ -58,8 +69,17 @@ func (m MessageSentV1) Validate() error {
 	if !IsUUID(m.ConversationID) {
 		errs = append(errs, fmt.Errorf("conversation_id %q is not a UUID", m.ConversationID))
 	}
-	if m.SenderID <= 0 || m.RecipientID <= 0 {
-		errs = append(errs, errors.New("sender_id and recipient_id must be positive"))
+	if m.SenderID <= 0 || m.RecipientID < 0 {
+		errs = append(errs, errors.New("sender_id must be positive, recipient_id positive (0 in a group)"))
+	}
+	for _, u := range m.MemberIDs {
+		if u <= 0 || u == m.SenderID {
+			errs = append(errs, fmt.Errorf("member_ids holds %d: members are positive and not the sender", u))
+			break
+		}
+	}
+	if m.RecipientID > 0 && len(m.MemberIDs) > 0 {
+		errs = append(errs, errors.New("a direct message (recipient_id) has no member_ids"))
 	}
 	if !ValidContentType(m.ContentType) {
 		errs = append(errs, fmt.Errorf("content_type %q is not one of text, image, video, audio", m.ContentType))
@@ -86,8 +106,12 @@ type MessageReadV1 struct {
 	ReaderID       int64     `json:"reader_id"`
 	MessageIDs     []string  `json:"message_ids"`
 	ReadAt         time.Time `json:"read_at"`
-	// NotifyUserIDs are the other participants, who see the read receipt.
+	// NotifyUserIDs are the other participants, who see the read receipt
+	// (none in a group: its members see counts).
 	NotifyUserIDs []int64 `json:"notify_user_ids,omitempty"`
+	// Group: the conversation is a group; the read advances the reader's
+	// read position, from which the messages' counts are read.
+	Group bool `json:"group,omitempty"`
 }
 
 func (MessageReadV1) EventType() string { return TypeMessageRead }
@@ -118,8 +142,10 @@ func (m MessageReadV1) Validate() error {
 type TypingV1 struct {
 	ConversationID string `json:"conversation_id"`
 	UserID         int64  `json:"user_id"`
-	RecipientID    int64  `json:"recipient_id"`
+	RecipientID    int64  `json:"recipient_id"` // 0 in a group
 	IsTyping       bool   `json:"is_typing"`
+	// MemberIDs are, in a group, the other members: who is told.
+	MemberIDs []int64 `json:"member_ids,omitempty"`
 }
 
 func (TypingV1) EventType() string { return TypeTyping }
@@ -129,8 +155,13 @@ func (m TypingV1) Validate() error {
 	if !IsUUID(m.ConversationID) {
 		return fmt.Errorf("conversation_id %q is not a UUID", m.ConversationID)
 	}
-	if m.UserID <= 0 || m.RecipientID <= 0 {
-		return errors.New("user_id and recipient_id must be positive")
+	if m.UserID <= 0 || m.RecipientID < 0 || (m.RecipientID == 0) == (len(m.MemberIDs) == 0) {
+		return errors.New("user_id must be positive, and either recipient_id (direct) or member_ids (a group) given")
+	}
+	for _, u := range m.MemberIDs {
+		if u <= 0 || u == m.UserID {
+			return fmt.Errorf("member_ids holds %d: members are positive and not the one typing", u)
+		}
 	}
 	return nil
 }
@@ -143,6 +174,8 @@ type MessageDeliveredV1 struct {
 	SenderID       int64     `json:"sender_id"`
 	RecipientID    int64     `json:"recipient_id"`
 	DeliveredAt    time.Time `json:"delivered_at"`
+	// Group: the message is a group's, delivered to the member RecipientID.
+	Group bool `json:"group,omitempty"`
 }
 
 func (MessageDeliveredV1) EventType() string { return TypeMessageDelivered }
@@ -228,6 +261,9 @@ type ThumbnailReadyV1 struct {
 	// WithheldFromRecipient is the message's (see MessageSentV1): the
 	// update goes to the sender only.
 	WithheldFromRecipient bool `json:"withheld_from_recipient,omitempty"`
+	// MemberIDs are the message's, in a group (RecipientID 0): who else
+	// learns of the update.
+	MemberIDs []int64 `json:"member_ids,omitempty"`
 }
 
 func (ThumbnailReadyV1) EventType() string { return TypeThumbnailReady }

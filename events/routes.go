@@ -30,13 +30,13 @@ func Routes() []Route {
 		{Worker: WorkerPersister, Types: []string{
 			TypeMessageSent, TypeMessageRead, TypeMessageDelivered,
 			TypeMessageDeleted, TypeConversationSettingsChanged, TypeThumbnailReady,
-			TypeMessageEdited, TypeMessageUnsent, TypeReactionChanged,
+			TypeMessageEdited, TypeMessageUnsent, TypeReactionChanged, TypeGroupChanged,
 		}},
 		// Fanout tells the sender about a delivery itself, right after
 		// publishing MessageDelivered, so it does not consume that event.
 		{Worker: WorkerFanout, Types: []string{
 			TypeMessageSent, TypeMessageRead, TypeTyping, TypeThumbnailReady, TypeConnected, TypePresence,
-			TypeMessageEdited, TypeMessageUnsent, TypeReactionChanged,
+			TypeMessageEdited, TypeMessageUnsent, TypeReactionChanged, TypeGroupChanged,
 		}},
 		// Audio too: the thumbnailer measures audio_duration when the client
 		// did not send it. An unsent media message's objects are deleted

@@ -101,9 +101,10 @@ SET last_read_seq = GREATEST(last_read_seq, @seq::bigint),
 WHERE conversation_id = @conversation_id AND user_id = @user_id;
 
 -- name: ListMembers :many
--- The participants of a conversation with its kind, in one round trip:
--- the send path checks membership and finds the recipient from it.
+-- The current participants of a conversation with its kind, in one round
+-- trip: the send path checks membership and finds the recipient from it.
+-- A group's former members are not among them.
 SELECT p.user_id, c.kind FROM conversation_participants p
 JOIN conversations c ON c.id = p.conversation_id
-WHERE p.conversation_id = $1
+WHERE p.conversation_id = $1 AND p.left_at IS NULL
 ORDER BY p.user_id;

@@ -3,8 +3,10 @@
 
 -- name: FeedAudience :many
 -- Who may learn of a batch's changes, in one lookup: the participants of
--- the batch's conversations.
-SELECT p.conversation_id, p.user_id FROM conversation_participants p
+-- the batch's conversations, with a group member's window (a direct
+-- conversation's participants have none).
+SELECT p.conversation_id, p.user_id, c.kind, p.joined_at, p.left_at FROM conversation_participants p
+JOIN conversations c ON c.id = p.conversation_id
 WHERE p.conversation_id = ANY(@conversation_ids::uuid[])
 ORDER BY p.conversation_id, p.user_id;
 

@@ -9,6 +9,9 @@ SELECT * FROM messages WHERE id = $1;
 SELECT m.* FROM messages m
 WHERE m.conversation_id = @conversation_id
   AND m.created_at > COALESCE(sqlc.narg('hidden_before')::timestamptz, '-infinity')
+  -- A group member's window (NULL for a direct conversation's participants).
+  AND m.created_at >= COALESCE(sqlc.narg('visible_from')::timestamptz, '-infinity')
+  AND m.created_at <= COALESCE(sqlc.narg('visible_until')::timestamptz, 'infinity')
   AND NOT EXISTS (SELECT 1 FROM message_deletions d WHERE d.message_id = m.id AND d.user_id = @viewer_id)
 ORDER BY m.seq DESC
 LIMIT @page_limit OFFSET @page_offset;
@@ -17,6 +20,9 @@ LIMIT @page_limit OFFSET @page_offset;
 SELECT count(*) FROM messages m
 WHERE m.conversation_id = @conversation_id
   AND m.created_at > COALESCE(sqlc.narg('hidden_before')::timestamptz, '-infinity')
+  -- A group member's window (NULL for a direct conversation's participants).
+  AND m.created_at >= COALESCE(sqlc.narg('visible_from')::timestamptz, '-infinity')
+  AND m.created_at <= COALESCE(sqlc.narg('visible_until')::timestamptz, 'infinity')
   AND NOT EXISTS (SELECT 1 FROM message_deletions d WHERE d.message_id = m.id AND d.user_id = @viewer_id);
 
 -- name: ListMessagesAfter :many
@@ -24,6 +30,9 @@ WHERE m.conversation_id = @conversation_id
 SELECT m.* FROM messages m
 WHERE m.conversation_id = @conversation_id AND m.seq > @after_seq
   AND m.created_at > COALESCE(sqlc.narg('hidden_before')::timestamptz, '-infinity')
+  -- A group member's window (NULL for a direct conversation's participants).
+  AND m.created_at >= COALESCE(sqlc.narg('visible_from')::timestamptz, '-infinity')
+  AND m.created_at <= COALESCE(sqlc.narg('visible_until')::timestamptz, 'infinity')
   AND NOT EXISTS (SELECT 1 FROM message_deletions d WHERE d.message_id = m.id AND d.user_id = @viewer_id)
 ORDER BY m.seq ASC
 LIMIT @page_limit;
@@ -33,6 +42,9 @@ LIMIT @page_limit;
 SELECT m.* FROM messages m
 WHERE m.conversation_id = @conversation_id AND m.seq < @before_seq
   AND m.created_at > COALESCE(sqlc.narg('hidden_before')::timestamptz, '-infinity')
+  -- A group member's window (NULL for a direct conversation's participants).
+  AND m.created_at >= COALESCE(sqlc.narg('visible_from')::timestamptz, '-infinity')
+  AND m.created_at <= COALESCE(sqlc.narg('visible_until')::timestamptz, 'infinity')
   AND NOT EXISTS (SELECT 1 FROM message_deletions d WHERE d.message_id = m.id AND d.user_id = @viewer_id)
 ORDER BY m.seq DESC
 LIMIT @page_limit;
@@ -108,7 +120,8 @@ WITH input AS (
            (@audio_durations::integer[])[g.ord] AS audio_duration,
            (@reply_to_ids::text[])[g.ord] AS reply_to_id,
            (@client_message_ids::text[])[g.ord] AS client_message_id,
-           (@created_ats::timestamptz[])[g.ord] AS created_at
+           (@created_ats::timestamptz[])[g.ord] AS created_at,
+           (@systems::text[])[g.ord] AS system
     FROM generate_series(1, cardinality(@ids::uuid[])) AS g(ord)
 ), fresh AS (
     -- Already stored ones are looked up by key (= ANY of an array): an
@@ -124,9 +137,10 @@ WITH input AS (
 ), ins AS (
     INSERT INTO messages (
         id, conversation_id, seq, sender_id, recipient_id, content_type, text_content,
-        media_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at, read_at
+        media_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at, read_at, system
     )
-    SELECT n.id, n.conversation_id, n.seq, n.sender_id, n.recipient_id, n.content_type, NULLIF(n.text_content, ''),
+    -- A recipient of 0 is a group's message: it has none.
+    SELECT n.id, n.conversation_id, n.seq, n.sender_id, NULLIF(n.recipient_id, 0), n.content_type, NULLIF(n.text_content, ''),
            NULLIF(n.media_key, ''), NULLIF(n.audio_duration, -1),
            -- A reply to another conversation's message (stored, or in this
            -- batch, after the ingress checked it) loses its reference
@@ -136,7 +150,8 @@ WITH input AS (
                   OR EXISTS (SELECT 1 FROM input r WHERE r.id = NULLIF(n.reply_to_id, '')::uuid
                                                     AND r.conversation_id <> n.conversation_id)
                 THEN NULL ELSE NULLIF(n.reply_to_id, '')::uuid END,
-           NULLIF(n.client_message_id, ''), n.created_at, @sent_at::timestamptz, pr.read_at
+           NULLIF(n.client_message_id, ''), n.created_at, @sent_at::timestamptz, pr.read_at,
+           NULLIF(n.system, '')::jsonb
     FROM numbered n
     -- A read that arrived before its message (InsertPendingReads) counts
     -- only by the message's recipient in its conversation.

@@ -25,6 +25,8 @@ SELECT DISTINCT p.user_id AS subject_id, o.user_id AS receiver_id,
        COALESCE(rp.hide_last_seen, false)::boolean AS receiver_hides
 FROM conversation_participants p
 JOIN conversation_participants o ON o.conversation_id = p.conversation_id AND o.user_id <> p.user_id
+    -- A group's former members share nothing with it any more.
+    AND p.left_at IS NULL AND o.left_at IS NULL
 LEFT JOIN user_presence rp ON rp.user_id = o.user_id
 WHERE p.user_id = ANY(@user_ids::bigint[])
   AND NOT EXISTS (SELECT 1 FROM user_presence sp WHERE sp.user_id = p.user_id AND sp.hide_last_seen)
@@ -35,4 +37,6 @@ WHERE p.user_id = ANY(@user_ids::bigint[])
 -- Of the given users, those who share a conversation with user_id.
 SELECT DISTINCT o.user_id FROM conversation_participants p
 JOIN conversation_participants o ON o.conversation_id = p.conversation_id AND o.user_id <> p.user_id
+    -- A group's former members share nothing with it any more.
+    AND p.left_at IS NULL AND o.left_at IS NULL
 WHERE p.user_id = @user_id AND o.user_id = ANY(@user_ids::bigint[]);

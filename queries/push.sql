@@ -17,15 +17,18 @@ DELETE FROM push_devices WHERE token = @token AND user_id = @user_id;
 SELECT * FROM push_devices WHERE user_id = ANY(@user_ids::bigint[]) ORDER BY user_id, token;
 
 -- name: PushContext :one
--- What a push of one message needs, in one round trip: its position, whether
--- it was read or unsent meanwhile, whether the recipient muted the conversation, and
--- the recipient's badge (the unread count of every conversation they see).
-SELECT m.seq, (m.read_at IS NOT NULL)::boolean AS already_read, (m.unsent_at IS NOT NULL)::boolean AS unsent, COALESCE(p.muted, false)::boolean AS muted,
+-- What a push of one message to one recipient (a group's member) needs, in
+-- one round trip: its position, whether they read it or it was unsent
+-- meanwhile, whether they muted the conversation, and their badge (the
+-- unread count of every conversation they see).
+SELECT m.seq,
+       (m.read_at IS NOT NULL OR (m.recipient_id IS NULL AND COALESCE(p.last_read_seq, 0) >= m.seq))::boolean AS already_read,
+       (m.unsent_at IS NOT NULL)::boolean AS unsent, COALESCE(p.muted, false)::boolean AS muted,
        (SELECT COALESCE(sum(v.unread_count), 0) FROM participant_conversations v
-         WHERE v.user_id = m.recipient_id
+         WHERE v.user_id = @user_id::bigint
            AND (v.deleted_at IS NULL OR v.last_message_at > v.deleted_at))::bigint AS badge
 FROM messages m
-LEFT JOIN conversation_participants p ON p.conversation_id = m.conversation_id AND p.user_id = m.recipient_id
+LEFT JOIN conversation_participants p ON p.conversation_id = m.conversation_id AND p.user_id = @user_id::bigint
 WHERE m.id = @message_id;
 
 -- name: BadgeAfterRead :one

@@ -204,6 +204,7 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, p parts) (*Ap
 		limits.MaxUploads, limits.MaxUserUploads = cfg.MaxUploads, cfg.MaxUserUploads
 		limits.MaxConnectionsPerUser = cfg.WSMaxPerUser
 		limits.EditWindow, limits.UnsendWindow = cfg.EditWindow, cfg.UnsendWindow
+		limits.MaxGroupMembers = cfg.MaxGroupMembers
 		opts := []chat.Option{chat.WithPresence(a.conns)}
 		if (p.api || p.gateway) && a.cfg.Transport == transportPostgres && a.cfg.OverloadQueueAge > 0 {
 			a.backlog = pgbus.NewBacklog(a.pool, a.cfg.OverloadQueueAge, a.cfg.OverloadSample, logger.With("component", "backlog"))

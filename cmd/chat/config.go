@@ -92,6 +92,7 @@ type Config struct {
 	// (CHAT_UNSEND_WINDOW, default 1h): how long after sending a message
 	// its sender may edit it, or unsend it.
 	EditWindow, UnsendWindow time.Duration
+	MaxGroupMembers          int           // CHAT_GROUP_MAX_MEMBERS, default 256: a group's members, its owner included
 	WorkerConc               int           // CHAT_WORKER_CONCURRENCY consumers per worker queue, default 1
 	ThumbConc                int           // CHAT_THUMBNAILER_CONCURRENCY consumers of the thumbnailer, default 2
 	FallbackPoll             time.Duration // CHAT_BUS_FALLBACK_POLL, default 1s
@@ -456,6 +457,7 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 			c.ThumbnailMemory, need, c.MaxImagePixels))
 	}
 	c.PendingReadRetention = dur("CHAT_PENDING_READ_RETENTION", persister.DefaultPendingReadRetention)
+	c.MaxGroupMembers = num("CHAT_GROUP_MAX_MEMBERS", chat.DefaultMaxGroupMembers, 2)
 	c.EditWindow = dur("CHAT_EDIT_WINDOW", events.DefaultEditWindow)
 	c.UnsendWindow = dur("CHAT_UNSEND_WINDOW", events.DefaultUnsendWindow)
 	for _, w := range []struct {

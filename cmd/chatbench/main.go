@@ -543,7 +543,7 @@ func makeGroups(ctx context.Context, o options, clients []*client) error {
 		for _, c := range clients[g+1 : g+o.groupSize] {
 			ids = append(ids, c.user)
 		}
-		body, err := json.Marshal(map[string]any{"kind": "group", "title": fmt.Sprintf("bench %d", g/o.groupSize), "member_ids": ids})
+		body, err := json.Marshal(map[string]any{"title": fmt.Sprintf("bench %d", g/o.groupSize), "member_ids": ids})
 		if err != nil {
 			return err
 		}
@@ -551,7 +551,7 @@ func makeGroups(ctx context.Context, o options, clients []*client) error {
 		if err != nil {
 			return err
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.apiURL+"/api/v1/chat/conversations", bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.apiURL+"/api/v1/chat/groups", bytes.NewReader(body))
 		if err != nil {
 			return err
 		}

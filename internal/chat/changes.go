@@ -140,9 +140,12 @@ func (s *Service) changeTarget(ctx context.Context, userID int64, messageID stri
 	if err != nil {
 		return target{}, unavailable("the database", err)
 	}
-	members, err := s.requireMember(ctx, m.ConversationID, userID)
+	members, group, err := s.requireMemberOf(ctx, m.ConversationID, userID)
 	if err != nil {
 		return target{}, Errorf(CodeForbidden, "message %s is not in one of your conversations", id)
+	}
+	if group {
+		return s.groupChangeTarget(ctx, userID, m)
 	}
 	hiders, err := s.q.ListMessageHiders(ctx, id)
 	if err != nil {
@@ -176,6 +179,41 @@ func (s *Service) changeTarget(ctx context.Context, userID int64, messageID stri
 	}
 	if m.UnsentAt != nil {
 		return t, Errorf(CodeInvalid, "message %s was unsent", id)
+	}
+	return t, nil
+}
+
+// groupChangeTarget is changeTarget in a group: the user must see the
+// message, and the members who see it (current members who joined before
+// it) learn of the change. Blocks do not apply within a group.
+func (s *Service) groupChangeTarget(ctx context.Context, userID int64, m db.Message) (target, error) {
+	if m.ContentType == events.ContentSystem {
+		return target{}, Errorf(CodeInvalid, "message %s is a system message; it cannot be changed or reacted to", m.ID)
+	}
+	if ok, err := s.canSee(ctx, userID, m); err != nil {
+		return target{}, err
+	} else if !ok {
+		return target{}, Errorf(CodeNotFound, "message %s not found", m.ID)
+	}
+	hiders, err := s.q.ListMessageHiders(ctx, m.ID)
+	if err != nil {
+		return target{}, unavailable("the database", err)
+	}
+	if slices.Contains(hiders, userID) {
+		return target{}, Errorf(CodeNotFound, "message %s not found", m.ID)
+	}
+	rows, err := s.q.ListGroupParticipants(ctx, m.ConversationID)
+	if err != nil {
+		return target{}, unavailable("the database", err)
+	}
+	t := target{Message: m}
+	for _, r := range rows {
+		if r.LeftAt == nil && !m.CreatedAt.Before(r.JoinedAt) && !slices.Contains(hiders, r.UserID) {
+			t.notify = append(t.notify, r.UserID)
+		}
+	}
+	if m.UnsentAt != nil {
+		return t, Errorf(CodeInvalid, "message %s was unsent", m.ID)
 	}
 	return t, nil
 }

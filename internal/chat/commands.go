@@ -38,20 +38,28 @@ func (s *Service) Send(ctx context.Context, userID int64, in SendInput) (Message
 	if err != nil {
 		return MessageView{}, err
 	}
-	if err := s.checkReply(ctx, convID, in.ReplyToID); err != nil {
-		return MessageView{}, err
-	}
-	withheld, err := s.blocks(ctx, recipientID, userID)
-	if err != nil {
+	if err := s.checkReply(ctx, userID, convID, in.ReplyToID); err != nil {
 		return MessageView{}, err
 	}
 	now := s.clock()
+	var withheld bool
+	var members []int64
+	if recipientID == 0 {
+		// A group's: its members and its time, read together (groups.go).
+		// Blocks do not withhold within a group: a member who blocks
+		// another sees the group's messages, as every member does.
+		if members, now, err = s.groupSend(ctx, convID, userID); err != nil {
+			return MessageView{}, err
+		}
+	} else if withheld, err = s.blocks(ctx, recipientID, userID); err != nil {
+		return MessageView{}, err
+	}
 	msgID := newID()
 	payload := events.MessageSentV1{
 		MessageID: msgID.String(), ConversationID: convID.String(), SenderID: userID, RecipientID: recipientID,
 		ContentType: in.ContentType, TextContent: in.TextContent, MediaKey: in.MediaKey,
 		AudioDuration: in.AudioDuration, ReplyToID: in.ReplyToID, ClientMessageID: in.ClientMessageID, CreatedAt: now,
-		SourceConnectionID: in.SourceConnectionID, WithheldFromRecipient: withheld,
+		SourceConnectionID: in.SourceConnectionID, WithheldFromRecipient: withheld, MemberIDs: members,
 	}
 	env, err := events.New(msgID.String(), now, userID, convID.String(), payload)
 	if err != nil {
@@ -203,7 +211,7 @@ func (s *Service) validateSend(ctx context.Context, userID int64, in *SendInput)
 // An id not stored (yet) is accepted: the message replied to may have been
 // pushed to the sender before the persister stored it. The persister drops
 // a reply_to_id that turns out to be another conversation's.
-func (s *Service) checkReply(ctx context.Context, convID uuid.UUID, replyToID string) error {
+func (s *Service) checkReply(ctx context.Context, userID int64, convID uuid.UUID, replyToID string) error {
 	if replyToID == "" {
 		return nil
 	}
@@ -216,6 +224,13 @@ func (s *Service) checkReply(ctx context.Context, convID uuid.UUID, replyToID st
 	}
 	if m.ConversationID != convID {
 		return Errorf(CodeInvalid, "reply_to_id %s is a message of another conversation; a reply must be in the same conversation", replyToID)
+	}
+	// A group member replies only to what they see: not to a message from
+	// before they joined, whose text the reply would show to them.
+	if ok, err := s.canSee(ctx, userID, m); err != nil {
+		return err
+	} else if !ok {
+		return Errorf(CodeInvalid, "reply_to_id %s is a message from before you joined this group", replyToID)
 	}
 	return nil
 }
@@ -234,7 +249,7 @@ func keyFromURL(raw string) string {
 }
 
 // resolveConversation finds the conversation a message goes to and the
-// other participant, checking the sender belongs to it.
+// other participant (0 in a group), checking the sender belongs to it.
 func (s *Service) resolveConversation(ctx context.Context, userID, recipientID int64, conversationID string) (uuid.UUID, int64, error) {
 	if conversationID == "" {
 		id, err := s.directConversation(ctx, userID, recipientID)
@@ -244,9 +259,15 @@ func (s *Service) resolveConversation(ctx context.Context, userID, recipientID i
 		return id, recipientID, nil
 	}
 	id := uuid.MustParse(conversationID)
-	members, err := s.requireMember(ctx, id, userID)
+	members, group, err := s.requireMemberOf(ctx, id, userID)
 	if err != nil {
 		return uuid.Nil, 0, err
+	}
+	if group {
+		if recipientID != 0 {
+			return uuid.Nil, 0, Errorf(CodeInvalid, "conversation %s is a group: a message to it has no recipient_id", id)
+		}
+		return id, 0, nil
 	}
 	var other int64
 	for _, o := range members {
@@ -310,28 +331,39 @@ func (s *Service) directConversation(ctx context.Context, a, b int64) (uuid.UUID
 // refuses everyone else. Groups (whose members could change) and unknown
 // ids are never cached.
 func (s *Service) requireMember(ctx context.Context, convID uuid.UUID, userID int64) ([]int64, error) {
+	members, _, err := s.requireMemberOf(ctx, convID, userID)
+	return members, err
+}
+
+// requireMemberOf is requireMember, answering too whether the conversation
+// is a group (whose current members it answers).
+func (s *Service) requireMemberOf(ctx context.Context, convID uuid.UUID, userID int64) (members []int64, group bool, err error) {
 	members, ok := s.members.get(convID)
 	if !ok {
 		rows, err := s.q.ListMembers(ctx, convID)
 		if err != nil {
-			return nil, unavailable("the database", err)
+			return nil, false, unavailable("the database", err)
 		}
 		if len(rows) == 0 {
-			return nil, Errorf(CodeNotFound, "conversation %s not found", convID)
+			// Not found, or a group the user is no longer in (and nobody
+			// is): GetViewer tells them apart.
+			if _, err := s.viewer(ctx, convID, userID); err != nil {
+				return nil, false, err
+			}
+			return nil, false, Errorf(CodeForbidden, "you are no longer a member of group %s", convID)
 		}
-		direct := true
 		for _, r := range rows {
 			members = append(members, r.UserID)
-			direct = direct && r.Kind == "direct"
+			group = group || r.Kind == "group"
 		}
-		if direct {
+		if !group {
 			s.members.put(convID, members)
 		}
 	}
 	if !slices.Contains(members, userID) {
-		return nil, Errorf(CodeForbidden, "you are not a participant of conversation %s", convID)
+		return nil, false, Errorf(CodeForbidden, "you are not a participant of conversation %s", convID)
 	}
-	return members, nil
+	return members, group, nil
 }
 
 // CreateConversation gets or creates the direct conversation with recipient.
@@ -394,7 +426,13 @@ func (s *Service) MarkRead(ctx context.Context, userID int64, in ReadInput) (Rea
 	found := map[uuid.UUID]bool{}
 	for _, m := range stored {
 		found[m.ID] = true
-		if m.RecipientID != userID {
+		// A group's message (no recipient) is read by any member but its
+		// sender: the persister advances their read position.
+		if m.RecipientID == nil && m.SenderID != userID {
+			byConv[m.ConversationID] = append(byConv[m.ConversationID], m.ID.String())
+			continue
+		}
+		if m.RecipientID == nil || *m.RecipientID != userID {
 			res.Ignored = append(res.Ignored, m.ID.String())
 			continue
 		}
@@ -432,18 +470,20 @@ func (s *Service) MarkRead(ctx context.Context, userID int64, in ReadInput) (Rea
 	for cid, mids := range byConv {
 		// The reader is a participant of every conversation here: one of
 		// its stored messages is addressed to them, or requireMember said so.
-		members, err := s.requireMember(ctx, cid, userID)
+		members, group, err := s.requireMemberOf(ctx, cid, userID)
 		if err != nil {
 			return ReadResult{}, err
 		}
+		// In a group, a read is told to the reader's own devices alone:
+		// its members see counts (read by k of n), not every receipt.
 		var notify []int64
 		for _, m := range members {
-			if m != userID {
+			if m != userID && !group {
 				notify = append(notify, m)
 			}
 		}
 		env, err := events.New(newID().String(), now, userID, cid.String(), events.MessageReadV1{
-			ConversationID: cid.String(), ReaderID: userID, MessageIDs: mids, ReadAt: now, NotifyUserIDs: notify})
+			ConversationID: cid.String(), ReaderID: userID, MessageIDs: mids, ReadAt: now, NotifyUserIDs: notify, Group: group})
 		if err != nil {
 			return ReadResult{}, internal(err)
 		}
@@ -489,7 +529,9 @@ func (s *Service) DeleteMessage(ctx context.Context, userID int64, messageID uui
 	if err != nil {
 		return unavailable("the database", err)
 	}
-	if m.SenderID != userID && m.RecipientID != userID {
+	if ok, err := s.canSee(ctx, userID, m); err != nil {
+		return err
+	} else if !ok {
 		return Errorf(CodeForbidden, "message %s is not in one of your conversations", messageID)
 	}
 	now := s.clock()
@@ -523,6 +565,22 @@ func (s *Service) Typing(ctx context.Context, userID int64, in TypingInput) erro
 	convID, other, err := s.resolveConversation(ctx, userID, in.RecipientID, in.ConversationID)
 	if err != nil {
 		return err
+	}
+	if other == 0 {
+		members, err := s.requireMember(ctx, convID, userID)
+		if err != nil {
+			return err
+		}
+		if len(members) < 2 {
+			return nil // nobody else to tell
+		}
+		env, err := events.New(newID().String(), s.clock(), userID, convID.String(), events.TypingV1{
+			ConversationID: convID.String(), UserID: userID, IsTyping: in.IsTyping,
+			MemberIDs: slices.DeleteFunc(slices.Clone(members), func(u int64) bool { return u == userID })})
+		if err != nil {
+			return internal(err)
+		}
+		return s.publish(ctx, env)
 	}
 	if blocked, err := s.blocks(ctx, other, userID); err != nil || blocked {
 		// Dropped without a word, like a withheld message: the sender is

@@ -149,7 +149,9 @@ func (s *Service) messageMediaKey(ctx context.Context, userID int64, messageID u
 	if err != nil {
 		return "", unavailable("the database", err)
 	}
-	if msg.SenderID != userID && msg.RecipientID != userID {
+	if ok, err := s.canSee(ctx, userID, msg); err != nil {
+		return "", err
+	} else if !ok {
 		return "", Errorf(CodeForbidden, "message %s is not in one of your conversations", messageID)
 	}
 	key := msg.MediaKey

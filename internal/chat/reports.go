@@ -98,10 +98,12 @@ func (s *Service) Report(ctx context.Context, userID int64, in ReportInput) (Rep
 		if err != nil {
 			return ReportView{}, unavailable("the database", err)
 		}
-		if m.RecipientID != userID {
-			if m.SenderID == userID {
-				return ReportView{}, Errorf(CodeInvalid, "you cannot report your own message")
-			}
+		if m.SenderID == userID {
+			return ReportView{}, Errorf(CodeInvalid, "you cannot report your own message")
+		}
+		if ok, err := s.canSee(ctx, userID, m); err != nil {
+			return ReportView{}, err
+		} else if !ok {
 			return ReportView{}, Errorf(CodeForbidden, "message %s is not in one of your conversations", id)
 		}
 		p.ReportedUserID, p.MessageID, p.ConversationID = m.SenderID, &m.ID, &m.ConversationID

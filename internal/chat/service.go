@@ -55,18 +55,25 @@ type Limits struct {
 	// MaxSyncChanges is the most changes one GET /sync answers (its
 	// limit's cap); DefaultSyncLimit is the limit when none is asked.
 	MaxSyncChanges int
+	// MaxGroupMembers is the most members a group has (its owner
+	// included); MaxGroupTitleRunes the longest title.
+	MaxGroupMembers, MaxGroupTitleRunes int
 }
 
 // DefaultSyncLimit is how many changes GET /sync answers when its request
 // gives no limit.
 const DefaultSyncLimit = 100
 
+// DefaultMaxGroupMembers is how many members a group may have unless
+// configured (CHAT_GROUP_MAX_MEMBERS).
+const DefaultMaxGroupMembers = 256
+
 // DefaultLimits are the limits a server runs with unless configured.
 func DefaultLimits() Limits {
 	return Limits{MaxTextRunes: 4000, Rates: DefaultRates(), MaxReadBatch: 500, MaxClientIDLen: 128,
 		MaxUploads: 32, MaxUserUploads: 3, MaxConnectionsPerUser: 10,
 		EditWindow: events.DefaultEditWindow, UnsendWindow: events.DefaultUnsendWindow,
-		MaxSyncChanges: 1000}
+		MaxSyncChanges: 1000, MaxGroupMembers: DefaultMaxGroupMembers, MaxGroupTitleRunes: 100}
 }
 
 // Admission says whether the pipeline behind the bus can take more

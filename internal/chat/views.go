@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/parleychat/parley/db"
@@ -16,7 +17,7 @@ type MessageView struct {
 	ConversationID    string     `json:"conversation_id"`
 	Seq               int64      `json:"seq,omitempty"`
 	SenderID          int64      `json:"sender_id"`
-	RecipientID       int64      `json:"recipient_id"`
+	RecipientID       *int64     `json:"recipient_id"` // null in a group
 	ContentType       string     `json:"content_type"`
 	TextContent       *string    `json:"text_content"`
 	MediaKey          *string    `json:"media_key,omitempty"`
@@ -35,6 +36,24 @@ type MessageView struct {
 	EditedAt  *time.Time      `json:"edited_at"`
 	UnsentAt  *time.Time      `json:"unsent_at"`
 	Reactions []ReactionCount `json:"reactions"`
+	// System is what a group's system message (content_type "system")
+	// says changed.
+	System *SystemView `json:"system,omitempty"`
+	// Receipts counts, for a group's message, the members who may see it
+	// (its sender aside) and how many of them it was delivered to and read
+	// by; a direct message has delivered_at and read_at instead.
+	Receipts *ReceiptCounts `json:"receipts,omitempty"`
+}
+
+// SystemView is a change of a group, as its system message tells it.
+type SystemView = events.SystemMessage
+
+// ReceiptCounts are a group message's receipts: delivered to k of n, read
+// by k of n.
+type ReceiptCounts struct {
+	Recipients int64 `json:"recipients"`
+	Delivered  int64 `json:"delivered"`
+	Read       int64 `json:"read"`
 }
 
 // ReactionCount is how many participants reacted to a message with one
@@ -74,6 +93,14 @@ type ConversationView struct {
 	Muted          bool             `json:"muted"`
 	Archived       bool             `json:"archived"`
 	DeletedAt      *time.Time       `json:"deleted_at"`
+	// Kind is "direct" or "group". A group has a title, the viewer's role,
+	// its member count, and left_at once the viewer is no longer a member
+	// (they keep what they saw until then).
+	Kind        string     `json:"kind"`
+	Title       *string    `json:"title,omitempty"`
+	Role        string     `json:"role,omitempty"`
+	MemberCount int64      `json:"member_count,omitempty"`
+	LeftAt      *time.Time `json:"left_at,omitempty"`
 }
 
 func conversationView(r db.ParticipantConversation) ConversationView {
@@ -87,7 +114,12 @@ func conversationView(r db.ParticipantConversation) ConversationView {
 		// (withheld, deleted for them) does not show its time.
 		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, LastMessageAt: r.LastMessageCreatedAt, LastSeq: r.LastSeq,
 		UnreadCount: r.UnreadCount, LastReadSeq: r.LastReadSeq,
-		Pinned: r.Pinned, Muted: r.Muted, Archived: r.Archived, DeletedAt: r.DeletedAt,
+		Pinned: r.Pinned, Muted: r.Muted, Archived: r.Archived, DeletedAt: r.DeletedAt, Kind: r.Kind,
+	}
+	if r.Kind == "group" {
+		// No other user: a group's participant fields are the viewer's.
+		v.Participant1ID, v.Participant2ID = r.UserID, 0
+		v.Title, v.Role, v.MemberCount, v.LeftAt = r.Title, r.Role, r.MemberCount, r.LeftAt
 	}
 	if r.LastMessageID != nil && r.LastMessageSeq != nil {
 		v.LastMessage = &LastMessageView{
@@ -112,6 +144,14 @@ func (s *Service) messageView(ctx context.Context, m db.Message) MessageView {
 		r := m.ReplyToID.String()
 		v.ReplyToID = &r
 	}
+	if len(m.System) > 0 {
+		var sv SystemView
+		if err := json.Unmarshal(m.System, &sv); err == nil {
+			v.System = &sv
+		} else {
+			s.logger.Warn("unreadable system message", "message_id", m.ID, "err", err)
+		}
+	}
 	switch {
 	case m.ReadAt != nil:
 		v.Status = "read"
@@ -126,7 +166,7 @@ func (s *Service) messageView(ctx context.Context, m db.Message) MessageView {
 // sentView describes a message that is on the bus but may not be stored yet.
 func (s *Service) sentView(ctx context.Context, p events.MessageSentV1) MessageView {
 	v := MessageView{
-		ID: p.MessageID, ConversationID: p.ConversationID, SenderID: p.SenderID, RecipientID: p.RecipientID,
+		ID: p.MessageID, ConversationID: p.ConversationID, SenderID: p.SenderID, RecipientID: positive(p.RecipientID),
 		ContentType: p.ContentType, TextContent: optional(p.TextContent), MediaKey: optional(p.MediaKey),
 		AudioDuration: p.AudioDuration, ReplyToID: optional(p.ReplyToID), ClientMessageID: optional(p.ClientMessageID),
 		CreatedAt: p.CreatedAt, Status: "accepted", Reactions: []ReactionCount{},
@@ -145,6 +185,13 @@ func (s *Service) signedURL(ctx context.Context, key *string) *string {
 		return nil
 	}
 	return &u
+}
+
+func positive(id int64) *int64 {
+	if id <= 0 {
+		return nil
+	}
+	return &id
 }
 
 func optional(s string) *string {

@@ -312,7 +312,7 @@ type NewMessageData struct {
 	ID              string    `json:"id"`
 	ConversationID  string    `json:"conversationId"`
 	SenderID        int64     `json:"senderId"`
-	RecipientID     int64     `json:"recipientId"`
+	RecipientID     int64     `json:"recipientId,omitempty"` // absent in a group
 	ContentType     string    `json:"contentType"`
 	TextContent     string    `json:"textContent,omitempty"`
 	MediaURL        string    `json:"mediaUrl,omitempty"`
@@ -321,6 +321,28 @@ type NewMessageData struct {
 	ReplyToID       string    `json:"replyToId,omitempty"`
 	ClientMessageID string    `json:"clientMessageId,omitempty"`
 	CreatedAt       time.Time `json:"createdAt"`
+	// System is set on a group's system message (contentType "system"):
+	// what changed.
+	System *SystemData `json:"system,omitempty"`
+}
+
+// SystemData is what a group's system message says changed: action is
+// created, added, removed, left, renamed or role_changed; userIds the
+// members it is of; title and role where the action has one. Its fields
+// are events.SystemMessage's, in the frames' camelCase.
+type SystemData struct {
+	Action  string  `json:"action"`
+	ActorID int64   `json:"actorId"`
+	UserIDs []int64 `json:"userIds,omitempty"`
+	Title   string  `json:"title,omitempty"`
+	Role    string  `json:"role,omitempty"`
+}
+
+// SystemMessage pushes a group's system message (the sender is the member
+// who made the change).
+func SystemMessage(id, conversationID string, createdAt time.Time, s SystemData) Push[NewMessageData] {
+	return NewMessage(NewMessageData{ID: id, ConversationID: conversationID, SenderID: s.ActorID,
+		ContentType: "system", CreatedAt: createdAt, System: &s})
 }
 
 // NewMessage pushes a message to its recipient and the sender's other

@@ -44,6 +44,9 @@ func samples() map[string]any {
 		"frame.newMessage": wsproto.NewMessage(wsproto.NewMessageData{
 			ID: msg, ConversationID: conv, SenderID: 1, RecipientID: 2, ContentType: "audio", TextContent: "a <b>&</b>",
 			MediaURL: url, MediaKey: "chat/1/a.m4a", AudioDuration: &dur, ReplyToID: conv, ClientMessageID: "c-1", CreatedAt: at,
+			// Every field set, to pin each one's encoding: a real frame has
+			// System only on a group's system message (contentType system).
+			System: &wsproto.SystemData{Action: "role_changed", ActorID: 1, UserIDs: []int64{2}, Title: "t", Role: "admin"},
 		}),
 		"frame.messageDelivered": wsproto.MessageDelivered(wsproto.MessageDeliveredData{MessageID: msg, ConversationID: conv, DeliveredAt: at}),
 		"frame.messageRead": wsproto.MessageRead(wsproto.MessageReadData{

@@ -52,8 +52,8 @@ type earlyItem struct {
 type earlyResult struct {
 	done    chan struct{}
 	at      time.Time
-	posted  bool // its frames went out: the queued copy does not post them
-	reached bool // a message reached one of its recipient's devices
+	posted  bool    // its frames went out: the queued copy does not post them
+	reached []int64 // the recipients a message reached a device of
 	// queued: the queued copy was handled before the hand-over arrived
 	// (a claim can follow the commit before the bus hands the events
 	// over); the hand-over is then ignored.
@@ -111,8 +111,8 @@ func (f *Fanout) runEarly(ctx context.Context) {
 // out and whether a message reached its recipient. A panic (one event's
 // bad payload) is contained: nothing counts as posted, and the queued
 // copies are handled with the consumer's isolation of failing events.
-func (f *Fanout) postEarly(ctx context.Context, batch []earlyItem) (posted, reached []bool) {
-	posted, reached = make([]bool, len(batch)), make([]bool, len(batch))
+func (f *Fanout) postEarly(ctx context.Context, batch []earlyItem) (posted []bool, reached [][]int64) {
+	posted, reached = make([]bool, len(batch)), make([][]int64, len(batch))
 	if ctx.Err() != nil {
 		return posted, reached
 	}

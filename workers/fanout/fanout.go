@@ -219,8 +219,9 @@ type sent struct {
 	pushes []*push
 	errs   []error
 	conns  map[int64][]connstore.Connection
-	// reached says, per event, that a message reached a recipient's device.
-	reached []bool
+	// reached says, per event, which of a message's recipients it reached
+	// a device of.
+	reached [][]int64
 }
 
 // send plans and posts a batch: one connection lookup, then every
@@ -228,7 +229,7 @@ type sent struct {
 // fast path did already: events it posted are not posted again, and only
 // their senders are looked up, for the receipts.
 func (f *Fanout) send(ctx context.Context, envs []events.Envelope, prior []*earlyResult) sent {
-	s := sent{envs: envs, pushes: make([]*push, len(envs)), errs: make([]error, len(envs)), reached: make([]bool, len(envs))}
+	s := sent{envs: envs, pushes: make([]*push, len(envs)), errs: make([]error, len(envs)), reached: make([][]int64, len(envs))}
 	done := func(i int) bool { return prior != nil && prior[i] != nil && prior[i].posted }
 	var users []int64
 	for i, e := range envs {
@@ -242,7 +243,7 @@ func (f *Fanout) send(ctx context.Context, envs []events.Envelope, prior []*earl
 					continue
 				}
 				s.pushes[i] = &push{sent: &m}
-				if s.reached[i] {
+				if len(s.reached[i]) > 0 {
 					users = append(users, m.SenderID)
 				}
 			}
@@ -337,7 +338,8 @@ func (f *Fanout) plan(ctx context.Context, e events.Envelope) (*push, error) {
 		// Recipient devices first (they decide the receipt), then the
 		// sender's other devices.
 		fr, p.sent, p.skip = f.newMessageFrame(ctx, m), &m, m.SourceConnectionID
-		p.users, p.recipients = []int64{m.RecipientID, m.SenderID}, 1
+		rs := recipientsOf(m)
+		p.users, p.recipients = append(rs, m.SenderID), len(rs)
 		if m.WithheldFromRecipient {
 			// The recipient blocks the sender: only the sender's other
 			// devices get it, and no receipt follows (none would be true).
@@ -357,12 +359,18 @@ func (f *Fanout) plan(ctx context.Context, e events.Envelope) (*push, error) {
 			return nil, err
 		}
 		fr, p.users = typingFrame(m), []int64{m.RecipientID}
+		if m.RecipientID == 0 {
+			p.users = m.MemberIDs
+		}
 	case events.TypeThumbnailReady:
 		var m events.ThumbnailReadyV1
 		if err := e.Unmarshal(&m); err != nil {
 			return nil, err
 		}
 		fr, p.users = f.messageUpdatedFrame(ctx, m), []int64{m.SenderID, m.RecipientID}
+		if m.RecipientID == 0 {
+			p.users = append([]int64{m.SenderID}, m.MemberIDs...)
+		}
 		if m.WithheldFromRecipient {
 			p.users = p.users[:1] // a blocker never learns of the message
 		}
@@ -386,6 +394,13 @@ func (f *Fanout) plan(ctx context.Context, e events.Envelope) (*push, error) {
 			return nil, err
 		}
 		fr, p.users, p.skip = reactionChangedFrame(m), m.ParticipantIDs, m.SourceConnectionID
+	case events.TypeGroupChanged:
+		// Its system message, to the members and to those it removed.
+		var m events.GroupChangedV1
+		if err := e.Unmarshal(&m); err != nil {
+			return nil, err
+		}
+		fr, p.users = systemMessageFrame(e, m), m.Audience()
 	case events.TypePresence:
 		var m events.PresenceV1
 		if err := e.Unmarshal(&m); err != nil {
@@ -441,27 +456,43 @@ func (f *Fanout) receipts(ctx context.Context, s sent) {
 		if p == nil || p.sent == nil || s.errs[i] != nil {
 			continue
 		}
-		if !s.reached[i] {
-			if p.sent.WithheldFromRecipient {
-				continue // never pushed, like a muted conversation
-			}
-			env, err := f.pushEvent(*p.sent)
-			if err != nil {
-				s.errs[i] = err
+		// A receipt for each recipient reached (a group's members one by
+		// one), a push request for each other one.
+		var first *events.MessageDeliveredV1
+		var mine []events.Envelope // published only if every one could be built
+		for _, u := range recipientsOf(*p.sent) {
+			if !slices.Contains(s.reached[i], u) {
+				if p.sent.WithheldFromRecipient {
+					continue // never pushed, like a muted conversation
+				}
+				env, err := f.pushEvent(*p.sent, u)
+				if err != nil {
+					s.errs[i] = err
+					break
+				}
+				mine = append(mine, events.Caused(ctx, s.envs[i], env))
 				continue
 			}
-			env = events.Caused(ctx, s.envs[i], env)
+			d, env, err := f.deliveredEvent(*p.sent, u)
+			if err != nil {
+				s.errs[i] = err
+				break
+			}
+			mine = append(mine, events.Caused(ctx, s.envs[i], env))
+			if first == nil {
+				first = &d
+			}
+		}
+		if s.errs[i] != nil {
+			continue
+		}
+		for _, env := range mine {
 			envs, which = append(envs, env), append(which, i)
+		}
+		if first == nil {
 			continue
 		}
-		d, env, err := f.deliveredEvent(*p.sent)
-		if err != nil {
-			s.errs[i] = err
-			continue
-		}
-		env = events.Caused(ctx, s.envs[i], env)
-		envs, which = append(envs, env), append(which, i)
-		b, err := wsproto.Encode(messageDeliveredFrame(d))
+		b, err := wsproto.Encode(messageDeliveredFrame(*first))
 		if err != nil {
 			s.errs[i] = fmt.Errorf("fanout: %w", err)
 			continue
@@ -486,30 +517,54 @@ func (f *Fanout) receipts(ctx context.Context, s sent) {
 	f.deliver(ctx, s.envs, &frames)
 }
 
-func reachedRecipient(p *push, conns map[int64][]connstore.Connection, got map[string]bool) bool {
+// reachedRecipient answers the recipients of which a device got the push.
+func reachedRecipient(p *push, conns map[int64][]connstore.Connection, got map[string]bool) []int64 {
+	var out []int64
 	for _, u := range unique64(p.users[:p.recipients]) {
 		for _, c := range conns[u] {
 			if c.ID != p.skip && got[c.ID] {
-				return true
+				out = append(out, u)
+				break
 			}
 		}
 	}
-	return false
+	return out
 }
 
-// deliveredEvent is the receipt of message m, with an id derived from the
-// message's so that a redelivered MessageSent yields the same event.
-func (f *Fanout) deliveredEvent(m events.MessageSentV1) (events.MessageDeliveredV1, events.Envelope, error) {
+// recipientsOf lists who a message is for: its recipient, or a group's
+// members (the sender aside).
+func recipientsOf(m events.MessageSentV1) []int64 {
+	if m.Group() {
+		return slices.Clone(m.MemberIDs)
+	}
+	return []int64{m.RecipientID}
+}
+
+// receiptKey names a recipient's receipt (and push request) of message m,
+// for the id derived from it: the message's own for a direct message, as
+// it always was, and the message's and member's in a group.
+func receiptKey(m events.MessageSentV1, recipient int64) string {
+	if m.Group() {
+		return fmt.Sprintf("%s:%d", m.MessageID, recipient)
+	}
+	return m.MessageID
+}
+
+// deliveredEvent is recipient's receipt of message m, with an id derived
+// from the message's so that a redelivered MessageSent yields the same
+// event.
+func (f *Fanout) deliveredEvent(m events.MessageSentV1, recipient int64) (events.MessageDeliveredV1, events.Envelope, error) {
 	now := f.now().UTC()
-	id := uuid.NewSHA1(uuid.MustParse(deliveredNamespace), []byte("delivered:"+m.MessageID)).String()
+	id := uuid.NewSHA1(uuid.MustParse(deliveredNamespace), []byte("delivered:"+receiptKey(m, recipient))).String()
 	d := events.MessageDeliveredV1{
 		MessageID:      m.MessageID,
 		ConversationID: m.ConversationID,
 		SenderID:       m.SenderID,
-		RecipientID:    m.RecipientID,
+		RecipientID:    recipient,
 		DeliveredAt:    now,
+		Group:          m.Group(),
 	}
-	env, err := events.New(id, now, m.RecipientID, m.ConversationID, d)
+	env, err := events.New(id, now, recipient, m.ConversationID, d)
 	if err != nil {
 		return d, env, fmt.Errorf("fanout: delivered event of message %s: %w", m.MessageID, err)
 	}
@@ -519,10 +574,10 @@ func (f *Fanout) deliveredEvent(m events.MessageSentV1) (events.MessageDelivered
 // pushEvent asks the notifier to push message m, which reached no device
 // of its recipient, with an id derived from the message's so that a
 // redelivered MessageSent yields the same event.
-func (f *Fanout) pushEvent(m events.MessageSentV1) (events.Envelope, error) {
-	id := uuid.NewSHA1(uuid.MustParse(deliveredNamespace), []byte("push:"+m.MessageID)).String()
+func (f *Fanout) pushEvent(m events.MessageSentV1, recipient int64) (events.Envelope, error) {
+	id := uuid.NewSHA1(uuid.MustParse(deliveredNamespace), []byte("push:"+receiptKey(m, recipient))).String()
 	p := events.PushRequestedV1{
-		MessageID: m.MessageID, ConversationID: m.ConversationID, SenderID: m.SenderID, RecipientID: m.RecipientID,
+		MessageID: m.MessageID, ConversationID: m.ConversationID, SenderID: m.SenderID, RecipientID: recipient,
 		ContentType: m.ContentType, TextContent: m.TextContent, CreatedAt: m.CreatedAt,
 	}
 	env, err := events.New(id, f.now().UTC(), m.SenderID, m.ConversationID, p)

@@ -27,6 +27,11 @@ func (f *Fanout) newMessageFrame(ctx context.Context, m events.MessageSentV1) ws
 	})
 }
 
+// systemMessageFrame is a group change's system message, as newMessage.
+func systemMessageFrame(e events.Envelope, m events.GroupChangedV1) wsproto.Frame {
+	return wsproto.SystemMessage(e.ID, m.ConversationID, m.At, wsproto.SystemData(m.System()))
+}
+
 func messageDeliveredFrame(m events.MessageDeliveredV1) wsproto.Frame {
 	return wsproto.MessageDelivered(wsproto.MessageDeliveredData{
 		MessageID:      m.MessageID,

@@ -165,7 +165,7 @@ func (n *Notifier) pushMessage(ctx context.Context, e events.Envelope) error {
 		return nil
 	}
 	msgID := uuid.MustParse(m.MessageID) // validated
-	pc, err := n.q.PushContext(ctx, msgID)
+	pc, err := n.q.PushContext(ctx, db.PushContextParams{UserID: m.RecipientID, MessageID: msgID})
 	if errors.Is(err, pgx.ErrNoRows) {
 		// The persister has not stored it yet: the queue retries.
 		return fmt.Errorf("notifier: message %s is not stored yet", m.MessageID)

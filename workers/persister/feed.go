@@ -87,6 +87,9 @@ type feedChange struct {
 	// at is when the change was made, when not its event's time: a read
 	// applied when its message arrives was made when it was read.
 	at time.Time
+	// seen is the creation time of the message the change shows (zero:
+	// none): in a group, only members whose window holds it learn of it.
+	seen time.Time
 }
 
 // feedBatch collects the changes of a batch in the order they applied.
@@ -96,16 +99,28 @@ func (b *feedBatch) add(c feedChange) { *b = append(*b, c) }
 
 // audience is the one place that says who learns of a change: the
 // participants of its conversation (looked up for the whole batch by
-// FeedAudience), narrowed to the users the change itself names.
-func audience(c feedChange, participants []int64) []int64 {
-	if c.only == nil {
-		return participants
+// FeedAudience), narrowed to the users the change itself names, and in a
+// group to the members who see it: whose window holds the message it
+// shows, and who were still members when it was made.
+func audience(c feedChange, participants []db.FeedAudienceRow) []int64 {
+	made := c.env.OccurredAt
+	if !c.at.IsZero() {
+		made = c.at
 	}
 	var out []int64
-	for _, u := range participants {
-		if slices.Contains(c.only, u) {
-			out = append(out, u)
+	for _, p := range participants {
+		if c.only != nil && !slices.Contains(c.only, p.UserID) {
+			continue
 		}
+		if p.Kind == "group" {
+			if p.LeftAt != nil && made.After(*p.LeftAt) {
+				continue
+			}
+			if !c.seen.IsZero() && (c.seen.Before(p.JoinedAt) || (p.LeftAt != nil && c.seen.After(*p.LeftAt))) {
+				continue
+			}
+		}
+		out = append(out, p.UserID)
 	}
 	return out
 }
@@ -164,9 +179,9 @@ func appendFeed(ctx context.Context, tx pgx.Tx, envs []events.Envelope, changes 
 	if err != nil {
 		return fmt.Errorf("feed audience: %w", err)
 	}
-	participants := map[uuid.UUID][]int64{}
+	participants := map[uuid.UUID][]db.FeedAudienceRow{}
 	for _, r := range rows {
-		participants[r.ConversationID] = append(participants[r.ConversationID], r.UserID)
+		participants[r.ConversationID] = append(participants[r.ConversationID], r)
 	}
 	var in db.AppendFeedParams
 	type key struct {
@@ -230,6 +245,11 @@ func feedNewMessage(m events.MessageSentV1, seq int64) FeedMessage {
 		AudioDuration: m.AudioDuration, ReplyToID: m.ReplyToID, ClientMessageID: m.ClientMessageID,
 		CreatedAt: m.CreatedAt,
 	}).Data
+	return FeedMessage{NewMessageData: d, Seq: seq}
+}
+
+func feedSystemMessage(m events.GroupChangedV1, id string, seq int64) FeedMessage {
+	d := wsproto.SystemMessage(id, m.ConversationID, m.At, wsproto.SystemData(m.System())).Data
 	return FeedMessage{NewMessageData: d, Seq: seq}
 }
 

@@ -218,6 +218,24 @@ func inSavepoint(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error {
 // is returned, and leaves the transaction to be rolled back. The changes
 // that applied are added to changes, in the order they applied.
 func (p *Persister) applyRuns(ctx context.Context, tx pgx.Tx, envs []events.Envelope, errs []error, changes *feedBatch) error {
+	// A group's change is a message in its sequence, between the messages
+	// sent before it and those after (which waited for its lock at
+	// ingress): the events on either side of one are applied apart, in
+	// queue order.
+	for i, e := range envs {
+		if e.Type != events.TypeGroupChanged || len(envs) == 1 {
+			continue
+		}
+		for _, seg := range [][2]int{{0, i}, {i, i + 1}, {i + 1, len(envs)}} {
+			if seg[0] == seg[1] {
+				continue
+			}
+			if err := p.applyRuns(ctx, tx, envs[seg[0]:seg[1]], errs[seg[0]:seg[1]], changes); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	q := db.New(tx)
 	var sent, delivered, other []int
 	for i, e := range envs {
@@ -278,7 +296,7 @@ func (p *Persister) applyOne(ctx context.Context, q *db.Queries, e events.Envelo
 			*outcome = err
 			return nil
 		}
-		return p.applyRead(ctx, q, e, m, changes)
+		return p.applyRead(ctx, q, e, m, outcome, changes)
 	case events.TypeMessageDeleted:
 		var m events.MessageDeletedV1
 		if err := e.Unmarshal(&m); err != nil {
@@ -310,6 +328,13 @@ func (p *Persister) applyOne(ctx context.Context, q *db.Queries, e events.Envelo
 			return nil
 		}
 		return p.applyThumbnail(ctx, q, m, outcome)
+	case events.TypeGroupChanged:
+		var m events.GroupChangedV1
+		if err := e.Unmarshal(&m); err != nil {
+			*outcome = err
+			return nil
+		}
+		return p.applyGroupChange(ctx, q, e, m, changes)
 	case events.TypeMessageEdited:
 		var m events.MessageEditedV1
 		if err := e.Unmarshal(&m); err != nil {
@@ -399,6 +424,7 @@ func (p *Persister) storeMessages(ctx context.Context, tx pgx.Tx, envs []events.
 		in.ReplyToIds = append(in.ReplyToIds, m.ReplyToID)
 		in.ClientMessageIds = append(in.ClientMessageIds, m.ClientMessageID)
 		in.CreatedAts = append(in.CreatedAts, m.CreatedAt)
+		in.Systems = append(in.Systems, "")
 	}
 	if len(in.Ids) == 0 {
 		return nil
@@ -417,6 +443,11 @@ func (p *Persister) storeMessages(ctx context.Context, tx pgx.Tx, envs []events.
 		var missing []uuid.UUID
 		for _, id := range convs {
 			if !have[id] {
+				if parties[id][1] == 0 {
+					// A group is created by its own event, which the
+					// archive holds before any of its messages.
+					return fmt.Errorf("group %s: %w", id, ErrNotYetStored)
+				}
 				if err := p.recreateConversation(ctx, tx, id, parties[id][0], parties[id][1]); err != nil {
 					return err
 				}
@@ -460,7 +491,7 @@ func (p *Persister) storeMessages(ctx context.Context, tx pgx.Tx, envs []events.
 		if m.WithheldFromRecipient {
 			only = []int64{m.SenderID}
 		}
-		changes.add(feedChange{env: envs[i], kind: KindNewMessage, conv: conv, message: id, only: only, body: feedNewMessage(*m, r.Seq)})
+		changes.add(feedChange{env: envs[i], kind: KindNewMessage, conv: conv, message: id, only: only, seen: m.CreatedAt, body: feedNewMessage(*m, r.Seq)})
 		if r.ReadAt != nil {
 			changes.add(feedChange{env: envs[i], kind: KindMessageRead, conv: conv, message: id, only: only,
 				body: feedRead(m.ConversationID, m.RecipientID, []string{m.MessageID}, *r.ReadAt), at: *r.ReadAt})
@@ -485,7 +516,7 @@ func (p *Persister) recreateConversation(ctx context.Context, tx pgx.Tx, id uuid
 // not promise order). Nothing is retried: an id that never becomes a
 // message, or one of another conversation or addressed to someone else, is
 // a client's mistake, and applies to nothing. Re-applying is a no-op.
-func (p *Persister) applyRead(ctx context.Context, q *db.Queries, e events.Envelope, m events.MessageReadV1, changes *feedBatch) error {
+func (p *Persister) applyRead(ctx context.Context, q *db.Queries, e events.Envelope, m events.MessageReadV1, outcome *error, changes *feedBatch) error {
 	ids := make([]uuid.UUID, len(m.MessageIDs))
 	for i, s := range m.MessageIDs {
 		ids[i] = uuid.MustParse(s)
@@ -506,9 +537,12 @@ func (p *Persister) applyRead(ctx context.Context, q *db.Queries, e events.Envel
 			return err
 		}
 	}
+	if m.Group {
+		return p.applyGroupRead(ctx, q, e, m, ids, missing, outcome, changes)
+	}
 	if len(missing) < len(ids) {
 		marked, err := q.MarkMessagesRead(ctx, db.MarkMessagesReadParams{
-			ReadAt: &m.ReadAt, Ids: ids, ConversationID: convID, ReaderID: m.ReaderID,
+			ReadAt: &m.ReadAt, Ids: ids, ConversationID: convID, ReaderID: &m.ReaderID,
 		})
 		if err != nil {
 			return fmt.Errorf("mark read: %w", err)
@@ -525,7 +559,7 @@ func (p *Persister) applyRead(ctx context.Context, q *db.Queries, e events.Envel
 			changes.add(feedChange{env: e, kind: KindMessageRead, conv: convID, follows: follows,
 				body: feedRead(m.ConversationID, m.ReaderID, read, m.ReadAt)})
 		}
-		seq, err := q.MaxSeqOfMessages(ctx, db.MaxSeqOfMessagesParams{Ids: ids, ConversationID: convID, ReaderID: m.ReaderID})
+		seq, err := q.MaxSeqOfMessages(ctx, db.MaxSeqOfMessagesParams{Ids: ids, ConversationID: convID, ReaderID: &m.ReaderID})
 		if err != nil {
 			return fmt.Errorf("read position: %w", err)
 		}
@@ -576,6 +610,9 @@ func missingMessages(ctx context.Context, q *db.Queries, ids []uuid.UUID) ([]uui
 // receipt for a message not stored yet has ErrNotYetStored as its outcome.
 func (p *Persister) applyDelivered(ctx context.Context, q *db.Queries, envs []events.Envelope, errs []error, changes *feedBatch) error {
 	var in db.MarkMessagesDeliveredParams
+	// A group message's receipts also raise each member's delivered
+	// position, from which its counts are read.
+	var group db.AdvanceDeliveredPositionsParams
 	pos := map[uuid.UUID][]int{}
 	receipts := make([]*events.MessageDeliveredV1, len(envs))
 	for i, e := range envs {
@@ -589,6 +626,10 @@ func (p *Persister) applyDelivered(ctx context.Context, q *db.Queries, envs []ev
 		in.Ids = append(in.Ids, id)
 		in.DeliveredAts = append(in.DeliveredAts, m.DeliveredAt)
 		pos[id] = append(pos[id], i)
+		if m.Group {
+			group.MessageIds = append(group.MessageIds, id)
+			group.UserIds = append(group.UserIds, m.RecipientID)
+		}
 	}
 	if len(in.Ids) == 0 {
 		return nil
@@ -596,6 +637,11 @@ func (p *Persister) applyDelivered(ctx context.Context, q *db.Queries, envs []ev
 	stored, err := q.MarkMessagesDelivered(ctx, in)
 	if err != nil {
 		return fmt.Errorf("mark %d delivered: %w", len(in.Ids), err)
+	}
+	if len(group.MessageIds) > 0 {
+		if err := q.AdvanceDeliveredPositions(ctx, group); err != nil {
+			return fmt.Errorf("advance %d delivered positions: %w", len(group.MessageIds), err)
+		}
 	}
 	for _, r := range stored {
 		if r.Applied {

@@ -155,7 +155,7 @@ func (t *Thumbnailer) save(ctx context.Context, m events.MessageSentV1, thumbKey
 func (t *Thumbnailer) publish(ctx context.Context, m events.MessageSentV1, p events.ThumbnailReadyV1) error {
 	p.MessageID, p.ConversationID = m.MessageID, m.ConversationID
 	p.SenderID, p.RecipientID, p.MediaKey = m.SenderID, m.RecipientID, m.MediaKey
-	p.WithheldFromRecipient = m.WithheldFromRecipient
+	p.WithheldFromRecipient, p.MemberIDs = m.WithheldFromRecipient, m.MemberIDs
 	env, err := events.New(EventID(m.MessageID), t.cfg.Now(), m.SenderID, m.ConversationID, p)
 	if err != nil {
 		return events.Permanent(err)

@@ -1,0 +1,335 @@
+package api_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/parleychat/parley/api"
+	"github.com/parleychat/parley/internal/chat"
+	"github.com/parleychat/parley/internal/pipelinetest"
+)
+
+func createGroup(t *testing.T, e *pipelinetest.Env, owner int64, title string, members ...int64) chat.ConversationView {
+	t.Helper()
+	var c chat.ConversationView
+	e.MustDo(t, owner, http.MethodPost, api.Prefix+"/groups", map[string]any{"title": title, "member_ids": members}, http.StatusCreated, &c)
+	return c
+}
+
+func groupPath(id string, rest ...string) string {
+	return api.Prefix + "/groups/" + id + strings.Join(rest, "")
+}
+
+// messagesOf lists every message user sees in conv, oldest first.
+func messagesOf(t *testing.T, e *pipelinetest.Env, user int64, conv string) []chat.MessageView {
+	t.Helper()
+	return e.After(t, user, conv, 0, 100).Data
+}
+
+func texts(ms []chat.MessageView) []string {
+	var out []string
+	for _, m := range ms {
+		switch {
+		case m.System != nil:
+			out = append(out, m.System.Action)
+		case m.TextContent != nil:
+			out = append(out, *m.TextContent)
+		}
+	}
+	return out
+}
+
+// awaitSeq waits until the persister stored conv's messages up to seq.
+func awaitSeq(t *testing.T, e *pipelinetest.Env, user int64, conv string, seq int64) {
+	t.Helper()
+	pipelinetest.Eventually(t, fmt.Sprintf("conversation %s reaches seq %d", conv, seq), func() (bool, string) {
+		c := e.ConversationOf(t, user, conv)
+		return c.LastSeq >= seq, fmt.Sprintf("last_seq %d", c.LastSeq)
+	})
+}
+
+// TestGroups: a group's membership, roles and title are changed by who may
+// change them, each change is a system message in the group's sequence,
+// and every member sees exactly what was created while they were one: a
+// removed member keeps what they saw and nothing after, on REST and in
+// the sync feed; a new member sees from when they joined.
+func TestGroups(t *testing.T) {
+	t.Parallel()
+	e := pipelinetest.New(t, pipelinetest.Options{})
+	const a, b, c, d, stranger = 9001, 9002, 9003, 9004, 9009
+
+	g := createGroup(t, e, a, "  Trip  ", b, c, b)
+	if g.Kind != "group" || deref(g.Title) != "Trip" || g.Role != "owner" || g.MemberCount != 3 || g.LeftAt != nil {
+		t.Fatalf("created group: %+v", g)
+	}
+	m1 := e.Send(t, a, text(g.ID, "hello all"))
+	if m1.RecipientID != nil {
+		t.Fatalf("a group message has no recipient: %+v", m1)
+	}
+	awaitSeq(t, e, a, g.ID, 2) // created, hello all
+	for _, u := range []int64{a, b, c} {
+		if got := texts(messagesOf(t, e, u, g.ID)); !slices.Equal(got, []string{"created", "hello all"}) {
+			t.Fatalf("u%d sees %q", u, got)
+		}
+	}
+	if cv := e.ConversationOf(t, b, g.ID); cv.Role != "member" || cv.UnreadCount != 1 || cv.Title == nil {
+		t.Fatalf("b's view: %+v", cv)
+	}
+
+	t.Run("who may change what", func(t *testing.T) {
+		for _, tc := range []struct {
+			user         int64
+			method, path string
+			body         any
+			want         int
+		}{
+			{b, http.MethodPost, groupPath(g.ID, "/members"), map[string]any{"user_ids": []int64{d}}, http.StatusForbidden},
+			{b, http.MethodPatch, groupPath(g.ID), map[string]any{"title": "Mine"}, http.StatusForbidden},
+			{b, http.MethodDelete, groupPath(g.ID, "/members/", fmt.Sprint(c)), nil, http.StatusForbidden},
+			{b, http.MethodPut, groupPath(g.ID, "/members/", fmt.Sprint(c), "/role"), map[string]any{"role": "admin"}, http.StatusForbidden},
+			{stranger, http.MethodPost, groupPath(g.ID, "/members"), map[string]any{"user_ids": []int64{d}}, http.StatusForbidden},
+			{stranger, http.MethodGet, api.Prefix + "/conversations/" + g.ID + "/messages", nil, http.StatusForbidden},
+			{a, http.MethodDelete, groupPath(g.ID, "/members/", fmt.Sprint(a)), nil, http.StatusConflict}, // the owner with members
+			{a, http.MethodPut, groupPath(g.ID, "/members/", fmt.Sprint(b), "/role"), map[string]any{"role": "king"}, http.StatusUnprocessableEntity},
+			{a, http.MethodPatch, groupPath(g.ID), map[string]any{"title": " \u200b "}, http.StatusUnprocessableEntity},
+			{a, http.MethodDelete, groupPath(g.ID, "/members/", "x"), nil, http.StatusBadRequest},
+			{a, http.MethodPost, api.Prefix + "/messages", map[string]any{"conversation_id": g.ID, "recipient_id": b, "text_content": "x"}, http.StatusUnprocessableEntity},
+		} {
+			resp := e.Do(t, tc.user, tc.method, tc.path, tc.body)
+			var body pipelinetest.ErrorBody
+			resp.JSON(t, &body)
+			if resp.Status != tc.want || body.Error.Message == "" {
+				t.Errorf("u%d %s %s: %d %+v, want %d with a reason", tc.user, tc.method, tc.path, resp.Status, body, tc.want)
+			}
+		}
+	})
+
+	// a makes b an admin; b adds d; a removes c; b renames.
+	e.MustDo(t, a, http.MethodPut, groupPath(g.ID, "/members/", fmt.Sprint(b), "/role"), map[string]any{"role": "admin"}, http.StatusOK, nil)
+	m2 := e.Send(t, b, text(g.ID, "before d"))
+	e.MustDo(t, b, http.MethodPost, groupPath(g.ID, "/members"), map[string]any{"user_ids": []int64{d, b}}, http.StatusOK, nil)
+	e.Send(t, a, text(g.ID, "with d"))
+	e.MustDo(t, a, http.MethodDelete, groupPath(g.ID, "/members/", fmt.Sprint(c)), nil, http.StatusNoContent, nil)
+	after := e.Send(t, a, text(g.ID, "after c"))
+	e.MustDo(t, b, http.MethodPatch, groupPath(g.ID), map[string]any{"title": "Trip 2"}, http.StatusOK, nil)
+	// created, hello, role, before d, added, with d, removed, after c, renamed
+	awaitSeq(t, e, a, g.ID, 9)
+
+	all := messagesOf(t, e, a, g.ID)
+	for i, m := range all {
+		if m.Seq != int64(i+1) {
+			t.Fatalf("a's message %d has seq %d: sequences must be gap-free", i, m.Seq)
+		}
+	}
+	if got := texts(all); !slices.Equal(got, []string{"created", "hello all", "role_changed", "before d", "added", "with d", "removed", "after c", "renamed"}) {
+		t.Fatalf("a sees %q", got)
+	}
+	if got := texts(messagesOf(t, e, c, g.ID)); !slices.Equal(got, []string{"created", "hello all", "role_changed", "before d", "added", "with d", "removed"}) {
+		t.Fatalf("c, removed, sees %q: up to their removal and nothing after", got)
+	}
+	if got := texts(messagesOf(t, e, d, g.ID)); !slices.Equal(got, []string{"added", "with d", "removed", "after c", "renamed"}) {
+		t.Fatalf("d, added, sees %q: from when they joined", got)
+	}
+	if s := all[4].System; s == nil || s.ActorID != b || !slices.Equal(s.UserIDs, []int64{d}) {
+		t.Fatalf("the added message: %+v", all[4])
+	}
+
+	t.Run("a removed member", func(t *testing.T) {
+		cv := e.ConversationOf(t, c, g.ID)
+		// As c left it: the title then (renamed since), no member count.
+		if cv.LeftAt == nil || deref(cv.Title) != "Trip" || cv.MemberCount != 0 || cv.LastMessage == nil || cv.LastMessage.ContentType != "system" {
+			t.Fatalf("c's view of the group after removal: %+v", cv)
+		}
+		resp := e.Do(t, c, http.MethodPost, api.Prefix+"/messages", text(g.ID, "still here?"))
+		if resp.Status != http.StatusForbidden {
+			t.Fatalf("c sends after removal: %d %s", resp.Status, resp.Body)
+		}
+		var ms struct {
+			Members []chat.GroupMemberView `json:"members"`
+		}
+		e.MustDo(t, c, http.MethodGet, groupPath(g.ID, "/members"), nil, http.StatusOK, &ms)
+		if len(ms.Members) != 4 { // a, b, c, d when c left
+			t.Fatalf("members as c left: %+v", ms.Members)
+		}
+		// Nothing after the removal in c's feed.
+		awaitFeed(t, e, c, 7)
+		for _, ch := range syncOf(t, e, c, "?since=0").Changes {
+			if ch.Data["id"] == after.ID || ch.Data["textContent"] == "after c" {
+				t.Fatalf("c's feed holds a message sent after c was removed: %+v", ch)
+			}
+		}
+		// A change of a message c saw, made after c left, is not c's.
+		e.MustDo(t, a, http.MethodPut, api.Prefix+"/messages/"+m1.ID+"/reaction", map[string]any{"emoji": "👍"}, http.StatusAccepted, nil)
+		awaitFeed(t, e, a, 10)
+		for _, ch := range syncOf(t, e, c, "?since=0").Changes {
+			if ch.Kind == "reactionChanged" {
+				t.Fatalf("c learned of a reaction made after c left: %+v", ch)
+			}
+		}
+	})
+
+	t.Run("a new member", func(t *testing.T) {
+		resp := e.Do(t, d, http.MethodPost, api.Prefix+"/messages", map[string]any{"conversation_id": g.ID, "text_content": "re", "reply_to_id": m2.ID})
+		if resp.Status != http.StatusUnprocessableEntity || !strings.Contains(string(resp.Body), "before you joined") {
+			t.Fatalf("d replies to a message from before they joined: %d %s", resp.Status, resp.Body)
+		}
+		if cv := e.ConversationOf(t, d, g.ID); cv.UnreadCount != 2 { // with d, after c (system messages do not count)
+			t.Fatalf("d's unread count: %+v", cv)
+		}
+		resp = e.Do(t, d, http.MethodPut, api.Prefix+"/messages/"+m1.ID+"/reaction", map[string]any{"emoji": "👍"})
+		if resp.Status != http.StatusNotFound {
+			t.Fatalf("d reacts to a message from before they joined: %d %s", resp.Status, resp.Body)
+		}
+	})
+
+	t.Run("receipts", func(t *testing.T) {
+		e.MustDo(t, b, http.MethodPost, api.Prefix+"/messages/read", map[string]any{"message_ids": []string{after.ID}}, http.StatusOK, nil)
+		pipelinetest.Eventually(t, "b's read is counted", func() (bool, string) {
+			for _, m := range messagesOf(t, e, a, g.ID) {
+				if m.ID == after.ID {
+					return m.Receipts != nil && m.Receipts.Read == 1 && m.Receipts.Recipients == 2, fmt.Sprintf("%+v", m.Receipts)
+				}
+			}
+			return false, "not listed"
+		})
+		if cv := e.ConversationOf(t, b, g.ID); cv.UnreadCount != 0 {
+			t.Fatalf("b read up to the last message: unread %d", cv.UnreadCount)
+		}
+		for _, m := range messagesOf(t, e, a, g.ID) {
+			if m.ID == m1.ID && (m.Receipts == nil || m.Receipts.Recipients != 2 || m.Receipts.Read != 1) {
+				// b and c could see hello all; b's read position covers it.
+				t.Fatalf("hello all's receipts: %+v", m.Receipts)
+			}
+		}
+	})
+
+	t.Run("ownership", func(t *testing.T) {
+		e.MustDo(t, a, http.MethodPut, groupPath(g.ID, "/members/", fmt.Sprint(b), "/role"), map[string]any{"role": "owner"}, http.StatusOK, nil)
+		var ms struct {
+			Members []chat.GroupMemberView `json:"members"`
+		}
+		e.MustDo(t, a, http.MethodGet, groupPath(g.ID, "/members"), nil, http.StatusOK, &ms)
+		roles := map[int64]string{}
+		for _, m := range ms.Members {
+			roles[m.UserID] = m.Role
+		}
+		if roles[a] != "admin" || roles[b] != "owner" || roles[d] != "member" || len(roles) != 3 {
+			t.Fatalf("roles after handing ownership to b: %v", roles)
+		}
+		e.MustDo(t, a, http.MethodDelete, groupPath(g.ID, "/members/", fmt.Sprint(a)), nil, http.StatusNoContent, nil)
+		if cv := e.ConversationOf(t, a, g.ID); cv.LeftAt == nil {
+			t.Fatalf("a left: %+v", cv)
+		}
+	})
+}
+
+// TestGroupCap: a group holds at most the configured members.
+func TestGroupCap(t *testing.T) {
+	t.Parallel()
+	limits := chat.DefaultLimits()
+	limits.Rates = chat.Rates{}
+	limits.MaxGroupMembers = 3
+	e := pipelinetest.New(t, pipelinetest.Options{Limits: limits})
+	resp := e.Do(t, 1, http.MethodPost, api.Prefix+"/groups", map[string]any{"title": "big", "member_ids": []int64{2, 3, 4}})
+	if resp.Status != http.StatusUnprocessableEntity || !strings.Contains(string(resp.Body), "at most 3") {
+		t.Fatalf("a group of 4 with a cap of 3: %d %s", resp.Status, resp.Body)
+	}
+	g := createGroup(t, e, 1, "small", 2, 3)
+	resp = e.Do(t, 1, http.MethodPost, groupPath(g.ID, "/members"), map[string]any{"user_ids": []int64{4}})
+	if resp.Status != http.StatusUnprocessableEntity || !strings.Contains(string(resp.Body), "at most 3") {
+		t.Fatalf("a fourth member with a cap of 3: %d %s", resp.Status, resp.Body)
+	}
+}
+
+// TestGroupConcurrentChanges: sends racing joins and removals keep the
+// group's sequence gap-free, and each member's window holds exactly the
+// messages created while they were a member, as the ingress posted them.
+func TestGroupConcurrentChanges(t *testing.T) {
+	t.Parallel()
+	e := pipelinetest.New(t, pipelinetest.Options{})
+	const owner, x = 9101, 9102
+	g := createGroup(t, e, owner, "race", x, 9103)
+	var wg sync.WaitGroup
+	var sent sync.Map // message id → the members it was sent to
+	const sends, flips = 30, 10
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := range sends {
+			m := e.Send(t, owner, text(g.ID, fmt.Sprintf("m%d", i)))
+			sent.Store(m.ID, true)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range flips {
+			e.MustDo(t, owner, http.MethodDelete, groupPath(g.ID, "/members/", fmt.Sprint(x)), nil, http.StatusNoContent, nil)
+			e.MustDo(t, owner, http.MethodPost, groupPath(g.ID, "/members"), map[string]any{"user_ids": []int64{x}}, http.StatusOK, nil)
+		}
+	}()
+	wg.Wait()
+	total := int64(1 + sends + 2*flips)
+	awaitSeq(t, e, owner, g.ID, total)
+	all := messagesOf(t, e, owner, g.ID)
+	if int64(len(all)) != total {
+		t.Fatalf("the owner sees %d messages, want %d", len(all), total)
+	}
+	for i, m := range all {
+		if m.Seq != int64(i+1) {
+			t.Fatalf("message %d has seq %d: sequences must be gap-free", i, m.Seq)
+		}
+	}
+	// x, a member at the end, sees from their last join: what the ingress
+	// posted to them (the event's member_ids) agrees with what REST shows.
+	var lastJoin int64
+	for _, m := range all {
+		if m.System != nil && m.System.Action == "added" {
+			lastJoin = m.Seq
+		}
+	}
+	var want []string
+	for _, m := range all[lastJoin-1:] {
+		want = append(want, m.ID)
+	}
+	var got []string
+	for _, m := range messagesOf(t, e, x, g.ID) {
+		got = append(got, m.ID)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("x sees %d messages, want the %d from their last join", len(got), len(want))
+	}
+	rows, err := e.Pool.Query(context.Background(),
+		`SELECT envelope->'data'->'member_ids' @> $2::jsonb, (SELECT joined_at FROM conversation_participants WHERE conversation_id = $1 AND user_id = $3) <= (envelope->'data'->>'created_at')::timestamptz
+		 FROM event_archive WHERE type = 'MessageSent' AND conversation_id = $1`, g.ID, fmt.Sprintf("[%d]", x), x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var postedToX, inWindow bool
+		if err := rows.Scan(&postedToX, &inWindow); err != nil {
+			t.Fatal(err)
+		}
+		if inWindow && !postedToX {
+			t.Fatalf("a message in x's current window was not posted to x")
+		}
+		n++
+	}
+	if n != sends {
+		t.Fatalf("%d MessageSent events archived, want %d", n, sends)
+	}
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
