@@ -7,9 +7,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/parleychat/parley/api"
+	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/internal/chat"
 	"github.com/parleychat/parley/internal/pipelinetest"
 )
@@ -332,4 +336,58 @@ func deref[T any](p *T) T {
 		return zero
 	}
 	return *p
+}
+
+// lostCommitBus publishes, then, for a group change, ends the ingress
+// transaction that published it (its connection is terminated), so that
+// the change is on the bus but its commit fails.
+type lostCommitBus struct {
+	events.Publisher
+	pool   func() *pgxpool.Pool
+	killed atomic.Int32
+}
+
+func (b *lostCommitBus) Publish(ctx context.Context, envs ...events.Envelope) error {
+	if err := b.Publisher.Publish(ctx, envs...); err != nil {
+		return err
+	}
+	for _, e := range envs {
+		if e.Type == events.TypeGroupChanged && b.killed.Load() < 2 {
+			var n int
+			// The transaction waits for this publish, its last statement
+			// the one that wrote the members.
+			if err := b.pool().QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+				WHERE datname = current_database() AND state = 'idle in transaction' AND query LIKE '%JoinGroup%'`).Scan(&n); err != nil {
+				return err
+			}
+			b.killed.Add(int32(n))
+		}
+	}
+	return nil
+}
+
+// TestGroupChangeAppliedWhenItsCommitFails: a change published whose
+// transaction then fails is a success for the client, and the persister
+// applies it from its event.
+func TestGroupChangeAppliedWhenItsCommitFails(t *testing.T) {
+	t.Parallel()
+	var e *pipelinetest.Env
+	bus := &lostCommitBus{pool: func() *pgxpool.Pool { return e.Pool }}
+	e = pipelinetest.New(t, pipelinetest.Options{WrapPublisher: func(p events.Publisher) events.Publisher {
+		bus.Publisher = p
+		return bus
+	}})
+	const a, b, c = 9201, 9202, 9203
+	g := createGroup(t, e, a, "lost", b)
+	e.MustDo(t, a, http.MethodPost, groupPath(g.ID, "/members"), map[string]any{"user_ids": []int64{c}}, http.StatusOK, nil)
+	if bus.killed.Load() != 2 {
+		t.Fatalf("%d ingress transactions ended after their publish, want 2 (the creation and the addition)", bus.killed.Load())
+	}
+	awaitSeq(t, e, a, g.ID, 2)
+	if got := texts(messagesOf(t, e, c, g.ID)); !slices.Equal(got, []string{"added"}) {
+		t.Fatalf("c, added by a change whose commit failed, sees %q", got)
+	}
+	if cv := e.ConversationOf(t, a, g.ID); cv.MemberCount != 3 || deref(cv.Title) != "lost" {
+		t.Fatalf("the group after both commits failed: %+v", cv)
+	}
 }

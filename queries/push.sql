@@ -40,7 +40,22 @@ SELECT GREATEST(
       WHERE v.user_id = @user_id
         AND (v.deleted_at IS NULL OR v.last_message_at > v.deleted_at))
   - (SELECT count(*) FROM messages
-      WHERE id = ANY(@ids::uuid[]) AND recipient_id = @user_id AND read_at IS NULL AND unsent_at IS NULL), 0)::bigint;
+      WHERE id = ANY(@ids::uuid[]) AND recipient_id = @user_id AND read_at IS NULL AND unsent_at IS NULL)
+    -- A group read moves the reader's position: every message they count
+    -- as unread up to the highest read one is read (the unread count's
+    -- conditions, participant_conversations).
+  - (SELECT count(*) FROM conversation_participants p
+      JOIN LATERAL (SELECT max(r.seq) AS upto FROM messages r
+                    WHERE r.id = ANY(@ids::uuid[]) AND r.conversation_id = p.conversation_id
+                      AND r.recipient_id IS NULL AND r.sender_id <> @user_id) r ON true
+      JOIN messages u ON u.conversation_id = p.conversation_id AND u.seq > p.last_read_seq AND u.seq <= r.upto
+      WHERE p.user_id = @user_id
+        AND p.conversation_id = ANY(ARRAY(SELECT g.conversation_id FROM messages g
+                                          WHERE g.id = ANY(@ids::uuid[]) AND g.recipient_id IS NULL))
+        AND u.sender_id <> @user_id AND u.content_type <> 'system' AND u.unsent_at IS NULL
+        AND u.created_at >= p.joined_at AND u.created_at <= COALESCE(p.left_at, 'infinity')
+        AND u.created_at > COALESCE(p.deleted_at, '-infinity')
+        AND NOT EXISTS (SELECT 1 FROM message_deletions d WHERE d.message_id = u.id AND d.user_id = @user_id)), 0)::bigint;
 
 -- name: ClaimPushDeliveries :many
 -- Claims the devices a message has not been pushed to; a redelivery or a

@@ -74,6 +74,7 @@ func (s *Service) CreateGroup(ctx context.Context, userID int64, in GroupInput) 
 	}
 	id := newID()
 	all := append([]int64{userID}, members...)
+	var published bool
 	err = db.InTx(ctx, s.pool, false, func(tx pgx.Tx) error {
 		q := db.New(tx)
 		at, err := dbClock(ctx, tx)
@@ -91,13 +92,36 @@ func (s *Service) CreateGroup(ctx context.Context, userID int64, in GroupInput) 
 		if _, err := q.JoinGroup(ctx, db.JoinGroupParams{ConversationID: id, Roles: roles, At: at, UserIds: all}); err != nil {
 			return unavailable("the database", err)
 		}
-		return s.publishGroupChange(ctx, id, at, events.GroupChangedV1{
-			ActorID: userID, Action: events.GroupCreated, UserIDs: all, Title: title, MemberIDs: sorted(all)})
+		if err := s.publishGroupChange(ctx, id, at, events.GroupChangedV1{
+			ActorID: userID, Action: events.GroupCreated, UserIDs: all, Title: title, MemberIDs: sorted(all)}); err != nil {
+			return err
+		}
+		published = true
+		return nil
 	})
-	if err != nil {
-		return ConversationView{}, AsError(err)
+	if err != nil && !s.appliedAnyway(published, id, err) {
+		return ConversationView{}, txError(err)
 	}
-	return s.Conversation(ctx, userID, id)
+	v, err := s.Conversation(ctx, userID, id)
+	if err != nil && published {
+		// Created, by the persister in a moment if not by this commit:
+		// the answer is the group as it will be.
+		return ConversationView{ID: id.String(), Participant1ID: userID, Kind: "group", Title: &title,
+			Role: events.RoleOwner, MemberCount: int64(len(all))}, nil
+	}
+	return v, err
+}
+
+// appliedAnyway reports whether a group change whose transaction failed
+// was published nonetheless (the commit failed after it): the persister
+// applies the published change, so the request succeeded. It logs why.
+func (s *Service) appliedAnyway(published bool, convID uuid.UUID, err error) bool {
+	if !published {
+		return false
+	}
+	s.logger.Warn("a group change was published but its transaction failed; the persister applies it",
+		"conversation_id", convID, "err", err)
+	return true
 }
 
 // AddMembers adds users to a group; an owner or admin may.
@@ -299,6 +323,7 @@ func (g groupState) memberIDs() []int64 {
 // and publishes the change it returns (nil: nothing changed) before the
 // transaction commits.
 func (s *Service) changeGroup(ctx context.Context, userID int64, convID uuid.UUID, change func(groupState) (*events.GroupChangedV1, error)) error {
+	var published bool
 	err := db.InTx(ctx, s.pool, false, func(tx pgx.Tx) error {
 		q := db.New(tx)
 		g, err := q.LockGroup(ctx, convID)
@@ -327,10 +352,14 @@ func (s *Service) changeGroup(ctx context.Context, userID int64, convID uuid.UUI
 			return err
 		}
 		ev.ActorID = userID
-		return s.publishGroupChange(ctx, convID, st.at, *ev)
+		if err := s.publishGroupChange(ctx, convID, st.at, *ev); err != nil {
+			return err
+		}
+		published = true
+		return nil
 	})
-	if err != nil {
-		return AsError(err)
+	if err != nil && !s.appliedAnyway(published, convID, err) {
+		return txError(err)
 	}
 	return nil
 }
@@ -386,7 +415,7 @@ func (s *Service) groupSend(ctx context.Context, convID uuid.UUID, userID int64)
 		return nil
 	})
 	if err != nil {
-		return nil, at, AsError(err)
+		return nil, at, txError(err)
 	}
 	return members, at, nil
 }
@@ -436,4 +465,14 @@ func sorted(ids []int64) []int64 {
 	out := slices.Clone(ids)
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// txError is a transaction's failure as the client is told it: its own
+// refusal, or the database unavailable (a failed begin or commit).
+func txError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return unavailable("the database", err)
 }
