@@ -379,6 +379,11 @@ func TestGroupChangeAppliedWhenItsCommitFails(t *testing.T) {
 	}})
 	const a, b, c = 9201, 9202, 9203
 	g := createGroup(t, e, a, "lost", b)
+	// Its commit failed: the persister creates it from the event.
+	pipelinetest.Eventually(t, "the persister created the group", func() (bool, string) {
+		resp := e.Do(t, a, http.MethodGet, api.Prefix+"/conversations/"+g.ID, nil)
+		return resp.Status == http.StatusOK, fmt.Sprint(resp.Status)
+	})
 	e.MustDo(t, a, http.MethodPost, groupPath(g.ID, "/members"), map[string]any{"user_ids": []int64{c}}, http.StatusOK, nil)
 	if bus.killed.Load() != 2 {
 		t.Fatalf("%d ingress transactions ended after their publish, want 2 (the creation and the addition)", bus.killed.Load())

@@ -320,12 +320,14 @@ func (q *Queries) ListParticipantIDs(ctx context.Context, conversationID uuid.UU
 }
 
 const lockConversations = `-- name: LockConversations :many
-SELECT id FROM conversations WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+SELECT id FROM conversations WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE
 `
 
 // Taken first by every persister transaction that writes conversations'
 // messages, in id order so that two writers never deadlock: it serializes
 // sequence assignment per conversation. Answers the ids that exist.
+// FOR NO KEY UPDATE, which conflicts with itself but not with a group
+// send's key share (ShareLockGroup): a send never waits for a batch.
 func (q *Queries) LockConversations(ctx context.Context, ids []uuid.UUID) ([]uuid.UUID, error) {
 	rows, err := q.db.Query(ctx, lockConversations, ids)
 	if err != nil {

@@ -460,11 +460,13 @@ func (q *Queries) SetGroupRole(ctx context.Context, arg SetGroupRoleParams) (int
 }
 
 const shareLockGroup = `-- name: ShareLockGroup :one
-SELECT c.id FROM conversations c WHERE c.id = $1 AND c.kind = 'group' FOR SHARE
+SELECT c.id FROM conversations c WHERE c.id = $1 AND c.kind = 'group' FOR KEY SHARE
 `
 
 // A send's share of the group's row lock, held for its transaction: no
-// membership change commits between it and the members read next.
+// membership change (FOR UPDATE) commits between it and the members read
+// next. A key share, so that it does not wait for the persister storing
+// the group's messages (LockConversations, FOR NO KEY UPDATE).
 func (q *Queries) ShareLockGroup(ctx context.Context, id uuid.UUID) (uuid.UUID, error) {
 	row := q.db.QueryRow(ctx, shareLockGroup, id)
 	var id_2 uuid.UUID

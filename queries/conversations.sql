@@ -49,7 +49,9 @@ WHERE user_id = @user_id
 -- Taken first by every persister transaction that writes conversations'
 -- messages, in id order so that two writers never deadlock: it serializes
 -- sequence assignment per conversation. Answers the ids that exist.
-SELECT id FROM conversations WHERE id = ANY(@ids::uuid[]) ORDER BY id FOR UPDATE;
+-- FOR NO KEY UPDATE, which conflicts with itself but not with a group
+-- send's key share (ShareLockGroup): a send never waits for a batch.
+SELECT id FROM conversations WHERE id = ANY(@ids::uuid[]) ORDER BY id FOR NO KEY UPDATE;
 
 -- name: UpdateParticipantSettings :many
 -- Last writer wins per setting, by the time the change was made, so a

@@ -6,13 +6,15 @@
 -- the members (GroupMembersForSend) waits for a change in progress. Answers
 -- the database's clock, read under the lock: the change's time.
 SELECT c.id, c.title, clock_timestamp()::timestamptz AS clock FROM conversations c
-WHERE c.id = $1 AND c.kind = 'group'
+WHERE c.id = @id AND c.kind = 'group'
 FOR UPDATE;
 
 -- name: ShareLockGroup :one
 -- A send's share of the group's row lock, held for its transaction: no
--- membership change commits between it and the members read next.
-SELECT c.id FROM conversations c WHERE c.id = @id AND c.kind = 'group' FOR SHARE;
+-- membership change (FOR UPDATE) commits between it and the members read
+-- next. A key share, so that it does not wait for the persister storing
+-- the group's messages (LockConversations, FOR NO KEY UPDATE).
+SELECT c.id FROM conversations c WHERE c.id = @id AND c.kind = 'group' FOR KEY SHARE;
 
 -- name: GroupMembersForSend :many
 -- The current members of a group with the database's clock, read after
