@@ -190,11 +190,6 @@ func (s *Service) groupChangeTarget(ctx context.Context, userID int64, m db.Mess
 	if m.ContentType == events.ContentSystem {
 		return target{}, Errorf(CodeInvalid, "message %s is a system message; it cannot be changed or reacted to", m.ID)
 	}
-	if ok, err := s.canSee(ctx, userID, m); err != nil {
-		return target{}, err
-	} else if !ok {
-		return target{}, Errorf(CodeNotFound, "message %s not found", m.ID)
-	}
 	hiders, err := s.q.ListMessageHiders(ctx, m.ID)
 	if err != nil {
 		return target{}, unavailable("the database", err)
@@ -206,11 +201,20 @@ func (s *Service) groupChangeTarget(ctx context.Context, userID int64, m db.Mess
 	if err != nil {
 		return target{}, unavailable("the database", err)
 	}
-	t := target{Message: m}
+	// The user is a current member (changeTarget checked): they see the
+	// message if they joined before it, as do the members told of it.
+	t, seen := target{Message: m}, false
 	for _, r := range rows {
-		if r.LeftAt == nil && !m.CreatedAt.Before(r.JoinedAt) && !slices.Contains(hiders, r.UserID) {
+		if r.LeftAt != nil || m.CreatedAt.Before(r.JoinedAt) {
+			continue
+		}
+		seen = seen || r.UserID == userID
+		if !slices.Contains(hiders, r.UserID) {
 			t.notify = append(t.notify, r.UserID)
 		}
+	}
+	if !seen {
+		return target{}, Errorf(CodeNotFound, "message %s not found", m.ID)
 	}
 	if m.UnsentAt != nil {
 		return t, Errorf(CodeInvalid, "message %s was unsent", m.ID)

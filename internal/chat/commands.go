@@ -265,7 +265,7 @@ func (s *Service) resolveConversation(ctx context.Context, userID, recipientID i
 	}
 	if group {
 		if recipientID != 0 {
-			return uuid.Nil, 0, Errorf(CodeInvalid, "conversation %s is a group: a message to it has no recipient_id", id)
+			return uuid.Nil, 0, groupRecipient(id)
 		}
 		return id, 0, nil
 	}
@@ -279,6 +279,11 @@ func (s *Service) resolveConversation(ctx context.Context, userID, recipientID i
 		return uuid.Nil, 0, Errorf(CodeInvalid, "recipient_id %d is not the other participant of conversation %s", recipientID, id)
 	}
 	return id, other, nil
+}
+
+// groupRecipient refuses a recipient_id given with a group's id.
+func groupRecipient(id uuid.UUID) error {
+	return Errorf(CodeInvalid, "conversation %s is a group: it has no recipient_id", id)
 }
 
 // directConversation gets or creates the direct conversation of a and b;
@@ -562,14 +567,16 @@ func (s *Service) Typing(ctx context.Context, userID int64, in TypingInput) erro
 	if ok, _ := s.limiter.take(WriteTyping, userID); !ok {
 		return nil
 	}
-	convID, other, err := s.resolveConversation(ctx, userID, in.RecipientID, in.ConversationID)
+	// Members first (cached for a direct conversation), so that a group's
+	// are read once.
+	members, group, err := s.requireMemberOf(ctx, uuid.MustParse(in.ConversationID), userID)
 	if err != nil {
 		return err
 	}
-	if other == 0 {
-		members, err := s.requireMember(ctx, convID, userID)
-		if err != nil {
-			return err
+	if group {
+		convID := uuid.MustParse(in.ConversationID)
+		if in.RecipientID != 0 {
+			return groupRecipient(convID)
 		}
 		if len(members) < 2 {
 			return nil // nobody else to tell
@@ -581,6 +588,10 @@ func (s *Service) Typing(ctx context.Context, userID int64, in TypingInput) erro
 			return internal(err)
 		}
 		return s.publish(ctx, env)
+	}
+	convID, other, err := s.resolveConversation(ctx, userID, in.RecipientID, in.ConversationID)
+	if err != nil {
+		return err
 	}
 	if blocked, err := s.blocks(ctx, other, userID); err != nil || blocked {
 		// Dropped without a word, like a withheld message: the sender is
