@@ -396,3 +396,71 @@ func TestGroupChangeAppliedWhenItsCommitFails(t *testing.T) {
 		t.Fatalf("the group after both commits failed: %+v", cv)
 	}
 }
+
+// TestCachedGroupsRefuseOutsiders: once a conversation is known to be a
+// group, a send skips the lookup that told so, and the read of the members
+// under the group's lock still refuses whoever is not a member: a stranger,
+// and a member removed after the kind was cached, with a reply or without.
+func TestCachedGroupsRefuseOutsiders(t *testing.T) {
+	t.Parallel()
+	e := pipelinetest.New(t, pipelinetest.Options{})
+	const a, b, c, stranger = 9401, 9402, 9403, 9409
+	g := createGroup(t, e, a, "Cached", b, c)
+	first := e.Send(t, b, text(g.ID, "caches the kind"))
+	e.Send(t, c, text(g.ID, "still a member"))
+	e.MustDo(t, a, http.MethodDelete, groupPath(g.ID, fmt.Sprintf("/members/%d", c)), nil, http.StatusNoContent, nil)
+	for name, try := range map[string]struct {
+		user int64
+		body map[string]any
+	}{
+		"a stranger":               {stranger, text(g.ID, "let me in")},
+		"a stranger's reply":       {stranger, map[string]any{"conversation_id": g.ID, "text_content": "re", "reply_to_id": first.ID}},
+		"a removed member":         {c, text(g.ID, "still here?")},
+		"a removed member's reply": {c, map[string]any{"conversation_id": g.ID, "text_content": "re", "reply_to_id": first.ID}},
+	} {
+		resp := e.Do(t, try.user, http.MethodPost, sendPath, try.body)
+		wantError(t, name, resp, http.StatusForbidden, chat.CodeForbidden)
+	}
+	resp := e.Do(t, b, http.MethodPost, sendPath, map[string]any{"conversation_id": g.ID, "recipient_id": a, "text_content": "x"})
+	wantError(t, "a recipient_id with a group", resp, http.StatusUnprocessableEntity, chat.CodeInvalid)
+	e.Send(t, b, text(g.ID, "members still send"))
+}
+
+// TestGroupsRefuseBlockedUsers: nobody adds a user who blocks them or whom
+// they block, at creation or later; the refusal names the first such user
+// and changes nothing.
+func TestGroupsRefuseBlockedUsers(t *testing.T) {
+	t.Parallel()
+	e := pipelinetest.New(t, pipelinetest.Options{})
+	const a, b, c, blockedByA, blocksA = 9501, 9502, 9503, 9504, 9505
+	e.MustDo(t, a, http.MethodPost, api.Prefix+"/blocks", map[string]any{"user_id": blockedByA}, http.StatusOK, nil)
+	e.MustDo(t, blocksA, http.MethodPost, api.Prefix+"/blocks", map[string]any{"user_id": a}, http.StatusOK, nil)
+	for name, members := range map[string][]int64{
+		"create with someone a blocks":   {b, blockedByA, blocksA},
+		"create with someone blocking a": {b, blocksA, blockedByA},
+	} {
+		resp := e.Do(t, a, http.MethodPost, api.Prefix+"/groups", map[string]any{"title": "No", "member_ids": members})
+		wantError(t, name, resp, http.StatusForbidden, chat.CodeForbidden)
+		if want := fmt.Sprintf("you cannot add user %d", members[1]); !strings.Contains(string(resp.Body), want) {
+			t.Errorf("%s: %s, want %q", name, resp.Body, want)
+		}
+	}
+	if n := e.Count(t, "conversations"); n != 0 {
+		t.Fatalf("%d conversations after refused creations", n)
+	}
+	g := createGroup(t, e, a, "Yes", b)
+	for _, u := range []int64{blockedByA, blocksA} {
+		resp := e.Do(t, a, http.MethodPost, groupPath(g.ID, "/members"), map[string]any{"user_ids": []int64{c, u}})
+		wantError(t, fmt.Sprintf("add %d", u), resp, http.StatusForbidden, chat.CodeForbidden)
+	}
+	var list struct {
+		Members []chat.GroupMemberView `json:"members"`
+	}
+	e.MustDo(t, a, http.MethodGet, groupPath(g.ID, "/members"), nil, http.StatusOK, &list)
+	if len(list.Members) != 2 {
+		t.Fatalf("members after refused adds: %+v, want a and b", list.Members)
+	}
+	// Someone else may add them: the blocks are a's.
+	e.MustDo(t, a, http.MethodPut, groupPath(g.ID, fmt.Sprintf("/members/%d/role", b)), map[string]any{"role": "admin"}, http.StatusOK, nil)
+	e.MustDo(t, b, http.MethodPost, groupPath(g.ID, "/members"), map[string]any{"user_ids": []int64{blockedByA, blocksA}}, http.StatusOK, nil)
+}

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/parleychat/parley/api"
+	"github.com/parleychat/parley/events"
 	"github.com/parleychat/parley/internal/chat"
 	"github.com/parleychat/parley/internal/pipelinetest"
 	"github.com/parleychat/parley/workers/persister"
@@ -58,33 +60,40 @@ func TestSync(t *testing.T) {
 	}
 	e.AwaitMessages(t, b, conv, 3)
 	e.MustDo(t, b, http.MethodPost, api.Prefix+"/messages/read", map[string]any{"message_ids": ids}, http.StatusOK, nil)
-	awaitFeed(t, e, b, 4)
+	// The conversation's creation, the three messages, the read.
+	awaitFeed(t, e, b, 5)
 
-	if p := syncOf(t, e, b, ""); len(p.Changes) != 4 || p.Next != 4 || p.HasMore || p.Reset {
+	if p := syncOf(t, e, b, ""); len(p.Changes) != 5 || p.Next != 5 || p.HasMore || p.Reset {
 		t.Fatalf("sync without parameters: %+v", p)
 	}
 	first := syncOf(t, e, b, "?since=0&limit=3")
 	if len(first.Changes) != 3 || first.Next != 3 || !first.HasMore || first.Reset {
 		t.Fatalf("first page: %+v", first)
 	}
-	for i, c := range first.Changes {
-		if c.Position != int64(i+1) || c.Kind != "newMessage" || c.ConversationID != conv || c.Data["id"] != ids[i] || c.Data["seq"] != float64(i+1) {
-			t.Fatalf("change %d: %+v", i, c)
+	if c := first.Changes[0]; c.Position != 1 || c.Kind != "conversationCreated" || c.ConversationID != conv ||
+		c.Data["conversationId"] != conv || c.Data["kind"] != "direct" || c.Data["creatorId"] != float64(a) ||
+		fmt.Sprint(c.Data["participantIds"]) != fmt.Sprint([]any{float64(a), float64(b)}) || c.Data["createdAt"] == nil {
+		t.Fatalf("change 0: %+v, want the conversation's creation", c)
+	}
+	for i, c := range first.Changes[1:] {
+		if c.Position != int64(i+2) || c.Kind != "newMessage" || c.ConversationID != conv || c.Data["id"] != ids[i] || c.Data["seq"] != float64(i+1) {
+			t.Fatalf("change %d: %+v", i+1, c)
 		}
 	}
 	rest := syncOf(t, e, b, fmt.Sprintf("?since=%d&limit=3", first.Next))
-	if len(rest.Changes) != 1 || rest.Next != 4 || rest.HasMore || rest.Changes[0].Kind != "messageRead" || rest.Changes[0].Data["readerId"] != float64(b) {
+	if len(rest.Changes) != 2 || rest.Next != 5 || rest.HasMore || rest.Changes[0].Data["id"] != ids[2] ||
+		rest.Changes[1].Kind != "messageRead" || rest.Changes[1].Data["readerId"] != float64(b) {
 		t.Fatalf("second page: %+v", rest)
 	}
 	// The cap is chat.Limits', and the document's.
-	if p := syncOf(t, e, b, fmt.Sprintf("?limit=%d", chat.DefaultLimits().MaxSyncChanges)); len(p.Changes) != 4 || p.HasMore {
+	if p := syncOf(t, e, b, fmt.Sprintf("?limit=%d", chat.DefaultLimits().MaxSyncChanges)); len(p.Changes) != 5 || p.HasMore {
 		t.Fatalf("sync at the cap: %+v", p)
 	}
-	if p := syncOf(t, e, b, "?since=4"); len(p.Changes) != 0 || p.Next != 4 || p.HasMore || p.Reset {
+	if p := syncOf(t, e, b, "?since=5"); len(p.Changes) != 0 || p.Next != 5 || p.HasMore || p.Reset {
 		t.Fatalf("nothing new: %+v", p)
 	}
 	// The sender's feed has the messages too; another user's is empty.
-	if p := syncOf(t, e, a, "?since=0"); len(p.Changes) != 4 || p.Changes[3].Kind != "messageRead" {
+	if p := syncOf(t, e, a, "?since=0"); len(p.Changes) != 5 || p.Changes[0].Kind != "conversationCreated" || p.Changes[4].Kind != "messageRead" {
 		t.Fatalf("the sender's feed: %+v", p)
 	}
 	if p := syncOf(t, e, 8003, "?since=0"); len(p.Changes) != 0 || p.Next != 0 || p.Reset {
@@ -92,8 +101,8 @@ func TestSync(t *testing.T) {
 	}
 
 	t.Run("ahead of the feed", func(t *testing.T) {
-		if p := syncOf(t, e, b, "?since=9"); !p.Reset || p.Next != 4 || len(p.Changes) != 0 {
-			t.Fatalf("since=9 with a head of 4: %+v", p)
+		if p := syncOf(t, e, b, "?since=9"); !p.Reset || p.Next != 5 || len(p.Changes) != 0 {
+			t.Fatalf("since=9 with a head of 5: %+v", p)
 		}
 	})
 
@@ -133,15 +142,15 @@ func TestSync(t *testing.T) {
 			t.Fatalf("pruned %d (err %v), want 2", n, err)
 		}
 		for _, since := range []int64{0, 1} {
-			if p := syncOf(t, e, b, fmt.Sprintf("?since=%d", since)); !p.Reset || p.Next != 4 || len(p.Changes) != 0 || p.HasMore {
+			if p := syncOf(t, e, b, fmt.Sprintf("?since=%d", since)); !p.Reset || p.Next != 5 || len(p.Changes) != 0 || p.HasMore {
 				t.Fatalf("since=%d after pruning positions 1 and 2: %+v", since, p)
 			}
 		}
-		if p := syncOf(t, e, b, "?since=2"); p.Reset || len(p.Changes) != 2 || p.Changes[0].Position != 3 || p.Next != 4 {
+		if p := syncOf(t, e, b, "?since=2"); p.Reset || len(p.Changes) != 3 || p.Changes[0].Position != 3 || p.Next != 5 {
 			t.Fatalf("since=2, within retention: %+v", p)
 		}
 		// The sender's feed was not pruned.
-		if p := syncOf(t, e, a, "?since=0"); p.Reset || len(p.Changes) != 4 {
+		if p := syncOf(t, e, a, "?since=0"); p.Reset || len(p.Changes) != 5 {
 			t.Fatalf("the sender's feed: %+v", p)
 		}
 	})
@@ -157,23 +166,24 @@ func TestSyncUnsendAndDeleteForMe(t *testing.T) {
 	unsent := e.Send(t, a, text(conv, "unsent"))
 	kept := e.Send(t, a, text(conv, "deleted for b"))
 	e.AwaitMessages(t, b, conv, 2)
-	awaitFeed(t, e, a, 2)
-	awaitFeed(t, e, b, 2)
+	// The conversation's creation and the two messages.
+	awaitFeed(t, e, a, 3)
+	awaitFeed(t, e, b, 3)
 
 	var res struct {
 		MessageID string    `json:"message_id"`
 		At        time.Time `json:"at"`
 	}
 	e.MustDo(t, a, http.MethodPost, api.Prefix+"/messages/"+unsent.ID+"/unsend", nil, http.StatusAccepted, &res)
-	awaitFeed(t, e, a, 3)
-	awaitFeed(t, e, b, 3)
+	awaitFeed(t, e, a, 4)
+	awaitFeed(t, e, b, 4)
 	for _, u := range []int64{a, b} {
-		p := syncOf(t, e, u, "?since=2")
-		if len(p.Changes) != 1 || p.Next != 3 || p.HasMore || p.Reset {
+		p := syncOf(t, e, u, "?since=3")
+		if len(p.Changes) != 1 || p.Next != 4 || p.HasMore || p.Reset {
 			t.Fatalf("u%d's sync after the unsend: %+v", u, p)
 		}
 		c := p.Changes[0]
-		if c.Position != 3 || c.Kind != "messageUnsent" || c.ConversationID != conv ||
+		if c.Position != 4 || c.Kind != "messageUnsent" || c.ConversationID != conv ||
 			c.Data["messageId"] != unsent.ID || c.Data["conversationId"] != conv {
 			t.Fatalf("u%d's unsend: %+v", u, c)
 		}
@@ -183,9 +193,9 @@ func TestSyncUnsendAndDeleteForMe(t *testing.T) {
 	}
 
 	e.MustDo(t, b, http.MethodDelete, api.Prefix+"/messages/"+kept.ID, nil, http.StatusAccepted, nil)
-	awaitFeed(t, e, b, 4)
+	awaitFeed(t, e, b, 5)
 	p := syncOf(t, e, b, "?since=0")
-	if len(p.Changes) != 4 || p.Next != 4 || p.HasMore || p.Reset {
+	if len(p.Changes) != 5 || p.Next != 5 || p.HasMore || p.Reset {
 		t.Fatalf("b's sync after the delete: %+v", p)
 	}
 	for i, c := range p.Changes {
@@ -193,19 +203,72 @@ func TestSyncUnsendAndDeleteForMe(t *testing.T) {
 			t.Fatalf("b's change %d at position %d", i, c.Position)
 		}
 	}
-	if c := p.Changes[3]; c.Kind != "messageDeleted" || c.ConversationID != conv ||
+	if c := p.Changes[4]; c.Kind != "messageDeleted" || c.ConversationID != conv ||
 		c.Data["messageId"] != kept.ID || c.Data["conversationId"] != conv || c.Data["deletedAt"] == nil {
 		t.Fatalf("b's delete: %+v", c)
 	}
 	// The entry is appended for b alone in the transaction that stored it,
 	// so a's feed, read after b's holds it, would hold it already.
 	pa := syncOf(t, e, a, "?since=0")
-	if len(pa.Changes) != 3 || pa.Next != 3 || pa.HasMore || pa.Reset {
+	if len(pa.Changes) != 4 || pa.Next != 4 || pa.HasMore || pa.Reset {
 		t.Fatalf("a's sync after b's delete: %+v", pa)
 	}
 	for i, c := range pa.Changes {
 		if c.Position != int64(i+1) || c.Kind == "messageDeleted" {
 			t.Fatalf("a's change %d: %+v", i, c)
+		}
+	}
+}
+
+// TestSyncConversationCreated: a direct conversation's creation is one
+// entry in each participant's feed, however many first requests race to
+// create it (the losers' published creations apply nothing), and asking
+// for it again appends nothing.
+func TestSyncConversationCreated(t *testing.T) {
+	t.Parallel()
+	e := pipelinetest.New(t, pipelinetest.Options{})
+	const a, b = 8201, 8202
+	const n = 8
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			from, to := int64(a), int64(b)
+			if i%2 == 1 {
+				from, to = b, a
+			}
+			if i%4 < 2 {
+				ids[i] = e.Conversation(t, from, to)
+				return
+			}
+			ids[i] = e.Send(t, from, map[string]any{"recipient_id": to, "content_type": "text", "text_content": fmt.Sprint("first ", i)}).ConversationID
+		})
+	}
+	wg.Wait()
+	for _, id := range ids {
+		if id != ids[0] {
+			t.Fatalf("racing first requests answered conversations %v, want one", ids)
+		}
+	}
+	e.Conversation(t, a, b) // exists: appends nothing
+	e.AwaitIdle(t)
+	var published int
+	if err := e.Pool.QueryRow(context.Background(), `SELECT count(*) FROM event_archive WHERE type = $1`, events.TypeConversationCreated).Scan(&published); err != nil {
+		t.Fatal(err)
+	}
+	if published < 1 || published > n {
+		t.Fatalf("%d creations published, want 1 to %d", published, n)
+	}
+	t.Logf("%d of %d racing first requests published a creation", published, n)
+	for _, u := range []int64{a, b} {
+		var created []string
+		for _, c := range syncOf(t, e, u, "?since=0").Changes {
+			if c.Kind == "conversationCreated" {
+				created = append(created, c.ConversationID)
+			}
+		}
+		if len(created) != 1 || created[0] != ids[0] {
+			t.Fatalf("u%d's feed has creations %v, want one of %s (%d published)", u, created, ids[0], published)
 		}
 	}
 }

@@ -40,15 +40,15 @@ func TestSyncEpoch(t *testing.T) {
 	for i := range 2 {
 		e.Send(t, a, text(conv, fmt.Sprintf("m%d", i)))
 	}
-	awaitFeed(t, e, b, 2)
+	awaitFeed(t, e, b, 3) // the conversation's creation and the messages
 	first := epochSync(t, e, b, 0, 0)
-	if first.Epoch < 1 || first.Epoch > 1<<53-1 || first.Next != 2 || len(first.Changes) != 2 {
-		t.Fatalf("first sync: %+v, want two changes in an epoch from 1 to 2^53-1", first)
+	if first.Epoch < 1 || first.Epoch > 1<<53-1 || first.Next != 3 || len(first.Changes) != 3 {
+		t.Fatalf("first sync: %+v, want three changes in an epoch from 1 to 2^53-1", first)
 	}
-	if p := epochSync(t, e, b, 1, first.Epoch); p.Reset || len(p.Changes) != 1 || p.Epoch != first.Epoch {
+	if p := epochSync(t, e, b, 1, first.Epoch); p.Reset || len(p.Changes) != 2 || p.Epoch != first.Epoch {
 		t.Fatalf("since 1 in the feed's epoch: %+v", p)
 	}
-	if p := epochSync(t, e, b, 1, first.Epoch+1); !p.Reset || p.Next != 2 || len(p.Changes) != 0 || p.Epoch != first.Epoch {
+	if p := epochSync(t, e, b, 1, first.Epoch+1); !p.Reset || p.Next != 3 || len(p.Changes) != 0 || p.Epoch != first.Epoch {
 		t.Fatalf("since 1 of another epoch: %+v, want reset to the head in the feed's epoch", p)
 	}
 
@@ -57,13 +57,13 @@ func TestSyncEpoch(t *testing.T) {
 		t.Fatalf("renewed %d feeds (%v), want both users'", n, err)
 	}
 	renewed := epochSync(t, e, b, 2, first.Epoch)
-	if !renewed.Reset || renewed.Next != 2 || renewed.Epoch == first.Epoch || renewed.Epoch < 1 {
+	if !renewed.Reset || renewed.Next != 3 || renewed.Epoch == first.Epoch || renewed.Epoch < 1 {
 		t.Fatalf("since 2 of the epoch before renewing: %+v, want reset in a new epoch", renewed)
 	}
-	if p := epochSync(t, e, b, 0, first.Epoch); p.Reset || len(p.Changes) != 2 {
+	if p := epochSync(t, e, b, 0, first.Epoch); p.Reset || len(p.Changes) != 3 {
 		t.Fatalf("since 0 with an old epoch: %+v, want the whole feed", p)
 	}
-	if p := epochSync(t, e, a, 2, 0); p.Reset || len(p.Changes) != 0 {
+	if p := epochSync(t, e, a, 3, 0); p.Reset || len(p.Changes) != 0 {
 		t.Fatalf("since the head without an epoch (a client older than epochs): %+v, want no reset", p)
 	}
 

@@ -30,6 +30,12 @@ func DirectKey(a, b int64) string {
 // nothing and its follow-up read, a new statement with a new snapshot, sees
 // the winner's committed row.
 func GetOrCreateDirect(ctx context.Context, conn TxBeginner, newID uuid.UUID, a, b int64) (id uuid.UUID, created bool, err error) {
+	return GetOrCreateDirectAt(ctx, conn, newID, a, b, time.Time{})
+}
+
+// GetOrCreateDirectAt is GetOrCreateDirect creating the conversation as of
+// at (zero: now), the time of its ConversationCreated event.
+func GetOrCreateDirectAt(ctx context.Context, conn TxBeginner, newID uuid.UUID, a, b int64, at time.Time) (id uuid.UUID, created bool, err error) {
 	if a <= 0 || b <= 0 || a == b {
 		return uuid.Nil, false, fmt.Errorf("direct conversation needs two distinct positive user ids, got %d and %d", a, b)
 	}
@@ -47,7 +53,11 @@ func GetOrCreateDirect(ctx context.Context, conn TxBeginner, newID uuid.UUID, a,
 	}
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		q := New(tx)
-		got, err := q.InsertDirectConversation(ctx, InsertDirectConversationParams{ID: newID, DirectKey: &key})
+		var createdAt *time.Time
+		if !at.IsZero() {
+			createdAt = &at
+		}
+		got, err := q.InsertDirectConversation(ctx, InsertDirectConversationParams{ID: newID, DirectKey: &key, CreatedAt: createdAt})
 		if errors.Is(err, pgx.ErrNoRows) {
 			id, err = q.GetConversationByDirectKey(ctx, &key)
 			if err != nil {

@@ -165,8 +165,8 @@ func (q *Queries) GetParticipant(ctx context.Context, arg GetParticipantParams) 
 }
 
 const insertDirectConversation = `-- name: InsertDirectConversation :one
-INSERT INTO conversations (id, kind, direct_key)
-VALUES ($1, 'direct', $2)
+INSERT INTO conversations (id, kind, direct_key, created_at)
+VALUES ($1, 'direct', $2, coalesce($3::timestamptz, now()))
 ON CONFLICT DO NOTHING
 RETURNING id
 `
@@ -174,12 +174,14 @@ RETURNING id
 type InsertDirectConversationParams struct {
 	ID        uuid.UUID
 	DirectKey *string
+	CreatedAt *time.Time
 }
 
 // ON CONFLICT DO NOTHING makes a concurrent second creator fall through to
 // GetConversationByDirectKey instead of failing.
+// created_at, when given, is the time of the ConversationCreated event.
 func (q *Queries) InsertDirectConversation(ctx context.Context, arg InsertDirectConversationParams) (uuid.UUID, error) {
-	row := q.db.QueryRow(ctx, insertDirectConversation, arg.ID, arg.DirectKey)
+	row := q.db.QueryRow(ctx, insertDirectConversation, arg.ID, arg.DirectKey, arg.CreatedAt)
 	var id uuid.UUID
 	err := row.Scan(&id)
 	return id, err

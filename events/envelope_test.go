@@ -45,6 +45,9 @@ func goldenPayloads() map[string]Payload {
 			EditedAt: at, Deadline: at.Add(DefaultEditWindow), ParticipantIDs: []int64{1, 2}, SourceConnectionID: "L0SM9cOFvHcCIhw="},
 		"message_unsent_v1": MessageUnsentV1{MessageID: msg, ConversationID: conv, SenderID: 1, ContentType: ContentImage,
 			MediaKey: "chat/1/2026/11/a.jpg", UnsentAt: at, Deadline: at.Add(DefaultUnsendWindow), ParticipantIDs: []int64{1, 2}},
+		"conversation_created_v1": ConversationCreatedV1{ConversationID: conv, CreatorID: 1, ParticipantIDs: []int64{1, 2}, CreatedAt: at},
+		"group_changed_v1": GroupChangedV1{ConversationID: conv, ActorID: 1, Action: GroupAdded, UserIDs: []int64{3},
+			MemberIDs: []int64{1, 2, 3}, At: at},
 		"reaction_changed_v1": ReactionChangedV1{MessageID: msg, ConversationID: conv, UserID: 2, Emoji: "👍🏽",
 			ChangedAt: at, ParticipantIDs: []int64{1, 2}},
 	}

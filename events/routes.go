@@ -31,6 +31,7 @@ func Routes() []Route {
 			TypeMessageSent, TypeMessageRead, TypeMessageDelivered,
 			TypeMessageDeleted, TypeConversationSettingsChanged, TypeThumbnailReady,
 			TypeMessageEdited, TypeMessageUnsent, TypeReactionChanged, TypeGroupChanged,
+			TypeConversationCreated,
 		}},
 		// Fanout tells the sender about a delivery itself, right after
 		// publishing MessageDelivered, so it does not consume that event.

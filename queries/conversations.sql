@@ -1,8 +1,9 @@
 -- name: InsertDirectConversation :one
 -- ON CONFLICT DO NOTHING makes a concurrent second creator fall through to
 -- GetConversationByDirectKey instead of failing.
-INSERT INTO conversations (id, kind, direct_key)
-VALUES ($1, 'direct', $2)
+-- created_at, when given, is the time of the ConversationCreated event.
+INSERT INTO conversations (id, kind, direct_key, created_at)
+VALUES ($1, 'direct', $2, coalesce(sqlc.narg(created_at)::timestamptz, now()))
 ON CONFLICT DO NOTHING
 RETURNING id;
 

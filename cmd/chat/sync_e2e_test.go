@@ -81,11 +81,12 @@ func TestSyncFeed(t *testing.T) {
 	first := e.send(1, 2, "before the gap")
 	conv := first.ConversationID
 	b.expect("newMessage", nil)
-	// The sender learns of the delivery; the recipient has the message.
-	if got := changeKinds(e.feed(1, 2)); !slices.Equal(got, []string{"newMessage", "messageDelivered"}) {
+	// Both learn of the conversation's creation; the sender learns of the
+	// delivery; the recipient has the message.
+	if got := changeKinds(e.feed(1, 3)); !slices.Equal(got, []string{"conversationCreated", "newMessage", "messageDelivered"}) {
 		t.Fatalf("the sender's feed: %v", got)
 	}
-	seen := e.feed(2, 1)[0].Position
+	seen := e.feed(2, 2)[1].Position
 
 	// User 2 goes away; changes happen, each waited for so that their
 	// order is the archive's.
@@ -96,26 +97,26 @@ func TestSyncFeed(t *testing.T) {
 		return count(t, e.pool, `SELECT count(*) FROM ws_connections WHERE user_id = 2`) == 0
 	})
 	m2 := e.send(1, 2, "while away")
-	e.feed(2, 2)
-	m3 := e.send(1, 2, "still away")
 	e.feed(2, 3)
+	m3 := e.send(1, 2, "still away")
+	e.feed(2, 4)
 	// User 2's other device reads; user 1 edits and reacts; user 2 pins.
 	if code := e.call(2, "POST", "/messages/read", map[string]any{"message_ids": []string{first.ID, m2.ID, m3.ID}}, nil); code != 200 {
 		t.Fatalf("read: %d", code)
 	}
-	e.feed(2, 4)
+	e.feed(2, 5)
 	if code := e.call(1, "PATCH", "/messages/"+first.ID, map[string]any{"text_content": "before the gap!"}, nil); code != 202 {
 		t.Fatalf("edit: %d", code)
 	}
-	e.feed(2, 5)
+	e.feed(2, 6)
 	if code := e.call(1, "PUT", "/messages/"+m2.ID+"/reaction", map[string]any{"emoji": "👍"}, nil); code != 202 {
 		t.Fatalf("react: %d", code)
 	}
-	e.feed(2, 6)
+	e.feed(2, 7)
 	if code := e.call(2, "PATCH", "/conversations/"+conv+"/settings", map[string]any{"pinned": true}, nil); code != 202 {
 		t.Fatalf("pin: %d", code)
 	}
-	e.feed(2, 7)
+	e.feed(2, 8)
 
 	// Back: one sync from the last position seen, paged.
 	e.dial(2)
@@ -149,7 +150,7 @@ func TestSyncFeed(t *testing.T) {
 	}
 
 	// Replay into an emptied database.
-	before1, before2 := e.feed(1, 7), e.feed(2, 7)
+	before1, before2 := e.feed(1, 8), e.feed(2, 8)
 	if _, err := e.pool.Exec(context.Background(), `TRUNCATE conversations, conversation_participants, messages, message_deletions,
 		message_reactions, pending_reads, feed_changes, user_feed, user_feed_heads, user_feed_floors CASCADE`); err != nil {
 		t.Fatal(err)
@@ -198,7 +199,7 @@ func TestSyncRetention(t *testing.T) {
 	for i := range 3 {
 		e.send(1, 2, fmt.Sprintf("m%d", i))
 	}
-	e.feed(2, 3)
+	e.feed(2, 4) // the conversation's creation and the messages
 	age := func(upTo int) {
 		t.Helper()
 		if _, err := e.pool.Exec(context.Background(),
@@ -211,11 +212,11 @@ func TestSyncRetention(t *testing.T) {
 		t.Fatalf("sync prune: %q", out)
 	}
 	for _, since := range []int64{0, 1} {
-		if p := e.sync(2, since, 10); !p.Reset || p.Next != 3 || len(p.Changes) != 0 || p.HasMore {
+		if p := e.sync(2, since, 10); !p.Reset || p.Next != 4 || len(p.Changes) != 0 || p.HasMore {
 			t.Fatalf("since %d after pruning positions 1 and 2: %+v", since, p)
 		}
 	}
-	if p := e.sync(2, 2, 10); p.Reset || len(p.Changes) != 1 || p.Changes[0].Position != 3 || p.Next != 3 {
+	if p := e.sync(2, 2, 10); p.Reset || len(p.Changes) != 2 || p.Changes[0].Position != 3 || p.Next != 4 {
 		t.Fatalf("since 2, within retention: %+v", p)
 	}
 	if p := e.sync(1, 0, 10); p.Reset || len(p.Changes) < 3 {
@@ -224,10 +225,10 @@ func TestSyncRetention(t *testing.T) {
 
 	// The persister's own process prunes (at start, then every
 	// CHAT_SYNC_PRUNE_INTERVAL).
-	age(3)
+	age(4)
 	w := e.start("worker", "persister")
-	waitUntil(t, "the persister's process pruned position 3", func() bool { return e.sync(2, 2, 10).Reset })
-	if p := e.sync(2, 3, 10); p.Reset || len(p.Changes) != 0 || p.Next != 3 {
+	waitUntil(t, "the persister's process pruned positions 3 and 4", func() bool { return e.sync(2, 3, 10).Reset })
+	if p := e.sync(2, 4, 10); p.Reset || len(p.Changes) != 0 || p.Next != 4 {
 		t.Fatalf("since the head, all pruned: %+v", p)
 	}
 	if code := runCmd(t, e, "sync", "--before", "soon", "prune"); code == 0 {

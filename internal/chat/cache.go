@@ -13,6 +13,8 @@ const (
 	maxCachedDirect = 100_000
 	// maxCachedMembers is conversation id → its participants.
 	maxCachedMembers = 100_000
+	// maxCachedGroups is the ids of conversations known to be groups.
+	maxCachedGroups = 100_000
 )
 
 // boundedCache is a concurrency-safe map that holds at most max entries.

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -38,9 +39,6 @@ func (s *Service) Send(ctx context.Context, userID int64, in SendInput) (Message
 	if err != nil {
 		return MessageView{}, err
 	}
-	if err := s.checkReply(ctx, userID, convID, in.ReplyToID); err != nil {
-		return MessageView{}, err
-	}
 	now := s.clock()
 	var withheld bool
 	var members []int64
@@ -52,6 +50,10 @@ func (s *Service) Send(ctx context.Context, userID int64, in SendInput) (Message
 			return MessageView{}, err
 		}
 	} else if withheld, err = s.blocks(ctx, recipientID, userID); err != nil {
+		return MessageView{}, err
+	}
+	// After the group's read, which refuses a sender who is not a member.
+	if err := s.checkReply(ctx, userID, convID, in.ReplyToID); err != nil {
 		return MessageView{}, err
 	}
 	msgID := newID()
@@ -259,6 +261,14 @@ func (s *Service) resolveConversation(ctx context.Context, userID, recipientID i
 		return id, recipientID, nil
 	}
 	id := uuid.MustParse(conversationID)
+	if _, ok := s.groups.get(id); ok {
+		// A group's send reads its members under the group's lock
+		// (groupSend), which refuses a sender who is not one.
+		if recipientID != 0 {
+			return uuid.Nil, 0, groupRecipient(id)
+		}
+		return id, 0, nil
+	}
 	members, group, err := s.requireMemberOf(ctx, id, userID)
 	if err != nil {
 		return uuid.Nil, 0, err
@@ -316,13 +326,33 @@ func (s *Service) directConversation(ctx context.Context, a, b int64) (uuid.UUID
 	} else if blocked {
 		return uuid.Nil, Errorf(CodeForbidden, "you cannot start a conversation with user %d", b)
 	}
-	id, _, err = db.GetOrCreateDirect(ctx, s.pool, newID(), a, b)
+	// The creation is published first, so that a conversation never
+	// exists without its event (the persister creates it from the event
+	// should this insert fail), and no transaction waits on the bus.
+	created, at := newID(), time.Now().UTC().Truncate(time.Microsecond)
+	if err := s.publishCreated(ctx, created, a, b, at); err != nil {
+		return uuid.Nil, err
+	}
+	id, _, err = db.GetOrCreateDirectAt(ctx, s.pool, created, a, b, at)
 	if err != nil {
 		return uuid.Nil, unavailable("the database", err)
 	}
 	s.direct.put(key, id)
 	s.members.put(id, key[:])
 	return id, nil
+}
+
+// publishCreated publishes a direct conversation's creation. Should a
+// concurrent first message between the same users have created theirs
+// meanwhile, this one's id loses and the persister applies nothing for it.
+func (s *Service) publishCreated(ctx context.Context, id uuid.UUID, creator, other int64, at time.Time) error {
+	ev := events.ConversationCreatedV1{ConversationID: id.String(), CreatorID: creator,
+		ParticipantIDs: []int64{min(creator, other), max(creator, other)}, CreatedAt: at.UTC()}
+	env, err := events.New(newID().String(), ev.CreatedAt, creator, ev.ConversationID, ev)
+	if err != nil {
+		return internal(err)
+	}
+	return s.publish(ctx, env)
 }
 
 // requireMember returns the participants of a conversation userID is in,
@@ -361,7 +391,9 @@ func (s *Service) requireMemberOf(ctx context.Context, convID uuid.UUID, userID 
 			members = append(members, r.UserID)
 			group = group || r.Kind == "group"
 		}
-		if !group {
+		if group {
+			s.groups.put(convID, struct{}{})
+		} else {
 			s.members.put(convID, members)
 		}
 	}

@@ -109,6 +109,7 @@ type Service struct {
 	// the database for them on every message (sizes in cache.go).
 	direct  *boundedCache[[2]int64, uuid.UUID] // user pair (lower id first) → direct conversation
 	members *boundedCache[uuid.UUID, []int64]  // direct conversation → its two participants
+	groups  *boundedCache[uuid.UUID, struct{}] // conversations known to be groups (a kind never changes)
 	// A user's blocks change, so each entry carries when it was read and
 	// is trusted for blockCacheTTL only (blocks.go).
 	blockLists *boundedCache[int64, blockList]
@@ -134,6 +135,7 @@ func NewService(pool *pgxpool.Pool, bus events.Publisher, media MediaStore, limi
 		now:     time.Now, logger: logger,
 		direct:     newBoundedCache[[2]int64, uuid.UUID](maxCachedDirect),
 		members:    newBoundedCache[uuid.UUID, []int64](maxCachedMembers),
+		groups:     newBoundedCache[uuid.UUID, struct{}](maxCachedGroups),
 		blockLists: newBoundedCache[int64, blockList](maxCachedBlockLists),
 	}
 	s.claims, _ = bus.(ClaimPublisher)

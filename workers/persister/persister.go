@@ -207,10 +207,12 @@ func inSavepoint(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error {
 	return nil
 }
 
-// applyRuns applies envs: first every message of the batch with one
-// statement, then every delivery receipt with another, then the other
-// events one by one, in queue order. Messages first is the order the other
-// events need (each refers to a message); among themselves, receipts only
+// applyRuns applies envs: first the direct conversations they create,
+// then every message of the batch with one statement, then every delivery
+// receipt with another, then the other events one by one, in queue order.
+// Creations first, so that a message does not create its conversation
+// without the creation's time; messages next, the order the other events
+// need (each refers to a message); among themselves, receipts only
 // set a missing time and settings keep the latest change, so neither
 // depends on the order. (In a queue, receipts and messages alternate: runs
 // of one type would be one or two events long.) Outcomes of single events
@@ -237,15 +239,22 @@ func (p *Persister) applyRuns(ctx context.Context, tx pgx.Tx, envs []events.Enve
 		return nil
 	}
 	q := db.New(tx)
-	var sent, delivered, other []int
+	var created, sent, delivered, other []int
 	for i, e := range envs {
 		switch e.Type {
+		case events.TypeConversationCreated:
+			created = append(created, i)
 		case events.TypeMessageSent:
 			sent = append(sent, i)
 		case events.TypeMessageDelivered:
 			delivered = append(delivered, i)
 		default:
 			other = append(other, i)
+		}
+	}
+	for _, i := range created {
+		if err := p.applyCreated(ctx, tx, envs[i], &errs[i], changes); err != nil {
+			return err
 		}
 	}
 	if err := apply(envs, errs, sent, func(es []events.Envelope, out []error) error {
