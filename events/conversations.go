@@ -10,10 +10,10 @@ import (
 // group's creation is a GroupChanged with the action created.)
 const TypeConversationCreated = "ConversationCreated"
 
-// ConversationCreatedV1 is published by the ingress right before it
-// creates a direct conversation, with the id and creation time it creates
-// it with. The persister creates the conversation where it is missing (a
-// replay into an emptied database, or an insert that failed after the
+// ConversationCreatedV1 is published by the ingress from the transaction
+// that creates a direct conversation (on the local bus it commits with it).
+// The persister creates the conversation where it is missing (a replay into
+// an emptied database, or a commit that failed after an EventBridge
 // publish) and appends its conversationCreated entry to both participants'
 // sync feeds.
 type ConversationCreatedV1 struct {

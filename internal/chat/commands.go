@@ -326,25 +326,38 @@ func (s *Service) directConversation(ctx context.Context, a, b int64) (uuid.UUID
 	} else if blocked {
 		return uuid.Nil, Errorf(CodeForbidden, "you cannot start a conversation with user %d", b)
 	}
-	// The creation is published first, so that a conversation never
-	// exists without its event (the persister creates it from the event
-	// should this insert fail), and no transaction waits on the bus.
-	created, at := newID(), time.Now().UTC().Truncate(time.Microsecond)
-	if err := s.publishCreated(ctx, created, a, b, at); err != nil {
-		return uuid.Nil, err
-	}
-	id, _, err = db.GetOrCreateDirectAt(ctx, s.pool, created, a, b, at)
+	// The creation and its event commit together: the local bus writes
+	// the event in this transaction (db.Scope), so a conversation never
+	// exists without it and a creator that lost the race (its insert did
+	// nothing) publishes nothing. A bus that cannot join the transaction
+	// (EventBridge) publishes before the commit; should the commit then
+	// fail, the persister creates the conversation from the event.
+	at := time.Now().UTC().Truncate(time.Microsecond)
+	var scope *db.Scope
+	err = db.InTx(ctx, s.pool, false, func(tx pgx.Tx) error {
+		var sctx context.Context
+		sctx, scope = db.WithScope(ctx, tx)
+		got, created, err := db.GetOrCreateDirectAt(sctx, tx, newID(), a, b, at)
+		if err != nil {
+			return unavailable("the database", err)
+		}
+		id = got
+		if !created {
+			return nil
+		}
+		return s.publishCreated(sctx, id, a, b, at)
+	})
 	if err != nil {
-		return uuid.Nil, unavailable("the database", err)
+		return uuid.Nil, txError(err)
 	}
+	scope.Committed()
 	s.direct.put(key, id)
 	s.members.put(id, key[:])
 	return id, nil
 }
 
-// publishCreated publishes a direct conversation's creation. Should a
-// concurrent first message between the same users have created theirs
-// meanwhile, this one's id loses and the persister applies nothing for it.
+// publishCreated publishes a direct conversation's creation, from the
+// transaction that creates it (directConversation).
 func (s *Service) publishCreated(ctx context.Context, id uuid.UUID, creator, other int64, at time.Time) error {
 	ev := events.ConversationCreatedV1{ConversationID: id.String(), CreatorID: creator,
 		ParticipantIDs: []int64{min(creator, other), max(creator, other)}, CreatedAt: at.UTC()}

@@ -26,14 +26,13 @@ type FeedConversation struct {
 	CreatedAt      time.Time `json:"createdAt"`
 }
 
-// applyCreated creates a direct conversation the ingress published (the
-// ingress creates it right after the publish, so it is usually there
-// already; it is missing after a replay into an emptied database, or when
-// the ingress's insert failed) and appends its creation to both
-// participants' feeds; the entry's (event, kind) makes a redelivery or
-// replay append nothing. When the pair's conversation exists under another
-// id, this creation lost to a concurrent one, which has its own event: it
-// applies nothing.
+// applyCreated creates a direct conversation the ingress published (it is
+// there already unless this is a replay into an emptied database, or the
+// ingress's commit failed after an EventBridge publish) and appends its
+// creation to both participants' feeds; the entry's (event, kind) makes a
+// redelivery or replay append nothing. When the pair's conversation exists
+// under another id (after such a failed commit, a retry created another,
+// which has its own event), it applies nothing.
 func (p *Persister) applyCreated(ctx context.Context, tx pgx.Tx, e events.Envelope, outcome *error, changes *feedBatch) error {
 	var m events.ConversationCreatedV1
 	if err := e.Unmarshal(&m); err != nil {
