@@ -338,9 +338,11 @@ func deref[T any](p *T) T {
 	return *p
 }
 
-// lostCommitBus publishes, then, for a group change, ends the ingress
-// transaction that published it (its connection is terminated), so that
-// the change is on the bus but its commit fails.
+// lostCommitBus stands in for a bus that cannot join the ingress's
+// transaction (EventBridge): it publishes at once, apart from it (a
+// context without the transaction's scope), then, for a group change, ends
+// the ingress transaction that published it (its connection is
+// terminated), so that the change is on the bus but its commit fails.
 type lostCommitBus struct {
 	events.Publisher
 	pool   func() *pgxpool.Pool
@@ -348,7 +350,7 @@ type lostCommitBus struct {
 }
 
 func (b *lostCommitBus) Publish(ctx context.Context, envs ...events.Envelope) error {
-	if err := b.Publisher.Publish(ctx, envs...); err != nil {
+	if err := b.Publisher.Publish(context.Background(), envs...); err != nil {
 		return err
 	}
 	for _, e := range envs {
@@ -366,9 +368,9 @@ func (b *lostCommitBus) Publish(ctx context.Context, envs ...events.Envelope) er
 	return nil
 }
 
-// TestGroupChangeAppliedWhenItsCommitFails: a change published whose
-// transaction then fails is a success for the client, and the persister
-// applies it from its event.
+// TestGroupChangeAppliedWhenItsCommitFails: a change published apart from
+// its transaction, which then fails, is a success for the client, and the
+// persister applies it from its event.
 func TestGroupChangeAppliedWhenItsCommitFails(t *testing.T) {
 	t.Parallel()
 	var e *pipelinetest.Env
@@ -463,4 +465,63 @@ func TestGroupsRefuseBlockedUsers(t *testing.T) {
 	// Someone else may add them: the blocks are a's.
 	e.MustDo(t, a, http.MethodPut, groupPath(g.ID, fmt.Sprintf("/members/%d/role", b)), map[string]any{"role": "admin"}, http.StatusOK, nil)
 	e.MustDo(t, b, http.MethodPost, groupPath(g.ID, "/members"), map[string]any{"user_ids": []int64{blockedByA, blocksA}}, http.StatusOK, nil)
+}
+
+// TestGroupChangesCommitWithTheirEvents: on the local bus a group change
+// and its GroupChanged commit together in one connection, so a burst of
+// changes larger than the pool waits for no second connection (each would
+// hold one while waiting for the bus's), and a change whose commit fails
+// leaves neither it nor its event.
+func TestGroupChangesCommitWithTheirEvents(t *testing.T) {
+	t.Parallel()
+	e := pipelinetest.New(t, pipelinetest.Options{})
+	ctx := context.Background()
+	const n = 60 // the pool holds 24
+	status := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			status[i] = e.Do(t, int64(9600+i), http.MethodPost, api.Prefix+"/groups",
+				map[string]any{"title": fmt.Sprint("burst ", i), "member_ids": []int64{9700 + int64(i)}}).Status
+		})
+	}
+	wg.Wait()
+	for i, s := range status {
+		if s != http.StatusCreated {
+			t.Errorf("group %d of a burst of %d: %d, want 201", i, n, s)
+		}
+	}
+	// A deferred constraint trigger fails the commit of a group titled
+	// "refused", after everything in its transaction was written.
+	for _, stmt := range []string{
+		`CREATE FUNCTION refuse_group() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.title = 'refused' THEN RAISE EXCEPTION 'commit refused for the test'; END IF;
+			RETURN NULL;
+		END $$`,
+		`CREATE CONSTRAINT TRIGGER refuse_group AFTER INSERT OR UPDATE ON conversations
+			DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_group()`,
+	} {
+		if _, err := e.Pool.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const a, b = 9801, 9802
+	resp := e.Do(t, a, http.MethodPost, api.Prefix+"/groups", map[string]any{"title": "refused", "member_ids": []int64{b}})
+	wantError(t, "a creation whose commit fails", resp, http.StatusServiceUnavailable, chat.CodeUnavailable)
+	g := createGroup(t, e, a, "kept", b)
+	resp = e.Do(t, a, http.MethodPatch, groupPath(g.ID), map[string]any{"title": "refused"})
+	wantError(t, "a rename whose commit fails", resp, http.StatusServiceUnavailable, chat.CodeUnavailable)
+	var refused int
+	if err := e.Pool.QueryRow(ctx, `SELECT count(*) FROM event_archive WHERE type = $1 AND envelope->'data'->>'title' = 'refused'`,
+		events.TypeGroupChanged).Scan(&refused); err != nil {
+		t.Fatal(err)
+	}
+	if refused != 0 {
+		t.Fatalf("%d changes archived whose commits failed, want none", refused)
+	}
+	e.AwaitIdle(t)
+	if c := e.ConversationOf(t, a, g.ID); deref(c.Title) != "kept" {
+		t.Fatalf("the group after a refused rename: %+v", c)
+	}
 }

@@ -19,8 +19,9 @@ type scopeKey struct{}
 type Scope struct {
 	Tx pgx.Tx
 
-	mu    sync.Mutex
-	after []func()
+	mu     sync.Mutex
+	after  []func()
+	joined bool
 }
 
 // WithScope returns ctx carrying tx for handlers, and the scope, whose
@@ -34,6 +35,23 @@ func WithScope(ctx context.Context, tx pgx.Tx) (context.Context, *Scope) {
 func ScopeFrom(ctx context.Context) (*Scope, bool) {
 	s, ok := ctx.Value(scopeKey{}).(*Scope)
 	return s, ok
+}
+
+// Join records that a publisher wrote events in the scope's transaction:
+// they commit, or roll back, with it.
+func (s *Scope) Join() {
+	s.mu.Lock()
+	s.joined = true
+	s.mu.Unlock()
+}
+
+// Joined reports whether a publisher wrote events in the scope's
+// transaction (Join). A publisher that cannot (EventBridge) publishes at
+// once, and its events stand whatever becomes of the transaction.
+func (s *Scope) Joined() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.joined
 }
 
 // AfterCommit runs f once the scope's transaction has committed (a wake-up

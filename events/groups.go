@@ -33,8 +33,9 @@ const (
 // ValidRole reports whether r is one of the roles above.
 func ValidRole(r string) bool { return r == RoleOwner || r == RoleAdmin || r == RoleMember }
 
-// GroupChangedV1 is published by the ingress after it wrote the change
-// under the group's row lock, at At, the database's clock under that lock.
+// GroupChangedV1 is published by the ingress, in the transaction that
+// wrote the change under the group's row lock (on the local bus it commits
+// with it), at At, the database's clock under that lock.
 // The persister applies it again (last writer wins by At, so a replay or a
 // redelivery changes nothing) and stores its system message, whose id is
 // the event's.

@@ -440,6 +440,7 @@ func (b *Bus) publish(ctx context.Context, o publishOpts, envs []events.Envelope
 	}
 	committed := b.committed(envs, o.routes, claims, claimed, notify)
 	if o.scope != nil {
+		o.scope.Join()
 		o.scope.AfterCommit(committed)
 	} else {
 		committed()

@@ -333,11 +333,8 @@ func (s *Service) directConversation(ctx context.Context, a, b int64) (uuid.UUID
 	// (EventBridge) publishes before the commit; should the commit then
 	// fail, the persister creates the conversation from the event.
 	at := time.Now().UTC().Truncate(time.Microsecond)
-	var scope *db.Scope
-	err = db.InTx(ctx, s.pool, false, func(tx pgx.Tx) error {
-		var sctx context.Context
-		sctx, scope = db.WithScope(ctx, tx)
-		got, created, err := db.GetOrCreateDirectAt(sctx, tx, newID(), a, b, at)
+	_, err = s.txWithEvents(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		got, created, err := db.GetOrCreateDirectAt(ctx, tx, newID(), a, b, at)
 		if err != nil {
 			return unavailable("the database", err)
 		}
@@ -345,12 +342,11 @@ func (s *Service) directConversation(ctx context.Context, a, b int64) (uuid.UUID
 		if !created {
 			return nil
 		}
-		return s.publishCreated(sctx, id, a, b, at)
+		return s.publishCreated(ctx, id, a, b, at)
 	})
 	if err != nil {
 		return uuid.Nil, txError(err)
 	}
-	scope.Committed()
 	s.direct.put(key, id)
 	s.members.put(id, key[:])
 	return id, nil

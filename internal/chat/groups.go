@@ -17,13 +17,14 @@ import (
 
 // Groups. A membership change is written here, at ingress, in a
 // transaction holding the group's row lock, at the database's clock read
-// under that lock, and published before the transaction commits; a send
+// under that lock, and published in the transaction (txWithEvents); a send
 // reads the members under a share of the same lock, at the same clock
 // (groupSend). So each message's created_at and the members it is posted
 // to agree with every change: a member sees exactly what was created while
-// they were one, on every path (REST, WebSocket, sync, push, media). If
-// the commit fails after the publish, the persister applies the published
-// change itself (last writer wins by its time), so nothing is half done.
+// they were one, on every path (REST, WebSocket, sync, push, media). The
+// local bus commits the event with the change; if the commit fails after
+// an EventBridge publish, the persister applies the published change
+// itself (last writer wins by its time), so nothing is half done.
 
 // GroupInput creates a group.
 type GroupInput struct {
@@ -75,7 +76,7 @@ func (s *Service) CreateGroup(ctx context.Context, userID int64, in GroupInput) 
 	id := newID()
 	all := append([]int64{userID}, members...)
 	var published bool
-	err = db.InTx(ctx, s.pool, false, func(tx pgx.Tx) error {
+	joined, err := s.txWithEvents(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		q := db.New(tx)
 		at, err := dbClock(ctx, tx)
 		if err != nil {
@@ -99,11 +100,11 @@ func (s *Service) CreateGroup(ctx context.Context, userID int64, in GroupInput) 
 		published = true
 		return nil
 	})
-	if err != nil && !s.appliedAnyway(published, id, err) {
+	if err != nil && !s.appliedAnyway(published && !joined, id, err) {
 		return ConversationView{}, txError(err)
 	}
 	v, err := s.Conversation(ctx, userID, id)
-	if err != nil && published {
+	if err != nil && published && !joined {
 		// Created, by the persister in a moment if not by this commit:
 		// the answer is the group as it will be.
 		return ConversationView{ID: id.String(), Participant1ID: userID, Kind: "group", Title: &title,
@@ -113,10 +114,12 @@ func (s *Service) CreateGroup(ctx context.Context, userID int64, in GroupInput) 
 }
 
 // appliedAnyway reports whether a group change whose transaction failed
-// was published nonetheless (the commit failed after it): the persister
-// applies the published change, so the request succeeded. It logs why.
-func (s *Service) appliedAnyway(published bool, convID uuid.UUID, err error) bool {
-	if !published {
+// stands nonetheless: published by a bus that did not join the
+// transaction (EventBridge publishes at once; the local bus's events roll
+// back with it), whose commit then failed. The persister applies the
+// published change, so the request succeeded. It logs why.
+func (s *Service) appliedAnyway(publishedApart bool, convID uuid.UUID, err error) bool {
+	if !publishedApart {
 		return false
 	}
 	s.logger.Warn("a group change was published but its transaction failed; the persister applies it",
@@ -320,11 +323,11 @@ func (g groupState) memberIDs() []int64 {
 }
 
 // changeGroup runs change under the group's row lock, for a current member,
-// and publishes the change it returns (nil: nothing changed) before the
-// transaction commits.
+// and publishes the change it returns (nil: nothing changed) in the
+// transaction (txWithEvents).
 func (s *Service) changeGroup(ctx context.Context, userID int64, convID uuid.UUID, change func(groupState) (*events.GroupChangedV1, error)) error {
 	var published bool
-	err := db.InTx(ctx, s.pool, false, func(tx pgx.Tx) error {
+	joined, err := s.txWithEvents(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		q := db.New(tx)
 		g, err := q.LockGroup(ctx, convID)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -358,7 +361,7 @@ func (s *Service) changeGroup(ctx context.Context, userID int64, convID uuid.UUI
 		published = true
 		return nil
 	})
-	if err != nil && !s.appliedAnyway(published, convID, err) {
+	if err != nil && !s.appliedAnyway(published && !joined, convID, err) {
 		return txError(err)
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/parleychat/parley/db"
@@ -180,6 +181,28 @@ func (s *Service) publish(ctx context.Context, envs ...events.Envelope) error {
 		return unavailable("the event bus", err)
 	}
 	return nil
+}
+
+// txWithEvents runs fn in a transaction, handing it a context through
+// which what it publishes is written by the local bus in that transaction
+// (db.Scope), so that the writes and their events commit together, and
+// no second connection waits for the bus while the transaction holds one.
+// It reports whether the bus joined the transaction; one that cannot
+// (EventBridge) publishes at once, before the commit.
+func (s *Service) txWithEvents(ctx context.Context, fn func(ctx context.Context, tx pgx.Tx) error) (joined bool, err error) {
+	var scope *db.Scope
+	err = db.InTx(ctx, s.pool, false, func(tx pgx.Tx) error {
+		var sctx context.Context
+		sctx, scope = db.WithScope(ctx, tx)
+		return fn(sctx, tx)
+	})
+	if scope == nil {
+		return false, err
+	}
+	if err == nil {
+		scope.Committed()
+	}
+	return scope.Joined(), err
 }
 
 // Ping checks the database, for health checks.

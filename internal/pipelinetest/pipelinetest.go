@@ -139,9 +139,11 @@ func New(t testing.TB, opts Options) *Env {
 
 // SyncPersister is a publisher that hands each event the persister
 // consumes straight to the real persister, so that a message is stored by
-// the time the call that published it returns. Not for groups: a group's
-// change is published inside the transaction that holds its rows, which
-// the persister would wait for (use New, whose persister consumes the bus).
+// the time the call that published it returns. An event published from a
+// transaction that lends its scope (a direct conversation's creation) is
+// applied in that transaction, as the persister does with a consumer's.
+// Not for groups, whose changes it was never tested with (use New, whose
+// persister consumes the bus).
 func SyncPersister(pool *pgxpool.Pool, logger *slog.Logger) events.Publisher {
 	route, _ := events.RouteFor(events.WorkerPersister)
 	h := persister.New(pool, logger)

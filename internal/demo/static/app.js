@@ -23,6 +23,9 @@ const state = {
   // again (same clientMessageId, so at most one is stored) after a
   // reconnect or a retryable refusal.
   pending: new Map(),
+  // message id -> status a receipt brought before the message was known
+  // here: its delivery can reach the sender before the acknowledgment.
+  early: new Map(),
   typingTimer: 0,
   resendTimer: 0,
   typingSentAt: 0,
@@ -181,7 +184,8 @@ function onFrame(f) {
       m.id = f.messageId;
       m.conversationId = f.conversationId;
       m.createdAt = f.createdAt;
-      m.status = "sent";
+      m.status = state.early.get(m.id) || "sent";
+      state.early.delete(m.id);
       addMessage(m);
       refreshAfterSend(m);
       break;
@@ -232,6 +236,11 @@ function setStatus(convId, ids, st) {
   for (const id of ids) {
     const m = findMessage(convId, id);
     if (m && rank[st] > rank[m.status]) m.status = st;
+    // Not acknowledged yet: kept for the acknowledgment (at most a few).
+    if (!m && state.pending.size > 0 && rank[st] > rank[state.early.get(id) || "sent"]) {
+      state.early.set(id, st);
+      if (state.early.size > 100) state.early.delete(state.early.keys().next().value);
+    }
   }
   if (convId === state.open) renderMessages();
 }
