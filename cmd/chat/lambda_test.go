@@ -597,6 +597,40 @@ func TestLambdaBootstrapUnderRIE(t *testing.T) {
 // and returns its invocation URL and its output.
 func startRIE(t *testing.T, rie, bootstrap string, env ...string) (string, *proc) {
 	t.Helper()
+	// The ports are free when picked but taken only when the emulator
+	// binds them, and another test's process may take one first: the
+	// emulator then exits at once, and is started again on other ports.
+	for attempt := 1; ; attempt++ {
+		addr, out := launchRIE(t, rie, bootstrap, env)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+				c.Close()
+				return "http://" + addr + "/2015-03-31/functions/function/invocations", out
+			}
+			select {
+			case <-out.done:
+				if attempt < 3 && strings.Contains(out.output(), "address already in use") {
+					t.Logf("the emulator lost a port to another process (attempt %d); starting it again", attempt)
+				} else {
+					t.Fatalf("the emulator exited before it listened: %v", out.exited)
+				}
+			default:
+				if time.Now().After(deadline) {
+					t.Fatalf("timed out after 30s waiting until the emulator listens on %s", addr)
+				}
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			break
+		}
+	}
+}
+
+// launchRIE starts the emulator on free ports, ended with its bootstrap
+// when the test ends, and answers its invocation address.
+func launchRIE(t *testing.T, rie, bootstrap string, env []string) (string, *proc) {
+	t.Helper()
 	addr, runtimeAPI := freeAddr(t), freeAddr(t)
 	cmd := exec.Command(rie, "--runtime-interface-emulator-address", addr, "--runtime-api-address", runtimeAPI, bootstrap)
 	cmd.Env = append(env, "PATH="+os.Getenv("PATH"), "HOME="+t.TempDir())
@@ -616,14 +650,7 @@ func startRIE(t *testing.T, rie, bootstrap string, env ...string) (string, *proc
 			t.Logf("aws-lambda-rie output:\n%s", tail(out.output(), 60))
 		}
 	})
-	waitUntil(t, "the emulator listens", func() bool {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	return "http://" + addr + "/2015-03-31/functions/function/invocations", out
+	return addr, out
 }
 
 func rieAPI(t *testing.T, rie, bootstrap, dbURL string) {
