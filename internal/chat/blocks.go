@@ -123,13 +123,13 @@ func (s *Service) blocks(ctx context.Context, blocker, blocked int64) (bool, err
 	return slices.Contains(l.blocked, blocked), nil
 }
 
-// blockedEitherWay reports, reading the database, whether a blocks b or b
-// blocks a: for the rare writes that must see the latest state (a new
-// conversation).
-func (s *Service) blockedEitherWay(ctx context.Context, a, b int64) (bool, error) {
-	ids, err := s.q.ListBlockedAmong(ctx, db.ListBlockedAmongParams{UserID: a, UserIds: []int64{b}})
+// blockedAmong answers, reading the database, which of users a blocks or
+// is blocked by: for the rare writes that must see the latest state (a new
+// conversation, a group's new members).
+func (s *Service) blockedAmong(ctx context.Context, a int64, users ...int64) ([]int64, error) {
+	ids, err := s.q.ListBlockedAmong(ctx, db.ListBlockedAmongParams{UserID: a, UserIds: users})
 	if err != nil {
-		return false, unavailable("the database", err)
+		return nil, unavailable("the database", err)
 	}
-	return len(ids) > 0, nil
+	return ids, nil
 }

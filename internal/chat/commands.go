@@ -321,9 +321,9 @@ func (s *Service) directConversation(ctx context.Context, a, b int64) (uuid.UUID
 		return uuid.Nil, err
 	}
 	// Read fresh, not cached: a block must stop the very next attempt.
-	if blocked, err := s.blockedEitherWay(ctx, a, b); err != nil {
+	if blocked, err := s.blockedAmong(ctx, a, b); err != nil {
 		return uuid.Nil, err
-	} else if blocked {
+	} else if len(blocked) > 0 {
 		return uuid.Nil, Errorf(CodeForbidden, "you cannot start a conversation with user %d", b)
 	}
 	// The creation and its event commit together: the local bus writes

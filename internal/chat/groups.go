@@ -456,9 +456,9 @@ func (s *Service) newMembers(ctx context.Context, userID int64, ids []int64, fie
 		return out, nil
 	}
 	// One read for all of them, fresh: a block must stop the very next add.
-	blocked, err := s.q.ListBlockedAmong(ctx, db.ListBlockedAmongParams{UserID: userID, UserIds: out})
+	blocked, err := s.blockedAmong(ctx, userID, out...)
 	if err != nil {
-		return nil, unavailable("the database", err)
+		return nil, err
 	}
 	for _, u := range out { // the first in the request's order
 		if slices.Contains(blocked, u) {
