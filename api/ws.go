@@ -43,9 +43,28 @@ func (w *WSRoutes) ForgetGateway(ctx context.Context, gateway string) (int, erro
 type response = lambdaevents.APIGatewayProxyResponse
 type wsRequest = lambdaevents.APIGatewayWebsocketProxyRequest
 
+// FeedParam is the $connect query parameter that opens a connection in
+// feed mode (connstore.Connection.Feed): 1 or true; absent, empty, 0 or
+// false open it in the default mode.
+const FeedParam = "feed"
+
+// feedMode parses FeedParam. Anything else is refused rather than read as
+// false, so that a client's typo does not silently get the other frames.
+func feedMode(q map[string]string) (bool, error) {
+	switch q[FeedParam] {
+	case "", "0", "false":
+		return false, nil
+	case "1", "true":
+		return true, nil
+	default:
+		return false, chat.Errorf(chat.CodeBadRequest, "%s must be 1 or 0", FeedParam)
+	}
+}
+
 // Connect authenticates the upgrade (token in ?token= or a bearer header)
-// and records the connection. A refusal happens before the upgrade
-// completes, so the client sees the HTTP status, in API Gateway's shape.
+// and records the connection, in feed mode with ?feed=1. A refusal happens
+// before the upgrade completes, so the client sees the HTTP status, in API
+// Gateway's shape.
 func (w *WSRoutes) Connect(ctx context.Context, req wsRequest) (response, error) {
 	token := req.QueryStringParameters["token"]
 	var err error
@@ -65,10 +84,15 @@ func (w *WSRoutes) Connect(ctx context.Context, req wsRequest) (response, error)
 		return response{StatusCode: http.StatusUnauthorized, Body: `{"message":"Unauthorized"}`}, nil
 	}
 	id := req.RequestContext.ConnectionID
+	// After authentication: a bad token answers 401 whatever else is wrong.
+	feed, err := feedMode(req.QueryStringParameters)
+	if err != nil {
+		return w.refuseConnect(ctx, id, err), nil
+	}
 	// The API id names the gateway holding the connection: API Gateway's
 	// on AWS, the local gateway's identity otherwise, which lets a
 	// restarted local gateway forget the connections it lost.
-	if err := w.sessions.Connect(ctx, id, claims.UserID, req.RequestContext.APIID, claims.ValidUntil); err != nil {
+	if err := w.sessions.Connect(ctx, id, claims.UserID, feed, req.RequestContext.APIID, claims.ValidUntil); err != nil {
 		return w.refuseConnect(ctx, id, err), nil
 	}
 	// The local gateway closes the connection when its token expires. On

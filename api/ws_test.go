@@ -391,3 +391,82 @@ func TestWebSocketFramesRefusedAfterTokenExpiry(t *testing.T) {
 		t.Fatalf("ping after expiry answered %s (%v)", resp.Body, err)
 	}
 }
+
+// TestWebSocketConnectFeedMode: ?feed=1 records the connection in feed
+// mode, no parameter in the default one, and any other value is refused
+// with 400 before anything is recorded (after a bad token's 401).
+func TestWebSocketConnectFeedMode(t *testing.T) {
+	t.Parallel()
+	e := pipelinetest.New(t, pipelinetest.Options{})
+	routes := wsRoutes(t, e)
+	store := pgstore.New(e.Pool)
+	ctx := t.Context()
+	connect := func(connID string, params map[string]string) lambdaevents.APIGatewayProxyResponse {
+		t.Helper()
+		req := lambdaevents.APIGatewayWebsocketProxyRequest{
+			QueryStringParameters: params,
+			RequestContext:        lambdaevents.APIGatewayWebsocketProxyRequestContext{ConnectionID: connID, APIID: "api"},
+		}
+		resp, err := routes.Connect(ctx, req)
+		if err != nil {
+			t.Fatalf("connect %s: %v", connID, err)
+		}
+		return resp
+	}
+	recorded := func(connID string, want bool) {
+		t.Helper()
+		c, err := store.Get(ctx, connID)
+		if err != nil {
+			t.Fatalf("Get %s: %v", connID, err)
+		}
+		if c.Feed != want {
+			t.Errorf("%s recorded with Feed %v, want %v", connID, c.Feed, want)
+		}
+	}
+
+	for _, tc := range []struct {
+		connID string
+		params map[string]string
+		feed   bool
+	}{
+		{"feed-one-conn=", map[string]string{api.FeedParam: "1"}, true},
+		{"feed-true-con=", map[string]string{api.FeedParam: "true"}, true},
+		{"feed-none-con=", map[string]string{}, false},
+		{"feed-empty-cn=", map[string]string{api.FeedParam: ""}, false},
+		{"feed-zero-con=", map[string]string{api.FeedParam: "0"}, false},
+	} {
+		tc.params["token"] = wsToken(1)
+		if resp := connect(tc.connID, tc.params); resp.StatusCode != http.StatusOK {
+			t.Fatalf("connect %s with %v: %d %s", tc.connID, tc.params, resp.StatusCode, resp.Body)
+		}
+		recorded(tc.connID, tc.feed)
+	}
+
+	before := e.Count(t, "ws_connections")
+	resp := connect("feed-bad-conn=", map[string]string{"token": wsToken(2), api.FeedParam: "yes"})
+	var body struct{ Message, Code string }
+	if resp.StatusCode != http.StatusBadRequest || json.Unmarshal([]byte(resp.Body), &body) != nil ||
+		body.Code != string(chat.CodeBadRequest) || body.Message != "feed must be 1 or 0" {
+		t.Fatalf("?feed=yes answered %d %s, want 400 bad_request naming the values", resp.StatusCode, resp.Body)
+	}
+	// A bad token is still a 401, whatever the mode asked.
+	if resp := connect("feed-bad-tok1=", map[string]string{"token": "forged", api.FeedParam: "yes"}); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a forged token with ?feed=yes answered %d %s, want 401", resp.StatusCode, resp.Body)
+	}
+	if n := e.Count(t, "ws_connections"); n != before {
+		t.Fatalf("a refused connection was recorded (%d records, were %d)", n, before)
+	}
+
+	// Through the local gateway, as a client dials it.
+	url := wsGateway(t, e)
+	c, httpResp, err := contracttest.Dialer(t).Dial(url+"?token="+wsToken(3)+"&"+api.FeedParam+"=1", nil)
+	if err != nil {
+		t.Fatalf("dial with ?feed=1: %v", err)
+	}
+	httpResp.Body.Close()
+	defer c.Close()
+	conns, err := store.ByUser(ctx, 3)
+	if err != nil || len(conns) != 1 || !conns[0].Feed {
+		t.Fatalf("user 3's records after dialing with ?feed=1: %+v %v, want one in feed mode", conns, err)
+	}
+}

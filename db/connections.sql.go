@@ -61,7 +61,7 @@ func (q *Queries) DeleteExpiredConnections(ctx context.Context, expiresAt time.T
 }
 
 const getConnection = `-- name: GetConnection :one
-SELECT connection_id, user_id, connected_at, last_ping_at, expires_at, gateway, token_expires_at FROM ws_connections WHERE connection_id = $1
+SELECT connection_id, user_id, connected_at, last_ping_at, expires_at, gateway, token_expires_at, feed FROM ws_connections WHERE connection_id = $1
 `
 
 func (q *Queries) GetConnection(ctx context.Context, connectionID string) (WsConnection, error) {
@@ -75,12 +75,13 @@ func (q *Queries) GetConnection(ctx context.Context, connectionID string) (WsCon
 		&i.ExpiresAt,
 		&i.Gateway,
 		&i.TokenExpiresAt,
+		&i.Feed,
 	)
 	return i, err
 }
 
 const listConnectionsByUser = `-- name: ListConnectionsByUser :many
-SELECT connection_id, user_id, connected_at, last_ping_at, expires_at, gateway, token_expires_at FROM ws_connections
+SELECT connection_id, user_id, connected_at, last_ping_at, expires_at, gateway, token_expires_at, feed FROM ws_connections
 WHERE user_id = $1 AND expires_at > $2
 ORDER BY connected_at
 `
@@ -107,6 +108,7 @@ func (q *Queries) ListConnectionsByUser(ctx context.Context, arg ListConnections
 			&i.ExpiresAt,
 			&i.Gateway,
 			&i.TokenExpiresAt,
+			&i.Feed,
 		); err != nil {
 			return nil, err
 		}
@@ -119,7 +121,7 @@ func (q *Queries) ListConnectionsByUser(ctx context.Context, arg ListConnections
 }
 
 const listConnectionsByUsers = `-- name: ListConnectionsByUsers :many
-SELECT connection_id, user_id, connected_at, last_ping_at, expires_at, gateway, token_expires_at FROM ws_connections
+SELECT connection_id, user_id, connected_at, last_ping_at, expires_at, gateway, token_expires_at, feed FROM ws_connections
 WHERE user_id = ANY($1::bigint[]) AND expires_at > $2
 ORDER BY connected_at
 `
@@ -147,6 +149,7 @@ func (q *Queries) ListConnectionsByUsers(ctx context.Context, arg ListConnection
 			&i.ExpiresAt,
 			&i.Gateway,
 			&i.TokenExpiresAt,
+			&i.Feed,
 		); err != nil {
 			return nil, err
 		}
@@ -159,12 +162,13 @@ func (q *Queries) ListConnectionsByUsers(ctx context.Context, arg ListConnection
 }
 
 const putConnection = `-- name: PutConnection :exec
-INSERT INTO ws_connections (connection_id, user_id, connected_at, last_ping_at, expires_at, gateway, token_expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO ws_connections (connection_id, user_id, connected_at, last_ping_at, expires_at, gateway, token_expires_at, feed)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (connection_id) DO UPDATE
 SET user_id = EXCLUDED.user_id, connected_at = EXCLUDED.connected_at,
     last_ping_at = EXCLUDED.last_ping_at, expires_at = EXCLUDED.expires_at,
-    gateway = EXCLUDED.gateway, token_expires_at = EXCLUDED.token_expires_at
+    gateway = EXCLUDED.gateway, token_expires_at = EXCLUDED.token_expires_at,
+    feed = EXCLUDED.feed
 `
 
 type PutConnectionParams struct {
@@ -175,6 +179,7 @@ type PutConnectionParams struct {
 	ExpiresAt      time.Time
 	Gateway        string
 	TokenExpiresAt *time.Time
+	Feed           bool
 }
 
 func (q *Queries) PutConnection(ctx context.Context, arg PutConnectionParams) error {
@@ -186,6 +191,7 @@ func (q *Queries) PutConnection(ctx context.Context, arg PutConnectionParams) er
 		arg.ExpiresAt,
 		arg.Gateway,
 		arg.TokenExpiresAt,
+		arg.Feed,
 	)
 	return err
 }

@@ -33,7 +33,7 @@ WITH input AS (
     FROM generate_series(1, cardinality($7::bigint[])) AS g(k)
 ), heads AS MATERIALIZED (
     -- By key, whatever plan the statement is cached with.
-    SELECT h.user_id, h.head FROM user_feed_heads h WHERE h.user_id = ANY($7::bigint[])
+    SELECT h.user_id, h.head, h.epoch FROM user_feed_heads h WHERE h.user_id = ANY($7::bigint[])
 ), numbered AS (
     SELECT e.user_id, f.id AS change_id,
            h.head + row_number() OVER (PARTITION BY e.user_id ORDER BY e.ord, e.k) AS position
@@ -41,13 +41,15 @@ WITH input AS (
 ), ins AS (
     INSERT INTO user_feed (user_id, position, change_id)
     SELECT n.user_id, n.position, n.change_id FROM numbered n
-    RETURNING user_id, position
+    RETURNING user_id, position, change_id
 ), raised AS (
     UPDATE user_feed_heads h SET head = r.head
     FROM (SELECT i.user_id, max(i.position) AS head FROM ins i GROUP BY i.user_id) r
     WHERE h.user_id = ANY(ARRAY(SELECT i.user_id FROM ins i)) AND h.user_id = r.user_id
 )
-SELECT ins.user_id, ins.position FROM ins ORDER BY ins.user_id, ins.position
+SELECT ins.user_id, ins.position, ins.change_id, h.epoch
+FROM ins JOIN heads h ON h.user_id = ins.user_id
+ORDER BY ins.user_id, ins.position
 `
 
 type AppendFeedParams struct {
@@ -63,6 +65,8 @@ type AppendFeedParams struct {
 type AppendFeedRow struct {
 	UserID   int64
 	Position int64
+	ChangeID int64
+	Epoch    int64
 }
 
 // Appends a batch's changes, each stored once (feed_changes) and pointed
@@ -72,6 +76,7 @@ type AppendFeedRow struct {
 // nothing. The caller holds the heads' locks (TakeFeedHeads) and passes
 // each change once: entry_changes[k] is the ordinal (1-based) of the change
 // entry k is of, entry_users[k] its user.
+// What was appended, for the persister to announce (FeedAppended).
 func (q *Queries) AppendFeed(ctx context.Context, arg AppendFeedParams) ([]AppendFeedRow, error) {
 	rows, err := q.db.Query(ctx, appendFeed,
 		arg.Kinds,
@@ -89,7 +94,12 @@ func (q *Queries) AppendFeed(ctx context.Context, arg AppendFeedParams) ([]Appen
 	var items []AppendFeedRow
 	for rows.Next() {
 		var i AppendFeedRow
-		if err := rows.Scan(&i.UserID, &i.Position); err != nil {
+		if err := rows.Scan(
+			&i.UserID,
+			&i.Position,
+			&i.ChangeID,
+			&i.Epoch,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
@@ -168,6 +178,38 @@ func (q *Queries) FeedBounds(ctx context.Context, userID int64) (FeedBoundsRow, 
 	return i, err
 }
 
+const feedListeners = `-- name: FeedListeners :many
+SELECT DISTINCT w.user_id FROM ws_connections w
+WHERE w.user_id = ANY($1::bigint[]) AND w.feed AND w.expires_at > $2
+`
+
+type FeedListenersParams struct {
+	UserIds []int64
+	Now     time.Time
+}
+
+// Which of these users hold a live connection opened in feed mode: the
+// persister announces their entries only.
+func (q *Queries) FeedListeners(ctx context.Context, arg FeedListenersParams) ([]int64, error) {
+	rows, err := q.db.Query(ctx, feedListeners, arg.UserIds, arg.Now)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []int64
+	for rows.Next() {
+		var user_id int64
+		if err := rows.Scan(&user_id); err != nil {
+			return nil, err
+		}
+		items = append(items, user_id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listFeed = `-- name: ListFeed :many
 SELECT f.position, c.kind, c.conversation_id, c.occurred_at, c.body
 FROM user_feed f JOIN feed_changes c ON c.id = f.change_id
@@ -202,6 +244,64 @@ func (q *Queries) ListFeed(ctx context.Context, arg ListFeedParams) ([]ListFeedR
 		var i ListFeedRow
 		if err := rows.Scan(
 			&i.Position,
+			&i.Kind,
+			&i.ConversationID,
+			&i.OccurredAt,
+			&i.Body,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listFeedEntries = `-- name: ListFeedEntries :many
+SELECT f.user_id, f.position, h.epoch, c.kind, c.conversation_id, c.occurred_at, c.body
+FROM (SELECT ($1::bigint[])[g.i] AS user_id, ($2::bigint[])[g.i] AS position
+      FROM generate_series(1, cardinality($1::bigint[])) AS g(i)) k
+JOIN user_feed f ON f.user_id = k.user_id AND f.position = k.position
+JOIN feed_changes c ON c.id = f.change_id
+JOIN user_feed_heads h ON h.user_id = f.user_id
+ORDER BY f.user_id, f.position
+`
+
+type ListFeedEntriesParams struct {
+	UserIds   []int64
+	Positions []int64
+}
+
+type ListFeedEntriesRow struct {
+	UserID         int64
+	Position       int64
+	Epoch          int64
+	Kind           string
+	ConversationID uuid.UUID
+	OccurredAt     time.Time
+	Body           []byte
+}
+
+// Announced feed entries (FeedAppended), by user and position, with their
+// feed's epoch now, for fanout to post to connections in feed mode. Read
+// from the feed itself, not from the announcement, so that a replayed or
+// stale announcement posts what the feed holds (the caller drops entries
+// of another epoch).
+func (q *Queries) ListFeedEntries(ctx context.Context, arg ListFeedEntriesParams) ([]ListFeedEntriesRow, error) {
+	rows, err := q.db.Query(ctx, listFeedEntries, arg.UserIds, arg.Positions)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ListFeedEntriesRow
+	for rows.Next() {
+		var i ListFeedEntriesRow
+		if err := rows.Scan(
+			&i.UserID,
+			&i.Position,
+			&i.Epoch,
 			&i.Kind,
 			&i.ConversationID,
 			&i.OccurredAt,

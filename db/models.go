@@ -229,4 +229,5 @@ type WsConnection struct {
 	ExpiresAt      time.Time
 	Gateway        string
 	TokenExpiresAt *time.Time
+	Feed           bool
 }

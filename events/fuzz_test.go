@@ -16,7 +16,7 @@ func payloadTypes() []Payload {
 	return []Payload{&MessageSentV1{}, &MessageReadV1{}, &TypingV1{}, &MessageDeliveredV1{},
 		&MessageDeletedV1{}, &ConversationSettingsChangedV1{}, &ThumbnailReadyV1{}, &ConnectedV1{},
 		&PresenceV1{}, &PushRequestedV1{}, &MessageEditedV1{}, &MessageUnsentV1{}, &ReactionChangedV1{},
-		&GroupChangedV1{}, &ConversationCreatedV1{}}
+		&GroupChangedV1{}, &ConversationCreatedV1{}, &FeedAppendedV1{}}
 }
 
 // FuzzDecode feeds arbitrary bytes to the envelope and payload decoders,

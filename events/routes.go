@@ -35,9 +35,11 @@ func Routes() []Route {
 		}},
 		// Fanout tells the sender about a delivery itself, right after
 		// publishing MessageDelivered, so it does not consume that event.
+		// FeedAppended: the persister's appended feed entries, for the
+		// connections opened in feed mode.
 		{Worker: WorkerFanout, Types: []string{
 			TypeMessageSent, TypeMessageRead, TypeTyping, TypeThumbnailReady, TypeConnected, TypePresence,
-			TypeMessageEdited, TypeMessageUnsent, TypeReactionChanged, TypeGroupChanged,
+			TypeMessageEdited, TypeMessageUnsent, TypeReactionChanged, TypeGroupChanged, TypeFeedAppended,
 		}},
 		// Audio too: the thumbnailer measures audio_duration when the client
 		// did not send it. An unsent media message's objects are deleted
@@ -86,7 +88,10 @@ func (r Route) Matches(e Envelope) bool {
 }
 
 // Ephemeral reports whether an event is worth nothing once its moment has
-// passed (a typing indicator): a bus may carry it without archiving it and
-// without waiting for a disk flush, since losing one in a crash costs a
-// client nothing and replaying one later would be wrong.
-func Ephemeral(e Envelope) bool { return e.Type == TypeTyping || e.Type == TypePresence }
+// passed (a typing indicator, a feed announcement whose entries the feed
+// keeps): a bus may carry it without archiving it and without waiting for
+// a disk flush, since losing one in a crash costs a client nothing and
+// replaying one later would be wrong.
+func Ephemeral(e Envelope) bool {
+	return e.Type == TypeTyping || e.Type == TypePresence || e.Type == TypeFeedAppended
+}

@@ -118,6 +118,8 @@ func NewChatStack(scope constructs.Construct, cfg Config, props *awscdk.StackPro
 		}))
 		dbSecret.GrantRead(fn, nil)
 		switch w.Name {
+		case events.WorkerPersister:
+			bus.GrantPutEventsTo(fn, nil) // FeedAppended
 		case events.WorkerFanout:
 			table.GrantReadWriteData(fn) // find recipients' connections, drop stale ones
 			fn.AddToRolePolicy(manageConnections(stack, wsAPI.ApiId(), cfg.Stage))

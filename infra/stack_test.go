@@ -265,8 +265,9 @@ func TestLeastPrivilege(t *testing.T) {
 	allowed := map[string][]string{
 		"s3:":          {"api", "worker-thumbnailer"},
 		"execute-api:": {"worker-fanout"},
-		// fanout publishes delivery receipts and push requests.
-		"events:":         append(slices.Clone(edge), "worker-thumbnailer", "worker-fanout"),
+		// fanout publishes delivery receipts and push requests, the
+		// persister its feed announcements.
+		"events:":         append(slices.Clone(edge), "worker-thumbnailer", "worker-fanout", "worker-persister"),
 		"dynamodb:":       append(slices.Clone(edge), "worker-fanout"),
 		"secretsmanager:": slices.Collect(maps.Keys(fns)), // all touch PostgreSQL
 		"sqs:":            {"worker-persister", "worker-fanout", "worker-thumbnailer", "worker-notifier"},

@@ -1,10 +1,11 @@
 -- name: PutConnection :exec
-INSERT INTO ws_connections (connection_id, user_id, connected_at, last_ping_at, expires_at, gateway, token_expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO ws_connections (connection_id, user_id, connected_at, last_ping_at, expires_at, gateway, token_expires_at, feed)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (connection_id) DO UPDATE
 SET user_id = EXCLUDED.user_id, connected_at = EXCLUDED.connected_at,
     last_ping_at = EXCLUDED.last_ping_at, expires_at = EXCLUDED.expires_at,
-    gateway = EXCLUDED.gateway, token_expires_at = EXCLUDED.token_expires_at;
+    gateway = EXCLUDED.gateway, token_expires_at = EXCLUDED.token_expires_at,
+    feed = EXCLUDED.feed;
 
 -- name: GetConnection :one
 SELECT * FROM ws_connections WHERE connection_id = $1;

@@ -48,7 +48,7 @@ WITH input AS (
     FROM generate_series(1, cardinality(@entry_users::bigint[])) AS g(k)
 ), heads AS MATERIALIZED (
     -- By key, whatever plan the statement is cached with.
-    SELECT h.user_id, h.head FROM user_feed_heads h WHERE h.user_id = ANY(@entry_users::bigint[])
+    SELECT h.user_id, h.head, h.epoch FROM user_feed_heads h WHERE h.user_id = ANY(@entry_users::bigint[])
 ), numbered AS (
     SELECT e.user_id, f.id AS change_id,
            h.head + row_number() OVER (PARTITION BY e.user_id ORDER BY e.ord, e.k) AS position
@@ -56,13 +56,16 @@ WITH input AS (
 ), ins AS (
     INSERT INTO user_feed (user_id, position, change_id)
     SELECT n.user_id, n.position, n.change_id FROM numbered n
-    RETURNING user_id, position
+    RETURNING user_id, position, change_id
 ), raised AS (
     UPDATE user_feed_heads h SET head = r.head
     FROM (SELECT i.user_id, max(i.position) AS head FROM ins i GROUP BY i.user_id) r
     WHERE h.user_id = ANY(ARRAY(SELECT i.user_id FROM ins i)) AND h.user_id = r.user_id
 )
-SELECT ins.user_id, ins.position FROM ins ORDER BY ins.user_id, ins.position;
+-- What was appended, for the persister to announce (FeedAppended).
+SELECT ins.user_id, ins.position, ins.change_id, h.epoch
+FROM ins JOIN heads h ON h.user_id = ins.user_id
+ORDER BY ins.user_id, ins.position;
 
 -- name: ListFeed :many
 -- A user's changes after a position, oldest first.
@@ -71,6 +74,26 @@ FROM user_feed f JOIN feed_changes c ON c.id = f.change_id
 WHERE f.user_id = @user_id AND f.position > @since::bigint
 ORDER BY f.position
 LIMIT @page_limit;
+
+-- name: ListFeedEntries :many
+-- Announced feed entries (FeedAppended), by user and position, with their
+-- feed's epoch now, for fanout to post to connections in feed mode. Read
+-- from the feed itself, not from the announcement, so that a replayed or
+-- stale announcement posts what the feed holds (the caller drops entries
+-- of another epoch).
+SELECT f.user_id, f.position, h.epoch, c.kind, c.conversation_id, c.occurred_at, c.body
+FROM (SELECT (@user_ids::bigint[])[g.i] AS user_id, (@positions::bigint[])[g.i] AS position
+      FROM generate_series(1, cardinality(@user_ids::bigint[])) AS g(i)) k
+JOIN user_feed f ON f.user_id = k.user_id AND f.position = k.position
+JOIN feed_changes c ON c.id = f.change_id
+JOIN user_feed_heads h ON h.user_id = f.user_id
+ORDER BY f.user_id, f.position;
+
+-- name: FeedListeners :many
+-- Which of these users hold a live connection opened in feed mode: the
+-- persister announces their entries only.
+SELECT DISTINCT w.user_id FROM ws_connections w
+WHERE w.user_id = ANY(@user_ids::bigint[]) AND w.feed AND w.expires_at > @now;
 
 -- name: FeedBounds :one
 -- A user's head, epoch (0 while the user has no head) and the highest

@@ -414,7 +414,10 @@ func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gatewa
 	publisher := a.publisher
 	switch name {
 	case events.WorkerPersister:
-		return persister.New(a.pool, logger, persister.WithPendingReadRetention(a.cfg.PendingReadRetention)), nil
+		// With the connection store in this database, only the feed
+		// entries of users in feed mode are announced.
+		return persister.New(a.pool, logger, persister.WithPendingReadRetention(a.cfg.PendingReadRetention),
+			persister.WithFeedAnnouncements(publisher, a.cfg.ConnTable == "")), nil
 	case events.WorkerFanout:
 		var poster fanout.Poster = gw
 		var conns fanout.Connections = a.conns
@@ -436,7 +439,7 @@ func (a *App) workerHandler(ctx context.Context, name string, gw *gateway.Gatewa
 		// Whether a user is still online is asked of the store (every
 		// gateway's connections), not of this gateway's.
 		return fanout.New(conns, a.metrics.Poster(a.tracing.Poster(poster)), publisher, urls, logger, fanout.WithExpiredFrame(api.TokenExpiredFrame()),
-			fanout.WithPresence(db.New(a.pool), a.cfg.PresenceGrace, a.conns)), nil
+			fanout.WithPresence(db.New(a.pool), a.cfg.PresenceGrace, a.conns), fanout.WithFeed(db.New(a.pool))), nil
 	case events.WorkerNotifier:
 		router, expo, err := a.pushProviders(logger)
 		if err != nil {

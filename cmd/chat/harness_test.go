@@ -363,7 +363,14 @@ func (e *env) dial(user int64) *wsClient {
 // sends: for tests where fanout is not running.
 func (e *env) dialNoGreeting(user int64) *wsClient {
 	e.t.Helper()
-	conn, resp, err := contracttest.Dialer(e.t).Dial("ws://"+e.http+"/ws?token="+e.token(user), nil)
+	return e.dialQuery(user, "")
+}
+
+// dialQuery connects as user with more query parameters (query: "&k=v"),
+// without waiting for the greeting.
+func (e *env) dialQuery(user int64, query string) *wsClient {
+	e.t.Helper()
+	conn, resp, err := contracttest.Dialer(e.t).Dial("ws://"+e.http+"/ws?token="+e.token(user)+query, nil)
 	if err != nil {
 		status := 0
 		if resp != nil {

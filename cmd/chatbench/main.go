@@ -5,7 +5,8 @@
 // last member), deliveries
 // per second, refusals (error frames), with -db the chat database's
 // PostgreSQL transactions per message sent, and (with -server-pid) the
-// server's memory per connection.
+// server's memory per connection. With -feed the connections are opened
+// in feed mode and latency is measured to each message's feedChange frame.
 //
 // It talks only to loopback addresses, and bounds its sends in flight and
 // its run time.
@@ -61,6 +62,9 @@ type options struct {
 	// pairs; each message then goes to groupSize-1 members.
 	groupSize int
 	apiURL    string // the REST API that creates the groups
+	// feed opens every connection in feed mode (?feed=1): messages arrive
+	// as feedChange frames once stored, and latency is measured to those.
+	feed bool
 }
 
 // Bounds of one run: sends in flight beyond maxInFlight are skipped (and
@@ -99,6 +103,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.DurationVar(&o.settleTime, "settle", 3*time.Second, "wait for in-flight deliveries after sending stops")
 	fs.IntVar(&o.groupSize, "group-size", 2, "users per conversation: 2 pairs them in direct conversations, more puts them in groups of that many")
 	fs.StringVar(&o.apiURL, "api", "", "the REST API's base URL, for creating groups (default: -url's host, http)")
+	fs.BoolVar(&o.feed, "feed", false, "open the connections in feed mode (?feed=1): measure to the feedChange frame of each message")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -387,7 +392,11 @@ func dial(ctx context.Context, o options, user int64, i int) (*client, error) {
 		nd := &net.Dialer{LocalAddr: local, Timeout: 30 * time.Second}
 		d.NetDialContext = nd.DialContext
 	}
-	conn, _, err := d.DialContext(ctx, o.wsURL+"?token="+url.QueryEscape(tok), nil)
+	q := "?token=" + url.QueryEscape(tok)
+	if o.feed {
+		q += "&feed=1"
+	}
+	conn, _, err := d.DialContext(ctx, o.wsURL+q, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -401,6 +410,12 @@ type inFrame struct {
 	Data      struct {
 		TextContent string `json:"textContent"`
 		SenderID    int64  `json:"senderId"`
+		// A feedChange's entry: its kind and the change's data.
+		Kind   string `json:"kind"`
+		Change struct {
+			TextContent string `json:"textContent"`
+			SenderID    int64  `json:"senderId"`
+		} `json:"data"`
 	} `json:"data"`
 }
 
@@ -413,6 +428,9 @@ func readLoop(c *client, st *stats) {
 		var f inFrame
 		if json.Unmarshal(b, &f) != nil {
 			continue
+		}
+		if f.Type == "feedChange" && f.Data.Kind == "newMessage" {
+			f.Type, f.Data.TextContent, f.Data.SenderID = "newMessage", f.Data.Change.TextContent, f.Data.Change.SenderID
 		}
 		switch f.Type {
 		case "newMessage":

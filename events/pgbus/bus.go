@@ -177,13 +177,22 @@ func (b *Bus) Init(ctx context.Context) error {
 // Ephemeral events (events.Ephemeral: typing) are the exception: they are
 // enqueued without an archive row, in a transaction that does not wait for
 // the disk flush, and never in a group with durable events, so that they
-// neither wait for nor add to a group's flush.
+// neither wait for nor add to a group's flush. (In a consumer's
+// transaction they are only left out of the archive.)
 func (b *Bus) Publish(ctx context.Context, envs ...events.Envelope) error {
 	if len(envs) == 0 {
 		return nil
 	}
 	if scope, ok := db.ScopeFrom(ctx); ok {
-		_, err := b.publish(ctx, publishOpts{archive: true, scope: scope, routes: b.routes}, envs, nil)
+		// In the consumer's transaction, ephemeral events unarchived.
+		durable := slices.DeleteFunc(slices.Clone(envs), events.Ephemeral)
+		if len(durable) < len(envs) {
+			ephemeral := slices.DeleteFunc(slices.Clone(envs), func(e events.Envelope) bool { return !events.Ephemeral(e) })
+			if _, err := b.publish(ctx, publishOpts{scope: scope, routes: b.routes}, ephemeral, nil); err != nil {
+				return err
+			}
+		}
+		_, err := b.publish(ctx, publishOpts{archive: true, scope: scope, routes: b.routes}, durable, nil)
 		return err
 	}
 	durable := envs

@@ -58,21 +58,22 @@ func (s *Service) Sessions(conns Connections, ttl time.Duration) *Sessions {
 }
 
 // Connect records an authenticated connection, held by gateway, and asks
-// fanout to greet it. The greeting is best effort: a connection without it
-// still works. A user over Limits.MaxConnectionsPerUser is refused with
-// CodeRateLimited. From tokenExpiresAt on (zero: never), the connection's
+// fanout to greet it; feed records that it was opened in feed mode
+// (connstore.Connection.Feed). The greeting is best effort: a connection
+// without it still works. A user over Limits.MaxConnectionsPerUser is
+// refused with CodeRateLimited. From tokenExpiresAt on (zero: never), the connection's
 // frames are refused with ErrTokenExpired.
 //
 // Over the user's WriteConnect rate it refuses with CodeRateLimited and
 // records nothing: each connection publishes a greeting event.
-func (ss *Sessions) Connect(ctx context.Context, connID string, userID int64, gateway string, tokenExpiresAt time.Time) error {
+func (ss *Sessions) Connect(ctx context.Context, connID string, userID int64, feed bool, gateway string, tokenExpiresAt time.Time) error {
 	if err := ss.svc.allowWrite(userID, WriteConnect, "connections"); err != nil {
 		return err
 	}
 	now := ss.svc.clock()
 	c := connstore.Connection{
 		ID: connID, UserID: userID, ConnectedAt: now, LastPingAt: now, ExpiresAt: now.Add(ss.ttl),
-		Gateway: gateway, TokenExpiresAt: tokenExpiresAt,
+		Gateway: gateway, TokenExpiresAt: tokenExpiresAt, Feed: feed,
 	}
 	if err := ss.conns.Put(ctx, c); err != nil {
 		return unavailable("the connection store", err)

@@ -2,10 +2,9 @@ package chat
 
 import (
 	"context"
-	"encoding/json"
-	"time"
 
 	"github.com/parleychat/parley/db"
+	"github.com/parleychat/parley/internal/wsproto"
 )
 
 // The sync feed: every change a user must learn of, at a per-user gap-free
@@ -16,16 +15,9 @@ import (
 // 2^53 - 1, exact in JavaScript.
 const maxFeedEpoch = 1<<53 - 1
 
-// SyncChange is one entry of a user's feed. Kind is the type of the
-// WebSocket frame that announces the change where one exists, and Data
-// that frame's data.
-type SyncChange struct {
-	Position       int64           `json:"position"`
-	Kind           string          `json:"kind"`
-	ConversationID string          `json:"conversation_id"`
-	OccurredAt     time.Time       `json:"occurred_at"`
-	Data           json.RawMessage `json:"data"`
-}
+// SyncChange is one entry of a user's feed; its one home is the protocol
+// package, since a feedChange frame carries the same entry.
+type SyncChange = wsproto.FeedChange
 
 // SyncResult answers GET /sync. Next is the position to ask from next
 // time, within Epoch (0 while the user's feed has no entry yet). Reset

@@ -32,6 +32,10 @@ type Connection struct {
 	// stops being valid; from then on the connection must not be served.
 	// Zero: not recorded, no bound.
 	TokenExpiresAt time.Time
+	// Feed: the connection was opened in feed mode (?feed=1): it gets its
+	// user's sync feed changes (feedChange frames, each with its feed
+	// position) instead of the fast frames of those changes.
+	Feed bool
 }
 
 // TokenExpired reports whether c's token has expired at now.

@@ -337,6 +337,9 @@ func (s *schema) validate(v any, path string) []string {
 		if _, ok := v.(bool); !ok {
 			return bad("want a boolean, got %T", v)
 		}
+	case "":
+		// No type: any value (a feed entry's data, whose shape is its
+		// kind's frame's, documented there).
 	default:
 		return bad("type %q is not supported by this validator", s.Type.name)
 	}

@@ -64,6 +64,8 @@ const (
 	TypePresence         = "presence"
 	TypeMessageUnsent    = "messageUnsent"
 	TypeReactionChanged  = "reactionChanged"
+	// A change of the user's sync feed, to connections in feed mode.
+	TypeFeedChange = "feedChange"
 )
 
 // ConnectedMessage is the greeting text of the seed contract.
@@ -305,6 +307,38 @@ type Push[T any] struct {
 }
 
 func (f Push[T]) FrameType() string { return f.Type }
+
+// FeedChange is one entry of a user's sync feed, as GET /sync answers it
+// and a feedChange frame carries it: Kind is the type of the frame that
+// announces the change where one exists, Data that frame's data (a
+// newMessage's with the message's seq, and without presigned URLs).
+type FeedChange struct {
+	Position       int64           `json:"position"`
+	Kind           string          `json:"kind"`
+	ConversationID string          `json:"conversation_id"`
+	OccurredAt     time.Time       `json:"occurred_at"`
+	Data           json.RawMessage `json:"data"`
+}
+
+// FeedChangeFrame pushes one change of the user's sync feed to a
+// connection opened in feed mode, in place of the change's own frame.
+// Epoch is the feed's: a position means something only within it. A
+// client that sees a position beyond the next one it expects has missed
+// changes and fills the gap with one GET /sync from the last it has; one
+// at or below it has it already.
+type FeedChangeFrame struct {
+	Type  string     `json:"type"`
+	Epoch int64      `json:"epoch"`
+	Data  FeedChange `json:"data"`
+}
+
+func (f FeedChangeFrame) FrameType() string { return f.Type }
+
+// NewFeedChange builds a feedChange frame.
+func NewFeedChange(epoch int64, c FeedChange) FeedChangeFrame {
+	c.OccurredAt = c.OccurredAt.UTC()
+	return FeedChangeFrame{Type: TypeFeedChange, Epoch: epoch, Data: c}
+}
 
 // NewMessageData is a message as a push carries it. MediaURL is a
 // short-lived presigned GET.

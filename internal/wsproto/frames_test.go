@@ -62,6 +62,9 @@ func samples() map[string]any {
 		"action.removeReaction":      wsproto.RemoveReaction(wsproto.MessageRefData{MessageID: msg}),
 		"frame.changeAcknowledgment": wsproto.NewChangeAcknowledgment(wsproto.ActionEditMessage, msg, conv, at),
 		"frame.messageUnsent":        wsproto.MessageUnsent(wsproto.MessageUnsentData{MessageID: msg, ConversationID: conv, UnsentAt: at}),
+		"frame.feedChange": wsproto.NewFeedChange(4503599627370496, wsproto.FeedChange{Position: 42, Kind: wsproto.TypeNewMessage,
+			ConversationID: conv, OccurredAt: at, Data: json.RawMessage(`{"id":"` + msg + `","conversationId":"` + conv +
+				`","senderId":1,"recipientId":2,"contentType":"text","textContent":"hi","createdAt":"2026-03-14T15:09:26.535897Z","seq":7}`)}),
 		"frame.reactionChanged": wsproto.ReactionChanged(wsproto.ReactionChangedData{
 			MessageID: msg, ConversationID: conv, UserID: 2, Emoji: &thumbs, ChangedAt: at}),
 	}

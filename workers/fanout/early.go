@@ -54,6 +54,9 @@ type earlyResult struct {
 	at      time.Time
 	posted  bool    // its frames went out: the queued copy does not post them
 	reached []int64 // the recipients a message reached a device of
+	held    []int64 // the recipients holding a connection in feed mode
+	// feedOut: an announcement's receipts and push requests (feed.go)
+	feedOut []feedReceipt
 	// queued: the queued copy was handled before the hand-over arrived
 	// (a claim can follow the commit before the bus hands the events
 	// over); the hand-over is then ignored.
@@ -99,41 +102,40 @@ func (f *Fanout) runEarly(ctx context.Context) {
 			return
 		}
 		e.mu.Unlock()
-		posted, reached := f.postEarly(ctx, batch)
+		s := f.postEarly(ctx, batch)
 		for i, it := range batch {
-			it.res.posted, it.res.reached = posted[i], reached[i]
+			it.res.posted = s.errs != nil && s.errs[i] == nil
+			if it.res.posted {
+				it.res.reached, it.res.held, it.res.feedOut = s.reached[i], s.held[i], s.feedOut[i]
+			}
 			close(it.res.done)
 		}
 	}
 }
 
-// postEarly posts a batch and reports, per event, whether its frames went
-// out and whether a message reached its recipient. A panic (one event's
-// bad payload) is contained: nothing counts as posted, and the queued
-// copies are handled with the consumer's isolation of failing events.
-func (f *Fanout) postEarly(ctx context.Context, batch []earlyItem) (posted []bool, reached [][]int64) {
-	posted, reached = make([]bool, len(batch)), make([][]int64, len(batch))
+// postEarly posts a batch and reports what send did with it (no errs:
+// nothing counts as posted). A panic (one event's bad payload) is
+// contained: nothing counts as posted, and the queued copies are handled
+// with the consumer's isolation of failing events.
+func (f *Fanout) postEarly(ctx context.Context, batch []earlyItem) (s sent) {
 	if ctx.Err() != nil {
-		return posted, reached
+		return sent{}
 	}
 	defer func() {
 		if p := recover(); p != nil {
 			f.logger.ErrorContext(ctx, "fanout: the fast path panicked; the queued copies are handled instead", "events", len(batch), "panic", p)
-			clear(posted)
+			s = sent{}
 		}
 	}()
 	envs := make([]events.Envelope, len(batch))
 	for i, it := range batch {
 		envs[i] = it.env
 	}
-	s := f.send(ctx, envs, nil)
+	s = f.send(ctx, envs, nil)
 	if ctx.Err() != nil {
-		return posted, reached
+		return sent{}
 	}
-	for i := range batch {
-		posted[i], reached[i] = s.errs[i] == nil, s.reached[i]
-	}
-	return posted, reached
+	return s
 }
 
 // collect takes, for each event of a queued batch, the fast path's outcome

@@ -125,6 +125,9 @@ type Fanout struct {
 	// presence debounces and announces presence (WithPresence); nil:
 	// presence events are ignored.
 	presence *presence
+	// feed reads the entries posted to connections in feed mode
+	// (WithFeed, feed.go); nil: those are served like the others.
+	feed FeedEntries
 }
 
 // Closer closes a connection: the Management API's DeleteConnection, which
@@ -191,6 +194,11 @@ type push struct {
 	presence *events.PresenceV1
 	hidden   []byte
 	hiders   map[int64]bool
+	// feedChange: the frame announces a change of the sync feed, which
+	// connections in feed mode get from the feed instead (feed.go).
+	feedChange bool
+	// feed is an announcement of feed entries, posted from the feed.
+	feed *events.FeedAppendedV1
 }
 
 // HandleBatch pushes a batch of events. Event types fanout does not know
@@ -210,6 +218,7 @@ func (f *Fanout) HandleBatch(ctx context.Context, envs []events.Envelope) []erro
 		return failAll(s.errs, s.pushes, fmt.Errorf("fanout: %w", err))
 	}
 	f.receipts(ctx, s)
+	f.feedReceipts(ctx, s)
 	return s.errs
 }
 
@@ -220,8 +229,17 @@ type sent struct {
 	errs   []error
 	conns  map[int64][]connstore.Connection
 	// reached says, per event, which of a message's recipients it reached
-	// a device of.
+	// a device of; held, which hold a connection in feed mode (the feed
+	// confirms or pushes the message to them).
 	reached [][]int64
+	held    [][]int64
+	// feed are the announced entries posted; delivered, by post index
+	// (feed entry k at len(envs)+k), the connections that got each.
+	feed      []feedPost
+	delivered map[int]map[string]bool
+	// feedOut is, per announcement, the receipts and push requests its
+	// entries leave to publish (feedReceipts).
+	feedOut [][]feedReceipt
 }
 
 // send plans and posts a batch: one connection lookup, then every
@@ -229,13 +247,14 @@ type sent struct {
 // fast path did already: events it posted are not posted again, and only
 // their senders are looked up, for the receipts.
 func (f *Fanout) send(ctx context.Context, envs []events.Envelope, prior []*earlyResult) sent {
-	s := sent{envs: envs, pushes: make([]*push, len(envs)), errs: make([]error, len(envs)), reached: make([][]int64, len(envs))}
+	s := sent{envs: envs, pushes: make([]*push, len(envs)), errs: make([]error, len(envs)),
+		reached: make([][]int64, len(envs)), held: make([][]int64, len(envs)), feedOut: make([][]feedReceipt, len(envs))}
 	done := func(i int) bool { return prior != nil && prior[i] != nil && prior[i].posted }
 	var users []int64
 	for i, e := range envs {
 		if done(i) {
 			// Posted: only a message's receipt (or push request) is left.
-			s.reached[i] = prior[i].reached
+			s.reached[i], s.held[i], s.feedOut[i] = prior[i].reached, prior[i].held, prior[i].feedOut
 			if e.Type == events.TypeMessageSent {
 				var m events.MessageSentV1
 				if err := e.Unmarshal(&m); err != nil {
@@ -299,9 +318,22 @@ func (f *Fanout) send(ctx context.Context, envs []events.Envelope, prior []*earl
 			greetings = append(greetings, i)
 			continue
 		}
-		for _, c := range targets(p, conns) {
+		for _, c := range f.targets(p, conns) {
 			out.add(i, c, p.frameFor(c.UserID))
 		}
+	}
+	postEnvs := envs
+	if f.feed != nil {
+		feed, err := f.planFeed(ctx, s.pushes, conns)
+		if err != nil {
+			for i, p := range s.pushes {
+				if p != nil && p.feed != nil {
+					s.errs[i] = err
+				}
+			}
+		}
+		s.feed = feed
+		postEnvs = f.addFeed(&out, envs, feed, conns)
 	}
 	// Greetings go to connections of their own, alongside the batch's
 	// other posts rather than before them: a burst of connects must not
@@ -314,13 +346,16 @@ func (f *Fanout) send(ctx context.Context, envs []events.Envelope, prior []*earl
 			return nil
 		})
 	}
-	delivered := f.deliver(ctx, envs, &out)
+	delivered := f.deliver(ctx, postEnvs, &out)
 	_ = greeters.Wait() // the goroutines return nil
+	s.delivered = delivered
 	for i, p := range s.pushes {
 		if p != nil && p.sent != nil && !done(i) {
 			s.reached[i] = reachedRecipient(p, conns, delivered[i])
+			s.held[i] = f.feedHolders(p, conns)
 		}
 	}
+	f.planFeedReceipts(ctx, &s)
 	return s
 }
 
@@ -414,6 +449,16 @@ func (f *Fanout) plan(ctx context.Context, e events.Envelope) (*push, error) {
 			f.offline(m)
 		}
 		return nil, nil
+	case events.TypeFeedAppended:
+		var m events.FeedAppendedV1
+		if err := e.Unmarshal(&m); err != nil {
+			return nil, err
+		}
+		p.feed = &m
+		for _, en := range m.Entries {
+			p.users = append(p.users, en.UserID)
+		}
+		return p, nil
 	case events.TypeConnected:
 		var m events.ConnectedV1
 		if err := e.Unmarshal(&m); err != nil {
@@ -429,17 +474,37 @@ func (f *Fanout) plan(ctx context.Context, e events.Envelope) (*push, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fanout: %s %s: %w", e.Type, e.ID, err)
 	}
-	p.frame = b
+	p.frame, p.feedChange = b, isFeedChange(e.Type)
 	return p, nil
 }
 
-// targets lists the connections a push goes to, without duplicates.
-func targets(p *push, conns map[int64][]connstore.Connection) []connstore.Connection {
+// targets lists the connections a push goes to, without duplicates: a
+// change of the sync feed skips the connections in feed mode.
+func (f *Fanout) targets(p *push, conns map[int64][]connstore.Connection) []connstore.Connection {
+	if p.feed != nil {
+		return nil // an announcement of feed entries, posted from the feed
+	}
 	lists := make([][]connstore.Connection, 0, len(p.users))
 	for _, u := range unique64(p.users) {
 		lists = append(lists, conns[u])
 	}
-	return unique(p.skip, lists...)
+	out := unique(p.skip, lists...)
+	if p.feedChange {
+		out = slices.DeleteFunc(out, f.inFeed)
+	}
+	return out
+}
+
+// feedHolders answers the recipients of a message who hold a connection in
+// feed mode.
+func (f *Fanout) feedHolders(p *push, conns map[int64][]connstore.Connection) []int64 {
+	var out []int64
+	for _, u := range unique64(p.users[:p.recipients]) {
+		if slices.ContainsFunc(conns[u], f.inFeed) {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // receipts publishes, in one call, a MessageDelivered for every message of
@@ -462,8 +527,10 @@ func (f *Fanout) receipts(ctx context.Context, s sent) {
 		var mine []events.Envelope // published only if every one could be built
 		for _, u := range recipientsOf(*p.sent) {
 			if !slices.Contains(s.reached[i], u) {
-				if p.sent.WithheldFromRecipient {
-					continue // never pushed, like a muted conversation
+				if p.sent.WithheldFromRecipient || slices.Contains(s.held[i], u) {
+					// Never pushed (like a muted conversation), or
+					// confirmed or pushed from the feed (feed.go).
+					continue
 				}
 				env, err := f.pushEvent(*p.sent, u)
 				if err != nil {
@@ -497,9 +564,12 @@ func (f *Fanout) receipts(ctx context.Context, s sent) {
 			s.errs[i] = fmt.Errorf("fanout: %w", err)
 			continue
 		}
-		// All of the sender's devices, the sending one included.
+		// All of the sender's devices, the sending one included, but
+		// those in feed mode, which get the receipt from the feed.
 		for _, c := range s.conns[p.sent.SenderID] {
-			frames.add(i, c, b)
+			if !f.inFeed(c) {
+				frames.add(i, c, b)
+			}
 		}
 	}
 	if len(envs) == 0 {

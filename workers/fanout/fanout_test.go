@@ -70,6 +70,7 @@ func (b *bus) published() []events.Envelope {
 // and the SDK client pointed at the latter.
 type harness struct {
 	dbURL  string
+	pool   *pgxpool.Pool
 	store  *pgstore.Store
 	gw     *gateway.Gateway
 	wsURL  string
@@ -83,7 +84,7 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	dbURL, pool := dbtest.New(t)
-	h := &harness{dbURL: dbURL, store: pgstore.New(pool), bus: &bus{}, ids: make(chan string, 16)}
+	h := &harness{dbURL: dbURL, pool: pool, store: pgstore.New(pool), bus: &bus{}, ids: make(chan string, 16)}
 	h.gw = gateway.New(gateway.Routes{Connect: h.connect, Disconnect: h.disconnect}, gateway.Config{AdminSecret: testSecret}, testLogger(t))
 
 	ws := httptest.NewServer(h.gw)
@@ -111,7 +112,8 @@ func (h *harness) connect(ctx context.Context, req lambdaevents.APIGatewayWebsoc
 	}
 	now := time.Now()
 	id := req.RequestContext.ConnectionID
-	if err := h.store.Put(ctx, connstore.Connection{ID: id, UserID: user, ConnectedAt: now, LastPingAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+	feed := req.QueryStringParameters["feed"] == "1"
+	if err := h.store.Put(ctx, connstore.Connection{ID: id, UserID: user, ConnectedAt: now, LastPingAt: now, ExpiresAt: now.Add(time.Hour), Feed: feed}); err != nil {
 		return lambdaevents.APIGatewayProxyResponse{}, err
 	}
 	h.ids <- id
@@ -155,7 +157,13 @@ type device struct {
 
 func (h *harness) dial(t *testing.T, user int64) *device {
 	t.Helper()
-	ws, resp, err := websocket.DefaultDialer.Dial(h.wsURL+"?user="+strconv.FormatInt(user, 10), nil)
+	return h.dialQuery(t, user, "")
+}
+
+// dialQuery dials with more query parameters (query: "&k=v").
+func (h *harness) dialQuery(t *testing.T, user int64, query string) *device {
+	t.Helper()
+	ws, resp, err := websocket.DefaultDialer.Dial(h.wsURL+"?user="+strconv.FormatInt(user, 10)+query, nil)
 	if err != nil {
 		status := 0
 		if resp != nil {

@@ -200,7 +200,7 @@ func (f *Fanout) flushPresence() {
 			f.logger.Error("presence: encode", "err", err)
 			return
 		}
-		for _, c := range targets(p, conns) {
+		for _, c := range f.targets(p, conns) {
 			out.add(i, c, p.frameFor(c.UserID))
 		}
 	}

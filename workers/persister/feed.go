@@ -160,10 +160,10 @@ func inQueueOrder(envs []events.Envelope, changes feedBatch) {
 // three statements whatever the batch's size: one lookup of the
 // audiences, one that locks the heads of every user concerned (after every
 // other lock the batch took, in user id order), one insert of every entry
-// that also raises the heads.
-func appendFeed(ctx context.Context, tx pgx.Tx, envs []events.Envelope, changes feedBatch) error {
+// that also raises the heads. It answers the entries it appended.
+func appendFeed(ctx context.Context, tx pgx.Tx, envs []events.Envelope, changes feedBatch) ([]db.AppendFeedRow, error) {
 	if len(changes) == 0 {
-		return nil
+		return nil, nil
 	}
 	inQueueOrder(envs, changes)
 	q := db.New(tx)
@@ -177,7 +177,7 @@ func appendFeed(ctx context.Context, tx pgx.Tx, envs []events.Envelope, changes 
 	}
 	rows, err := q.FeedAudience(ctx, convs)
 	if err != nil {
-		return fmt.Errorf("feed audience: %w", err)
+		return nil, fmt.Errorf("feed audience: %w", err)
 	}
 	participants := map[uuid.UUID][]db.FeedAudienceRow{}
 	for _, r := range rows {
@@ -196,7 +196,7 @@ func appendFeed(ctx context.Context, tx pgx.Tx, envs []events.Envelope, changes 
 		}
 		id, err := uuid.Parse(c.env.ID)
 		if err != nil {
-			return fmt.Errorf("feed entry for %s: event id %q: %w", c.env.Type, c.env.ID, err)
+			return nil, fmt.Errorf("feed entry for %s: event id %q: %w", c.env.Type, c.env.ID, err)
 		}
 		// An event makes at most one change of a kind; a second (a
 		// redelivered copy in the same batch) is the first again.
@@ -206,7 +206,7 @@ func appendFeed(ctx context.Context, tx pgx.Tx, envs []events.Envelope, changes 
 		stored[key{id, c.kind}] = true
 		body, err := json.Marshal(c.body)
 		if err != nil {
-			return fmt.Errorf("feed entry for %s %s: %w", c.env.Type, c.env.ID, err)
+			return nil, fmt.Errorf("feed entry for %s %s: %w", c.env.Type, c.env.ID, err)
 		}
 		in.Kinds = append(in.Kinds, c.kind)
 		in.ConversationIds = append(in.ConversationIds, c.conv)
@@ -223,17 +223,18 @@ func appendFeed(ctx context.Context, tx pgx.Tx, envs []events.Envelope, changes 
 		}
 	}
 	if len(in.EntryUsers) == 0 {
-		return nil
+		return nil, nil
 	}
 	users := slices.Clone(in.EntryUsers)
 	slices.Sort(users)
 	if err := q.TakeFeedHeads(ctx, slices.Compact(users)); err != nil {
-		return fmt.Errorf("lock feed heads: %w", err)
+		return nil, fmt.Errorf("lock feed heads: %w", err)
 	}
-	if _, err := q.AppendFeed(ctx, in); err != nil {
-		return fmt.Errorf("append %d feed entries: %w", len(in.EntryUsers), err)
+	appended, err := q.AppendFeed(ctx, in)
+	if err != nil {
+		return nil, fmt.Errorf("append %d feed entries: %w", len(in.EntryUsers), err)
 	}
-	return nil
+	return appended, nil
 }
 
 // Bodies of the entries, built from the events that made the changes.

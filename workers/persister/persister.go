@@ -38,6 +38,9 @@ type Persister struct {
 	now    func() time.Time
 
 	pendingRetention time.Duration
+	// announcer publishes FeedAppended for the entries a batch appended
+	// (WithFeedAnnouncements); nil: nothing is announced.
+	announcer *announcer
 }
 
 // Option configures a Persister.
@@ -47,6 +50,16 @@ type Option func(*Persister)
 // is kept for it (DefaultPendingReadRetention by default).
 func WithPendingReadRetention(d time.Duration) Option {
 	return func(p *Persister) { p.pendingRetention = d }
+}
+
+// WithFeedAnnouncements makes the persister publish, through bus, a
+// FeedAppended for the feed entries each batch appends, for fanout to post
+// to connections in feed mode. With listeners (where the connection store
+// is in this database) only the entries of users holding such a
+// connection are announced, so that a system without any announces
+// nothing; without, every entry is.
+func WithFeedAnnouncements(bus events.Publisher, listeners bool) Option {
+	return func(p *Persister) { p.announcer = &announcer{bus: bus, listeners: listeners} }
 }
 
 var (
@@ -75,18 +88,36 @@ func (p *Persister) Handle(ctx context.Context, e events.Envelope) error {
 // another. If a statement fails, the batch's writes are undone and each
 // event is applied alone in a savepoint of its own, so that one bad event
 // fails alone: its neighbours are neither lost nor failed with it.
+//
+// The feed entries the batch appended are announced (FeedAppended) in the
+// consumer's transaction, or after the batch's own commits.
 func (p *Persister) HandleBatch(ctx context.Context, envs []events.Envelope) []error {
 	errs := make([]error, len(envs))
+	var appended []db.AppendFeedRow
 	if scope, ok := db.ScopeFrom(ctx); ok {
-		if err := p.apply(ctx, scope.Tx, envs, errs); err != nil {
+		if err := p.apply(ctx, scope.Tx, envs, errs, &appended); err != nil {
+			fill(errs, err)
+			return errs
+		}
+		if err := p.announce(ctx, scope.Tx, envs, appended); err != nil {
 			fill(errs, err)
 		}
 		return errs
 	}
-	err := db.InTx(ctx, p.pool, false, func(tx pgx.Tx) error { return p.apply(ctx, tx, envs, errs) })
+	var news []events.Envelope
+	err := db.InTx(ctx, p.pool, false, func(tx pgx.Tx) error {
+		if err := p.apply(ctx, tx, envs, errs, &appended); err != nil {
+			return err
+		}
+		var err error
+		news, err = p.announcements(ctx, tx, envs, appended)
+		return err
+	})
 	if err != nil {
 		fill(errs, err)
+		return errs
 	}
+	p.publishAnnouncements(ctx, envs, news)
 	return errs
 }
 
@@ -120,23 +151,29 @@ func fill(errs []error, err error) {
 // conversation locks). When that append fails too, each event is applied
 // with its own feed entries, so that the one whose entries cannot be
 // written fails alone.
-func (p *Persister) apply(ctx context.Context, tx pgx.Tx, envs []events.Envelope, errs []error) error {
+func (p *Persister) apply(ctx context.Context, tx pgx.Tx, envs []events.Envelope, errs []error, appended *[]db.AppendFeedRow) error {
 	var changes feedBatch
 	err := inSavepoint(ctx, tx, func(sp pgx.Tx) error {
 		if err := p.applyRuns(ctx, sp, envs, errs, &changes); err != nil {
 			return err
 		}
-		return appendFeed(ctx, sp, envs, changes)
+		rows, err := appendFeed(ctx, sp, envs, changes)
+		*appended = rows
+		return err
 	})
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, errTx):
+		*appended = nil
 		return err
 	case len(envs) == 1:
+		*appended = nil
 		errs[0] = classify(err)
 		return nil
 	}
+	// Only entries of savepoints that were released stay in tx.
+	*appended = nil
 	p.logger.Warn("a batch statement failed; applying its events one by one", "events", len(envs), "err", err)
 	err = inSavepoint(ctx, tx, func(all pgx.Tx) error {
 		changes = changes[:0]
@@ -156,28 +193,40 @@ func (p *Persister) apply(ctx context.Context, tx pgx.Tx, envs []events.Envelope
 			}
 			changes = append(changes, mine...)
 		}
-		return appendFeed(ctx, all, envs, changes)
+		rows, err := appendFeed(ctx, all, envs, changes)
+		*appended = rows
+		return err
 	})
 	if err == nil || errors.Is(err, errTx) {
+		if err != nil {
+			*appended = nil
+		}
 		return err
 	}
+	*appended = nil
 	p.logger.Warn("the feed of a batch could not be appended; applying each event with its own", "events", len(envs), "err", err)
 	for i, e := range envs {
 		res := []error{nil}
+		var rows []db.AppendFeedRow
 		err := inSavepoint(ctx, tx, func(one pgx.Tx) error {
 			var mine feedBatch
 			if err := p.applyRuns(ctx, one, []events.Envelope{e}, res, &mine); err != nil {
 				return err
 			}
-			return appendFeed(ctx, one, []events.Envelope{e}, mine)
+			var err error
+			rows, err = appendFeed(ctx, one, []events.Envelope{e}, mine)
+			return err
 		})
 		if errors.Is(err, errTx) {
+			*appended = nil
 			return err
 		}
 		errs[i] = res[0]
 		if err != nil {
 			errs[i] = classify(err)
+			continue
 		}
+		*appended = append(*appended, rows...)
 	}
 	return nil
 }

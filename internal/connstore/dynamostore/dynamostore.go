@@ -34,6 +34,9 @@ const (
 	attrGateway = "gateway"
 	// attrTokenExpiresAt is absent when the token's expiry is not recorded.
 	attrTokenExpiresAt = "tokenExpiresAt"
+	// attrFeed is a BOOL, present only on feed-mode connections: items
+	// written before the mode existed read as not in feed mode.
+	attrFeed = "feed"
 
 	// UserIndex is the global secondary index on userId (projection ALL).
 	UserIndex = "userId-index"
@@ -144,6 +147,9 @@ func (s *Store) Put(ctx context.Context, c connstore.Connection) error {
 	}
 	if !c.TokenExpiresAt.IsZero() {
 		item[attrTokenExpiresAt] = timeValue(c.TokenExpiresAt)
+	}
+	if c.Feed {
+		item[attrFeed] = &types.AttributeValueMemberBOOL{Value: true}
 	}
 	_, err := s.api.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(s.table), Item: item})
 	if err != nil {
@@ -374,6 +380,9 @@ func decode(item map[string]types.AttributeValue) (connstore.Connection, error) 
 	if _, ok := item[attrTokenExpiresAt]; ok {
 		c.TokenExpiresAt = d.time(attrTokenExpiresAt)
 	}
+	if _, ok := item[attrFeed]; ok {
+		c.Feed = d.bool(attrFeed)
+	}
 	if d.err != nil {
 		return connstore.Connection{}, fmt.Errorf("item %q: %w", c.ID, d.err)
 	}
@@ -406,6 +415,15 @@ func (d *decoder) num(name string) int64 {
 		d.fail(fmt.Errorf("%s: %w", name, err))
 	}
 	return n
+}
+
+func (d *decoder) bool(name string) bool {
+	v, ok := d.item[name].(*types.AttributeValueMemberBOOL)
+	if !ok {
+		d.fail(fmt.Errorf("%s: want a boolean, got %T", name, d.item[name]))
+		return false
+	}
+	return v.Value
 }
 
 // zonelessLayout is how Python's datetime.isoformat() writes a naive time.

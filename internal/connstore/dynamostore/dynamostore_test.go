@@ -91,6 +91,15 @@ func TestItemLayout(t *testing.T) {
 	}
 	want["expiresAt"] = &types.AttributeValueMemberN{Value: "1893564000"}
 	assertItem(t, rawItem(t, s, c.ID), want)
+
+	// Feed mode is a BOOL, written only when set (absent above).
+	c.Feed = true
+	if err := s.Put(ctx, c); err != nil {
+		t.Fatalf("Put in feed mode: %v", err)
+	}
+	want["expiresAt"] = &types.AttributeValueMemberN{Value: "1893560646"}
+	want["feed"] = &types.AttributeValueMemberBOOL{Value: true}
+	assertItem(t, rawItem(t, s, c.ID), want)
 }
 
 func TestByUserExpiryBoundary(t *testing.T) {
@@ -224,6 +233,10 @@ func assertItem(t *testing.T, got, want map[string]types.AttributeValue) {
 		case *types.AttributeValueMemberN:
 			if g, ok := g.(*types.AttributeValueMemberN); !ok || g.Value != w.Value {
 				t.Errorf("%s = %#v, want N %q", name, got[name], w.Value)
+			}
+		case *types.AttributeValueMemberBOOL:
+			if g, ok := g.(*types.AttributeValueMemberBOOL); !ok || g.Value != w.Value {
+				t.Errorf("%s = %#v, want BOOL %v", name, got[name], w.Value)
 			}
 		}
 	}

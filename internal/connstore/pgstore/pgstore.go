@@ -50,6 +50,7 @@ func (s *Store) Put(ctx context.Context, c connstore.Connection) error {
 		ExpiresAt:      c.ExpiresAt,
 		Gateway:        c.Gateway,
 		TokenExpiresAt: optionalTime(c.TokenExpiresAt),
+		Feed:           c.Feed,
 	})
 	if err != nil {
 		return fmt.Errorf("pgstore: put %s: %w", c.ID, err)
@@ -159,6 +160,7 @@ func fromRow(r db.WsConnection) connstore.Connection {
 		LastPingAt:  r.LastPingAt.UTC(),
 		ExpiresAt:   r.ExpiresAt.UTC(),
 		Gateway:     r.Gateway,
+		Feed:        r.Feed,
 	}
 	if r.TokenExpiresAt != nil {
 		c.TokenExpiresAt = r.TokenExpiresAt.UTC()

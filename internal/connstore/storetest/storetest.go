@@ -112,6 +112,61 @@ func Run(t *testing.T, newStore func(t *testing.T) connstore.Store) {
 		assertConn(t, got, want)
 	})
 
+	t.Run("FeedRoundTrip", func(t *testing.T) {
+		// Fanout picks each connection's frames by its mode, from ByUsers.
+		s, ctx := newStore(t), t.Context()
+		user := newUserID(t)
+		feed, fast := conn(newID(t), user, time.Hour), conn(newID(t), user, time.Hour)
+		feed.Feed = true
+		mustPut(t, s, feed)
+		mustPut(t, s, fast)
+		check := func(how string, got connstore.Connection) {
+			t.Helper()
+			want := fast
+			if got.ID == feed.ID {
+				want = feed
+			}
+			if got.Feed != want.Feed {
+				t.Errorf("%s %s: Feed = %v, want %v", how, got.ID, got.Feed, want.Feed)
+			}
+		}
+		for _, c := range []connstore.Connection{feed, fast} {
+			got, err := s.Get(ctx, c.ID)
+			if err != nil {
+				t.Fatalf("Get %s: %v", c.ID, err)
+			}
+			check("Get", got)
+		}
+		list := mustByUser(t, s, user)
+		if len(list) != 2 {
+			t.Fatalf("ByUser = %v, want both connections", ids(list))
+		}
+		for _, c := range list {
+			check("ByUser", c)
+		}
+		byUsers, err := s.ByUsers(ctx, []int64{user})
+		if err != nil {
+			t.Fatalf("ByUsers: %v", err)
+		}
+		if len(byUsers[user]) != 2 {
+			t.Fatalf("ByUsers = %v, want both connections", ids(byUsers[user]))
+		}
+		for _, c := range byUsers[user] {
+			check("ByUsers", c)
+		}
+
+		// Replacing a record replaces its mode too.
+		feed.Feed = false
+		mustPut(t, s, feed)
+		got, err := s.Get(ctx, feed.ID)
+		if err != nil {
+			t.Fatalf("Get replaced %s: %v", feed.ID, err)
+		}
+		if got.Feed {
+			t.Errorf("Get %s replaced without feed mode: Feed = true, want false", feed.ID)
+		}
+	})
+
 	t.Run("DeleteByGateway", func(t *testing.T) {
 		s, ctx := newStore(t), t.Context()
 		mine, other := "gateway-"+newID(t), "gateway-"+newID(t)
@@ -423,8 +478,9 @@ func conn(id string, userID int64, ttl time.Duration) connstore.Connection {
 
 func assertConn(t *testing.T, got, want connstore.Connection) {
 	t.Helper()
-	if got.ID != want.ID || got.UserID != want.UserID || got.Gateway != want.Gateway {
-		t.Errorf("got id/user/gateway %q/%d/%q, want %q/%d/%q", got.ID, got.UserID, got.Gateway, want.ID, want.UserID, want.Gateway)
+	if got.ID != want.ID || got.UserID != want.UserID || got.Gateway != want.Gateway || got.Feed != want.Feed {
+		t.Errorf("got id/user/gateway/feed %q/%d/%q/%v, want %q/%d/%q/%v",
+			got.ID, got.UserID, got.Gateway, got.Feed, want.ID, want.UserID, want.Gateway, want.Feed)
 	}
 	if !sameMilli(got.ConnectedAt, want.ConnectedAt) {
 		t.Errorf("ConnectedAt = %v, want %v", got.ConnectedAt, ms(want.ConnectedAt))
@@ -441,7 +497,7 @@ func assertConn(t *testing.T, got, want connstore.Connection) {
 }
 
 func sameConn(got, want connstore.Connection) bool {
-	return got.ID == want.ID && got.UserID == want.UserID && got.Gateway == want.Gateway &&
+	return got.ID == want.ID && got.UserID == want.UserID && got.Gateway == want.Gateway && got.Feed == want.Feed &&
 		sameMilli(got.ConnectedAt, want.ConnectedAt) &&
 		sameMilli(got.LastPingAt, want.LastPingAt) &&
 		sameMilli(got.TokenExpiresAt, want.TokenExpiresAt) &&

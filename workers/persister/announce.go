@@ -1,0 +1,91 @@
+package persister
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/parleychat/parley/db"
+	"github.com/parleychat/parley/events"
+)
+
+// Announcements: the entries a batch appended to the sync feed are
+// published as FeedAppended, for fanout to post them, each with its
+// position, to the connections opened in feed mode. They are ephemeral
+// (events.Ephemeral): fanout reads what it posts from the feed, and a
+// client that misses one sees the gap at the next frame or at its next
+// sync, so none is worth retrying a batch or replaying.
+
+type announcer struct {
+	bus events.Publisher
+	// listeners: announce only the entries of users who hold a connection
+	// in feed mode, looked up in the batch's transaction (the connection
+	// store is in this database).
+	listeners bool
+}
+
+// announcements builds the FeedAppended events of the entries appended,
+// in tx. Its error is a failed lookup, which leaves tx to be rolled back.
+func (p *Persister) announcements(ctx context.Context, tx pgx.Tx, envs []events.Envelope, appended []db.AppendFeedRow) ([]events.Envelope, error) {
+	a := p.announcer
+	if a == nil || len(appended) == 0 {
+		return nil, nil
+	}
+	if a.listeners {
+		var users []int64
+		for _, r := range appended {
+			users = append(users, r.UserID)
+		}
+		slices.Sort(users)
+		listening, err := db.New(tx).FeedListeners(ctx, db.FeedListenersParams{UserIds: slices.Compact(users), Now: p.now()})
+		if err != nil {
+			return nil, fmt.Errorf("users in feed mode: %w", err)
+		}
+		appended = slices.DeleteFunc(slices.Clone(appended), func(r db.AppendFeedRow) bool {
+			return !slices.Contains(listening, r.UserID)
+		})
+	}
+	var out []events.Envelope
+	for chunk := range slices.Chunk(appended, events.MaxFeedAppendedEntries) {
+		m := events.FeedAppendedV1{Entries: make([]events.FeedEntryRef, len(chunk))}
+		for i, r := range chunk {
+			m.Entries[i] = events.FeedEntryRef{UserID: r.UserID, Epoch: r.Epoch, Position: r.Position, ChangeID: r.ChangeID}
+		}
+		env, err := events.New(uuid.Must(uuid.NewV7()).String(), p.now(), 0, "", m)
+		if err != nil {
+			// Built from rows the database numbered: a bug, not bad input.
+			p.logger.ErrorContext(ctx, "feed announcement not built", "entries", len(chunk), "err", err)
+			continue
+		}
+		out = append(out, events.Caused(ctx, envs[0], env))
+	}
+	return out, nil
+}
+
+// announce publishes the announcements of a batch handled in a consumer's
+// transaction, in it (the local bus writes them there). An error leaves tx
+// to be rolled back and the batch to be retried.
+func (p *Persister) announce(ctx context.Context, tx pgx.Tx, envs []events.Envelope, appended []db.AppendFeedRow) error {
+	news, err := p.announcements(ctx, tx, envs, appended)
+	if err != nil || len(news) == 0 {
+		return err
+	}
+	if err := p.announcer.bus.Publish(events.EventContext(ctx, envs[0]), news...); err != nil {
+		return fmt.Errorf("announce %d feed entries: %w", len(appended), err)
+	}
+	return nil
+}
+
+// publishAnnouncements publishes announcements after the batch's own
+// commit; a failure costs feed-mode clients a frame, not a change.
+func (p *Persister) publishAnnouncements(ctx context.Context, envs []events.Envelope, news []events.Envelope) {
+	if len(news) == 0 {
+		return
+	}
+	if err := p.announcer.bus.Publish(events.EventContext(ctx, envs[0]), news...); err != nil {
+		p.logger.WarnContext(ctx, "feed entries not announced: feed-mode clients see a gap and sync", "events", len(news), "err", err)
+	}
+}
