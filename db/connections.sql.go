@@ -162,6 +162,12 @@ func (q *Queries) ListConnectionsByUsers(ctx context.Context, arg ListConnection
 }
 
 const putConnection = `-- name: PutConnection :exec
+WITH head AS (
+    INSERT INTO user_feed_heads (user_id)
+    SELECT $2::bigint WHERE $8::boolean
+    ON CONFLICT (user_id) DO UPDATE SET head = user_feed_heads.head
+    RETURNING user_id
+)
 INSERT INTO ws_connections (connection_id, user_id, connected_at, last_ping_at, expires_at, gateway, token_expires_at, feed)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (connection_id) DO UPDATE
@@ -182,6 +188,11 @@ type PutConnectionParams struct {
 	Feed           bool
 }
 
+// A connection in feed mode first takes its user's feed head lock, as a
+// persister's batch does (TakeFeedHeads), so that it is recorded either
+// before a batch looks up whom to announce its entries to (FeedListeners),
+// or after that batch committed, when the client's sync after connecting
+// sees the entries.
 func (q *Queries) PutConnection(ctx context.Context, arg PutConnectionParams) error {
 	_, err := q.db.Exec(ctx, putConnection,
 		arg.ConnectionID,

@@ -261,9 +261,10 @@ func (q *Queries) ListFeed(ctx context.Context, arg ListFeedParams) ([]ListFeedR
 
 const listFeedEntries = `-- name: ListFeedEntries :many
 SELECT f.user_id, f.position, h.epoch, c.kind, c.conversation_id, c.occurred_at, c.body
-FROM (SELECT ($1::bigint[])[g.i] AS user_id, ($2::bigint[])[g.i] AS position
+FROM (SELECT ($1::bigint[])[g.i] AS user_id, ($2::bigint[])[g.i] AS position,
+             ($3::bigint[])[g.i] AS change_id
       FROM generate_series(1, cardinality($1::bigint[])) AS g(i)) k
-JOIN user_feed f ON f.user_id = k.user_id AND f.position = k.position
+JOIN user_feed f ON f.user_id = k.user_id AND f.position = k.position AND f.change_id = k.change_id
 JOIN feed_changes c ON c.id = f.change_id
 JOIN user_feed_heads h ON h.user_id = f.user_id
 ORDER BY f.user_id, f.position
@@ -272,6 +273,7 @@ ORDER BY f.user_id, f.position
 type ListFeedEntriesParams struct {
 	UserIds   []int64
 	Positions []int64
+	ChangeIds []int64
 }
 
 type ListFeedEntriesRow struct {
@@ -284,13 +286,14 @@ type ListFeedEntriesRow struct {
 	Body           []byte
 }
 
-// Announced feed entries (FeedAppended), by user and position, with their
-// feed's epoch now, for fanout to post to connections in feed mode. Read
-// from the feed itself, not from the announcement, so that a replayed or
-// stale announcement posts what the feed holds (the caller drops entries
-// of another epoch).
+// Announced feed entries (FeedAppended), by user, position and change,
+// with their feed's epoch now, for fanout to post to connections in feed
+// mode. Read from the feed itself and matched on all three, so that a
+// stale announcement (its transaction rolled back, the feed rebuilt since)
+// posts nothing but what the feed holds there (the caller also drops
+// entries of another epoch).
 func (q *Queries) ListFeedEntries(ctx context.Context, arg ListFeedEntriesParams) ([]ListFeedEntriesRow, error) {
-	rows, err := q.db.Query(ctx, listFeedEntries, arg.UserIds, arg.Positions)
+	rows, err := q.db.Query(ctx, listFeedEntries, arg.UserIds, arg.Positions, arg.ChangeIds)
 	if err != nil {
 		return nil, err
 	}

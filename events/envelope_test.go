@@ -49,7 +49,7 @@ func goldenPayloads() map[string]Payload {
 		"group_changed_v1": GroupChangedV1{ConversationID: conv, ActorID: 1, Action: GroupAdded, UserIDs: []int64{3},
 			MemberIDs: []int64{1, 2, 3}, At: at},
 		"feed_appended_v1": FeedAppendedV1{Entries: []FeedEntryRef{{UserID: 1, Epoch: 4503599627370496, Position: 41, ChangeID: 7},
-			{UserID: 2, Epoch: 17, Position: 9, ChangeID: 7}}},
+			{UserID: 2, Epoch: 17, Position: 9, ChangeID: 7}}, Held: true},
 		"reaction_changed_v1": ReactionChangedV1{MessageID: msg, ConversationID: conv, UserID: 2, Emoji: "👍🏽",
 			ChangedAt: at, ParticipantIDs: []int64{1, 2}},
 	}

@@ -17,7 +17,8 @@ const MaxFeedAppendedEntries = 1000
 
 // FeedEntryRef names one appended entry: the user whose feed it is in, the
 // feed's epoch, the entry's position and the stored change it points at
-// (feed_changes.id), which fanout reads once for all the users it concerns.
+// (feed_changes.id). Fanout reads the entry from the feed by all of them,
+// so that a stale announcement posts nothing the feed does not hold.
 type FeedEntryRef struct {
 	UserID   int64 `json:"user_id"`
 	Epoch    int64 `json:"epoch"`
@@ -25,12 +26,17 @@ type FeedEntryRef struct {
 	ChangeID int64 `json:"change_id"`
 }
 
-// FeedAppendedV1 is published by the persister with the transaction that
-// appended the entries (on the local bus it commits with it), in the order
-// of each user's positions. A replay or a redelivery that appends nothing
-// announces nothing.
+// FeedAppendedV1 is published by the persister from the transaction that
+// appended the entries (on the local bus it commits with it; EventBridge
+// gets it before the commit), in the order of each user's positions. A
+// replay or a redelivery that appends nothing announces nothing.
 type FeedAppendedV1 struct {
 	Entries []FeedEntryRef `json:"entries"`
+	// Held: every entry's user held a connection in feed mode when the
+	// entries were appended (the persister looked them up). Fanout then
+	// answers for each message entry's recipient whatever becomes of that
+	// connection: a receipt if a feed connection got it, else a push.
+	Held bool `json:"held,omitempty"`
 }
 
 func (FeedAppendedV1) EventType() string { return TypeFeedAppended }

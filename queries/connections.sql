@@ -1,6 +1,17 @@
 -- name: PutConnection :exec
+-- A connection in feed mode first takes its user's feed head lock, as a
+-- persister's batch does (TakeFeedHeads), so that it is recorded either
+-- before a batch looks up whom to announce its entries to (FeedListeners),
+-- or after that batch committed, when the client's sync after connecting
+-- sees the entries.
+WITH head AS (
+    INSERT INTO user_feed_heads (user_id)
+    SELECT @user_id::bigint WHERE @feed::boolean
+    ON CONFLICT (user_id) DO UPDATE SET head = user_feed_heads.head
+    RETURNING user_id
+)
 INSERT INTO ws_connections (connection_id, user_id, connected_at, last_ping_at, expires_at, gateway, token_expires_at, feed)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+VALUES (@connection_id, @user_id, @connected_at, @last_ping_at, @expires_at, @gateway, @token_expires_at, @feed)
 ON CONFLICT (connection_id) DO UPDATE
 SET user_id = EXCLUDED.user_id, connected_at = EXCLUDED.connected_at,
     last_ping_at = EXCLUDED.last_ping_at, expires_at = EXCLUDED.expires_at,

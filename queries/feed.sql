@@ -76,15 +76,17 @@ ORDER BY f.position
 LIMIT @page_limit;
 
 -- name: ListFeedEntries :many
--- Announced feed entries (FeedAppended), by user and position, with their
--- feed's epoch now, for fanout to post to connections in feed mode. Read
--- from the feed itself, not from the announcement, so that a replayed or
--- stale announcement posts what the feed holds (the caller drops entries
--- of another epoch).
+-- Announced feed entries (FeedAppended), by user, position and change,
+-- with their feed's epoch now, for fanout to post to connections in feed
+-- mode. Read from the feed itself and matched on all three, so that a
+-- stale announcement (its transaction rolled back, the feed rebuilt since)
+-- posts nothing but what the feed holds there (the caller also drops
+-- entries of another epoch).
 SELECT f.user_id, f.position, h.epoch, c.kind, c.conversation_id, c.occurred_at, c.body
-FROM (SELECT (@user_ids::bigint[])[g.i] AS user_id, (@positions::bigint[])[g.i] AS position
+FROM (SELECT (@user_ids::bigint[])[g.i] AS user_id, (@positions::bigint[])[g.i] AS position,
+             (@change_ids::bigint[])[g.i] AS change_id
       FROM generate_series(1, cardinality(@user_ids::bigint[])) AS g(i)) k
-JOIN user_feed f ON f.user_id = k.user_id AND f.position = k.position
+JOIN user_feed f ON f.user_id = k.user_id AND f.position = k.position AND f.change_id = k.change_id
 JOIN feed_changes c ON c.id = f.change_id
 JOIN user_feed_heads h ON h.user_id = f.user_id
 ORDER BY f.user_id, f.position;

@@ -33,6 +33,7 @@ import (
 	"github.com/parleychat/parley/internal/connstore/dynamostore/dynalitetest"
 	"github.com/parleychat/parley/internal/push/pushtest"
 	"github.com/parleychat/parley/internal/s3local"
+	"github.com/parleychat/parley/internal/wsproto"
 )
 
 // The AWS transport, offline. Everything is a real protocol server except
@@ -351,6 +352,33 @@ func TestAWSTransport(t *testing.T) {
 		if got := pushesFor(l.expo, m.ID); len(got) != 1 || got[0].To != token || got[0].Body != "are you there?" || got[0].Data["seq"] != "1" {
 			t.Errorf("pushes %+v, want one to %s with the preview and seq 1", got, token)
 		}
+	})
+
+	// A device in feed mode: the persister's announcement goes through
+	// EventBridge to fanout's queue, and the message comes as a feedChange
+	// frame with its position, confirmed to the sender from there.
+	t.Run("feed mode", func(t *testing.T) {
+		fd := gw.dialFeed(7)
+		m := e.send(1, 7, "to a feed device")
+		f := fd.expect(wsproto.TypeFeedChange, func(f map[string]any) bool {
+			d, _ := data(f)["data"].(map[string]any)
+			return data(f)["kind"] == wsproto.TypeNewMessage && d["id"] == m.ID
+		})
+		changes, epoch := e.rawSync(7, 0)
+		var pos any
+		for _, c := range changes {
+			if d, _ := c["data"].(map[string]any); c["kind"] == wsproto.TypeNewMessage && d["id"] == m.ID {
+				pos = c["position"]
+			}
+		}
+		if pos == nil || data(f)["position"] != pos || f["epoch"] != float64(epoch) {
+			t.Fatalf("frame %v; the feed has the message at position %v in epoch %d", f, pos, epoch)
+		}
+		fd.quiet(wsproto.TypeNewMessage, 300*time.Millisecond)
+		waitUntil(t, "the delivery through the feed is stored", func() bool {
+			ms := e.messages(1, m.ConversationID, 1)
+			return len(ms) == 1 && ms[0].DeliveredAt != nil
+		})
 	})
 }
 

@@ -184,7 +184,6 @@ func (b *Bus) Publish(ctx context.Context, envs ...events.Envelope) error {
 		return nil
 	}
 	if scope, ok := db.ScopeFrom(ctx); ok {
-		// In the consumer's transaction, ephemeral events unarchived.
 		durable := slices.DeleteFunc(slices.Clone(envs), events.Ephemeral)
 		if len(durable) < len(envs) {
 			ephemeral := slices.DeleteFunc(slices.Clone(envs), func(e events.Envelope) bool { return !events.Ephemeral(e) })

@@ -20,7 +20,7 @@ const maxFeedEpoch = 1<<53 - 1
 type SyncChange = wsproto.FeedChange
 
 // SyncResult answers GET /sync. Next is the position to ask from next
-// time, within Epoch (0 while the user's feed has no entry yet). Reset
+// time, within Epoch (0 while the user has no feed yet). Reset
 // says the position asked from is no longer in the feed (pruned, ahead of
 // it as after a restore, or of another epoch): the client reloads its
 // conversations and continues from Next.

@@ -20,11 +20,15 @@ import (
 // each change once, as the feed numbers it; a position beyond the next
 // one tells the client it missed changes, which one GET /sync fills.
 //
-// A message a recipient gets only through the feed is confirmed from here:
-// the receipt (MessageDelivered, and messageDelivered to the sender's
-// connections not in feed mode) once a feed connection of the recipient
-// got it, else a push request; as for a message's own receipts, the
-// queued copy of an announcement the fast path posted publishes them.
+// A message's own fanout neither confirms nor pushes it to a recipient
+// holding a connection in feed mode: that is done from here, per message
+// entry of an announcement, once its posts are done: the receipt
+// (MessageDelivered, and messageDelivered to the sender's connections not
+// in feed mode) if a feed connection of the recipient got it, else a push
+// request, even if the recipient's connections closed meanwhile (an
+// announcement Held for its users: the local bus). As for a message's own
+// receipts, the queued copy of an announcement the fast path posted
+// publishes them.
 
 // FeedEntries reads announced feed entries; *db.Queries implements it.
 type FeedEntries interface {
@@ -62,9 +66,10 @@ type feedPost struct {
 }
 
 // planFeed reads, with one query, the entries the batch's announcements
-// name for users holding a connection in feed mode, in each user's
-// position order. An entry of another epoch than announced (a stale or
-// replayed announcement, the feed renewed since) is left out.
+// name (of a Held announcement, all; else those of users holding a
+// connection in feed mode now), in each user's position order. An entry
+// of another epoch than announced (a stale announcement, the feed renewed
+// since) is left out.
 func (f *Fanout) planFeed(ctx context.Context, pushes []*push, conns map[int64][]connstore.Connection) ([]feedPost, error) {
 	var in db.ListFeedEntriesParams
 	type key struct{ user, position int64 }
@@ -76,11 +81,12 @@ func (f *Fanout) planFeed(ctx context.Context, pushes []*push, conns map[int64][
 		}
 		for _, e := range p.feed.Entries {
 			k := key{e.UserID, e.Position}
-			if _, dup := want[k]; dup || !slices.ContainsFunc(conns[e.UserID], f.inFeed) {
+			if _, dup := want[k]; dup || (!p.feed.Held && !slices.ContainsFunc(conns[e.UserID], f.inFeed)) {
 				continue
 			}
 			want[k], epochs[k] = i, e.Epoch
 			in.UserIds, in.Positions = append(in.UserIds, e.UserID), append(in.Positions, e.Position)
+			in.ChangeIds = append(in.ChangeIds, e.ChangeID)
 		}
 	}
 	if len(in.UserIds) == 0 {
@@ -132,8 +138,9 @@ type feedReceipt struct {
 
 // planFeedReceipts works out, per announcement, the receipt of every
 // message entry that reached a feed connection of its recipient and a push
-// request for every other one whose recipient holds no connection outside
-// feed mode (those are the message's own fanout's to confirm or push).
+// request for every other one. (A recipient who also holds a plain
+// connection that got the message may be pushed too: the price of never
+// leaving a message both unconfirmed and unpushed.)
 func (f *Fanout) planFeedReceipts(ctx context.Context, s *sent) {
 	for k, fp := range s.feed {
 		i := fp.event
@@ -152,9 +159,6 @@ func (f *Fanout) planFeedReceipts(ctx context.Context, s *sent) {
 		m := events.MessageSentV1{MessageID: d.ID, ConversationID: d.ConversationID, SenderID: d.SenderID,
 			RecipientID: d.RecipientID, ContentType: d.ContentType, TextContent: d.TextContent, CreatedAt: d.CreatedAt}
 		if len(s.delivered[len(s.envs)+k]) == 0 {
-			if slices.ContainsFunc(s.conns[u], func(c connstore.Connection) bool { return !f.inFeed(c) }) {
-				continue
-			}
 			env, err := f.pushEvent(m, u)
 			if err != nil {
 				s.errs[i] = err

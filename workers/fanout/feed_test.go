@@ -135,4 +135,23 @@ func TestFeedMode(t *testing.T) {
 	if _, err := h.store.Get(ctx, "gone"); err == nil {
 		t.Error("the gone connection's record was kept")
 	}
+
+	// User 4 closes its feed connection between the message's fanout and
+	// the announcement's: it holds no connection then, and the message is
+	// pushed all the same (plain and plain+feed recipients alike).
+	if err := h.store.Put(ctx, connstore.Connection{ID: "closing", UserID: 4, Feed: true, ConnectedAt: at, LastPingAt: at, ExpiresAt: at.Add(2 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	m4, sent4 := message(4)
+	handle(t, f, sent4)
+	if err := p.Handle(ctx, sent4); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.store.Delete(ctx, "closing"); err != nil {
+		t.Fatal(err)
+	}
+	handle(t, f, takeAnnounced(t, ann))
+	if pr := pushRequests(t, h.bus); len(pr) != 2 || pr[1].MessageID != m4.MessageID || pr[1].RecipientID != 4 {
+		t.Fatalf("push requests %+v, want message %s pushed to user 4", pr, m4.MessageID)
+	}
 }

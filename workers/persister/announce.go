@@ -14,10 +14,13 @@ import (
 
 // Announcements: the entries a batch appended to the sync feed are
 // published as FeedAppended, for fanout to post them, each with its
-// position, to the connections opened in feed mode. They are ephemeral
-// (events.Ephemeral): fanout reads what it posts from the feed, and a
-// client that misses one sees the gap at the next frame or at its next
-// sync, so none is worth retrying a batch or replaying.
+// position, to the connections opened in feed mode, and to confirm or push
+// the messages those connections get instead of their own frames. So an
+// announcement is part of its batch: published from the batch's
+// transaction (the local bus writes it there; EventBridge gets it before
+// the commit), and a failure to publish it fails the batch, which is
+// retried whole. It is ephemeral (events.Ephemeral): not archived, since a
+// replay appends nothing to announce.
 
 type announcer struct {
 	bus events.Publisher
@@ -50,7 +53,7 @@ func (p *Persister) announcements(ctx context.Context, tx pgx.Tx, envs []events.
 	}
 	var out []events.Envelope
 	for chunk := range slices.Chunk(appended, events.MaxFeedAppendedEntries) {
-		m := events.FeedAppendedV1{Entries: make([]events.FeedEntryRef, len(chunk))}
+		m := events.FeedAppendedV1{Entries: make([]events.FeedEntryRef, len(chunk)), Held: a.listeners}
 		for i, r := range chunk {
 			m.Entries[i] = events.FeedEntryRef{UserID: r.UserID, Epoch: r.Epoch, Position: r.Position, ChangeID: r.ChangeID}
 		}
@@ -65,27 +68,16 @@ func (p *Persister) announcements(ctx context.Context, tx pgx.Tx, envs []events.
 	return out, nil
 }
 
-// announce publishes the announcements of a batch handled in a consumer's
-// transaction, in it (the local bus writes them there). An error leaves tx
-// to be rolled back and the batch to be retried.
+// announce publishes the announcements of the entries appended in tx,
+// through ctx (whose scope, if any, is tx's: the local bus writes them
+// there). An error leaves the batch to be retried.
 func (p *Persister) announce(ctx context.Context, tx pgx.Tx, envs []events.Envelope, appended []db.AppendFeedRow) error {
 	news, err := p.announcements(ctx, tx, envs, appended)
 	if err != nil || len(news) == 0 {
 		return err
 	}
 	if err := p.announcer.bus.Publish(events.EventContext(ctx, envs[0]), news...); err != nil {
-		return fmt.Errorf("announce %d feed entries: %w", len(appended), err)
+		return fmt.Errorf("announce the feed entries of %d events: %w", len(envs), err)
 	}
 	return nil
-}
-
-// publishAnnouncements publishes announcements after the batch's own
-// commit; a failure costs feed-mode clients a frame, not a change.
-func (p *Persister) publishAnnouncements(ctx context.Context, envs []events.Envelope, news []events.Envelope) {
-	if len(news) == 0 {
-		return
-	}
-	if err := p.announcer.bus.Publish(events.EventContext(ctx, envs[0]), news...); err != nil {
-		p.logger.WarnContext(ctx, "feed entries not announced: feed-mode clients see a gap and sync", "events", len(news), "err", err)
-	}
 }

@@ -2,6 +2,7 @@ package persister_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"testing"
@@ -19,11 +20,16 @@ import (
 type announcements struct {
 	mu   sync.Mutex
 	envs []events.Envelope
+	err  error // what Publish answers, if set
+	held bool  // the last announcement taken was Held
 }
 
 func (a *announcements) Publish(_ context.Context, envs ...events.Envelope) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.err != nil {
+		return a.err
+	}
 	a.envs = append(a.envs, envs...)
 	return nil
 }
@@ -43,7 +49,7 @@ func (a *announcements) take(t *testing.T) []events.FeedEntryRef {
 		if err := e.Unmarshal(&m); err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, m.Entries...)
+		out, a.held = append(out, m.Entries...), m.Held
 	}
 	a.envs = nil
 	return out
@@ -52,7 +58,8 @@ func (a *announcements) take(t *testing.T) []events.FeedEntryRef {
 // TestFeedAnnouncements: the persister announces the entries it appended,
 // with their positions and epochs as the feed has them, only for users
 // holding a connection in feed mode when it looks them up, and nothing for
-// a redelivery or a replay, which append nothing.
+// a redelivery or a replay, which append nothing; an announcement that
+// cannot be published fails its batch, which leaves nothing behind.
 func TestFeedAnnouncements(t *testing.T) {
 	t.Parallel()
 	_, pool := dbtest.New(t)
@@ -93,7 +100,7 @@ func TestFeedAnnouncements(t *testing.T) {
 		t.Fatalf("announced %+v for a feed of %d entries; want u1's two only", got, len(u1))
 	}
 	for i, r := range got {
-		if r.UserID != f.u(1) || r.Position != u1[i].Position || r.Epoch != epochOf(f.u(1)) || r.ChangeID <= 0 {
+		if r.UserID != f.u(1) || r.Position != u1[i].Position || r.Epoch != epochOf(f.u(1)) || r.ChangeID <= 0 || !listening.held {
 			t.Fatalf("entry %d announced as %+v; the feed has position %d in epoch %d", i, r, u1[i].Position, epoch)
 		}
 	}
@@ -122,5 +129,22 @@ func TestFeedAnnouncements(t *testing.T) {
 	}
 	if !slices.Equal(users[f.u(1)], []int64{3}) || !slices.Equal(users[f.u(2)], []int64{3}) || len(users) != 2 {
 		t.Fatalf("announced %v, want position 3 of both users", users)
+	}
+
+	// The bus refuses: the batch fails whole, nothing of it is stored, and
+	// its retry stores and announces it.
+	all.err = errors.New("bus down")
+	m4 := f.sent(t, f.conv, 2, 1, "four")
+	if errs := pa.HandleBatch(ctx, []events.Envelope{m4}); errs[0] == nil {
+		t.Fatal("a batch whose announcement failed succeeded")
+	}
+	var stored int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM messages WHERE id = $1`, m4.ID).Scan(&stored); err != nil || stored != 0 {
+		t.Fatalf("%d stored (%v) after the failed batch", stored, err)
+	}
+	all.err = nil
+	batch(t, pa, m4)
+	if got := all.take(t); len(got) != 2 || all.held {
+		t.Fatalf("the retry announced %+v (held %v), want both users' entries, not held", got, all.held)
 	}
 }

@@ -89,35 +89,39 @@ func (p *Persister) Handle(ctx context.Context, e events.Envelope) error {
 // event is applied alone in a savepoint of its own, so that one bad event
 // fails alone: its neighbours are neither lost nor failed with it.
 //
-// The feed entries the batch appended are announced (FeedAppended) in the
-// consumer's transaction, or after the batch's own commits.
+// The feed entries the batch appended are announced (FeedAppended, see
+// announce.go) from the same transaction.
 func (p *Persister) HandleBatch(ctx context.Context, envs []events.Envelope) []error {
 	errs := make([]error, len(envs))
 	var appended []db.AppendFeedRow
 	if scope, ok := db.ScopeFrom(ctx); ok {
-		if err := p.apply(ctx, scope.Tx, envs, errs, &appended); err != nil {
-			fill(errs, err)
-			return errs
+		err := p.apply(ctx, scope.Tx, envs, errs, &appended)
+		if err == nil {
+			err = p.announce(ctx, scope.Tx, envs, appended)
 		}
-		if err := p.announce(ctx, scope.Tx, envs, appended); err != nil {
+		if err != nil {
 			fill(errs, err)
 		}
 		return errs
 	}
-	var news []events.Envelope
+	var scope *db.Scope
 	err := db.InTx(ctx, p.pool, false, func(tx pgx.Tx) error {
 		if err := p.apply(ctx, tx, envs, errs, &appended); err != nil {
 			return err
 		}
-		var err error
-		news, err = p.announcements(ctx, tx, envs, appended)
-		return err
+		// A scope of this transaction, so that the local bus writes the
+		// announcements in it.
+		var sctx context.Context
+		sctx, scope = db.WithScope(ctx, tx)
+		return p.announce(sctx, tx, envs, appended)
 	})
 	if err != nil {
 		fill(errs, err)
 		return errs
 	}
-	p.publishAnnouncements(ctx, envs, news)
+	if scope != nil {
+		scope.Committed()
+	}
 	return errs
 }
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/db"
 	"github.com/parleychat/parley/db/dbtest"
 	"github.com/parleychat/parley/internal/connstore"
 	"github.com/parleychat/parley/internal/connstore/pgstore"
@@ -81,4 +82,61 @@ func listIDs(t *testing.T, s *pgstore.Store, userID int64) []string {
 		ids = append(ids, c.ID)
 	}
 	return ids
+}
+
+// TestFeedConnectionWaitsForABatchAppending: a connection in feed mode is
+// recorded only once a persister's batch holding its user's feed head has
+// committed, so that the batch either sees it (and announces) or the
+// client's sync after connecting sees the batch's entries; a plain
+// connection does not wait.
+func TestFeedConnectionWaitsForABatchAppending(t *testing.T) {
+	_, pool := dbtest.New(t)
+	ctx := t.Context()
+	s := pgstore.New(pool)
+	at := time.Now()
+	conn := func(id string, feed bool) connstore.Connection {
+		return connstore.Connection{ID: id, UserID: 9, ConnectedAt: at, LastPingAt: at, ExpiresAt: at.Add(time.Hour), Feed: feed}
+	}
+	batch, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = batch.Rollback(ctx) }()
+	if err := db.New(batch).TakeFeedHeads(ctx, []int64{9}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, conn("plain", false)); err != nil {
+		t.Fatalf("a plain connection: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Put(ctx, conn("feed", true)) }()
+	// Until the batch commits, the Put waits on the head's lock.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var waiting int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%ws_connections%'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting == 1 {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the feed connection was recorded while a batch held its user's feed head (err %v)", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the feed connection's Put is not waiting on a lock")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := batch.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the feed connection after the batch: %v", err)
+	}
+	if c, err := s.Get(ctx, "feed"); err != nil || !c.Feed {
+		t.Fatalf("Get feed = %+v, %v", c, err)
+	}
 }
