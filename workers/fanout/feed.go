@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/parleychat/parley/db"
 	"github.com/parleychat/parley/events"
@@ -29,6 +30,11 @@ import (
 // announcement Held for its users: the local bus). As for a message's own
 // receipts, the queued copy of an announcement the fast path posted
 // publishes them.
+
+// feedReadAgain is how long fanout waits before reading again the entries
+// of an announcement published before its commit (EventBridge) that it did
+// not find: far longer than a commit takes.
+const feedReadAgain = 250 * time.Millisecond
 
 // FeedEntries reads announced feed entries; *db.Queries implements it.
 type FeedEntries interface {
@@ -75,10 +81,12 @@ func (f *Fanout) planFeed(ctx context.Context, pushes []*push, conns map[int64][
 	type key struct{ user, position int64 }
 	want := map[key]int{}
 	epochs := map[key]int64{}
+	early := false // some announcement may have come before its commit
 	for i, p := range pushes {
 		if p == nil || p.feed == nil {
 			continue
 		}
+		early = early || !p.feed.Held
 		for _, e := range p.feed.Entries {
 			k := key{e.UserID, e.Position}
 			if _, dup := want[k]; dup || (!p.feed.Held && !slices.ContainsFunc(conns[e.UserID], f.inFeed)) {
@@ -93,6 +101,17 @@ func (f *Fanout) planFeed(ctx context.Context, pushes []*push, conns map[int64][
 		return nil, nil
 	}
 	rows, err := f.feed.ListFeedEntries(ctx, in)
+	if err == nil && early && len(rows) < len(in.UserIds) {
+		// EventBridge gets an announcement before the persister's commit:
+		// entries not visible yet are read again, once, a moment later
+		// (those of a batch that rolled back never are).
+		select {
+		case <-time.After(feedReadAgain):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("fanout: feed entries: %w", ctx.Err())
+		}
+		rows, err = f.feed.ListFeedEntries(ctx, in)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("fanout: %d feed entries: %w", len(in.UserIds), err)
 	}

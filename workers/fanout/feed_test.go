@@ -155,3 +155,67 @@ func TestFeedMode(t *testing.T) {
 		t.Fatalf("push requests %+v, want message %s pushed to user 4", pr, m4.MessageID)
 	}
 }
+
+// readsCounted passes reads of feed entries to the database, telling reads
+// on after each.
+type readsCounted struct {
+	fanout.FeedEntries
+	read chan int // the number of rows each read found
+}
+
+func (r readsCounted) ListFeedEntries(ctx context.Context, arg db.ListFeedEntriesParams) ([]db.ListFeedEntriesRow, error) {
+	rows, err := r.FeedEntries.ListFeedEntries(ctx, arg)
+	r.read <- len(rows)
+	return rows, err
+}
+
+// TestFeedAnnouncementBeforeItsCommit: an announcement published before its
+// batch committed (EventBridge) whose entries fanout does not find yet is
+// read again a moment later, and posted.
+func TestFeedAnnouncementBeforeItsCommit(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	reads := readsCounted{FeedEntries: db.New(h.pool), read: make(chan int, 4)}
+	f := fanout.New(h.store, h.client, h.bus, nil, testLogger(t), fanout.WithFeed(reads))
+	ann := &bus{}
+	p := persister.New(h.pool, slog.New(slog.DiscardHandler), persister.WithFeedAnnouncements(ann, false))
+	feed2 := h.dialQuery(t, 2, "&feed=1")
+	conv, _, err := db.GetOrCreateDirect(ctx, h.pool, uuid.Must(uuid.NewV7()), 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := textMessage(1, 2, "")
+	m.ConversationID = conv.String()
+	sent := envelope(t, 1, m.ConversationID, m)
+	sent.ID = m.MessageID
+
+	// The batch's transaction, open while its announcement is handled.
+	tx, err := h.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	sctx, _ := db.WithScope(ctx, tx)
+	if errs := p.HandleBatch(sctx, []events.Envelope{sent}); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	a := takeAnnounced(t, ann)
+	done := make(chan error, 1)
+	go func() { done <- f.Handle(ctx, a) }()
+	if n := <-reads.read; n != 0 {
+		t.Fatalf("the first read found %d entries of an uncommitted batch", n)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-reads.read; n != 1 {
+		t.Fatalf("the read after the commit found %d entries, want 1", n)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var fr feedFrame
+	if err := json.Unmarshal(feed2.read(t), &fr); err != nil || fr.Data.Data["id"] != m.MessageID {
+		t.Fatalf("feed frame %+v (%v), want the message", fr, err)
+	}
+}
