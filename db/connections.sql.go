@@ -10,16 +10,19 @@ import (
 	"time"
 )
 
-const deleteConnection = `-- name: DeleteConnection :execrows
-DELETE FROM ws_connections WHERE connection_id = $1
+const deleteConnection = `-- name: DeleteConnection :exec
+WITH gone AS (
+    DELETE FROM ws_connections WHERE connection_id = $1 RETURNING user_id, feed
+)
+UPDATE user_feed_heads h SET feed_closed_at = now()
+FROM gone WHERE gone.feed AND h.user_id = gone.user_id
 `
 
-func (q *Queries) DeleteConnection(ctx context.Context, connectionID string) (int64, error) {
-	result, err := q.db.Exec(ctx, deleteConnection, connectionID)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
+// A feed-mode connection's removal is noted on its user's feed head
+// (FeedListeners).
+func (q *Queries) DeleteConnection(ctx context.Context, connectionID string) error {
+	_, err := q.db.Exec(ctx, deleteConnection, connectionID)
+	return err
 }
 
 const deleteConnectionsByGateway = `-- name: DeleteConnectionsByGateway :many

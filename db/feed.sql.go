@@ -179,19 +179,24 @@ func (q *Queries) FeedBounds(ctx context.Context, userID int64) (FeedBoundsRow, 
 }
 
 const feedListeners = `-- name: FeedListeners :many
-SELECT DISTINCT w.user_id FROM ws_connections w
+SELECT w.user_id FROM ws_connections w
 WHERE w.user_id = ANY($1::bigint[]) AND w.feed AND w.expires_at > $2
+UNION
+SELECT h.user_id FROM user_feed_heads h
+WHERE h.user_id = ANY($1::bigint[]) AND h.feed_closed_at > $3::timestamptz
 `
 
 type FeedListenersParams struct {
-	UserIds []int64
-	Now     time.Time
+	UserIds     []int64
+	Now         time.Time
+	ClosedAfter time.Time
 }
 
-// Which of these users hold a live connection opened in feed mode: the
-// persister announces their entries only.
+// Which of these users hold a live connection opened in feed mode, or
+// removed one after closed_after: the persister announces their entries
+// only.
 func (q *Queries) FeedListeners(ctx context.Context, arg FeedListenersParams) ([]int64, error) {
-	rows, err := q.db.Query(ctx, feedListeners, arg.UserIds, arg.Now)
+	rows, err := q.db.Query(ctx, feedListeners, arg.UserIds, arg.Now, arg.ClosedAfter)
 	if err != nil {
 		return nil, err
 	}

@@ -210,9 +210,10 @@ type UserFeedFloor struct {
 }
 
 type UserFeedHead struct {
-	UserID int64
-	Head   int64
-	Epoch  int64
+	UserID       int64
+	Head         int64
+	Epoch        int64
+	FeedClosedAt *time.Time
 }
 
 type UserPresence struct {

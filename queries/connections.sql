@@ -21,8 +21,14 @@ SET user_id = EXCLUDED.user_id, connected_at = EXCLUDED.connected_at,
 -- name: GetConnection :one
 SELECT * FROM ws_connections WHERE connection_id = $1;
 
--- name: DeleteConnection :execrows
-DELETE FROM ws_connections WHERE connection_id = $1;
+-- name: DeleteConnection :exec
+-- A feed-mode connection's removal is noted on its user's feed head
+-- (FeedListeners).
+WITH gone AS (
+    DELETE FROM ws_connections WHERE connection_id = $1 RETURNING user_id, feed
+)
+UPDATE user_feed_heads h SET feed_closed_at = now()
+FROM gone WHERE gone.feed AND h.user_id = gone.user_id;
 
 -- name: TouchConnection :execrows
 UPDATE ws_connections SET last_ping_at = $2, expires_at = $3 WHERE connection_id = $1;

@@ -92,10 +92,14 @@ JOIN user_feed_heads h ON h.user_id = f.user_id
 ORDER BY f.user_id, f.position;
 
 -- name: FeedListeners :many
--- Which of these users hold a live connection opened in feed mode: the
--- persister announces their entries only.
-SELECT DISTINCT w.user_id FROM ws_connections w
-WHERE w.user_id = ANY(@user_ids::bigint[]) AND w.feed AND w.expires_at > @now;
+-- Which of these users hold a live connection opened in feed mode, or
+-- removed one after closed_after: the persister announces their entries
+-- only.
+SELECT w.user_id FROM ws_connections w
+WHERE w.user_id = ANY(@user_ids::bigint[]) AND w.feed AND w.expires_at > @now
+UNION
+SELECT h.user_id FROM user_feed_heads h
+WHERE h.user_id = ANY(@user_ids::bigint[]) AND h.feed_closed_at > @closed_after::timestamptz;
 
 -- name: FeedBounds :one
 -- A user's head, epoch (0 while the user has no head) and the highest

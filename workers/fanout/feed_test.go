@@ -154,6 +154,25 @@ func TestFeedMode(t *testing.T) {
 	if pr := pushRequests(t, h.bus); len(pr) != 2 || pr[1].MessageID != m4.MessageID || pr[1].RecipientID != 4 {
 		t.Fatalf("push requests %+v, want message %s pushed to user 4", pr, m4.MessageID)
 	}
+
+	// User 5 closes it even before the persister stores the message: the
+	// persister still announces the entry (the connection was removed
+	// moments ago), and the message is pushed.
+	if err := h.store.Put(ctx, connstore.Connection{ID: "closed", UserID: 5, Feed: true, ConnectedAt: at, LastPingAt: at, ExpiresAt: at.Add(2 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	m5, sent5 := message(5)
+	handle(t, f, sent5)
+	if err := h.store.Delete(ctx, "closed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Handle(ctx, sent5); err != nil {
+		t.Fatal(err)
+	}
+	handle(t, f, takeAnnounced(t, ann))
+	if pr := pushRequests(t, h.bus); len(pr) != 3 || pr[2].MessageID != m5.MessageID || pr[2].RecipientID != 5 {
+		t.Fatalf("push requests %+v, want message %s pushed to user 5", pr, m5.MessageID)
+	}
 }
 
 // readsCounted passes reads of feed entries to the database, telling reads

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -22,11 +23,17 @@ import (
 // retried whole. It is ephemeral (events.Ephemeral): not archived, since a
 // replay appends nothing to announce.
 
+// feedCloseGrace is how long after a user's feed connection was removed
+// their entries are still announced (Held): longer than a message takes
+// from its fanout, which counted on that connection to confirm or push it,
+// to the persister.
+const feedCloseGrace = time.Minute
+
 type announcer struct {
 	bus events.Publisher
 	// listeners: announce only the entries of users who hold a connection
-	// in feed mode, looked up in the batch's transaction (the connection
-	// store is in this database).
+	// in feed mode (or removed one within feedCloseGrace), looked up in the
+	// batch's transaction (the connection store is in this database).
 	listeners bool
 }
 
@@ -43,7 +50,9 @@ func (p *Persister) announcements(ctx context.Context, tx pgx.Tx, envs []events.
 			users = append(users, r.UserID)
 		}
 		slices.Sort(users)
-		listening, err := db.New(tx).FeedListeners(ctx, db.FeedListenersParams{UserIds: slices.Compact(users), Now: p.now()})
+		now := p.now()
+		listening, err := db.New(tx).FeedListeners(ctx, db.FeedListenersParams{UserIds: slices.Compact(users), Now: now,
+			ClosedAfter: now.Add(-feedCloseGrace)})
 		if err != nil {
 			return nil, fmt.Errorf("users in feed mode: %w", err)
 		}

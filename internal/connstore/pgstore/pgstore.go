@@ -74,7 +74,7 @@ func (s *Store) Get(ctx context.Context, id string) (connstore.Connection, error
 
 // Delete removes a connection; an unknown id is not an error.
 func (s *Store) Delete(ctx context.Context, id string) error {
-	if _, err := s.q.DeleteConnection(ctx, id); err != nil {
+	if err := s.q.DeleteConnection(ctx, id); err != nil {
 		return fmt.Errorf("pgstore: delete %s: %w", id, err)
 	}
 	return nil
