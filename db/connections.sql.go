@@ -26,11 +26,18 @@ func (q *Queries) DeleteConnection(ctx context.Context, connectionID string) err
 }
 
 const deleteConnectionsByGateway = `-- name: DeleteConnectionsByGateway :many
-DELETE FROM ws_connections WHERE gateway = $1 RETURNING user_id
+WITH gone AS (
+    DELETE FROM ws_connections WHERE gateway = $1 RETURNING user_id, feed
+), noted AS (
+    UPDATE user_feed_heads h SET feed_closed_at = now()
+    FROM (SELECT DISTINCT g.user_id FROM gone g WHERE g.feed) f WHERE h.user_id = f.user_id
+)
+SELECT gone.user_id FROM gone
 `
 
 // The users of the removed records: those left with no connection are
-// announced offline.
+// announced offline. Removed feed-mode connections are noted on their
+// users' feed heads, as by DeleteConnection.
 func (q *Queries) DeleteConnectionsByGateway(ctx context.Context, gateway string) ([]int64, error) {
 	rows, err := q.db.Query(ctx, deleteConnectionsByGateway, gateway)
 	if err != nil {

@@ -49,5 +49,12 @@ DELETE FROM ws_connections WHERE expires_at <= $1;
 
 -- name: DeleteConnectionsByGateway :many
 -- The users of the removed records: those left with no connection are
--- announced offline.
-DELETE FROM ws_connections WHERE gateway = $1 RETURNING user_id;
+-- announced offline. Removed feed-mode connections are noted on their
+-- users' feed heads, as by DeleteConnection.
+WITH gone AS (
+    DELETE FROM ws_connections WHERE gateway = $1 RETURNING user_id, feed
+), noted AS (
+    UPDATE user_feed_heads h SET feed_closed_at = now()
+    FROM (SELECT DISTINCT g.user_id FROM gone g WHERE g.feed) f WHERE h.user_id = f.user_id
+)
+SELECT gone.user_id FROM gone;

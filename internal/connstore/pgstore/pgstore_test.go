@@ -140,3 +140,52 @@ func TestFeedConnectionWaitsForABatchAppending(t *testing.T) {
 		t.Fatalf("Get feed = %+v, %v", c, err)
 	}
 }
+
+// TestFeedConnectionRemovalIsNoted: removing a feed-mode connection, by id
+// or with its gateway, notes the time on its user's feed head (the
+// persister goes on announcing the user's entries for a while); removing a
+// plain one does not.
+func TestFeedConnectionRemovalIsNoted(t *testing.T) {
+	_, pool := dbtest.New(t)
+	ctx := t.Context()
+	s := pgstore.New(pool)
+	at := time.Now()
+	put := func(id string, user int64, feed bool) {
+		t.Helper()
+		if err := s.Put(ctx, connstore.Connection{ID: id, UserID: user, Gateway: "g1", ConnectedAt: at, LastPingAt: at, ExpiresAt: at.Add(time.Hour), Feed: feed}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closedAt := func(user int64) *time.Time {
+		t.Helper()
+		var ts *time.Time
+		if err := pool.QueryRow(ctx, `SELECT feed_closed_at FROM user_feed_heads WHERE user_id = $1`, user).Scan(&ts); err != nil {
+			t.Fatal(err)
+		}
+		return ts
+	}
+	put("f1", 1, true)
+	put("f2", 2, true)
+	put("p2", 2, false)
+	if closedAt(1) != nil || closedAt(2) != nil {
+		t.Fatal("a feed head notes a removal before any")
+	}
+	if err := s.Delete(ctx, "p2"); err != nil {
+		t.Fatal(err)
+	}
+	if closedAt(2) != nil {
+		t.Fatal("removing a plain connection was noted")
+	}
+	if err := s.Delete(ctx, "f1"); err != nil {
+		t.Fatal(err)
+	}
+	if closedAt(1) == nil {
+		t.Fatal("removing a feed connection by id was not noted")
+	}
+	if users, err := s.DeleteByGateway(ctx, "g1"); err != nil || len(users) != 1 || users[0] != 2 {
+		t.Fatalf("DeleteByGateway = %v, %v; want user 2", users, err)
+	}
+	if closedAt(2) == nil {
+		t.Fatal("removing a feed connection with its gateway was not noted")
+	}
+}
