@@ -312,7 +312,7 @@ func (a *App) openTransport(ctx context.Context, p parts) error {
 			}
 		}
 		a.transport = &pgTransport{cfg: a.cfg, bus: bus, waker: waker, consumers: a.consumers, logger: a.logger,
-			consume: pgbus.ConsumerConfig{MaxAttempts: a.cfg.WorkerAttempts, FallbackPoll: a.cfg.FallbackPoll}}
+			consume: pgbus.ConsumerConfig{MaxAttempts: a.cfg.WorkerAttempts, BatchSize: a.cfg.WorkerBatch, FallbackPoll: a.cfg.FallbackPoll}}
 	}
 	return nil
 }

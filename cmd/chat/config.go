@@ -52,6 +52,11 @@ const defaultArchiveRetention = 7 * 24 * time.Hour
 // offline for longer reloads its conversations.
 const defaultSyncRetention = 30 * 24 * time.Hour
 
+// maxWorkerBatch bounds CHAT_WORKER_BATCH_SIZE: a batch is one transaction
+// whose statements carry every event's fields, so past this a batch only
+// holds its locks longer.
+const maxWorkerBatch = 1000
+
 // Transports (CHAT_TRANSPORT).
 const (
 	transportPostgres = "postgres"
@@ -94,6 +99,7 @@ type Config struct {
 	EditWindow, UnsendWindow time.Duration
 	MaxGroupMembers          int           // CHAT_GROUP_MAX_MEMBERS, default 256: a group's members, its owner included
 	WorkerConc               int           // CHAT_WORKER_CONCURRENCY consumers per worker queue, default 1
+	WorkerBatch              int           // CHAT_WORKER_BATCH_SIZE most events a consumer claims at once, default 250 (1 to maxWorkerBatch)
 	ThumbConc                int           // CHAT_THUMBNAILER_CONCURRENCY consumers of the thumbnailer, default 2
 	FallbackPoll             time.Duration // CHAT_BUS_FALLBACK_POLL, default 1s
 	// OverloadQueueAge: refuse sends while the oldest event waiting for the
@@ -347,6 +353,11 @@ func loadConfig(getenv func(string) string, dev, needJWT bool) (Config, error) {
 	consume := pgbus.DefaultConsumerConfig()
 	c.WorkerAttempts = num("CHAT_WORKER_MAX_ATTEMPTS", consume.MaxAttempts, 1)
 	c.WorkerConc = num("CHAT_WORKER_CONCURRENCY", consume.Concurrency, 1)
+	c.WorkerBatch = num("CHAT_WORKER_BATCH_SIZE", consume.BatchSize, 1)
+	if c.WorkerBatch > maxWorkerBatch {
+		errs = append(errs, fmt.Errorf("CHAT_WORKER_BATCH_SIZE=%d: want at most %d (a batch is one transaction, holding its locks until it commits)", c.WorkerBatch, maxWorkerBatch))
+		c.WorkerBatch = consume.BatchSize
+	}
 	// Thumbnails are CPU work, not round trips: a second consumer keeps
 	// one slow image from holding up the next.
 	c.ThumbConc = num("CHAT_THUMBNAILER_CONCURRENCY", 2, 1)

@@ -173,3 +173,22 @@ func TestChangeWindowsConfiguration(t *testing.T) {
 		}
 	}
 }
+
+func TestWorkerBatchSizeConfiguration(t *testing.T) {
+	cfg, err := loadConfig(vars(nil), true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.WorkerBatch != 250 {
+		t.Fatalf("default batch size %d, want 250", cfg.WorkerBatch)
+	}
+	cfg, err = loadConfig(vars(map[string]string{"CHAT_WORKER_BATCH_SIZE": "40"}), true, true)
+	if err != nil || cfg.WorkerBatch != 40 {
+		t.Fatalf("set 40: %v, got %d", err, cfg.WorkerBatch)
+	}
+	for _, bad := range []string{"0", "-3", "1001", "many"} {
+		if _, err := loadConfig(vars(map[string]string{"CHAT_WORKER_BATCH_SIZE": bad}), true, true); err == nil || !strings.Contains(err.Error(), "CHAT_WORKER_BATCH_SIZE") {
+			t.Errorf("CHAT_WORKER_BATCH_SIZE=%q: %v, want an error naming it", bad, err)
+		}
+	}
+}
