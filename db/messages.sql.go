@@ -130,23 +130,26 @@ WITH input AS (
            ($9::text[])[g.ord] AS reply_to_id,
            ($10::text[])[g.ord] AS client_message_id,
            ($11::timestamptz[])[g.ord] AS created_at,
-           ($12::text[])[g.ord] AS system
+           ($12::text[])[g.ord] AS system,
+           NULLIF(($13::timestamptz[])[g.ord], '0001-01-01 00:00:00+00') AS delivered_at
     FROM generate_series(1, cardinality($1::uuid[])) AS g(ord)
 ), fresh AS (
-    -- Already stored ones are looked up by key (= ANY of an array): an
-    -- anti-join here was planned as a scan of the whole table.
-    SELECT DISTINCT ON (i.id) i.ord, i.id, i.conversation_id, i.sender_id, i.recipient_id, i.content_type, i.text_content, i.media_key, i.audio_duration, i.reply_to_id, i.client_message_id, i.created_at, i.system FROM input i
-    WHERE i.id <> ALL (ARRAY(SELECT e.id FROM messages e WHERE e.id = ANY($1::uuid[])))
+    -- Already stored ones are looked up by key, a probe of the primary key
+    -- each: a scalar subquery is never turned into a join, where an
+    -- anti-join, or = ANY of the batch's ids, was planned as a scan of the
+    -- whole table (costed as the small table of its last statistics).
+    SELECT DISTINCT ON (i.id) i.ord, i.id, i.conversation_id, i.sender_id, i.recipient_id, i.content_type, i.text_content, i.media_key, i.audio_duration, i.reply_to_id, i.client_message_id, i.created_at, i.system, i.delivered_at FROM input i
+    WHERE (SELECT true FROM messages e WHERE e.id = i.id) IS NULL
     ORDER BY i.id, i.ord
 ), numbered AS (
-    SELECT f.ord, f.id, f.conversation_id, f.sender_id, f.recipient_id, f.content_type, f.text_content, f.media_key, f.audio_duration, f.reply_to_id, f.client_message_id, f.created_at, f.system,
+    SELECT f.ord, f.id, f.conversation_id, f.sender_id, f.recipient_id, f.content_type, f.text_content, f.media_key, f.audio_duration, f.reply_to_id, f.client_message_id, f.created_at, f.system, f.delivered_at,
            (SELECT COALESCE(max(m.seq), 0) FROM messages m WHERE m.conversation_id = f.conversation_id)
            + row_number() OVER (PARTITION BY f.conversation_id ORDER BY f.ord) AS seq
     FROM fresh f
 ), ins AS (
     INSERT INTO messages (
         id, conversation_id, seq, sender_id, recipient_id, content_type, text_content,
-        media_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at, read_at, system
+        media_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at, delivered_at, read_at, system
     )
     -- A recipient of 0 is a group's message: it has none.
     SELECT n.id, n.conversation_id, n.seq, n.sender_id, NULLIF(n.recipient_id, 0), n.content_type, NULLIF(n.text_content, ''),
@@ -154,12 +157,15 @@ WITH input AS (
            -- A reply to another conversation's message (stored, or in this
            -- batch, after the ingress checked it) loses its reference
            -- rather than fail.
-           CASE WHEN EXISTS (SELECT 1 FROM messages r WHERE r.id = NULLIF(n.reply_to_id, '')::uuid
+           -- Looked for only for a reply: the batch's own rows are a scan of
+           -- the batch each.
+           CASE WHEN n.reply_to_id = '' THEN NULL
+                WHEN EXISTS (SELECT 1 FROM messages r WHERE r.id = n.reply_to_id::uuid
                                                        AND r.conversation_id <> n.conversation_id)
-                  OR EXISTS (SELECT 1 FROM input r WHERE r.id = NULLIF(n.reply_to_id, '')::uuid
+                  OR EXISTS (SELECT 1 FROM input r WHERE r.id = n.reply_to_id::uuid
                                                     AND r.conversation_id <> n.conversation_id)
-                THEN NULL ELSE NULLIF(n.reply_to_id, '')::uuid END,
-           NULLIF(n.client_message_id, ''), n.created_at, $13::timestamptz, pr.read_at,
+                THEN NULL ELSE n.reply_to_id::uuid END,
+           NULLIF(n.client_message_id, ''), n.created_at, $14::timestamptz, n.delivered_at, pr.read_at,
            NULLIF(n.system, '')::jsonb
     FROM numbered n
     -- A read that arrived before its message (InsertPendingReads) counts
@@ -208,6 +214,7 @@ type InsertMessagesParams struct {
 	ClientMessageIds []string
 	CreatedAts       []time.Time
 	Systems          []string
+	DeliveredAts     []time.Time
 	SentAt           time.Time
 }
 
@@ -223,7 +230,9 @@ type InsertMessagesRow struct {
 // an audio duration of -1 stand for NULL (arrays cannot carry NULLs here).
 // The caller holds the conversations' row locks (LockConversations), taken
 // in an earlier statement so that this one's snapshot sees every message
-// committed before the locks were granted.
+// committed before the locks were granted. A message's delivery receipt
+// that came in the same batch is stored with it (delivered_ats; Go's zero
+// time, 0001-01-01, for none), which saves updating the row just written.
 func (q *Queries) InsertMessages(ctx context.Context, arg InsertMessagesParams) ([]InsertMessagesRow, error) {
 	rows, err := q.db.Query(ctx, insertMessages,
 		arg.Ids,
@@ -238,6 +247,7 @@ func (q *Queries) InsertMessages(ctx context.Context, arg InsertMessagesParams) 
 		arg.ClientMessageIds,
 		arg.CreatedAts,
 		arg.Systems,
+		arg.DeliveredAts,
 		arg.SentAt,
 	)
 	if err != nil {

@@ -104,7 +104,9 @@ ON CONFLICT DO NOTHING;
 -- an audio duration of -1 stand for NULL (arrays cannot carry NULLs here).
 -- The caller holds the conversations' row locks (LockConversations), taken
 -- in an earlier statement so that this one's snapshot sees every message
--- committed before the locks were granted.
+-- committed before the locks were granted. A message's delivery receipt
+-- that came in the same batch is stored with it (delivered_ats; Go's zero
+-- time, 0001-01-01, for none), which saves updating the row just written.
 WITH input AS (
     -- The arrays zipped by position. Subscripts, not one unnest per array
     -- joined on its ordinality: planning that many joins cost more than
@@ -121,13 +123,16 @@ WITH input AS (
            (@reply_to_ids::text[])[g.ord] AS reply_to_id,
            (@client_message_ids::text[])[g.ord] AS client_message_id,
            (@created_ats::timestamptz[])[g.ord] AS created_at,
-           (@systems::text[])[g.ord] AS system
+           (@systems::text[])[g.ord] AS system,
+           NULLIF((@delivered_ats::timestamptz[])[g.ord], '0001-01-01 00:00:00+00') AS delivered_at
     FROM generate_series(1, cardinality(@ids::uuid[])) AS g(ord)
 ), fresh AS (
-    -- Already stored ones are looked up by key (= ANY of an array): an
-    -- anti-join here was planned as a scan of the whole table.
+    -- Already stored ones are looked up by key, a probe of the primary key
+    -- each: a scalar subquery is never turned into a join, where an
+    -- anti-join, or = ANY of the batch's ids, was planned as a scan of the
+    -- whole table (costed as the small table of its last statistics).
     SELECT DISTINCT ON (i.id) i.* FROM input i
-    WHERE i.id <> ALL (ARRAY(SELECT e.id FROM messages e WHERE e.id = ANY(@ids::uuid[])))
+    WHERE (SELECT true FROM messages e WHERE e.id = i.id) IS NULL
     ORDER BY i.id, i.ord
 ), numbered AS (
     SELECT f.*,
@@ -137,7 +142,7 @@ WITH input AS (
 ), ins AS (
     INSERT INTO messages (
         id, conversation_id, seq, sender_id, recipient_id, content_type, text_content,
-        media_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at, read_at, system
+        media_key, audio_duration, reply_to_id, client_message_id, created_at, sent_at, delivered_at, read_at, system
     )
     -- A recipient of 0 is a group's message: it has none.
     SELECT n.id, n.conversation_id, n.seq, n.sender_id, NULLIF(n.recipient_id, 0), n.content_type, NULLIF(n.text_content, ''),
@@ -145,12 +150,15 @@ WITH input AS (
            -- A reply to another conversation's message (stored, or in this
            -- batch, after the ingress checked it) loses its reference
            -- rather than fail.
-           CASE WHEN EXISTS (SELECT 1 FROM messages r WHERE r.id = NULLIF(n.reply_to_id, '')::uuid
+           -- Looked for only for a reply: the batch's own rows are a scan of
+           -- the batch each.
+           CASE WHEN n.reply_to_id = '' THEN NULL
+                WHEN EXISTS (SELECT 1 FROM messages r WHERE r.id = n.reply_to_id::uuid
                                                        AND r.conversation_id <> n.conversation_id)
-                  OR EXISTS (SELECT 1 FROM input r WHERE r.id = NULLIF(n.reply_to_id, '')::uuid
+                  OR EXISTS (SELECT 1 FROM input r WHERE r.id = n.reply_to_id::uuid
                                                     AND r.conversation_id <> n.conversation_id)
-                THEN NULL ELSE NULLIF(n.reply_to_id, '')::uuid END,
-           NULLIF(n.client_message_id, ''), n.created_at, @sent_at::timestamptz, pr.read_at,
+                THEN NULL ELSE n.reply_to_id::uuid END,
+           NULLIF(n.client_message_id, ''), n.created_at, @sent_at::timestamptz, n.delivered_at, pr.read_at,
            NULLIF(n.system, '')::jsonb
     FROM numbered n
     -- A read that arrived before its message (InsertPendingReads) counts

@@ -280,6 +280,14 @@ func (a *App) openDB(ctx context.Context, migrate bool, workers []string) error 
 		cc.MaxConns = int32(a.budget.consumers)
 		// Names the consumers for chat status (pgbus.Bus.Status).
 		cc.ConnConfig.RuntimeParams["application_name"] = pgbus.ConsumerAppName(workers)
+		// A consumer's statements take batches of 1 to CHAT_WORKER_BATCH_SIZE
+		// events against tables that grow from empty. A generic plan, which
+		// the server settles on after five executions, is costed for an
+		// unknown batch on the tables as they were then (a sequential scan
+		// of a few pages) and kept until their next ANALYZE; planning each
+		// execution for its batch costs far less than such a scan of a grown
+		// table.
+		cc.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
 		if a.consumers, err = pgxpool.NewWithConfig(ctx, cc); err != nil {
 			return fmt.Errorf("consumer pool: %w", err)
 		}

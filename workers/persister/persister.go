@@ -310,14 +310,23 @@ func (p *Persister) applyRuns(ctx context.Context, tx pgx.Tx, envs []events.Enve
 			return err
 		}
 	}
-	if err := apply(envs, errs, sent, func(es []events.Envelope, out []error) error {
-		return p.storeMessages(ctx, tx, es, out, changes)
+	receipts := make([]*events.MessageDeliveredV1, len(delivered))
+	for k, i := range delivered {
+		var m events.MessageDeliveredV1
+		if err := envs[i].Unmarshal(&m); err != nil {
+			errs[i] = err
+			continue
+		}
+		receipts[k] = &m
+	}
+	var folded map[uuid.UUID]bool
+	if err := apply(envs, errs, sent, func(es []events.Envelope, out []error) (err error) {
+		folded, err = p.storeMessages(ctx, tx, es, out, changes, firstDeliveries(receipts))
+		return err
 	}); err != nil {
 		return err
 	}
-	if err := apply(envs, errs, delivered, func(es []events.Envelope, out []error) error {
-		return p.applyDelivered(ctx, q, es, out, changes)
-	}); err != nil {
+	if err := p.applyDelivered(ctx, q, envs, errs, delivered, receipts, folded, changes); err != nil {
 		return err
 	}
 	for _, i := range other {
@@ -441,11 +450,31 @@ func (p *Persister) applyOne(ctx context.Context, q *db.Queries, e events.Envelo
 	}
 }
 
+// firstDeliveries maps each direct message a batch's receipts name to the
+// time of its first receipt: what MarkMessagesDelivered would set. Group
+// receipts also raise a member's position, so they are not folded.
+func firstDeliveries(receipts []*events.MessageDeliveredV1) map[uuid.UUID]time.Time {
+	first := map[uuid.UUID]time.Time{}
+	for _, m := range receipts {
+		if m == nil || m.Group {
+			continue
+		}
+		id := uuid.MustParse(m.MessageID)
+		if _, ok := first[id]; !ok {
+			first[id] = m.DeliveredAt
+		}
+	}
+	return first
+}
+
 // storeMessages inserts messages, each with the next sequence of its
 // conversation in batch order. The conversations' row locks serialize
 // writers of one conversation, so sequences are gap-free and follow commit
-// order.
-func (p *Persister) storeMessages(ctx context.Context, tx pgx.Tx, envs []events.Envelope, errs []error, changes *feedBatch) error {
+// order. A message with a delivery time in deliveries is stored delivered
+// (in a queue its receipt follows it closely, so they often share a
+// batch); it answers those stored now that way, whose receipts are then
+// settled.
+func (p *Persister) storeMessages(ctx context.Context, tx pgx.Tx, envs []events.Envelope, errs []error, changes *feedBatch, deliveries map[uuid.UUID]time.Time) (map[uuid.UUID]bool, error) {
 	q := db.New(tx)
 	var in db.InsertMessagesParams
 	sent := make([]*events.MessageSentV1, len(envs))
@@ -487,13 +516,14 @@ func (p *Persister) storeMessages(ctx context.Context, tx pgx.Tx, envs []events.
 		in.ClientMessageIds = append(in.ClientMessageIds, m.ClientMessageID)
 		in.CreatedAts = append(in.CreatedAts, m.CreatedAt)
 		in.Systems = append(in.Systems, "")
+		in.DeliveredAts = append(in.DeliveredAts, deliveries[uuid.MustParse(m.MessageID)]) // zero: none
 	}
 	if len(in.Ids) == 0 {
-		return nil
+		return nil, nil
 	}
 	locked, err := q.LockConversations(ctx, convs)
 	if err != nil {
-		return fmt.Errorf("lock conversations: %w", err)
+		return nil, fmt.Errorf("lock conversations: %w", err)
 	}
 	if len(locked) < len(convs) {
 		// Only after a restore that lost conversations: recreate them from
@@ -508,16 +538,16 @@ func (p *Persister) storeMessages(ctx context.Context, tx pgx.Tx, envs []events.
 				if parties[id][1] == 0 {
 					// A group is created by its own event, which the
 					// archive holds before any of its messages.
-					return fmt.Errorf("group %s: %w", id, ErrNotYetStored)
+					return nil, fmt.Errorf("group %s: %w", id, ErrNotYetStored)
 				}
 				if err := p.recreateConversation(ctx, tx, id, parties[id][0], parties[id][1]); err != nil {
-					return err
+					return nil, err
 				}
 				missing = append(missing, id)
 			}
 		}
 		if _, err := q.LockConversations(ctx, missing); err != nil {
-			return fmt.Errorf("lock recreated conversations: %w", err)
+			return nil, fmt.Errorf("lock recreated conversations: %w", err)
 		}
 	}
 	// A new statement after the locks: its snapshot sees every message
@@ -525,11 +555,11 @@ func (p *Persister) storeMessages(ctx context.Context, tx pgx.Tx, envs []events.
 	in.SentAt = p.now()
 	stored, err := q.InsertMessages(ctx, in)
 	if err != nil {
-		return fmt.Errorf("insert %d messages: %w", len(in.Ids), err)
+		return nil, fmt.Errorf("insert %d messages: %w", len(in.Ids), err)
 	}
 	if len(withheld.MessageIds) > 0 {
 		if err := q.InsertMessageDeletions(ctx, withheld); err != nil {
-			return fmt.Errorf("withhold %d messages: %w", len(withheld.MessageIds), err)
+			return nil, fmt.Errorf("withhold %d messages: %w", len(withheld.MessageIds), err)
 		}
 	}
 	// The messages stored now (not those stored before), in batch order;
@@ -538,6 +568,7 @@ func (p *Persister) storeMessages(ctx context.Context, tx pgx.Tx, envs []events.
 	for _, r := range stored {
 		fresh[r.ID] = r
 	}
+	var delivered map[uuid.UUID]bool
 	for i, m := range sent {
 		if m == nil {
 			continue
@@ -548,6 +579,12 @@ func (p *Persister) storeMessages(ctx context.Context, tx pgx.Tx, envs []events.
 			continue
 		}
 		delete(fresh, id)
+		if _, ok := deliveries[id]; ok {
+			if delivered == nil {
+				delivered = map[uuid.UUID]bool{}
+			}
+			delivered[id] = true
+		}
 		conv := uuid.MustParse(m.ConversationID)
 		var only []int64
 		if m.WithheldFromRecipient {
@@ -559,7 +596,7 @@ func (p *Persister) storeMessages(ctx context.Context, tx pgx.Tx, envs []events.
 				body: feedRead(m.ConversationID, m.RecipientID, []string{m.MessageID}, *r.ReadAt), at: *r.ReadAt})
 		}
 	}
-	return nil
+	return delivered, nil
 }
 
 func (p *Persister) recreateConversation(ctx context.Context, tx pgx.Tx, id uuid.UUID, a, b int64) error {
@@ -668,56 +705,65 @@ func missingMessages(ctx context.Context, q *db.Queries, ids []uuid.UUID) ([]uui
 	return missing, nil
 }
 
-// applyDelivered records a run of delivery receipts with one statement; a
-// receipt for a message not stored yet has ErrNotYetStored as its outcome.
-func (p *Persister) applyDelivered(ctx context.Context, q *db.Queries, envs []events.Envelope, errs []error, changes *feedBatch) error {
+// applyDelivered applies the delivery receipts at idx of envs, decoded as
+// receipts (nil: failed to decode; its outcome is set). Receipts of the
+// messages in folded were stored with their message (storeMessages);
+// the others are applied with one statement. The sender is told of each
+// message delivered now, from its first receipt, in batch order.
+func (p *Persister) applyDelivered(ctx context.Context, q *db.Queries, envs []events.Envelope, errs []error, idx []int, receipts []*events.MessageDeliveredV1, folded map[uuid.UUID]bool, changes *feedBatch) error {
 	var in db.MarkMessagesDeliveredParams
 	// A group message's receipts also raise each member's delivered
 	// position, from which its counts are read.
 	var group db.AdvanceDeliveredPositionsParams
-	pos := map[uuid.UUID][]int{}
-	receipts := make([]*events.MessageDeliveredV1, len(envs))
-	for i, e := range envs {
-		var m events.MessageDeliveredV1
-		if err := e.Unmarshal(&m); err != nil {
-			errs[i] = err
+	for _, m := range receipts {
+		if m == nil {
 			continue
 		}
-		receipts[i] = &m
 		id := uuid.MustParse(m.MessageID)
+		if folded[id] {
+			continue
+		}
 		in.Ids = append(in.Ids, id)
 		in.DeliveredAts = append(in.DeliveredAts, m.DeliveredAt)
-		pos[id] = append(pos[id], i)
 		if m.Group {
 			group.MessageIds = append(group.MessageIds, id)
 			group.UserIds = append(group.UserIds, m.RecipientID)
 		}
 	}
-	if len(in.Ids) == 0 {
-		return nil
+	// stored: whether each message is stored, and whether this batch
+	// delivered it.
+	stored := make(map[uuid.UUID]bool, len(folded)+len(in.Ids))
+	for id := range folded {
+		stored[id] = true
 	}
-	stored, err := q.MarkMessagesDelivered(ctx, in)
-	if err != nil {
-		return fmt.Errorf("mark %d delivered: %w", len(in.Ids), err)
+	if len(in.Ids) > 0 {
+		rows, err := q.MarkMessagesDelivered(ctx, in)
+		if err != nil {
+			return fmt.Errorf("mark %d delivered: %w", len(in.Ids), err)
+		}
+		for _, r := range rows {
+			stored[r.ID] = r.Applied
+		}
 	}
 	if len(group.MessageIds) > 0 {
 		if err := q.AdvanceDeliveredPositions(ctx, group); err != nil {
 			return fmt.Errorf("advance %d delivered positions: %w", len(group.MessageIds), err)
 		}
 	}
-	for _, r := range stored {
-		if r.Applied {
-			// Told to the sender, from the receipt that applied: the
-			// first of the batch for its message.
-			m := receipts[pos[r.ID][0]]
-			changes.add(feedChange{env: envs[pos[r.ID][0]], kind: KindMessageDelivered, conv: uuid.MustParse(m.ConversationID),
-				message: r.ID, only: []int64{m.SenderID}, body: feedDelivered(*m)})
+	for k, m := range receipts {
+		if m == nil {
+			continue
 		}
-		delete(pos, r.ID)
-	}
-	for id, is := range pos {
-		for _, i := range is {
-			errs[i] = fmt.Errorf("message %s: %w", id, ErrNotYetStored)
+		id := uuid.MustParse(m.MessageID)
+		applied, ok := stored[id]
+		if !ok {
+			errs[idx[k]] = fmt.Errorf("message %s: %w", id, ErrNotYetStored)
+			continue
+		}
+		if applied {
+			changes.add(feedChange{env: envs[idx[k]], kind: KindMessageDelivered, conv: uuid.MustParse(m.ConversationID),
+				message: id, only: []int64{m.SenderID}, body: feedDelivered(*m)})
+			stored[id] = false // told once, from the first receipt
 		}
 	}
 	return nil

@@ -864,3 +864,90 @@ func consume(t *testing.T, pool *pgxpool.Pool, h events.BatchHandler, cfg pgbus.
 	})
 	return ctx, bus
 }
+
+// A delivery receipt in its message's batch is stored with the message, in
+// the insert, instead of updating the row just written; a receipt of a
+// message stored before still updates it. Outcomes, stored times and the
+// sender's feed are those of applying the receipts one by one. A database
+// of its own: a trigger records every update of a message.
+func TestReceiptInItsMessageBatch(t *testing.T) {
+	t.Parallel()
+	_, pool := dbtest.New(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `CREATE TABLE message_updates (id uuid NOT NULL);
+CREATE FUNCTION note_message_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO message_updates VALUES (NEW.id); RETURN NEW; END $$;
+CREATE TRIGGER note_message_update AFTER UPDATE ON messages FOR EACH ROW EXECUTE FUNCTION note_message_update();`); err != nil {
+		t.Fatal(err)
+	}
+	updates := func(id string) int {
+		t.Helper()
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM message_updates WHERE id = $1`, id).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	f := newFixture(t, pool, persister.New(pool, quiet), 1000)
+	t0 := now()
+	before := f.sent(t, f.conv, 1, 2, "stored before")
+	batch(t, f.p, before)
+
+	m1 := f.sent(t, f.conv, 1, 2, "one")
+	m2 := f.sent(t, f.conv, 1, 2, "two, never delivered")
+	all := []events.Envelope{
+		m1,
+		f.delivered(t, m1, t0.Add(time.Second)),
+		f.delivered(t, before, t0.Add(2*time.Second)),
+		m2,
+		f.delivered(t, m1, t0.Add(3*time.Second)), // a second receipt: the first one's time stays
+	}
+	batch(t, f.p, all...)
+
+	for _, c := range []struct {
+		m       events.Envelope
+		want    *time.Time
+		updates int
+	}{
+		{m1, ptr(t0.Add(time.Second)), 0},
+		{before, ptr(t0.Add(2 * time.Second)), 1},
+		{m2, nil, 0},
+	} {
+		s, ok := message(t, pool, c.m.ID)
+		switch {
+		case !ok:
+			t.Fatalf("message %s not stored", c.m.ID)
+		case (s.Deliver == nil) != (c.want == nil) || s.Deliver != nil && !s.Deliver.Equal(*c.want):
+			t.Fatalf("message %q: delivered at %v, want %v", s.Text, s.Deliver, c.want)
+		case updates(c.m.ID) != c.updates:
+			t.Fatalf("message %q: updated %d times, want %d", s.Text, updates(c.m.ID), c.updates)
+		}
+	}
+	delivered := func() []string {
+		var ids []string
+		for _, e := range f.feed(t, 1) {
+			if e.Kind == "messageDelivered" {
+				ids = append(ids, e.Data["messageId"].(string))
+			}
+		}
+		return ids
+	}
+	// Each message once, in the receipts' order.
+	if got, want := delivered(), []string{m1.ID, before.ID}; !slices.Equal(got, want) {
+		t.Fatalf("u1's messageDelivered entries %v, want %v", got, want)
+	}
+	if kinds(f.feed(t, 2))[0] != "newMessage" || len(f.feed(t, 2)) != 3 {
+		t.Fatalf("u2's feed %v, want its three newMessage entries", kinds(f.feed(t, 2)))
+	}
+
+	// Redelivered, as one batch and one by one: nothing changes.
+	feed1 := f.feed(t, 1)
+	batch(t, f.p, all...)
+	handle(t, f.p, all...)
+	if got := f.feed(t, 1); !slices.EqualFunc(got, feed1, sameEntry) {
+		t.Fatalf("redelivery changed u1's feed: %v, was %v", kinds(got), kinds(feed1))
+	}
+	if s, _ := message(t, pool, m1.ID); !s.Deliver.Equal(t0.Add(time.Second)) || updates(m1.ID) != 0 {
+		t.Fatalf("after redelivery: delivered at %v, updated %d times", s.Deliver, updates(m1.ID))
+	}
+}
