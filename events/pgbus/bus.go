@@ -43,7 +43,7 @@ type Bus struct {
 
 	gmu      sync.Mutex
 	pending  []*pubRequest // publishes waiting for a group
-	flushers int           // goroutines writing groups
+	flushing bool          // a goroutine is writing groups
 
 	hmu      sync.Mutex
 	handoffs map[string]*handoff // by worker (see HandOff)
@@ -243,13 +243,14 @@ func (b *Bus) PublishClaimed(ctx context.Context, claim db.InsertMessageRequestP
 	return b.groupCommit(ctx, []events.Envelope{env}, &claim)
 }
 
-// Group commit: concurrent publishes that arrive while earlier ones are
-// being written share one statement, so one disk flush answers many
-// requests. Each caller still returns only once its own events are durable.
-const (
-	maxFlushers    = 4   // statements in flight at once
-	maxGroupEvents = 256 // events per statement
-)
+// Group commit: publishes that arrive while a group's statement is being
+// written wait for it and share the next one, so one statement and one
+// disk flush answer many requests. Each caller still returns only once its
+// own events are durable. One statement at a time: with four in flight, a
+// publish under load nearly always found a writer free and went alone
+// (groups of 1.2–1.4 events at 1,000 msg/s, a transaction each), which cost
+// the server more than waiting for the statement ahead costs the caller.
+const maxGroupEvents = 256 // events per statement
 
 type pubRequest struct {
 	envs  []events.Envelope
@@ -266,8 +267,8 @@ func (b *Bus) groupCommit(ctx context.Context, envs []events.Envelope, claim *db
 	r := &pubRequest{envs: envs, claim: claim, done: make(chan pubResult, 1)}
 	b.gmu.Lock()
 	b.pending = append(b.pending, r)
-	if b.flushers < maxFlushers {
-		b.flushers++
+	if !b.flushing {
+		b.flushing = true
 		go b.flush()
 	}
 	b.gmu.Unlock()
@@ -286,7 +287,7 @@ func (b *Bus) flush() {
 	for {
 		b.gmu.Lock()
 		if len(b.pending) == 0 {
-			b.flushers--
+			b.flushing = false
 			b.gmu.Unlock()
 			return
 		}

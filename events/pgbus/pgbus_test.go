@@ -494,6 +494,66 @@ func TestConcurrentPublishesShareCommits(t *testing.T) {
 	}
 }
 
+// Publishes that arrive while a group's statement is in flight wait for it
+// and share the next statement: one statement at a time, so that under load
+// many callers share one transaction instead of each finding a writer free.
+func TestPublishesBehindAStatementShareTheNext(t *testing.T) {
+	_, pool := dbtest.New(t)
+	var mu sync.Mutex
+	var groups []int
+	sizes := func() []int { mu.Lock(); defer mu.Unlock(); return slices.Clone(groups) }
+	bus := pgbus.New(pool, nil, quiet, pgbus.WithGroupSizes(func(n int) { mu.Lock(); groups = append(groups, n); mu.Unlock() }))
+	ctx := context.Background()
+	if err := bus.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The archive held, so that the first group's statement waits.
+	hold, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = hold.Rollback(ctx) }()
+	if _, err := hold.Exec(ctx, `LOCK TABLE event_archive IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	const later = 20
+	envs := make([]events.Envelope, later+1)
+	for i := range envs {
+		envs[i] = connected(t, i)
+	}
+	errs := make(chan error, len(envs))
+	go func() { errs <- bus.Publish(ctx, envs[0]) }()
+	for deadline := time.Now().Add(10 * time.Second); len(sizes()) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first publish's statement did not start")
+		}
+	}
+	for _, e := range envs[1:] {
+		go func() { errs <- bus.Publish(ctx, e) }()
+	}
+	// Time for the later publishes to start statements of their own, were
+	// several allowed in flight.
+	time.Sleep(300 * time.Millisecond)
+	if got := sizes(); len(got) != 1 {
+		t.Fatalf("groups written while the first was in flight: %v, want only the first", got)
+	}
+	if err := hold.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range envs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := sizes()
+	if got[0] != 1 || len(got) < 2 || got[1] < 2 {
+		t.Fatalf("group sizes %v: want the first alone, then the publishes that waited sharing a statement", got)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM event_archive`); n != len(envs) {
+		t.Fatalf("archive holds %d events, want %d", n, len(envs))
+	}
+}
+
 // A bad event is refused on its own, without failing concurrent callers.
 func TestInvalidEventIsRefusedAlone(t *testing.T) {
 	h := setup(t)
