@@ -68,29 +68,3 @@ func (q *Queries) ListArchivedEvents(ctx context.Context, arg ListArchivedEvents
 	}
 	return items, nil
 }
-
-const pruneArchive = `-- name: PruneArchive :execrows
-DELETE FROM event_archive
-WHERE id IN (
-  SELECT id FROM event_archive
-  WHERE occurred_at < $1::timestamptz
-  ORDER BY occurred_at, id
-  LIMIT $2
-)
-`
-
-type PruneArchiveParams struct {
-	Before    time.Time
-	BatchSize int32
-}
-
-// One batch of the events that occurred before the cutoff, oldest first
-// along the replay index. The caller repeats it until a batch comes back
-// short, so no statement locks many rows or runs long.
-func (q *Queries) PruneArchive(ctx context.Context, arg PruneArchiveParams) (int64, error) {
-	result, err := q.db.Exec(ctx, pruneArchive, arg.Before, arg.BatchSize)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
-}

@@ -7,15 +7,3 @@ WHERE (occurred_at, id) > (@after_time::timestamptz, @after_id::uuid)
   AND type = ANY(@types::text[])
 ORDER BY occurred_at, id
 LIMIT @batch_size;
-
--- name: PruneArchive :execrows
--- One batch of the events that occurred before the cutoff, oldest first
--- along the replay index. The caller repeats it until a batch comes back
--- short, so no statement locks many rows or runs long.
-DELETE FROM event_archive
-WHERE id IN (
-  SELECT id FROM event_archive
-  WHERE occurred_at < @before::timestamptz
-  ORDER BY occurred_at, id
-  LIMIT @batch_size
-);

@@ -99,7 +99,8 @@ func TestPushNotifications(t *testing.T) {
 	// has, before unmuting.
 	waitUntil(t, "the notifier has handled the muted message", func() bool {
 		return count(t, e.pool, `SELECT count(*) FROM event_archive WHERE type = 'PushRequested' AND envelope->'data'->>'message_id' = $1`, muted.ID) == 1 &&
-			count(t, e.pool, `SELECT count(*) FROM queue_notifier WHERE payload->'data'->>'message_id' = $1`, muted.ID) == 0
+			count(t, e.pool, `SELECT count(*) FROM queue_notifier q JOIN event_archive a ON a.id = q.event_id
+				WHERE a.envelope->'data'->>'message_id' = $1`, muted.ID) == 0
 	})
 	setMuted(false)
 	after := e.send(1, 2, "unmuted")

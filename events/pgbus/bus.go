@@ -133,6 +133,12 @@ func queueTable(worker string) string { return pgx.Identifier{"queue_" + worker}
 // offset order, so one conversation's events are handled in order while
 // conversations run in parallel, and the publisher can wake just that
 // consumer. attempts and not_before hold a failed event back for its retry.
+//
+// payload is NULL when the statement that queued the event also archived
+// it: the envelope is then read from its archive row (event_archive.id =
+// event_id) when the event is claimed. Copying it into every queue as well
+// was a quarter of the WAL written per message; PruneArchive keeps the
+// archive rows that queued events still point at.
 var queueDDL = []string{
 	`CREATE TABLE IF NOT EXISTS %s (
 	"offset"   bigserial PRIMARY KEY,
@@ -149,6 +155,8 @@ var queueDDL = []string{
 	// themselves too (see ConsumerConfig.VacuumEvery).
 	`ALTER TABLE %s SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 2000,
 	autovacuum_vacuum_cost_delay = 0, autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 2000)`,
+	// Queues created before payloads were read from the archive.
+	`ALTER TABLE %s ALTER COLUMN payload DROP NOT NULL`,
 }
 
 // Init creates the worker queue tables. It is idempotent.
@@ -570,18 +578,25 @@ func (b *Bus) publishStatement(workers []string, archive, claims bool) string {
 	FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::smallint[])
 	     WITH ORDINALITY AS t(id, type, occurred_at, conv, envelope, part, ord)` + filter + `
 )`)
+	// A queue row carries no payload when this statement archived its
+	// event (see queueDDL); it carries one when the event was archived
+	// before (a republish, whose archive row may be old enough to be
+	// pruned) or not at all (PublishTo, ephemeral events).
+	payload := "e.envelope"
 	if archive {
 		sb.WriteString(`, archived AS (
 	INSERT INTO event_archive (id, type, occurred_at, conversation_id, envelope)
 	SELECT id, type, occurred_at, conversation_id, envelope FROM e ORDER BY ord
 	ON CONFLICT (id) DO NOTHING
+	RETURNING id
 )`)
+		payload = "CASE WHEN e.id IN (SELECT id FROM archived) THEN NULL ELSE e.envelope END"
 	}
 	for i, w := range workers {
 		fmt.Fprintf(&sb, `, q%d AS (
 	INSERT INTO %s (event_id, type, payload, part)
-	SELECT id, type, envelope, part FROM e WHERE ord = ANY($%d::bigint[]) ORDER BY ord
-)`, i, queueTable(w), next+i)
+	SELECT e.id, e.type, %s, e.part FROM e WHERE e.ord = ANY($%d::bigint[]) ORDER BY e.ord
+)`, i, queueTable(w), payload, next+i)
 	}
 	if claims {
 		sb.WriteString("\nSELECT message_id FROM claims")

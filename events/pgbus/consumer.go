@@ -347,20 +347,31 @@ func (c *claimer) claim(ctx context.Context, tx pgx.Tx) ([]claimed, error) {
 	if len(c.split) > 0 {
 		limit = 1
 	}
-	q := `DELETE FROM ` + c.r.table + ` WHERE "offset" IN (
-	SELECT "offset" FROM ` + c.r.table + `
-	WHERE part % $1 = $2 AND (not_before IS NULL OR not_before <= now())
-	ORDER BY "offset" LIMIT $3 FOR UPDATE SKIP LOCKED)
-RETURNING "offset", event_id, type, payload::text, part, attempts, created_at`
+	// A row without a payload is read from the archive (queueDDL): a
+	// scalar subquery, so that it is always the primary key's probe and
+	// only for those rows.
+	q := `WITH d AS (
+	DELETE FROM ` + c.r.table + ` WHERE "offset" IN (
+		SELECT "offset" FROM ` + c.r.table + `
+		WHERE part % $1 = $2 AND (not_before IS NULL OR not_before <= now())
+		ORDER BY "offset" LIMIT $3 FOR UPDATE SKIP LOCKED)
+	RETURNING "offset", event_id, type, payload, part, attempts, created_at
+)
+SELECT "offset", event_id, type,
+	COALESCE(payload, (SELECT a.envelope FROM event_archive a WHERE a.id = d.event_id))::text,
+	part, attempts, created_at
+FROM d`
 	rs, err := tx.Query(ctx, q, c.parts, c.part, limit)
 	if err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}
 	rows, err := pgx.CollectRows(rs, func(row pgx.CollectableRow) (claimed, error) {
 		var c claimed
-		var payload string
+		var payload *string
 		err := row.Scan(&c.offset, &c.eventID, &c.typ, &payload, &c.part, &c.attempts, &c.createdAt)
-		c.raw = []byte(payload)
+		if payload != nil {
+			c.raw = []byte(*payload)
+		}
 		return c, err
 	})
 	if err != nil {
@@ -397,6 +408,12 @@ func (r *runner) handle(msg *message.Message) error {
 	idx := make([]int, 0, len(b.rows)) // envs[k] is b.rows[idx[k]]
 	errs := make([]error, len(b.rows))
 	for i, row := range b.rows {
+		if row.raw == nil {
+			// Its archive row is gone: deleted by hand, since PruneArchive
+			// keeps what queues point at. Nothing to retry.
+			errs[i] = events.Permanent(fmt.Errorf("event %s: its archived envelope is missing", row.eventID))
+			continue
+		}
 		env, err := events.Decode(row.raw)
 		if err != nil {
 			errs[i] = err // invalid: permanent

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -94,14 +95,34 @@ func (b *Bus) Redrive(ctx context.Context, id int64) error {
 // PruneArchive deletes the archived events that occurred before before, in
 // batches of batch rows, each its own short statement, so that publishes
 // appending to the archive never wait on it. It returns how many it deleted.
+// An event still queued for a worker without a payload of its own keeps its
+// archive row, which is where that worker reads it from (queueDDL).
+//
+// A queue row points only at an archive row its own statement inserted, so
+// an archive row this statement can see has every queue row that points at
+// it visible too: none is missed by a concurrent publish.
 func (b *Bus) PruneArchive(ctx context.Context, before time.Time, batch int) (int64, error) {
 	if batch < 1 {
 		return 0, fmt.Errorf("prune archive: batch size %d", batch)
 	}
-	q := db.New(b.pool)
+	var sb strings.Builder
+	sb.WriteString(`DELETE FROM event_archive WHERE id IN (
+	SELECT a.id FROM event_archive a
+	WHERE a.occurred_at < $1`)
+	for _, r := range b.routes {
+		fmt.Fprintf(&sb, `
+	AND NOT EXISTS (SELECT 1 FROM %s q WHERE q.event_id = a.id AND q.payload IS NULL)`, queueTable(r.Worker))
+	}
+	// Oldest first, along the replay index.
+	sb.WriteString(`
+	ORDER BY a.occurred_at, a.id
+	LIMIT $2
+)`)
+	stmt := sb.String()
 	var total int64
 	for {
-		n, err := q.PruneArchive(ctx, db.PruneArchiveParams{Before: before, BatchSize: int32(batch)})
+		tag, err := b.pool.Exec(ctx, stmt, before, batch)
+		n := tag.RowsAffected()
 		total += n
 		if err != nil {
 			return total, fmt.Errorf("prune archive: %w", err)

@@ -2,17 +2,21 @@ package pgbus_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/parleychat/parley/events"
+	"github.com/parleychat/parley/events/pgbus"
 )
 
 // TestPruneArchiveDeletesOnlyOlderEventsInBatches: events older than the
-// cutoff go, however many batches that takes; newer ones stay and still
-// replay.
+// cutoff go, however many batches that takes, except one still queued for a
+// worker, which reads its envelope from the archive; newer ones stay and
+// still replay.
 func TestPruneArchiveDeletesOnlyOlderEventsInBatches(t *testing.T) {
 	h := setup(t)
 	ctx := context.Background()
@@ -27,36 +31,54 @@ func TestPruneArchiveDeletesOnlyOlderEventsInBatches(t *testing.T) {
 		}
 		return e
 	}
+	var old []events.Envelope
 	for i := range 7 {
-		publishAt(now.Add(-8*24*time.Hour - time.Duration(i)*time.Minute))
+		old = append(old, publishAt(now.Add(-8*24*time.Hour-time.Duration(i)*time.Minute)))
 	}
-	var kept []string
+	kept := []string{old[0].ID}
 	for i := range 3 {
 		kept = append(kept, publishAt(now.Add(-time.Duration(i)*time.Hour)).ID)
 	}
-	n, err := h.bus.PruneArchive(ctx, now.Add(-7*24*time.Hour), 2) // 4 batches, the last one short
+	cutoff := now.Add(-7 * 24 * time.Hour)
+	// Nothing consumed yet: fanout's queue points at every one of them.
+	if n, err := h.bus.PruneArchive(ctx, cutoff, 2); err != nil || n != 0 {
+		t.Fatalf("pruning while queued: %d, %v; want 0, nil", n, err)
+	}
+	// Handled, all but the first old one.
+	if _, err := h.pool.Exec(ctx, `DELETE FROM queue_fanout WHERE event_id <> $1`, old[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	n, err := h.bus.PruneArchive(ctx, cutoff, 2) // 4 batches, the last one short
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 7 {
-		t.Errorf("pruned %d events, want 7", n)
+	if n != 6 {
+		t.Errorf("pruned %d events, want 6", n)
 	}
 	rows, err := h.pool.Query(ctx, `SELECT id::text FROM event_archive ORDER BY occurred_at DESC`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var left []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		left = append(left, id)
+	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(left) != len(kept) || left[0] != kept[0] || left[2] != kept[2] {
+	slices.Sort(left)
+	slices.Sort(kept)
+	if !slices.Equal(left, kept) {
 		t.Errorf("archive holds %v, want %v", left, kept)
 	}
-	if n, err := h.bus.PruneArchive(ctx, now.Add(-7*24*time.Hour), 2); err != nil || n != 0 {
+	// The queued one is delivered whole, and pruned once handled.
+	handler, got := envelopes()
+	stop := h.consume(t, events.WorkerFanout, handler, pgbus.ConsumerConfig{})
+	if e := receive(t, got, 1)[old[0].ID]; e.ID == "" || !sameJSON(t, e.Data, old[0].Data) {
+		t.Errorf("delivered %s, want %s", e.Data, old[0].Data)
+	}
+	stop()
+	if n, err := h.bus.PruneArchive(ctx, cutoff, 2); err != nil || n != 1 {
+		t.Errorf("pruning once handled: %d, %v; want 1, nil", n, err)
+	}
+	if n, err := h.bus.PruneArchive(ctx, cutoff, 2); err != nil || n != 0 {
 		t.Errorf("pruning again: %d, %v; want 0, nil", n, err)
 	}
 	if _, err := h.bus.PruneArchive(ctx, now, 0); err == nil {
