@@ -155,8 +155,14 @@ var queueDDL = []string{
 	// themselves too (see ConsumerConfig.VacuumEvery).
 	`ALTER TABLE %s SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 2000,
 	autovacuum_vacuum_cost_delay = 0, autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 2000)`,
-	// Queues created before payloads were read from the archive.
-	`ALTER TABLE %s ALTER COLUMN payload DROP NOT NULL`,
+	// Queues created before payloads were read from the archive. Only
+	// then: ALTER TABLE waits for every open claim, and publishes to the
+	// queue would queue behind it at each process start.
+	`DO $$ BEGIN
+	IF EXISTS (SELECT FROM pg_attribute WHERE attrelid = '%[1]s'::regclass AND attname = 'payload' AND attnotnull) THEN
+		ALTER TABLE %[1]s ALTER COLUMN payload DROP NOT NULL;
+	END IF;
+END $$`,
 }
 
 // Init creates the worker queue tables. It is idempotent.
