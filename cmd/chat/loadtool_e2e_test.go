@@ -35,7 +35,7 @@ func TestLoadToolAgainstDev(t *testing.T) {
 	}
 	report := string(out)
 
-	m := regexp.MustCompile(`sent (\d+), delivered (\d+), refused (\d+)`).FindStringSubmatch(report)
+	m := regexp.MustCompile(`sent (\d+), delivered (\d+), refused (\d+) .*\((\d+) in the measured window\)`).FindStringSubmatch(report)
 	if m == nil {
 		t.Fatalf("no send summary in:\n%s", report)
 	}
@@ -44,6 +44,9 @@ func TestLoadToolAgainstDev(t *testing.T) {
 	refused, _ := strconv.Atoi(m[3])
 	if sent < 100 || delivered+refused != sent {
 		t.Fatalf("sent %d, delivered %d, refused %d: every send must be delivered or refused\n%s", sent, delivered, refused, report)
+	}
+	if measured, _ := strconv.Atoi(m[4]); measured > refused {
+		t.Errorf("%d refusals in the measured window, of %d in all\n%s", measured, refused, report)
 	}
 	for _, want := range []string{"send→receive latency over", "p50", "p99.9", "server RSS", "PostgreSQL transactions:"} {
 		if !strings.Contains(report, want) {

@@ -176,11 +176,15 @@ type stats struct {
 	mu        sync.Mutex
 	latencies []time.Duration // send → newMessage at the recipient, measured window only
 	refusals  map[string]int  // error frames by code
-	sent      atomic.Int64
-	received  atomic.Int64
-	errors    atomic.Int64 // failed writes
-	skipped   atomic.Int64 // sends not made: maxInFlight reached
-	measuring atomic.Bool
+	// refusals that arrived in the measured window: those before it are
+	// the run's start, where every pair's first message also creates its
+	// conversation.
+	refusedMeasured int
+	sent            atomic.Int64
+	received        atomic.Int64
+	errors          atomic.Int64 // failed writes
+	skipped         atomic.Int64 // sends not made: maxInFlight reached
+	measuring       atomic.Bool
 	// In group mode: deliveries per message (by its send number), and
 	// the latency to a message's last member once all have it.
 	members int // recipients of each message
@@ -283,8 +287,8 @@ loop:
 	for _, n := range st.refusals {
 		refused += n
 	}
-	fmt.Fprintf(out, "sent %d, delivered %d, refused %d %v, failed writes %d, skipped (over %d in flight) %d\n",
-		st.sent.Load(), st.received.Load(), refused, st.refusals, st.errors.Load(), maxInFlight, st.skipped.Load())
+	fmt.Fprintf(out, "sent %d, delivered %d, refused %d %v (%d in the measured window), failed writes %d, skipped (over %d in flight) %d\n",
+		st.sent.Load(), st.received.Load(), refused, st.refusals, st.refusedMeasured, st.errors.Load(), maxInFlight, st.skipped.Load())
 	st.mu.Unlock()
 	fmt.Fprintf(out, "sent/s (measured window): %.0f of %.0f offered\n", float64(st.sent.Load()-sentAtMeasure)/window.Seconds(), o.rate)
 	deliveries := float64(st.received.Load()-recvAtMeasure) / (window + o.settleTime).Seconds()
@@ -460,6 +464,9 @@ func readLoop(c *client, st *stats) {
 		case "error":
 			st.mu.Lock()
 			st.refusals[f.Code]++
+			if st.measuring.Load() {
+				st.refusedMeasured++
+			}
 			st.mu.Unlock()
 		}
 	}
