@@ -330,6 +330,85 @@ func TestGroupConcurrentChanges(t *testing.T) {
 	}
 }
 
+// TestGroupSendPrecedesJoinItRaced: a send that has read a group's members
+// is published before a membership change can commit, so the change's seq
+// follows the message's. The send is held between its read and its publish
+// (its client_message_id's claim waits for a transaction of the test's that
+// inserted the same claim); a join started then must wait for the send, and
+// the message, created before the join, comes before it in the group.
+func TestGroupSendPrecedesJoinItRaced(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := pipelinetest.New(t, pipelinetest.Options{})
+	const owner, y, x = 9201, 9202, 9203
+	g := createGroup(t, e, owner, "ordered", y)
+
+	hold, err := e.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = hold.Rollback(ctx) }()
+	if _, err := hold.Exec(ctx, `INSERT INTO message_requests (sender_id, client_message_id, message_id, request_hash, envelope)
+		VALUES ($1, 'held', gen_random_uuid(), 'held', '{}')`, owner); err != nil {
+		t.Fatal(err)
+	}
+	sent := make(chan pipelinetest.Response, 1)
+	go func() {
+		body := text(g.ID, "before the join")
+		body["client_message_id"] = "held"
+		resp, err := e.Request(pipelinetest.Auth(owner), http.MethodPost, sendPath, body)
+		if err != nil {
+			resp.Status, resp.Body = -1, []byte(err.Error())
+		}
+		sent <- resp
+	}()
+	waiting := func(like string) func() (bool, string) {
+		return func() (bool, string) {
+			var n int
+			err := e.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+				WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE $1`, like).Scan(&n)
+			return err == nil && n > 0, fmt.Sprintf("%d waiting, err %v", n, err)
+		}
+	}
+	pipelinetest.Eventually(t, "the send waits for its claim", waiting("%message_requests%"))
+
+	joined := make(chan pipelinetest.Response, 1)
+	go func() {
+		resp, err := e.Request(pipelinetest.Auth(owner), http.MethodPost, groupPath(g.ID, "/members"), map[string]any{"user_ids": []int64{x}})
+		if err != nil {
+			resp.Status, resp.Body = -1, []byte(err.Error())
+		}
+		joined <- resp
+	}()
+	locked := waiting("%FOR UPDATE%")
+	pipelinetest.Eventually(t, "the join waits for the send or ends", func() (bool, string) {
+		if len(joined) > 0 {
+			return true, "the join ended"
+		}
+		return locked()
+	})
+	if len(joined) > 0 {
+		r := <-joined
+		t.Fatalf("a join committed (%d) while a send that had read the members was not yet published", r.Status)
+	}
+	if err := hold.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-sent; r.Status != http.StatusOK {
+		t.Fatalf("send: %d %s", r.Status, r.Body)
+	}
+	if r := <-joined; r.Status != http.StatusOK {
+		t.Fatalf("join: %d %s", r.Status, r.Body)
+	}
+	awaitSeq(t, e, owner, g.ID, 3)
+	if got, want := texts(messagesOf(t, e, owner, g.ID)), []string{"created", "before the join", "added"}; !slices.Equal(got, want) {
+		t.Fatalf("the group holds %q, want %q", got, want)
+	}
+	if got := texts(messagesOf(t, e, x, g.ID)); !slices.Equal(got, []string{"added"}) {
+		t.Fatalf("x sees %q, want only their join", got)
+	}
+}
+
 func deref[T any](p *T) T {
 	var zero T
 	if p == nil {
@@ -340,9 +419,10 @@ func deref[T any](p *T) T {
 
 // lostCommitBus stands in for a bus that cannot join the ingress's
 // transaction (EventBridge): it publishes at once, apart from it (a
-// context without the transaction's scope), then, for a group change, ends
-// the ingress transaction that published it (its connection is
-// terminated), so that the change is on the bus but its commit fails.
+// context without the transaction's scope), then, for a group change or a
+// group's message, ends the ingress transaction that published it (its
+// connection is terminated), so that the event is on the bus but its
+// commit fails.
 type lostCommitBus struct {
 	events.Publisher
 	pool   func() *pgxpool.Pool
@@ -354,23 +434,25 @@ func (b *lostCommitBus) Publish(ctx context.Context, envs ...events.Envelope) er
 		return err
 	}
 	for _, e := range envs {
-		if e.Type == events.TypeGroupChanged && b.killed.Load() < 2 {
-			var n int
-			// The transaction waits for this publish, its last statement
-			// the one that wrote the members.
-			if err := b.pool().QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-				WHERE datname = current_database() AND state = 'idle in transaction' AND query LIKE '%JoinGroup%'`).Scan(&n); err != nil {
-				return err
-			}
-			b.killed.Add(int32(n))
+		// The transaction waits for this publish, its last statement the
+		// one that wrote the members, or, for a message, read them.
+		last := map[string]string{events.TypeGroupChanged: "%JoinGroup%", events.TypeMessageSent: "%GroupMembersForSend%"}[e.Type]
+		if last == "" || b.killed.Load() >= 3 {
+			continue
 		}
+		var n int
+		if err := b.pool().QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE datname = current_database() AND state = 'idle in transaction' AND query LIKE $1`, last).Scan(&n); err != nil {
+			return err
+		}
+		b.killed.Add(int32(n))
 	}
 	return nil
 }
 
-// TestGroupChangeAppliedWhenItsCommitFails: a change published apart from
-// its transaction, which then fails, is a success for the client, and the
-// persister applies it from its event.
+// TestGroupChangeAppliedWhenItsCommitFails: a change or a message published
+// apart from its transaction, which then fails, is a success for the
+// client, and the persister applies it from its event.
 func TestGroupChangeAppliedWhenItsCommitFails(t *testing.T) {
 	t.Parallel()
 	var e *pipelinetest.Env
@@ -387,12 +469,17 @@ func TestGroupChangeAppliedWhenItsCommitFails(t *testing.T) {
 		return resp.Status == http.StatusOK, fmt.Sprint(resp.Status)
 	})
 	e.MustDo(t, a, http.MethodPost, groupPath(g.ID, "/members"), map[string]any{"user_ids": []int64{c}}, http.StatusOK, nil)
-	if bus.killed.Load() != 2 {
-		t.Fatalf("%d ingress transactions ended after their publish, want 2 (the creation and the addition)", bus.killed.Load())
+	// A message is the same: published, it stands.
+	m := e.Send(t, b, text(g.ID, "lost too"))
+	if bus.killed.Load() != 3 {
+		t.Fatalf("%d ingress transactions ended after their publish, want 3 (the creation, the addition and the message)", bus.killed.Load())
 	}
-	awaitSeq(t, e, a, g.ID, 2)
-	if got := texts(messagesOf(t, e, c, g.ID)); !slices.Equal(got, []string{"added"}) {
+	awaitSeq(t, e, a, g.ID, 3)
+	if got := texts(messagesOf(t, e, c, g.ID)); !slices.Equal(got, []string{"added", "lost too"}) {
 		t.Fatalf("c, added by a change whose commit failed, sees %q", got)
+	}
+	if got := messagesOf(t, e, a, g.ID)[2]; got.ID != m.ID {
+		t.Fatalf("the group's third message is %s, want the send's %s", got.ID, m.ID)
 	}
 	if cv := e.ConversationOf(t, a, g.ID); cv.MemberCount != 3 || deref(cv.Title) != "lost" {
 		t.Fatalf("the group after both commits failed: %+v", cv)

@@ -39,47 +39,98 @@ func (s *Service) Send(ctx context.Context, userID int64, in SendInput) (Message
 	if err != nil {
 		return MessageView{}, err
 	}
-	now := s.clock()
-	var withheld bool
-	var members []int64
 	if recipientID == 0 {
-		// A group's: its members and its time, read together (groups.go).
+		return s.sendToGroup(ctx, userID, convID, in)
+	}
+	withheld, err := s.blocks(ctx, recipientID, userID)
+	if err != nil {
+		return MessageView{}, err
+	}
+	if err := s.checkReply(ctx, s.q, userID, convID, in.ReplyToID); err != nil {
+		return MessageView{}, err
+	}
+	p := sentPayload(userID, convID, in, s.clock())
+	p.RecipientID, p.WithheldFromRecipient = recipientID, withheld
+	if p, err = s.publishSent(ctx, s.q, in, p); err != nil {
+		return MessageView{}, err
+	}
+	return s.sentView(ctx, p), nil
+}
+
+// sendToGroup reads the group's members and the database's clock (the
+// message's created_at) and publishes the message, all in one transaction
+// holding a share of the group's row lock (groups.go). A membership change
+// waits for that lock, so its event follows the message's on the bus and
+// the persister gives it the later seq: the order of a group's seqs agrees
+// with its messages' created_at and with who was a member at each.
+// (Published after the lock, a join could come between the read and the
+// publish and precede, in seq, a message created before it.)
+func (s *Service) sendToGroup(ctx context.Context, userID int64, convID uuid.UUID, in SendInput) (MessageView, error) {
+	var p events.MessageSentV1
+	var published bool
+	joined, err := s.txWithEvents(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		q := db.New(tx)
+		members, at, err := groupMembersForSend(ctx, q, convID, userID)
+		if err != nil {
+			return err
+		}
+		// After the members' read, which refuses a sender who is not one.
+		if err := s.checkReply(ctx, q, userID, convID, in.ReplyToID); err != nil {
+			return err
+		}
 		// Blocks do not withhold within a group: a member who blocks
 		// another sees the group's messages, as every member does.
-		if members, now, err = s.groupSend(ctx, convID, userID); err != nil {
-			return MessageView{}, err
+		p = sentPayload(userID, convID, in, at)
+		p.MemberIDs = members
+		if p, err = s.publishSent(ctx, q, in, p); err != nil {
+			return err
 		}
-	} else if withheld, err = s.blocks(ctx, recipientID, userID); err != nil {
-		return MessageView{}, err
-	}
-	// After the group's read, which refuses a sender who is not a member.
-	if err := s.checkReply(ctx, userID, convID, in.ReplyToID); err != nil {
-		return MessageView{}, err
-	}
-	msgID := newID()
-	payload := events.MessageSentV1{
-		MessageID: msgID.String(), ConversationID: convID.String(), SenderID: userID, RecipientID: recipientID,
-		ContentType: in.ContentType, TextContent: in.TextContent, MediaKey: in.MediaKey,
-		AudioDuration: in.AudioDuration, ReplyToID: in.ReplyToID, ClientMessageID: in.ClientMessageID, CreatedAt: now,
-		SourceConnectionID: in.SourceConnectionID, WithheldFromRecipient: withheld, MemberIDs: members,
-	}
-	env, err := events.New(msgID.String(), now, userID, convID.String(), payload)
+		published = true
+		return nil
+	})
 	if err != nil {
-		return MessageView{}, internal(err)
+		// A bus that cannot join the transaction (EventBridge) published
+		// the message at once: it stands, and so the send succeeded.
+		if !published || joined {
+			return MessageView{}, txError(err)
+		}
+		s.logger.Warn("a group message was published but its transaction failed", "conversation_id", convID, "err", err)
+	}
+	return s.sentView(ctx, p), nil
+}
+
+// sentPayload is the MessageSent of a send, created at at, with a new id.
+func sentPayload(userID int64, convID uuid.UUID, in SendInput, at time.Time) events.MessageSentV1 {
+	return events.MessageSentV1{
+		MessageID: newID().String(), ConversationID: convID.String(), SenderID: userID,
+		ContentType: in.ContentType, TextContent: in.TextContent, MediaKey: in.MediaKey,
+		AudioDuration: in.AudioDuration, ReplyToID: in.ReplyToID, ClientMessageID: in.ClientMessageID, CreatedAt: at,
+		SourceConnectionID: in.SourceConnectionID,
+	}
+}
+
+// publishSent publishes p, or, for a client_message_id the sender already
+// used, re-publishes the original message (claimClientID), which it
+// returns. q reads and records the claims: the pool's, or the transaction
+// a group's send holds.
+func (s *Service) publishSent(ctx context.Context, q *db.Queries, in SendInput, p events.MessageSentV1) (events.MessageSentV1, error) {
+	env, err := events.New(p.MessageID, p.CreatedAt, p.SenderID, p.ConversationID, p)
+	if err != nil {
+		return p, internal(err)
 	}
 	if in.ClientMessageID != "" {
-		env, payload, err = s.claimClientID(ctx, userID, in, convID, env, payload)
+		env, p, err = s.claimClientID(ctx, q, in, env, p)
 		if err != nil {
-			return MessageView{}, err
+			return p, err
 		}
 		if env.ID == "" { // published with its claim
-			return s.sentView(ctx, payload), nil
+			return p, nil
 		}
 	}
 	if err := s.publish(ctx, env); err != nil {
-		return MessageView{}, err
+		return p, err
 	}
-	return s.sentView(ctx, payload), nil
+	return p, nil
 }
 
 // claimClientID records the client's id for this message, or, if the client
@@ -89,7 +140,8 @@ func (s *Service) Send(ctx context.Context, userID int64, in SendInput) (Message
 // On a bus that can claim while publishing (ClaimPublisher), a first
 // attempt is published right here, in the statement that records the claim;
 // it then returns a zero envelope: nothing is left to publish.
-func (s *Service) claimClientID(ctx context.Context, userID int64, in SendInput, convID uuid.UUID, env events.Envelope, p events.MessageSentV1) (events.Envelope, events.MessageSentV1, error) {
+func (s *Service) claimClientID(ctx context.Context, q *db.Queries, in SendInput, env events.Envelope, p events.MessageSentV1) (events.Envelope, events.MessageSentV1, error) {
+	userID, convID := p.SenderID, uuid.MustParse(p.ConversationID)
 	hash := requestHash(convID, in)
 	raw, err := env.Encode()
 	if err != nil {
@@ -109,7 +161,7 @@ func (s *Service) claimClientID(ctx context.Context, userID int64, in SendInput,
 		}
 		// An earlier attempt claimed the id: answer as for a retry.
 	} else {
-		_, err = s.q.InsertMessageRequest(ctx, claim)
+		_, err = q.InsertMessageRequest(ctx, claim)
 		if err == nil {
 			return env, p, nil
 		}
@@ -117,7 +169,7 @@ func (s *Service) claimClientID(ctx context.Context, userID int64, in SendInput,
 			return env, p, unavailable("the database", err)
 		}
 	}
-	prev, err := s.q.GetMessageRequest(ctx, db.GetMessageRequestParams{SenderID: userID, ClientMessageID: in.ClientMessageID})
+	prev, err := q.GetMessageRequest(ctx, db.GetMessageRequestParams{SenderID: userID, ClientMessageID: in.ClientMessageID})
 	if err != nil {
 		return env, p, unavailable("the database", err)
 	}
@@ -213,11 +265,11 @@ func (s *Service) validateSend(ctx context.Context, userID int64, in *SendInput)
 // An id not stored (yet) is accepted: the message replied to may have been
 // pushed to the sender before the persister stored it. The persister drops
 // a reply_to_id that turns out to be another conversation's.
-func (s *Service) checkReply(ctx context.Context, userID int64, convID uuid.UUID, replyToID string) error {
+func (s *Service) checkReply(ctx context.Context, q *db.Queries, userID int64, convID uuid.UUID, replyToID string) error {
 	if replyToID == "" {
 		return nil
 	}
-	m, err := s.q.GetMessage(ctx, uuid.MustParse(replyToID))
+	m, err := q.GetMessage(ctx, uuid.MustParse(replyToID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil
 	}
@@ -229,7 +281,7 @@ func (s *Service) checkReply(ctx context.Context, userID int64, convID uuid.UUID
 	}
 	// A group member replies only to what they see: not to a message from
 	// before they joined, whose text the reply would show to them.
-	if ok, err := s.canSee(ctx, userID, m); err != nil {
+	if ok, err := s.canSee(ctx, q, userID, m); err != nil {
 		return err
 	} else if !ok {
 		return Errorf(CodeInvalid, "reply_to_id %s is a message from before you joined this group", replyToID)
@@ -263,7 +315,7 @@ func (s *Service) resolveConversation(ctx context.Context, userID, recipientID i
 	id := uuid.MustParse(conversationID)
 	if _, ok := s.groups.get(id); ok {
 		// A group's send reads its members under the group's lock
-		// (groupSend), which refuses a sender who is not one.
+		// (sendToGroup), which refuses a sender who is not one.
 		if recipientID != 0 {
 			return uuid.Nil, 0, groupRecipient(id)
 		}
@@ -575,7 +627,7 @@ func (s *Service) DeleteMessage(ctx context.Context, userID int64, messageID uui
 	if err != nil {
 		return unavailable("the database", err)
 	}
-	if ok, err := s.canSee(ctx, userID, m); err != nil {
+	if ok, err := s.canSee(ctx, s.q, userID, m); err != nil {
 		return err
 	} else if !ok {
 		return Errorf(CodeForbidden, "message %s is not in one of your conversations", messageID)

@@ -18,10 +18,11 @@ import (
 // Groups. A membership change is written here, at ingress, in a
 // transaction holding the group's row lock, at the database's clock read
 // under that lock, and published in the transaction (txWithEvents); a send
-// reads the members under a share of the same lock, at the same clock
-// (groupSend). So each message's created_at and the members it is posted
-// to agree with every change: a member sees exactly what was created while
-// they were one, on every path (REST, WebSocket, sync, push, media). The
+// reads the members under a share of the same lock, at the same clock, and
+// is published before that share ends (sendToGroup). So each message's
+// created_at, its seq and the members it is posted to agree with every
+// change: a member sees exactly what was created while they were one, on
+// every path (REST, WebSocket, sync, push, media). The
 // local bus commits the event with the change; if the commit fails after
 // an EventBridge publish, the persister applies the published change
 // itself (last writer wins by its time), so nothing is half done.
@@ -386,41 +387,33 @@ func dbClock(ctx context.Context, tx pgx.Tx) (time.Time, error) {
 	return at.UTC(), nil
 }
 
-// groupSend reads a group's members for a message, under a share of the
-// group's row lock, with the database's clock: the message's created_at.
-// It answers the members but the sender, or refuses a sender who is not a
-// member.
-func (s *Service) groupSend(ctx context.Context, convID uuid.UUID, userID int64) (members []int64, at time.Time, err error) {
-	err = db.InTx(ctx, s.pool, false, func(tx pgx.Tx) error {
-		q := db.New(tx)
-		if _, err := q.ShareLockGroup(ctx, convID); err != nil {
-			if errors.Is(err, pgx.ErrNoRows) {
-				return Errorf(CodeNotFound, "group %s not found", convID)
-			}
-			return unavailable("the database", err)
+// groupMembersForSend reads a group's members for a message, under a share
+// of the group's row lock held for the rest of q's transaction, with the
+// database's clock: the message's created_at (sendToGroup). It answers the
+// members but the sender, or refuses a sender who is not a member.
+func groupMembersForSend(ctx context.Context, q *db.Queries, convID uuid.UUID, userID int64) (members []int64, at time.Time, err error) {
+	if _, err := q.ShareLockGroup(ctx, convID); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, at, Errorf(CodeNotFound, "group %s not found", convID)
 		}
-		rows, err := q.GroupMembersForSend(ctx, convID)
-		if err != nil {
-			return unavailable("the database", err)
-		}
-		in := false
-		for _, r := range rows {
-			if r.UserID == userID {
-				in = true
-				continue
-			}
-			members = append(members, r.UserID)
-		}
-		if !in {
-			return Errorf(CodeForbidden, "you are not a member of group %s", convID)
-		}
-		at = rows[0].Clock.UTC().Truncate(time.Microsecond) // rows holds the sender
-		return nil
-	})
-	if err != nil {
-		return nil, at, txError(err)
+		return nil, at, unavailable("the database", err)
 	}
-	return members, at, nil
+	rows, err := q.GroupMembersForSend(ctx, convID)
+	if err != nil {
+		return nil, at, unavailable("the database", err)
+	}
+	in := false
+	for _, r := range rows {
+		if r.UserID == userID {
+			in = true
+			continue
+		}
+		members = append(members, r.UserID)
+	}
+	if !in {
+		return nil, at, Errorf(CodeForbidden, "you are not a member of group %s", convID)
+	}
+	return members, rows[0].Clock.UTC().Truncate(time.Microsecond), nil // rows holds the sender
 }
 
 func (s *Service) groupTitle(t string) (string, error) {

@@ -149,7 +149,7 @@ func (s *Service) messageMediaKey(ctx context.Context, userID int64, messageID u
 	if err != nil {
 		return "", unavailable("the database", err)
 	}
-	if ok, err := s.canSee(ctx, userID, msg); err != nil {
+	if ok, err := s.canSee(ctx, s.q, userID, msg); err != nil {
 		return "", err
 	} else if !ok {
 		return "", Errorf(CodeForbidden, "message %s is not in one of your conversations", messageID)

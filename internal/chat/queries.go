@@ -193,14 +193,14 @@ func sees(v db.GetViewerRow, createdAt time.Time) bool {
 // canSee reports whether userID may see message m: its sender, its
 // recipient in a direct conversation, or a member of its group whose
 // window holds it. (Deletion for one user is a view filter, not access.)
-func (s *Service) canSee(ctx context.Context, userID int64, m db.Message) (bool, error) {
+func (s *Service) canSee(ctx context.Context, q *db.Queries, userID int64, m db.Message) (bool, error) {
 	if m.SenderID == userID || (m.RecipientID != nil && *m.RecipientID == userID) {
 		return true, nil
 	}
 	if m.RecipientID != nil {
 		return false, nil
 	}
-	v, err := s.q.GetViewer(ctx, db.GetViewerParams{ConversationID: m.ConversationID, UserID: userID})
+	v, err := q.GetViewer(ctx, db.GetViewerParams{ConversationID: m.ConversationID, UserID: userID})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}

@@ -101,7 +101,7 @@ func (s *Service) Report(ctx context.Context, userID int64, in ReportInput) (Rep
 		if m.SenderID == userID {
 			return ReportView{}, Errorf(CodeInvalid, "you cannot report your own message")
 		}
-		if ok, err := s.canSee(ctx, userID, m); err != nil {
+		if ok, err := s.canSee(ctx, s.q, userID, m); err != nil {
 			return ReportView{}, err
 		} else if !ok {
 			return ReportView{}, Errorf(CodeForbidden, "message %s is not in one of your conversations", id)
