@@ -88,13 +88,8 @@ func (s *Service) sendToGroup(ctx context.Context, userID int64, convID uuid.UUI
 		published = true
 		return nil
 	})
-	if err != nil {
-		// A bus that cannot join the transaction (EventBridge) published
-		// the message at once: it stands, and so the send succeeded.
-		if !published || joined {
-			return MessageView{}, txError(err)
-		}
-		s.logger.Warn("a group message was published but its transaction failed", "conversation_id", convID, "err", err)
+	if err != nil && !s.appliedAnyway("a group message", published && !joined, convID, err) {
+		return MessageView{}, txError(err)
 	}
 	return s.sentView(ctx, p), nil
 }

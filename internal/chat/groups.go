@@ -22,10 +22,10 @@ import (
 // is published before that share ends (sendToGroup). So each message's
 // created_at, its seq and the members it is posted to agree with every
 // change: a member sees exactly what was created while they were one, on
-// every path (REST, WebSocket, sync, push, media). The
-// local bus commits the event with the change; if the commit fails after
-// an EventBridge publish, the persister applies the published change
-// itself (last writer wins by its time), so nothing is half done.
+// every path (REST, WebSocket, sync, push, media). The local bus commits
+// the event with the change; if the commit fails after an EventBridge
+// publish, the persister applies the published change itself (last
+// writer wins by its time), so nothing is half done.
 
 // GroupInput creates a group.
 type GroupInput struct {
@@ -101,7 +101,7 @@ func (s *Service) CreateGroup(ctx context.Context, userID int64, in GroupInput) 
 		published = true
 		return nil
 	})
-	if err != nil && !s.appliedAnyway(published && !joined, id, err) {
+	if err != nil && !s.appliedAnyway("a group change", published && !joined, id, err) {
 		return ConversationView{}, txError(err)
 	}
 	v, err := s.Conversation(ctx, userID, id)
@@ -114,16 +114,16 @@ func (s *Service) CreateGroup(ctx context.Context, userID int64, in GroupInput) 
 	return v, err
 }
 
-// appliedAnyway reports whether a group change whose transaction failed
-// stands nonetheless: published by a bus that did not join the
-// transaction (EventBridge publishes at once; the local bus's events roll
-// back with it), whose commit then failed. The persister applies the
-// published change, so the request succeeded. It logs why.
-func (s *Service) appliedAnyway(publishedApart bool, convID uuid.UUID, err error) bool {
+// appliedAnyway reports whether a group's change or message (what) whose
+// transaction failed stands nonetheless: published by a bus that did not
+// join the transaction (EventBridge publishes at once; the local bus's
+// events roll back with it), whose commit then failed. The persister
+// applies what was published, so the request succeeded. It logs why.
+func (s *Service) appliedAnyway(what string, publishedApart bool, convID uuid.UUID, err error) bool {
 	if !publishedApart {
 		return false
 	}
-	s.logger.Warn("a group change was published but its transaction failed; the persister applies it",
+	s.logger.Warn(what+" was published but its transaction failed; the persister applies it",
 		"conversation_id", convID, "err", err)
 	return true
 }
@@ -362,7 +362,7 @@ func (s *Service) changeGroup(ctx context.Context, userID int64, convID uuid.UUI
 		published = true
 		return nil
 	})
-	if err != nil && !s.appliedAnyway(published && !joined, convID, err) {
+	if err != nil && !s.appliedAnyway("a group change", published && !joined, convID, err) {
 		return txError(err)
 	}
 	return nil
