@@ -80,6 +80,7 @@ func Load(ctx context.Context, o Options) (aws.Config, error) {
 		if err != nil {
 			return aws.Config{}, fmt.Errorf("load AWS config: %w", err)
 		}
+		cfg.HTTPClient = newHTTPClient(cfg.HTTPClient)
 		return cfg, nil
 	}
 	if err := CheckEndpoint(o.Endpoint); err != nil {
@@ -94,6 +95,7 @@ func Load(ctx context.Context, o Options) (aws.Config, error) {
 		Region:       region,
 		Credentials:  credentials.NewStaticCredentialsProvider(keys.AccessKeyID, keys.SecretAccessKey, ""),
 		BaseEndpoint: aws.String(o.Endpoint),
+		HTTPClient:   newHTTPClient(nil),
 	}, nil
 }
 

@@ -10,7 +10,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsretry "github.com/aws/aws-sdk-go-v2/aws/retry"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi"
 
 	"github.com/parleychat/parley/internal/awsconf"
@@ -65,14 +64,9 @@ func NewManagementClient(ctx context.Context, endpoint string, keys awsconf.Keys
 // keepAlive keeps an idle connection for each post fanout may have in
 // flight: the SDK's default keeps 10 per host, and under load every post
 // beyond those dialed a new connection (and closed it), which cost more
-// than the post. The configuration's own client (its CA bundle, say) is
-// kept when it is the SDK's buildable one.
+// than the post.
 func keepAlive(c aws.HTTPClient) aws.HTTPClient {
-	bc, ok := c.(*awshttp.BuildableClient)
-	if !ok || bc == nil {
-		bc = awshttp.NewBuildableClient()
-	}
-	return bc.WithTransportOptions(func(t *http.Transport) {
+	return awsconf.WithTransportOptions(c, func(t *http.Transport) {
 		t.MaxIdleConns = 2 * maxConcurrentPosts
 		t.MaxIdleConnsPerHost = 2 * maxConcurrentPosts
 	})
